@@ -1,0 +1,42 @@
+//! Instants, stored and compared as Unix milliseconds (one portable BIGINT in SQL).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// An instant as milliseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixMillis(pub i64);
+
+/// Earliest instant accepted from a caller: 1970-01-01.
+const MILLIS_MIN: i64 = 0;
+/// Latest instant accepted from a caller: 9999-12-31, so arithmetic never nears overflow.
+const MILLIS_MAX: i64 = 253_402_300_799_999;
+
+impl UnixMillis {
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    /// From protobuf `Timestamp` parts; out-of-range instants are refused.
+    pub fn from_parts(seconds: i64, nanos: i32) -> Result<Self, String> {
+        if !(0..1_000_000_000).contains(&nanos) {
+            return Err("nanos must be between 0 and 999,999,999".into());
+        }
+        let ms = seconds
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(i64::from(nanos / 1_000_000)))
+            .filter(|ms| (MILLIS_MIN..=MILLIS_MAX).contains(ms))
+            .ok_or("must be between 1970-01-01 and 9999-12-31")?;
+        Ok(UnixMillis(ms))
+    }
+
+    /// Protobuf `Timestamp` parts (seconds, nanos).
+    pub fn to_parts(self) -> (i64, i32) {
+        let seconds = self.0.div_euclid(1000);
+        let nanos = (self.0.rem_euclid(1000) * 1_000_000) as i32;
+        (seconds, nanos)
+    }
+}
