@@ -21,10 +21,28 @@ pub mod ovation {
             tonic::include_proto!("ovation.catalog.v1");
         }
     }
+    pub mod wallet {
+        pub mod v1 {
+            tonic::include_proto!("ovation.wallet.v1");
+        }
+    }
+    pub mod payout {
+        pub mod v1 {
+            tonic::include_proto!("ovation.payout.v1");
+        }
+    }
+    pub mod gifting {
+        pub mod v1 {
+            tonic::include_proto!("ovation.gifting.v1");
+        }
+    }
 }
 
 pub use ovation::catalog::v1 as catalog;
 pub use ovation::common::v1 as common;
+pub use ovation::gifting::v1 as gifting;
+pub use ovation::payout::v1 as payout;
+pub use ovation::wallet::v1 as wallet;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every Ovation `.proto`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
