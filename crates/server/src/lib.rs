@@ -1,0 +1,24 @@
+//! What every Ovation service runs on, so no service copies plumbing.
+//!
+//! - [`config`]: the settings every service shares (`OVATION_*` variables and flags).
+//! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
+//!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
+//!   a span per RPC with W3C trace context, and graceful shutdown.
+//! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation every task watches.
+//! - [`error`]: [`ApiError`], the one error type that becomes a `tonic::Status` with rich
+//!   details (`ErrorInfo`, `BadRequest`).
+//! - [`edge`]: proto ↔ domain conversions shared by services (timestamps, money, pages).
+//!
+//! Limits: every request is bounded in time (`request_timeout_ms`), in size
+//! (`request_bytes_max`) and in concurrency (`concurrency_max`, then RESOURCE_EXHAUSTED).
+
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod serve;
+pub mod shutdown;
+
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use serve::{ServiceSpec, StartError, bind, serve};
+pub use shutdown::Shutdown;

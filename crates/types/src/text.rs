@@ -120,7 +120,10 @@ fn bounded(raw: &str, chars_max: usize) -> Result<(), String> {
     if raw.chars().nth(chars_max).is_some() {
         return Err(format!("must be at most {chars_max} characters"));
     }
-    if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err("must not contain control characters".into());
     }
     Ok(())

@@ -1,0 +1,107 @@
+//! The catalog service: gifts, coin packages, promotions and economy parameters, every
+//! change a new version and every old version readable (SPEC §2).
+//!
+//! Layout:
+//! - [`domain`]: the catalog's values and rules (plain Rust, unit-tested).
+//! - [`store`]: all of its SQL.
+//! - [`grpc`]: the thin gRPC layer (parse, call, map errors).
+//! - [`seed`]: the demo economy written into an empty catalog.
+//! - [`run`]: start-up: database, migrations, seed, then the shared server.
+//!
+//! Limits: ids ≤ 64, names ≤ 128, URLs ≤ 500 characters; gift prices 1..=50000 coins;
+//! ≤ 32 prices per package; ≤ 64 packages per promotion; pages ≤ 500 (SPEC §7).
+
+pub mod domain;
+pub mod grpc;
+pub mod seed;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use ovation_proto::catalog::catalog_service_server::CatalogServiceServer;
+use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_store::Db;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "catalog",
+    grpc_service: "ovation.catalog.v1.CatalogService",
+};
+
+/// Where the catalog listens unless told otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50052";
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The catalog's settings: the shared ones plus its own.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "ovation-catalog", version, about = "Ovation's catalog service")]
+pub struct CatalogArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OVATION_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen: SocketAddr,
+    /// Database URL: postgres://… or sqlite://path [default: sqlite://data/catalog.db]
+    #[arg(long, env = "OVATION_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Do not seed an empty catalog with the demo economy.
+    #[arg(long, env = "OVATION_NO_SEED")]
+    pub no_seed: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Everything the catalog needs to start.
+#[derive(Clone, Debug)]
+pub struct CatalogConfig {
+    pub server: ServerConfig,
+    /// Seed an empty catalog with the demo economy.
+    pub seed_demo: bool,
+}
+
+impl From<CatalogArgs> for CatalogConfig {
+    fn from(args: CatalogArgs) -> Self {
+        CatalogConfig {
+            server: ServerConfig {
+                listen_addr: args.listen,
+                database_url: args
+                    .database_url
+                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
+                args: args.server,
+            },
+            seed_demo: !args.no_seed,
+        }
+    }
+}
+
+/// Runs the catalog on `listener` until `shutdown` trips: connects to and migrates its
+/// database, seeds it if empty (unless told not to), then serves.
+pub async fn run(
+    config: CatalogConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let db = Db::connect(
+        &config.server.database_url,
+        &config.server.args.db_options(),
+    )
+    .await?;
+    db.migrate(&MIGRATIONS).await?;
+    if config.seed_demo {
+        seed::seed_if_empty(&db).await?;
+    }
+    let service = CatalogServiceServer::new(grpc::Catalog::new(db.clone()))
+        .max_decoding_message_size(config.server.args.request_bytes_max);
+    let result = serve(
+        SPEC,
+        Routes::new(service),
+        db.clone(),
+        &config.server,
+        listener,
+        shutdown,
+    )
+    .await;
+    db.close().await;
+    Ok(result?)
+}

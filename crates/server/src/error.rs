@@ -1,0 +1,194 @@
+//! [`ApiError`]: the one error type services return from their gRPC layer. It becomes a
+//! `tonic::Status` with the right code, a clear message and rich details.
+
+use ovation_store::StoreError;
+use ovation_types::Violation;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// `google.rpc.ErrorInfo.domain` of every Ovation error.
+pub const ERROR_DOMAIN: &str = "ovation.dev";
+
+/// An error a caller can act on. `reason` strings are stable UPPER_SNAKE_CASE codes
+/// (sent as `google.rpc.ErrorInfo.reason`); messages are for humans.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: every violated field (INVALID_ARGUMENT + BadRequest).
+    #[error("invalid request: {}", join(.0))]
+    InvalidArgument(Vec<Violation>),
+    /// The thing named does not exist (NOT_FOUND).
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// It exists already, or an idempotency key was reused (ALREADY_EXISTS).
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: String,
+    },
+    /// The system is not in a state that allows this (FAILED_PRECONDITION).
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// A cap or quota is hit (RESOURCE_EXHAUSTED).
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+    },
+    /// A concurrent change won; re-read and retry (ABORTED).
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+    },
+    /// A transient fault; the same request may succeed later (UNAVAILABLE).
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// Our bug. The caller sees a generic message; the details go to the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(vec![Violation::new(field, description)])
+    }
+
+    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::FailedPrecondition {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists { .. } => Code::AlreadyExists,
+            ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ApiError::Aborted { .. } => Code::Aborted,
+            ApiError::Unavailable { .. } => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            ApiError::NotFound { .. } => "NOT_FOUND",
+            ApiError::AlreadyExists { reason, .. }
+            | ApiError::FailedPrecondition { reason, .. }
+            | ApiError::ResourceExhausted { reason, .. }
+            | ApiError::Aborted { reason, .. } => reason,
+            ApiError::Unavailable { .. } => "UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<Vec<Violation>> for ApiError {
+    fn from(v: Vec<Violation>) -> Self {
+        ApiError::InvalidArgument(v)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => ApiError::Unavailable {
+                message: format!("database unavailable, retry later: {cause}"),
+            },
+            StoreError::KeyReused => ApiError::AlreadyExists {
+                reason: "IDEMPOTENCY_KEY_REUSED",
+                message: "this idempotency key was already used with different parameters".into(),
+            },
+            StoreError::KeyInProgress => ApiError::Aborted {
+                reason: "IDEMPOTENCY_KEY_IN_PROGRESS",
+                message: "a request with this idempotency key is still in progress; retry".into(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = e.code();
+        let mut details = ErrorDetails::new();
+        let message = match &e {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; it has been logged".to_owned()
+            }
+            ApiError::InvalidArgument(violations) => {
+                details.set_bad_request(
+                    violations
+                        .iter()
+                        .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                        .collect::<Vec<_>>(),
+                );
+                e.to_string()
+            }
+            _ => e.to_string(),
+        };
+        details.set_error_info(e.reason(), ERROR_DOMAIN, std::collections::HashMap::new());
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_become_bad_request_details() {
+        let status: Status = ApiError::InvalidArgument(vec![
+            Violation::new("coin_price", "must be greater than 0"),
+            Violation::new("name", "is required"),
+        ])
+        .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("coin_price"));
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations.len(), 2);
+        assert_eq!(bad.field_violations[0].field, "coin_price");
+        assert_eq!(details.error_info().unwrap().domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status: Status = ApiError::Internal("table gifts is gone".into()).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("gifts"));
+    }
+
+    #[test]
+    fn reused_keys_are_already_exists() {
+        let status: Status = ApiError::from(StoreError::KeyReused).into();
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "IDEMPOTENCY_KEY_REUSED"
+        );
+    }
+}

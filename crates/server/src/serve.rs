@@ -1,0 +1,204 @@
+//! The gRPC server every service runs: its own RPCs plus grpc.health.v1 and reflection,
+//! behind the shared limits, until shutdown.
+
+use std::time::Duration;
+
+use ovation_store::Db;
+use ovation_types::UnixMillis;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+
+use crate::{ServerConfig, Shutdown};
+
+/// What the shared server needs to know about a service.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceSpec {
+    /// Short name, as in logs, spans and the default database file: `catalog`.
+    pub name: &'static str,
+    /// Fully-qualified gRPC service: `ovation.catalog.v1.CatalogService`.
+    pub grpc_service: &'static str,
+}
+
+/// Why a server stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection descriptors are invalid: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How often expired idempotency keys are pruned.
+const IDEMPOTENCY_PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Serves `routes` on `listener` until `shutdown` trips, then stops accepting, reports
+/// NOT_SERVING, and drains in-flight calls for up to `shutdown_grace_ms`.
+pub async fn serve(
+    spec: ServiceSpec,
+    routes: Routes,
+    db: Db,
+    config: &ServerConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let args = &config.args;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let probe_interval = Duration::from_millis(args.health_probe_interval_ms.max(100));
+    set_health(&reporter, spec, probe(&db, probe_interval).await).await;
+    tokio::spawn(watch_database(
+        spec,
+        db.clone(),
+        reporter.clone(),
+        probe_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(prune_idempotency_keys(
+        db.clone(),
+        args.idempotency_retention_hours,
+        shutdown.clone(),
+    ));
+
+    let reflection_v1 = reflection(spec).build_v1()?;
+    let reflection_v1alpha = reflection(spec).build_v1alpha()?;
+
+    let limits = tower::ServiceBuilder::new()
+        .layer(ovation_telemetry::RpcSpanLayer::new(spec.name))
+        // Shed at once when the limit is reached: a queue in front of a saturated service
+        // only turns overload into timeouts. tonic maps the shed to RESOURCE_EXHAUSTED.
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(
+            args.concurrency_max.max(1),
+        ))
+        .into_inner();
+
+    let mut server = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(args.request_timeout_ms))
+        .layer(limits);
+    let router = server
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let address = listener.local_addr().ok();
+    tracing::info!(service = spec.name, ?address, "serving");
+    let stopping = {
+        let shutdown = shutdown.clone();
+        let reporter = reporter.clone();
+        async move {
+            shutdown.wait().await;
+            // Tell load balancers first, so new calls go elsewhere while we drain.
+            set_health(&reporter, spec, ServingStatus::NotServing).await;
+        }
+    };
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    tokio::select! {
+        result = serving => result?,
+        _ = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(service = spec.name, grace_ms = args.shutdown_grace_ms,
+                "in-flight calls did not drain within the grace period; stopping anyway");
+        }
+    }
+    tracing::info!(service = spec.name, "stopped");
+    Ok(())
+}
+
+/// Reflection lists only what this server serves (the descriptor set holds all four
+/// services); v1alpha is served too because grpcurl 1.8 speaks only v1alpha.
+fn reflection(spec: ServiceSpec) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ovation_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc error details, so grpcurl can print ErrorInfo and BadRequest.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(spec.grpc_service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+}
+
+async fn probe(db: &Db, interval: Duration) -> ServingStatus {
+    if db.ping(interval.min(Duration::from_secs(2))).await {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, spec: ServiceSpec, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(spec.grpc_service, status).await;
+}
+
+/// Health follows the database: a service that cannot reach its database cannot serve.
+async fn watch_database(
+    spec: ServiceSpec,
+    db: Db,
+    reporter: HealthReporter,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let status = probe(&db, interval).await;
+        if last != Some(status) {
+            if status == ServingStatus::Serving {
+                tracing::info!(service = spec.name, "database reachable: SERVING");
+            } else {
+                tracing::warn!(service = spec.name, "database unreachable: NOT_SERVING");
+            }
+            last = Some(status);
+        }
+        if !shutdown.is_triggered() {
+            set_health(&reporter, spec, status).await;
+        }
+    }
+}
+
+async fn prune_idempotency_keys(db: Db, retention_hours: u64, shutdown: Shutdown) {
+    let retention_ms = i64::try_from(retention_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
+    loop {
+        let cutoff = UnixMillis(UnixMillis::now().0.saturating_sub(retention_ms));
+        match db.prune_idempotency_keys(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(IDEMPOTENCY_PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Why a service could not start or stopped with an error. Start-up errors say what to
+/// fix (an unreachable database, a port in use), never panic.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] ovation_store::StoreError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds a listener, with an error that names the address.
+pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
+}

@@ -1,0 +1,251 @@
+//! One pool over PostgreSQL or SQLite, chosen by the URL's scheme.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection, Executor, Transaction};
+
+use crate::StoreError;
+
+/// Which database a [`Db`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Pool sizing and patience. Every wait has a bound.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// Most connections the pool opens.
+    pub connections_max: u32,
+    /// Longest a query waits for a free connection before failing UNAVAILABLE.
+    pub acquire_timeout_ms: u64,
+    /// Longest start-up keeps retrying an unreachable database before giving up.
+    pub connect_timeout_ms: u64,
+    /// How long SQLite waits on a lock before SQLITE_BUSY.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            connections_max: 16,
+            acquire_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            sqlite_busy_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A service's database: a pool plus the knowledge of which engine is behind it.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The migrations every service's database carries (the idempotency keys table).
+/// Versions below 100 are reserved for these; services number theirs from 100.
+static SHARED_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// First migration version a service may use.
+pub const SERVICE_MIGRATION_VERSION_MIN: i64 = 100;
+
+impl Db {
+    /// Opens a pool for `url` (`postgres://…` or `sqlite://…`), retrying an unreachable
+    /// database for up to `connect_timeout_ms`, then failing with a message that names the
+    /// database (password redacted) and the cause.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let busy_timeout_ms = options.sqlite_busy_timeout_ms;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(options.connections_max)
+            .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; the busy timeout makes
+                    // writers queue; synchronous=NORMAL is durable in WAL mode except for
+                    // the last commits on power loss, the usual trade for an embedded default.
+                    let pragmas = format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy_timeout_ms}; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+                    );
+                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    Ok(())
+                })
+            });
+        }
+
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(options.connect_timeout_ms);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match pool_options.clone().connect(&url).await {
+                Ok(pool) => return Ok(Db { pool, backend }),
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(database = %redact(&url), error = %e, "database not reachable yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    return Err(StoreError::Config(format!(
+                        "cannot reach the database at {} within {} ms: {e}",
+                        redact(&url),
+                        options.connect_timeout_ms
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Applies the shared migrations and then the service's own, in version order.
+    /// Refuses a service migration numbered below [`SERVICE_MIGRATION_VERSION_MIN`].
+    pub async fn migrate(&self, service: &Migrator) -> Result<(), StoreError> {
+        if let Some(m) = service
+            .iter()
+            .find(|m| m.version < SERVICE_MIGRATION_VERSION_MIN)
+        {
+            return Err(StoreError::Config(format!(
+                "service migration {} ({}) is numbered below {SERVICE_MIGRATION_VERSION_MIN}, \
+                 which is reserved for shared migrations",
+                m.version, m.description
+            )));
+        }
+        let all = SHARED_MIGRATIONS
+            .iter()
+            .chain(service.iter())
+            .cloned()
+            .collect();
+        Migrator::with_migrations(all).run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
+    /// with SQLITE_BUSY when it upgrades from reader to writer.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// True when the database answers `SELECT 1` within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            conn.ping().await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A connection inside a transaction, as the service repositories take it.
+pub type Conn = AnyConnection;
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL {}: use postgres://… or sqlite://path",
+            redact(url)
+        )))
+    }
+}
+
+/// Creates the SQLite file's directory and asks sqlx to create the file if missing.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Config(
+            "an in-memory SQLite database is not supported: each pooled connection would see \
+             its own empty database; give a file path"
+                .into(),
+        ));
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot create the directory {} for the SQLite database: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let query = match query {
+        Some(q) if q.contains("mode=") => q.to_owned(),
+        Some(q) => format!("{q}&mode=rwc"),
+        None => "mode=rwc".to_owned(),
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// The URL with any password replaced, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/wallet"),
+            "postgres://app:***@db:5432/wallet"
+        );
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn urls_pick_the_backend() {
+        assert_eq!(backend_of("postgres://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(backend_of("sqlite://data/x.db").unwrap(), Backend::Sqlite);
+        assert!(backend_of("mysql://x").is_err());
+    }
+}

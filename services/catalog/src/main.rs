@@ -1,0 +1,29 @@
+//! `ovation-catalog`: the catalog service on its own, as a container runs it.
+
+use clap::Parser;
+use ovation_catalog::{CatalogArgs, CatalogConfig, SPEC, run};
+use ovation_server::{Shutdown, bind};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = CatalogConfig::from(CatalogArgs::parse());
+    let _telemetry = match ovation_telemetry::init(SPEC.name) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            eprintln!("telemetry disabled: {e}");
+            None
+        }
+    };
+    let started = async {
+        let listener = bind(config.server.listen_addr).await?;
+        run(config, listener, Shutdown::on_signals()).await
+    };
+    match started.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "catalog stopped with an error");
+            eprintln!("ovation-catalog: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The demo economy of SPEC §1, written into an empty catalog on first start (turn it off
+//! with `--no-seed`). Every number is data: admins change it through the API afterwards.
+
+use ovation_store::db::Conn;
+use ovation_store::{Db, StoreError};
+use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
+
+use crate::domain::{
+    CoinPackage, EconomyParameters, Gift, GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices,
+    Promotion, Window,
+};
+use crate::store::{self, Head, Item};
+
+/// (id, name, coins) of the demo gifts.
+const GIFTS: &[(&str, &str, i64)] = &[
+    ("rose", "Rose", 1),
+    ("finger_heart", "Finger Heart", 5),
+    ("doughnut", "Doughnut", 30),
+    ("confetti", "Confetti", 100),
+    ("galaxy", "Galaxy", 1_000),
+    ("lion", "Lion", 29_999),
+    ("universe", "Universe", 44_999),
+];
+
+/// (id, coins, USD cents) of the demo coin packages.
+const PACKAGES: &[(&str, i64, i64)] = &[
+    ("coins_100", 100, 139),
+    ("coins_500", 500, 699),
+    ("coins_1000", 1_000, 1_399),
+    ("coins_5000", 5_000, 6_999),
+    ("coins_10000", 10_000, 13_999),
+];
+
+/// How long the demo launch promotion runs from the first start.
+const PROMOTION_DAYS: i64 = 365;
+
+/// Seeds the demo economy if the catalog is empty. Returns whether it seeded.
+pub async fn seed_if_empty(db: &Db) -> Result<bool, StoreError> {
+    let mut tx = db.begin_write().await?;
+    if !store::is_empty(&mut tx).await? {
+        return Ok(false);
+    }
+    match seed(&mut tx, UnixMillis::now()).await {
+        Ok(()) => {
+            tx.commit().await?;
+            tracing::info!("empty catalog seeded with the demo economy");
+            Ok(true)
+        }
+        // Another replica seeded between our check and our insert: theirs stands.
+        Err(e) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
+    for &(id, name, price) in GIFTS {
+        let gift = Gift::create(
+            NewGift {
+                id: valid(ResourceId::parse(id))?,
+                name: valid(Name::parse(name))?,
+                coin_price: valid(GiftPrice::parse(price))?,
+                asset_url: valid(Text::parse(&format!(
+                    "https://assets.ovation.dev/gifts/{id}.webp"
+                )))?,
+                enabled: true,
+                window: Window::default(),
+            },
+            now,
+        );
+        insert_head(conn, Item::Gift, &gift.id).await?;
+        store::insert_gift_version(conn, &gift).await?;
+    }
+    for &(id, coins, usd_cents) in PACKAGES {
+        let package = CoinPackage::create(
+            NewCoinPackage {
+                id: valid(ResourceId::parse(id))?,
+                name: valid(Name::parse(&format!("{coins} coins")))?,
+                coins: valid(Coins::parse(coins))?,
+                prices: valid(Prices::new(vec![valid(
+                    Money::parse("USD", usd_cents).map_err(|(_, e)| e),
+                )?]))?,
+                enabled: true,
+            },
+            now,
+        );
+        insert_head(conn, Item::CoinPackage, &package.id).await?;
+        store::insert_package_version(conn, &package).await?;
+    }
+    let promotion = Promotion::create(
+        NewPromotion {
+            id: valid(ResourceId::parse("launch_bonus"))?,
+            name: valid(Name::parse("Launch bonus: +10 % coins"))?,
+            bonus_bps: 1_000,
+            package_ids: Vec::new(),
+            starts_at: now,
+            ends_at: UnixMillis(now.0 + PROMOTION_DAYS * 86_400_000),
+            per_user_cap: 3,
+            enabled: true,
+        },
+        now,
+    )
+    .map_err(|e| StoreError::Config(e.to_string()))?;
+    insert_head(conn, Item::Promotion, &promotion.id).await?;
+    store::insert_promotion_version(conn, &promotion).await?;
+    store::insert_economy_version(
+        conn,
+        &EconomyParameters {
+            version: 1,
+            creator_share: valid(Bps::parse(5_000))?,
+            payout_per_unit: valid(Money::parse("USD", 500).map_err(|(_, e)| e))?,
+            diamonds_per_payout_unit: valid(Diamonds::parse(1_000))?,
+            payout_minimum: valid(Diamonds::parse(1_000))?,
+            created_at: now,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_head(conn: &mut Conn, item: Item, id: &ResourceId) -> Result<(), StoreError> {
+    match store::create_head(conn, item, id).await? {
+        Head::Ok(_) => Ok(()),
+        _ => Err(StoreError::Config(format!("seed item {id} already exists"))),
+    }
+}
+
+/// The seed's constants are valid (the unit test below proves it); a mistake in them is
+/// a start-up error, not a panic.
+fn valid<T>(parsed: Result<T, String>) -> Result<T, StoreError> {
+    parsed.map_err(|e| StoreError::Config(format!("demo seed constant is invalid: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_constants_are_valid() {
+        for &(id, name, price) in GIFTS {
+            assert!(ResourceId::parse(id).is_ok());
+            assert!(Name::parse(name).is_ok());
+            assert!(GiftPrice::parse(price).is_ok());
+        }
+        for &(id, coins, cents) in PACKAGES {
+            assert!(ResourceId::parse(id).is_ok());
+            assert!(Coins::parse(coins).is_ok());
+            assert!(Money::parse("USD", cents).is_ok());
+        }
+    }
+}
