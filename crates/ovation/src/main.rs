@@ -12,7 +12,11 @@ mod up;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "ovation", version, about = "Ovation: the live-stream gift economy backend")]
+#[command(
+    name = "ovation",
+    version,
+    about = "Ovation: the live-stream gift economy backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

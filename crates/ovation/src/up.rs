@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ovation_server::config::ServerArgs;
-use ovation_server::{bind, ServerConfig, Shutdown};
+use ovation_server::{ServerConfig, Shutdown, bind};
 use ovation_store::db::{redact, with_database};
 use sqlx::{Connection, Executor, Row};
 

@@ -270,7 +270,10 @@ mod tests {
             with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
             "postgres://u:p@h/t2?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h:5432", "t3"), "postgres://h:5432/t3");
+        assert_eq!(
+            with_database("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
     }
 
     #[test]

@@ -96,12 +96,16 @@ impl Drop for TestDatabase {
                 // Drop is sync; run the DROP on a thread of its own with its own runtime.
                 let (server_url, name) = (server_url.clone(), name.clone());
                 let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
                     else {
                         return;
                     };
                     rt.block_on(async {
-                        if let Ok(mut admin) = sqlx::AnyConnection::connect_with_url(&server_url).await {
+                        if let Ok(mut admin) =
+                            sqlx::AnyConnection::connect_with_url(&server_url).await
+                        {
                             let _ = admin
                                 .execute(sqlx::AssertSqlSafe(format!(
                                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -159,7 +163,10 @@ impl Running {
         Fut: Future<Output = Result<(), StartError>> + Send + 'static,
     {
         let listener = ovation_server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { address: addr0(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            address: addr0(),
+            source,
+        })?;
         let shutdown = Shutdown::new();
         let mut task = tokio::spawn(run(listener, shutdown.clone()));
         let running_check = async {
@@ -210,8 +217,8 @@ fn addr0() -> SocketAddr {
 
 /// True when the server at `addr` answers grpc.health.v1 with SERVING.
 pub async fn serving(addr: SocketAddr) -> bool {
-    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
     let Ok(channel) = Channel::from_shared(format!("http://{addr}")) else {
         return false;
     };
@@ -219,7 +226,9 @@ pub async fn serving(addr: SocketAddr) -> bool {
         return false;
     };
     let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await;
     matches!(reply, Ok(r) if r.get_ref().status == 1)
 }
