@@ -37,7 +37,7 @@ impl PageToken {
         if raw.is_empty() {
             return Ok(PageToken(None));
         }
-        if raw.len() > PAGE_TOKEN_CHARS_MAX || raw.len() % 2 != 0 {
+        if raw.len() > PAGE_TOKEN_CHARS_MAX || !raw.len().is_multiple_of(2) {
             return Err("is not a page token this service issued".into());
         }
         let bytes = (0..raw.len())
