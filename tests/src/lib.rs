@@ -64,9 +64,13 @@ impl BuildDir {
         };
         let profile_dir = file_name(&bin_dir);
         let above = bin_dir.parent().expect("profile directory has a parent");
-        // The target directory carries CACHEDIR.TAG; if the directory above the profile
-        // does not, it is a `--target <triple>` directory inside the target directory.
-        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+        // The target directory carries CACHEDIR.TAG or .rustc_info.json (cargo skips the
+        // tag when the directory existed before it); anything else above the profile that
+        // looks like a triple is a `--target <triple>` directory inside the target directory.
+        let is_target_dir = above.join("CACHEDIR.TAG").exists()
+            || above.join(".rustc_info.json").exists()
+            || !file_name(above).contains('-');
+        let (target_dir, triple) = if is_target_dir {
             (above.to_path_buf(), None)
         } else {
             let target_dir = above.parent().expect("triple directory has a parent");
@@ -493,7 +497,11 @@ mod tests {
             "{dir:?} vs {}",
             exe.display()
         );
-        assert!(dir.target_dir.join("CACHEDIR.TAG").exists(), "{dir:?}");
+        assert!(
+            dir.target_dir.join("CACHEDIR.TAG").exists()
+                || dir.target_dir.join(".rustc_info.json").exists(),
+            "{dir:?}"
+        );
     }
 
     #[tokio::test]
