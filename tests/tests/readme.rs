@@ -73,8 +73,9 @@ fn walkthrough_steps(readme: &str) -> Result<Vec<Step>, String> {
                 .chain([*last])
                 .collect::<Vec<_>>()
                 .join(" ");
-            last_block_is_step =
-                fence.trim() == "sh" && one_command && command.starts_with("grpcurl ");
+            last_block_is_step = fence.trim() == "sh"
+                && one_command
+                && (command.starts_with("grpcurl ") || command.starts_with(TOKEN_PREFIX));
             if last_block_is_step {
                 steps.push(Step {
                     line: block_line,
@@ -106,6 +107,22 @@ fn walkthrough_steps(readme: &str) -> Result<Vec<Step>, String> {
         i += 1;
     }
     Ok(steps)
+}
+
+/// How a walkthrough step that mints a token starts.
+const TOKEN_PREFIX: &str = "export ";
+
+/// `NAME=$(cargo run -q -p ovation -- token ARGS)` → (NAME, "token ARGS").
+fn parse_token_step(rest: &str) -> Result<(String, String), String> {
+    let (name, value) = rest.split_once('=').ok_or("expected export NAME=$(…)")?;
+    let inner = value
+        .strip_prefix("$(cargo run -q -p ovation -- ")
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or("expected $(cargo run -q -p ovation -- token …)")?;
+    if !inner.starts_with("token ") {
+        return Err("only `ovation token` may be run by an export step".into());
+    }
+    Ok((name.trim().to_owned(), inner.to_owned()))
 }
 
 fn readme_path() -> PathBuf {
@@ -147,7 +164,7 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         path.display()
     );
 
-    for step in &steps {
+    for step in steps.iter().filter(|s| s.command.starts_with("grpcurl ")) {
         assert!(
             step.command.contains(README_ADDR),
             "README:{}: the command does not use {README_ADDR}, so it cannot be pointed at \
@@ -168,12 +185,41 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
             .expect("the catalog starts on a fresh SQLite database");
     let addr = catalog.addr.to_string();
 
+    // `export NAME=$(cargo run -q -p ovation -- token …)` steps run the real `ovation`
+    // binary, signing with the test catalog's keys, and set NAME for the steps after them.
+    let ovation = ovation_e2e::binary("ovation", "ovation");
+    let keys_file = ovation_testkit::test_keys_file();
+    let mut env: Vec<(String, String)> = Vec::new();
+
     // Every step runs, in order, even after a failure, so one run reports every mismatch.
     let mut failures = Vec::new();
     for step in &steps {
+        if let Some(rest) = step.command.strip_prefix(TOKEN_PREFIX) {
+            let (name, args) = parse_token_step(rest)
+                .unwrap_or_else(|e| panic!("README:{}: {e}: {}", step.line, step.command));
+            let output = std::process::Command::new(&ovation)
+                .args(args.split_whitespace())
+                .arg("--keys-file")
+                .arg(&keys_file)
+                .output()
+                .unwrap_or_else(|e| panic!("README:{}: cannot run ovation: {e}", step.line));
+            assert!(
+                output.status.success(),
+                "README:{}: {} failed: {}",
+                step.line,
+                step.command,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            env.push((
+                name,
+                String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            ));
+            continue;
+        }
         let command = step.command.replace(README_ADDR, &addr);
         let run = tokio::process::Command::new("sh")
             .args(["-c", &command])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .kill_on_drop(true)
             .output();
         let output = tokio::time::timeout(COMMAND_BOUND, run)

@@ -5,8 +5,11 @@
 //!   each with its own database: SQLite files under `--data-dir` by default, or one
 //!   database per service on the PostgreSQL server of `--postgres-url`.
 //!
+//! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
+//!
 //! Services come into `up` as they are built; today that is the catalog.
 
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -26,16 +29,22 @@ struct Cli {
 enum Command {
     /// Run every service in this process until Ctrl-C or SIGTERM.
     Up(up::UpArgs),
+    /// Mint a bearer token for a local suite (signed with the dev key `up` keeps in its
+    /// data directory).
+    Token(token::TokenArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _telemetry = ovation_telemetry::init("ovation")
-        .map_err(|e| eprintln!("telemetry disabled: {e}"))
-        .ok();
     let result = match cli.command {
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => {
+            let _telemetry = ovation_telemetry::init("ovation")
+                .map_err(|e| eprintln!("telemetry disabled: {e}"))
+                .ok();
+            up::run(args).await
+        }
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

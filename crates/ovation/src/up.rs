@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use ovation_auth::dev::ensure_dev_keys;
 use ovation_server::config::ServerArgs;
 use ovation_server::{ServerConfig, Shutdown, bind};
 use ovation_store::db::{redact, with_database};
@@ -34,7 +35,12 @@ pub struct UpArgs {
     server: ServerArgs,
 }
 
-pub async fn run(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Auth is on locally too, with a dev key kept in the data directory, so the local
+    // suite behaves like production and `ovation token` can mint for it.
+    if args.server.auth.auth_keys_file.is_none() && !args.server.auth.insecure_no_auth {
+        args.server.auth.auth_keys_file = Some(ensure_dev_keys(&args.data_dir)?);
+    }
     let catalog_addr = SocketAddr::new(args.host, args.catalog_port);
     let catalog_db = database_url(&args, "catalog").await?;
     // Bind every port before announcing anything, so a port in use fails the whole start.
@@ -45,9 +51,20 @@ pub async fn run(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("Try:");
     println!("  grpcurl -plaintext {catalog_addr} list");
-    println!(
-        "  grpcurl -plaintext -d '{{\"page_size\": 3}}' {catalog_addr} ovation.catalog.v1.CatalogService/ListGifts"
-    );
+    if args.server.auth.insecure_no_auth {
+        println!("  (authentication is OFF: --insecure-no-auth)");
+        println!(
+            "  grpcurl -plaintext -d '{{\"page_size\": 3}}' {catalog_addr} ovation.catalog.v1.CatalogService/ListGifts"
+        );
+    } else {
+        println!(
+            "  export TOKEN=$(cargo run -q -p ovation -- token --sub alice --role viewer --data-dir {})",
+            args.data_dir.display()
+        );
+        println!(
+            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"page_size\": 3}}' {catalog_addr} ovation.catalog.v1.CatalogService/ListGifts"
+        );
+    }
     println!();
     println!("Ctrl-C stops the suite.");
 

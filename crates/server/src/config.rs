@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Longest start-up retries an unreachable database before it exits with an error.
     #[arg(long, env = "OVATION_DB_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 impl Default for ServerArgs {
@@ -70,6 +74,8 @@ impl Default for ServerConfig {
                 idempotency_retention_hours: 168,
                 db_connections_max: 16,
                 db_connect_timeout_ms: 10_000,
+                tls: crate::tls::ServerTlsArgs::default(),
+                auth: crate::auth::AuthArgs::default(),
             },
         }
     }

@@ -13,6 +13,12 @@ pub const ERROR_DOMAIN: &str = "ovation.dev";
 /// (sent as `google.rpc.ErrorInfo.reason`); messages are for humans.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// No valid credentials (UNAUTHENTICATED). Nothing else in the request was looked at.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials, but not allowed to do this (PERMISSION_DENIED).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Bad input: every violated field (INVALID_ARGUMENT + BadRequest).
     #[error("invalid request: {}", join(.0))]
     InvalidArgument(Vec<Violation>),
@@ -80,6 +86,8 @@ impl ApiError {
 
     pub fn code(&self) -> Code {
         match self {
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::AlreadyExists { .. } => Code::AlreadyExists,
@@ -93,6 +101,8 @@ impl ApiError {
 
     fn reason(&self) -> &'static str {
         match self {
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
             ApiError::InvalidArgument(_) => "INVALID_ARGUMENT",
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::AlreadyExists { reason, .. }

@@ -1,5 +1,7 @@
 //! What every Ovation service runs on, so no service copies plumbing.
 //!
+//! - [`auth`]: bearer-token authentication and per-caller rate limits (a tower layer),
+//!   and the per-RPC authorization checks.
 //! - [`config`]: the settings every service shares (`OVATION_*` variables and flags).
 //! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
 //!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
@@ -7,16 +9,20 @@
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation every task watches.
 //! - [`error`]: [`ApiError`], the one error type that becomes a `tonic::Status` with rich
 //!   details (`ErrorInfo`, `BadRequest`).
+//! - [`tls`]: TLS and mTLS for servers (rustls) and for the channels services open to
+//!   each other.
 //! - [`edge`]: proto ↔ domain conversions shared by services (timestamps, money, pages).
 //!
 //! Limits: every request is bounded in time (`request_timeout_ms`), in size
 //! (`request_bytes_max`) and in concurrency (`concurrency_max`, then RESOURCE_EXHAUSTED).
 
+pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod error;
 pub mod serve;
 pub mod shutdown;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ApiError;

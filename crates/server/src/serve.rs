@@ -31,6 +31,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// How often expired idempotency keys are pruned.
@@ -66,8 +70,13 @@ pub async fn serve(
     let reflection_v1 = reflection(spec).build_v1()?;
     let reflection_v1alpha = reflection(spec).build_v1alpha()?;
 
+    let auth = crate::auth::AuthLayer::new(
+        args.auth.authenticator()?,
+        crate::auth::RateLimiter::new(args.auth.rate_limit_per_second, args.auth.rate_limit_burst),
+    );
     let limits = tower::ServiceBuilder::new()
         .layer(ovation_telemetry::RpcSpanLayer::new(spec.name))
+        .layer(auth)
         // Shed at once when the limit is reached: a queue in front of a saturated service
         // only turns overload into timeouts. tonic maps the shed to RESOURCE_EXHAUSTED.
         .layer(LoadShedLayer::new())
@@ -76,7 +85,11 @@ pub async fn serve(
         ))
         .into_inner();
 
-    let mut server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = crate::tls::server_tls_config(&args.tls)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let mut server = builder
         .timeout(Duration::from_millis(args.request_timeout_ms))
         .layer(limits);
     let router = server

@@ -7,10 +7,11 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use ovation_server::{ServiceSpec, Shutdown, serve};
 use ovation_store::Db;
-use ovation_testkit::{Running, TestDatabase, server_config};
+use ovation_testkit::{Bearer, Running, TestDatabase, server_config};
 use tonic::Code;
 use tonic::server::NamedService;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 
 /// A gRPC service whose one method takes `delay` to answer.
 #[derive(Clone)]
@@ -76,7 +77,10 @@ async fn start_slow(
 }
 
 async fn call(running: &Running) -> Code {
-    let mut grpc = tonic::client::Grpc::new(running.channel().await);
+    let mut grpc = tonic::client::Grpc::new(InterceptedService::new(
+        running.channel().await,
+        Bearer::admin(),
+    ));
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     match grpc
@@ -103,7 +107,10 @@ async fn a_saturated_service_sheds_load_with_resource_exhausted() {
         .map(|_| {
             let channel = running.channel();
             async move {
-                let mut grpc = tonic::client::Grpc::new(channel.await);
+                let mut grpc = tonic::client::Grpc::new(InterceptedService::new(
+                    channel.await,
+                    Bearer::admin(),
+                ));
                 grpc.ready().await.unwrap();
                 grpc.unary(
                     tonic::Request::new(()),

@@ -7,16 +7,23 @@
 //!   says so on stderr.
 //! - [`Running`]: a service started in-process on an ephemeral loopback port, with a
 //!   channel that is ready once the service reports SERVING.
+//! - Auth: [`server_config`] points services at a keys file made for this test process;
+//!   [`token`] mints tokens under it and [`Bearer`] attaches one to a client.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use ovation_auth::{Role, Signer};
 use ovation_server::{ServerConfig, Shutdown, StartError};
 use sqlx::Executor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 /// The variable naming the PostgreSQL server tests may create databases on.
@@ -138,12 +145,97 @@ pub async fn databases() -> Vec<TestDatabase> {
     all
 }
 
-/// Settings for a service under test: loopback, an ephemeral port, `database_url`.
+/// Settings for a service under test: loopback, an ephemeral port, `database_url`,
+/// authentication against this process's test keys, and rate limits high enough that
+/// tests measure behaviour, not the limiter.
 pub fn server_config(database_url: &str) -> ServerConfig {
-    ServerConfig {
+    let mut config = ServerConfig {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database_url.to_owned(),
         ..ServerConfig::default()
+    };
+    config.args.auth.auth_keys_file = Some(test_keys().path.clone());
+    config.args.auth.rate_limit_per_second = 100_000;
+    config.args.auth.rate_limit_burst = 100_000;
+    config
+}
+
+/// The key id of the test keys.
+pub const TEST_KID: &str = "test";
+
+struct TestKeys {
+    path: PathBuf,
+    signer: Signer,
+}
+
+/// One keys file per test process, with a random HS256 secret.
+fn test_keys() -> &'static TestKeys {
+    static KEYS: OnceLock<TestKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        use base64::Engine;
+        let secret: [u8; 32] = rand::random();
+        let dir = std::env::temp_dir().join(format!("ovation-test-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let path = dir.join("keys");
+        let line = format!(
+            "{TEST_KID} hs256 {}\n",
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        );
+        std::fs::write(&path, line).expect("temp dir is writable");
+        TestKeys {
+            path,
+            signer: Signer::hs256(TEST_KID, &secret),
+        }
+    })
+}
+
+/// The path of this test process's keys file.
+pub fn test_keys_file() -> PathBuf {
+    test_keys().path.clone()
+}
+
+/// A token for `subject` with `roles`, valid for an hour, under the test keys.
+pub fn token(subject: &str, roles: &[Role]) -> String {
+    test_keys().signer.mint(subject, roles, 3_600)
+}
+
+/// A token signer under the test keys, for tokens with unusual claims (expired, ...).
+pub fn signer() -> &'static Signer {
+    &test_keys().signer
+}
+
+/// Attaches `authorization: Bearer <token>` to every call of a client:
+/// `FooClient::with_interceptor(channel, Bearer::new(&token))`.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().ok())
+    }
+
+    /// No credentials at all.
+    pub fn none() -> Self {
+        Bearer(None)
+    }
+
+    /// An admin's token.
+    pub fn admin() -> Self {
+        Bearer::new(&token("test-admin", &[Role::Admin]))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
     }
 }
 

@@ -1,12 +1,18 @@
-//! The gRPC layer, kept thin: parse the request into domain values (every bound checked
-//! here, every bad field reported), call the domain and the store, map the outcome to a
-//! response or an [`ApiError`]. Proto types stop here.
+//! The gRPC layer, kept thin: check who may call (first line of every RPC), parse the
+//! request into domain values (every bound checked here, every bad field reported), call
+//! the domain and the store, map the outcome to a response or an [`ApiError`]. Proto
+//! types stop here.
+//!
+//! Authorization: reads (Get*, List*, QuoteGift) are open to every authenticated caller
+//! (viewers, creators, the gateway, services: the catalog is what the product shows);
+//! writes (Create*, Update*) need the admin role.
 
 use futures::FutureExt;
+use ovation_auth::Role;
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_server::CatalogService;
-use ovation_server::ApiError;
 use ovation_server::edge::{money, optional_timestamp, timestamp, to_money, to_timestamp};
+use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
@@ -103,6 +109,7 @@ fn page<T>(mut rows: Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> (
 #[tonic::async_trait]
 impl CatalogService for Catalog {
     async fn get_gift(&self, request: Request<pb::GetGiftRequest>) -> Reply<pb::GetGiftResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -122,6 +129,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListGiftsRequest>,
     ) -> Reply<pb::ListGiftsResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -143,6 +151,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListGiftVersionsRequest>,
     ) -> Reply<pb::ListGiftVersionsResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -177,6 +186,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateGiftRequest>,
     ) -> Reply<pb::CreateGiftResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateGift", &req);
         let mut v = Violations::default();
@@ -237,6 +247,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateGiftRequest>,
     ) -> Reply<pb::UpdateGiftResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateGift", &req);
         let mut v = Violations::default();
@@ -314,6 +325,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::QuoteGiftRequest>,
     ) -> Reply<pb::QuoteGiftResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -345,6 +357,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetCoinPackageRequest>,
     ) -> Reply<pb::GetCoinPackageResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("package_id", ResourceId::parse(&req.package_id));
@@ -364,6 +377,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListCoinPackagesRequest>,
     ) -> Reply<pb::ListCoinPackagesResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -384,6 +398,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateCoinPackageRequest>,
     ) -> Reply<pb::CreateCoinPackageResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateCoinPackage", &req);
         let mut v = Violations::default();
@@ -434,6 +449,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateCoinPackageRequest>,
     ) -> Reply<pb::UpdateCoinPackageResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateCoinPackage", &req);
         let mut v = Violations::default();
@@ -490,6 +506,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetPromotionRequest>,
     ) -> Reply<pb::GetPromotionResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("promotion_id", ResourceId::parse(&req.promotion_id));
@@ -509,6 +526,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListPromotionsRequest>,
     ) -> Reply<pb::ListPromotionsResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -544,6 +562,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreatePromotionRequest>,
     ) -> Reply<pb::CreatePromotionResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreatePromotion", &req);
         let mut v = Violations::default();
@@ -607,6 +626,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdatePromotionRequest>,
     ) -> Reply<pb::UpdatePromotionResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdatePromotion", &req);
         let mut v = Violations::default();
@@ -686,6 +706,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetEconomyParametersRequest>,
     ) -> Reply<pb::GetEconomyParametersResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let version = parse_version(req.version).map_err(|e| ApiError::invalid("version", e))?;
         let mut conn = self.read().await?;
@@ -705,6 +726,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListEconomyParametersVersionsRequest>,
     ) -> Reply<pb::ListEconomyParametersVersionsResponse> {
+        auth::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -728,6 +750,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateEconomyParametersRequest>,
     ) -> Reply<pb::UpdateEconomyParametersResponse> {
+        auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateEconomyParameters", &req);
         let mut v = Violations::default();

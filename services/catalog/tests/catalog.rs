@@ -5,13 +5,14 @@ use ovation_catalog::{CatalogConfig, run};
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::common::Money;
-use ovation_testkit::{Running, TestDatabase, databases, server_config};
+use ovation_testkit::{Bearer, Running, TestDatabase, databases, server_config};
 use prost_types::Timestamp;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-type Client = CatalogServiceClient<Channel>;
+type Client = CatalogServiceClient<InterceptedService<Channel, Bearer>>;
 
 async fn start(db: &TestDatabase, seed_demo: bool) -> (Running, Client) {
     let config = CatalogConfig {
@@ -21,7 +22,7 @@ async fn start(db: &TestDatabase, seed_demo: bool) -> (Running, Client) {
     let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
         .await
         .unwrap_or_else(|e| panic!("catalog did not start on {}: {e}", db.backend()));
-    let client = CatalogServiceClient::new(running.channel().await);
+    let client = CatalogServiceClient::with_interceptor(running.channel().await, Bearer::admin());
     (running, client)
 }
 
