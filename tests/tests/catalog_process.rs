@@ -40,13 +40,19 @@ async fn serves_seeded_gifts_and_stops_on_sigterm(db: TestDatabase) {
     let mut command = catalog_command();
     command
         .env("OVATION_LISTEN_ADDR", addr.to_string())
-        .env("OVATION_DATABASE_URL", db.url());
+        .env("OVATION_DATABASE_URL", db.url())
+        .env("OVATION_AUTH_KEYS_FILE", ovation_testkit::test_keys_file());
     let mut catalog = ServiceProcess::start(command, addr).await;
 
     {
-        let mut client = CatalogServiceClient::connect(format!("http://{addr}"))
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("loopback URI")
+            .connect()
             .await
             .unwrap_or_else(|e| panic!("[{backend}] cannot connect to {addr}: {e}"));
+        let viewer = ovation_testkit::token("alice", &[ovation_auth::Role::Viewer]);
+        let mut client =
+            CatalogServiceClient::with_interceptor(channel, ovation_testkit::Bearer::new(&viewer));
         let gifts = client
             .list_gifts(ListGiftsRequest {
                 page_size: 500,
@@ -145,5 +151,29 @@ async fn catalog_binary_exits_with_a_clear_error_when_postgres_is_unreachable() 
     assert!(
         !stderr.contains("hunter2") && !catalog.stdout().contains("hunter2"),
         "the database password leaked into the output; stderr:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn catalog_binary_refuses_to_start_without_auth_keys() {
+    let db = TestDatabase::sqlite();
+    let mut command = catalog_command();
+    command
+        .env("OVATION_LISTEN_ADDR", free_addr().to_string())
+        .env("OVATION_DATABASE_URL", db.url())
+        .env("RUST_LOG", "off");
+    let mut catalog = ServiceProcess::spawn(command).expect("ovation-catalog spawns");
+    let status = catalog
+        .wait_exit(EXIT_BOUND)
+        .await
+        .unwrap_or_else(|e| panic!("ovation-catalog without keys: {e}"));
+    let stderr = catalog.stderr();
+    assert!(
+        status.code().is_some_and(|code| code != 0),
+        "expected a non-zero exit code, got {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("OVATION_AUTH_KEYS_FILE") && !stderr.contains("panicked"),
+        "stderr should say how to configure keys; stderr:\n{stderr}"
     );
 }
