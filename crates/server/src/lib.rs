@@ -6,6 +6,8 @@
 //! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
 //!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
 //!   a span per RPC with W3C trace context, and graceful shutdown.
+//! - [`peer`]: calls to other services: lazy channels, identity tokens, trace context
+//!   and a deadline on every call.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation every task watches.
 //! - [`error`]: [`ApiError`], the one error type that becomes a `tonic::Status` with rich
 //!   details (`ErrorInfo`, `BadRequest`).
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod peer;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
