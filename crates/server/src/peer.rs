@@ -82,28 +82,49 @@ macro_rules! peer_args {
 }
 
 peer_args!(
-    CatalogPeerArgs, "Where the catalog is.",
-    "catalog-url", "OVATION_CATALOG_URL", "http://127.0.0.1:50052",
-    "catalog-tls-ca-file", "OVATION_CATALOG_TLS_CA_FILE",
-    "catalog-tls-cert-file", "OVATION_CATALOG_TLS_CERT_FILE",
-    "catalog-tls-key-file", "OVATION_CATALOG_TLS_KEY_FILE",
-    "catalog-tls-domain", "OVATION_CATALOG_TLS_DOMAIN"
+    CatalogPeerArgs,
+    "Where the catalog is.",
+    "catalog-url",
+    "OVATION_CATALOG_URL",
+    "http://127.0.0.1:50052",
+    "catalog-tls-ca-file",
+    "OVATION_CATALOG_TLS_CA_FILE",
+    "catalog-tls-cert-file",
+    "OVATION_CATALOG_TLS_CERT_FILE",
+    "catalog-tls-key-file",
+    "OVATION_CATALOG_TLS_KEY_FILE",
+    "catalog-tls-domain",
+    "OVATION_CATALOG_TLS_DOMAIN"
 );
 peer_args!(
-    WalletPeerArgs, "Where the wallet is.",
-    "wallet-url", "OVATION_WALLET_URL", "http://127.0.0.1:50051",
-    "wallet-tls-ca-file", "OVATION_WALLET_TLS_CA_FILE",
-    "wallet-tls-cert-file", "OVATION_WALLET_TLS_CERT_FILE",
-    "wallet-tls-key-file", "OVATION_WALLET_TLS_KEY_FILE",
-    "wallet-tls-domain", "OVATION_WALLET_TLS_DOMAIN"
+    WalletPeerArgs,
+    "Where the wallet is.",
+    "wallet-url",
+    "OVATION_WALLET_URL",
+    "http://127.0.0.1:50051",
+    "wallet-tls-ca-file",
+    "OVATION_WALLET_TLS_CA_FILE",
+    "wallet-tls-cert-file",
+    "OVATION_WALLET_TLS_CERT_FILE",
+    "wallet-tls-key-file",
+    "OVATION_WALLET_TLS_KEY_FILE",
+    "wallet-tls-domain",
+    "OVATION_WALLET_TLS_DOMAIN"
 );
 peer_args!(
-    PayoutPeerArgs, "Where the payout service is.",
-    "payout-url", "OVATION_PAYOUT_URL", "http://127.0.0.1:50054",
-    "payout-tls-ca-file", "OVATION_PAYOUT_TLS_CA_FILE",
-    "payout-tls-cert-file", "OVATION_PAYOUT_TLS_CERT_FILE",
-    "payout-tls-key-file", "OVATION_PAYOUT_TLS_KEY_FILE",
-    "payout-tls-domain", "OVATION_PAYOUT_TLS_DOMAIN"
+    PayoutPeerArgs,
+    "Where the payout service is.",
+    "payout-url",
+    "OVATION_PAYOUT_URL",
+    "http://127.0.0.1:50054",
+    "payout-tls-ca-file",
+    "OVATION_PAYOUT_TLS_CA_FILE",
+    "payout-tls-cert-file",
+    "OVATION_PAYOUT_TLS_CERT_FILE",
+    "payout-tls-key-file",
+    "OVATION_PAYOUT_TLS_KEY_FILE",
+    "payout-tls-domain",
+    "OVATION_PAYOUT_TLS_DOMAIN"
 );
 
 /// How this service proves who it is to its peers.
@@ -132,7 +153,11 @@ pub enum PeerError {
 }
 
 enum TokenSource {
-    Mint { signer: Signer, subject: String, role: Role },
+    Mint {
+        signer: Signer,
+        subject: String,
+        role: Role,
+    },
     File(PathBuf),
 }
 
@@ -175,7 +200,11 @@ impl ServiceIdentity {
             return Ok(token.clone());
         }
         let (token, keep) = match &self.source {
-            TokenSource::Mint { signer, subject, role } => (
+            TokenSource::Mint {
+                signer,
+                subject,
+                role,
+            } => (
                 signer.mint(subject, &[*role], IDENTITY_TOKEN_TTL_SECS),
                 Duration::from_secs(IDENTITY_TOKEN_TTL_SECS - IDENTITY_TOKEN_REFRESH_SECS),
             ),

@@ -202,6 +202,8 @@ pub enum StartError {
     Store(#[from] ovation_store::StoreError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,

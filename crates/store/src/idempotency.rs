@@ -30,6 +30,11 @@ impl Fingerprint {
         let digest = hasher.finalize();
         Fingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
+
+    /// The hex digest, for operations that keep their own record of it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Whether a response was just produced or replayed from an earlier request.

@@ -1,0 +1,1049 @@
+//! The gRPC layer, kept thin: who may call (first line of every RPC), parse into domain
+//! values, run the operation inside the idempotency-key transaction, map the outcome.
+//! Proto types stop here.
+//!
+//! Authorization: a user's own account (viewer/creator, or the gateway acting for them)
+//! or an admin for account reads and spending limits; only the user buys coins; the
+//! `service:gifting` identity debits, refunds and holds; admins mark minors, reverse
+//! purchases and read the audit views.
+
+use futures::FutureExt;
+use ovation_auth::Role;
+use ovation_proto::wallet as pb;
+use ovation_proto::wallet::wallet_service_server::WalletService;
+use ovation_server::edge::{money, to_timestamp};
+use ovation_server::{ApiError, auth};
+use ovation_store::db::Conn;
+use ovation_store::{Db, Fingerprint, StoreError};
+use ovation_types::{
+    Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, UnixMillis,
+    Violations,
+};
+use tonic::{Request, Response, Status};
+
+use crate::domain::{
+    self, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, Limits,
+    PurchaseState, Refusal,
+};
+use crate::ledger::{self, DebitCmd, RefundCmd, ReserveCmd, WalletError};
+use crate::purchases::{PurchaseCmd, Purchases};
+use crate::store::{self, AccountRow, DebitRow, EntryRow, HoldRow, PurchaseRow, RefundRow};
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Who may spend, refund and hold coins: the gift saga.
+const SPENDERS: &[Role] = &[Role::GiftingService];
+const ADMINS: &[Role] = &[Role::Admin];
+
+/// The wallet's gRPC service.
+#[derive(Clone, Debug)]
+pub struct Wallet {
+    db: Db,
+    purchases: Purchases,
+    cooling_off_ms: i64,
+}
+
+impl Wallet {
+    pub fn new(db: Db, purchases: Purchases, cooling_off_ms: i64) -> Self {
+        Wallet {
+            db,
+            purchases,
+            cooling_off_ms,
+        }
+    }
+
+    async fn read(
+        &self,
+    ) -> Result<ovation_store::sqlx::pool::PoolConnection<ovation_store::sqlx::Any>, ApiError> {
+        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+    }
+
+    /// Runs `op` once per idempotency key, in one write transaction.
+    async fn once<T, F>(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        op: F,
+    ) -> Result<T, ApiError>
+    where
+        T: prost::Message + Default,
+        F: for<'c> FnOnce(&'c mut Conn) -> futures::future::BoxFuture<'c, Result<T, ApiError>>,
+    {
+        let (response, _) = self.db.idempotent(key, fingerprint, op).await?;
+        Ok(response)
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::Store(e) => e.into(),
+            WalletError::Refused(r) => {
+                let message = r.to_string();
+                match r {
+                    Refusal::Minor(_) => ApiError::failed_precondition("MINOR_ACCOUNT", message),
+                    Refusal::InDebt { .. } => {
+                        ApiError::failed_precondition("ACCOUNT_IN_DEBT", message)
+                    }
+                    Refusal::InsufficientCoins { .. } => {
+                        ApiError::failed_precondition("INSUFFICIENT_COINS", message)
+                    }
+                    Refusal::SpendCap { .. } => ApiError::ResourceExhausted {
+                        reason: "SPEND_CAP_EXCEEDED",
+                        message,
+                    },
+                    Refusal::PurchaseCap { .. } => ApiError::ResourceExhausted {
+                        reason: "PURCHASE_CAP_EXCEEDED",
+                        message,
+                    },
+                }
+            }
+            WalletError::NotFound { kind, id } => ApiError::not_found(kind, id),
+            WalletError::Conflict(message) => ApiError::AlreadyExists {
+                reason: "OPERATION_ID_REUSED",
+                message,
+            },
+            WalletError::Unavailable(message) => ApiError::Unavailable { message },
+            WalletError::WrongState { reason, message } => {
+                ApiError::failed_precondition(reason, message)
+            }
+        }
+    }
+}
+
+fn actor_name(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err("is required: who does this".into());
+    }
+    if raw.chars().nth(domain::ACTOR_CHARS_MAX).is_some() {
+        return Err(format!(
+            "must be at most {} characters",
+            domain::ACTOR_CHARS_MAX
+        ));
+    }
+    Text::parse(raw).map(Text::into_string)
+}
+
+fn optional_id(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        Ok(String::new())
+    } else {
+        ResourceId::parse(raw).map(ResourceId::into_string)
+    }
+}
+
+fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
+    match raw {
+        Some(c) if !(0..=ovation_types::limits::AMOUNT_MAX).contains(&c) => Err(format!(
+            "must be between 0 and {}",
+            ovation_types::limits::AMOUNT_MAX
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A composite page cursor "at:id".
+fn cursor_pair(token: &PageToken) -> Result<Option<(i64, String)>, String> {
+    token
+        .cursor()
+        .map(|c| {
+            let (at, id) = c
+                .split_once(':')
+                .ok_or("is not a page token this service issued")?;
+            let at = at
+                .parse::<i64>()
+                .map_err(|_| "is not a page token this service issued")?;
+            Ok((at, id.to_owned()))
+        })
+        .transpose()
+}
+
+fn next_token<T>(rows: &mut Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> String {
+    if rows.len() as u64 > u64::from(size.get()) {
+        rows.truncate(size.get() as usize);
+        rows.last()
+            .map(|r| PageToken::after(&cursor(r)))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+#[tonic::async_trait]
+impl WalletService for Wallet {
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Reply<pb::CreateAccountResponse> {
+        let req = request.get_ref();
+        auth::require_user(&request, &req.user_id, ADMINS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("CreateAccount", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let (key, user) = v.finish(|| Some((key?, user?))).map_err(ApiError::from)?;
+        let minor = req.minor;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let account =
+                        store::create_account(conn, user.as_str(), minor, UnixMillis::now())
+                            .await?
+                            .ok_or_else(|| ApiError::AlreadyExists {
+                                reason: "ACCOUNT_EXISTS",
+                                message: format!("user {user} already has an account"),
+                            })?;
+                    Ok(pb::CreateAccountResponse {
+                        account: Some(account_to_proto(&account)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Reply<pb::GetAccountResponse> {
+        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let user = ResourceId::parse(&request.get_ref().user_id)
+            .map_err(|e| ApiError::invalid("user_id", e))?;
+        let mut conn = self.read().await?;
+        let account = store::get_account(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(account_to_proto(&account)),
+        }))
+    }
+
+    async fn set_account_minor(
+        &self,
+        request: Request<pb::SetAccountMinorRequest>,
+    ) -> Reply<pb::SetAccountMinorResponse> {
+        auth::require(&request, ADMINS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("SetAccountMinor", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let actor = v.check("actor", actor_name(&req.actor));
+        let reason = v.check("reason", Text::parse_required(&req.reason));
+        let (key, user, actor, reason) = v
+            .finish(|| Some((key?, user?, actor?, reason?)))
+            .map_err(ApiError::from)?;
+        let minor = req.minor;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let now = UnixMillis::now();
+                    store::lock_account(conn, user.as_str(), now)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+                    store::set_minor(conn, user.as_str(), minor).await?;
+                    let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
+                    store::record_admin_action(
+                        conn,
+                        user.as_str(),
+                        action,
+                        &actor,
+                        reason.as_str(),
+                        now,
+                    )
+                    .await?;
+                    let account = store::get_account(conn, user.as_str())
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+                    Ok(pb::SetAccountMinorResponse {
+                        account: Some(account_to_proto(&account)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Reply<pb::GetBalanceResponse> {
+        auth::require_user(
+            &request,
+            &request.get_ref().user_id,
+            &[Role::Admin, Role::GiftingService],
+        )?;
+        let user = ResourceId::parse(&request.get_ref().user_id)
+            .map_err(|e| ApiError::invalid("user_id", e))?;
+        let mut conn = self.read().await?;
+        let account = store::get_account(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+        Ok(Response::new(pb::GetBalanceResponse {
+            balance: Some(balance_to_proto(&account)),
+        }))
+    }
+
+    async fn purchase_coins(
+        &self,
+        request: Request<pb::PurchaseCoinsRequest>,
+    ) -> Reply<pb::PurchaseCoinsResponse> {
+        // Only the user (or the gateway for them) buys: an admin cannot charge a card.
+        auth::require_user(&request, &request.get_ref().user_id, &[])?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("PurchaseCoins", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let package = v.check("package_id", ResourceId::parse(&req.package_id));
+        let currency = v.check("currency_code", CurrencyCode::parse(&req.currency_code));
+        let token = v.check(
+            "payment_token",
+            if req.payment_token.is_empty() || req.payment_token.len() > 255 {
+                Err("is required, at most 255 characters".to_string())
+            } else {
+                Ok(req.payment_token.clone())
+            },
+        );
+        let expected = match &req.expected_price {
+            Some(m) => money(&mut v, "expected_price", Some(m)).map(Some),
+            None => Some(None),
+        };
+        let cmd = v
+            .finish(|| {
+                Some(PurchaseCmd {
+                    idempotency_key: key?.as_str().to_owned(),
+                    fingerprint: fingerprint.as_str().to_owned(),
+                    user_id: user?.into_string(),
+                    package_id: package?.into_string(),
+                    currency: currency?.as_str().to_owned(),
+                    payment_token: token?,
+                    expected_price: expected?,
+                })
+            })
+            .map_err(ApiError::from)?;
+        let purchase = self.purchases.purchase(cmd).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::PurchaseCoinsResponse {
+            purchase: Some(purchase_to_proto(&purchase)),
+        }))
+    }
+
+    async fn get_purchase(
+        &self,
+        request: Request<pb::GetPurchaseRequest>,
+    ) -> Reply<pb::GetPurchaseResponse> {
+        let caller = auth::caller(&request)?;
+        let id = ResourceId::parse(&request.get_ref().purchase_id)
+            .map_err(|e| ApiError::invalid("purchase_id", e))?;
+        let mut conn = self.read().await?;
+        let purchase = store::get_purchase(&mut conn, id.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .filter(|p| caller.is_user(&p.user_id) || caller.has(Role::Admin))
+            // Someone else's purchase is as invisible as a missing one.
+            .ok_or_else(|| ApiError::not_found("purchase", id.as_str()))?;
+        Ok(Response::new(pb::GetPurchaseResponse {
+            purchase: Some(purchase_to_proto(&purchase)),
+        }))
+    }
+
+    async fn list_purchases(
+        &self,
+        request: Request<pb::ListPurchasesRequest>,
+    ) -> Reply<pb::ListPurchasesResponse> {
+        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let size = v.check("page_size", PageSize::parse(req.page_size));
+        let cursor = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+        );
+        let state = v.check(
+            "state",
+            match req.state {
+                0 => Ok(None),
+                s => PurchaseState::from_code(i64::from(s))
+                    .map(Some)
+                    .ok_or_else(|| "is not a purchase state".to_string()),
+            },
+        );
+        let (user, size, cursor, state) = v
+            .finish(|| Some((user?, size?, cursor?, state?)))
+            .map_err(ApiError::from)?;
+        let mut conn = self.read().await?;
+        if store::get_account(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::not_found("account", user.as_str()).into());
+        }
+        let mut rows =
+            store::list_purchases(&mut conn, user.as_str(), state, cursor, size.fetch_limit())
+                .await
+                .map_err(ApiError::from)?;
+        let next_page_token = next_token(&mut rows, size, |p| {
+            format!("{}:{}", p.created_at.0, p.purchase_id)
+        });
+        Ok(Response::new(pb::ListPurchasesResponse {
+            purchases: rows.iter().map(purchase_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn reverse_purchase(
+        &self,
+        request: Request<pb::ReversePurchaseRequest>,
+    ) -> Reply<pb::ReversePurchaseResponse> {
+        auth::require(&request, ADMINS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("ReversePurchase", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
+        let actor = v.check("actor", actor_name(&req.actor));
+        let reason = v.check("reason", Text::parse_required(&req.reason));
+        let (key, id, actor, reason) = v
+            .finish(|| Some((key?, id?, actor?, reason?)))
+            .map_err(ApiError::from)?;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let purchase = ledger::reverse_purchase(
+                        conn,
+                        id.as_str(),
+                        &actor,
+                        reason.as_str(),
+                        UnixMillis::now(),
+                    )
+                    .await?;
+                    Ok(pb::ReversePurchaseResponse {
+                        purchase: Some(purchase_to_proto(&purchase)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn debit_coins(
+        &self,
+        request: Request<pb::DebitCoinsRequest>,
+    ) -> Reply<pb::DebitCoinsResponse> {
+        let caller = auth::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("DebitCoins", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let coins = v.check("coins", Coins::parse(req.coins));
+        let saga = v.check("saga_id", optional_id(&req.saga_id));
+        let note = v.check("note", Text::parse(&req.note));
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    DebitCmd {
+                        operation_id: op?.into_string(),
+                        user_id: user?.into_string(),
+                        coins: coins?.get(),
+                        saga_id: saga?,
+                        note: note?.into_string(),
+                        actor: caller.subject().to_owned(),
+                    },
+                ))
+            })
+            .map_err(ApiError::from)?;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let debit = ledger::debit(conn, &cmd, UnixMillis::now()).await?;
+                    Ok(pb::DebitCoinsResponse {
+                        debit: Some(debit_to_proto(&debit)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn refund_coins(
+        &self,
+        request: Request<pb::RefundCoinsRequest>,
+    ) -> Reply<pb::RefundCoinsResponse> {
+        let caller = auth::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("RefundCoins", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
+        let debit = v.check(
+            "debit_operation_id",
+            ResourceId::parse(&req.debit_operation_id),
+        );
+        let coins = match req.coins {
+            Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
+            None => Some(None),
+        };
+        let note = v.check("note", Text::parse(&req.note));
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    RefundCmd {
+                        operation_id: op?.into_string(),
+                        debit_operation_id: debit?.into_string(),
+                        coins: coins?,
+                        note: note?.into_string(),
+                        actor: caller.subject().to_owned(),
+                    },
+                ))
+            })
+            .map_err(ApiError::from)?;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let refund = ledger::refund(conn, &cmd, UnixMillis::now()).await?;
+                    Ok(pb::RefundCoinsResponse {
+                        refund: Some(refund_to_proto(&refund)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn reserve_coins(
+        &self,
+        request: Request<pb::ReserveCoinsRequest>,
+    ) -> Reply<pb::ReserveCoinsResponse> {
+        auth::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("ReserveCoins", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let coins = v.check("coins", Coins::parse(req.coins));
+        let ttl = v.check(
+            "ttl",
+            match &req.ttl {
+                None => Ok(HOLD_TTL_MS_DEFAULT),
+                Some(d) => {
+                    let ms = d
+                        .seconds
+                        .saturating_mul(1000)
+                        .saturating_add(i64::from(d.nanos / 1_000_000));
+                    if (HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&ms) && d.nanos >= 0 {
+                        Ok(ms)
+                    } else {
+                        Err("must be between 1 s and 1 h".to_string())
+                    }
+                }
+            },
+        );
+        let saga = v.check("saga_id", optional_id(&req.saga_id));
+        let note = v.check("note", Text::parse(&req.note));
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    ReserveCmd {
+                        operation_id: op?.into_string(),
+                        user_id: user?.into_string(),
+                        coins: coins?.get(),
+                        ttl_ms: ttl?,
+                        saga_id: saga?,
+                        note: note?.into_string(),
+                    },
+                ))
+            })
+            .map_err(ApiError::from)?;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let hold = ledger::reserve(conn, &cmd, UnixMillis::now()).await?;
+                    Ok(pb::ReserveCoinsResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn capture_hold(
+        &self,
+        request: Request<pb::CaptureHoldRequest>,
+    ) -> Reply<pb::CaptureHoldResponse> {
+        let caller = auth::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("CaptureHold", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
+        let coins = match req.coins {
+            Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
+            None => Some(None),
+        };
+        let (key, op, coins) = v
+            .finish(|| Some((key?, op?, coins?)))
+            .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let (hold, debit) =
+                        ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
+                            .await?;
+                    Ok(pb::CaptureHoldResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                        debit: Some(debit_to_proto(&debit)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn release_hold(
+        &self,
+        request: Request<pb::ReleaseHoldRequest>,
+    ) -> Reply<pb::ReleaseHoldResponse> {
+        auth::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("ReleaseHold", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
+        let (key, op) = v.finish(|| Some((key?, op?))).map_err(ApiError::from)?;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
+                    Ok(pb::ReleaseHoldResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_hold(&self, request: Request<pb::GetHoldRequest>) -> Reply<pb::GetHoldResponse> {
+        auth::require(&request, &[Role::GiftingService, Role::Admin])?;
+        let op = ResourceId::parse(&request.get_ref().operation_id)
+            .map_err(|e| ApiError::invalid("operation_id", e))?;
+        let mut conn = self.read().await?;
+        let hold = store::get_hold(&mut conn, op.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("hold", op.as_str()))?;
+        Ok(Response::new(pb::GetHoldResponse {
+            hold: Some(hold_to_proto(&hold)),
+        }))
+    }
+
+    async fn set_spending_limits(
+        &self,
+        request: Request<pb::SetSpendingLimitsRequest>,
+    ) -> Reply<pb::SetSpendingLimitsResponse> {
+        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let req = request.into_inner();
+        let fingerprint = Fingerprint::of("SetSpendingLimits", &req);
+        let mut v = Violations::default();
+        let key = v.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&req.idempotency_key),
+        );
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let actor = v.check("actor", actor_name(&req.actor));
+        let reason = v.check("reason", Text::parse(&req.reason));
+        let caps = match &req.caps {
+            None => {
+                v.add(
+                    "caps",
+                    "is required: the complete new set of caps (an unset cap means none)",
+                );
+                None
+            }
+            Some(c) => {
+                let daily_spend = v.check("caps.daily_spend_coins", cap(c.daily_spend_coins));
+                let monthly_spend = v.check("caps.monthly_spend_coins", cap(c.monthly_spend_coins));
+                let daily_purchase =
+                    v.check("caps.daily_purchase_coins", cap(c.daily_purchase_coins));
+                let monthly_purchase =
+                    v.check("caps.monthly_purchase_coins", cap(c.monthly_purchase_coins));
+                (|| {
+                    Some(Caps {
+                        daily_spend: daily_spend?,
+                        monthly_spend: monthly_spend?,
+                        daily_purchase: daily_purchase?,
+                        monthly_purchase: monthly_purchase?,
+                    })
+                })()
+            }
+        };
+        let (key, user, actor, reason, caps) = v
+            .finish(|| Some((key?, user?, actor?, reason?, caps?)))
+            .map_err(ApiError::from)?;
+        let cooling_off_ms = self.cooling_off_ms;
+        let response = self
+            .once(&key, &fingerprint, |conn: &mut Conn| {
+                async move {
+                    let now = UnixMillis::now();
+                    let limits = ledger::set_limits(
+                        conn,
+                        user.as_str(),
+                        caps,
+                        &actor,
+                        reason.as_str(),
+                        cooling_off_ms,
+                        now,
+                    )
+                    .await?;
+                    let limits = limits_to_proto(conn, user.as_str(), &limits, now).await?;
+                    Ok(pb::SetSpendingLimitsResponse {
+                        limits: Some(limits),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_spending_limits(
+        &self,
+        request: Request<pb::GetSpendingLimitsRequest>,
+    ) -> Reply<pb::GetSpendingLimitsResponse> {
+        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let user = ResourceId::parse(&request.get_ref().user_id)
+            .map_err(|e| ApiError::invalid("user_id", e))?;
+        let mut conn = self.read().await?;
+        if store::get_account(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::not_found("account", user.as_str()).into());
+        }
+        let now = UnixMillis::now();
+        let limits = store::get_limits(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?;
+        let limits = limits_to_proto(&mut conn, user.as_str(), &limits, now).await?;
+        Ok(Response::new(pb::GetSpendingLimitsResponse {
+            limits: Some(limits),
+        }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Reply<pb::ListTransactionsResponse> {
+        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let user = v.check("user_id", ResourceId::parse(&req.user_id));
+        let size = v.check("page_size", PageSize::parse(req.page_size));
+        let before = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| t.cursor_i64()),
+        );
+        let (user, size, before) = v
+            .finish(|| Some((user?, size?, before?)))
+            .map_err(ApiError::from)?;
+        let mut conn = self.read().await?;
+        if store::get_account(&mut conn, user.as_str())
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::not_found("account", user.as_str()).into());
+        }
+        let mut rows = store::list_entries(&mut conn, user.as_str(), before, size.fetch_limit())
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = next_token(&mut rows, size, |e| e.user_seq.to_string());
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: rows.iter().map(entry_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_ledger_summary(
+        &self,
+        request: Request<pb::GetLedgerSummaryRequest>,
+    ) -> Reply<pb::GetLedgerSummaryResponse> {
+        auth::require(&request, ADMINS)?;
+        // One transaction, so every figure is as of the same instant.
+        let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
+        let summary = store::ledger_summary(&mut tx)
+            .await
+            .map_err(ApiError::from)?;
+        drop(tx);
+        Ok(Response::new(pb::GetLedgerSummaryResponse {
+            kinds: summary
+                .kinds
+                .iter()
+                .map(|(kind, count, sum)| pb::AccountKindSummary {
+                    kind: *kind as i32,
+                    account_count: *count,
+                    balance_coins: *sum,
+                })
+                .collect(),
+            total_coins: summary.total,
+            unbalanced_entry_count: summary.unbalanced_entries + summary.balance_mismatches,
+            negative_balance_count: summary.negative_balances,
+            journal_entry_count: summary.entries,
+            total_debt_coins: summary.total_debt,
+            as_of_time: Some(to_timestamp(UnixMillis::now())),
+        }))
+    }
+
+    async fn list_debits(
+        &self,
+        request: Request<pb::ListDebitsRequest>,
+    ) -> Reply<pb::ListDebitsResponse> {
+        auth::require(&request, ADMINS)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        if req.operation_ids.len() > DEBIT_IDS_MAX {
+            v.add("operation_ids", format!("at most {DEBIT_IDS_MAX} ids"));
+        }
+        if !req.operation_ids.is_empty() && (req.page_size != 0 || !req.page_token.is_empty()) {
+            v.add("page_size", "must be unset when operation_ids are given");
+        }
+        let ids: Vec<Option<ResourceId>> = req
+            .operation_ids
+            .iter()
+            .enumerate()
+            .take(DEBIT_IDS_MAX)
+            .map(|(i, id)| v.check(&format!("operation_ids[{i}]"), ResourceId::parse(id)))
+            .collect();
+        let size = v.check("page_size", PageSize::parse(req.page_size));
+        let cursor = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+        );
+        let (ids, size, cursor) = v
+            .finish(|| Some((ids.into_iter().collect::<Option<Vec<_>>>()?, size?, cursor?)))
+            .map_err(ApiError::from)?;
+        let mut conn = self.read().await?;
+        if !ids.is_empty() {
+            let mut debits = Vec::new();
+            for id in &ids {
+                if let Some(d) = store::get_debit(&mut conn, id.as_str())
+                    .await
+                    .map_err(ApiError::from)?
+                {
+                    debits.push(d);
+                }
+            }
+            debits.sort_by(|a, b| {
+                (a.created_at, &a.operation_id).cmp(&(b.created_at, &b.operation_id))
+            });
+            return Ok(Response::new(pb::ListDebitsResponse {
+                debits: debits.iter().map(debit_to_proto).collect(),
+                next_page_token: String::new(),
+            }));
+        }
+        let mut rows = store::list_debits(&mut conn, cursor, size.fetch_limit())
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = next_token(&mut rows, size, |d| {
+            format!("{}:{}", d.created_at.0, d.operation_id)
+        });
+        Ok(Response::new(pb::ListDebitsResponse {
+            debits: rows.iter().map(debit_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn balance_to_proto(a: &AccountRow) -> pb::Balance {
+    pb::Balance {
+        user_id: a.user_id.clone(),
+        posted_coins: a.balance.posted,
+        held_coins: a.balance.held,
+        available_coins: a.balance.available(),
+        debt_coins: a.balance.debt,
+    }
+}
+
+fn account_to_proto(a: &AccountRow) -> pb::Account {
+    pb::Account {
+        user_id: a.user_id.clone(),
+        minor: a.minor,
+        balance: Some(balance_to_proto(a)),
+        create_time: Some(to_timestamp(a.created_at)),
+        update_time: Some(to_timestamp(a.updated_at)),
+    }
+}
+
+fn purchase_to_proto(p: &PurchaseRow) -> pb::Purchase {
+    pb::Purchase {
+        purchase_id: p.purchase_id.clone(),
+        user_id: p.user_id.clone(),
+        package_id: p.package_id.clone(),
+        package_version: p.package_version,
+        price: Some(ovation_proto::common::Money {
+            currency_code: p.currency_code.clone(),
+            amount_minor: p.amount_minor,
+        }),
+        package_coins: p.package_coins,
+        bonus_coins: p.bonus_coins,
+        coins_credited: p.package_coins + p.bonus_coins,
+        promotion_id: p.promotion_id.clone(),
+        promotion_version: p.promotion_version,
+        state: p.state as i32,
+        decline_reason: p.decline_reason.clone(),
+        provider_reference: p.provider_reference.clone(),
+        reversal: p.reversed_at.map(|at| pb::PurchaseReversal {
+            actor: p.reversal_actor.clone(),
+            reason: p.reversal_reason.clone(),
+            clawed_back_coins: p.reversal_clawed_back,
+            debt_coins: p.reversal_debt,
+            reverse_time: Some(to_timestamp(at)),
+        }),
+        create_time: Some(to_timestamp(p.created_at)),
+        update_time: Some(to_timestamp(p.updated_at)),
+    }
+}
+
+fn debit_to_proto(d: &DebitRow) -> pb::Debit {
+    pb::Debit {
+        operation_id: d.operation_id.clone(),
+        user_id: d.user_id.clone(),
+        coins: d.coins,
+        saga_id: d.saga_id.clone(),
+        note: d.note.clone(),
+        from_hold: d.from_hold,
+        available_coins_after: d.available_after,
+        refunded_coins: d.refunded_coins,
+        refund_operation_id: d.refund_operation_id.clone(),
+        create_time: Some(to_timestamp(d.created_at)),
+        refund_time: d.refunded_at.map(to_timestamp),
+    }
+}
+
+fn refund_to_proto(r: &RefundRow) -> pb::Refund {
+    pb::Refund {
+        operation_id: r.operation_id.clone(),
+        debit_operation_id: r.debit_operation_id.clone(),
+        user_id: r.user_id.clone(),
+        coins: r.coins,
+        note: r.note.clone(),
+        available_coins_after: r.available_after,
+        create_time: Some(to_timestamp(r.created_at)),
+    }
+}
+
+fn hold_to_proto(h: &HoldRow) -> pb::Hold {
+    pb::Hold {
+        operation_id: h.operation_id.clone(),
+        user_id: h.user_id.clone(),
+        coins: h.coins,
+        state: h.state as i32,
+        captured_coins: h.captured_coins,
+        saga_id: h.saga_id.clone(),
+        note: h.note.clone(),
+        expire_time: Some(to_timestamp(h.expire_at)),
+        create_time: Some(to_timestamp(h.created_at)),
+        update_time: Some(to_timestamp(h.updated_at)),
+    }
+}
+
+fn entry_to_proto(e: &EntryRow) -> pb::Transaction {
+    pb::Transaction {
+        transaction_id: e.entry_id.clone(),
+        user_id: e.user_id.clone(),
+        reason: e.reason as i32,
+        coins: e.delta,
+        posted_coins_after: e.posted_after,
+        purchase_id: e.purchase_id.clone(),
+        operation_id: e.operation_id.clone(),
+        saga_id: e.saga_id.clone(),
+        actor: e.actor.clone(),
+        note: e.note.clone(),
+        create_time: Some(to_timestamp(e.created_at)),
+    }
+}
+
+fn caps_to_proto(c: &Caps) -> pb::SpendingCaps {
+    pb::SpendingCaps {
+        daily_spend_coins: c.daily_spend,
+        monthly_spend_coins: c.monthly_spend,
+        daily_purchase_coins: c.daily_purchase,
+        monthly_purchase_coins: c.monthly_purchase,
+    }
+}
+
+async fn limits_to_proto(
+    conn: &mut Conn,
+    user: &str,
+    limits: &Limits,
+    now: UnixMillis,
+) -> Result<pb::SpendingLimits, ApiError> {
+    let limits = limits.at(now);
+    let spent = store::usage(conn, user, now, false).await?;
+    let bought = store::usage(conn, user, now, true).await?;
+    Ok(pb::SpendingLimits {
+        user_id: user.to_owned(),
+        effective: Some(caps_to_proto(&limits.effective)),
+        pending: limits.pending.map(|(c, _)| caps_to_proto(&c)),
+        pending_effective_time: limits.pending.map(|(_, at)| to_timestamp(at)),
+        usage: Some(pb::SpendingUsage {
+            spent_today_coins: spent.today,
+            spent_this_month_coins: spent.this_month,
+            purchased_today_coins: bought.today,
+            purchased_this_month_coins: bought.this_month,
+            day_reset_time: Some(to_timestamp(domain::day_window(now).1)),
+            month_reset_time: Some(to_timestamp(domain::month_window(now).1)),
+        }),
+        updated_by: limits.updated_by.clone(),
+        update_time: limits.updated_at.map(to_timestamp),
+    })
+}

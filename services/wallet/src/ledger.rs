@@ -1,0 +1,635 @@
+//! The wallet's operations on the coin ledger: each takes a connection inside a write
+//! transaction, applies the domain's rules and the store's SQL, and either does all of
+//! its writes or (by returning an error, which rolls the transaction back) none.
+//!
+//! Every operation on a user starts by locking the user's row, so concurrent operations
+//! on one user are serialized and every check sees the state the change applies to.
+
+use ovation_store::StoreError;
+use ovation_store::db::Conn;
+use ovation_types::UnixMillis;
+
+use crate::domain::{
+    HoldState, Limits, PurchaseState, Reason, Refusal, check_caps, split_reversal,
+};
+use crate::store::{self, AccountRow, DebitRow, EntryRefs, HoldRow, PurchaseRow, RefundRow};
+
+/// Why an operation did not happen. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// An operation id (or account) reused with other parameters.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (the catalog) cannot answer now: retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The thing exists but is in the wrong state for this.
+    #[error("{message}")]
+    WrongState {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+fn not_found(kind: &'static str, id: &str) -> WalletError {
+    WalletError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+/// Locks the user's account, refusing minors and accounts in debt: the preconditions of
+/// every spend.
+async fn lock_spender(
+    conn: &mut Conn,
+    user: &str,
+    now: UnixMillis,
+) -> Result<AccountRow, WalletError> {
+    let account = store::lock_account(conn, user, now)
+        .await?
+        .ok_or_else(|| not_found("account", user))?;
+    if account.minor {
+        return Err(Refusal::Minor(user.to_owned()).into());
+    }
+    if account.balance.debt > 0 {
+        return Err(Refusal::InDebt {
+            user: user.to_owned(),
+            debt: account.balance.debt,
+        }
+        .into());
+    }
+    Ok(account)
+}
+
+/// Refuses `coins` more spending if it would exceed the user's caps in force now.
+async fn check_spend_caps(
+    conn: &mut Conn,
+    user: &str,
+    coins: i64,
+    now: UnixMillis,
+) -> Result<(), WalletError> {
+    let caps = store::get_limits(conn, user).await?.at(now).effective;
+    if caps.daily_spend.is_none() && caps.monthly_spend.is_none() {
+        return Ok(());
+    }
+    let usage = store::usage(conn, user, now, false).await?;
+    check_caps(caps.daily_spend, caps.monthly_spend, usage, coins, false)?;
+    Ok(())
+}
+
+/// A debit request, already validated.
+#[derive(Clone, Debug)]
+pub struct DebitCmd {
+    pub operation_id: String,
+    pub user_id: String,
+    pub coins: i64,
+    pub saga_id: String,
+    pub note: String,
+    pub actor: String,
+}
+
+/// Spends coins, at most once per operation id.
+pub async fn debit(
+    conn: &mut Conn,
+    cmd: &DebitCmd,
+    now: UnixMillis,
+) -> Result<DebitRow, WalletError> {
+    if let Some(existing) = store::get_debit(conn, &cmd.operation_id).await? {
+        let same = existing.user_id == cmd.user_id
+            && existing.coins == cmd.coins
+            && existing.saga_id == cmd.saga_id
+            && existing.note == cmd.note
+            && !existing.from_hold;
+        return if same {
+            Ok(existing)
+        } else {
+            Err(WalletError::Conflict(format!(
+                "operation {} was already used for a different debit",
+                cmd.operation_id
+            )))
+        };
+    }
+    if store::operation_id_taken(conn, &cmd.operation_id).await? {
+        return Err(WalletError::Conflict(format!(
+            "operation id {} is taken by a hold or refund",
+            cmd.operation_id
+        )));
+    }
+    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
+    let refs = EntryRefs {
+        operation_id: &cmd.operation_id,
+        saga_id: &cmd.saga_id,
+        actor: &cmd.actor,
+        note: &cmd.note,
+        ..Default::default()
+    };
+    let posted = store::post(
+        conn,
+        &cmd.user_id,
+        Reason::GiftDebit,
+        cmd.coins,
+        0,
+        &refs,
+        now,
+    )
+    .await?
+    .ok_or(Refusal::InsufficientCoins {
+        available: account.balance.available(),
+        wanted: cmd.coins,
+    })?;
+    let row = DebitRow {
+        operation_id: cmd.operation_id.clone(),
+        user_id: cmd.user_id.clone(),
+        coins: cmd.coins,
+        saga_id: cmd.saga_id.clone(),
+        note: cmd.note.clone(),
+        from_hold: false,
+        available_after: posted.available_after,
+        refunded_coins: 0,
+        refund_operation_id: String::new(),
+        created_at: now,
+        refunded_at: None,
+    };
+    store::insert_debit(conn, &row).await?;
+    Ok(row)
+}
+
+#[derive(Clone, Debug)]
+pub struct RefundCmd {
+    pub operation_id: String,
+    pub debit_operation_id: String,
+    /// `None`: the whole debit.
+    pub coins: Option<i64>,
+    pub note: String,
+    pub actor: String,
+}
+
+/// Gives back (part of) a debit: once per debit, at most its amount.
+pub async fn refund(
+    conn: &mut Conn,
+    cmd: &RefundCmd,
+    now: UnixMillis,
+) -> Result<RefundRow, WalletError> {
+    if let Some(existing) = store::get_refund(conn, &cmd.operation_id).await? {
+        let same = existing.debit_operation_id == cmd.debit_operation_id
+            && cmd.coins.is_none_or(|c| c == existing.coins)
+            && existing.note == cmd.note;
+        return if same {
+            Ok(existing)
+        } else {
+            Err(WalletError::Conflict(format!(
+                "operation {} was already used for a different refund",
+                cmd.operation_id
+            )))
+        };
+    }
+    if store::operation_id_taken(conn, &cmd.operation_id).await? {
+        return Err(WalletError::Conflict(format!(
+            "operation id {} is taken by a debit or hold",
+            cmd.operation_id
+        )));
+    }
+    let debit = store::get_debit(conn, &cmd.debit_operation_id)
+        .await?
+        .ok_or_else(|| not_found("debit", &cmd.debit_operation_id))?;
+    let coins = cmd.coins.unwrap_or(debit.coins);
+    if coins > debit.coins {
+        return Err(WalletError::WrongState {
+            reason: "REFUND_EXCEEDS_DEBIT",
+            message: format!(
+                "cannot refund {coins} coins of a {}-coin debit",
+                debit.coins
+            ),
+        });
+    }
+    store::lock_account(conn, &debit.user_id, now).await?;
+    if !store::mark_refunded(conn, &debit.operation_id, coins, &cmd.operation_id, now).await? {
+        return Err(WalletError::WrongState {
+            reason: "ALREADY_REFUNDED",
+            message: format!(
+                "debit {} was already refunded by operation {}",
+                debit.operation_id, debit.refund_operation_id
+            ),
+        });
+    }
+    let refs = EntryRefs {
+        operation_id: &cmd.operation_id,
+        saga_id: &debit.saga_id,
+        actor: &cmd.actor,
+        note: &cmd.note,
+        ..Default::default()
+    };
+    let posted = store::post(
+        conn,
+        &debit.user_id,
+        Reason::GiftRefund,
+        coins,
+        0,
+        &refs,
+        now,
+    )
+    .await?
+    .ok_or_else(|| WalletError::WrongState {
+        reason: "BALANCE_LIMIT",
+        message: "the refund would take the balance beyond its limit".into(),
+    })?;
+    let row = RefundRow {
+        operation_id: cmd.operation_id.clone(),
+        debit_operation_id: debit.operation_id,
+        user_id: debit.user_id,
+        coins,
+        note: cmd.note.clone(),
+        available_after: posted.available_after,
+        created_at: now,
+    };
+    store::insert_refund(conn, &row).await?;
+    Ok(row)
+}
+
+#[derive(Clone, Debug)]
+pub struct ReserveCmd {
+    pub operation_id: String,
+    pub user_id: String,
+    pub coins: i64,
+    pub ttl_ms: i64,
+    pub saga_id: String,
+    pub note: String,
+}
+
+/// Reserves coins until an expiry; the same refusals as a debit.
+pub async fn reserve(
+    conn: &mut Conn,
+    cmd: &ReserveCmd,
+    now: UnixMillis,
+) -> Result<HoldRow, WalletError> {
+    if let Some(existing) = store::get_hold(conn, &cmd.operation_id).await? {
+        let same = existing.user_id == cmd.user_id
+            && existing.coins == cmd.coins
+            && existing.saga_id == cmd.saga_id
+            && existing.note == cmd.note;
+        return if same {
+            Ok(existing)
+        } else {
+            Err(WalletError::Conflict(format!(
+                "operation {} was already used for a different hold",
+                cmd.operation_id
+            )))
+        };
+    }
+    if store::operation_id_taken(conn, &cmd.operation_id).await? {
+        return Err(WalletError::Conflict(format!(
+            "operation id {} is taken by a debit or refund",
+            cmd.operation_id
+        )));
+    }
+    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
+    if !store::adjust_held(conn, &cmd.user_id, cmd.coins).await? {
+        return Err(Refusal::InsufficientCoins {
+            available: account.balance.available(),
+            wanted: cmd.coins,
+        }
+        .into());
+    }
+    let hold = HoldRow {
+        operation_id: cmd.operation_id.clone(),
+        user_id: cmd.user_id.clone(),
+        coins: cmd.coins,
+        state: HoldState::Active,
+        captured_coins: 0,
+        saga_id: cmd.saga_id.clone(),
+        note: cmd.note.clone(),
+        expire_at: UnixMillis(now.0.saturating_add(cmd.ttl_ms)),
+        created_at: now,
+        updated_at: now,
+    };
+    store::insert_hold(conn, &hold).await?;
+    Ok(hold)
+}
+
+/// Spends an active hold (all or `coins` of it) and releases the rest.
+pub async fn capture(
+    conn: &mut Conn,
+    operation_id: &str,
+    coins: Option<i64>,
+    actor: &str,
+    now: UnixMillis,
+) -> Result<(HoldRow, DebitRow), WalletError> {
+    let hold = store::get_hold(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("hold", operation_id))?;
+    if hold.state == HoldState::Captured {
+        // A retry of the capture that happened: same answer, if it asked the same.
+        let debit = store::get_debit(conn, operation_id)
+            .await?
+            .ok_or_else(|| not_found("debit", operation_id))?;
+        if coins.is_none_or(|c| c == hold.captured_coins) {
+            return Ok((hold, debit));
+        }
+        return Err(WalletError::WrongState {
+            reason: "HOLD_CAPTURED",
+            message: format!(
+                "hold {operation_id} was already captured for {} coins",
+                hold.captured_coins
+            ),
+        });
+    }
+    if hold.state != HoldState::Active {
+        return Err(WalletError::WrongState {
+            reason: "HOLD_NOT_ACTIVE",
+            message: format!("hold {operation_id} is {:?}, not active", hold.state),
+        });
+    }
+    store::lock_account(conn, &hold.user_id, now).await?;
+    if hold.expire_at <= now {
+        expire(conn, &hold, now).await?;
+        return Err(WalletError::WrongState {
+            reason: "HOLD_EXPIRED",
+            message: format!("hold {operation_id} expired"),
+        });
+    }
+    let captured = coins.unwrap_or(hold.coins);
+    if captured > hold.coins {
+        return Err(WalletError::WrongState {
+            reason: "CAPTURE_EXCEEDS_HOLD",
+            message: format!(
+                "cannot capture {captured} coins of a {}-coin hold",
+                hold.coins
+            ),
+        });
+    }
+    let refs = EntryRefs {
+        operation_id,
+        saga_id: &hold.saga_id,
+        actor,
+        note: &hold.note,
+        ..Default::default()
+    };
+    // One statement spends `captured` and releases the whole hold.
+    let posted = store::post(
+        conn,
+        &hold.user_id,
+        Reason::HoldCapture,
+        captured,
+        hold.coins,
+        &refs,
+        now,
+    )
+    .await?
+    .ok_or_else(|| WalletError::WrongState {
+        reason: "HOLD_INCONSISTENT",
+        message: format!("hold {operation_id} is not covered by the account"),
+    })?;
+    store::finish_hold(conn, operation_id, HoldState::Captured, captured, now).await?;
+    let debit = DebitRow {
+        operation_id: operation_id.to_owned(),
+        user_id: hold.user_id.clone(),
+        coins: captured,
+        saga_id: hold.saga_id.clone(),
+        note: hold.note.clone(),
+        from_hold: true,
+        available_after: posted.available_after,
+        refunded_coins: 0,
+        refund_operation_id: String::new(),
+        created_at: now,
+        refunded_at: None,
+    };
+    store::insert_debit(conn, &debit).await?;
+    let hold = HoldRow {
+        state: HoldState::Captured,
+        captured_coins: captured,
+        updated_at: now,
+        ..hold
+    };
+    Ok((hold, debit))
+}
+
+/// Cancels an active hold. Released or expired holds come back unchanged.
+pub async fn release(
+    conn: &mut Conn,
+    operation_id: &str,
+    now: UnixMillis,
+) -> Result<HoldRow, WalletError> {
+    let hold = store::get_hold(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("hold", operation_id))?;
+    match hold.state {
+        HoldState::Released | HoldState::Expired => return Ok(hold),
+        HoldState::Captured => {
+            return Err(WalletError::WrongState {
+                reason: "HOLD_CAPTURED",
+                message: format!("hold {operation_id} was captured; it cannot be released"),
+            });
+        }
+        HoldState::Active => {}
+    }
+    store::lock_account(conn, &hold.user_id, now).await?;
+    let state = if hold.expire_at <= now {
+        HoldState::Expired
+    } else {
+        HoldState::Released
+    };
+    if store::finish_hold(conn, operation_id, state, 0, now).await? {
+        store::adjust_held(conn, &hold.user_id, -hold.coins).await?;
+    }
+    Ok(HoldRow {
+        state,
+        updated_at: now,
+        ..hold
+    })
+}
+
+async fn expire(conn: &mut Conn, hold: &HoldRow, now: UnixMillis) -> Result<(), WalletError> {
+    if store::finish_hold(conn, &hold.operation_id, HoldState::Expired, 0, now).await? {
+        store::adjust_held(conn, &hold.user_id, -hold.coins).await?;
+    }
+    Ok(())
+}
+
+/// Expires up to `limit` holds past their time; returns how many.
+pub async fn expire_holds(
+    conn: &mut Conn,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<usize, WalletError> {
+    let holds = store::expired_holds(conn, now, limit).await?;
+    for hold in &holds {
+        store::lock_account(conn, &hold.user_id, now).await?;
+        expire(conn, hold, now).await?;
+    }
+    Ok(holds.len())
+}
+
+/// Credits a charged purchase: package coins, promotion bonus, then settles any debt.
+/// Runs once per purchase: the PENDING → COMPLETED transition is conditional.
+pub async fn complete_purchase(
+    conn: &mut Conn,
+    purchase: &PurchaseRow,
+    provider_reference: &str,
+    now: UnixMillis,
+) -> Result<bool, WalletError> {
+    let account = store::lock_account(conn, &purchase.user_id, now)
+        .await?
+        .ok_or_else(|| not_found("account", &purchase.user_id))?;
+    if !store::settle_purchase(
+        conn,
+        &purchase.purchase_id,
+        PurchaseState::Completed,
+        provider_reference,
+        "",
+        now,
+    )
+    .await?
+    {
+        return Ok(false);
+    }
+    let refs = EntryRefs {
+        purchase_id: &purchase.purchase_id,
+        actor: &purchase.user_id,
+        ..Default::default()
+    };
+    let limit = || WalletError::WrongState {
+        reason: "BALANCE_LIMIT",
+        message: "the purchase would take the balance beyond its limit".into(),
+    };
+    store::post(
+        conn,
+        &purchase.user_id,
+        Reason::Purchase,
+        purchase.package_coins,
+        0,
+        &refs,
+        now,
+    )
+    .await?
+    .ok_or_else(limit)?;
+    if purchase.bonus_coins > 0 {
+        let bonus = EntryRefs {
+            note: &purchase.promotion_id,
+            ..refs.clone()
+        };
+        store::post(
+            conn,
+            &purchase.user_id,
+            Reason::PromotionBonus,
+            purchase.bonus_coins,
+            0,
+            &bonus,
+            now,
+        )
+        .await?
+        .ok_or_else(limit)?;
+    }
+    let credited = purchase.package_coins + purchase.bonus_coins;
+    let (settled, _) = crate::domain::settle_debt(account.balance.debt, credited);
+    if settled > 0 {
+        let note = format!(
+            "settles debt from a reversed purchase ({settled} of {} coins)",
+            account.balance.debt
+        );
+        let settle = EntryRefs {
+            note: &note,
+            ..refs.clone()
+        };
+        store::post(
+            conn,
+            &purchase.user_id,
+            Reason::DebtSettlement,
+            settled,
+            0,
+            &settle,
+            now,
+        )
+        .await?
+        .ok_or_else(|| WalletError::WrongState {
+            reason: "DEBT_SETTLEMENT",
+            message: "debt settlement found too few coins".into(),
+        })?;
+        store::adjust_debt(conn, &purchase.user_id, -settled).await?;
+    }
+    Ok(true)
+}
+
+/// Reverses a completed purchase: claws back what is available, the rest becomes debt.
+pub async fn reverse_purchase(
+    conn: &mut Conn,
+    purchase_id: &str,
+    actor: &str,
+    reason: &str,
+    now: UnixMillis,
+) -> Result<PurchaseRow, WalletError> {
+    let purchase = store::get_purchase(conn, purchase_id)
+        .await?
+        .ok_or_else(|| not_found("purchase", purchase_id))?;
+    if purchase.state != PurchaseState::Completed {
+        return Err(WalletError::WrongState {
+            reason: "PURCHASE_NOT_COMPLETED",
+            message: format!(
+                "purchase {purchase_id} is {:?}; only completed purchases can be reversed",
+                purchase.state
+            ),
+        });
+    }
+    let account = store::lock_account(conn, &purchase.user_id, now)
+        .await?
+        .ok_or_else(|| not_found("account", &purchase.user_id))?;
+    let credited = purchase.package_coins + purchase.bonus_coins;
+    let (clawed, debt) = split_reversal(credited, account.balance.available());
+    if clawed > 0 {
+        let refs = EntryRefs {
+            purchase_id,
+            actor,
+            note: reason,
+            ..Default::default()
+        };
+        store::post(
+            conn,
+            &purchase.user_id,
+            Reason::PurchaseReversal,
+            clawed,
+            0,
+            &refs,
+            now,
+        )
+        .await?
+        .ok_or_else(|| WalletError::WrongState {
+            reason: "REVERSAL_RACE",
+            message: "the balance changed during the reversal; retry".into(),
+        })?;
+    }
+    if debt > 0 {
+        store::adjust_debt(conn, &purchase.user_id, debt).await?;
+    }
+    store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await?;
+    Ok(store::get_purchase(conn, purchase_id)
+        .await?
+        .ok_or_else(|| not_found("purchase", purchase_id))?)
+}
+
+/// Sets a user's caps (stricter at once, looser after `cooling_off_ms`).
+pub async fn set_limits(
+    conn: &mut Conn,
+    user: &str,
+    caps: crate::domain::Caps,
+    actor: &str,
+    reason: &str,
+    cooling_off_ms: i64,
+    now: UnixMillis,
+) -> Result<Limits, WalletError> {
+    store::lock_account(conn, user, now)
+        .await?
+        .ok_or_else(|| not_found("account", user))?;
+    let limits = store::get_limits(conn, user)
+        .await?
+        .set(caps, actor, now, cooling_off_ms);
+    store::put_limits(conn, user, &limits).await?;
+    store::record_admin_action(conn, user, "SET_SPENDING_LIMITS", actor, reason, now).await?;
+    Ok(limits)
+}

@@ -1,0 +1,204 @@
+//! The wallet service: viewers' coin accounts and the double-entry coin ledger (SPEC §2).
+//! Coins enter by purchase and leave by gift (or admin reversal); never between users.
+//!
+//! Layout:
+//! - [`domain`]: values and rules (caps and their windows, promotion choice, debt).
+//! - [`store`]: all of its SQL.
+//! - [`ledger`]: operations on the ledger (debit, refund, holds, reversal, completion),
+//!   each inside the caller's write transaction.
+//! - [`purchases`]: buying coins crash-safely, and the recovery worker.
+//! - [`payment`]: the payment-provider trait and the sandbox provider.
+//! - [`catalog`]: reading packages and promotions from the catalog, cached.
+//! - [`grpc`]: the thin gRPC layer.
+//!
+//! Limits: amounts 1..=10^12 coins per operation; balances ≤ 10^15; holds live 1 s..=1 h;
+//! ≤ 500 ids per ListDebits; pages ≤ 500; a purchase's charge is retried at most
+//! `charge_attempts_max` times, then left PENDING for an operator.
+
+pub mod catalog;
+pub mod domain;
+pub mod grpc;
+pub mod ledger;
+pub mod payment;
+pub mod purchases;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovation_auth::Role;
+use ovation_proto::wallet::wallet_service_server::WalletServiceServer;
+use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::peer::{self, CatalogPeerArgs, IdentityArgs, Outbound, ServiceIdentity};
+use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_store::Db;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::payment::PaymentProvider;
+use crate::purchases::{PurchaseSettings, Purchases};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "wallet",
+    grpc_service: "ovation.wallet.v1.WalletService",
+};
+
+/// Where the wallet listens unless told otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The wallet's settings: the shared ones plus its own.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "ovation-wallet", version, about = "Ovation's wallet service")]
+pub struct WalletArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OVATION_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen: SocketAddr,
+    /// Database URL: postgres://… or sqlite://path [default: sqlite://data/wallet.db]
+    #[arg(long, env = "OVATION_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub wallet: WalletSettings,
+    #[command(flatten)]
+    pub catalog: CatalogPeerArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The wallet's own knobs.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WalletSettings {
+    /// How long a raised (or removed) spending cap waits before it applies.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CAP_COOLING_OFF_MS",
+        default_value_t = 86_400_000
+    )]
+    pub cap_cooling_off_ms: i64,
+    /// How long catalog prices and promotions are cached.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CATALOG_CACHE_TTL_MS",
+        default_value_t = 5_000
+    )]
+    pub catalog_cache_ttl_ms: u64,
+    /// Longest one charge call may take before its outcome counts as unknown.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CHARGE_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub charge_timeout_ms: u64,
+    /// First retry delay of a charge with an unknown outcome (doubles per attempt).
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CHARGE_RETRY_BASE_MS",
+        default_value_t = 200
+    )]
+    pub charge_retry_base_ms: u64,
+    /// How often pending purchases and expired holds are looked for.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_RECOVERY_INTERVAL_MS",
+        default_value_t = 500
+    )]
+    pub recovery_interval_ms: u64,
+}
+
+impl Default for WalletSettings {
+    fn default() -> Self {
+        WalletSettings {
+            cap_cooling_off_ms: 86_400_000,
+            catalog_cache_ttl_ms: 5_000,
+            charge_timeout_ms: 3_000,
+            charge_retry_base_ms: 200,
+            recovery_interval_ms: 500,
+        }
+    }
+}
+
+/// Everything the wallet needs to start.
+#[derive(Clone, Debug)]
+pub struct WalletConfig {
+    pub server: ServerConfig,
+    pub wallet: WalletSettings,
+    pub catalog: CatalogPeerArgs,
+    pub identity: IdentityArgs,
+    /// The payment provider: the sandbox unless a real one is plugged in.
+    pub provider: Arc<dyn PaymentProvider>,
+}
+
+impl From<WalletArgs> for WalletConfig {
+    fn from(args: WalletArgs) -> Self {
+        WalletConfig {
+            server: ServerConfig {
+                listen_addr: args.listen,
+                database_url: args
+                    .database_url
+                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
+                args: args.server,
+            },
+            wallet: args.wallet,
+            catalog: args.catalog,
+            identity: args.identity,
+            provider: Arc::new(payment::SandboxProvider::new()),
+        }
+    }
+}
+
+/// Runs the wallet on `listener` until `shutdown` trips: database, migrations, the
+/// recovery worker (pending purchases, expired holds), then the server.
+pub async fn run(
+    config: WalletConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let identity = ServiceIdentity::new(&config.identity, SPEC.name, Role::WalletService)?;
+    let channel = peer::channel(&config.catalog.address())?;
+    let db = Db::connect(
+        &config.server.database_url,
+        &config.server.args.db_options(),
+    )
+    .await?;
+    db.migrate(&MIGRATIONS).await?;
+    let catalog = catalog::CatalogReader::new(
+        channel,
+        Outbound::new(Arc::new(identity)),
+        Duration::from_millis(config.wallet.catalog_cache_ttl_ms),
+    );
+    let purchases = Purchases::new(
+        db.clone(),
+        catalog,
+        config.provider.clone(),
+        PurchaseSettings {
+            charge_timeout_ms: config.wallet.charge_timeout_ms,
+            retry_base_ms: config.wallet.charge_retry_base_ms,
+            recovery_interval_ms: config.wallet.recovery_interval_ms,
+            ..PurchaseSettings::default()
+        },
+    );
+    let recovery = tokio::spawn(purchases.clone().run_recovery(shutdown.clone()));
+    let service = WalletServiceServer::new(grpc::Wallet::new(
+        db.clone(),
+        purchases,
+        config.wallet.cap_cooling_off_ms,
+    ))
+    .max_decoding_message_size(config.server.args.request_bytes_max);
+    let result = serve(
+        SPEC,
+        Routes::new(service),
+        db.clone(),
+        &config.server,
+        listener,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.trigger();
+    let _ = recovery.await;
+    db.close().await;
+    Ok(result?)
+}

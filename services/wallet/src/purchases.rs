@@ -1,0 +1,403 @@
+//! Buying coins, crash-safely.
+//!
+//! 1. The purchase is priced (catalog) and recorded PENDING, with everything needed to
+//!    charge it, in its own transaction — before any money moves.
+//! 2. A charge attempt is claimed (a lease on the row), the provider is called with the
+//!    purchase id as its idempotency reference, and the outcome is written: COMPLETED
+//!    (coins credited in the same transaction), DECLINED, or still PENDING with a retry
+//!    time when the outcome is unknown.
+//! 3. A recovery worker retries PENDING purchases whose lease or retry time has passed —
+//!    including those of a process that died between charge and credit. The provider's
+//!    idempotency makes the retry answer "charged" without charging again, and the
+//!    conditional PENDING → COMPLETED transition credits once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovation_store::Db;
+use ovation_types::{Coins, Money, UnixMillis};
+
+use crate::catalog::{CatalogError, CatalogReader};
+use crate::domain::{PromotionOffer, PurchaseState, Refusal, check_caps, choose_promotion};
+use crate::ledger::{self, WalletError};
+use crate::payment::{ChargeOutcome, ChargeRequest, PaymentProvider};
+use crate::store::{self, PurchaseRow};
+
+/// Timing and budgets of purchases.
+#[derive(Clone, Debug)]
+pub struct PurchaseSettings {
+    /// Longest one charge call may take before its outcome counts as unknown.
+    pub charge_timeout_ms: u64,
+    /// First retry delay of an unknown outcome; doubles per attempt.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// After this many attempts a purchase is left PENDING for an operator (logged).
+    pub charge_attempts_max: i64,
+    /// How often the recovery worker looks for due purchases and expired holds.
+    pub recovery_interval_ms: u64,
+}
+
+impl Default for PurchaseSettings {
+    fn default() -> Self {
+        PurchaseSettings {
+            charge_timeout_ms: 3_000,
+            retry_base_ms: 200,
+            retry_max_ms: 60_000,
+            charge_attempts_max: 100,
+            recovery_interval_ms: 500,
+        }
+    }
+}
+
+/// Most purchases one recovery pass retries; most holds it expires.
+const RECOVERY_BATCH_MAX: i64 = 64;
+
+/// A purchase request, validated.
+#[derive(Clone, Debug)]
+pub struct PurchaseCmd {
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub user_id: String,
+    pub package_id: String,
+    pub currency: String,
+    pub payment_token: String,
+    pub expected_price: Option<Money>,
+}
+
+/// Buys coins: pricing, recording, charging, crediting, recovering.
+#[derive(Clone, Debug)]
+pub struct Purchases {
+    db: Db,
+    catalog: CatalogReader,
+    provider: Arc<dyn PaymentProvider>,
+    settings: PurchaseSettings,
+}
+
+impl Purchases {
+    pub fn new(
+        db: Db,
+        catalog: CatalogReader,
+        provider: Arc<dyn PaymentProvider>,
+        settings: PurchaseSettings,
+    ) -> Self {
+        Purchases {
+            db,
+            catalog,
+            provider,
+            settings,
+        }
+    }
+
+    /// PurchaseCoins: the purchase in its state after one charge attempt.
+    pub async fn purchase(&self, cmd: PurchaseCmd) -> Result<PurchaseRow, WalletError> {
+        if let Some(existing) = self.by_key(&cmd).await? {
+            return Ok(existing);
+        }
+        let offer = self
+            .catalog
+            .offer(&cmd.package_id)
+            .await
+            .map_err(|e| match e {
+                CatalogError::PackageNotFound(id) => WalletError::NotFound {
+                    kind: "coin package",
+                    id,
+                },
+                CatalogError::Unavailable(detail) => {
+                    WalletError::Unavailable(format!("catalog: {detail}"))
+                }
+            })?;
+        if !offer.enabled {
+            return Err(WalletError::WrongState {
+                reason: "PACKAGE_UNAVAILABLE",
+                message: format!("coin package {} is not on sale", cmd.package_id),
+            });
+        }
+        let amount_minor = offer
+            .prices
+            .iter()
+            .find(|(currency, _)| *currency == cmd.currency)
+            .map(|(_, amount)| *amount)
+            .ok_or_else(|| WalletError::WrongState {
+                reason: "PACKAGE_UNAVAILABLE",
+                message: format!(
+                    "coin package {} is not sold in {}",
+                    cmd.package_id, cmd.currency
+                ),
+            })?;
+        if let Some(expected) = &cmd.expected_price
+            && (expected.currency.as_str() != cmd.currency
+                || expected.amount_minor() != amount_minor)
+        {
+            return Err(WalletError::WrongState {
+                reason: "PRICE_CHANGED",
+                message: format!(
+                    "the price is now {amount_minor} {} minor units, not the expected {} {}",
+                    cmd.currency,
+                    expected.amount_minor(),
+                    expected.currency
+                ),
+            });
+        }
+        let package_coins = Coins::parse(offer.coins).map_err(|e| WalletError::WrongState {
+            reason: "PACKAGE_UNAVAILABLE",
+            message: format!(
+                "coin package {} has an invalid coin amount: {e}",
+                cmd.package_id
+            ),
+        })?;
+
+        let now = UnixMillis::now();
+        let mut tx = self.db.begin_write().await?;
+        let account = store::lock_account(&mut tx, &cmd.user_id, now)
+            .await?
+            .ok_or_else(|| WalletError::NotFound {
+                kind: "account",
+                id: cmd.user_id.clone(),
+            })?;
+        if account.minor {
+            return Err(Refusal::Minor(cmd.user_id.clone()).into());
+        }
+        let caps = store::get_limits(&mut tx, &cmd.user_id)
+            .await?
+            .at(now)
+            .effective;
+        if caps.daily_purchase.is_some() || caps.monthly_purchase.is_some() {
+            let usage = store::usage(&mut tx, &cmd.user_id, now, true).await?;
+            check_caps(
+                caps.daily_purchase,
+                caps.monthly_purchase,
+                usage,
+                package_coins.get(),
+                true,
+            )?;
+        }
+        let mut offers = Vec::new();
+        for p in offer
+            .promotions
+            .iter()
+            .filter(|p| p.starts_at <= now && now < p.ends_at)
+        {
+            offers.push(PromotionOffer {
+                id: p.id.clone(),
+                version: p.version,
+                bonus_bps: p.bonus_bps,
+                per_user_cap: p.per_user_cap,
+                used_by_user: store::promotion_uses(&mut tx, &cmd.user_id, &p.id).await?,
+            });
+        }
+        let chosen = choose_promotion(package_coins, &offers);
+        let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
+        let row = PurchaseRow {
+            purchase_id: purchase_id.clone(),
+            idempotency_key: cmd.idempotency_key.clone(),
+            fingerprint: cmd.fingerprint.clone(),
+            user_id: cmd.user_id.clone(),
+            package_id: offer.package_id.clone(),
+            package_version: offer.version,
+            currency_code: cmd.currency.clone(),
+            amount_minor,
+            package_coins: package_coins.get(),
+            bonus_coins: chosen.as_ref().map_or(0, |(_, bonus)| *bonus),
+            promotion_id: chosen.as_ref().map_or(String::new(), |(o, _)| o.id.clone()),
+            promotion_version: chosen.as_ref().map_or(0, |(o, _)| o.version),
+            payment_token: cmd.payment_token.clone(),
+            state: PurchaseState::Pending,
+            decline_reason: String::new(),
+            provider_reference: String::new(),
+            charge_attempts: 0,
+            // Leased to this request's first attempt; recovery takes over after that.
+            next_attempt_at: self.lease_end(now),
+            reversal_actor: String::new(),
+            reversal_reason: String::new(),
+            reversal_clawed_back: 0,
+            reversal_debt: 0,
+            reversed_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        if !store::insert_purchase(&mut tx, &row).await? {
+            // A concurrent request with the same key recorded it first: answer as it does.
+            drop(tx);
+            return self.by_key(&cmd).await?.ok_or_else(|| {
+                WalletError::Conflict("concurrent purchase vanished; retry".into())
+            });
+        }
+        tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        self.attempt(row).await
+    }
+
+    /// The purchase already recorded under this idempotency key, if any: replayed as it
+    /// is now (driving it on if it is a PENDING one whose time has come).
+    async fn by_key(&self, cmd: &PurchaseCmd) -> Result<Option<PurchaseRow>, WalletError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ovation_store::StoreError::from)?;
+        let Some(existing) = store::get_purchase_by_key(&mut conn, &cmd.idempotency_key).await?
+        else {
+            return Ok(None);
+        };
+        drop(conn);
+        if existing.fingerprint != cmd.fingerprint {
+            return Err(ovation_store::StoreError::KeyReused.into());
+        }
+        if existing.state == PurchaseState::Pending && existing.next_attempt_at <= UnixMillis::now()
+        {
+            return self.attempt(existing).await.map(Some);
+        }
+        Ok(Some(existing))
+    }
+
+    fn lease_end(&self, now: UnixMillis) -> UnixMillis {
+        let lease_ms =
+            i64::try_from(self.settings.charge_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+        UnixMillis(now.0.saturating_add(lease_ms))
+    }
+
+    /// One charge attempt, if this caller wins the claim on it.
+    async fn attempt(&self, purchase: PurchaseRow) -> Result<PurchaseRow, WalletError> {
+        let now = UnixMillis::now();
+        {
+            let mut tx = self.db.begin_write().await?;
+            if !store::claim_charge_attempt(
+                &mut tx,
+                &purchase.purchase_id,
+                purchase.charge_attempts,
+                self.lease_end(now),
+            )
+            .await?
+            {
+                drop(tx);
+                return self.reload(&purchase.purchase_id).await;
+            }
+            tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        }
+        let attempts = purchase.charge_attempts + 1;
+        let request = ChargeRequest {
+            purchase_id: purchase.purchase_id.clone(),
+            currency_code: purchase.currency_code.clone(),
+            amount_minor: purchase.amount_minor,
+            payment_token: purchase.payment_token.clone(),
+        };
+        let outcome = match tokio::time::timeout(
+            Duration::from_millis(self.settings.charge_timeout_ms),
+            self.provider.charge(&request),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => ChargeOutcome::Unknown {
+                detail: format!("no answer within {} ms", self.settings.charge_timeout_ms),
+            },
+        };
+        let now = UnixMillis::now();
+        let mut tx = self.db.begin_write().await?;
+        match &outcome {
+            ChargeOutcome::Charged { reference } => {
+                if ledger::complete_purchase(&mut tx, &purchase, reference, now).await? {
+                    tracing::info!(purchase_id = %purchase.purchase_id, "purchase completed");
+                }
+            }
+            ChargeOutcome::Declined { reason } => {
+                store::settle_purchase(
+                    &mut tx,
+                    &purchase.purchase_id,
+                    PurchaseState::Declined,
+                    "",
+                    reason,
+                    now,
+                )
+                .await?;
+            }
+            ChargeOutcome::Unknown { detail } => {
+                if attempts >= self.settings.charge_attempts_max {
+                    tracing::error!(purchase_id = %purchase.purchase_id, attempts, %detail,
+                        "charge outcome still unknown after the retry budget; left PENDING for an operator");
+                    store::schedule_retry(&mut tx, &purchase.purchase_id, UnixMillis(i64::MAX))
+                        .await?;
+                } else {
+                    let delay = self.backoff_ms(attempts);
+                    tracing::warn!(purchase_id = %purchase.purchase_id, attempts, %detail, delay_ms = delay,
+                        "charge outcome unknown; will retry with the same purchase id");
+                    store::schedule_retry(
+                        &mut tx,
+                        &purchase.purchase_id,
+                        UnixMillis(now.0.saturating_add(delay)),
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        self.reload(&purchase.purchase_id).await
+    }
+
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        let exponent = u32::try_from(attempts.clamp(1, 30) - 1).unwrap_or(0);
+        let delay = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.settings.retry_max_ms);
+        i64::try_from(delay).unwrap_or(i64::MAX)
+    }
+
+    async fn reload(&self, purchase_id: &str) -> Result<PurchaseRow, WalletError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ovation_store::StoreError::from)?;
+        store::get_purchase(&mut conn, purchase_id)
+            .await?
+            .ok_or_else(|| WalletError::NotFound {
+                kind: "purchase",
+                id: purchase_id.to_owned(),
+            })
+    }
+
+    /// One recovery pass: due purchases get a charge attempt; expired holds are released.
+    pub async fn recover_once(&self) -> Result<(), WalletError> {
+        let now = UnixMillis::now();
+        let due = {
+            let mut conn = self
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(ovation_store::StoreError::from)?;
+            store::due_purchases(&mut conn, now, RECOVERY_BATCH_MAX).await?
+        };
+        for purchase in due {
+            let id = purchase.purchase_id.clone();
+            if let Err(e) = self.attempt(purchase).await {
+                tracing::warn!(purchase_id = %id, error = %e, "recovery attempt failed; will retry");
+            }
+        }
+        let mut tx = self.db.begin_write().await?;
+        let expired = ledger::expire_holds(&mut tx, now, RECOVERY_BATCH_MAX).await?;
+        tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        if expired > 0 {
+            tracing::info!(expired, "expired holds released");
+        }
+        Ok(())
+    }
+
+    /// Runs recovery passes until shutdown.
+    pub async fn run_recovery(self, shutdown: ovation_server::Shutdown) {
+        let interval = Duration::from_millis(self.settings.recovery_interval_ms.max(10));
+        loop {
+            if let Err(e) = self.recover_once().await {
+                tracing::warn!(error = %e, "recovery pass failed; will retry");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

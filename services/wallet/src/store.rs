@@ -1,0 +1,1040 @@
+//! All of the wallet's SQL, in one place. Functions take a connection so the caller
+//! chooses the transaction; `ledger` and `purchases` compose them into operations.
+//!
+//! Concurrency: every operation on a user first takes the user's row ([`lock_account`]:
+//! an UPDATE, so PostgreSQL holds the row lock until commit, and SQLite's write
+//! transactions are serialized anyway). Checks that read other rows (caps, holds) are
+//! therefore consistent with the balance change that follows them.
+
+use ovation_store::StoreError;
+use ovation_store::db::Conn;
+use ovation_store::sqlx::{self, Row, any::AnyRow};
+use ovation_types::UnixMillis;
+
+use crate::domain::{AccountKind, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage};
+
+/// Largest balance an account may reach: far above any real balance, far below overflow.
+pub const BALANCE_COINS_MAX: i64 = 1_000_000_000_000_000;
+
+/// A user's account row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRow {
+    pub user_id: String,
+    pub minor: bool,
+    pub balance: Balance,
+    pub entry_count: i64,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+const ACCOUNT_COLUMNS: &str = "user_id, minor, balance_coins, held_coins, debt_coins, entry_count, created_at_ms, updated_at_ms";
+
+fn account_from_row(row: &AnyRow) -> Result<AccountRow, StoreError> {
+    Ok(AccountRow {
+        user_id: row.try_get("user_id")?,
+        minor: row.try_get::<i64, _>("minor")? == 1,
+        balance: Balance {
+            posted: row.try_get("balance_coins")?,
+            held: row.try_get("held_coins")?,
+            debt: row.try_get("debt_coins")?,
+        },
+        entry_count: row.try_get("entry_count")?,
+        created_at: UnixMillis(row.try_get("created_at_ms")?),
+        updated_at: UnixMillis(row.try_get("updated_at_ms")?),
+    })
+}
+
+/// Opens an account; `None` if the user has one.
+pub async fn create_account(
+    conn: &mut Conn,
+    user: &str,
+    minor: bool,
+    now: UnixMillis,
+) -> Result<Option<AccountRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, 0, 0, 0, 0, $3, $3) \
+         ON CONFLICT (user_id) DO NOTHING RETURNING {ACCOUNT_COLUMNS}"
+    )))
+    .bind(user)
+    .bind(i64::from(minor))
+    .bind(now.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(account_from_row).transpose()
+}
+
+pub async fn get_account(conn: &mut Conn, user: &str) -> Result<Option<AccountRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = $1"
+    )))
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(account_from_row).transpose()
+}
+
+/// Takes the user's row for the rest of the transaction and reads it.
+pub async fn lock_account(
+    conn: &mut Conn,
+    user: &str,
+    now: UnixMillis,
+) -> Result<Option<AccountRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE accounts SET updated_at_ms = $2 WHERE user_id = $1 RETURNING {ACCOUNT_COLUMNS}"
+    )))
+    .bind(user)
+    .bind(now.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(account_from_row).transpose()
+}
+
+pub async fn set_minor(conn: &mut Conn, user: &str, minor: bool) -> Result<(), StoreError> {
+    sqlx::query("UPDATE accounts SET minor = $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(i64::from(minor))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves the user's held coins by `delta` (reserve: +, release/capture: −), only if the
+/// result stays within 0..=posted − (what other holds need) — i.e. available ≥ 0.
+pub async fn adjust_held(conn: &mut Conn, user: &str, delta: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE accounts SET held_coins = held_coins + $2 \
+         WHERE user_id = $1 AND held_coins + $2 >= 0 AND balance_coins - held_coins - $2 >= 0",
+    )
+    .bind(user)
+    .bind(delta)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn adjust_debt(conn: &mut Conn, user: &str, delta: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE accounts SET debt_coins = debt_coins + $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(delta)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// What a journal entry records besides the amount.
+#[derive(Clone, Debug, Default)]
+pub struct EntryRefs<'a> {
+    pub purchase_id: &'a str,
+    pub operation_id: &'a str,
+    pub saga_id: &'a str,
+    pub actor: &'a str,
+    pub note: &'a str,
+}
+
+/// A posted entry: its id and the user's balance after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posted {
+    pub posted_after: i64,
+    pub available_after: i64,
+}
+
+/// Posts one balanced entry of `coins` (> 0) between the user and the reason's system
+/// account. A debit applies only if the user's available coins cover it (`None`
+/// otherwise, nothing written); with `release_held`, a capture also releases that many
+/// held coins in the same statement.
+pub async fn post(
+    conn: &mut Conn,
+    user: &str,
+    reason: Reason,
+    coins: i64,
+    release_held: i64,
+    refs: &EntryRefs<'_>,
+    now: UnixMillis,
+) -> Result<Option<Posted>, StoreError> {
+    debug_assert!(coins > 0 && release_held >= 0);
+    let delta = if reason.credits_user() { coins } else { -coins };
+    let row = if reason.credits_user() {
+        sqlx::query(
+            "UPDATE accounts SET balance_coins = balance_coins + $2, entry_count = entry_count + 1, \
+             updated_at_ms = $3 WHERE user_id = $1 AND balance_coins <= $4 - $2 \
+             RETURNING balance_coins, held_coins, entry_count",
+        )
+        .bind(user)
+        .bind(coins)
+        .bind(now.0)
+        .bind(BALANCE_COINS_MAX)
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        // The held coins being released are the ones being spent: available stays ≥ 0.
+        sqlx::query(
+            "UPDATE accounts SET balance_coins = balance_coins - $2, held_coins = held_coins - $3, \
+             entry_count = entry_count + 1, updated_at_ms = $4 \
+             WHERE user_id = $1 AND held_coins >= $3 AND balance_coins - (held_coins - $3) >= $2 \
+             RETURNING balance_coins, held_coins, entry_count",
+        )
+        .bind(user)
+        .bind(coins)
+        .bind(release_held)
+        .bind(now.0)
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let posted_after: i64 = row.try_get(0)?;
+    let held_after: i64 = row.try_get(1)?;
+    let seq: i64 = row.try_get(2)?;
+    let entry_id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO journal_entries (entry_id, user_id, user_seq, reason, user_delta_coins, \
+         balance_after_coins, purchase_id, operation_id, saga_id, actor, note, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(entry_id.as_str())
+    .bind(user)
+    .bind(seq)
+    .bind(reason as i64)
+    .bind(delta)
+    .bind(posted_after)
+    .bind(refs.purchase_id)
+    .bind(refs.operation_id)
+    .bind(refs.saga_id)
+    .bind(refs.actor)
+    .bind(refs.note)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    for (account, amount) in [
+        (crate::domain::user_account(user), delta),
+        (reason.counterparty().system_account().to_owned(), -delta),
+    ] {
+        sqlx::query("INSERT INTO postings (entry_id, account, amount_coins) VALUES ($1, $2, $3)")
+            .bind(entry_id.as_str())
+            .bind(account.as_str())
+            .bind(amount)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(Posted {
+        posted_after,
+        available_after: posted_after - held_after,
+    }))
+}
+
+/// One journal entry as the user's history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRow {
+    pub entry_id: String,
+    pub user_id: String,
+    pub user_seq: i64,
+    pub reason: Reason,
+    pub delta: i64,
+    pub posted_after: i64,
+    pub purchase_id: String,
+    pub operation_id: String,
+    pub saga_id: String,
+    pub actor: String,
+    pub note: String,
+    pub created_at: UnixMillis,
+}
+
+/// The user's entries with seq < `before` (or all), newest first.
+pub async fn list_entries(
+    conn: &mut Conn,
+    user: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<EntryRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT entry_id, user_id, user_seq, reason, user_delta_coins, balance_after_coins, \
+         purchase_id, operation_id, saga_id, actor, note, created_at_ms FROM journal_entries \
+         WHERE user_id = $1 AND user_seq < $2 ORDER BY user_seq DESC LIMIT $3",
+    )
+    .bind(user)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EntryRow {
+                entry_id: r.try_get("entry_id")?,
+                user_id: r.try_get("user_id")?,
+                user_seq: r.try_get("user_seq")?,
+                reason: Reason::from_code(r.try_get("reason")?)
+                    .ok_or_else(|| corrupt("journal entry reason"))?,
+                delta: r.try_get("user_delta_coins")?,
+                posted_after: r.try_get("balance_after_coins")?,
+                purchase_id: r.try_get("purchase_id")?,
+                operation_id: r.try_get("operation_id")?,
+                saga_id: r.try_get("saga_id")?,
+                actor: r.try_get("actor")?,
+                note: r.try_get("note")?,
+                created_at: UnixMillis(r.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
+}
+
+// ---- debits and refunds ---------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebitRow {
+    pub operation_id: String,
+    pub user_id: String,
+    pub coins: i64,
+    pub saga_id: String,
+    pub note: String,
+    pub from_hold: bool,
+    pub available_after: i64,
+    pub refunded_coins: i64,
+    pub refund_operation_id: String,
+    pub created_at: UnixMillis,
+    pub refunded_at: Option<UnixMillis>,
+}
+
+const DEBIT_COLUMNS: &str = "operation_id, user_id, coins, saga_id, note, from_hold, available_after_coins, \
+     refunded_coins, refund_operation_id, created_at_ms, refunded_at_ms";
+
+fn debit_from_row(r: &AnyRow) -> Result<DebitRow, StoreError> {
+    Ok(DebitRow {
+        operation_id: r.try_get("operation_id")?,
+        user_id: r.try_get("user_id")?,
+        coins: r.try_get("coins")?,
+        saga_id: r.try_get("saga_id")?,
+        note: r.try_get("note")?,
+        from_hold: r.try_get::<i64, _>("from_hold")? == 1,
+        available_after: r.try_get("available_after_coins")?,
+        refunded_coins: r.try_get("refunded_coins")?,
+        refund_operation_id: r.try_get("refund_operation_id")?,
+        created_at: UnixMillis(r.try_get("created_at_ms")?),
+        refunded_at: r
+            .try_get::<Option<i64>, _>("refunded_at_ms")?
+            .map(UnixMillis),
+    })
+}
+
+pub async fn insert_debit(conn: &mut Conn, d: &DebitRow) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO debits ({DEBIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '', $8, NULL)"
+    )))
+    .bind(d.operation_id.as_str())
+    .bind(d.user_id.as_str())
+    .bind(d.coins)
+    .bind(d.saga_id.as_str())
+    .bind(d.note.as_str())
+    .bind(i64::from(d.from_hold))
+    .bind(d.available_after)
+    .bind(d.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_debit(
+    conn: &mut Conn,
+    operation_id: &str,
+) -> Result<Option<DebitRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEBIT_COLUMNS} FROM debits WHERE operation_id = $1"
+    )))
+    .bind(operation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(debit_from_row).transpose()
+}
+
+/// Debits by id, or all after (created_at, operation_id) `after`, oldest first.
+pub async fn list_debits(
+    conn: &mut Conn,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<DebitRow>, StoreError> {
+    let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEBIT_COLUMNS} FROM debits \
+         WHERE created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2) \
+         ORDER BY created_at_ms, operation_id LIMIT $3"
+    )))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(debit_from_row).collect()
+}
+
+/// Marks a debit refunded; `false` if it was refunded already (at most once).
+pub async fn mark_refunded(
+    conn: &mut Conn,
+    debit_operation_id: &str,
+    coins: i64,
+    refund_operation_id: &str,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE debits SET refunded_coins = $2, refund_operation_id = $3, refunded_at_ms = $4 \
+         WHERE operation_id = $1 AND refunded_coins = 0 AND $2 <= coins",
+    )
+    .bind(debit_operation_id)
+    .bind(coins)
+    .bind(refund_operation_id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRow {
+    pub operation_id: String,
+    pub debit_operation_id: String,
+    pub user_id: String,
+    pub coins: i64,
+    pub note: String,
+    pub available_after: i64,
+    pub created_at: UnixMillis,
+}
+
+pub async fn insert_refund(conn: &mut Conn, r: &RefundRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refunds (operation_id, debit_operation_id, user_id, coins, note, \
+         available_after_coins, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(r.operation_id.as_str())
+    .bind(r.debit_operation_id.as_str())
+    .bind(r.user_id.as_str())
+    .bind(r.coins)
+    .bind(r.note.as_str())
+    .bind(r.available_after)
+    .bind(r.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_refund(
+    conn: &mut Conn,
+    operation_id: &str,
+) -> Result<Option<RefundRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT operation_id, debit_operation_id, user_id, coins, note, available_after_coins, \
+         created_at_ms FROM refunds WHERE operation_id = $1",
+    )
+    .bind(operation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(RefundRow {
+            operation_id: r.try_get("operation_id")?,
+            debit_operation_id: r.try_get("debit_operation_id")?,
+            user_id: r.try_get("user_id")?,
+            coins: r.try_get("coins")?,
+            note: r.try_get("note")?,
+            available_after: r.try_get("available_after_coins")?,
+            created_at: UnixMillis(r.try_get("created_at_ms")?),
+        })
+    })
+    .transpose()
+}
+
+// ---- holds ----------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRow {
+    pub operation_id: String,
+    pub user_id: String,
+    pub coins: i64,
+    pub state: HoldState,
+    pub captured_coins: i64,
+    pub saga_id: String,
+    pub note: String,
+    pub expire_at: UnixMillis,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+const HOLD_COLUMNS: &str = "operation_id, user_id, coins, state, captured_coins, saga_id, note, \
+     expire_at_ms, created_at_ms, updated_at_ms";
+
+fn hold_from_row(r: &AnyRow) -> Result<HoldRow, StoreError> {
+    Ok(HoldRow {
+        operation_id: r.try_get("operation_id")?,
+        user_id: r.try_get("user_id")?,
+        coins: r.try_get("coins")?,
+        state: HoldState::from_code(r.try_get("state")?).ok_or_else(|| corrupt("hold state"))?,
+        captured_coins: r.try_get("captured_coins")?,
+        saga_id: r.try_get("saga_id")?,
+        note: r.try_get("note")?,
+        expire_at: UnixMillis(r.try_get("expire_at_ms")?),
+        created_at: UnixMillis(r.try_get("created_at_ms")?),
+        updated_at: UnixMillis(r.try_get("updated_at_ms")?),
+    })
+}
+
+pub async fn insert_hold(conn: &mut Conn, h: &HoldRow) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO holds ({HOLD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    )))
+    .bind(h.operation_id.as_str())
+    .bind(h.user_id.as_str())
+    .bind(h.coins)
+    .bind(h.state as i64)
+    .bind(h.captured_coins)
+    .bind(h.saga_id.as_str())
+    .bind(h.note.as_str())
+    .bind(h.expire_at.0)
+    .bind(h.created_at.0)
+    .bind(h.updated_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_hold(conn: &mut Conn, operation_id: &str) -> Result<Option<HoldRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE operation_id = $1"
+    )))
+    .bind(operation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(hold_from_row).transpose()
+}
+
+/// Moves an ACTIVE hold to `state`; `false` if it was not active any more.
+pub async fn finish_hold(
+    conn: &mut Conn,
+    operation_id: &str,
+    state: HoldState,
+    captured: i64,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE holds SET state = $2, captured_coins = $3, updated_at_ms = $4 \
+         WHERE operation_id = $1 AND state = 1",
+    )
+    .bind(operation_id)
+    .bind(state as i64)
+    .bind(captured)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Active holds past their expiry, oldest first.
+pub async fn expired_holds(
+    conn: &mut Conn,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<Vec<HoldRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE state = 1 AND expire_at_ms <= $1 \
+         ORDER BY expire_at_ms LIMIT $2"
+    )))
+    .bind(now.0)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(hold_from_row).collect()
+}
+
+/// True when an operation id is taken by a debit or a hold (they share one namespace).
+pub async fn operation_id_taken(conn: &mut Conn, operation_id: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM debits WHERE operation_id = $1) \
+         + (SELECT COUNT(*) FROM holds WHERE operation_id = $1) \
+         + (SELECT COUNT(*) FROM refunds WHERE operation_id = $1)",
+    )
+    .bind(operation_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0)
+}
+
+// ---- usage against caps ---------------------------------------------------------------
+
+/// Coins spent by the user in [from, now]: debits net of refunds, plus active holds.
+pub async fn spent_since(conn: &mut Conn, user: &str, from: UnixMillis) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE((SELECT SUM(coins - refunded_coins) FROM debits \
+                          WHERE user_id = $1 AND created_at_ms >= $2), 0) \
+              + COALESCE((SELECT SUM(coins) FROM holds \
+                          WHERE user_id = $1 AND state = 1 AND created_at_ms >= $2), 0) AS BIGINT)",
+    )
+    .bind(user)
+    .bind(from.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// Package coins bought in [from, now] by purchases pending or completed.
+pub async fn purchased_since(
+    conn: &mut Conn,
+    user: &str,
+    from: UnixMillis,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(package_coins), 0) AS BIGINT) FROM purchases \
+         WHERE user_id = $1 AND created_at_ms >= $2 AND state IN (1, 2)",
+    )
+    .bind(user)
+    .bind(from.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+pub async fn usage(
+    conn: &mut Conn,
+    user: &str,
+    now: UnixMillis,
+    purchases: bool,
+) -> Result<Usage, StoreError> {
+    let (day, _) = crate::domain::day_window(now);
+    let (month, _) = crate::domain::month_window(now);
+    Ok(if purchases {
+        Usage {
+            today: purchased_since(conn, user, day).await?,
+            this_month: purchased_since(conn, user, month).await?,
+        }
+    } else {
+        Usage {
+            today: spent_since(conn, user, day).await?,
+            this_month: spent_since(conn, user, month).await?,
+        }
+    })
+}
+
+// ---- spending limits ------------------------------------------------------------------
+
+pub async fn get_limits(conn: &mut Conn, user: &str) -> Result<Limits, StoreError> {
+    let row = sqlx::query(
+        "SELECT daily_spend_coins, monthly_spend_coins, daily_purchase_coins, monthly_purchase_coins, \
+         has_pending, pending_daily_spend_coins, pending_monthly_spend_coins, \
+         pending_daily_purchase_coins, pending_monthly_purchase_coins, pending_effective_at_ms, \
+         updated_by, updated_at_ms FROM spending_limits WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else {
+        return Ok(Limits::default());
+    };
+    let caps = |prefix: &str| -> Result<Caps, StoreError> {
+        Ok(Caps {
+            daily_spend: r.try_get(format!("{prefix}daily_spend_coins").as_str())?,
+            monthly_spend: r.try_get(format!("{prefix}monthly_spend_coins").as_str())?,
+            daily_purchase: r.try_get(format!("{prefix}daily_purchase_coins").as_str())?,
+            monthly_purchase: r.try_get(format!("{prefix}monthly_purchase_coins").as_str())?,
+        })
+    };
+    let pending = if r.try_get::<i64, _>("has_pending")? == 1 {
+        let at: Option<i64> = r.try_get("pending_effective_at_ms")?;
+        Some((caps("pending_")?, UnixMillis(at.unwrap_or(0))))
+    } else {
+        None
+    };
+    Ok(Limits {
+        effective: caps("")?,
+        pending,
+        updated_by: r.try_get("updated_by")?,
+        updated_at: Some(UnixMillis(r.try_get("updated_at_ms")?)),
+    })
+}
+
+pub async fn put_limits(conn: &mut Conn, user: &str, limits: &Limits) -> Result<(), StoreError> {
+    let (pending, at) = match limits.pending {
+        Some((caps, at)) => (Some(caps), Some(at.0)),
+        None => (None, None),
+    };
+    let p = pending.unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO spending_limits (user_id, daily_spend_coins, monthly_spend_coins, \
+         daily_purchase_coins, monthly_purchase_coins, has_pending, pending_daily_spend_coins, \
+         pending_monthly_spend_coins, pending_daily_purchase_coins, pending_monthly_purchase_coins, \
+         pending_effective_at_ms, updated_by, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (user_id) DO UPDATE SET daily_spend_coins = $2, monthly_spend_coins = $3, \
+         daily_purchase_coins = $4, monthly_purchase_coins = $5, has_pending = $6, \
+         pending_daily_spend_coins = $7, pending_monthly_spend_coins = $8, \
+         pending_daily_purchase_coins = $9, pending_monthly_purchase_coins = $10, \
+         pending_effective_at_ms = $11, updated_by = $12, updated_at_ms = $13",
+    )
+    .bind(user)
+    .bind(limits.effective.daily_spend)
+    .bind(limits.effective.monthly_spend)
+    .bind(limits.effective.daily_purchase)
+    .bind(limits.effective.monthly_purchase)
+    .bind(i64::from(pending.is_some()))
+    .bind(p.daily_spend)
+    .bind(p.monthly_spend)
+    .bind(p.daily_purchase)
+    .bind(p.monthly_purchase)
+    .bind(at)
+    .bind(limits.updated_by.as_str())
+    .bind(limits.updated_at.map_or(0, |t| t.0))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_admin_action(
+    conn: &mut Conn,
+    user: &str,
+    action: &str,
+    actor: &str,
+    reason: &str,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO admin_actions (action_id, user_id, action, actor, reason, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(user)
+    .bind(action)
+    .bind(actor)
+    .bind(reason)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// ---- purchases ------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseRow {
+    pub purchase_id: String,
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub user_id: String,
+    pub package_id: String,
+    pub package_version: i64,
+    pub currency_code: String,
+    pub amount_minor: i64,
+    pub package_coins: i64,
+    pub bonus_coins: i64,
+    pub promotion_id: String,
+    pub promotion_version: i64,
+    pub payment_token: String,
+    pub state: PurchaseState,
+    pub decline_reason: String,
+    pub provider_reference: String,
+    pub charge_attempts: i64,
+    pub next_attempt_at: UnixMillis,
+    pub reversal_actor: String,
+    pub reversal_reason: String,
+    pub reversal_clawed_back: i64,
+    pub reversal_debt: i64,
+    pub reversed_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+const PURCHASE_COLUMNS: &str = "purchase_id, idempotency_key, fingerprint, user_id, package_id, \
+     package_version, currency_code, amount_minor, package_coins, bonus_coins, promotion_id, \
+     promotion_version, payment_token, state, decline_reason, provider_reference, charge_attempts, \
+     next_attempt_at_ms, reversal_actor, reversal_reason, reversal_clawed_back_coins, \
+     reversal_debt_coins, reversed_at_ms, created_at_ms, updated_at_ms";
+
+fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
+    Ok(PurchaseRow {
+        purchase_id: r.try_get("purchase_id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        fingerprint: r.try_get("fingerprint")?,
+        user_id: r.try_get("user_id")?,
+        package_id: r.try_get("package_id")?,
+        package_version: r.try_get("package_version")?,
+        currency_code: r.try_get("currency_code")?,
+        amount_minor: r.try_get("amount_minor")?,
+        package_coins: r.try_get("package_coins")?,
+        bonus_coins: r.try_get("bonus_coins")?,
+        promotion_id: r.try_get("promotion_id")?,
+        promotion_version: r.try_get("promotion_version")?,
+        payment_token: r.try_get("payment_token")?,
+        state: PurchaseState::from_code(r.try_get("state")?)
+            .ok_or_else(|| corrupt("purchase state"))?,
+        decline_reason: r.try_get("decline_reason")?,
+        provider_reference: r.try_get("provider_reference")?,
+        charge_attempts: r.try_get("charge_attempts")?,
+        next_attempt_at: UnixMillis(r.try_get("next_attempt_at_ms")?),
+        reversal_actor: r.try_get("reversal_actor")?,
+        reversal_reason: r.try_get("reversal_reason")?,
+        reversal_clawed_back: r.try_get("reversal_clawed_back_coins")?,
+        reversal_debt: r.try_get("reversal_debt_coins")?,
+        reversed_at: r
+            .try_get::<Option<i64>, _>("reversed_at_ms")?
+            .map(UnixMillis),
+        created_at: UnixMillis(r.try_get("created_at_ms")?),
+        updated_at: UnixMillis(r.try_get("updated_at_ms")?),
+    })
+}
+
+/// Records a purchase; `false` if its idempotency key is taken (a concurrent duplicate).
+pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, StoreError> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, $19) \
+         ON CONFLICT (idempotency_key) DO NOTHING"
+    )))
+    .bind(p.purchase_id.as_str())
+    .bind(p.idempotency_key.as_str())
+    .bind(p.fingerprint.as_str())
+    .bind(p.user_id.as_str())
+    .bind(p.package_id.as_str())
+    .bind(p.package_version)
+    .bind(p.currency_code.as_str())
+    .bind(p.amount_minor)
+    .bind(p.package_coins)
+    .bind(p.bonus_coins)
+    .bind(p.promotion_id.as_str())
+    .bind(p.promotion_version)
+    .bind(p.payment_token.as_str())
+    .bind(p.state as i64)
+    .bind(p.decline_reason.as_str())
+    .bind(p.provider_reference.as_str())
+    .bind(p.charge_attempts)
+    .bind(p.next_attempt_at.0)
+    .bind(p.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_purchase(
+    conn: &mut Conn,
+    purchase_id: &str,
+) -> Result<Option<PurchaseRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE purchase_id = $1"
+    )))
+    .bind(purchase_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(purchase_from_row).transpose()
+}
+
+pub async fn get_purchase_by_key(
+    conn: &mut Conn,
+    key: &str,
+) -> Result<Option<PurchaseRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE idempotency_key = $1"
+    )))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(purchase_from_row).transpose()
+}
+
+/// A user's purchases older than (created_at, id) `before`, newest first.
+pub async fn list_purchases(
+    conn: &mut Conn,
+    user: &str,
+    state: Option<PurchaseState>,
+    before: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<PurchaseRow>, StoreError> {
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE user_id = $1 \
+         AND ($2 = 0 OR state = $2) \
+         AND (created_at_ms < $3 OR (created_at_ms = $3 AND purchase_id < $4)) \
+         ORDER BY created_at_ms DESC, purchase_id DESC LIMIT $5"
+    )))
+    .bind(user)
+    .bind(state.map_or(0, |s| s as i64))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(purchase_from_row).collect()
+}
+
+/// How many of the user's purchases (pending or completed) got `promotion_id`.
+pub async fn promotion_uses(
+    conn: &mut Conn,
+    user: &str,
+    promotion_id: &str,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM purchases WHERE user_id = $1 AND promotion_id = $2 AND state IN (1, 2)",
+    )
+    .bind(user)
+    .bind(promotion_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// Pending purchases due for a charge attempt.
+pub async fn due_purchases(
+    conn: &mut Conn,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<Vec<PurchaseRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE state = 1 AND next_attempt_at_ms <= $1 \
+         ORDER BY next_attempt_at_ms LIMIT $2"
+    )))
+    .bind(now.0)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(purchase_from_row).collect()
+}
+
+/// Claims a pending purchase's next charge attempt until `lease_until`: `false` if it is
+/// not pending or another worker claimed it first.
+pub async fn claim_charge_attempt(
+    conn: &mut Conn,
+    purchase_id: &str,
+    seen_attempts: i64,
+    lease_until: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE purchases SET charge_attempts = charge_attempts + 1, next_attempt_at_ms = $3 \
+         WHERE purchase_id = $1 AND state = 1 AND charge_attempts = $2",
+    )
+    .bind(purchase_id)
+    .bind(seen_attempts)
+    .bind(lease_until.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn schedule_retry(
+    conn: &mut Conn,
+    purchase_id: &str,
+    at: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE purchases SET next_attempt_at_ms = $2 WHERE purchase_id = $1 AND state = 1",
+    )
+    .bind(purchase_id)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a PENDING purchase to `state`; `false` if it was not pending any more.
+pub async fn settle_purchase(
+    conn: &mut Conn,
+    purchase_id: &str,
+    state: PurchaseState,
+    provider_reference: &str,
+    decline_reason: &str,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE purchases SET state = $2, provider_reference = $3, decline_reason = $4, \
+         updated_at_ms = $5 WHERE purchase_id = $1 AND state = 1",
+    )
+    .bind(purchase_id)
+    .bind(state as i64)
+    .bind(provider_reference)
+    .bind(decline_reason)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks a COMPLETED purchase reversed; `false` if it was not completed.
+pub async fn mark_reversed(
+    conn: &mut Conn,
+    purchase_id: &str,
+    actor: &str,
+    reason: &str,
+    clawed_back: i64,
+    debt: i64,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE purchases SET state = 4, reversal_actor = $2, reversal_reason = $3, \
+         reversal_clawed_back_coins = $4, reversal_debt_coins = $5, reversed_at_ms = $6, \
+         updated_at_ms = $6 WHERE purchase_id = $1 AND state = 2",
+    )
+    .bind(purchase_id)
+    .bind(actor)
+    .bind(reason)
+    .bind(clawed_back)
+    .bind(debt)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- audit ----------------------------------------------------------------------------
+
+/// Ledger-wide figures for I1 and I2.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerSummary {
+    /// (kind, number of accounts, sum of postings).
+    pub kinds: Vec<(AccountKind, i64, i64)>,
+    pub total: i64,
+    pub unbalanced_entries: i64,
+    pub negative_balances: i64,
+    pub entries: i64,
+    pub total_debt: i64,
+    /// User accounts whose materialized balance differs from the sum of their postings.
+    pub balance_mismatches: i64,
+}
+
+pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError> {
+    let mut summary = LedgerSummary::default();
+    for kind in AccountKind::ALL {
+        let (count, sum) = if kind == AccountKind::User {
+            let row = sqlx::query(
+                "SELECT COUNT(*), CAST(COALESCE((SELECT SUM(amount_coins) FROM postings \
+                 WHERE account LIKE 'user:%'), 0) AS BIGINT) FROM accounts",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
+        } else {
+            let row = sqlx::query("SELECT CAST(COALESCE(SUM(amount_coins), 0) AS BIGINT) FROM postings WHERE account = $1")
+                .bind(kind.system_account())
+                .fetch_one(&mut *conn)
+                .await?;
+            (1, row.try_get::<i64, _>(0)?)
+        };
+        summary.kinds.push((kind, count, sum));
+    }
+    summary.total = summary.kinds.iter().map(|k| k.2).sum();
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT COUNT(*) FROM (SELECT entry_id FROM postings GROUP BY entry_id \
+                                  HAVING SUM(amount_coins) <> 0 OR COUNT(*) <> 2) u) \
+             + (SELECT COUNT(*) FROM journal_entries e \
+                WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.entry_id = e.entry_id)), \
+           (SELECT COUNT(*) FROM accounts WHERE balance_coins < 0 OR held_coins > balance_coins), \
+           (SELECT COUNT(*) FROM journal_entries), \
+           (SELECT CAST(COALESCE(SUM(debt_coins), 0) AS BIGINT) FROM accounts), \
+           (SELECT COUNT(*) FROM accounts a WHERE a.balance_coins <> COALESCE((SELECT SUM(p.amount_coins) \
+              FROM postings p WHERE p.account = 'user:' || a.user_id), 0))",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    summary.unbalanced_entries = row.try_get(0)?;
+    summary.negative_balances = row.try_get(1)?;
+    summary.entries = row.try_get(2)?;
+    summary.total_debt = row.try_get(3)?;
+    summary.balance_mismatches = row.try_get(4)?;
+    Ok(summary)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("stored {what} is invalid").into(),
+    ))
+}
