@@ -4,12 +4,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ovation_auth::dev::ensure_dev_keys;
+use std::sync::Arc;
+
 use ovation_server::config::ServerArgs;
+use ovation_server::peer::{CatalogPeerArgs, IdentityArgs};
 use ovation_server::{ServerConfig, Shutdown, bind};
 use ovation_store::db::{redact, with_database};
 use sqlx::{Connection, Executor, Row};
 
 /// Ports of the suite (SPEC: wallet 50051, catalog 50052, gifting 50053, payout 50054).
+pub const WALLET_PORT: u16 = 50051;
 pub const CATALOG_PORT: u16 = 50052;
 
 #[derive(clap::Args, Debug)]
@@ -28,25 +32,40 @@ pub struct UpArgs {
     /// Catalog port.
     #[arg(long, env = "OVATION_CATALOG_PORT", default_value_t = CATALOG_PORT)]
     catalog_port: u16,
+    /// Wallet port.
+    #[arg(long, env = "OVATION_WALLET_PORT", default_value_t = WALLET_PORT)]
+    wallet_port: u16,
     /// Do not seed an empty catalog with the demo economy.
     #[arg(long, env = "OVATION_NO_SEED")]
     no_seed: bool,
+    #[command(flatten)]
+    identity: IdentityArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
 
 pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Auth is on locally too, with a dev key kept in the data directory, so the local
-    // suite behaves like production and `ovation token` can mint for it.
+    // suite behaves like production and `ovation token` can mint for it. The services
+    // sign their own identity tokens for each other with the same key.
+    let dev_keys = ensure_dev_keys(&args.data_dir)?;
     if args.server.auth.auth_keys_file.is_none() && !args.server.auth.insecure_no_auth {
-        args.server.auth.auth_keys_file = Some(ensure_dev_keys(&args.data_dir)?);
+        args.server.auth.auth_keys_file = Some(dev_keys.clone());
+    }
+    if args.identity.service_keys_file.is_none() && args.identity.service_token_file.is_none() {
+        args.identity.service_keys_file =
+            Some(args.server.auth.auth_keys_file.clone().unwrap_or(dev_keys));
     }
     let catalog_addr = SocketAddr::new(args.host, args.catalog_port);
+    let wallet_addr = SocketAddr::new(args.host, args.wallet_port);
     let catalog_db = database_url(&args, "catalog").await?;
+    let wallet_db = database_url(&args, "wallet").await?;
     // Bind every port before announcing anything, so a port in use fails the whole start.
     let catalog_listener = bind(catalog_addr).await?;
+    let wallet_listener = bind(wallet_addr).await?;
 
     println!("Ovation is up:");
+    println!("  wallet   {wallet_addr}  {}", redact(&wallet_db));
     println!("  catalog  {catalog_addr}  {}", redact(&catalog_db));
     println!();
     println!("Try:");
@@ -69,31 +88,46 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("Ctrl-C stops the suite.");
 
     let shutdown = Shutdown::on_signals();
-    let catalog = tokio::spawn(ovation_catalog::run(
+    let server = |listen_addr, database_url| ServerConfig {
+        listen_addr,
+        database_url,
+        args: args.server.clone(),
+    };
+    let mut services = tokio::task::JoinSet::new();
+    let catalog = ovation_catalog::run(
         ovation_catalog::CatalogConfig {
-            server: ServerConfig {
-                listen_addr: catalog_addr,
-                database_url: catalog_db,
-                args: args.server.clone(),
-            },
+            server: server(catalog_addr, catalog_db),
             seed_demo: !args.no_seed,
         },
         catalog_listener,
         shutdown.clone(),
-    ));
+    );
+    services.spawn(async move { ("catalog", catalog.await) });
+    let wallet = ovation_wallet::run(
+        ovation_wallet::WalletConfig {
+            server: server(wallet_addr, wallet_db),
+            wallet: ovation_wallet::WalletSettings::default(),
+            catalog: CatalogPeerArgs::plaintext(format!("http://{catalog_addr}")),
+            identity: args.identity.clone(),
+            provider: Arc::new(ovation_wallet::payment::SandboxProvider::new()),
+        },
+        wallet_listener,
+        shutdown.clone(),
+    );
+    services.spawn(async move { ("wallet", wallet.await) });
 
+    // One service failing takes the suite down at once: a half-running suite misleads.
     let mut failures = Vec::new();
-    for (name, task) in [("catalog", catalog)] {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // One service failing takes the suite down: a half-running suite misleads.
+    while let Some(joined) = services.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
                 shutdown.trigger();
                 failures.push(format!("{name}: {e}"));
             }
             Err(join) => {
                 shutdown.trigger();
-                failures.push(format!("{name} crashed: {join}"));
+                failures.push(format!("a service crashed: {join}"));
             }
         }
     }

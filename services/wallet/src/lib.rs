@@ -49,6 +49,11 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The wallet's migrations (for tools and tests that set up its database directly).
+pub fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
 /// The wallet's settings: the shared ones plus its own.
 #[derive(clap::Parser, Clone, Debug)]
 #[command(name = "ovation-wallet", version, about = "Ovation's wallet service")]
