@@ -12,7 +12,9 @@ use ovation_testkit::{Running, TestDatabase};
 const SECTION: &str = "## Walkthrough with grpcurl";
 
 /// The address the README's commands use; replaced by the test catalog's.
-const README_ADDR: &str = "127.0.0.1:50052";
+/// The suite's addresses as the README writes them (wallet, catalog), each replaced by
+/// the address of the service the test started.
+const README_ADDRS: [&str; 2] = ["127.0.0.1:50051", "127.0.0.1:50052"];
 
 /// Fewer commands than this means the parser no longer understands the README.
 const COMMANDS_MIN: usize = 8;
@@ -166,9 +168,9 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
 
     for step in steps.iter().filter(|s| s.command.starts_with("grpcurl ")) {
         assert!(
-            step.command.contains(README_ADDR),
-            "README:{}: the command does not use {README_ADDR}, so it cannot be pointed at \
-             the test catalog: {}",
+            README_ADDRS.iter().any(|a| step.command.contains(a)),
+            "README:{}: the command uses none of {README_ADDRS:?}, so it cannot be pointed at \
+             the test suite: {}",
             step.line,
             step.command
         );
@@ -183,7 +185,22 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         Running::start(|listener, shutdown| ovation_catalog::run(config, listener, shutdown))
             .await
             .expect("the catalog starts on a fresh SQLite database");
-    let addr = catalog.addr.to_string();
+    let wallet_db = TestDatabase::sqlite();
+    let wallet_config = ovation_wallet::WalletConfig {
+        server: ovation_testkit::server_config(wallet_db.url()),
+        wallet: ovation_wallet::WalletSettings::default(),
+        catalog: ovation_server::peer::CatalogPeerArgs::plaintext(catalog.endpoint()),
+        identity: ovation_server::peer::IdentityArgs {
+            service_keys_file: Some(ovation_testkit::test_keys_file()),
+            service_token_file: None,
+        },
+        provider: std::sync::Arc::new(ovation_wallet::payment::SandboxProvider::new()),
+    };
+    let wallet =
+        Running::start(|listener, shutdown| ovation_wallet::run(wallet_config, listener, shutdown))
+            .await
+            .expect("the wallet starts on a fresh SQLite database");
+    let addrs = [wallet.addr.to_string(), catalog.addr.to_string()];
 
     // `export NAME=$(cargo run -q -p ovation -- token …)` steps run the real `ovation`
     // binary, signing with the test catalog's keys, and set NAME for the steps after them.
@@ -216,7 +233,10 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
             ));
             continue;
         }
-        let command = step.command.replace(README_ADDR, &addr);
+        let command = README_ADDRS
+            .iter()
+            .zip(&addrs)
+            .fold(step.command.clone(), |c, (from, to)| c.replace(from, to));
         let run = tokio::process::Command::new("sh")
             .args(["-c", &command])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -253,6 +273,7 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         }
     }
 
+    wallet.stop().await.expect("the wallet stops cleanly");
     catalog.stop().await.expect("the catalog stops cleanly");
     assert!(
         failures.is_empty(),
