@@ -49,11 +49,14 @@ pub enum CatalogError {
     Unavailable(String),
 }
 
+/// Package offers by package id, with when they were read.
+type OfferCache = HashMap<String, (Instant, Arc<PackageOffer>)>;
+
 /// The catalog, as the wallet reads it.
 #[derive(Clone, Debug)]
 pub struct CatalogReader {
     client: CatalogServiceClient<InterceptedService<Channel, Outbound>>,
-    cache: Arc<Mutex<HashMap<String, (Instant, Arc<PackageOffer>)>>>,
+    cache: Arc<Mutex<OfferCache>>,
     ttl: Duration,
 }
 
@@ -86,7 +89,7 @@ impl CatalogReader {
         Ok(offer)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<PackageOffer>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OfferCache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 

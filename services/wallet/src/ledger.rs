@@ -608,9 +608,9 @@ pub async fn reverse_purchase(
         store::adjust_debt(conn, &purchase.user_id, debt).await?;
     }
     store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await?;
-    Ok(store::get_purchase(conn, purchase_id)
+    store::get_purchase(conn, purchase_id)
         .await?
-        .ok_or_else(|| not_found("purchase", purchase_id))?)
+        .ok_or_else(|| not_found("purchase", purchase_id))
 }
 
 /// Sets a user's caps (stricter at once, looser after `cooling_off_ms`).
