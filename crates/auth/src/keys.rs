@@ -393,3 +393,53 @@ mod tests {
         assert!(caller.roles().is_empty());
     }
 }
+
+#[cfg(test)]
+mod public_key_tests {
+    use super::*;
+
+    /// Production set-up: tokens signed elsewhere with Ed25519; the service holds only the
+    /// public key, named by kid in the keys file.
+    #[test]
+    fn eddsa_tokens_verify_against_a_public_key_file() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let dir = std::env::temp_dir().join(format!("ovation-ed-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("gw.pem"), pair.public_key_pem()).unwrap();
+        std::fs::write(dir.join("keys"), "gw-1 eddsa gw.pem\n").unwrap();
+        let keys = KeySet::from_file(&dir.join("keys")).unwrap();
+
+        let signing = EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let claims = Claims {
+            sub: "alice".into(),
+            roles: vec!["viewer".into()],
+            exp: now_secs() + 60,
+            iat: None,
+            act: Some(Actor {
+                sub: "gateway".into(),
+            }),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("gw-1".into());
+        let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
+        let caller = keys.verify(&token).unwrap();
+        assert_eq!(
+            (caller.subject(), caller.actor()),
+            ("alice", Some("gateway"))
+        );
+
+        // An HS256 token naming the EdDSA key id is refused: the key decides the algorithm.
+        let confused = Signer::hs256("gw-1", &[1u8; 32]).mint("alice", &[Role::Admin], 60);
+        assert_eq!(keys.verify(&confused), Err(AuthError::BadSignature));
+        // A token signed by another Ed25519 key is refused.
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&forged), Err(AuthError::BadSignature));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
