@@ -6,9 +6,11 @@
 //!   database per service on the PostgreSQL server of `--postgres-url`.
 //!
 //! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
+//! - `ovation audit`: proves I1–I5 on a running suite through its admin reads.
 //!
 //! Services come into `up` as they are built; today that is the catalog.
 
+mod audit;
 mod token;
 mod up;
 
@@ -28,10 +30,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run every service in this process until Ctrl-C or SIGTERM.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Mint a bearer token for a local suite (signed with the dev key `up` keeps in its
     /// data directory).
     Token(token::TokenArgs),
+    /// Prove I1–I5 on a running suite from the services' own data (exits 1 on a violation).
+    Audit(audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -39,12 +43,18 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => {
+            let args = *args;
             let _telemetry = ovation_telemetry::init("ovation")
                 .map_err(|e| eprintln!("telemetry disabled: {e}"))
                 .ok();
             up::run(args).await
         }
         Command::Token(args) => token::run(args),
+        Command::Audit(args) => match audit::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use ovation_auth::dev::ensure_dev_keys;
 use std::sync::Arc;
 
 use ovation_server::config::ServerArgs;
-use ovation_server::peer::{CatalogPeerArgs, IdentityArgs};
+use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, PayoutPeerArgs, WalletPeerArgs};
 use ovation_server::{ServerConfig, Shutdown, bind};
 use ovation_store::db::{redact, with_database};
 use sqlx::{Connection, Executor, Row};
@@ -15,6 +15,8 @@ use sqlx::{Connection, Executor, Row};
 /// Ports of the suite (SPEC: wallet 50051, catalog 50052, gifting 50053, payout 50054).
 pub const WALLET_PORT: u16 = 50051;
 pub const CATALOG_PORT: u16 = 50052;
+pub const GIFTING_PORT: u16 = 50053;
+pub const PAYOUT_PORT: u16 = 50054;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -35,9 +37,17 @@ pub struct UpArgs {
     /// Wallet port.
     #[arg(long, env = "OVATION_WALLET_PORT", default_value_t = WALLET_PORT)]
     wallet_port: u16,
+    /// Gifting port.
+    #[arg(long, env = "OVATION_GIFTING_PORT", default_value_t = GIFTING_PORT)]
+    gifting_port: u16,
+    /// Payout port.
+    #[arg(long, env = "OVATION_PAYOUT_PORT", default_value_t = PAYOUT_PORT)]
+    payout_port: u16,
     /// Do not seed an empty catalog with the demo economy.
     #[arg(long, env = "OVATION_NO_SEED")]
     no_seed: bool,
+    #[command(flatten)]
+    payout_worker: ovation_payout::WorkerArgs,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -58,15 +68,23 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let catalog_addr = SocketAddr::new(args.host, args.catalog_port);
     let wallet_addr = SocketAddr::new(args.host, args.wallet_port);
+    let gifting_addr = SocketAddr::new(args.host, args.gifting_port);
+    let payout_addr = SocketAddr::new(args.host, args.payout_port);
     let catalog_db = database_url(&args, "catalog").await?;
     let wallet_db = database_url(&args, "wallet").await?;
+    let gifting_db = database_url(&args, "gifting").await?;
+    let payout_db = database_url(&args, "payout").await?;
     // Bind every port before announcing anything, so a port in use fails the whole start.
     let catalog_listener = bind(catalog_addr).await?;
     let wallet_listener = bind(wallet_addr).await?;
+    let gifting_listener = bind(gifting_addr).await?;
+    let payout_listener = bind(payout_addr).await?;
 
     println!("Ovation is up:");
     println!("  wallet   {wallet_addr}  {}", redact(&wallet_db));
     println!("  catalog  {catalog_addr}  {}", redact(&catalog_db));
+    println!("  gifting  {gifting_addr}  {}", redact(&gifting_db));
+    println!("  payout   {payout_addr}  {}", redact(&payout_db));
     println!();
     println!("Try:");
     println!("  grpcurl -plaintext {catalog_addr} list");
@@ -115,6 +133,35 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
         shutdown.clone(),
     );
     services.spawn(async move { ("wallet", wallet.await) });
+    let payout = ovation_payout::run(
+        ovation_payout::PayoutConfig {
+            server: server(payout_addr, payout_db),
+            catalog: CatalogPeerArgs::plaintext(format!("http://{catalog_addr}")),
+            identity: args.identity.clone(),
+            // The sandbox keeps what it paid in the data directory: it stands for an
+            // external provider, whose memory outlives a restart of the suite.
+            provider: Arc::new(ovation_payout::provider::SandboxProvider::in_dir(
+                args.data_dir.join("payout-sandbox"),
+            )),
+            worker: args.payout_worker.clone().into(),
+        },
+        payout_listener,
+        shutdown.clone(),
+    );
+    services.spawn(async move { ("payout", payout.await) });
+    let gifting = ovation_gifting::run(
+        ovation_gifting::GiftingConfig {
+            server: server(gifting_addr, gifting_db),
+            gifting: ovation_gifting::GiftingSettings::default(),
+            catalog: CatalogPeerArgs::plaintext(format!("http://{catalog_addr}")),
+            wallet: WalletPeerArgs::plaintext(format!("http://{wallet_addr}")),
+            payout: PayoutPeerArgs::plaintext(format!("http://{payout_addr}")),
+            identity: args.identity.clone(),
+        },
+        gifting_listener,
+        shutdown.clone(),
+    );
+    services.spawn(async move { ("gifting", gifting.await) });
 
     // One service failing takes the suite down at once: a half-running suite misleads.
     let mut failures = Vec::new();

@@ -138,6 +138,13 @@ impl ConnectUrl for sqlx::AnyConnection {
     }
 }
 
+/// A loopback address with a port nothing listens on now (taken, then let go).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral loopback port")
+}
+
 /// SQLite always; PostgreSQL too when `OVATION_TEST_POSTGRES_URL` is set.
 pub async fn databases() -> Vec<TestDatabase> {
     let mut all = vec![TestDatabase::sqlite()];
@@ -254,7 +261,17 @@ impl Running {
         F: FnOnce(TcpListener, Shutdown) -> Fut,
         Fut: Future<Output = Result<(), StartError>> + Send + 'static,
     {
-        let listener = ovation_server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), run).await
+    }
+
+    /// Like [`Running::start`], on a given address (to bring a service back where its
+    /// peers expect it).
+    pub async fn start_on<F, Fut>(address: SocketAddr, run: F) -> Result<Running, StartError>
+    where
+        F: FnOnce(TcpListener, Shutdown) -> Fut,
+        Fut: Future<Output = Result<(), StartError>> + Send + 'static,
+    {
+        let listener = ovation_server::bind(address).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             address: addr0(),
             source,

@@ -1,0 +1,229 @@
+//! The gifting service: `SendGift` and the durable gift saga of SPEC §3 across catalog,
+//! wallet and payout; gift history, leaderboards and the live gift feed.
+//!
+//! Layout:
+//! - [`domain`]: the saga as a state machine (pure, property-tested for I3).
+//! - [`store`]: all of its SQL: sagas (with leases), the outbox of gift events.
+//! - [`saga`]: the driver that runs steps against the peers, and the recovery loop.
+//! - [`grpc`]: the thin gRPC layer, including the WatchStreamGifts feed.
+//!
+//! Limits: quantity 1..=99; a step is retried at most `retry_attempts_max` times before
+//! the saga is handed to an operator; SendGift waits at most `send_wait_ms`; at most
+//! `watchers_max` feed watchers per replica, each with a bounded buffer.
+
+pub mod domain;
+pub mod grpc;
+pub mod saga;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ovation_auth::Role;
+use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_proto::gifting::gifting_service_server::GiftingServiceServer;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
+use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
+use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::peer::{
+    self, CatalogPeerArgs, IdentityArgs, Outbound, PayoutPeerArgs, ServiceIdentity, WalletPeerArgs,
+};
+use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_store::Db;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::domain::RetryPolicy;
+use crate::grpc::FeedLimits;
+use crate::saga::{Peers, SagaEngine, SagaSettings};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "gifting",
+    grpc_service: "ovation.gifting.v1.GiftingService",
+};
+
+/// Where gifting listens unless told otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50053";
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Gifting's settings: the shared ones plus its own.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "ovation-gifting", version, about = "Ovation's gifting service")]
+pub struct GiftingArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OVATION_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen: SocketAddr,
+    /// Database URL: postgres://… or sqlite://path [default: sqlite://data/gifting.db]
+    #[arg(long, env = "OVATION_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub gifting: GiftingSettings,
+    #[command(flatten)]
+    pub catalog: CatalogPeerArgs,
+    #[command(flatten)]
+    pub wallet_peer: WalletPeerArgs,
+    #[command(flatten)]
+    pub payout_peer: PayoutPeerArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Gifting's own knobs.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GiftingSettings {
+    /// Longest SendGift waits for its saga before answering PENDING (the caller's shorter
+    /// deadline wins).
+    #[arg(long, env = "OVATION_GIFTING_SEND_WAIT_MS", default_value_t = 5_000)]
+    pub send_wait_ms: u64,
+    /// Attempts per saga step before the saga is handed to an operator.
+    #[arg(long, env = "OVATION_GIFTING_RETRY_ATTEMPTS_MAX", default_value_t = 12)]
+    pub retry_attempts_max: i64,
+    /// First retry delay of a step (exponential, full jitter).
+    #[arg(long, env = "OVATION_GIFTING_RETRY_BASE_MS", default_value_t = 50)]
+    pub retry_base_ms: i64,
+    /// Longest retry delay of a step.
+    #[arg(long, env = "OVATION_GIFTING_RETRY_MAX_MS", default_value_t = 5_000)]
+    pub retry_max_ms: i64,
+    /// How long a replica's lease on a saga lasts without renewal.
+    #[arg(long, env = "OVATION_GIFTING_LEASE_MS", default_value_t = 10_000)]
+    pub lease_ms: i64,
+    /// Deadline of one saga step's call.
+    #[arg(long, env = "OVATION_GIFTING_STEP_TIMEOUT_MS", default_value_t = 5_000)]
+    pub step_timeout_ms: u64,
+    /// How often unfinished sagas are looked for and resumed.
+    #[arg(
+        long,
+        env = "OVATION_GIFTING_RECOVERY_INTERVAL_MS",
+        default_value_t = 500
+    )]
+    pub recovery_interval_ms: u64,
+    /// Most concurrent WatchStreamGifts calls per replica.
+    #[arg(long, env = "OVATION_GIFTING_WATCHERS_MAX", default_value_t = 1_000)]
+    pub watchers_max: usize,
+}
+
+impl Default for GiftingSettings {
+    fn default() -> Self {
+        GiftingSettings {
+            send_wait_ms: 5_000,
+            retry_attempts_max: 12,
+            retry_base_ms: 50,
+            retry_max_ms: 5_000,
+            lease_ms: 10_000,
+            step_timeout_ms: 5_000,
+            recovery_interval_ms: 500,
+            watchers_max: 1_000,
+        }
+    }
+}
+
+/// Everything gifting needs to start.
+#[derive(Clone, Debug)]
+pub struct GiftingConfig {
+    pub server: ServerConfig,
+    pub gifting: GiftingSettings,
+    pub catalog: CatalogPeerArgs,
+    pub wallet: WalletPeerArgs,
+    pub payout: PayoutPeerArgs,
+    pub identity: IdentityArgs,
+}
+
+impl From<GiftingArgs> for GiftingConfig {
+    fn from(args: GiftingArgs) -> Self {
+        GiftingConfig {
+            server: ServerConfig {
+                listen_addr: args.listen,
+                database_url: args
+                    .database_url
+                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
+                args: args.server,
+            },
+            gifting: args.gifting,
+            catalog: args.catalog,
+            wallet: args.wallet_peer,
+            payout: args.payout_peer,
+            identity: args.identity,
+        }
+    }
+}
+
+/// Runs gifting on `listener` until `shutdown` trips: database, migrations, the recovery
+/// loop (which first resumes every saga a previous process left unfinished), the server.
+/// On shutdown, in-flight steps finish and their leases are given back.
+pub async fn run(
+    config: GiftingConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let identity = Arc::new(ServiceIdentity::new(
+        &config.identity,
+        SPEC.name,
+        Role::GiftingService,
+    )?);
+    let outbound = Outbound::new(identity);
+    let peers = Peers {
+        catalog: CatalogServiceClient::with_interceptor(
+            peer::channel(&config.catalog.address())?,
+            outbound.clone(),
+        ),
+        wallet: WalletServiceClient::with_interceptor(
+            peer::channel(&config.wallet.address())?,
+            outbound.clone(),
+        ),
+        payout: PayoutServiceClient::with_interceptor(
+            peer::channel(&config.payout.address())?,
+            outbound,
+        ),
+    };
+    let db = Db::connect(
+        &config.server.database_url,
+        &config.server.args.db_options(),
+    )
+    .await?;
+    db.migrate(&MIGRATIONS).await?;
+    let settings = &config.gifting;
+    let engine = SagaEngine::new(
+        db.clone(),
+        peers,
+        SagaSettings {
+            retry: RetryPolicy {
+                attempts_max: settings.retry_attempts_max.max(1),
+                backoff_base_ms: settings.retry_base_ms.max(1),
+                backoff_max_ms: settings.retry_max_ms.max(1),
+            },
+            lease_ms: settings.lease_ms.max(100),
+            step_timeout_ms: settings.step_timeout_ms.max(10),
+            recovery_interval_ms: settings.recovery_interval_ms,
+            ..SagaSettings::default()
+        },
+        shutdown.clone(),
+    );
+    let recovery = tokio::spawn(engine.clone().run_recovery());
+    let feed = FeedLimits {
+        watchers_max: settings.watchers_max,
+        ..FeedLimits::default()
+    };
+    let service = GiftingServiceServer::new(grpc::Gifting::new(
+        db.clone(),
+        engine,
+        settings.send_wait_ms,
+        feed,
+    ))
+    .max_decoding_message_size(config.server.args.request_bytes_max);
+    let result = serve(
+        SPEC,
+        Routes::new(service),
+        db.clone(),
+        &config.server,
+        listener,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.trigger();
+    let _ = recovery.await;
+    db.close().await;
+    Ok(result?)
+}

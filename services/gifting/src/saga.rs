@@ -1,0 +1,469 @@
+//! The saga driver: runs a gift saga's steps against catalog, wallet and payout.
+//!
+//! A replica drives a saga only while it holds the saga's lease; every write is fenced by
+//! it. After each step the outcome is persisted (in the same transaction as the gift event
+//! when the saga completes). Operation ids are derived from the saga id, so a step retried
+//! after a crash, a timeout or a lease takeover is the same operation downstream and
+//! happens once. The recovery loop picks up every PENDING saga whose time has come and
+//! whose lease is free or expired: sagas of a process that died resume elsewhere.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
+use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
+use ovation_proto::{catalog as catalog_pb, payout as payout_pb, wallet as wallet_pb};
+use ovation_server::Shutdown;
+use ovation_server::peer::Outbound;
+use ovation_store::{Db, StoreError};
+use ovation_types::UnixMillis;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status as RpcStatus};
+use tonic_types::StatusExt;
+
+use crate::domain::{Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step};
+use crate::store::{self, SagaRow};
+
+/// Clients of the three services a saga calls.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    pub catalog: CatalogServiceClient<InterceptedService<Channel, Outbound>>,
+    pub wallet: WalletServiceClient<InterceptedService<Channel, Outbound>>,
+    pub payout: PayoutServiceClient<InterceptedService<Channel, Outbound>>,
+}
+
+/// Saga timing and budgets.
+#[derive(Clone, Debug)]
+pub struct SagaSettings {
+    pub retry: RetryPolicy,
+    /// How long a replica's claim on a saga lasts without renewal.
+    pub lease_ms: i64,
+    /// Deadline of one step's call.
+    pub step_timeout_ms: u64,
+    /// How often the recovery loop looks for sagas to resume.
+    pub recovery_interval_ms: u64,
+    /// Most sagas one recovery pass resumes.
+    pub recovery_batch_max: i64,
+}
+
+impl Default for SagaSettings {
+    fn default() -> Self {
+        SagaSettings {
+            retry: RetryPolicy::default(),
+            lease_ms: 10_000,
+            step_timeout_ms: 5_000,
+            recovery_interval_ms: 500,
+            recovery_batch_max: 64,
+        }
+    }
+}
+
+/// Why a saga could not be driven now (the saga itself is safe; retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs sagas.
+#[derive(Clone, Debug)]
+pub struct SagaEngine {
+    db: Db,
+    peers: Peers,
+    /// This replica's name in leases.
+    owner: String,
+    settings: SagaSettings,
+    /// Bumped after every published gift event, so feed watchers wake at once.
+    published: Arc<watch::Sender<u64>>,
+    /// Sagas this replica is driving now: one driver per saga per replica (the lease
+    /// keeps other replicas out; this keeps a replayed SendGift from starting a second).
+    driving: Arc<Mutex<HashSet<String>>>,
+    shutdown: Shutdown,
+}
+
+/// This replica's claim to drive one saga, given back on drop.
+struct Driving {
+    set: Arc<Mutex<HashSet<String>>>,
+    saga_id: String,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.saga_id);
+    }
+}
+
+impl SagaEngine {
+    pub fn new(db: Db, peers: Peers, settings: SagaSettings, shutdown: Shutdown) -> Self {
+        let (published, _) = watch::channel(0);
+        SagaEngine {
+            db,
+            peers,
+            owner: format!(
+                "gifting-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            settings,
+            published: Arc::new(published),
+            driving: Arc::new(Mutex::new(HashSet::new())),
+            shutdown,
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn lease_until(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_add(self.settings.lease_ms))
+    }
+
+    /// A receiver that changes whenever this replica publishes a gift event.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Drives a saga until it is terminal, needs an operator, waits longer than its lease
+    /// for a retry, or another replica holds it. Returns its state then.
+    pub async fn drive(&self, saga_id: &str) -> Result<SagaRow, DriveError> {
+        let Some(_driving) = self.start_driving(saga_id) else {
+            return self.load(saga_id).await;
+        };
+        loop {
+            let now = UnixMillis::now();
+            let claimed = {
+                let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+                store::claim_lease(&mut conn, saga_id, &self.owner, self.lease_until(now), now)
+                    .await?
+            };
+            let row = self.load(saga_id).await?;
+            if !claimed || row.saga.status != Status::Pending {
+                return Ok(row);
+            }
+            let mut saga = row.saga;
+            if self.shutdown.is_triggered() {
+                self.release(saga_id).await?;
+                return self.load(saga_id).await;
+            }
+            let wait = saga.next_attempt_at.0 - now.0;
+            if wait > 0 {
+                if wait > self.settings.lease_ms / 2 {
+                    // A long backoff: let the lease go, recovery resumes it when due.
+                    self.release(saga_id).await?;
+                    return self.load(saga_id).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                    _ = self.shutdown.wait() => {}
+                }
+                continue;
+            }
+            let outcome = self.run_step(&saga).await;
+            saga.apply(
+                outcome,
+                UnixMillis::now(),
+                &self.settings.retry,
+                rand::random::<f64>(),
+            );
+            let mut tx = self.db.begin_write().await?;
+            if !store::save_saga(&mut tx, &saga, &self.owner).await? {
+                // Fenced out: another replica took the saga over. Its work stands.
+                tx.rollback().await.map_err(StoreError::from)?;
+                return self.load(saga_id).await;
+            }
+            if saga.status == Status::Completed {
+                store::publish_event(&mut tx, &saga).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            match saga.status {
+                Status::Pending => {}
+                Status::Completed => {
+                    self.published.send_modify(|n| *n = n.wrapping_add(1));
+                    self.release(saga_id).await?;
+                    return self.load(saga_id).await;
+                }
+                Status::NeedsOperator => {
+                    tracing::error!(saga_id, step = ?saga.step, error = %saga.last_error,
+                        "saga exhausted its retry budget: an operator must look (ListStuckSagas, RetrySaga)");
+                    self.release(saga_id).await?;
+                    return self.load(saga_id).await;
+                }
+                Status::Rejected | Status::Compensated => {
+                    self.release(saga_id).await?;
+                    return self.load(saga_id).await;
+                }
+            }
+        }
+    }
+
+    fn start_driving(&self, saga_id: &str) -> Option<Driving> {
+        let mut set = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(saga_id.to_owned()).then(|| Driving {
+            set: self.driving.clone(),
+            saga_id: saga_id.to_owned(),
+        })
+    }
+
+    /// True while this replica drives the saga.
+    pub fn is_driving(&self, saga_id: &str) -> bool {
+        self.driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(saga_id)
+    }
+
+    pub async fn load(&self, saga_id: &str) -> Result<SagaRow, DriveError> {
+        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        store::get_saga(&mut conn, saga_id).await?.ok_or_else(|| {
+            DriveError::Store(StoreError::Config(format!("saga {saga_id} vanished")))
+        })
+    }
+
+    async fn release(&self, saga_id: &str) -> Result<(), DriveError> {
+        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        store::release_lease(&mut conn, saga_id, &self.owner).await?;
+        Ok(())
+    }
+
+    fn timed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(Duration::from_millis(self.settings.step_timeout_ms));
+        request
+    }
+
+    /// Runs the saga's current step once and classifies its answer.
+    async fn run_step(&self, saga: &Saga) -> Outcome {
+        match saga.step {
+            Step::ResolveGift => {
+                let reply = self
+                    .peers
+                    .catalog
+                    .clone()
+                    .quote_gift(self.timed(catalog_pb::QuoteGiftRequest {
+                        gift_id: saga.gift_id.clone(),
+                        quantity: saga.quantity,
+                    }))
+                    .await;
+                match reply {
+                    Ok(r) => {
+                        let q = r.into_inner();
+                        let unit = q.gift.as_ref().map_or(0, |g| g.coin_price);
+                        Outcome::Quoted(Quote {
+                            gift_version: q.gift.as_ref().map_or(0, |g| g.version),
+                            unit_price_coins: unit,
+                            total_coins: q.total_coins,
+                            creator_share_bps: q.creator_share_bps,
+                            economy_version: q.economy_version,
+                        })
+                    }
+                    Err(s) => match s.code() {
+                        Code::NotFound => refused(Rejection::GiftNotFound, &s),
+                        Code::FailedPrecondition => refused(Rejection::GiftUnavailable, &s),
+                        Code::InvalidArgument => refused(Rejection::Other, &s),
+                        _ => transient("catalog", &s),
+                    },
+                }
+            }
+            Step::DebitCoins => {
+                let Some(quote) = saga.quote else {
+                    return Outcome::Refused {
+                        reason: Rejection::Other,
+                        detail: "no quote recorded".into(),
+                    };
+                };
+                let reply = self
+                    .peers
+                    .wallet
+                    .clone()
+                    .debit_coins(self.timed(wallet_pb::DebitCoinsRequest {
+                        idempotency_key: format!("{}.debit", saga.saga_id),
+                        operation_id: saga.operation_id().to_owned(),
+                        user_id: saga.sender_user_id.clone(),
+                        coins: quote.total_coins,
+                        saga_id: saga.saga_id.clone(),
+                        note: format!(
+                            "gift {} x{} to {} in {}",
+                            saga.gift_id, saga.quantity, saga.creator_id, saga.stream_id
+                        ),
+                    }))
+                    .await;
+                match reply {
+                    Ok(r) => Outcome::Debited {
+                        available_after: r
+                            .into_inner()
+                            .debit
+                            .map_or(0, |d| d.available_coins_after),
+                    },
+                    Err(s) => match (s.code(), reason_of(&s).as_str()) {
+                        (Code::FailedPrecondition, "INSUFFICIENT_COINS") => {
+                            refused(Rejection::InsufficientCoins, &s)
+                        }
+                        (Code::FailedPrecondition, "MINOR_ACCOUNT") => {
+                            refused(Rejection::MinorAccount, &s)
+                        }
+                        (Code::FailedPrecondition, "ACCOUNT_IN_DEBT") => {
+                            refused(Rejection::AccountInDebt, &s)
+                        }
+                        (Code::FailedPrecondition, _) => refused(Rejection::Other, &s),
+                        (Code::ResourceExhausted, "SPEND_CAP_EXCEEDED") => {
+                            refused(Rejection::SpendCapExceeded, &s)
+                        }
+                        (Code::NotFound, _) => refused(Rejection::SenderNotFound, &s),
+                        (Code::InvalidArgument, _) => refused(Rejection::Other, &s),
+                        _ => transient("wallet", &s),
+                    },
+                }
+            }
+            Step::CreditDiamonds => {
+                let Some(quote) = saga.quote else {
+                    return Outcome::Refused {
+                        reason: Rejection::Other,
+                        detail: "no quote recorded".into(),
+                    };
+                };
+                let reply = self
+                    .peers
+                    .payout
+                    .clone()
+                    .credit_diamonds(self.timed(payout_pb::CreditDiamondsRequest {
+                        idempotency_key: format!("{}.credit", saga.saga_id),
+                        operation_id: saga.operation_id().to_owned(),
+                        creator_id: saga.creator_id.clone(),
+                        coins: quote.total_coins,
+                        creator_share_bps: quote.creator_share_bps,
+                        sender_user_id: saga.sender_user_id.clone(),
+                        stream_id: saga.stream_id.clone(),
+                        gift_id: saga.gift_id.clone(),
+                        gift_version: quote.gift_version,
+                    }))
+                    .await;
+                match reply {
+                    Ok(r) => Outcome::Credited {
+                        diamonds: r.into_inner().credit.map_or(0, |c| c.diamonds),
+                    },
+                    Err(s) => match (s.code(), reason_of(&s).as_str()) {
+                        (Code::FailedPrecondition, "CREATOR_NOT_FOUND") | (Code::NotFound, _) => {
+                            refused(Rejection::CreatorNotFound, &s)
+                        }
+                        (Code::FailedPrecondition, "CREATOR_SUSPENDED") => {
+                            refused(Rejection::CreatorSuspended, &s)
+                        }
+                        (Code::FailedPrecondition | Code::InvalidArgument, _) => {
+                            refused(Rejection::Other, &s)
+                        }
+                        _ => transient("payout", &s),
+                    },
+                }
+            }
+            Step::RefundCoins => {
+                let reply = self
+                    .peers
+                    .wallet
+                    .clone()
+                    .refund_coins(self.timed(wallet_pb::RefundCoinsRequest {
+                        idempotency_key: format!("{}.refund", saga.saga_id),
+                        operation_id: saga.refund_operation_id(),
+                        debit_operation_id: saga.operation_id().to_owned(),
+                        coins: None,
+                        note: format!("compensation: {}", truncate(&saga.rejection_detail, 400)),
+                    }))
+                    .await;
+                match reply {
+                    Ok(r) => Outcome::Refunded {
+                        available_after: r
+                            .into_inner()
+                            .refund
+                            .map_or(0, |f| f.available_coins_after),
+                    },
+                    Err(s) => match s.code() {
+                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument => {
+                            refused(Rejection::Other, &s)
+                        }
+                        _ => transient("wallet", &s),
+                    },
+                }
+            }
+            Step::Done => Outcome::Refused {
+                reason: Rejection::Other,
+                detail: "saga has no step left".into(),
+            },
+        }
+    }
+
+    /// One recovery pass: resume every due saga whose lease is free or expired.
+    pub async fn recover_once(&self) -> Result<usize, DriveError> {
+        let due = {
+            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            store::due_sagas(
+                &mut conn,
+                UnixMillis::now(),
+                self.settings.recovery_batch_max,
+            )
+            .await?
+        };
+        let count = due.len();
+        let mut running = tokio::task::JoinSet::new();
+        for saga_id in due {
+            let engine = self.clone();
+            running.spawn(async move {
+                if let Err(e) = engine.drive(&saga_id).await {
+                    tracing::warn!(saga_id, error = %e, "resuming saga failed; will retry");
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        Ok(count)
+    }
+
+    /// Resumes sagas until shutdown: at start (sagas of a process that died) and then
+    /// every `recovery_interval_ms`.
+    pub async fn run_recovery(self) {
+        let interval = Duration::from_millis(self.settings.recovery_interval_ms.max(10));
+        loop {
+            match self.recover_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(resumed = n, "recovery pass"),
+                Err(e) => tracing::warn!(error = %e, "recovery pass failed; will retry"),
+            }
+            tokio::select! {
+                _ = self.shutdown.wait() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+fn reason_of(status: &RpcStatus) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+fn refused(reason: Rejection, status: &RpcStatus) -> Outcome {
+    Outcome::Refused {
+        reason,
+        detail: truncate(status.message(), 400),
+    }
+}
+
+fn transient(peer: &str, status: &RpcStatus) -> Outcome {
+    Outcome::Transient {
+        detail: truncate(
+            &format!("{peer}: {:?}: {}", status.code(), status.message()),
+            400,
+        ),
+    }
+}
+
+fn truncate(s: &str, chars: usize) -> String {
+    s.chars().take(chars).collect()
+}

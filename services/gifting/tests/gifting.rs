@@ -1,0 +1,527 @@
+//! The gift saga over real gRPC, with catalog, wallet and payout running beside gifting,
+//! on SQLite and (when configured) PostgreSQL.
+
+mod common;
+
+use common::*;
+use ovation_gifting::GiftingSettings;
+use ovation_proto::gifting as pb;
+use ovation_proto::payout as payout_pb;
+use ovation_testkit::databases;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const COMPLETED: i32 = pb::SagaStatus::Completed as i32;
+const REJECTED: i32 = pb::SagaStatus::Rejected as i32;
+const COMPENSATED: i32 = pb::SagaStatus::Compensated as i32;
+
+#[tokio::test]
+async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        let funded = suite.funded_viewer("alice", "coins_1000").await;
+        assert_eq!(funded, 1_100);
+        suite.creator("bob").await;
+        let mut alice = suite.gifting_as("alice").await;
+        let receipt = alice
+            .send_gift(send("g1", "alice", "bob", "doughnut", 3))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(receipt.status, COMPLETED, "[{}] {receipt:?}", suite.backend);
+        assert_eq!(
+            (
+                receipt.total_coins,
+                receipt.coins_spent,
+                receipt.diamonds_credited
+            ),
+            (90, 90, 45)
+        );
+        assert_eq!(
+            (
+                receipt.unit_price_coins,
+                receipt.creator_share_bps,
+                receipt.gift_version
+            ),
+            (30, 5_000, 1)
+        );
+        assert_eq!(receipt.sender_balance_after_coins, Some(1_010));
+        assert_eq!(suite.coins("alice").await, 1_010);
+        assert_eq!(suite.diamonds("bob").await, 45);
+
+        // The same key again: the same saga, nothing moves twice.
+        let again = alice
+            .send_gift(send("g1", "alice", "bob", "doughnut", 3))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(again.saga_id, receipt.saga_id);
+        assert_eq!(
+            suite.coins("alice").await,
+            1_010,
+            "[{}] debited once",
+            suite.backend
+        );
+        assert_eq!(suite.diamonds("bob").await, 45);
+        // The same key, other parameters: refused.
+        let other = alice
+            .send_gift(send("g1", "alice", "bob", "doughnut", 4))
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), Code::AlreadyExists);
+        suite.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        suite.funded_viewer("carol", "coins_100").await; // 110 coins
+        suite.creator("dan").await;
+        let mut carol = suite.gifting_as("carol").await;
+
+        let poor = carol
+            .send_gift(send("p1", "carol", "dan", "galaxy", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(poor.status, REJECTED, "[{}]", suite.backend);
+        assert_eq!(
+            poor.rejection_reason,
+            pb::RejectionReason::InsufficientCoins as i32
+        );
+        assert_eq!((poor.coins_spent, poor.diamonds_credited), (0, 0));
+        assert_eq!(suite.coins("carol").await, 110);
+
+        let unknown = carol
+            .send_gift(send("p2", "carol", "nobody", "rose", 5))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(
+            unknown.status, COMPENSATED,
+            "[{}] {unknown:?}",
+            suite.backend
+        );
+        assert_eq!(
+            unknown.rejection_reason,
+            pb::RejectionReason::CreatorNotFound as i32
+        );
+        assert_eq!(suite.coins("carol").await, 110, "the coins came back");
+
+        let mut admin = suite.payout_admin().await;
+        admin
+            .suspend_creator(payout_pb::SuspendCreatorRequest {
+                idempotency_key: "susp".into(),
+                creator_id: "dan".into(),
+                actor: "ops".into(),
+                reason: "fraud review".into(),
+            })
+            .await
+            .unwrap();
+        let suspended = carol
+            .send_gift(send("p3", "carol", "dan", "rose", 5))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(suspended.status, COMPENSATED);
+        assert_eq!(
+            suspended.rejection_reason,
+            pb::RejectionReason::CreatorSuspended as i32
+        );
+        assert_eq!(suite.coins("carol").await, 110);
+        assert_eq!(suite.diamonds("dan").await, 0);
+
+        let missing_gift = carol
+            .send_gift(send("p4", "carol", "dan", "unicorn", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(
+            missing_gift.rejection_reason,
+            pb::RejectionReason::GiftNotFound as i32
+        );
+
+        let to_self = carol
+            .send_gift(send("p5", "carol", "carol", "rose", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(to_self.code(), Code::InvalidArgument);
+        for quantity in [0, 100] {
+            let bad = carol
+                .send_gift(send("p6", "carol", "dan", "rose", quantity))
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument);
+        }
+        let other_sender = carol
+            .send_gift(send("p7", "mallory", "dan", "rose", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            other_sender.code(),
+            Code::PermissionDenied,
+            "nobody sends gifts as someone else"
+        );
+        suite.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        suite.funded_viewer("erin", "coins_100").await; // 110
+        suite.creator("fay").await;
+        let mut erin = suite.gifting_as("erin").await;
+        let first = erin
+            .send_gift(send("warmup", "erin", "fay", "doughnut", 2))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(first.status, COMPLETED);
+        assert_eq!(suite.coins("erin").await, 50);
+
+        let sends = (0..200).map(|i| {
+            let mut client = erin.clone();
+            tokio::spawn(async move {
+                client
+                    .send_gift(send(&format!("rose-{i}"), "erin", "fay", "rose", 1))
+                    .await
+            })
+        });
+        let mut receipts = Vec::new();
+        for s in sends {
+            receipts.push(s.await.unwrap().unwrap().into_inner().receipt.unwrap());
+        }
+        let mut completed = 0;
+        for r in &receipts {
+            let r = if r.status == pb::SagaStatus::Pending as i32 {
+                settled(&mut erin, &r.saga_id).await
+            } else {
+                r.clone()
+            };
+            match r.status {
+                COMPLETED => completed += 1,
+                REJECTED => assert_eq!(
+                    r.rejection_reason,
+                    pb::RejectionReason::InsufficientCoins as i32
+                ),
+                other => panic!("[{}] unexpected status {other}: {r:?}", suite.backend),
+            }
+        }
+        assert_eq!(completed, 50, "[{}] exactly fifty fit", suite.backend);
+        assert_eq!(suite.coins("erin").await, 0);
+        // 60 + 50 coins at 50 %: 30 + 50 × floor(1 × 0.5) = 30 diamonds.
+        assert_eq!(suite.diamonds("fay").await, 30);
+        suite.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn history_leaderboard_and_the_live_feed_show_completed_gifts() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        suite.funded_viewer("gus", "coins_1000").await;
+        suite.funded_viewer("hana", "coins_1000").await;
+        suite.creator("ivy").await;
+        let mut gus = suite.gifting_as("gus").await;
+        let mut hana = suite.gifting_as("hana").await;
+
+        let mut watcher = suite.gifting_as("someone").await;
+        let mut feed = watcher
+            .watch_stream_gifts(pb::WatchStreamGiftsRequest {
+                stream_id: "stream-1".into(),
+                resume_cursor: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        gus.send_gift(send("a", "gus", "ivy", "confetti", 1))
+            .await
+            .unwrap();
+        hana.send_gift(send("b", "hana", "ivy", "confetti", 2))
+            .await
+            .unwrap();
+        hana.send_gift(send("c", "hana", "nobody", "rose", 1))
+            .await
+            .unwrap(); // compensated: not in the feed
+        gus.send_gift(send("d", "gus", "ivy", "rose", 7))
+            .await
+            .unwrap();
+
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+                .await
+                .expect("events arrive")
+                .unwrap()
+                .unwrap()
+                .event
+                .unwrap();
+            seen.push(event);
+        }
+        let coins: Vec<i64> = seen.iter().map(|e| e.coins).collect();
+        assert_eq!(
+            coins,
+            [100, 200, 7],
+            "[{}] completed gifts, in order",
+            suite.backend
+        );
+        // Resuming after the first event replays the other two.
+        let mut resumed = watcher
+            .watch_stream_gifts(pb::WatchStreamGiftsRequest {
+                stream_id: "stream-1".into(),
+                resume_cursor: seen[0].cursor.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let next = resumed.next().await.unwrap().unwrap().event.unwrap();
+        assert_eq!(next.saga_id, seen[1].saga_id);
+        let foreign = watcher
+            .watch_stream_gifts(pb::WatchStreamGiftsRequest {
+                stream_id: "stream-2".into(),
+                resume_cursor: seen[0].cursor.clone(),
+            })
+            .await;
+        assert_eq!(foreign.map(|_| ()).unwrap_err().code(), Code::OutOfRange);
+
+        let board = watcher
+            .get_stream_leaderboard(pb::GetStreamLeaderboardRequest {
+                stream_id: "stream-1".into(),
+                max_entries: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ranks: Vec<(String, i64)> = board
+            .entries
+            .iter()
+            .map(|e| (e.sender_user_id.clone(), e.coins))
+            .collect();
+        assert_eq!(ranks, [("hana".to_string(), 200), ("gus".to_string(), 107)]);
+        let totals = board.totals.unwrap();
+        assert_eq!(
+            (totals.gift_count, totals.coins, totals.gifter_count),
+            (3, 307, 2)
+        );
+
+        let mine = gus
+            .list_sent_gifts(pb::ListSentGiftsRequest {
+                sender_user_id: "gus".into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(mine.receipts.len(), 1);
+        assert_eq!(mine.receipts[0].quantity, 7, "newest first");
+        assert!(!mine.next_page_token.is_empty());
+        let theirs = gus
+            .list_sent_gifts(pb::ListSentGiftsRequest {
+                sender_user_id: "hana".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(theirs.code(), Code::PermissionDenied);
+        suite.stop().await;
+    }
+}
+
+/// Payout is down: the saga debits, then waits at the pivot, retrying (never
+/// compensating on ambiguity). Gifting restarts meanwhile; when payout is back, the new
+/// gifting process finishes the saga: coins and diamonds moved exactly once.
+#[tokio::test]
+async fn sagas_resume_after_a_gifting_restart_once_payout_is_back() {
+    for db in databases().await {
+        // A budget large enough to outlast the outage: the saga stays PENDING throughout.
+        let patient = GiftingSettings {
+            retry_attempts_max: 100_000,
+            ..fast_retries()
+        };
+        let suite = Suite::start_with(db, patient.clone()).await;
+        suite.funded_viewer("jo", "coins_1000").await;
+        suite.creator("kim").await;
+        let Suite {
+            catalog,
+            wallet,
+            payout,
+            payout_addr,
+            payout_db,
+            gifting,
+            gifting_db,
+            backend,
+            _dbs,
+        } = suite;
+        payout.stop().await.unwrap();
+
+        let mut jo =
+            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+                gifting.channel().await,
+                ovation_testkit::Bearer::new(&ovation_testkit::token(
+                    "jo",
+                    &[ovation_auth::Role::Viewer],
+                )),
+            );
+        let mut request = tonic::Request::new(send("r1", "jo", "kim", "confetti", 1));
+        request.set_timeout(std::time::Duration::from_millis(1_500));
+        let pending = jo
+            .send_gift(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(
+            pending.status,
+            pb::SagaStatus::Pending as i32,
+            "[{backend}] {pending:?}"
+        );
+        gifting.stop().await.unwrap();
+
+        // Coins are debited, diamonds not yet: the saga is mid-flight, not half done.
+        let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
+        let restarted = start_gifting(gifting_config(
+            &gifting_db,
+            &catalog.endpoint(),
+            &wallet.endpoint(),
+            &payout.endpoint(),
+            patient,
+        ))
+        .await;
+        let mut jo =
+            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+                restarted.channel().await,
+                ovation_testkit::Bearer::new(&ovation_testkit::token(
+                    "jo",
+                    &[ovation_auth::Role::Viewer],
+                )),
+            );
+        let done = settled(&mut jo, &pending.saga_id).await;
+        assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
+        assert_eq!(done.diamonds_credited, 50);
+        restarted.stop().await.unwrap();
+        payout.stop().await.unwrap();
+        wallet.stop().await.unwrap();
+        catalog.stop().await.unwrap();
+    }
+}
+
+/// When the retry budget runs out the saga waits for an operator, visible in
+/// ListStuckSagas; RetrySaga with the peer back finishes it.
+#[tokio::test]
+async fn an_exhausted_budget_asks_an_operator_and_a_retry_finishes_the_saga() {
+    let db = ovation_testkit::TestDatabase::sqlite();
+    let impatient = GiftingSettings {
+        retry_attempts_max: 3,
+        ..fast_retries()
+    };
+    let suite = Suite::start_with(db, impatient).await;
+    suite.funded_viewer("lu", "coins_1000").await;
+    suite.creator("max").await;
+    let Suite {
+        catalog,
+        wallet,
+        payout,
+        payout_addr,
+        payout_db,
+        gifting,
+        gifting_db: _gdb,
+        backend: _,
+        _dbs,
+    } = suite;
+    payout.stop().await.unwrap();
+    let mut lu =
+        ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+            gifting.channel().await,
+            ovation_testkit::Bearer::new(&ovation_testkit::token(
+                "lu",
+                &[ovation_auth::Role::Viewer],
+            )),
+        );
+    let stuck = lu
+        .send_gift(send("s1", "lu", "max", "confetti", 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    assert_eq!(
+        stuck.status,
+        pb::SagaStatus::NeedsOperator as i32,
+        "{stuck:?}"
+    );
+    let mut admin =
+        ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+            gifting.channel().await,
+            ovation_testkit::Bearer::admin(),
+        );
+    let listed = admin
+        .list_stuck_sagas(pb::ListStuckSagasRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sagas;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].step,
+        pb::SagaStep::CreditDiamonds as i32,
+        "stuck at the pivot, coins debited"
+    );
+    assert!(
+        listed[0].last_error.contains("payout"),
+        "{:?}",
+        listed[0].last_error
+    );
+
+    let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
+    let retried = admin
+        .retry_saga(pb::RetrySagaRequest {
+            idempotency_key: "retry-1".into(),
+            saga_id: stuck.saga_id.clone(),
+            actor: "ops-jane".into(),
+            reason: "payout restored".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .saga
+        .unwrap();
+    let receipt = match retried.receipt.unwrap() {
+        r if r.status == COMPLETED => r,
+        r => settled(&mut admin, &r.saga_id).await,
+    };
+    assert_eq!(receipt.status, COMPLETED);
+    let terminal = admin
+        .retry_saga(pb::RetrySagaRequest {
+            idempotency_key: "retry-2".into(),
+            saga_id: stuck.saga_id.clone(),
+            actor: "ops-jane".into(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(terminal.code(), Code::FailedPrecondition);
+    gifting.stop().await.unwrap();
+    payout.stop().await.unwrap();
+    wallet.stop().await.unwrap();
+    catalog.stop().await.unwrap();
+}

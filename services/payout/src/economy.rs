@@ -1,0 +1,189 @@
+//! The payout rate and minimum, read from the catalog (`GetEconomyParameters`) as
+//! `service:payout`, with this service's identity, the trace context and a deadline on
+//! every call (`ovation_server::peer::Outbound`). Read at every payout request, not
+//! cached: the rate is fixed at request time and recorded with its economy version, and
+//! payouts are rare enough that a read per request costs nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovation_proto::catalog as catalog_pb;
+use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_server::ApiError;
+use ovation_server::peer::{Outbound, PeerAddress, PeerError, ServiceIdentity, channel};
+use ovation_types::{Diamonds, Money};
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::domain::PayoutRate;
+
+/// Longest one catalog read may take (the request's own deadline may be shorter).
+pub const CATALOG_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Reads the payout economy from the catalog.
+#[derive(Clone, Debug)]
+pub struct Economy {
+    client: CatalogServiceClient<InterceptedService<Channel, Outbound>>,
+}
+
+impl Economy {
+    /// A lazily connecting client: a catalog down at start-up is retried per call.
+    pub fn connect(
+        catalog: &PeerAddress,
+        identity: Arc<ServiceIdentity>,
+    ) -> Result<Self, PeerError> {
+        Ok(Economy {
+            client: CatalogServiceClient::with_interceptor(
+                channel(catalog)?,
+                Outbound::new(identity),
+            ),
+        })
+    }
+
+    /// The latest payout rate and minimum, within `left` (the incoming request's own
+    /// deadline, if it set one) and never longer than [`CATALOG_DEADLINE`].
+    pub async fn payout_rate(&self, left: Option<Duration>) -> Result<PayoutRate, ApiError> {
+        let mut request =
+            tonic::Request::new(catalog_pb::GetEconomyParametersRequest { version: 0 });
+        request.set_timeout(left.map_or(CATALOG_DEADLINE, |l| l.min(CATALOG_DEADLINE)));
+        let reply = self
+            .client
+            .clone()
+            .get_economy_parameters(request)
+            .await
+            .map_err(catalog_error)?;
+        let economy = reply
+            .into_inner()
+            .economy_parameters
+            .ok_or_else(|| ApiError::Internal("catalog returned no economy parameters".into()))?;
+        rate_from(&economy)
+            .map_err(|e| ApiError::Internal(format!("catalog economy parameters are invalid: {e}")))
+    }
+}
+
+/// The deadline an incoming request carries (`grpc-timeout`: digits and a unit), if any.
+pub fn incoming_deadline<T>(request: &tonic::Request<T>) -> Option<Duration> {
+    let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3_600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn rate_from(e: &catalog_pb::EconomyParameters) -> Result<PayoutRate, String> {
+    let per_unit = e.payout_per_unit.as_ref().ok_or("no payout_per_unit")?;
+    if e.version < 1 {
+        return Err(format!("version {} is not a version", e.version));
+    }
+    Ok(PayoutRate {
+        economy_version: e.version,
+        per_unit: Money::parse(&per_unit.currency_code, per_unit.amount_minor)
+            .map_err(|(field, e)| format!("payout_per_unit.{field}: {e}"))?,
+        diamonds_per_unit: Diamonds::parse(e.diamonds_per_payout_unit)
+            .map_err(|e| format!("diamonds_per_payout_unit: {e}"))?,
+        minimum: Diamonds::parse(e.payout_minimum_diamonds)
+            .map_err(|e| format!("payout_minimum_diamonds: {e}"))?,
+    })
+}
+
+/// A failed catalog read, as the caller of RequestPayout sees it: transient faults are
+/// UNAVAILABLE (retry with the same key), an unconfigured economy is FAILED_PRECONDITION,
+/// anything else is our misconfiguration (INTERNAL, logged).
+fn catalog_error(status: tonic::Status) -> ApiError {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::Unknown => ApiError::Unavailable {
+            message: format!(
+                "the catalog (payout rate) is unavailable, retry later: {}",
+                status.message()
+            ),
+        },
+        Code::FailedPrecondition | Code::NotFound => ApiError::failed_precondition(
+            "ECONOMY_NOT_CONFIGURED",
+            format!("the catalog has no payout rate: {}", status.message()),
+        ),
+        _ => ApiError::Internal(format!(
+            "catalog refused GetEconomyParameters ({:?}): {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovation_proto::common::Money as ProtoMoney;
+
+    #[test]
+    fn economy_parameters_become_a_rate() {
+        let mut e = catalog_pb::EconomyParameters {
+            version: 2,
+            creator_share_bps: 5_000,
+            payout_per_unit: Some(ProtoMoney {
+                currency_code: "USD".into(),
+                amount_minor: 500,
+            }),
+            diamonds_per_payout_unit: 1_000,
+            payout_minimum_diamonds: 1_000,
+            create_time: None,
+        };
+        let rate = rate_from(&e).unwrap();
+        assert_eq!(rate.economy_version, 2);
+        assert_eq!(rate.per_unit.amount_minor(), 500);
+        e.diamonds_per_payout_unit = 0;
+        assert!(rate_from(&e).is_err());
+    }
+
+    #[test]
+    fn incoming_deadlines_are_read_from_grpc_timeout() {
+        let mut request = tonic::Request::new(());
+        assert_eq!(incoming_deadline(&request), None);
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(
+            incoming_deadline(&request),
+            Some(Duration::from_millis(1_500))
+        );
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(incoming_deadline(&request), Some(Duration::from_secs(2)));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "bogus".parse().unwrap());
+        assert_eq!(incoming_deadline(&request), None);
+    }
+
+    #[test]
+    fn transient_catalog_faults_are_unavailable() {
+        assert_eq!(
+            catalog_error(tonic::Status::unavailable("down")).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            catalog_error(tonic::Status::failed_precondition("none")).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            catalog_error(tonic::Status::permission_denied("no")).code(),
+            Code::Internal
+        );
+    }
+}

@@ -1,0 +1,773 @@
+//! All of the payout service's SQL, in one place. Every function takes a connection, so
+//! the caller decides the transaction; the SQL text is portable (PostgreSQL and SQLite).
+//!
+//! The ledger is three tables: `ledger_accounts` (the chart of accounts), `journal_entries`
+//! and `postings` (append-only). `creator_balances` keeps each creator's available, held,
+//! lifetime-earned and paid-out diamonds next to it, updated in the same transaction as the
+//! postings by conditional updates (`… WHERE available_diamonds >= $n`): that update is
+//! what stops an overdraft under concurrency (I2), and CHECK constraints repeat it. System
+//! accounts keep no balance row (it would be one hot row every credit writes); their
+//! balances are the sums of their postings.
+//!
+//! Rows are ordered by (created_at_ms, id); pages continue after the last row's pair.
+
+use ovation_store::StoreError;
+use ovation_store::db::Conn;
+use ovation_store::sqlx::{self, Row, any::AnyRow};
+use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
+
+use crate::domain::{
+    AccountKind, AccountReference, Balance, CREATOR_LIFETIME_DIAMONDS_MAX, Creator, Credit,
+    CreditRequest, EntryKind, JournalEntry, Payout, PayoutAccount, PayoutRate, PayoutState, Review,
+    Verification,
+};
+
+// ---- creators ----------------------------------------------------------------------
+
+const CREATOR_COLUMNS: &str = "creator_id, display_name, state, suspended_by, suspend_reason, \
+     suspended_at_ms, account_reference, holder_name, verification, reviewed_by, review_reason, \
+     reviewed_at_ms, account_set_at_ms, created_at_ms, updated_at_ms";
+
+/// Inserts a new creator with its two ledger accounts and a zero balance; `false` if
+/// the id is taken.
+pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO creators (creator_id, display_name, state, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, 'ACTIVE', $3, $4) ON CONFLICT (creator_id) DO NOTHING",
+    )
+    .bind(creator.id.as_str())
+    .bind(creator.display_name.as_str())
+    .bind(creator.created_at.0)
+    .bind(creator.updated_at.0)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for (prefix, kind) in [
+        ("creator", AccountKind::Creator),
+        ("creator_held", AccountKind::CreatorHeld),
+    ] {
+        sqlx::query(
+            "INSERT INTO ledger_accounts (account_id, kind, creator_id) VALUES ($1, $2, $3)",
+        )
+        .bind(format!("{prefix}:{}", creator.id))
+        .bind(kind.as_str())
+        .bind(creator.id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO creator_balances (creator_id, available_diamonds, held_diamonds, \
+         lifetime_earned_diamonds, paid_out_diamonds) VALUES ($1, 0, 0, 0, 0)",
+    )
+    .bind(creator.id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Takes the creator's row lock for the rest of the transaction (PostgreSQL; SQLite's
+/// write transactions hold the database lock already), so a read-modify-write of the
+/// creator cannot lose a concurrent change. `false` if there is no such creator.
+pub async fn lock_creator(conn: &mut Conn, id: &ResourceId) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE creators SET updated_at_ms = updated_at_ms WHERE creator_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_creator(conn: &mut Conn, id: &ResourceId) -> Result<Option<Creator>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREATOR_COLUMNS} FROM creators WHERE creator_id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(creator_from_row).transpose()
+}
+
+/// Writes every mutable field of `creator`.
+pub async fn update_creator(conn: &mut Conn, creator: &Creator) -> Result<(), StoreError> {
+    let suspension = creator.suspension.as_ref();
+    let account = creator.account.as_ref();
+    let review = account.and_then(|a| a.verification.review());
+    sqlx::query(
+        "UPDATE creators SET display_name = $2, state = $3, suspended_by = $4, \
+         suspend_reason = $5, suspended_at_ms = $6, account_reference = $7, holder_name = $8, \
+         verification = $9, reviewed_by = $10, review_reason = $11, reviewed_at_ms = $12, \
+         account_set_at_ms = $13, updated_at_ms = $14 WHERE creator_id = $1",
+    )
+    .bind(creator.id.as_str())
+    .bind(creator.display_name.as_str())
+    .bind(if suspension.is_some() {
+        "SUSPENDED"
+    } else {
+        "ACTIVE"
+    })
+    .bind(suspension.map(|s| s.actor.as_str().to_owned()))
+    .bind(suspension.map(|s| s.reason.as_str().to_owned()))
+    .bind(suspension.map(|s| s.at.0))
+    .bind(account.map(|a| a.reference.as_str().to_owned()))
+    .bind(account.map(|a| a.holder_name.as_str().to_owned()))
+    .bind(account.map(|a| a.verification.as_str()))
+    .bind(review.map(|r| r.actor.as_str().to_owned()))
+    .bind(review.map(|r| r.reason.as_str().to_owned()))
+    .bind(review.map(|r| r.at.0))
+    .bind(account.map(|a| a.set_at.0))
+    .bind(creator.updated_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn creator_from_row(row: &AnyRow) -> Result<Creator, StoreError> {
+    let review = |actor: Option<String>, reason: Option<String>, at: Option<i64>| match (
+        actor, reason, at,
+    ) {
+        (Some(actor), Some(reason), Some(at)) => Ok(Review {
+            actor: stored(Name::parse(&actor))?,
+            reason: stored(Text::parse(&reason))?,
+            at: UnixMillis(at),
+        }),
+        _ => stored(Err("a review or suspension is incomplete".into())),
+    };
+    let state: String = row.try_get("state")?;
+    let suspension = match state.as_str() {
+        "ACTIVE" => None,
+        "SUSPENDED" => Some(review(
+            row.try_get("suspended_by")?,
+            row.try_get("suspend_reason")?,
+            row.try_get("suspended_at_ms")?,
+        )?),
+        other => return stored(Err(format!("unknown creator state {other}"))),
+    };
+    let reference: Option<String> = row.try_get("account_reference")?;
+    let account = match reference {
+        None => None,
+        Some(reference) => {
+            let holder: Option<String> = row.try_get("holder_name")?;
+            let verification: Option<String> = row.try_get("verification")?;
+            let set_at: Option<i64> = row.try_get("account_set_at_ms")?;
+            let reviewed = || {
+                review(
+                    row.try_get("reviewed_by")?,
+                    row.try_get("review_reason")?,
+                    row.try_get("reviewed_at_ms")?,
+                )
+            };
+            let verification = match verification.as_deref() {
+                Some("PENDING") => Verification::Pending,
+                Some("VERIFIED") => Verification::Verified(reviewed()?),
+                Some("REJECTED") => Verification::Rejected(reviewed()?),
+                other => return stored(Err(format!("unknown verification {other:?}"))),
+            };
+            Some(PayoutAccount {
+                reference: stored(AccountReference::parse(&reference))?,
+                holder_name: stored(Name::parse(holder.as_deref().unwrap_or("")))?,
+                verification,
+                set_at: UnixMillis(stored(set_at.ok_or_else(|| "no account_set_at_ms".into()))?),
+            })
+        }
+    };
+    Ok(Creator {
+        id: stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
+        display_name: stored(Name::parse(&row.try_get::<String, _>("display_name")?))?,
+        suspension,
+        account,
+        created_at: UnixMillis(row.try_get("created_at_ms")?),
+        updated_at: UnixMillis(row.try_get("updated_at_ms")?),
+    })
+}
+
+/// One line of a creator's audit journal: what was done to the creator, by whom, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatorEvent {
+    pub creator_id: ResourceId,
+    /// REGISTER, SET_PAYOUT_ACCOUNT, VERIFY, REJECT, SUSPEND, REINSTATE.
+    pub action: &'static str,
+    /// The operator named in the request (admin actions) or the caller.
+    pub actor: String,
+    /// The authenticated caller (subject, and the gateway acting for it, if any).
+    pub caller: String,
+    pub reason: String,
+    /// What the action was about (e.g. the account reference reviewed).
+    pub detail: String,
+    pub at: UnixMillis,
+}
+
+pub async fn insert_creator_event(conn: &mut Conn, event: &CreatorEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO creator_journal (event_id, creator_id, action, actor, caller, reason, \
+         detail, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7().simple().to_string())
+    .bind(event.creator_id.as_str())
+    .bind(event.action)
+    .bind(event.actor.as_str())
+    .bind(event.caller.as_str())
+    .bind(event.reason.as_str())
+    .bind(event.detail.as_str())
+    .bind(event.at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A creator's journal, oldest first, at most `limit` lines.
+pub async fn creator_events(
+    conn: &mut Conn,
+    creator_id: &ResourceId,
+    limit: i64,
+) -> Result<Vec<CreatorEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT creator_id, action, actor, caller, reason, detail, created_at_ms \
+         FROM creator_journal WHERE creator_id = $1 ORDER BY created_at_ms, event_id LIMIT $2",
+    )
+    .bind(creator_id.as_str())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let action: String = row.try_get("action")?;
+            Ok(CreatorEvent {
+                creator_id: stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
+                action: stored(
+                    [
+                        "REGISTER",
+                        "SET_PAYOUT_ACCOUNT",
+                        "VERIFY",
+                        "REJECT",
+                        "SUSPEND",
+                        "REINSTATE",
+                    ]
+                    .into_iter()
+                    .find(|a| *a == action)
+                    .ok_or_else(|| format!("unknown journal action {action}")),
+                )?,
+                actor: row.try_get("actor")?,
+                caller: row.try_get("caller")?,
+                reason: row.try_get("reason")?,
+                detail: row.try_get("detail")?,
+                at: UnixMillis(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect()
+}
+
+// ---- balances and the journal -------------------------------------------------------
+
+pub async fn get_balance(conn: &mut Conn, id: &ResourceId) -> Result<Option<Balance>, StoreError> {
+    let row = sqlx::query(
+        "SELECT available_diamonds, held_diamonds, lifetime_earned_diamonds, paid_out_diamonds \
+         FROM creator_balances WHERE creator_id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(Balance {
+            available: row.try_get("available_diamonds")?,
+            held: row.try_get("held_diamonds")?,
+            lifetime_earned: row.try_get("lifetime_earned_diamonds")?,
+            paid_out: row.try_get("paid_out_diamonds")?,
+        })
+    })
+    .transpose()
+}
+
+/// Whether an entry was posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    Yes,
+    /// The creator's balance does not allow it (the conditional update matched no row):
+    /// not enough available (hold) or held (capture, release) diamonds, or the lifetime
+    /// limit (credit). Nothing was written; the caller must roll back anything else.
+    Refused,
+}
+
+/// Posts `entry`: moves the creator's balance with a conditional update (the I2 guard),
+/// then appends the entry and its postings.
+pub async fn post_entry(conn: &mut Conn, entry: &JournalEntry) -> Result<Posted, StoreError> {
+    if !entry.is_balanced() {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "journal entry {} does not balance",
+            entry.id
+        ))));
+    }
+    let amount: i64 = entry
+        .postings
+        .iter()
+        .map(|p| p.amount)
+        .filter(|a| *a > 0)
+        .sum();
+    let moved = match entry.kind {
+        EntryKind::Credit => sqlx::query(
+            "UPDATE creator_balances SET available_diamonds = available_diamonds + $2, \
+             lifetime_earned_diamonds = lifetime_earned_diamonds + $2 \
+             WHERE creator_id = $1 AND lifetime_earned_diamonds <= $3 - $2",
+        )
+        .bind(entry.creator_id.as_str())
+        .bind(amount)
+        .bind(CREATOR_LIFETIME_DIAMONDS_MAX),
+        EntryKind::Hold => sqlx::query(
+            "UPDATE creator_balances SET available_diamonds = available_diamonds - $2, \
+             held_diamonds = held_diamonds + $2 \
+             WHERE creator_id = $1 AND available_diamonds >= $2",
+        )
+        .bind(entry.creator_id.as_str())
+        .bind(amount),
+        EntryKind::Capture => sqlx::query(
+            "UPDATE creator_balances SET held_diamonds = held_diamonds - $2, \
+             paid_out_diamonds = paid_out_diamonds + $2 \
+             WHERE creator_id = $1 AND held_diamonds >= $2",
+        )
+        .bind(entry.creator_id.as_str())
+        .bind(amount),
+        EntryKind::Release => sqlx::query(
+            "UPDATE creator_balances SET held_diamonds = held_diamonds - $2, \
+             available_diamonds = available_diamonds + $2 \
+             WHERE creator_id = $1 AND held_diamonds >= $2",
+        )
+        .bind(entry.creator_id.as_str())
+        .bind(amount),
+    }
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Ok(Posted::Refused);
+    }
+    sqlx::query(
+        "INSERT INTO journal_entries (entry_id, kind, creator_id, reference, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(entry.id.as_str())
+    .bind(entry.kind.as_str())
+    .bind(entry.creator_id.as_str())
+    .bind(entry.reference.as_str())
+    .bind(UnixMillis::now().0)
+    .execute(&mut *conn)
+    .await?;
+    for posting in &entry.postings {
+        sqlx::query(
+            "INSERT INTO postings (entry_id, account_id, amount_diamonds) VALUES ($1, $2, $3)",
+        )
+        .bind(entry.id.as_str())
+        .bind(posting.account.id())
+        .bind(posting.amount)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Posted::Yes)
+}
+
+/// Ledger-wide sums, read in one statement (one snapshot on both databases).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerSummary {
+    /// (kind, account count, sum of postings), one per kind, in [`AccountKind::ALL`] order.
+    pub kinds: Vec<(AccountKind, i64, i64)>,
+    pub total: i64,
+    pub unbalanced_entries: i64,
+    pub negative_balances: i64,
+    pub entries: i64,
+    pub credits: i64,
+    pub credited_diamonds: i64,
+    /// Creator balance rows that disagree with the sums of their accounts' postings.
+    pub balance_mismatches: i64,
+}
+
+pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError> {
+    let mut columns = Vec::new();
+    for kind in AccountKind::ALL {
+        let k = kind.as_str();
+        let alias = k.to_lowercase();
+        columns.push(format!(
+            "(SELECT COUNT(*) FROM ledger_accounts WHERE kind = '{k}') AS n_{alias}"
+        ));
+        columns.push(format!(
+            "(SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) FROM postings p \
+             JOIN ledger_accounts a ON a.account_id = p.account_id WHERE a.kind = '{k}') AS s_{alias}"
+        ));
+    }
+    let sql = format!(
+        "SELECT {}, \
+         (SELECT CAST(COALESCE(SUM(amount_diamonds), 0) AS BIGINT) FROM postings) AS total, \
+         (SELECT COUNT(*) FROM (SELECT entry_id FROM postings GROUP BY entry_id \
+            HAVING SUM(amount_diamonds) <> 0) u) AS unbalanced, \
+         (SELECT COUNT(*) FROM (SELECT p.account_id FROM postings p \
+            JOIN ledger_accounts a ON a.account_id = p.account_id \
+            WHERE a.kind IN ('CREATOR', 'CREATOR_HELD') GROUP BY p.account_id \
+            HAVING SUM(p.amount_diamonds) < 0) n) \
+         + (SELECT COUNT(*) FROM creator_balances \
+            WHERE available_diamonds < 0 OR held_diamonds < 0) AS negative, \
+         (SELECT COUNT(*) FROM journal_entries) AS entries, \
+         (SELECT COUNT(*) FROM credits) AS credits, \
+         (SELECT CAST(COALESCE(SUM(diamonds), 0) AS BIGINT) FROM credits) AS credited, \
+         (SELECT COUNT(*) FROM creator_balances b WHERE \
+            b.available_diamonds <> (SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) \
+              FROM postings p WHERE p.account_id = 'creator:' || b.creator_id) \
+            OR b.held_diamonds <> (SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) \
+              FROM postings p WHERE p.account_id = 'creator_held:' || b.creator_id)) AS mismatches",
+        columns.join(", ")
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut kinds = Vec::new();
+    for kind in AccountKind::ALL {
+        let alias = kind.as_str().to_lowercase();
+        kinds.push((
+            kind,
+            row.try_get::<i64, _>(format!("n_{alias}").as_str())?,
+            row.try_get::<i64, _>(format!("s_{alias}").as_str())?,
+        ));
+    }
+    Ok(LedgerSummary {
+        kinds,
+        total: row.try_get("total")?,
+        unbalanced_entries: row.try_get("unbalanced")?,
+        negative_balances: row.try_get("negative")?,
+        entries: row.try_get("entries")?,
+        credits: row.try_get("credits")?,
+        credited_diamonds: row.try_get("credited")?,
+        balance_mismatches: row.try_get("mismatches")?,
+    })
+}
+
+// ---- credits -----------------------------------------------------------------------
+
+const CREDIT_COLUMNS: &str = "operation_id, creator_id, coins, creator_share_bps, diamonds, \
+     sender_user_id, stream_id, gift_id, gift_version, created_at_ms";
+
+/// Records a credit; `false` if its operation id is recorded already (by a concurrent
+/// transaction that committed first, on PostgreSQL).
+pub async fn insert_credit(conn: &mut Conn, credit: &Credit) -> Result<bool, StoreError> {
+    let r = &credit.request;
+    let done = sqlx::query(
+        "INSERT INTO credits (operation_id, creator_id, coins, creator_share_bps, diamonds, \
+         sender_user_id, stream_id, gift_id, gift_version, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (operation_id) DO NOTHING",
+    )
+    .bind(r.operation_id.as_str())
+    .bind(r.creator_id.as_str())
+    .bind(r.coins.get())
+    .bind(i64::from(r.share.get()))
+    .bind(credit.diamonds)
+    .bind(optional_id(&r.sender_user_id))
+    .bind(optional_id(&r.stream_id))
+    .bind(optional_id(&r.gift_id))
+    .bind(r.gift_version)
+    .bind(credit.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_credit(
+    conn: &mut Conn,
+    operation_id: &ResourceId,
+) -> Result<Option<Credit>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREDIT_COLUMNS} FROM credits WHERE operation_id = $1"
+    )))
+    .bind(operation_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(credit_from_row).transpose()
+}
+
+/// Where a page continues: after (created_at_ms, id).
+pub type Cursor = (i64, String);
+
+/// A creator's credits, newest first, before `before`, optionally one stream's.
+pub async fn list_earnings(
+    conn: &mut Conn,
+    creator_id: &ResourceId,
+    stream_id: Option<&ResourceId>,
+    before: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Credit>, StoreError> {
+    // First page: every row is before i64::MAX, whatever the id.
+    let (at, id) = before.cloned().unwrap_or((i64::MAX, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREDIT_COLUMNS} FROM credits WHERE creator_id = $1 \
+         AND ($2 = '' OR stream_id = $2) \
+         AND (created_at_ms < $3 OR (created_at_ms = $3 AND operation_id < $4)) \
+         ORDER BY created_at_ms DESC, operation_id DESC LIMIT $5"
+    )))
+    .bind(creator_id.as_str())
+    .bind(stream_id.map(ResourceId::as_str).unwrap_or(""))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(credit_from_row).collect()
+}
+
+/// Every credit, oldest first, after `after`.
+pub async fn list_credits(
+    conn: &mut Conn,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Credit>, StoreError> {
+    let (at, id) = after.cloned().unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREDIT_COLUMNS} FROM credits \
+         WHERE created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2) \
+         ORDER BY created_at_ms, operation_id LIMIT $3"
+    )))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(credit_from_row).collect()
+}
+
+fn credit_from_row(row: &AnyRow) -> Result<Credit, StoreError> {
+    let optional = |column: &str| -> Result<Option<ResourceId>, StoreError> {
+        let raw: String = row.try_get(column)?;
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(stored(ResourceId::parse(&raw))?))
+        }
+    };
+    Ok(Credit {
+        request: CreditRequest {
+            operation_id: stored(ResourceId::parse(
+                &row.try_get::<String, _>("operation_id")?,
+            ))?,
+            creator_id: stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
+            coins: stored(Coins::parse(row.try_get("coins")?))?,
+            share: stored(Bps::parse(narrow(row.try_get("creator_share_bps")?)?))?,
+            sender_user_id: optional("sender_user_id")?,
+            stream_id: optional("stream_id")?,
+            gift_id: optional("gift_id")?,
+            gift_version: row.try_get("gift_version")?,
+        },
+        diamonds: row.try_get("diamonds")?,
+        created_at: UnixMillis(row.try_get("created_at_ms")?),
+    })
+}
+
+fn optional_id(id: &Option<ResourceId>) -> &str {
+    id.as_ref().map(ResourceId::as_str).unwrap_or("")
+}
+
+// ---- payouts -----------------------------------------------------------------------
+
+const PAYOUT_COLUMNS: &str = "payout_id, creator_id, diamonds, currency_code, amount_minor, \
+     economy_version, rate_amount_minor, diamonds_per_payout_unit, minimum_diamonds, state, \
+     account_reference, provider_reference, failure_reason, attempts, created_at_ms, \
+     updated_at_ms, settled_at_ms";
+
+/// Records a new (HELD) payout, due for its first provider call at once.
+pub async fn insert_payout(conn: &mut Conn, payout: &Payout) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO payouts (payout_id, creator_id, diamonds, currency_code, amount_minor, \
+         economy_version, rate_amount_minor, diamonds_per_payout_unit, minimum_diamonds, state, \
+         account_reference, provider_reference, failure_reason, attempts, next_attempt_at_ms, \
+         attention, last_error, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', 0, $12, 0, '', $12, $12)",
+    )
+    .bind(payout.id.as_str())
+    .bind(payout.creator_id.as_str())
+    .bind(payout.diamonds.get())
+    .bind(payout.amount.currency.as_str())
+    .bind(payout.amount.amount_minor())
+    .bind(payout.rate.economy_version)
+    .bind(payout.rate.per_unit.amount_minor())
+    .bind(payout.rate.diamonds_per_unit.get())
+    .bind(payout.rate.minimum.get())
+    .bind(payout.state.as_str())
+    .bind(payout.account_reference.as_str())
+    .bind(payout.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_payout(conn: &mut Conn, id: &str) -> Result<Option<Payout>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref()
+        .map(|r| payout_from_row(r).map(|(p, _)| p))
+        .transpose()
+}
+
+/// Payouts, newest first, before `before`; one creator's and/or one state's.
+pub async fn list_payouts(
+    conn: &mut Conn,
+    creator_id: Option<&ResourceId>,
+    state: Option<PayoutState>,
+    before: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Payout>, StoreError> {
+    // First page: every row is before i64::MAX, whatever the id.
+    let (at, id) = before.cloned().unwrap_or((i64::MAX, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE ($1 = '' OR creator_id = $1) \
+         AND ($2 = '' OR state = $2) \
+         AND (created_at_ms < $3 OR (created_at_ms = $3 AND payout_id < $4)) \
+         ORDER BY created_at_ms DESC, payout_id DESC LIMIT $5"
+    )))
+    .bind(creator_id.map(ResourceId::as_str).unwrap_or(""))
+    .bind(state.map(PayoutState::as_str).unwrap_or(""))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| payout_from_row(r).map(|(p, _)| p))
+        .collect()
+}
+
+/// Claims the HELD payout that is due soonest and not leased, for `owner` until
+/// `lease_until`, counting the attempt. `None` when nothing is due (or a concurrent
+/// claimer won the race for it: the caller simply looks again later).
+pub async fn claim_due_payout(
+    conn: &mut Conn,
+    owner: &str,
+    now: UnixMillis,
+    lease_until: UnixMillis,
+) -> Result<Option<(Payout, i64)>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE payouts SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1 \
+         WHERE payout_id = (SELECT payout_id FROM payouts \
+             WHERE state = 'HELD' AND next_attempt_at_ms <= $3 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+             ORDER BY next_attempt_at_ms, payout_id LIMIT 1) \
+           AND state = 'HELD' AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+         RETURNING {PAYOUT_COLUMNS}"
+    )))
+    .bind(owner)
+    .bind(lease_until.0)
+    .bind(now.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(payout_from_row).transpose()
+}
+
+/// Moves a HELD payout to its settled state (compare-and-set on HELD) and drops its
+/// lease; `false` if it was no longer HELD (settled by someone else: nothing to do).
+pub async fn mark_settled(conn: &mut Conn, settled: &Payout) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE payouts SET state = $2, provider_reference = $3, failure_reason = $4, \
+         updated_at_ms = $5, settled_at_ms = $6, lease_owner = NULL, lease_until_ms = NULL, \
+         last_error = '' WHERE payout_id = $1 AND state = 'HELD'",
+    )
+    .bind(settled.id.as_str())
+    .bind(settled.state.as_str())
+    .bind(settled.provider_reference.as_str())
+    .bind(settled.failure_reason.as_str())
+    .bind(settled.updated_at.0)
+    .bind(settled.settled_at.map(|t| t.0))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// After an attempt without a definite answer: try again at `next_attempt_at`, drop the
+/// lease, remember the error, and flag the payout for an operator once `attention`.
+pub async fn schedule_retry(
+    conn: &mut Conn,
+    id: &str,
+    owner: &str,
+    next_attempt_at: UnixMillis,
+    error: &str,
+    attention: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE payouts SET next_attempt_at_ms = $3, last_error = $4, \
+         attention = CASE WHEN $5 = 1 THEN 1 ELSE attention END, \
+         lease_owner = NULL, lease_until_ms = NULL \
+         WHERE payout_id = $1 AND lease_owner = $2 AND state = 'HELD'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(next_attempt_at.0)
+    .bind(error.chars().take(500).collect::<String>())
+    .bind(i64::from(attention))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Drops every lease `owner` holds (at shutdown), so a restart resumes at once.
+pub async fn release_leases(conn: &mut Conn, owner: &str) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE payouts SET lease_owner = NULL, lease_until_ms = NULL \
+         WHERE lease_owner = $1 AND state = 'HELD'",
+    )
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// HELD payouts that ran out of their retry budget (they keep being retried slowly).
+pub async fn count_attention(conn: &mut Conn) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) FROM payouts WHERE state = 'HELD' AND attention = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
+    let currency: String = row.try_get("currency_code")?;
+    let money = |amount: i64| stored(Money::parse(&currency, amount).map_err(|(_, e)| e));
+    let state: String = row.try_get("state")?;
+    let settled_at: Option<i64> = row.try_get("settled_at_ms")?;
+    Ok((
+        Payout {
+            id: row.try_get("payout_id")?,
+            creator_id: stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
+            diamonds: stored(Diamonds::parse(row.try_get("diamonds")?))?,
+            amount: money(row.try_get("amount_minor")?)?,
+            rate: PayoutRate {
+                economy_version: row.try_get("economy_version")?,
+                per_unit: money(row.try_get("rate_amount_minor")?)?,
+                diamonds_per_unit: stored(Diamonds::parse(
+                    row.try_get("diamonds_per_payout_unit")?,
+                ))?,
+                minimum: stored(Diamonds::parse(row.try_get("minimum_diamonds")?))?,
+            },
+            state: stored(
+                PayoutState::parse(&state).ok_or_else(|| format!("unknown payout state {state}")),
+            )?,
+            account_reference: stored(AccountReference::parse(
+                &row.try_get::<String, _>("account_reference")?,
+            ))?,
+            provider_reference: row.try_get("provider_reference")?,
+            failure_reason: row.try_get("failure_reason")?,
+            created_at: UnixMillis(row.try_get("created_at_ms")?),
+            updated_at: UnixMillis(row.try_get("updated_at_ms")?),
+            settled_at: settled_at.map(UnixMillis),
+        },
+        row.try_get("attempts")?,
+    ))
+}
+
+/// A stored value that no longer parses: the CHECK constraints should make this
+/// impossible, so it is reported as a database error, not served.
+fn stored<T>(parsed: Result<T, String>) -> Result<T, StoreError> {
+    parsed.map_err(|e| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("stored payout row is invalid: {e}").into(),
+        ))
+    })
+}
+
+fn narrow(value: i64) -> Result<i32, StoreError> {
+    stored(i32::try_from(value).map_err(|_| format!("{value} does not fit in 32 bits")))
+}

@@ -1,0 +1,353 @@
+//! What the payout tests share: a real catalog and a real payout service in this process,
+//! on loopback, with a sandbox provider the test can look into, and clients per role.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovation_auth::Role;
+use ovation_catalog::CatalogConfig;
+use ovation_payout::provider::SandboxProvider;
+use ovation_payout::worker::WorkerConfig;
+use ovation_payout::{PayoutConfig, run, store};
+use ovation_proto::payout as pb;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
+use ovation_server::peer::{CatalogPeerArgs, IdentityArgs};
+use ovation_store::{Db, DbOptions};
+use ovation_testkit::{Bearer, Running, TestDatabase, server_config, token};
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub type Client = PayoutServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Longest any condition is polled for.
+pub const EVENTUALLY: Duration = Duration::from_secs(30);
+
+/// A catalog seeded with the demo economy (payout: 500 USD cents per 1000 diamonds,
+/// minimum 1000), on its own SQLite file.
+pub struct Catalog {
+    pub running: Running,
+    _db: TestDatabase,
+}
+
+pub async fn start_catalog() -> Catalog {
+    let db = TestDatabase::sqlite();
+    let config = CatalogConfig {
+        server: server_config(db.url()),
+        seed_demo: true,
+    };
+    let running =
+        Running::start(|listener, shutdown| ovation_catalog::run(config, listener, shutdown))
+            .await
+            .expect("the catalog starts");
+    Catalog { running, _db: db }
+}
+
+/// Worker pacing for tests: quick polls and retries, a short drain.
+pub fn test_worker() -> WorkerConfig {
+    WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        provider_timeout: Duration::from_secs(10),
+        concurrency: 4,
+        retry_budget: 20,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        drain: Duration::from_millis(200),
+    }
+}
+
+pub fn payout_config(
+    db_url: &str,
+    catalog_url: &str,
+    sandbox: Arc<SandboxProvider>,
+) -> PayoutConfig {
+    PayoutConfig {
+        server: server_config(db_url),
+        catalog: CatalogPeerArgs::plaintext(catalog_url),
+        identity: IdentityArgs {
+            service_keys_file: Some(ovation_testkit::test_keys_file()),
+            service_token_file: None,
+        },
+        provider: sandbox,
+        worker: test_worker(),
+    }
+}
+
+pub async fn start_payout(config: PayoutConfig) -> Running {
+    Running::start(|listener, shutdown| run(config, listener, shutdown))
+        .await
+        .expect("the payout service starts")
+}
+
+/// A payout service on `db` next to `catalog`, with a fresh in-memory sandbox.
+pub async fn start(db: &TestDatabase, catalog: &Catalog) -> (Running, Arc<SandboxProvider>) {
+    let sandbox = Arc::new(SandboxProvider::in_memory());
+    let running = start_payout(payout_config(
+        db.url(),
+        &catalog.running.endpoint(),
+        sandbox.clone(),
+    ))
+    .await;
+    (running, sandbox)
+}
+
+pub async fn client(running: &Running, bearer: Bearer) -> Client {
+    PayoutServiceClient::with_interceptor(running.channel().await, bearer)
+}
+
+pub fn as_creator(id: &str) -> Bearer {
+    Bearer::new(&token(id, &[Role::Creator]))
+}
+
+pub fn as_gateway_for(id: &str) -> Bearer {
+    Bearer::new(&token(id, &[Role::Gateway]))
+}
+
+pub fn as_role(subject: &str, role: Role) -> Bearer {
+    Bearer::new(&token(subject, &[role]))
+}
+
+pub fn as_gifting() -> Bearer {
+    as_role("gifting", Role::GiftingService)
+}
+
+/// The clients a test needs: admin, gifting, and one per creator on demand.
+pub struct Clients {
+    pub admin: Client,
+    pub gifting: Client,
+    channel: Channel,
+}
+
+impl Clients {
+    pub async fn new(running: &Running) -> Clients {
+        let channel = running.channel().await;
+        Clients {
+            admin: PayoutServiceClient::with_interceptor(channel.clone(), Bearer::admin()),
+            gifting: PayoutServiceClient::with_interceptor(channel.clone(), as_gifting()),
+            channel,
+        }
+    }
+
+    pub fn creator(&self, id: &str) -> Client {
+        PayoutServiceClient::with_interceptor(self.channel.clone(), as_creator(id))
+    }
+
+    pub fn with(&self, bearer: Bearer) -> Client {
+        PayoutServiceClient::with_interceptor(self.channel.clone(), bearer)
+    }
+}
+
+pub async fn register(c: &Clients, id: &str) -> pb::Creator {
+    c.creator(id)
+        .register_creator(pb::RegisterCreatorRequest {
+            idempotency_key: format!("register-{id}"),
+            creator_id: id.into(),
+            display_name: format!("Creator {id}"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+}
+
+pub async fn set_account(c: &Clients, id: &str, reference: &str) -> pb::Creator {
+    c.creator(id)
+        .set_payout_account(pb::SetPayoutAccountRequest {
+            idempotency_key: format!("account-{id}-{reference}"),
+            creator_id: id.into(),
+            account_reference: reference.into(),
+            holder_name: format!("Holder of {id}"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+}
+
+pub async fn verify(c: &Clients, id: &str) -> pb::Creator {
+    let mut admin = c.admin.clone();
+    admin
+        .verify_payout_account(pb::VerifyPayoutAccountRequest {
+            idempotency_key: format!("verify-{id}-{}", uuid()),
+            creator_id: id.into(),
+            decision: pb::VerificationStatus::Verified as i32,
+            account_reference: String::new(),
+            actor: "ops".into(),
+            reason: "documents checked".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+}
+
+/// A registered creator with a verified `reference` account.
+pub async fn verified_creator(c: &Clients, id: &str, reference: &str) {
+    register(c, id).await;
+    set_account(c, id, reference).await;
+    verify(c, id).await;
+}
+
+pub fn credit_request(operation: &str, creator: &str, coins: i64) -> pb::CreditDiamondsRequest {
+    pb::CreditDiamondsRequest {
+        idempotency_key: format!("credit-{operation}"),
+        operation_id: operation.into(),
+        creator_id: creator.into(),
+        coins,
+        creator_share_bps: 5_000,
+        sender_user_id: "viewer-1".into(),
+        stream_id: "stream-1".into(),
+        gift_id: "rose".into(),
+        gift_version: 1,
+    }
+}
+
+/// Credits `creator` with `diamonds` (as a gift of twice as many coins at 50 %).
+pub async fn earn(c: &Clients, operation: &str, creator: &str, diamonds: i64) -> pb::Credit {
+    let mut gifting = c.gifting.clone();
+    gifting
+        .credit_diamonds(credit_request(operation, creator, diamonds * 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .credit
+        .unwrap()
+}
+
+pub async fn balance(client: &mut Client, id: &str) -> pb::DiamondBalance {
+    client
+        .get_diamond_balance(pb::GetDiamondBalanceRequest {
+            creator_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance
+        .unwrap()
+}
+
+pub fn request_payout(key: &str, creator: &str, diamonds: i64) -> pb::RequestPayoutRequest {
+    pb::RequestPayoutRequest {
+        idempotency_key: key.into(),
+        creator_id: creator.into(),
+        diamonds,
+    }
+}
+
+pub async fn get_payout(client: &mut Client, id: &str) -> pb::Payout {
+    client
+        .get_payout(pb::GetPayoutRequest {
+            payout_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payout
+        .unwrap()
+}
+
+/// Polls `check` until it yields a value, for at most [`EVENTUALLY`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {EVENTUALLY:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for payout `id` to leave HELD; returns it settled.
+pub async fn settled(client: &Client, id: &str) -> pb::Payout {
+    eventually(&format!("payout {id} settles"), || {
+        let mut client = client.clone();
+        let id = id.to_owned();
+        async move {
+            let payout = get_payout(&mut client, &id).await;
+            (payout.state != pb::PayoutState::Held as i32).then_some(payout)
+        }
+    })
+    .await
+}
+
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// I1 and I2 over gRPC (GetLedgerSummary) and the balance rows against the postings
+/// (straight from the service's database).
+pub async fn assert_ledger_sound(c: &Clients, db: &TestDatabase) -> pb::GetLedgerSummaryResponse {
+    let mut admin = c.admin.clone();
+    let summary = admin
+        .get_ledger_summary(pb::GetLedgerSummaryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        summary.total_diamonds,
+        0,
+        "I1 on {}: {summary:?}",
+        db.backend()
+    );
+    assert_eq!(summary.unbalanced_entry_count, 0, "I1 on {}", db.backend());
+    assert_eq!(summary.negative_balance_count, 0, "I2 on {}", db.backend());
+    let store = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let direct = store::ledger_summary(&mut conn).await.unwrap();
+    assert_eq!(
+        direct.balance_mismatches,
+        0,
+        "balance rows agree with postings on {}",
+        db.backend()
+    );
+    drop(conn);
+    store.close().await;
+    summary
+}
+
+pub fn kind_balance(summary: &pb::GetLedgerSummaryResponse, kind: pb::AccountKind) -> i64 {
+    summary
+        .kinds
+        .iter()
+        .find(|k| k.kind == kind as i32)
+        .map(|k| k.balance_diamonds)
+        .unwrap_or_default()
+}
+
+pub fn code<T>(result: Result<T, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+pub fn uuid() -> String {
+    format!("{:x}", rand::random::<u64>())
+}

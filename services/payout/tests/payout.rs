@@ -1,0 +1,1117 @@
+//! The payout service over real gRPC on loopback, next to a real catalog, against SQLite
+//! and (when `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL: the same assertions on both.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ovation_payout::provider::SandboxProvider;
+use ovation_payout::store;
+use ovation_proto::catalog as catalog_pb;
+use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_proto::payout as pb;
+use ovation_store::{Db, DbOptions};
+use ovation_testkit::{Bearer, databases};
+use tonic::Code;
+
+#[tokio::test]
+async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, _sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        let mut ann = c.creator("ann");
+
+        let registered = register(&c, "ann").await;
+        assert_eq!(registered.state, pb::CreatorState::Active as i32);
+        assert!(registered.payout_account.is_none());
+        // The same key replays; another key for the same id finds it taken.
+        assert_eq!(register(&c, "ann").await, registered, "on {}", db.backend());
+        let taken = ann
+            .register_creator(pb::RegisterCreatorRequest {
+                idempotency_key: "register-again".into(),
+                creator_id: "ann".into(),
+                display_name: "Ann".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        assert_eq!(reason(&taken), "CREATOR_EXISTS");
+
+        let pending = set_account(&c, "ann", "sandbox-ok-ann").await;
+        let account = pending.payout_account.unwrap();
+        assert_eq!(
+            account.verification_status,
+            pb::VerificationStatus::Pending as i32
+        );
+        assert_eq!(account.account_reference, "sandbox-ok-ann");
+
+        let review = |key: &str, decision: pb::VerificationStatus, reviewed: &str| {
+            pb::VerifyPayoutAccountRequest {
+                idempotency_key: key.into(),
+                creator_id: "ann".into(),
+                decision: decision as i32,
+                account_reference: reviewed.into(),
+                actor: "ops-1".into(),
+                reason: "id documents match".into(),
+            }
+        };
+        let mut admin = c.admin.clone();
+        let stale = admin
+            .verify_payout_account(review(
+                "v1",
+                pb::VerificationStatus::Verified,
+                "sandbox-old",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&stale), "PAYOUT_ACCOUNT_CHANGED");
+        let undecided = admin
+            .verify_payout_account(review("v2", pb::VerificationStatus::Pending, ""))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&undecided), ["decision"]);
+        let verified = admin
+            .verify_payout_account(review(
+                "v3",
+                pb::VerificationStatus::Verified,
+                "sandbox-ok-ann",
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap()
+            .payout_account
+            .unwrap();
+        assert_eq!(
+            verified.verification_status,
+            pb::VerificationStatus::Verified as i32
+        );
+        assert_eq!(
+            (
+                verified.reviewed_by.as_str(),
+                verified.review_reason.as_str()
+            ),
+            ("ops-1", "id documents match")
+        );
+        assert!(verified.review_time.is_some());
+
+        let suspend = |key: &str| pb::SuspendCreatorRequest {
+            idempotency_key: key.into(),
+            creator_id: "ann".into(),
+            actor: "ops-2".into(),
+            reason: "chargeback investigation".into(),
+        };
+        let suspended = admin
+            .suspend_creator(suspend("s1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap();
+        assert_eq!(suspended.state, pb::CreatorState::Suspended as i32);
+        let suspension = suspended.suspension.clone().unwrap();
+        assert_eq!(suspension.actor, "ops-2");
+        // Suspending again changes nothing (and journals nothing).
+        let again = admin
+            .suspend_creator(suspend("s2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap();
+        assert_eq!(again.suspension, Some(suspension));
+        let reinstated = admin
+            .reinstate_creator(pb::ReinstateCreatorRequest {
+                idempotency_key: "r1".into(),
+                creator_id: "ann".into(),
+                actor: "ops-3".into(),
+                reason: "cleared".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap();
+        assert_eq!(reinstated.state, pb::CreatorState::Active as i32);
+        assert!(reinstated.suspension.is_none());
+
+        let read = ann
+            .get_creator(pb::GetCreatorRequest {
+                creator_id: "ann".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap();
+        assert_eq!(read, reinstated, "on {}", db.backend());
+        let missing = admin
+            .get_creator(pb::GetCreatorRequest {
+                creator_id: "nobody".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+
+        // Every change is journaled with the named actor, the real caller and the reason.
+        let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+        let mut conn = store_db.pool().acquire().await.unwrap();
+        let journal = store::creator_events(
+            &mut conn,
+            &ovation_types::ResourceId::parse("ann").unwrap(),
+            100,
+        )
+        .await
+        .unwrap();
+        let lines: Vec<(&str, &str, &str, &str)> = journal
+            .iter()
+            .map(|e| {
+                (
+                    e.action,
+                    e.actor.as_str(),
+                    e.caller.as_str(),
+                    e.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("REGISTER", "ann", "ann", ""),
+                ("SET_PAYOUT_ACCOUNT", "ann", "ann", ""),
+                ("VERIFY", "ops-1", "test-admin", "id documents match"),
+                ("SUSPEND", "ops-2", "test-admin", "chargeback investigation"),
+                ("REINSTATE", "ops-3", "test-admin", "cleared"),
+            ],
+            "on {}",
+            db.backend()
+        );
+        drop(conn);
+        store_db.close().await;
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn credits_apply_once_per_operation_id_and_refuse_unknown_or_suspended_creators() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, _sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        let mut gifting = c.gifting.clone();
+        register(&c, "ann").await;
+
+        let credit = gifting
+            .credit_diamonds(credit_request("saga-1", "ann", 99))
+            .await
+            .unwrap()
+            .into_inner()
+            .credit
+            .unwrap();
+        assert_eq!(credit.diamonds, 49, "floor(99 × 5000 / 10000)");
+        // The same operation id and parameters under another idempotency key: the
+        // original credit, applied once.
+        let mut retry = credit_request("saga-1", "ann", 99);
+        retry.idempotency_key = "another-key".into();
+        let replay = gifting
+            .credit_diamonds(retry)
+            .await
+            .unwrap()
+            .into_inner()
+            .credit
+            .unwrap();
+        assert_eq!(replay, credit, "on {}", db.backend());
+        let mut ann = c.creator("ann");
+        let b = balance(&mut ann, "ann").await;
+        assert_eq!((b.available_diamonds, b.lifetime_earned_diamonds), (49, 49));
+
+        // The same operation id with other parameters is refused.
+        let mut other = credit_request("saga-1", "ann", 100);
+        other.idempotency_key = "third-key".into();
+        let reused = gifting.credit_diamonds(other).await.unwrap_err();
+        assert_eq!(reused.code(), Code::AlreadyExists);
+        assert_eq!(reason(&reused), "OPERATION_ID_REUSED");
+        // …and so is the same idempotency key with other parameters.
+        let reused_key = gifting
+            .credit_diamonds(credit_request("saga-1", "ann", 101))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&reused_key), "IDEMPOTENCY_KEY_REUSED");
+
+        // Unknown or suspended creators: a permanent refusal, so the gift saga compensates.
+        let unknown = gifting
+            .credit_diamonds(credit_request("saga-2", "nobody", 10))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&unknown), "CREATOR_NOT_FOUND");
+        let mut admin = c.admin.clone();
+        admin
+            .suspend_creator(pb::SuspendCreatorRequest {
+                idempotency_key: "s".into(),
+                creator_id: "ann".into(),
+                actor: "ops".into(),
+                reason: "fraud review".into(),
+            })
+            .await
+            .unwrap();
+        let suspended = gifting
+            .credit_diamonds(credit_request("saga-3", "ann", 10))
+            .await
+            .unwrap_err();
+        assert_eq!(suspended.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&suspended), "CREATOR_SUSPENDED");
+        // A retry of a credit recorded before the suspension still answers the original.
+        let mut late_retry = credit_request("saga-1", "ann", 99);
+        late_retry.idempotency_key = "late".into();
+        assert_eq!(
+            gifting
+                .credit_diamonds(late_retry)
+                .await
+                .unwrap()
+                .into_inner()
+                .credit
+                .unwrap(),
+            credit
+        );
+        admin
+            .reinstate_creator(pb::ReinstateCreatorRequest {
+                idempotency_key: "r".into(),
+                creator_id: "ann".into(),
+                actor: "ops".into(),
+                reason: "cleared".into(),
+            })
+            .await
+            .unwrap();
+
+        // A gift worth less than one diamond is recorded, moving nothing.
+        let zero = gifting
+            .credit_diamonds(credit_request("saga-4", "ann", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .credit
+            .unwrap();
+        assert_eq!(zero.diamonds, 0);
+
+        // Concurrent duplicates of one operation under different keys: credited once.
+        let calls = (0..16).map(|i| {
+            let mut gifting = gifting.clone();
+            let mut request = credit_request("saga-5", "ann", 1_000);
+            request.idempotency_key = format!("dup-{i}");
+            tokio::spawn(async move { gifting.credit_diamonds(request).await })
+        });
+        for call in calls {
+            let credit = call.await.unwrap().unwrap().into_inner().credit.unwrap();
+            assert_eq!(credit.diamonds, 500, "on {}", db.backend());
+        }
+        let b = balance(&mut ann, "ann").await;
+        assert_eq!(b.available_diamonds, 549, "on {}", db.backend());
+
+        // Earnings: newest first, page by page, with their saga references.
+        for (i, stream) in ["s-a", "s-b", "s-a"].iter().enumerate() {
+            let mut request = credit_request(&format!("saga-s{i}"), "ann", 10);
+            request.stream_id = (*stream).into();
+            gifting.credit_diamonds(request).await.unwrap();
+        }
+        let mut ops = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = ann
+                .list_earnings(pb::ListEarningsRequest {
+                    creator_id: "ann".into(),
+                    stream_id: String::new(),
+                    page_size: 2,
+                    page_token: token.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.credits.len() <= 2);
+            ops.extend(page.credits.into_iter().map(|c| c.operation_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(ops.len(), 6, "{ops:?} on {}", db.backend());
+        let mut sorted = ops.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 6, "no credit twice: {ops:?}");
+        assert_eq!(
+            ops.last().map(String::as_str),
+            Some("saga-1"),
+            "oldest last"
+        );
+        let stream_a = ann
+            .list_earnings(pb::ListEarningsRequest {
+                creator_id: "ann".into(),
+                stream_id: "s-a".into(),
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .credits;
+        assert_eq!(
+            stream_a
+                .iter()
+                .map(|c| c.operation_id.as_str())
+                .collect::<Vec<_>>(),
+            ["saga-s2", "saga-s0"]
+        );
+
+        // The audit view: by operation id (unknown ids left out), or every credit in order.
+        let by_id = admin
+            .list_credits(pb::ListCreditsRequest {
+                operation_ids: vec!["saga-5".into(), "saga-2".into(), "saga-1".into()],
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .credits;
+        assert_eq!(
+            by_id
+                .iter()
+                .map(|c| c.operation_id.as_str())
+                .collect::<Vec<_>>(),
+            ["saga-1", "saga-5"]
+        );
+        let all = admin
+            .list_credits(pb::ListCreditsRequest {
+                operation_ids: vec![],
+                page_size: 500,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .credits;
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0].operation_id, "saga-1", "oldest first");
+        let summary = assert_ledger_sound(&c, &db).await;
+        assert_eq!(summary.credit_count, 6);
+        assert_eq!(summary.credited_diamonds, 49 + 500 + 15);
+        assert_eq!(
+            kind_balance(&summary, pb::AccountKind::GiftIssuance),
+            -(49 + 500 + 15)
+        );
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn refused_payout_requests_hold_nothing() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-ok").await;
+        earn(&c, "g1", "ann", 1_500).await;
+        let mut ann = c.creator("ann");
+        let before = balance(&mut ann, "ann").await;
+        let entries_before = assert_ledger_sound(&c, &db).await.journal_entry_count;
+
+        let below = ann
+            .request_payout(request_payout("p1", "ann", 999))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            below.code(),
+            Code::FailedPrecondition,
+            "on {}",
+            db.backend()
+        );
+        assert_eq!(reason(&below), "BELOW_PAYOUT_MINIMUM");
+        let over = ann
+            .request_payout(request_payout("p2", "ann", 1_501))
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&over), "INSUFFICIENT_DIAMONDS");
+        assert!(over.message().contains("1500"), "{}", over.message());
+
+        // Not verified: no account, pending, rejected.
+        register(&c, "bob").await;
+        earn(&c, "g2", "bob", 2_000).await;
+        let mut bob = c.creator("bob");
+        let no_account = bob
+            .request_payout(request_payout("p3", "bob", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&no_account), "PAYOUT_ACCOUNT_NOT_VERIFIED");
+        set_account(&c, "bob", "sandbox-ok").await;
+        let pending = bob
+            .request_payout(request_payout("p4", "bob", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&pending), "PAYOUT_ACCOUNT_NOT_VERIFIED");
+        // Suspended.
+        let mut admin = c.admin.clone();
+        admin
+            .suspend_creator(pb::SuspendCreatorRequest {
+                idempotency_key: "s".into(),
+                creator_id: "ann".into(),
+                actor: "ops".into(),
+                reason: "review".into(),
+            })
+            .await
+            .unwrap();
+        let suspended = ann
+            .request_payout(request_payout("p5", "ann", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&suspended), "CREATOR_SUSPENDED");
+        // Unknown creator (an admin may ask for anyone).
+        let unknown = admin
+            .request_payout(request_payout("p6", "nobody", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+
+        assert_eq!(balance(&mut ann, "ann").await, before, "nothing held");
+        let b = balance(&mut bob, "bob").await;
+        assert_eq!((b.available_diamonds, b.held_diamonds), (2_000, 0));
+        let payouts = admin
+            .list_payouts(pb::ListPayoutsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .payouts;
+        assert!(payouts.is_empty(), "no payout recorded on {}", db.backend());
+        let summary = assert_ledger_sound(&c, &db).await;
+        assert_eq!(
+            summary.journal_entry_count,
+            entries_before + 1,
+            "only bob's credit"
+        );
+        assert!(sandbox.payments().is_empty());
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn concurrent_payouts_never_together_exceed_the_balance() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+
+        // Two at once on 1500 diamonds: exactly one is held.
+        verified_creator(&c, "ann", "sandbox-ok").await;
+        earn(&c, "g-ann", "ann", 1_500).await;
+        let ann = c.creator("ann");
+        let two = (0..2).map(|i| {
+            let mut ann = ann.clone();
+            tokio::spawn(async move {
+                ann.request_payout(request_payout(&format!("two-{i}"), "ann", 1_000))
+                    .await
+            })
+        });
+        let mut ok = 0;
+        for call in two {
+            match call.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(s) => assert_eq!(reason(&s), "INSUFFICIENT_DIAMONDS", "{s:?}"),
+            }
+        }
+        assert_eq!(ok, 1, "on {}", db.backend());
+
+        // Twenty at once on 5500 diamonds: exactly five are held.
+        verified_creator(&c, "bob", "sandbox-ok").await;
+        earn(&c, "g-bob", "bob", 5_500).await;
+        let bob = c.creator("bob");
+        let twenty = (0..20).map(|i| {
+            let mut bob = bob.clone();
+            tokio::spawn(async move {
+                bob.request_payout(request_payout(&format!("twenty-{i}"), "bob", 1_000))
+                    .await
+            })
+        });
+        let mut held = Vec::new();
+        for call in twenty {
+            match call.await.unwrap() {
+                Ok(reply) => held.push(reply.into_inner().payout.unwrap().payout_id),
+                Err(s) => assert_eq!(reason(&s), "INSUFFICIENT_DIAMONDS", "{s:?}"),
+            }
+        }
+        assert_eq!(held.len(), 5, "on {}", db.backend());
+        for id in &held {
+            let payout = settled(&bob, id).await;
+            assert_eq!(payout.state, pb::PayoutState::Paid as i32);
+        }
+        let mut bob = bob.clone();
+        let b = balance(&mut bob, "bob").await;
+        assert_eq!(
+            (
+                b.available_diamonds,
+                b.held_diamonds,
+                b.paid_out_diamonds,
+                b.lifetime_earned_diamonds
+            ),
+            (500, 0, 5_000, 5_500),
+            "on {}",
+            db.backend()
+        );
+        let paid_to_bob: Vec<_> = sandbox
+            .payments()
+            .into_iter()
+            .filter(|p| p.creator_id == "bob")
+            .collect();
+        assert_eq!(paid_to_bob.len(), 5);
+        assert!(paid_to_bob.iter().all(|p| p.amount.amount_minor() == 500));
+        assert_ledger_sound(&c, &db).await;
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_paid_payout_captures_the_hold_at_the_rate_recorded_when_requested() {
+    for db in databases().await {
+        // A catalog of its own per run: this test changes the economy.
+        let catalog = start_catalog().await;
+        let mut catalog_admin = CatalogServiceClient::with_interceptor(
+            catalog.running.channel().await,
+            Bearer::admin(),
+        );
+        let (running, sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-ok").await;
+        earn(&c, "g1", "ann", 5_000).await;
+        let mut ann = c.creator("ann");
+
+        let requested = ann
+            .request_payout(request_payout("cash-1", "ann", 1_999))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        assert_eq!(requested.state, pb::PayoutState::Held as i32, "as recorded");
+        assert_eq!(requested.diamonds, 1_999);
+        let amount = requested.amount.clone().unwrap();
+        assert_eq!(
+            (amount.currency_code.as_str(), amount.amount_minor),
+            ("USD", 999)
+        );
+        assert_eq!(requested.diamonds_per_payout_unit, 1_000);
+        assert_eq!(requested.account_reference, "sandbox-ok");
+        let version = requested.economy_version;
+        let paid = settled(&ann, &requested.payout_id).await;
+        assert_eq!(
+            paid.state,
+            pb::PayoutState::Paid as i32,
+            "on {}",
+            db.backend()
+        );
+        assert!(!paid.provider_reference.is_empty());
+        assert!(paid.settle_time.is_some());
+        let b = balance(&mut ann, "ann").await;
+        assert_eq!(
+            (b.available_diamonds, b.held_diamonds, b.paid_out_diamonds),
+            (3_001, 0, 1_999)
+        );
+
+        // A replay answers the payout as it is now, and pays nothing more.
+        let replay = ann
+            .request_payout(request_payout("cash-1", "ann", 1_999))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        assert_eq!(replay.payout_id, requested.payout_id);
+        assert_eq!(replay.state, pb::PayoutState::Paid as i32);
+        let reused = ann
+            .request_payout(request_payout("cash-1", "ann", 2_000))
+            .await
+            .unwrap_err();
+        assert_eq!(reused.code(), Code::AlreadyExists);
+        assert_eq!(balance(&mut ann, "ann").await, b);
+        assert_eq!(sandbox.payments().len(), 1);
+
+        // A new rate applies to new payouts; the old one keeps what it recorded.
+        let economy = catalog_admin
+            .update_economy_parameters(catalog_pb::UpdateEconomyParametersRequest {
+                idempotency_key: "rate-2".into(),
+                payout_per_unit: Some(ovation_proto::common::Money {
+                    currency_code: "USD".into(),
+                    amount_minor: 700,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .economy_parameters
+            .unwrap();
+        let second = ann
+            .request_payout(request_payout("cash-2", "ann", 1_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        assert_eq!(second.economy_version, economy.version);
+        assert_eq!(second.amount.unwrap().amount_minor, 700);
+        assert_eq!(version, 1);
+        assert_eq!(
+            get_payout(&mut ann, &requested.payout_id)
+                .await
+                .economy_version,
+            version
+        );
+        settled(&ann, &second.payout_id).await;
+
+        let listed = ann
+            .list_payouts(pb::ListPayoutsRequest {
+                creator_id: "ann".into(),
+                state: pb::PayoutState::Paid as i32,
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            listed.payouts[0].payout_id, second.payout_id,
+            "newest first"
+        );
+        let rest = ann
+            .list_payouts(pb::ListPayoutsRequest {
+                creator_id: "ann".into(),
+                state: pb::PayoutState::Paid as i32,
+                page_size: 1,
+                page_token: listed.next_page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rest.payouts[0].payout_id, requested.payout_id);
+        assert!(rest.next_page_token.is_empty());
+        let held = ann
+            .list_payouts(pb::ListPayoutsRequest {
+                creator_id: "ann".into(),
+                state: pb::PayoutState::Held as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(held.payouts.is_empty());
+
+        let summary = assert_ledger_sound(&c, &db).await;
+        assert_eq!(kind_balance(&summary, pb::AccountKind::PaidOut), 2_999);
+        assert_eq!(kind_balance(&summary, pb::AccountKind::CreatorHeld), 0);
+        assert_eq!(
+            kind_balance(&summary, pb::AccountKind::Creator),
+            5_000 - 2_999
+        );
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_provider_releases_the_hold_exactly() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-fail").await;
+        earn(&c, "g1", "ann", 2_345).await;
+        let mut ann = c.creator("ann");
+        let before = balance(&mut ann, "ann").await;
+        let payout = ann
+            .request_payout(request_payout("cash", "ann", 1_234))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        let released = settled(&ann, &payout.payout_id).await;
+        assert_eq!(
+            released.state,
+            pb::PayoutState::Released as i32,
+            "on {}",
+            db.backend()
+        );
+        assert!(!released.failure_reason.is_empty());
+        assert!(released.provider_reference.is_empty());
+        assert_eq!(balance(&mut ann, "ann").await, before, "released exactly");
+        assert!(sandbox.payments().is_empty());
+        let summary = assert_ledger_sound(&c, &db).await;
+        assert_eq!(kind_balance(&summary, pb::AccountKind::PaidOut), 0);
+        // hold + release + credit
+        assert_eq!(summary.journal_entry_count, 3);
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn transient_provider_failures_are_retried_until_paid() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-transient-3").await;
+        earn(&c, "g1", "ann", 1_000).await;
+        let ann = c.creator("ann");
+        let payout = ann
+            .clone()
+            .request_payout(request_payout("cash", "ann", 1_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        let paid = settled(&ann, &payout.payout_id).await;
+        assert_eq!(
+            paid.state,
+            pb::PayoutState::Paid as i32,
+            "on {}",
+            db.backend()
+        );
+        assert_eq!(
+            sandbox.calls(&payout.payout_id),
+            4,
+            "three failures, then paid"
+        );
+        assert_eq!(sandbox.payments().len(), 1);
+        assert_ledger_sound(&c, &db).await;
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_restart_during_a_payout_ends_with_exactly_one_provider_payment() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        // The provider stands for an external system: it outlives the service.
+        let sandbox = Arc::new(SandboxProvider::in_memory());
+        let config = payout_config(db.url(), &catalog.running.endpoint(), sandbox.clone());
+        let first = start_payout(config.clone()).await;
+        let c = Clients::new(&first).await;
+        // The provider accepts the transfer at once but answers only after ten minutes.
+        verified_creator(&c, "ann", "sandbox-slow-600000").await;
+        earn(&c, "g1", "ann", 3_000).await;
+        let payout = c
+            .creator("ann")
+            .request_payout(request_payout("cash", "ann", 2_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        eventually("the provider call is in flight", || {
+            let calls = sandbox.calls(&payout.payout_id);
+            async move { (calls >= 1).then_some(()) }
+        })
+        .await;
+        first.stop().await.unwrap();
+
+        let second = start_payout(config).await;
+        let c = Clients::new(&second).await;
+        let ann = c.creator("ann");
+        let paid = settled(&ann, &payout.payout_id).await;
+        assert_eq!(
+            paid.state,
+            pb::PayoutState::Paid as i32,
+            "on {}",
+            db.backend()
+        );
+        assert!(
+            sandbox.calls(&payout.payout_id) >= 2,
+            "the payout was resumed after the restart"
+        );
+        let payments = sandbox.payments();
+        assert_eq!(payments.len(), 1, "exactly one payment: {payments:?}");
+        assert_eq!(payments[0].payout_id, payout.payout_id);
+        let b = balance(&mut ann.clone(), "ann").await;
+        assert_eq!(
+            (b.available_diamonds, b.held_diamonds, b.paid_out_diamonds),
+            (1_000, 0, 2_000),
+            "captured once on {}",
+            db.backend()
+        );
+        assert_ledger_sound(&c, &db).await;
+        second.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_clearly_and_write_nothing() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, _sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-ok").await;
+        earn(&c, "g1", "ann", 2_000).await;
+        register(&c, "bob").await;
+        let mut ann = c.creator("ann");
+        let mut admin = c.admin.clone();
+        let mut gifting = c.gifting.clone();
+        let before_balance = balance(&mut ann, "ann").await;
+        let before = assert_ledger_sound(&c, &db).await;
+
+        for diamonds in [0, -1, i64::MAX, 1_000_000_000_001] {
+            let bad = ann
+                .request_payout(request_payout(&format!("d{diamonds}"), "ann", diamonds))
+                .await
+                .unwrap_err();
+            assert_eq!(bad.code(), Code::InvalidArgument, "{diamonds}");
+            assert_eq!(violated_fields(&bad), ["diamonds"]);
+        }
+        let no_key = ann
+            .request_payout(request_payout("", "ann", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&no_key), ["idempotency_key"]);
+        let long_key = ann
+            .request_payout(request_payout(&"k".repeat(256), "ann", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&long_key), ["idempotency_key"]);
+
+        for coins in [0, -5, i64::MAX] {
+            let bad = gifting
+                .credit_diamonds(credit_request(&format!("c{coins}"), "ann", coins))
+                .await
+                .unwrap_err();
+            assert_eq!(violated_fields(&bad), ["coins"], "{coins}");
+        }
+        let mut everything = credit_request(&"o".repeat(65), "has space", 10);
+        everything.idempotency_key = String::new();
+        everything.creator_share_bps = 10_001;
+        everything.stream_id = "s".repeat(65);
+        everything.gift_version = -1;
+        let bad = gifting.credit_diamonds(everything).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert_eq!(
+            violated_fields(&bad),
+            [
+                "idempotency_key",
+                "operation_id",
+                "creator_id",
+                "creator_share_bps",
+                "stream_id",
+                "gift_version"
+            ]
+        );
+
+        let bad = admin
+            .register_creator(pb::RegisterCreatorRequest {
+                idempotency_key: "r".into(),
+                creator_id: "x".repeat(65),
+                display_name: "n".repeat(129),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["creator_id", "display_name"]);
+        let bad = ann
+            .set_payout_account(pb::SetPayoutAccountRequest {
+                idempotency_key: "a".into(),
+                creator_id: "ann".into(),
+                account_reference: "r".repeat(256),
+                holder_name: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["account_reference", "holder_name"]);
+        let bad = admin
+            .suspend_creator(pb::SuspendCreatorRequest {
+                idempotency_key: "s".into(),
+                creator_id: "ann".into(),
+                actor: "a".repeat(129),
+                reason: "r".repeat(501),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["actor", "reason"]);
+        let bad = admin
+            .suspend_creator(pb::SuspendCreatorRequest {
+                idempotency_key: "s".into(),
+                creator_id: "ann".into(),
+                actor: "ops".into(),
+                reason: "  ".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["reason"]);
+        let bad = ann
+            .list_earnings(pb::ListEarningsRequest {
+                creator_id: "ann".into(),
+                stream_id: String::new(),
+                page_size: 501,
+                page_token: "zz".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["page_size", "page_token"]);
+        let bad = admin
+            .list_credits(pb::ListCreditsRequest {
+                operation_ids: vec!["a".into(); 501],
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["operation_ids"]);
+        let bad = admin
+            .list_payouts(pb::ListPayoutsRequest {
+                state: 42,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["state"]);
+
+        // Unknown things: NOT_FOUND (or the credit's permanent refusal).
+        let missing = admin
+            .set_payout_account(pb::SetPayoutAccountRequest {
+                idempotency_key: "m".into(),
+                creator_id: "nobody".into(),
+                account_reference: "sandbox-ok".into(),
+                holder_name: "No Body".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        for status in [
+            admin
+                .get_diamond_balance(pb::GetDiamondBalanceRequest {
+                    creator_id: "nobody".into(),
+                })
+                .await
+                .unwrap_err(),
+            admin
+                .list_earnings(pb::ListEarningsRequest {
+                    creator_id: "nobody".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+            admin
+                .get_payout(pb::GetPayoutRequest {
+                    payout_id: "po_nope".into(),
+                })
+                .await
+                .unwrap_err(),
+            admin
+                .suspend_creator(pb::SuspendCreatorRequest {
+                    idempotency_key: "sn".into(),
+                    creator_id: "nobody".into(),
+                    actor: "ops".into(),
+                    reason: "r".into(),
+                })
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        }
+        let unknown = gifting
+            .credit_diamonds(credit_request("g-x", "nobody", 10))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::FailedPrecondition);
+        let no_account = admin
+            .verify_payout_account(pb::VerifyPayoutAccountRequest {
+                idempotency_key: "v".into(),
+                creator_id: "bob".into(),
+                decision: pb::VerificationStatus::Verified as i32,
+                account_reference: String::new(),
+                actor: "ops".into(),
+                reason: "r".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&no_account), "NO_PAYOUT_ACCOUNT");
+
+        // Nothing was written by any of them.
+        assert_eq!(balance(&mut ann, "ann").await, before_balance);
+        let after = assert_ledger_sound(&c, &db).await;
+        assert_eq!(after.journal_entry_count, before.journal_entry_count);
+        assert_eq!(
+            after.credit_count,
+            before.credit_count,
+            "on {}",
+            db.backend()
+        );
+        let creator = ann
+            .get_creator(pb::GetCreatorRequest {
+                creator_id: "ann".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .creator
+            .unwrap();
+        assert_eq!(creator.state, pb::CreatorState::Active as i32);
+        assert_eq!(
+            creator.payout_account.unwrap().verification_status,
+            pb::VerificationStatus::Verified as i32
+        );
+        assert!(
+            admin
+                .list_payouts(pb::ListPayoutsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .payouts
+                .is_empty()
+        );
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_catalog_that_cannot_be_reached_is_unavailable_and_nothing_is_held() {
+    for db in databases().await {
+        let catalog = start_catalog().await;
+        let (running, _sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        verified_creator(&c, "ann", "sandbox-ok").await;
+        earn(&c, "g1", "ann", 3_000).await;
+        let mut ann = c.creator("ann");
+        let first = ann
+            .request_payout(request_payout("cash-1", "ann", 1_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        settled(&ann, &first.payout_id).await;
+
+        catalog.running.stop().await.unwrap();
+        let refused = ann
+            .request_payout(request_payout("cash-2", "ann", 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "on {}", db.backend());
+        let b = balance(&mut ann, "ann").await;
+        assert_eq!(
+            (b.available_diamonds, b.held_diamonds, b.paid_out_diamonds),
+            (2_000, 0, 1_000),
+            "nothing held"
+        );
+        // A replay needs no rate: it answers the recorded payout, as it is now.
+        let replay = ann
+            .request_payout(request_payout("cash-1", "ann", 1_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .payout
+            .unwrap();
+        assert_eq!(replay.payout_id, first.payout_id);
+        assert_eq!(replay.state, pb::PayoutState::Paid as i32);
+        assert_ledger_sound(&c, &db).await;
+        running.stop().await.unwrap();
+    }
+}
