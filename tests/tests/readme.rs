@@ -1,20 +1,24 @@
 //! The README's "Walkthrough with grpcurl", run for real: every ```sh block holding one
 //! `grpcurl` command is run, in order, with the real grpcurl against one freshly started
-//! catalog (the walkthrough creates a gift and then updates it), and each
+//! suite of the four services (the walkthrough's steps build on each other), and each
 //! `<!-- expect: TEXT -->` line after the block must appear in the command's output.
+
+mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ovation_testkit::{Running, TestDatabase};
-
 /// The section of the README this test runs.
 const SECTION: &str = "## Walkthrough with grpcurl";
 
-/// The address the README's commands use; replaced by the test catalog's.
-/// The suite's addresses as the README writes them (wallet, catalog), each replaced by
-/// the address of the service the test started.
-const README_ADDRS: [&str; 2] = ["127.0.0.1:50051", "127.0.0.1:50052"];
+/// The suite's addresses as the README writes them, each replaced by the address of the
+/// service the test started.
+const README_ADDRS: [&str; 4] = [
+    "127.0.0.1:50051",
+    "127.0.0.1:50052",
+    "127.0.0.1:50053",
+    "127.0.0.1:50054",
+];
 
 /// Fewer commands than this means the parser no longer understands the README.
 const COMMANDS_MIN: usize = 8;
@@ -176,31 +180,8 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         );
     }
 
-    let db = TestDatabase::sqlite();
-    let config = ovation_catalog::CatalogConfig {
-        server: ovation_testkit::server_config(db.url()),
-        seed_demo: true,
-    };
-    let catalog =
-        Running::start(|listener, shutdown| ovation_catalog::run(config, listener, shutdown))
-            .await
-            .expect("the catalog starts on a fresh SQLite database");
-    let wallet_db = TestDatabase::sqlite();
-    let wallet_config = ovation_wallet::WalletConfig {
-        server: ovation_testkit::server_config(wallet_db.url()),
-        wallet: ovation_wallet::WalletSettings::default(),
-        catalog: ovation_server::peer::CatalogPeerArgs::plaintext(catalog.endpoint()),
-        identity: ovation_server::peer::IdentityArgs {
-            service_keys_file: Some(ovation_testkit::test_keys_file()),
-            service_token_file: None,
-        },
-        provider: std::sync::Arc::new(ovation_wallet::payment::SandboxProvider::new()),
-    };
-    let wallet =
-        Running::start(|listener, shutdown| ovation_wallet::run(wallet_config, listener, shutdown))
-            .await
-            .expect("the wallet starts on a fresh SQLite database");
-    let addrs = [wallet.addr.to_string(), catalog.addr.to_string()];
+    let suite = common::InProcessSuite::start().await;
+    let addrs = suite.addresses();
 
     // `export NAME=$(cargo run -q -p ovation -- token …)` steps run the real `ovation`
     // binary, signing with the test catalog's keys, and set NAME for the steps after them.
@@ -233,9 +214,8 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
             ));
             continue;
         }
-        let command = README_ADDRS
+        let command = addrs
             .iter()
-            .zip(&addrs)
             .fold(step.command.clone(), |c, (from, to)| c.replace(from, to));
         let run = tokio::process::Command::new("sh")
             .args(["-c", &command])
@@ -273,8 +253,7 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         }
     }
 
-    wallet.stop().await.expect("the wallet stops cleanly");
-    catalog.stop().await.expect("the catalog stops cleanly");
+    suite.stop().await;
     assert!(
         failures.is_empty(),
         "{} of {} README walkthrough commands did not print what the README expects:\n\n{}",

@@ -11,6 +11,7 @@
 //! Services come into `up` as they are built; today that is the catalog.
 
 mod audit;
+mod bench;
 mod token;
 mod up;
 
@@ -36,6 +37,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Prove I1–I5 on a running suite from the services' own data (exits 1 on a violation).
     Audit(audit::AuditArgs),
+    /// Measure SendGift throughput and latency, audit, and compare with a PostgreSQL baseline.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[tokio::main]
@@ -55,6 +58,11 @@ async fn main() -> std::process::ExitCode {
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Bench(args) => match bench::run(*args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -62,5 +70,15 @@ async fn main() -> std::process::ExitCode {
             eprintln!("ovation: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags parse: no two settings share an id or a name.
+    #[test]
+    fn the_command_line_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

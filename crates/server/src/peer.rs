@@ -30,6 +30,8 @@ pub struct PeerAddress {
 
 /// Declares the clap flags of one peer (`--<peer>-url`, `--<peer>-tls-*`) and their
 /// `OVATION_<PEER>_*` variables.
+/// Each field has an explicit clap id (the flag's name): services flatten several peers
+/// and the server's own TLS settings, whose field names would otherwise collide.
 macro_rules! peer_args {
     ($name:ident, $doc:literal, $url:literal, $url_env:literal, $default:literal,
      $ca:literal, $ca_env:literal, $cert:literal, $cert_env:literal,
@@ -38,19 +40,19 @@ macro_rules! peer_args {
         #[derive(clap::Args, Clone, Debug)]
         pub struct $name {
             /// URL of the service: http://host:port, or https://host:port with a CA file.
-            #[arg(long = $url, env = $url_env, default_value = $default)]
+            #[arg(id = $url, long = $url, env = $url_env, default_value = $default)]
             pub url: String,
             /// PEM CA to verify the service's certificate with (turns TLS on).
-            #[arg(long = $ca, env = $ca_env)]
+            #[arg(id = $ca, long = $ca, env = $ca_env)]
             pub tls_ca_file: Option<PathBuf>,
             /// PEM client certificate to present (mTLS).
-            #[arg(long = $cert, env = $cert_env)]
+            #[arg(id = $cert, long = $cert, env = $cert_env)]
             pub tls_cert_file: Option<PathBuf>,
             /// PEM key of the client certificate.
-            #[arg(long = $key, env = $key_env)]
+            #[arg(id = $key, long = $key, env = $key_env)]
             pub tls_key_file: Option<PathBuf>,
             /// Name to verify the service's certificate against, if not the URL's host.
-            #[arg(long = $domain, env = $domain_env)]
+            #[arg(id = $domain, long = $domain, env = $domain_env)]
             pub tls_domain: Option<String>,
         }
 

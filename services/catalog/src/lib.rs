@@ -105,3 +105,13 @@ pub async fn run(
     db.close().await;
     Ok(result?)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every flag and variable parses: no two settings share an id or a name.
+    #[test]
+    fn the_command_line_is_valid() {
+        use clap::CommandFactory;
+        super::CatalogArgs::command().debug_assert();
+    }
+}

@@ -457,7 +457,7 @@ impl GiftingService for Gifting {
             .map_err(ApiError::from)?;
         drop(conn);
         let start = if req.resume_cursor.is_empty() {
-            last
+            if req.from_beginning { 0 } else { last }
         } else {
             let seq = PageToken::parse(&req.resume_cursor)
                 .ok()

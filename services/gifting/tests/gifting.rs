@@ -248,6 +248,7 @@ async fn history_leaderboard_and_the_live_feed_show_completed_gifts() {
             .watch_stream_gifts(pb::WatchStreamGiftsRequest {
                 stream_id: "stream-1".into(),
                 resume_cursor: String::new(),
+                from_beginning: false,
             })
             .await
             .unwrap()
@@ -288,6 +289,7 @@ async fn history_leaderboard_and_the_live_feed_show_completed_gifts() {
             .watch_stream_gifts(pb::WatchStreamGiftsRequest {
                 stream_id: "stream-1".into(),
                 resume_cursor: seen[0].cursor.clone(),
+                from_beginning: false,
             })
             .await
             .unwrap()
@@ -298,6 +300,7 @@ async fn history_leaderboard_and_the_live_feed_show_completed_gifts() {
             .watch_stream_gifts(pb::WatchStreamGiftsRequest {
                 stream_id: "stream-2".into(),
                 resume_cursor: seen[0].cursor.clone(),
+                from_beginning: false,
             })
             .await;
         assert_eq!(foreign.map(|_| ()).unwrap_err().code(), Code::OutOfRange);
