@@ -33,6 +33,9 @@ struct Step {
     line: usize,
     command: String,
     expect: Vec<String>,
+    /// `<!-- eventually -->`: the step watches something settle in the background, so it
+    /// is re-run (bounded) until its expectations hold.
+    eventually: bool,
 }
 
 /// The grpcurl steps of the walkthrough section of `readme`.
@@ -87,10 +90,17 @@ fn walkthrough_steps(readme: &str) -> Result<Vec<Step>, String> {
                     line: block_line,
                     command,
                     expect: Vec::new(),
+                    eventually: false,
                 });
             }
             i = close + 1;
             continue;
+        }
+        if line == "<!-- eventually -->" {
+            match steps.last_mut() {
+                Some(step) if last_block_is_step => step.eventually = true,
+                _ => return Err(format!("README:{}: `eventually` after no step", i + 1)),
+            }
         }
         if let Some(rest) = line.strip_prefix("<!-- expect:") {
             let text = rest
@@ -217,31 +227,44 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         let command = addrs
             .iter()
             .fold(step.command.clone(), |c, (from, to)| c.replace(from, to));
-        let run = tokio::process::Command::new("sh")
-            .args(["-c", &command])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(COMMAND_BOUND, run)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "README:{}: still running after {COMMAND_BOUND:?}: {command}",
-                    step.line
-                )
-            })
-            .unwrap_or_else(|e| panic!("README:{}: cannot run sh: {e}", step.line));
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let missing: Vec<&str> = step
-            .expect
-            .iter()
-            .map(String::as_str)
-            .filter(|expected| !all.contains(expected))
-            .collect();
+        // An `eventually` step is re-run until it holds: at most 50 runs, 100 ms apart.
+        let runs = if step.eventually { 50 } else { 1 };
+        let (mut output, mut all, mut missing) = (None, String::new(), Vec::new());
+        for run_index in 0..runs {
+            if run_index > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let run = tokio::process::Command::new("sh")
+                .args(["-c", &command])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(COMMAND_BOUND, run)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "README:{}: still running after {COMMAND_BOUND:?}: {command}",
+                        step.line
+                    )
+                })
+                .unwrap_or_else(|e| panic!("README:{}: cannot run sh: {e}", step.line));
+            all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            missing = step
+                .expect
+                .iter()
+                .map(String::as_str)
+                .filter(|expected| !all.contains(expected))
+                .collect();
+            output = Some(out);
+            if missing.is_empty() {
+                break;
+            }
+        }
+        let output = output.expect("a step runs at least once");
         if !missing.is_empty() {
             failures.push(format!(
                 "README:{}: the output of\n  {command}\ndoes not contain the expected\n  {}\n\
@@ -307,11 +330,13 @@ grpcurl -plaintext 127.0.0.1:50052 describe
                 line: 12,
                 command: "grpcurl -plaintext 127.0.0.1:50052 list".into(),
                 expect: vec!["one".into(), "\"two\": 2".into()],
+                eventually: false,
             },
             Step {
                 line: 22,
                 command: "grpcurl -plaintext -d '{\"a\": 1}' 127.0.0.1:50052 x.Y/Z".into(),
                 expect: vec![],
+                eventually: false,
             },
         ]
     );
