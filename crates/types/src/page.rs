@@ -24,6 +24,19 @@ impl PageSize {
     pub fn fetch_limit(self) -> i64 {
         i64::from(self.0) + 1
     }
+
+    /// Cuts rows fetched with [`PageSize::fetch_limit`] to this page and returns the
+    /// token of the next page (empty on the last), continuing after the last row kept.
+    pub fn cut<T>(self, rows: &mut Vec<T>, cursor: impl Fn(&T) -> String) -> String {
+        if rows.len() as u64 > u64::from(self.0) {
+            rows.truncate(self.0 as usize);
+            rows.last()
+                .map(|r| PageToken::after(&cursor(r)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// An opaque continuation token: the cursor of the last row served, hex-encoded so
@@ -60,6 +73,23 @@ impl PageToken {
         self.0.as_deref()
     }
 
+    /// A keyset cursor of rows ordered by (instant, id): "at:id".
+    pub fn keyset_cursor(at: i64, id: &str) -> String {
+        format!("{at}:{id}")
+    }
+
+    /// The (instant, id) to continue after, for lists paged by [`PageToken::keyset_cursor`].
+    pub fn keyset(&self) -> Result<Option<(i64, String)>, String> {
+        self.0
+            .as_deref()
+            .map(|c| {
+                let invalid = || "is not a page token this service issued".to_string();
+                let (at, id) = c.split_once(':').ok_or_else(invalid)?;
+                Ok((at.parse::<i64>().map_err(|_| invalid())?, id.to_owned()))
+            })
+            .transpose()
+    }
+
     /// The cursor as a number (for lists paged by version or sequence).
     pub fn cursor_i64(&self) -> Result<Option<i64>, String> {
         self.0
@@ -82,6 +112,26 @@ mod tests {
         assert_eq!(PageSize::parse(500).unwrap().get(), 500);
         assert!(PageSize::parse(501).is_err());
         assert!(PageSize::parse(-1).is_err());
+    }
+
+    #[test]
+    fn pages_are_cut_with_a_token_after_their_last_row() {
+        let size = PageSize::parse(2).unwrap();
+        let mut rows = vec![1, 2, 3];
+        let next = size.cut(&mut rows, |r| PageToken::keyset_cursor(10, &r.to_string()));
+        assert_eq!(rows, [1, 2]);
+        assert_eq!(
+            PageToken::parse(&next).unwrap().keyset().unwrap(),
+            Some((10, "2".into()))
+        );
+        let mut last = vec![1, 2];
+        assert_eq!(size.cut(&mut last, |r| r.to_string()), "");
+        assert!(
+            PageToken::parse(&PageToken::after("nocolon"))
+                .unwrap()
+                .keyset()
+                .is_err()
+        );
     }
 
     #[test]

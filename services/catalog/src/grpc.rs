@@ -93,19 +93,6 @@ fn rule_error(rule: CatalogRule, window_field: &str) -> ApiError {
     }
 }
 
-fn page<T>(mut rows: Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> (Vec<T>, String) {
-    if rows.len() as u64 > u64::from(size.get()) {
-        rows.truncate(size.get() as usize);
-        let next = rows
-            .last()
-            .map(|r| PageToken::after(&cursor(r)))
-            .unwrap_or_default();
-        (rows, next)
-    } else {
-        (rows, String::new())
-    }
-}
-
 #[tonic::async_trait]
 impl CatalogService for Catalog {
     async fn get_gift(&self, request: Request<pb::GetGiftRequest>) -> Reply<pb::GetGiftResponse> {
@@ -140,7 +127,8 @@ impl CatalogService for Catalog {
         let rows = store::list_gifts(&mut conn, token.cursor(), sendable_at, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let (gifts, next_page_token) = page(rows, size, |g| g.id.to_string());
+        let mut gifts = rows;
+        let next_page_token = size.cut(&mut gifts, |g| g.id.to_string());
         Ok(Response::new(pb::ListGiftsResponse {
             gifts: gifts.iter().map(gift_to_proto).collect(),
             next_page_token,
@@ -175,7 +163,8 @@ impl CatalogService for Catalog {
             store::list_gift_versions(&mut conn, &id, after.unwrap_or(0), size.fetch_limit())
                 .await
                 .map_err(ApiError::from)?;
-        let (gifts, next_page_token) = page(rows, size, |g| g.version.to_string());
+        let mut gifts = rows;
+        let next_page_token = size.cut(&mut gifts, |g| g.version.to_string());
         Ok(Response::new(pb::ListGiftVersionsResponse {
             gifts: gifts.iter().map(gift_to_proto).collect(),
             next_page_token,
@@ -387,7 +376,8 @@ impl CatalogService for Catalog {
         let rows = store::list_packages(&mut conn, token.cursor(), size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let (packages, next_page_token) = page(rows, size, |p| p.id.to_string());
+        let mut packages = rows;
+        let next_page_token = size.cut(&mut packages, |p| p.id.to_string());
         Ok(Response::new(pb::ListCoinPackagesResponse {
             coin_packages: packages.iter().map(package_to_proto).collect(),
             next_page_token,
@@ -551,7 +541,8 @@ impl CatalogService for Catalog {
         )
         .await
         .map_err(ApiError::from)?;
-        let (promotions, next_page_token) = page(rows, size, |p| p.id.to_string());
+        let mut promotions = rows;
+        let next_page_token = size.cut(&mut promotions, |p| p.id.to_string());
         Ok(Response::new(pb::ListPromotionsResponse {
             promotions: promotions.iter().map(promotion_to_proto).collect(),
             next_page_token,
@@ -739,7 +730,8 @@ impl CatalogService for Catalog {
         let rows = store::list_economy_versions(&mut conn, after.unwrap_or(0), size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let (versions, next_page_token) = page(rows, size, |e| e.version.to_string());
+        let mut versions = rows;
+        let next_page_token = size.cut(&mut versions, |e| e.version.to_string());
         Ok(Response::new(pb::ListEconomyParametersVersionsResponse {
             economy_parameters: versions.iter().map(economy_to_proto).collect(),
             next_page_token,

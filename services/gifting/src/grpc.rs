@@ -138,33 +138,6 @@ fn caller_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> 
     })
 }
 
-fn cursor_pair(token: &PageToken) -> Result<Option<(i64, String)>, String> {
-    token
-        .cursor()
-        .map(|c| {
-            let (at, id) = c
-                .split_once(':')
-                .ok_or("is not a page token this service issued")?;
-            Ok((
-                at.parse()
-                    .map_err(|_| "is not a page token this service issued")?,
-                id.to_owned(),
-            ))
-        })
-        .transpose()
-}
-
-fn next_token<T>(rows: &mut Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> String {
-    if rows.len() as u64 > u64::from(size.get()) {
-        rows.truncate(size.get() as usize);
-        rows.last()
-            .map(|r| PageToken::after(&cursor(r)))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    }
-}
-
 fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<String>> {
     if raw.is_empty() {
         Some(None)
@@ -343,7 +316,7 @@ impl GiftingService for Gifting {
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
-            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
         let (filter, size, cursor) = v
             .finish(|| {
@@ -378,7 +351,7 @@ impl GiftingService for Gifting {
         let mut rows = store::list_sent(&mut conn, &filter, cursor, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |r| {
+        let next_page_token = size.cut(&mut rows, |r| {
             format!("{}:{}", r.saga.created_at.0, r.saga.saga_id)
         });
         Ok(Response::new(pb::ListSentGiftsResponse {
@@ -520,7 +493,7 @@ impl GiftingService for Gifting {
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
-            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
         let (pending_before, size, cursor) = v
             .finish(|| Some((pending_before?, size?, cursor?)))
@@ -529,7 +502,7 @@ impl GiftingService for Gifting {
         let mut rows = store::stuck_sagas(&mut conn, pending_before, cursor, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |r| {
+        let next_page_token = size.cut(&mut rows, |r| {
             format!("{}:{}", r.saga.updated_at.0, r.saga.saga_id)
         });
         Ok(Response::new(pb::ListStuckSagasResponse {
@@ -626,7 +599,7 @@ impl GiftingService for Gifting {
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
-            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
         let (statuses, size, cursor) = v
             .finish(|| {
@@ -641,7 +614,7 @@ impl GiftingService for Gifting {
         let mut rows = store::list_sagas(&mut conn, &statuses, cursor, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |r| {
+        let next_page_token = size.cut(&mut rows, |r| {
             format!("{}:{}", r.saga.created_at.0, r.saga.saga_id)
         });
         Ok(Response::new(pb::ListSagasResponse {

@@ -143,31 +143,6 @@ fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
 }
 
 /// A composite page cursor "at:id".
-fn cursor_pair(token: &PageToken) -> Result<Option<(i64, String)>, String> {
-    token
-        .cursor()
-        .map(|c| {
-            let (at, id) = c
-                .split_once(':')
-                .ok_or("is not a page token this service issued")?;
-            let at = at
-                .parse::<i64>()
-                .map_err(|_| "is not a page token this service issued")?;
-            Ok((at, id.to_owned()))
-        })
-        .transpose()
-}
-
-fn next_token<T>(rows: &mut Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> String {
-    if rows.len() as u64 > u64::from(size.get()) {
-        rows.truncate(size.get() as usize);
-        rows.last()
-            .map(|r| PageToken::after(&cursor(r)))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    }
-}
 
 #[tonic::async_trait]
 impl WalletService for Wallet {
@@ -372,7 +347,7 @@ impl WalletService for Wallet {
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
-            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
         let state = v.check(
             "state",
@@ -398,7 +373,7 @@ impl WalletService for Wallet {
             store::list_purchases(&mut conn, user.as_str(), state, cursor, size.fetch_limit())
                 .await
                 .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |p| {
+        let next_page_token = size.cut(&mut rows, |p| {
             format!("{}:{}", p.created_at.0, p.purchase_id)
         });
         Ok(Response::new(pb::ListPurchasesResponse {
@@ -806,7 +781,7 @@ impl WalletService for Wallet {
         let mut rows = store::list_entries(&mut conn, user.as_str(), before, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |e| e.user_seq.to_string());
+        let next_page_token = size.cut(&mut rows, |e| e.user_seq.to_string());
         Ok(Response::new(pb::ListTransactionsResponse {
             transactions: rows.iter().map(entry_to_proto).collect(),
             next_page_token,
@@ -866,7 +841,7 @@ impl WalletService for Wallet {
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
-            PageToken::parse(&req.page_token).and_then(|t| cursor_pair(&t)),
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
         let (ids, size, cursor) = v
             .finish(|| Some((ids.into_iter().collect::<Option<Vec<_>>>()?, size?, cursor?)))
@@ -893,7 +868,7 @@ impl WalletService for Wallet {
         let mut rows = store::list_debits(&mut conn, cursor, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = next_token(&mut rows, size, |d| {
+        let next_page_token = size.cut(&mut rows, |d| {
             format!("{}:{}", d.created_at.0, d.operation_id)
         });
         Ok(Response::new(pb::ListDebitsResponse {
