@@ -376,6 +376,24 @@ impl ServiceProcess {
         self.wait_exit(bound).await
     }
 
+    /// Kills the process the hard way (SIGKILL on Unix: no handler runs, nothing is
+    /// flushed, in-flight calls and transactions are cut wherever they are) and waits up to
+    /// `bound` for it to be reaped; returns its exit status. Returns the status at once if
+    /// it has already exited.
+    pub async fn kill_hard(&mut self, bound: Duration) -> Result<ExitStatus, ProcessError> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        if let Some(status) = self.child.try_wait()? {
+            self.status = Some(status);
+            self.finish_output(bound).await;
+            return Ok(status);
+        }
+        // tokio's `start_kill` is SIGKILL on Unix (TerminateProcess elsewhere).
+        self.child.start_kill()?;
+        self.wait_exit(bound).await
+    }
+
     #[cfg(unix)]
     fn send_sigterm(&mut self) -> Result<(), ProcessError> {
         let Some(pid) = self.child.id() else {
@@ -543,5 +561,18 @@ mod tests {
         process.wait_for_stdout("ready", START_BOUND).await.unwrap();
         let status = process.terminate(EXIT_BOUND).await.unwrap();
         assert!(status.success(), "{status}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn kill_hard_sends_sigkill() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut command = Command::new("sh");
+        // Ignores SIGTERM: only SIGKILL stops it.
+        command.args(["-c", "trap '' TERM; echo ready; exec sleep 600"]);
+        let mut process = ServiceProcess::spawn(command).unwrap();
+        process.wait_for_stdout("ready", START_BOUND).await.unwrap();
+        let status = process.kill_hard(EXIT_BOUND).await.unwrap();
+        assert_eq!(status.signal(), Some(9), "{status}");
     }
 }

@@ -1198,7 +1198,12 @@ pub async fn run(args: BenchArgs) -> Result<bool, Box<dyn Error>> {
             wallet_url: args.wallet_url.clone(),
             payout_url: args.payout_url.clone(),
             gifting_url: args.gifting_url.clone(),
-            token: args.token.clone(),
+            // Signed with the same key as the viewers' tokens (also with --keys-file).
+            token: Some(
+                args.token
+                    .clone()
+                    .unwrap_or_else(|| signer.mint("ovation-bench", &[Role::Admin], 600)),
+            ),
             data_dir: args.data_dir.clone(),
         })
         .await
@@ -1266,8 +1271,8 @@ pub async fn run(args: BenchArgs) -> Result<bool, Box<dyn Error>> {
 fn limit_secs(limit: LoadLimit) -> u64 {
     match limit {
         LoadLimit::Duration(d) => d.as_secs(),
-        // Generous: a count run at 1 gift/s per worker would still be covered for an hour.
-        LoadLimit::Gifts(_) => 3_600,
+        // A count run's length is unknown: tokens last a day (23 h + the hour `run` adds).
+        LoadLimit::Gifts(_) => 23 * 3_600,
     }
 }
 

@@ -7,8 +7,8 @@
 //!
 //! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
 //! - `ovation audit`: proves I1–I5 on a running suite through its admin reads.
-//!
-//! Services come into `up` as they are built; today that is the catalog.
+//! - `ovation bench`: gifts/s and SendGift latency against a running suite (and a
+//!   one-transaction-per-gift PostgreSQL baseline with `--baseline`), then the audit.
 
 mod audit;
 mod bench;

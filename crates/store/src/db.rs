@@ -51,6 +51,8 @@ pub struct Db {
 /// The migrations every service's database carries (the idempotency keys table).
 /// Versions below 100 are reserved for these; services number theirs from 100.
 static SHARED_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// Attempts at migrating a SQLite database that another process migrates at the same time.
+const MIGRATE_ATTEMPTS_MAX: u32 = 5;
 /// First migration version a service may use.
 pub const SERVICE_MIGRATION_VERSION_MIN: i64 = 100;
 
@@ -132,13 +134,28 @@ impl Db {
                 m.version, m.description
             )));
         }
-        let all = SHARED_MIGRATIONS
+        let all: Vec<_> = SHARED_MIGRATIONS
             .iter()
             .chain(service.iter())
             .cloned()
             .collect();
-        Migrator::with_migrations(all).run(&self.pool).await?;
-        Ok(())
+        let migrator = Migrator::with_migrations(all);
+        // sqlx locks migrations on PostgreSQL (advisory lock) but not on SQLite, where two
+        // replicas starting together on one fresh file race: the loser fails with "already
+        // exists". Each migration is one transaction, so a retry sees the winner's work as
+        // applied and goes on. Bounded: a real migration error still surfaces.
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.backend == Backend::Sqlite && attempt < MIGRATE_ATTEMPTS_MAX => {
+                    tracing::info!(attempt, error = %e, "migrations raced another process; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -93,25 +93,28 @@ impl Gifting {
         let engine = self.engine.clone();
         let id = saga_id.to_owned();
         let until = tokio::time::Instant::now() + wait;
-        let task = tokio::spawn(async move { engine.drive(&id).await });
-        match tokio::time::timeout(wait, task).await {
-            // Another request of this replica drives it: wait for that one's outcome.
-            Ok(Ok(Ok(row)))
-                if row.saga.status == SagaStatus::Pending && self.engine.is_driving(saga_id) =>
-            {
-                while tokio::time::Instant::now() < until && self.engine.is_driving(saga_id) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                self.load(saga_id).await
-            }
-            Ok(Ok(Ok(row))) => Ok(row),
+        // The saga runs under the request's span, so its calls to catalog, wallet and
+        // payout carry this request's trace: one SendGift, one trace.
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move { engine.drive(&id).await },
+            tracing::Span::current(),
+        ));
+        let mut row = match tokio::time::timeout(wait, task).await {
+            Ok(Ok(Ok(row))) => row,
             Ok(Ok(Err(e))) => {
                 tracing::warn!(saga_id, error = %e, "driving the saga failed; recovery will resume it");
-                self.load(saga_id).await
+                self.load(saga_id).await?
             }
-            Ok(Err(join)) => Err(ApiError::Internal(format!("saga task failed: {join}"))),
-            Err(_) => self.load(saga_id).await,
+            Ok(Err(join)) => return Err(ApiError::Internal(format!("saga task failed: {join}"))),
+            Err(_) => self.load(saga_id).await?,
+        };
+        // Someone else drives it (another request of this replica, or the replica holding
+        // its lease): wait for their outcome within the same deadline.
+        while row.saga.status == SagaStatus::Pending && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            row = self.load(saga_id).await?;
         }
+        Ok(row)
     }
 
     async fn load(&self, saga_id: &str) -> Result<SagaRow, ApiError> {

@@ -211,14 +211,6 @@ impl SagaEngine {
         })
     }
 
-    /// True while this replica drives the saga.
-    pub fn is_driving(&self, saga_id: &str) -> bool {
-        self.driving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(saga_id)
-    }
-
     pub async fn load(&self, saga_id: &str) -> Result<SagaRow, DriveError> {
         let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
         store::get_saga(&mut conn, saga_id).await?.ok_or_else(|| {

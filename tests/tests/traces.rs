@@ -1,0 +1,228 @@
+//! One SendGift yields spans from all four services under one trace id: the four
+//! services run as separate processes exporting OTLP/gRPC to a collector in this test;
+//! the gift is sent with a W3C `traceparent` naming a trace id the test chose; the
+//! services are stopped with SIGTERM so their batch span processors flush; then the
+//! spans of that trace must come from `service.name` catalog, wallet, payout and gifting.
+
+mod process_suite;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ovation_proto::gifting as pb;
+use process_suite::*;
+
+/// An OTLP/gRPC trace collector keeping everything it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    received: Arc<Mutex<Vec<ResourceSpans>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(request.into_inner().resource_spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|value| match &value.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One exported span, flattened: (service.name, span name, trace id, span id, parent id).
+#[derive(Debug)]
+struct Exported {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+}
+
+fn flatten(received: &[ResourceSpans]) -> Vec<Exported> {
+    let mut all = Vec::new();
+    for rs in received {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| string_attribute(&r.attributes, "service.name"))
+            .unwrap_or("(no service.name)")
+            .to_owned();
+        for ss in &rs.scope_spans {
+            for span in &ss.spans {
+                all.push(Exported {
+                    service: service.clone(),
+                    name: span.name.clone(),
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                });
+            }
+        }
+    }
+    all
+}
+
+async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the collector");
+    let collector_addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let collector = Collector::default();
+    let server = tokio::spawn({
+        let collector = collector.clone();
+        async move {
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+        }
+    });
+
+    let options = SuiteOptions {
+        env: vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{collector_addr}"),
+        )],
+        ..SuiteOptions::default()
+    };
+    let Some(suite) = Suite::start(backend, options).await else {
+        server.abort();
+        return;
+    };
+    suite.funded_viewer("tess", "coins_100").await;
+    suite.creator("uma").await;
+
+    // The caller's trace: a trace id and parent span id of the test's choosing, sampled.
+    let trace_id = hex(&uuid::Uuid::new_v4().into_bytes());
+    let parent_span_id = hex(&uuid::Uuid::new_v4().into_bytes()[..8]);
+    let mut request = tonic::Request::new(pb::SendGiftRequest {
+        idempotency_key: "traced-gift".into(),
+        sender_user_id: "tess".into(),
+        creator_id: "uma".into(),
+        stream_id: "stream-traced".into(),
+        gift_id: "doughnut".into(),
+        quantity: 1,
+        message: String::new(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_span_id}-01")
+            .parse()
+            .expect("a valid traceparent"),
+    );
+    let receipt = suite
+        .gifting_as("tess")
+        .send_gift(request)
+        .await
+        .unwrap_or_else(|e| suite.fail(format!("SendGift: {e}")))
+        .into_inner()
+        .receipt
+        .unwrap_or_else(|| suite.fail("SendGift answered without a receipt"));
+    if receipt.status != COMPLETED {
+        suite.fail(format!("the traced gift did not complete: {receipt:?}"));
+    }
+
+    // SIGTERM: each service drops its telemetry guard, which flushes the batch processor.
+    let backend_name = suite.backend;
+    suite.stop().await;
+    server.abort();
+
+    let received = collector
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let spans = flatten(&received);
+    let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let services: BTreeSet<&str> = in_trace.iter().map(|s| s.service.as_str()).collect();
+    let expected: BTreeSet<&str> = ["catalog", "gifting", "payout", "wallet"].into();
+    if services != expected {
+        // What did arrive, per service and trace, to tell a lost export from a broken
+        // propagation.
+        let mut by_service: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in &spans {
+            by_service
+                .entry(s.service.as_str())
+                .or_default()
+                .push(format!(
+                    "{} trace {}{} span {} parent {}",
+                    s.name,
+                    s.trace_id,
+                    if s.trace_id == trace_id {
+                        " (the gift's)"
+                    } else {
+                        ""
+                    },
+                    s.span_id,
+                    s.parent_span_id
+                ));
+        }
+        panic!(
+            "[{backend_name}] the SendGift's trace {trace_id} has spans from {services:?}, \
+             expected {expected:?}. Everything exported, by service.name:\n{by_service:#?}"
+        );
+    }
+    // The gifting span is the caller's child.
+    let send = in_trace
+        .iter()
+        .find(|s| s.service == "gifting" && s.name.ends_with("/SendGift"))
+        .unwrap_or_else(|| panic!("[{backend_name}] no SendGift span in the trace: {in_trace:#?}"));
+    assert_eq!(
+        send.parent_span_id, parent_span_id,
+        "[{backend_name}] SendGift's span is not the caller's child"
+    );
+    // The saga's three calls are in the trace, one per service.
+    for (service, method) in [
+        ("catalog", "/QuoteGift"),
+        ("wallet", "/DebitCoins"),
+        ("payout", "/CreditDiamonds"),
+    ] {
+        assert!(
+            in_trace
+                .iter()
+                .any(|s| s.service == service && s.name.ends_with(method)),
+            "[{backend_name}] no {service}{method} span in the trace: {in_trace:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_sqlite() {
+    one_send_gift_is_one_trace_across_four_services(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_postgres() {
+    one_send_gift_is_one_trace_across_four_services(Backend::Postgres).await;
+}
