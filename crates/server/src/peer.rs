@@ -257,9 +257,100 @@ impl Interceptor for Outbound {
     }
 }
 
-/// A lazily connecting channel to a peer: a peer down at start-up is retried per call.
+/// How often a peer's DNS name is resolved again for client-side balancing.
+pub const PEER_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Most addresses of one peer name balanced over.
+const PEER_ADDRESSES_MAX: usize = 64;
+
+/// A channel to a peer that connects lazily (a peer down at start-up is retried per call).
+///
+/// HTTP/2 keeps one connection per channel, so behind one address all calls would go to
+/// one pod. When the URL's host is a DNS name (a Kubernetes headless Service), the name is
+/// resolved every 5 s and calls are balanced over every address it returns; TLS still
+/// verifies the certificate against the name. An IP literal or `localhost` is one endpoint.
 pub fn channel(address: &PeerAddress) -> Result<Channel, PeerError> {
-    Ok(crate::tls::endpoint(&address.url, &address.tls)?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
+    let endpoint = crate::tls::endpoint(&address.url, &address.tls)?.timeout(Duration::from_secs(30));
+    let uri = endpoint.uri().clone();
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16().or_else(|| default_port(&uri))) else {
+        return Ok(endpoint.connect_lazy());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    if host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" {
+        return Ok(endpoint.connect_lazy());
+    }
+    Ok(balanced_channel(address, host, port, |host: String, port: u16| async move {
+        tokio::net::lookup_host((host.as_str(), port)).await.map(|a| a.collect::<Vec<_>>())
+    }))
+}
+
+/// A channel balanced over whatever `resolve(host, port)` returns, re-resolved every 5 s.
+pub fn balanced_channel<R, F>(address: &PeerAddress, host: String, port: u16, resolve: R) -> Channel
+where
+    R: Fn(String, u16) -> F + Send + 'static,
+    F: std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'static,
+{
+    let (channel, changes) = Channel::balance_channel::<std::net::SocketAddr>(PEER_ADDRESSES_MAX);
+    tokio::spawn(resolve_forever(address.clone(), host, port, changes, resolve));
+    channel
+}
+
+fn default_port(uri: &http::Uri) -> Option<u16> {
+    match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    }
+}
+
+/// Keeps the balanced channel's endpoints equal to what `host` resolves to, until every
+/// clone of the channel is gone.
+async fn resolve_forever<R, F>(
+    address: PeerAddress,
+    host: String,
+    port: u16,
+    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<std::net::SocketAddr, tonic::transport::Endpoint>>,
+    resolve: R,
+) where
+    R: Fn(String, u16) -> F + Send + 'static,
+    F: std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'static,
+{
+    use tonic::transport::channel::Change;
+    let scheme = if address.url.starts_with("https://") { "https" } else { "http" };
+    let mut current = std::collections::BTreeSet::new();
+    loop {
+        match resolve(host.clone(), port).await {
+            Ok(found) => {
+                let found: std::collections::BTreeSet<_> = found.into_iter().take(PEER_ADDRESSES_MAX).collect();
+                for gone in current.difference(&found) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for new in found.difference(&current) {
+                    // Connect by address, verify TLS against the name.
+                    let mut tls = address.tls.clone();
+                    if tls.ca_file.is_some() && tls.domain.is_none() {
+                        tls.domain = Some(host.clone());
+                    }
+                    let uri = format!("{scheme}://{new}");
+                    match crate::tls::endpoint(&uri, &tls) {
+                        Ok(endpoint) => {
+                            let endpoint = endpoint.timeout(Duration::from_secs(30));
+                            if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(peer = %host, address = %new, error = %e, "peer address skipped"),
+                    }
+                }
+                current = found;
+            }
+            // Keep the addresses we have: a DNS hiccup must not empty the pool.
+            Err(e) => tracing::warn!(peer = %host, error = %e, "resolving peer failed; keeping its last addresses"),
+        }
+        tokio::select! {
+            _ = changes.closed() => return,
+            _ = tokio::time::sleep(PEER_RESOLVE_INTERVAL) => {}
+        }
+    }
 }
