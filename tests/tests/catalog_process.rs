@@ -177,3 +177,54 @@ async fn catalog_binary_refuses_to_start_without_auth_keys() {
         "stderr should say how to configure keys; stderr:\n{stderr}"
     );
 }
+
+/// The migration Job and the replicas behind it: `--migrate-only` migrates and exits 0;
+/// with `OVATION_RUN_MIGRATIONS=false` a service refuses an unmigrated database and serves
+/// a migrated one.
+#[tokio::test]
+async fn migrations_run_as_a_job_and_replicas_require_them() {
+    let db = TestDatabase::sqlite();
+    let keys = ovation_testkit::test_keys_file();
+
+    let mut unmigrated = catalog_command();
+    unmigrated
+        .env("OVATION_LISTEN_ADDR", free_addr().to_string())
+        .env("OVATION_DATABASE_URL", db.url())
+        .env("OVATION_AUTH_KEYS_FILE", &keys)
+        .env("OVATION_RUN_MIGRATIONS", "false")
+        .env("RUST_LOG", "off");
+    let mut refused = ServiceProcess::spawn(unmigrated).expect("ovation-catalog spawns");
+    let status = refused.wait_exit(EXIT_BOUND).await.expect("it exits");
+    assert!(
+        status.code().is_some_and(|c| c != 0) && refused.stderr().contains("--migrate-only"),
+        "an unmigrated database is refused with a pointer to the job: {status}\n{}",
+        refused.stderr()
+    );
+
+    let mut job = catalog_command();
+    job.arg("--migrate-only")
+        .env("OVATION_LISTEN_ADDR", free_addr().to_string())
+        .env("OVATION_DATABASE_URL", db.url())
+        .env("OVATION_AUTH_KEYS_FILE", &keys);
+    let mut job = ServiceProcess::spawn(job).expect("the job spawns");
+    let status = job.wait_exit(EXIT_BOUND).await.expect("the job exits");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the migration job succeeds: {}",
+        job.stderr()
+    );
+
+    let addr = free_addr();
+    let mut replica = catalog_command();
+    replica
+        .env("OVATION_LISTEN_ADDR", addr.to_string())
+        .env("OVATION_DATABASE_URL", db.url())
+        .env("OVATION_AUTH_KEYS_FILE", &keys)
+        .env("OVATION_RUN_MIGRATIONS", "false");
+    let mut replica = ServiceProcess::start(replica, addr).await;
+    replica
+        .terminate(EXIT_BOUND)
+        .await
+        .expect("the replica stops");
+}

@@ -17,6 +17,8 @@ pub const WALLET_PORT: u16 = 50051;
 pub const CATALOG_PORT: u16 = 50052;
 pub const GIFTING_PORT: u16 = 50053;
 pub const PAYOUT_PORT: u16 = 50054;
+/// Port of the suite's one Prometheus endpoint (`GET /metrics`).
+pub const METRICS_PORT: u16 = 9464;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -43,6 +45,11 @@ pub struct UpArgs {
     /// Payout port.
     #[arg(long, env = "OVATION_PAYOUT_PORT", default_value_t = PAYOUT_PORT)]
     payout_port: u16,
+    /// Port of the Prometheus endpoint on `--host` (`GET /metrics`); 0 turns it off.
+    /// The suite has one endpoint for its four services (one process, one registry; RPC
+    /// metrics carry the gRPC service as a label). `--metrics-addr` wins when given.
+    #[arg(long, env = "OVATION_METRICS_PORT", default_value_t = METRICS_PORT)]
+    metrics_port: u16,
     /// Do not seed an empty catalog with the demo economy.
     #[arg(long, env = "OVATION_NO_SEED")]
     no_seed: bool,
@@ -79,12 +86,25 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     let wallet_listener = bind(wallet_addr).await?;
     let gifting_listener = bind(gifting_addr).await?;
     let payout_listener = bind(payout_addr).await?;
+    let metrics_addr = args
+        .server
+        .metrics_addr
+        .take()
+        .or((args.metrics_port != 0).then(|| SocketAddr::new(args.host, args.metrics_port)));
+    let metrics_listener = match metrics_addr {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
 
     println!("Ovation is up:");
     println!("  wallet   {wallet_addr}  {}", redact(&wallet_db));
     println!("  catalog  {catalog_addr}  {}", redact(&catalog_db));
     println!("  gifting  {gifting_addr}  {}", redact(&gifting_db));
     println!("  payout   {payout_addr}  {}", redact(&payout_db));
+    match metrics_addr {
+        Some(address) => println!("  metrics  http://{address}/metrics  (all four services)"),
+        None => println!("  metrics  off"),
+    }
     println!();
     println!("Try:");
     println!("  grpcurl -plaintext {catalog_addr} list");
@@ -106,6 +126,14 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("Ctrl-C stops the suite.");
 
     let shutdown = Shutdown::on_signals();
+    // The services' own configs carry no metrics address (taken above): the one endpoint
+    // runs here and serves the process-wide registry.
+    let metrics_server = metrics_listener.map(|listener| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(ovation_metrics::serve(listener, async move {
+            shutdown.wait().await
+        }))
+    });
     let server = |listen_addr, database_url| ServerConfig {
         listen_addr,
         database_url,
@@ -177,6 +205,10 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
                 failures.push(format!("a service crashed: {join}"));
             }
         }
+    }
+    if let Some(metrics_server) = metrics_server {
+        shutdown.trigger();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), metrics_server).await;
     }
     if failures.is_empty() {
         Ok(())

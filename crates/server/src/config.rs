@@ -38,6 +38,19 @@ pub struct ServerArgs {
     /// Longest start-up retries an unreachable database before it exits with an error.
     #[arg(long, env = "OVATION_DB_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_connect_timeout_ms: u64,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`), e.g. `0.0.0.0:9090`.
+    /// Unset: no metrics endpoint. The registry is process-wide, so in a process running
+    /// several services (`ovation up`) one endpoint shows them all; there `ovation up`
+    /// runs that one endpoint itself (see its `--metrics-port`).
+    #[arg(long, env = "OVATION_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Apply the database migrations and exit (a Kubernetes migration Job runs this).
+    #[arg(long, env = "OVATION_MIGRATE_ONLY")]
+    pub migrate_only: bool,
+    /// Apply migrations at start. With `false` (many replicas behind a migration Job) the
+    /// service refuses to start on a database that is not fully migrated.
+    #[arg(long, env = "OVATION_RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_migrations: bool,
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
     #[command(flatten)]
@@ -74,6 +87,9 @@ impl Default for ServerConfig {
                 idempotency_retention_hours: 168,
                 db_connections_max: 16,
                 db_connect_timeout_ms: 10_000,
+                metrics_addr: None,
+                migrate_only: false,
+                run_migrations: true,
                 tls: crate::tls::ServerTlsArgs::default(),
                 auth: crate::auth::AuthArgs::default(),
             },

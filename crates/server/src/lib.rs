@@ -5,7 +5,9 @@
 //! - [`config`]: the settings every service shares (`OVATION_*` variables and flags).
 //! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
 //!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
-//!   a span per RPC with W3C trace context, and graceful shutdown.
+//!   a span per RPC with W3C trace context, RPC metrics and `/metrics` (when
+//!   `--metrics-addr` is set), graceful shutdown; and [`prepare_database`], migrations as
+//!   the settings say (at start, as a Job with `--migrate-only`, or required).
 //! - [`peer`]: calls to other services: lazy channels, identity tokens, trace context
 //!   and a deadline on every call.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation every task watches.
@@ -29,5 +31,5 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
-pub use serve::{ServiceSpec, StartError, bind, serve};
+pub use serve::{Next, ServiceSpec, StartError, bind, prepare_database, serve};
 pub use shutdown::Shutdown;

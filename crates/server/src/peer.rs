@@ -269,18 +269,30 @@ const PEER_ADDRESSES_MAX: usize = 64;
 /// resolved every 5 s and calls are balanced over every address it returns; TLS still
 /// verifies the certificate against the name. An IP literal or `localhost` is one endpoint.
 pub fn channel(address: &PeerAddress) -> Result<Channel, PeerError> {
-    let endpoint = crate::tls::endpoint(&address.url, &address.tls)?.timeout(Duration::from_secs(30));
+    let endpoint =
+        crate::tls::endpoint(&address.url, &address.tls)?.timeout(Duration::from_secs(30));
     let uri = endpoint.uri().clone();
-    let (Some(host), Some(port)) = (uri.host(), uri.port_u16().or_else(|| default_port(&uri))) else {
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16().or_else(|| default_port(&uri)))
+    else {
         return Ok(endpoint.connect_lazy());
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     if host.parse::<std::net::IpAddr>().is_ok() || host == "localhost" {
         return Ok(endpoint.connect_lazy());
     }
-    Ok(balanced_channel(address, host, port, |host: String, port: u16| async move {
-        tokio::net::lookup_host((host.as_str(), port)).await.map(|a| a.collect::<Vec<_>>())
-    }))
+    Ok(balanced_channel(
+        address,
+        host,
+        port,
+        |host: String, port: u16| async move {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|a| a.collect::<Vec<_>>())
+        },
+    ))
 }
 
 /// A channel balanced over whatever `resolve(host, port)` returns, re-resolved every 5 s.
@@ -290,7 +302,13 @@ where
     F: std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'static,
 {
     let (channel, changes) = Channel::balance_channel::<std::net::SocketAddr>(PEER_ADDRESSES_MAX);
-    tokio::spawn(resolve_forever(address.clone(), host, port, changes, resolve));
+    tokio::spawn(resolve_forever(
+        address.clone(),
+        host,
+        port,
+        changes,
+        resolve,
+    ));
     channel
 }
 
@@ -308,19 +326,26 @@ async fn resolve_forever<R, F>(
     address: PeerAddress,
     host: String,
     port: u16,
-    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<std::net::SocketAddr, tonic::transport::Endpoint>>,
+    changes: tokio::sync::mpsc::Sender<
+        tonic::transport::channel::Change<std::net::SocketAddr, tonic::transport::Endpoint>,
+    >,
     resolve: R,
 ) where
     R: Fn(String, u16) -> F + Send + 'static,
     F: std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'static,
 {
     use tonic::transport::channel::Change;
-    let scheme = if address.url.starts_with("https://") { "https" } else { "http" };
+    let scheme = if address.url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
     let mut current = std::collections::BTreeSet::new();
     loop {
         match resolve(host.clone(), port).await {
             Ok(found) => {
-                let found: std::collections::BTreeSet<_> = found.into_iter().take(PEER_ADDRESSES_MAX).collect();
+                let found: std::collections::BTreeSet<_> =
+                    found.into_iter().take(PEER_ADDRESSES_MAX).collect();
                 for gone in current.difference(&found) {
                     if changes.send(Change::Remove(*gone)).await.is_err() {
                         return;
@@ -340,13 +365,17 @@ async fn resolve_forever<R, F>(
                                 return;
                             }
                         }
-                        Err(e) => tracing::warn!(peer = %host, address = %new, error = %e, "peer address skipped"),
+                        Err(e) => {
+                            tracing::warn!(peer = %host, address = %new, error = %e, "peer address skipped")
+                        }
                     }
                 }
                 current = found;
             }
             // Keep the addresses we have: a DNS hiccup must not empty the pool.
-            Err(e) => tracing::warn!(peer = %host, error = %e, "resolving peer failed; keeping its last addresses"),
+            Err(e) => {
+                tracing::warn!(peer = %host, error = %e, "resolving peer failed; keeping its last addresses")
+            }
         }
         tokio::select! {
             _ = changes.closed() => return,

@@ -35,6 +35,11 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// How often expired idempotency keys are pruned.
@@ -51,9 +56,19 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let args = &config.args;
+    // Bind the metrics port first: a port in use fails the start, before anything runs.
+    let metrics_listener = match args.metrics_addr {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Metrics { address, source })?,
+        ),
+        None => None,
+    };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let probe_interval = Duration::from_millis(args.health_probe_interval_ms.max(100));
     set_health(&reporter, spec, probe(&db, probe_interval).await).await;
+    record_pool(spec, &db);
     tokio::spawn(watch_database(
         spec,
         db.clone(),
@@ -67,6 +82,17 @@ pub async fn serve(
         shutdown.clone(),
     ));
 
+    let metrics_server = metrics_listener.map(|listener| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                ovation_metrics::serve(listener, async move { shutdown.wait().await }).await
+            {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        })
+    });
+
     let reflection_v1 = reflection(spec).build_v1()?;
     let reflection_v1alpha = reflection(spec).build_v1alpha()?;
 
@@ -76,6 +102,13 @@ pub async fn serve(
     );
     let limits = tower::ServiceBuilder::new()
         .layer(ovation_telemetry::RpcSpanLayer::new(spec.name))
+        // Outside auth and load shedding, so refused and shed calls are counted too.
+        .layer(ovation_metrics::RpcMetricsLayer::new(&[
+            spec.grpc_service,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]))
         .layer(auth)
         // Shed at once when the limit is reached: a queue in front of a saturated service
         // only turns overload into timeouts. tonic maps the shed to RESOURCE_EXHAUSTED.
@@ -118,6 +151,10 @@ pub async fn serve(
                 "in-flight calls did not drain within the grace period; stopping anyway");
         }
     }
+    if let Some(metrics_server) = metrics_server {
+        // It stops on the same shutdown; a scrape in flight does not hold the exit up long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), metrics_server).await;
+    }
     tracing::info!(service = spec.name, "stopped");
     Ok(())
 }
@@ -144,6 +181,12 @@ async fn probe(db: &Db, interval: Duration) -> ServingStatus {
     }
 }
 
+/// Database pool use, refreshed with every health probe.
+fn record_pool(spec: ServiceSpec, db: &Db) {
+    let pool = db.pool();
+    ovation_metrics::global().set_db_pool(spec.name, pool.size(), pool.num_idle());
+}
+
 async fn set_health(reporter: &HealthReporter, spec: ServiceSpec, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(spec.grpc_service, status).await;
@@ -164,6 +207,7 @@ async fn watch_database(
             _ = tokio::time::sleep(interval) => {}
         }
         let status = probe(&db, interval).await;
+        record_pool(spec, &db);
         if last != Some(status) {
             if status == ServingStatus::Serving {
                 tracing::info!(service = spec.name, "database reachable: SERVING");
@@ -209,6 +253,44 @@ pub enum StartError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// What a service does after [`prepare_database`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on and serve.
+    Serve,
+    /// `--migrate-only`: the migrations are applied; exit.
+    Exit,
+}
+
+/// Migrations as the settings say: applied at start (the default), applied and then stop
+/// (`--migrate-only`, a migration Job), or required to be applied already
+/// (`OVATION_RUN_MIGRATIONS=false`: replicas never race to migrate).
+pub async fn prepare_database(
+    db: &Db,
+    migrations: &ovation_store::sqlx::migrate::Migrator,
+    args: &crate::config::ServerArgs,
+) -> Result<Next, StartError> {
+    if args.migrate_only {
+        db.migrate(migrations).await?;
+        tracing::info!("migrations applied (--migrate-only); exiting");
+        return Ok(Next::Exit);
+    }
+    if args.run_migrations {
+        db.migrate(migrations).await?;
+        return Ok(Next::Serve);
+    }
+    let pending = db.pending_migrations(migrations).await?;
+    if !pending.is_empty() {
+        return Err(StartError::Store(ovation_store::StoreError::Config(
+            format!(
+                "the database is missing migrations {pending:?} and OVATION_RUN_MIGRATIONS=false: \
+             run the migration job (the service with --migrate-only) first"
+            ),
+        )));
+    }
+    Ok(Next::Serve)
 }
 
 /// Binds a listener, with an error that names the address.

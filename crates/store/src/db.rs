@@ -158,6 +158,29 @@ impl Db {
         }
     }
 
+    /// Versions of the shared and the service's migrations not yet applied to this database.
+    pub async fn pending_migrations(&self, service: &Migrator) -> Result<Vec<i64>, StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| sqlx::Row::try_get::<i64, _>(r, 0))
+                    .collect::<Result<_, _>>()?,
+                // No migrations table: nothing is applied yet.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(SHARED_MIGRATIONS
+            .iter()
+            .chain(service.iter())
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

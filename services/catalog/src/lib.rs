@@ -87,9 +87,13 @@ pub async fn run(
         &config.server.args.db_options(),
     )
     .await?;
-    db.migrate(&MIGRATIONS).await?;
+    let next = ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?;
     if config.seed_demo {
         seed::seed_if_empty(&db).await?;
+    }
+    if next == ovation_server::Next::Exit {
+        db.close().await;
+        return Ok(());
     }
     let service = CatalogServiceServer::new(grpc::Catalog::new(db.clone()))
         .max_decoding_message_size(config.server.args.request_bytes_max);

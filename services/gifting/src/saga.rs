@@ -165,7 +165,10 @@ impl SagaEngine {
                 }
                 continue;
             }
+            let step = saga.step;
+            let started = std::time::Instant::now();
             let outcome = self.run_step(&saga).await;
+            ovation_metrics::global().saga_step(step_name(step), started.elapsed().as_secs_f64());
             saga.apply(
                 outcome,
                 UnixMillis::now(),
@@ -182,6 +185,9 @@ impl SagaEngine {
                 store::publish_event(&mut tx, &saga).await?;
             }
             tx.commit().await.map_err(StoreError::from)?;
+            if let Some(outcome) = outcome_name(saga.status) {
+                ovation_metrics::global().saga_outcome(outcome);
+            }
             match saga.status {
                 Status::Pending => {}
                 Status::Completed => {
@@ -418,7 +424,12 @@ impl SagaEngine {
     /// every `recovery_interval_ms`.
     pub async fn run_recovery(self) {
         let interval = Duration::from_millis(self.settings.recovery_interval_ms.max(10));
+        let mut counted_at: Option<std::time::Instant> = None;
         loop {
+            if counted_at.is_none_or(|at| at.elapsed() >= OPERATOR_GAUGE_INTERVAL) {
+                counted_at = Some(std::time::Instant::now());
+                self.count_needing_operator().await;
+            }
             match self.recover_once().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(resumed = n, "recovery pass"),
@@ -429,6 +440,45 @@ impl SagaEngine {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+/// How often the recovery loop refreshes the gauge of sagas needing an operator.
+const OPERATOR_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl SagaEngine {
+    /// Refreshes the gauge of sagas in NEEDS_OPERATOR (one COUNT query).
+    async fn count_needing_operator(&self) {
+        let counted = async {
+            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            store::count_needing_operator(&mut conn).await
+        };
+        match counted.await {
+            Ok(n) => ovation_metrics::global().set_sagas_needing_operator(n),
+            Err(e) => tracing::warn!(error = %e, "counting sagas needing an operator failed"),
+        }
+    }
+}
+
+/// The `step` label of a saga step.
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::ResolveGift => "resolve_gift",
+        Step::DebitCoins => "debit_coins",
+        Step::CreditDiamonds => "credit_diamonds",
+        Step::RefundCoins => "refund_coins",
+        Step::Done => "done",
+    }
+}
+
+/// The `status` label of a saga outcome; `None` while it is still pending.
+fn outcome_name(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Pending => None,
+        Status::Completed => Some("completed"),
+        Status::Rejected => Some("rejected"),
+        Status::Compensated => Some("compensated"),
+        Status::NeedsOperator => Some("needs_operator"),
     }
 }
 

@@ -422,6 +422,14 @@ pub async fn stuck_sagas(
     rows.iter().map(saga_from_row).collect()
 }
 
+/// How many sagas are in NEEDS_OPERATOR (the metrics gauge).
+pub async fn count_needing_operator(conn: &mut Conn) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) FROM sagas WHERE status = 5")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
 /// Puts a PENDING or NEEDS_OPERATOR saga back to PENDING with a fresh budget, its lease
 /// freed. `false` if it is terminal.
 pub async fn reset_for_retry(

@@ -169,7 +169,12 @@ pub async fn run(
         &config.server.args.db_options(),
     )
     .await?;
-    db.migrate(&MIGRATIONS).await?;
+    if ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?
+        == ovation_server::Next::Exit
+    {
+        db.close().await;
+        return Ok(());
+    }
     let catalog = catalog::CatalogReader::new(
         channel,
         Outbound::new(Arc::new(identity)),

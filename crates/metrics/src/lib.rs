@@ -1,0 +1,289 @@
+//! Ovation's Prometheus metrics.
+//!
+//! - [`names`]: every metric name, in one place, as it appears on `/metrics` (units in the
+//!   names: `_seconds`, `_total` for counters).
+//! - [`global`]: the one registry of the process and its metric families. It is
+//!   process-wide on purpose: `ovation up` runs the four services in one process, and their
+//!   RPC metrics are told apart by the `service` label (the gRPC service), not by registry.
+//! - [`RpcMetricsLayer`]: a tower layer for tonic servers that counts RPCs by service,
+//!   method and gRPC code and times them.
+//! - [`serve`]: the HTTP endpoint `GET /metrics` (OpenMetrics text format).
+//!
+//! Limits: the RPC duration ends when the response **head** is ready, and the code is read
+//! from the head: an error (tonic sends every `Err(Status)` of a handler "trailers-only",
+//! so its `grpc-status` is in the head) gets its code; a response whose status comes later
+//! in trailers (every successful unary call, streams) is counted as `OK`. A stream that
+//! fails after it started is therefore counted `OK`, and its streaming time is not timed.
+
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+mod layer;
+mod server;
+
+pub use layer::{RpcMetricsFuture, RpcMetricsLayer, RpcMetricsService, grpc_code_name};
+pub use server::{CONTENT_TYPE, serve};
+
+/// Every metric name, exactly as exposed on `/metrics`.
+pub mod names {
+    /// Counter `{service, method, code}`: RPCs handled, by gRPC service
+    /// (`ovation.gifting.v1.GiftingService`), method (`SendGift`) and gRPC code (`OK`,
+    /// `NOT_FOUND`, …). Unknown services and methods are counted as `unknown`.
+    pub const RPC_REQUESTS_TOTAL: &str = "ovation_rpc_requests_total";
+    /// Histogram `{service, method}`: time to the response head, in seconds.
+    pub const RPC_DURATION_SECONDS: &str = "ovation_rpc_duration_seconds";
+    /// Counter `{status}`: sagas that reached `completed`, `rejected`, `compensated` or
+    /// `needs_operator`, as seen by the replica that drove them there.
+    pub const SAGA_OUTCOMES_TOTAL: &str = "ovation_saga_outcomes_total";
+    /// Histogram `{step}`: one attempt of one saga step (the call to the peer service), in
+    /// seconds: `resolve_gift`, `debit_coins`, `credit_diamonds`, `refund_coins`.
+    pub const SAGA_STEP_DURATION_SECONDS: &str = "ovation_saga_step_duration_seconds";
+    /// Gauge: sagas in NEEDS_OPERATOR in the gifting database, refreshed by the recovery loop.
+    pub const SAGAS_NEEDING_OPERATOR: &str = "ovation_sagas_needing_operator";
+    /// Gauge `{service, state}`: database pool connections, `state` = `idle` or `in_use`,
+    /// refreshed with the health probe.
+    pub const DB_POOL_CONNECTIONS: &str = "ovation_db_pool_connections";
+}
+
+/// Histogram buckets for RPCs and saga steps, in seconds: 1 ms to 10 s.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub service: String,
+    pub method: String,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub service: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub service: &'static str,
+    pub state: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_SECONDS)
+}
+
+/// The process's registry and its metric families.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    pub rpc_duration: HistogramFamily<MethodLabels>,
+    pub saga_outcomes: Family<StatusLabels, Counter>,
+    pub saga_step_duration: HistogramFamily<StepLabels>,
+    pub sagas_needing_operator: Gauge<i64, AtomicI64>,
+    pub db_pool_connections: Family<PoolLabels, Gauge<i64, AtomicI64>>,
+}
+
+/// prometheus-client appends `_total` to counters itself.
+fn counter_name(name: &'static str) -> &'static str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+impl Metrics {
+    /// A fresh registry with every Ovation metric registered (tests; the process uses
+    /// [`global`]).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            counter_name(names::RPC_REQUESTS_TOTAL),
+            "RPCs handled, by gRPC service, method and code",
+            rpc_requests.clone(),
+        );
+        let rpc_duration: HistogramFamily<MethodLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            names::RPC_DURATION_SECONDS,
+            "Time from request to response head, in seconds",
+            rpc_duration.clone(),
+        );
+        let saga_outcomes = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            counter_name(names::SAGA_OUTCOMES_TOTAL),
+            "Gift sagas that reached a final or operator-awaiting status",
+            saga_outcomes.clone(),
+        );
+        let saga_step_duration: HistogramFamily<StepLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            names::SAGA_STEP_DURATION_SECONDS,
+            "One attempt of one saga step, in seconds",
+            saga_step_duration.clone(),
+        );
+        let sagas_needing_operator = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            names::SAGAS_NEEDING_OPERATOR,
+            "Gift sagas in NEEDS_OPERATOR",
+            sagas_needing_operator.clone(),
+        );
+        let db_pool_connections = Family::<PoolLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            names::DB_POOL_CONNECTIONS,
+            "Database pool connections by state (idle, in_use)",
+            db_pool_connections.clone(),
+        );
+        Metrics {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            saga_outcomes,
+            saga_step_duration,
+            sagas_needing_operator,
+            db_pool_connections,
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// A saga reached `status` (`completed`, `rejected`, `compensated`, `needs_operator`).
+    pub fn saga_outcome(&self, status: &'static str) {
+        self.saga_outcomes
+            .get_or_create(&StatusLabels { status })
+            .inc();
+    }
+
+    /// One attempt of saga step `step` took `seconds`.
+    pub fn saga_step(&self, step: &'static str, seconds: f64) {
+        self.saga_step_duration
+            .get_or_create(&StepLabels { step })
+            .observe(seconds);
+    }
+
+    pub fn set_sagas_needing_operator(&self, count: i64) {
+        self.sagas_needing_operator.set(count);
+    }
+
+    /// The database pool of `service` holds `size` connections, `idle` of them idle.
+    pub fn set_db_pool(&self, service: &'static str, size: u32, idle: usize) {
+        let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+        self.db_pool_connections
+            .get_or_create(&PoolLabels {
+                service,
+                state: "idle",
+            })
+            .set(idle);
+        self.db_pool_connections
+            .get_or_create(&PoolLabels {
+                service,
+                state: "in_use",
+            })
+            .set((i64::from(size) - idle).max(0));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics, what `/metrics` serves.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_metric_with_its_labels() {
+        let m = Metrics::new();
+        m.rpc_requests
+            .get_or_create(&RpcLabels {
+                service: "ovation.gifting.v1.GiftingService".into(),
+                method: "SendGift".into(),
+                code: "OK",
+            })
+            .inc();
+        m.rpc_duration
+            .get_or_create(&MethodLabels {
+                service: "ovation.gifting.v1.GiftingService".into(),
+                method: "SendGift".into(),
+            })
+            .observe(0.003);
+        m.saga_outcome("completed");
+        m.saga_outcome("completed");
+        m.saga_step("debit_coins", 0.02);
+        m.set_sagas_needing_operator(3);
+        m.set_db_pool("gifting", 4, 1);
+        let text = m.encode();
+        for name in [
+            names::RPC_REQUESTS_TOTAL,
+            names::RPC_DURATION_SECONDS,
+            names::SAGA_OUTCOMES_TOTAL,
+            names::SAGA_STEP_DURATION_SECONDS,
+            names::SAGAS_NEEDING_OPERATOR,
+            names::DB_POOL_CONNECTIONS,
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(
+            has(
+                "ovation_rpc_requests_total{service=\"ovation.gifting.v1.GiftingService\",method=\"SendGift\",code=\"OK\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            has("ovation_saga_outcomes_total{status=\"completed\"} 2"),
+            "{text}"
+        );
+        assert!(
+            has("ovation_saga_step_duration_seconds_count{step=\"debit_coins\"} 1"),
+            "{text}"
+        );
+        assert!(has("ovation_sagas_needing_operator 3"), "{text}");
+        assert!(
+            has("ovation_db_pool_connections{service=\"gifting\",state=\"in_use\"} 3"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn grpc_codes_have_their_canonical_names() {
+        assert_eq!(grpc_code_name(0), "OK");
+        assert_eq!(grpc_code_name(5), "NOT_FOUND");
+        assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
+        assert_eq!(grpc_code_name(99), "UNKNOWN");
+    }
+}

@@ -1,0 +1,266 @@
+//! Issue 7's acceptance: `/metrics` on a running `ovation up` shows the saga and RPC
+//! metrics after a few gifts.
+//!
+//! The real `ovation` binary runs `up` on free loopback ports with a temporary data
+//! directory (SQLite) and the test keys; a viewer is funded, a creator registered, a few
+//! gifts sent, then `GET /metrics` (plain HTTP/1.1 over a TcpStream) must count the
+//! SendGift calls by method and code, the completed sagas, the saga steps and the
+//! database pools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ovation_auth::Role;
+use ovation_e2e::{EXIT_BOUND, ServiceProcess, binary, free_addr};
+use ovation_proto::gifting as pb;
+use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
+use ovation_proto::payout as payout_pb;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
+use ovation_proto::wallet as wallet_pb;
+use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
+use ovation_testkit::{Bearer, test_keys_file, token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tonic::transport::Channel;
+
+/// Gifts sent; each must end COMPLETED.
+const GIFTS: usize = 3;
+/// Longest the metrics may take to show the gifts.
+const METRICS_BOUND: Duration = Duration::from_secs(30);
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a loopback URL")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
+}
+
+/// `GET /metrics` over a fresh HTTP/1.1 connection; the response, head and body.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the metrics endpoint {addr}: {e}"));
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request written");
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the metrics endpoint answers within 10 s")
+    .expect("the response is UTF-8 text");
+    response
+}
+
+/// The value of the sample line `series` (name and labels exactly as exposed), if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
+    let data =
+        TempDir(std::env::temp_dir().join(format!("ovation-e2e-metrics-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&data.0).expect("temp dir is writable");
+    let [catalog, wallet, gifting, payout, metrics] = std::array::from_fn(|_| free_addr());
+
+    let mut command = Command::new(binary("ovation", "ovation"));
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("OVATION_") || key_text.starts_with("OTEL_") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data.0)
+        .arg("--auth-keys-file")
+        .arg(test_keys_file())
+        .args(["--catalog-port", &catalog.port().to_string()])
+        .args(["--wallet-port", &wallet.port().to_string()])
+        .args(["--gifting-port", &gifting.port().to_string()])
+        .args(["--payout-port", &payout.port().to_string()])
+        .args(["--metrics-port", &metrics.port().to_string()]);
+    let mut up = ServiceProcess::start(command, gifting).await;
+    for addr in [catalog, wallet, payout] {
+        up.wait_serving(addr, ovation_e2e::START_BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("{addr} not SERVING: {e}\n{}", up.stderr()));
+    }
+    assert!(
+        up.stdout().contains(&format!("http://{metrics}/metrics")),
+        "`ovation up` says where /metrics is:\n{}",
+        up.stdout()
+    );
+
+    // A funded viewer and a registered creator.
+    let viewer = "mia";
+    let creator = "max";
+    let mut wallet_client = WalletServiceClient::with_interceptor(
+        channel(wallet),
+        Bearer::new(&token(viewer, &[Role::Viewer])),
+    );
+    wallet_client
+        .create_account(wallet_pb::CreateAccountRequest {
+            idempotency_key: format!("open-{viewer}"),
+            user_id: viewer.into(),
+            minor: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateAccount: {e}\n{}", up.stderr()));
+    let purchase = wallet_client
+        .purchase_coins(wallet_pb::PurchaseCoinsRequest {
+            idempotency_key: format!("buy-{viewer}"),
+            user_id: viewer.into(),
+            package_id: "coins_1000".into(),
+            currency_code: "USD".into(),
+            payment_token: ovation_wallet::payment::TOKEN_OK.into(),
+            expected_price: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PurchaseCoins: {e}\n{}", up.stderr()))
+        .into_inner();
+    assert!(purchase.purchase.is_some_and(|p| p.coins_credited > 0));
+    PayoutServiceClient::with_interceptor(
+        channel(payout),
+        Bearer::new(&token(creator, &[Role::Creator])),
+    )
+    .register_creator(payout_pb::RegisterCreatorRequest {
+        idempotency_key: format!("reg-{creator}"),
+        creator_id: creator.into(),
+        display_name: "Max".into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RegisterCreator: {e}\n{}", up.stderr()));
+
+    let mut gifting_client = GiftingServiceClient::with_interceptor(
+        channel(gifting),
+        Bearer::new(&token(viewer, &[Role::Viewer])),
+    );
+    for i in 0..GIFTS {
+        let receipt = gifting_client
+            .send_gift(pb::SendGiftRequest {
+                idempotency_key: format!("metrics-gift-{i}"),
+                sender_user_id: viewer.into(),
+                creator_id: creator.into(),
+                stream_id: "stream-metrics".into(),
+                gift_id: "rose".into(),
+                quantity: 1,
+                message: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("SendGift {i}: {e}\n{}", up.stderr()))
+            .into_inner()
+            .receipt
+            .expect("SendGift answers a receipt");
+        assert!(receipt.status != 0, "{receipt:?}");
+    }
+
+    // Sagas may still be finishing in the background: poll, bounded.
+    let send_gift_ok = "ovation_rpc_requests_total{service=\"ovation.gifting.v1.GiftingService\",method=\"SendGift\",code=\"OK\"}";
+    let completed = "ovation_saga_outcomes_total{status=\"completed\"}";
+    let deadline = tokio::time::Instant::now() + METRICS_BOUND;
+    let response = loop {
+        let response = scrape(metrics).await;
+        if sample(&response, completed).unwrap_or(0.0) >= GIFTS as f64 {
+            break response;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{completed} did not reach {GIFTS} within {METRICS_BOUND:?}:\n{response}\n--- ovation up stderr ---\n{}",
+                up.stderr()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (head, text) = response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response has a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(
+        sample(text, send_gift_ok) >= Some(GIFTS as f64),
+        "SendGift calls counted by method and code:\n{text}"
+    );
+    assert!(
+        sample(
+            text,
+            "ovation_rpc_duration_seconds_count{service=\"ovation.gifting.v1.GiftingService\",method=\"SendGift\"}"
+        ) >= Some(GIFTS as f64),
+        "SendGift latency:\n{text}"
+    );
+    // The saga's calls to the other services are RPCs of those services, in the same
+    // process-wide registry.
+    assert!(
+        sample(
+            text,
+            "ovation_rpc_requests_total{service=\"ovation.wallet.v1.WalletService\",method=\"DebitCoins\",code=\"OK\"}"
+        ) >= Some(GIFTS as f64),
+        "wallet DebitCoins from the sagas:\n{text}"
+    );
+    for step in ["resolve_gift", "debit_coins", "credit_diamonds"] {
+        assert!(
+            sample(
+                text,
+                &format!("ovation_saga_step_duration_seconds_count{{step=\"{step}\"}}")
+            ) >= Some(GIFTS as f64),
+            "step {step} timed:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(text, "ovation_sagas_needing_operator"),
+        Some(0.0),
+        "{text}"
+    );
+    for service in ["catalog", "wallet", "gifting", "payout"] {
+        assert!(
+            sample(
+                text,
+                &format!("ovation_db_pool_connections{{service=\"{service}\",state=\"idle\"}}")
+            )
+            .is_some(),
+            "{service}'s pool:\n{text}"
+        );
+    }
+    // Errors carry their code: an unauthenticated call.
+    let refused = GiftingServiceClient::new(channel(gifting))
+        .send_gift(pb::SendGiftRequest::default())
+        .await
+        .expect_err("no token, no gift");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let text = scrape(metrics).await;
+    assert!(
+        sample(
+            &text,
+            "ovation_rpc_requests_total{service=\"ovation.gifting.v1.GiftingService\",method=\"SendGift\",code=\"UNAUTHENTICATED\"}"
+        ) >= Some(1.0),
+        "{text}"
+    );
+
+    up.terminate(EXIT_BOUND)
+        .await
+        .unwrap_or_else(|e| panic!("`ovation up` did not stop on SIGTERM: {e}"));
+}
