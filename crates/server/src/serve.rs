@@ -42,6 +42,9 @@ pub enum ServeError {
     },
 }
 
+/// The grpc.health.v1 service name of liveness (Kubernetes liveness probes ask for it).
+pub const LIVENESS_HEALTH_SERVICE: &str = "ovation.liveness";
+
 /// How often expired idempotency keys are pruned.
 const IDEMPOTENCY_PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
 
@@ -68,6 +71,12 @@ pub async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let probe_interval = Duration::from_millis(args.health_probe_interval_ms.max(100));
     set_health(&reporter, spec, probe(&db, probe_interval).await).await;
+    // Liveness is not readiness: a process that cannot reach its database is alive and
+    // should be left to recover, not restarted. This name answers SERVING while the
+    // process runs; "" and the service's own name follow the database.
+    reporter
+        .set_service_status(LIVENESS_HEALTH_SERVICE, ServingStatus::Serving)
+        .await;
     record_pool(spec, &db);
     tokio::spawn(watch_database(
         spec,

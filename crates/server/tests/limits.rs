@@ -154,3 +154,24 @@ async fn a_call_that_overruns_the_request_timeout_is_cut_off() {
     assert_eq!(code, Code::Cancelled);
     running.stop().await.unwrap();
 }
+
+/// Liveness answers SERVING while the process runs, whatever its database does; readiness
+/// ("") follows the database.
+#[tokio::test]
+async fn liveness_has_its_own_health_name() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let db = TestDatabase::sqlite();
+    let running = start_slow(&db, Duration::from_millis(1), |_| {}).await;
+    let mut health = HealthClient::new(running.channel().await);
+    let status = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let live = health
+        .check(status(ovation_server::serve::LIVENESS_HEALTH_SERVICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.status, 1, "SERVING");
+    running.stop().await.unwrap();
+}

@@ -574,5 +574,16 @@ async fn health_turns_not_serving_when_the_database_goes_away() {
         not_serving,
         "health never left SERVING after the database was dropped"
     );
+    // Liveness stays SERVING: losing the database is a reason to take no traffic, not to
+    // be restarted.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(running.channel().await);
+    let live = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: ovation_server::serve::LIVENESS_HEALTH_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.status, 1, "liveness stays SERVING");
     running.stop().await.unwrap();
 }
