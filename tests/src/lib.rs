@@ -167,10 +167,7 @@ fn build(cargo: &std::ffi::OsStr, dir: &BuildDir, package: &str, name: &str) {
 /// A loopback address whose port nothing listens on at the time of the call: bind port 0,
 /// read the port the OS chose, release it.
 pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("can bind a loopback port");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
+    ovation_testkit::free_addr()
 }
 
 /// Why a [`ServiceProcess`] did not do what was awaited.

@@ -138,8 +138,26 @@ impl ConnectUrl for sqlx::AnyConnection {
     }
 }
 
-/// A loopback address with a port nothing listens on now (taken, then let go).
+/// A loopback address with a port nothing listens on now, for a service a test starts
+/// later (as a separate process, or again after a restart).
+///
+/// The port is below Linux's ephemeral range (32768–60999): a port taken from that range
+/// and let go can be picked by the OS as the local port of any outgoing connection (tests
+/// connect a lot) before the service binds it. Here only another test choosing the same
+/// port can collide, and the bind check makes that rarer still.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let seed = (std::process::id() as u16).wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let offset = seed.wrapping_add(NEXT.fetch_add(97, Ordering::Relaxed)) % SPAN;
+        let addr = SocketAddr::from(([127, 0, 0, 1], LOW + offset));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("an ephemeral loopback port")
