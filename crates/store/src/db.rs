@@ -185,6 +185,12 @@ impl Db {
         self.backend
     }
 
+    /// A pooled connection for reads (writes go through [`Db::begin_write`]); waiting for
+    /// one is bounded by the pool's acquire timeout (UNAVAILABLE after it).
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -16,7 +16,7 @@ use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
-use ovation_store::{Db, Fingerprint, StoreError};
+use ovation_store::{Db, Fingerprint};
 use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text,
     UnixMillis, Violations,
@@ -44,7 +44,7 @@ impl Catalog {
     }
 
     async fn read(&self) -> Result<PoolConnection<Any>, ApiError> {
-        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+        Ok(self.db.conn().await?)
     }
 }
 

@@ -19,7 +19,7 @@ use ovation_server::edge::to_timestamp;
 use ovation_server::{ApiError, auth};
 use ovation_store::{Db, Fingerprint, StoreError};
 use ovation_types::{
-    IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
+    IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -84,7 +84,7 @@ impl Gifting {
     async fn read(
         &self,
     ) -> Result<ovation_store::sqlx::pool::PoolConnection<ovation_store::sqlx::Any>, ApiError> {
-        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+        Ok(self.db.conn().await?)
     }
 
     /// Runs the saga on a task of its own (it goes on if the caller goes away) and waits
@@ -527,16 +527,7 @@ impl GiftingService for Gifting {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("saga_id", ResourceId::parse(&req.saga_id));
-        let actor = v.check(
-            "actor",
-            Text::parse_required(&req.actor).and_then(|a| {
-                if a.as_str().chars().count() > 128 {
-                    Err("must be at most 128 characters".into())
-                } else {
-                    Ok(a)
-                }
-            }),
-        );
+        let actor = v.check("actor", Name::parse(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
         let (key, id, actor, reason) = v
             .finish(|| Some((key?, id?, actor?, reason?)))

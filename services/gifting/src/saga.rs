@@ -139,7 +139,7 @@ impl SagaEngine {
         loop {
             let now = UnixMillis::now();
             let claimed = {
-                let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.db.conn().await?;
                 store::claim_lease(&mut conn, saga_id, &self.owner, self.lease_until(now), now)
                     .await?
             };
@@ -218,14 +218,14 @@ impl SagaEngine {
     }
 
     pub async fn load(&self, saga_id: &str) -> Result<SagaRow, DriveError> {
-        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db.conn().await?;
         store::get_saga(&mut conn, saga_id).await?.ok_or_else(|| {
             DriveError::Store(StoreError::Config(format!("saga {saga_id} vanished")))
         })
     }
 
     async fn release(&self, saga_id: &str) -> Result<(), DriveError> {
-        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db.conn().await?;
         store::release_lease(&mut conn, saga_id, &self.owner).await?;
         Ok(())
     }
@@ -398,7 +398,7 @@ impl SagaEngine {
     /// One recovery pass: resume every due saga whose lease is free or expired.
     pub async fn recover_once(&self) -> Result<usize, DriveError> {
         let due = {
-            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.db.conn().await?;
             store::due_sagas(
                 &mut conn,
                 UnixMillis::now(),
@@ -450,7 +450,7 @@ impl SagaEngine {
     /// Refreshes the gauge of sagas in NEEDS_OPERATOR (one COUNT query).
     async fn count_needing_operator(&self) {
         let counted = async {
-            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.db.conn().await?;
             store::count_needing_operator(&mut conn).await
         };
         match counted.await {

@@ -25,7 +25,7 @@ use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
-use ovation_store::{Db, Fingerprint, Replayed, StoreError};
+use ovation_store::{Db, Fingerprint, Replayed};
 use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, UnixMillis,
     Violations,
@@ -64,7 +64,7 @@ impl Payouts {
     }
 
     async fn read(&self) -> Result<PoolConnection<Any>, ApiError> {
-        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+        Ok(self.db.conn().await?)
     }
 }
 

@@ -11,8 +11,6 @@ pub const HOLD_TTL_MS_MIN: i64 = 1_000;
 pub const HOLD_TTL_MS_DEFAULT: i64 = 300_000;
 /// Most operation ids one ListDebits may name.
 pub const DEBIT_IDS_MAX: usize = 500;
-/// Longest actor name, in characters.
-pub const ACTOR_CHARS_MAX: usize = 128;
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -14,9 +14,9 @@ use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::edge::{money, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
-use ovation_store::{Db, Fingerprint, StoreError};
+use ovation_store::{Db, Fingerprint};
 use ovation_types::{
-    Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, UnixMillis,
+    Coins, CurrencyCode, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, UnixMillis,
     Violations,
 };
 use tonic::{Request, Response, Status};
@@ -55,7 +55,7 @@ impl Wallet {
     async fn read(
         &self,
     ) -> Result<ovation_store::sqlx::pool::PoolConnection<ovation_store::sqlx::Any>, ApiError> {
-        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+        Ok(self.db.conn().await?)
     }
 
     /// Runs `op` once per idempotency key, in one write transaction.
@@ -109,19 +109,6 @@ impl From<WalletError> for ApiError {
             }
         }
     }
-}
-
-fn actor_name(raw: &str) -> Result<String, String> {
-    if raw.trim().is_empty() {
-        return Err("is required: who does this".into());
-    }
-    if raw.chars().nth(domain::ACTOR_CHARS_MAX).is_some() {
-        return Err(format!(
-            "must be at most {} characters",
-            domain::ACTOR_CHARS_MAX
-        ));
-    }
-    Text::parse(raw).map(Text::into_string)
 }
 
 fn optional_id(raw: &str) -> Result<String, String> {
@@ -212,7 +199,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", actor_name(&req.actor));
+        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
         let reason = v.check("reason", Text::parse_required(&req.reason));
         let (key, user, actor, reason) = v
             .finish(|| Some((key?, user?, actor?, reason?)))
@@ -395,7 +382,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
-        let actor = v.check("actor", actor_name(&req.actor));
+        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
         let reason = v.check("reason", Text::parse_required(&req.reason));
         let (key, id, actor, reason) = v
             .finish(|| Some((key?, id?, actor?, reason?)))
@@ -673,7 +660,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", actor_name(&req.actor));
+        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
         let reason = v.check("reason", Text::parse(&req.reason));
         let caps = match &req.caps {
             None => {
