@@ -44,6 +44,11 @@ pub struct ServerArgs {
     /// runs that one endpoint itself (see its `--metrics-port`).
     #[arg(long, env = "OVATION_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve grpc.health.v1 alone, always plaintext and without authentication,
+    /// e.g. `0.0.0.0:8081`: Kubernetes' gRPC probes cannot speak TLS. Same statuses as on
+    /// the main port. Unset: health only on the main port.
+    #[arg(long, env = "OVATION_PROBE_ADDR")]
+    pub probe_addr: Option<SocketAddr>,
     /// Apply the database migrations and exit (a Kubernetes migration Job runs this).
     #[arg(long, env = "OVATION_MIGRATE_ONLY")]
     pub migrate_only: bool,
@@ -88,6 +93,7 @@ impl Default for ServerConfig {
                 db_connections_max: 16,
                 db_connect_timeout_ms: 10_000,
                 metrics_addr: None,
+                probe_addr: None,
                 migrate_only: false,
                 run_migrations: true,
                 tls: crate::tls::ServerTlsArgs::default(),

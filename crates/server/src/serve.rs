@@ -40,6 +40,11 @@ pub enum ServeError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve health probes on {address}: {source}")]
+    Probe {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The grpc.health.v1 service name of liveness (Kubernetes liveness probes ask for it).
@@ -65,6 +70,14 @@ pub async fn serve(
             TcpListener::bind(address)
                 .await
                 .map_err(|source| ServeError::Metrics { address, source })?,
+        ),
+        None => None,
+    };
+    let probe_listener = match args.probe_addr {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Probe { address, source })?,
         ),
         None => None,
     };
@@ -98,6 +111,25 @@ pub async fn serve(
                 ovation_metrics::serve(listener, async move { shutdown.wait().await }).await
             {
                 tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        })
+    });
+
+    // The probe port: health alone, plaintext, unauthenticated, so kubelet's gRPC probes
+    // work when the main port speaks TLS. It reports NOT_SERVING with the main port on
+    // drain (same reporter) and stops once the main server has stopped.
+    let (probe_stop, probe_stopped) = tokio::sync::oneshot::channel::<()>();
+    let probe_server = probe_listener.map(|listener| {
+        let health = health_service.clone();
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = probe_stopped.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "health probe endpoint failed");
             }
         })
     });
@@ -159,6 +191,10 @@ pub async fn serve(
             tracing::warn!(service = spec.name, grace_ms = args.shutdown_grace_ms,
                 "in-flight calls did not drain within the grace period; stopping anyway");
         }
+    }
+    let _ = probe_stop.send(());
+    if let Some(probe_server) = probe_server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), probe_server).await;
     }
     if let Some(metrics_server) = metrics_server {
         // It stops on the same shutdown; a scrape in flight does not hold the exit up long.

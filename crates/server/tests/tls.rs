@@ -147,8 +147,18 @@ struct TlsServer {
 impl TlsServer {
     /// Starts `serve()` with `tls` on a loopback port, without waiting for it.
     async fn spawn(db: &TestDatabase, tls: ServerTlsArgs) -> TlsServer {
+        TlsServer::spawn_with_probe(db, tls, None).await
+    }
+
+    /// As [`TlsServer::spawn`], with the plaintext health probe port on `probe_addr`.
+    async fn spawn_with_probe(
+        db: &TestDatabase,
+        tls: ServerTlsArgs,
+        probe_addr: Option<SocketAddr>,
+    ) -> TlsServer {
         let mut config = server_config(db.url());
         config.args.tls = tls;
+        config.args.probe_addr = probe_addr;
         let url = db.url().to_owned();
         let listener = ovation_server::bind(config.listen_addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -173,7 +183,16 @@ impl TlsServer {
 
     /// Starts a TLS server and waits (bounded) until `ready` gets SERVING from it.
     async fn start(db: &TestDatabase, tls: ServerTlsArgs, ready: &ClientTls) -> TlsServer {
-        let mut server = TlsServer::spawn(db, tls).await;
+        TlsServer::start_with_probe(db, tls, ready, None).await
+    }
+
+    async fn start_with_probe(
+        db: &TestDatabase,
+        tls: ServerTlsArgs,
+        ready: &ClientTls,
+        probe_addr: Option<SocketAddr>,
+    ) -> TlsServer {
+        let mut server = TlsServer::spawn_with_probe(db, tls, probe_addr).await;
         let uri = server.https();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
@@ -209,12 +228,17 @@ impl TlsServer {
 /// Connects to `uri` with `tls` and asks grpc.health.v1 for the server's status: `Ok(true)`
 /// for SERVING, `Err` (with the whole error chain) when the connection or call fails.
 async fn health(uri: &str, tls: &ClientTls) -> Result<bool, String> {
+    health_of(uri, tls, "").await
+}
+
+/// As [`health`], for the health service name `service`.
+async fn health_of(uri: &str, tls: &ClientTls, service: &str) -> Result<bool, String> {
     let endpoint = endpoint(uri, tls).map_err(|e| e.to_string())?;
     let call = async {
         let channel = endpoint.connect().await.map_err(|e| chain(&e))?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
-                service: String::new(),
+                service: service.to_owned(),
             })
             .await
             .map_err(|status| format!("{status:?}"))?;
@@ -326,6 +350,63 @@ async fn mtls_requires_a_client_certificate_signed_by_the_client_ca() {
     // Refused clients leave the server as it was.
     assert_eq!(health(&server.https(), &signed).await, Ok(true));
     server.stop().await;
+}
+
+/// Kubernetes' gRPC probes speak plaintext only: under mTLS the probe port answers health
+/// in plaintext without a token, and serves nothing else.
+#[tokio::test]
+async fn the_probe_port_answers_health_in_plaintext_under_mtls_and_nothing_else() {
+    let pki = Pki::generate();
+    let db = TestDatabase::sqlite();
+    let signed = pki.client(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
+    let probe_addr = ovation_testkit::free_addr();
+    let server =
+        TlsServer::start_with_probe(&db, pki.server_args(true), &signed, Some(probe_addr)).await;
+    let probe = format!("http://{probe_addr}");
+
+    assert_eq!(health(&probe, &ClientTls::default()).await, Ok(true));
+    assert_eq!(
+        health_of(&probe, &ClientTls::default(), "test.Tls").await,
+        Ok(true)
+    );
+    assert_eq!(
+        health_of(&probe, &ClientTls::default(), "ovation.liveness").await,
+        Ok(true)
+    );
+    // Only health: reflection (served on the main port) is not there.
+    let channel = tonic::transport::Endpoint::from_shared(probe.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let refused = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect_err("the probe port must serve health only");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    // The main port still refuses plaintext.
+    assert!(
+        health(&format!("http://{}", server.addr), &ClientTls::default())
+            .await
+            .is_err()
+    );
+
+    server.stop().await;
+    // Stopped with the server: nothing listens on the probe port any more.
+    assert!(
+        tokio::net::TcpStream::connect(probe_addr).await.is_err(),
+        "the probe port outlived the server"
+    );
 }
 
 #[test]
