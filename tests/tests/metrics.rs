@@ -99,7 +99,9 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
         .args(["--wallet-port", &wallet.port().to_string()])
         .args(["--gifting-port", &gifting.port().to_string()])
         .args(["--payout-port", &payout.port().to_string()])
-        .args(["--metrics-port", &metrics.port().to_string()]);
+        .args(["--metrics-port", &metrics.port().to_string()])
+        // Ledger and backlog gauges refreshed often enough for a test to see them move.
+        .args(["--db-gauges-interval-ms", "200"]);
     let mut up = ServiceProcess::start(command, gifting).await;
     for addr in [catalog, wallet, payout] {
         up.wait_serving(addr, ovation_e2e::START_BOUND)
@@ -139,7 +141,8 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
         .await
         .unwrap_or_else(|e| panic!("PurchaseCoins: {e}\n{}", up.stderr()))
         .into_inner();
-    assert!(purchase.purchase.is_some_and(|p| p.coins_credited > 0));
+    let purchased_coins = purchase.purchase.as_ref().map_or(0, |p| p.coins_credited);
+    assert!(purchased_coins > 0, "{purchase:?}");
     PayoutServiceClient::with_interceptor(
         channel(payout),
         Bearer::new(&token(creator, &[Role::Creator])),
@@ -156,6 +159,16 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
         channel(gifting),
         Bearer::new(&token(viewer, &[Role::Viewer])),
     );
+    // A live watcher of the stream, opened before the gifts: their delivery lag is measured.
+    let mut feed = gifting_client
+        .watch_stream_gifts(pb::WatchStreamGiftsRequest {
+            stream_id: "stream-metrics".into(),
+            resume_cursor: String::new(),
+            from_beginning: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("WatchStreamGifts: {e}\n{}", up.stderr()))
+        .into_inner();
     for i in 0..GIFTS {
         let receipt = gifting_client
             .send_gift(pb::SendGiftRequest {
@@ -163,7 +176,8 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
                 sender_user_id: viewer.into(),
                 creator_id: creator.into(),
                 stream_id: "stream-metrics".into(),
-                gift_id: "rose".into(),
+                // Five coins: enough to credit diamonds (a one-coin rose floors to 0).
+                gift_id: "finger_heart".into(),
                 quantity: 1,
                 message: String::new(),
             })
@@ -173,6 +187,14 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
             .receipt
             .expect("SendGift answers a receipt");
         assert!(receipt.status != 0, "{receipt:?}");
+    }
+
+    for i in 0..GIFTS {
+        let event = tokio::time::timeout(METRICS_BOUND, feed.message())
+            .await
+            .unwrap_or_else(|_| panic!("gift event {i} not on the feed within {METRICS_BOUND:?}"))
+            .unwrap_or_else(|e| panic!("feed failed: {e}"));
+        assert!(event.is_some(), "the feed ended before gift event {i}");
     }
 
     // Sagas may still be finishing in the background: poll, bounded.
@@ -245,6 +267,77 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
             "{service}'s pool:\n{text}"
         );
     }
+    // The outbox: one live watcher, every gift handed to it with its lag measured.
+    assert_eq!(sample(text, "ovation_feed_watchers"), Some(1.0), "{text}");
+    assert!(
+        sample(text, "ovation_feed_delivery_lag_seconds_count") >= Some(GIFTS as f64),
+        "{text}"
+    );
+
+    // Ledger totals (refreshed every 200 ms): poll until they show the gifts.
+    let coins = |text: &str, account: &str| {
+        sample(
+            text,
+            &format!("ovation_ledger_coins{{account=\"{account}\"}}"),
+        )
+    };
+    let diamonds = |text: &str, account: &str| {
+        sample(
+            text,
+            &format!("ovation_ledger_diamonds{{account=\"{account}\"}}"),
+        )
+    };
+    let spent = (GIFTS * 5) as f64;
+    let deadline = tokio::time::Instant::now() + METRICS_BOUND;
+    let text = loop {
+        let response = scrape(metrics).await;
+        let text = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        let settled = coins(&text, "gift_sink") == Some(spent)
+            && diamonds(&text, "creator").is_some_and(|d| d > 0.0)
+            && sample(&text, "ovation_sagas_in_flight") == Some(0.0);
+        if settled {
+            break text;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("ledger gauges did not show {GIFTS} gifts within {METRICS_BOUND:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = text.as_str();
+    let coin_accounts = ["user", "issuance", "promotion", "gift_sink", "adjustment"];
+    let coin_total: f64 = coin_accounts
+        .iter()
+        .map(|a| coins(text, a).unwrap_or(f64::NAN))
+        .sum();
+    assert_eq!(coin_total, 0.0, "the coin ledger balances (I1):\n{text}");
+    assert_eq!(
+        coins(text, "user"),
+        Some(purchased_coins as f64 - spent),
+        "users hold what they bought minus the gifts:\n{text}"
+    );
+    let diamond_accounts = ["creator", "creator_held", "gift_issuance", "paid_out"];
+    let diamond_total: f64 = diamond_accounts
+        .iter()
+        .map(|a| diamonds(text, a).unwrap_or(f64::NAN))
+        .sum();
+    assert_eq!(
+        diamond_total, 0.0,
+        "the diamond ledger balances (I1):\n{text}"
+    );
+    assert_eq!(
+        sample(text, "ovation_saga_oldest_in_flight_age_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "ovation_payouts_needing_attention"),
+        Some(0.0),
+        "{text}"
+    );
+
     // Errors carry their code: an unauthenticated call.
     let refused = GiftingServiceClient::new(channel(gifting))
         .send_gift(pb::SendGiftRequest::default())

@@ -9,14 +9,17 @@
 //!   method and gRPC code and times them.
 //! - [`serve`]: the HTTP endpoint `GET /metrics` (OpenMetrics text format).
 //!
-//! Limits: the RPC duration ends when the response **head** is ready, and the code is read
-//! from the head: an error (tonic sends every `Err(Status)` of a handler "trailers-only",
-//! so its `grpc-status` is in the head) gets its code; a response whose status comes later
-//! in trailers (every successful unary call, streams) is counted as `OK`. A stream that
-//! fails after it started is therefore counted `OK`, and its streaming time is not timed.
+//! Every RPC is counted and timed exactly once, from the call to its end. A response
+//! whose head carries `grpc-status` (tonic's trailers-only errors: refusals, validation
+//! errors, UNIMPLEMENTED) is recorded when the head is ready; otherwise the body is wrapped
+//! ([`RpcMetricsBody`]) and the call is recorded when it ends, with the trailers'
+//! `grpc-status` — so a server stream that fails after it started gets its real code and
+//! its whole lifetime. A body that fails counts `INTERNAL`; one that ends without a status
+//! gets the code a gRPC client would infer (`UNKNOWN` for HTTP 200); a call dropped before
+//! its end (client gone, deadline) counts `CANCELLED`.
 
 use std::sync::LazyLock;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,7 +31,9 @@ use prometheus_client::registry::Registry;
 mod layer;
 mod server;
 
-pub use layer::{RpcMetricsFuture, RpcMetricsLayer, RpcMetricsService, grpc_code_name};
+pub use layer::{
+    RpcMetricsBody, RpcMetricsFuture, RpcMetricsLayer, RpcMetricsService, grpc_code_name,
+};
 pub use server::{CONTENT_TYPE, serve};
 
 /// Every metric name, exactly as exposed on `/metrics`.
@@ -37,7 +42,8 @@ pub mod names {
     /// (`ovation.gifting.v1.GiftingService`), method (`SendGift`) and gRPC code (`OK`,
     /// `NOT_FOUND`, …). Unknown services and methods are counted as `unknown`.
     pub const RPC_REQUESTS_TOTAL: &str = "ovation_rpc_requests_total";
-    /// Histogram `{service, method}`: time to the response head, in seconds.
+    /// Histogram `{service, method}`: time from the call to its end (the trailers, for a
+    /// stream its whole lifetime), in seconds.
     pub const RPC_DURATION_SECONDS: &str = "ovation_rpc_duration_seconds";
     /// Counter `{status}`: sagas that reached `completed`, `rejected`, `compensated` or
     /// `needs_operator`, as seen by the replica that drove them there.
@@ -50,6 +56,26 @@ pub mod names {
     /// Gauge `{service, state}`: database pool connections, `state` = `idle` or `in_use`,
     /// refreshed with the health probe.
     pub const DB_POOL_CONNECTIONS: &str = "ovation_db_pool_connections";
+    /// Gauge: PENDING sagas in the gifting database (started, not yet at an outcome).
+    pub const SAGAS_IN_FLIGHT: &str = "ovation_sagas_in_flight";
+    /// Gauge: age of the oldest PENDING saga, in seconds (0 when none): the saga backlog's
+    /// lag. A value that keeps growing means sagas are stuck retrying a step.
+    pub const SAGA_OLDEST_IN_FLIGHT_AGE_SECONDS: &str = "ovation_saga_oldest_in_flight_age_seconds";
+    /// Gauge: open WatchStreamGifts streams on this replica.
+    pub const FEED_WATCHERS: &str = "ovation_feed_watchers";
+    /// Histogram: outbox lag, from a gift's completion (its event committed to the outbox)
+    /// to its hand-off to a live watcher's stream, in seconds. Events replayed to a watcher
+    /// that resumed from an older cursor are not counted: that is catch-up, not lag.
+    pub const FEED_DELIVERY_LAG_SECONDS: &str = "ovation_feed_delivery_lag_seconds";
+    /// Gauge `{account}`: the coin ledger's balance per account kind (`user` = all users
+    /// together, `issuance`, `promotion`, `gift_sink`, `adjustment`), sums of postings. The
+    /// kinds sum to 0 while the ledger balances (I1): alert on `sum(...) != 0`.
+    pub const LEDGER_COINS: &str = "ovation_ledger_coins";
+    /// Gauge `{account}`: the diamond ledger's balance per account kind (`creator`,
+    /// `creator_held`, `gift_issuance`, `paid_out`), sums of postings; they sum to 0 (I1).
+    pub const LEDGER_DIAMONDS: &str = "ovation_ledger_diamonds";
+    /// Gauge: HELD payouts that exhausted their retry budget and await an operator.
+    pub const PAYOUTS_NEEDING_ATTENTION: &str = "ovation_payouts_needing_attention";
 }
 
 /// Histogram buckets for RPCs and saga steps, in seconds: 1 ms to 10 s.
@@ -81,6 +107,11 @@ pub struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub account: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub service: &'static str,
     pub state: &'static str,
@@ -102,6 +133,13 @@ pub struct Metrics {
     pub saga_step_duration: HistogramFamily<StepLabels>,
     pub sagas_needing_operator: Gauge<i64, AtomicI64>,
     pub db_pool_connections: Family<PoolLabels, Gauge<i64, AtomicI64>>,
+    pub sagas_in_flight: Gauge<i64, AtomicI64>,
+    pub saga_oldest_in_flight_age: Gauge<f64, AtomicU64>,
+    pub feed_watchers: Gauge<i64, AtomicI64>,
+    pub feed_delivery_lag: Histogram,
+    pub ledger_coins: Family<AccountLabels, Gauge<i64, AtomicI64>>,
+    pub ledger_diamonds: Family<AccountLabels, Gauge<i64, AtomicI64>>,
+    pub payouts_needing_attention: Gauge<i64, AtomicI64>,
 }
 
 /// prometheus-client appends `_total` to counters itself.
@@ -124,7 +162,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register(
             names::RPC_DURATION_SECONDS,
-            "Time from request to response head, in seconds",
+            "Time from the call to its end, in seconds",
             rpc_duration.clone(),
         );
         let saga_outcomes = Family::<StatusLabels, Counter>::default();
@@ -152,6 +190,48 @@ impl Metrics {
             "Database pool connections by state (idle, in_use)",
             db_pool_connections.clone(),
         );
+        let sagas_in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            names::SAGAS_IN_FLIGHT,
+            "Gift sagas PENDING (started, no outcome yet)",
+            sagas_in_flight.clone(),
+        );
+        let saga_oldest_in_flight_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            names::SAGA_OLDEST_IN_FLIGHT_AGE_SECONDS,
+            "Age of the oldest PENDING gift saga, in seconds",
+            saga_oldest_in_flight_age.clone(),
+        );
+        let feed_watchers = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            names::FEED_WATCHERS,
+            "Open WatchStreamGifts streams on this replica",
+            feed_watchers.clone(),
+        );
+        let feed_delivery_lag = latency_histogram();
+        registry.register(
+            names::FEED_DELIVERY_LAG_SECONDS,
+            "From a gift event's commit to the outbox to its hand-off to a live watcher, in seconds",
+            feed_delivery_lag.clone(),
+        );
+        let ledger_coins = Family::<AccountLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            names::LEDGER_COINS,
+            "Coin ledger balance per account kind (sum of postings)",
+            ledger_coins.clone(),
+        );
+        let ledger_diamonds = Family::<AccountLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            names::LEDGER_DIAMONDS,
+            "Diamond ledger balance per account kind (sum of postings)",
+            ledger_diamonds.clone(),
+        );
+        let payouts_needing_attention = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            names::PAYOUTS_NEEDING_ATTENTION,
+            "HELD payouts past their retry budget, awaiting an operator",
+            payouts_needing_attention.clone(),
+        );
         Metrics {
             registry,
             rpc_requests,
@@ -160,6 +240,13 @@ impl Metrics {
             saga_step_duration,
             sagas_needing_operator,
             db_pool_connections,
+            sagas_in_flight,
+            saga_oldest_in_flight_age,
+            feed_watchers,
+            feed_delivery_lag,
+            ledger_coins,
+            ledger_diamonds,
+            payouts_needing_attention,
         }
     }
 
@@ -207,6 +294,61 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// `count` sagas are PENDING, the oldest for `oldest_age_ms` (0 when none).
+    pub fn set_sagas_in_flight(&self, count: i64, oldest_age_ms: i64) {
+        self.sagas_in_flight.set(count);
+        // Milliseconds to seconds; a clock step backwards must not show a negative age.
+        self.saga_oldest_in_flight_age
+            .set(oldest_age_ms.max(0) as f64 / 1_000.0);
+    }
+
+    /// A gift event committed `lag_ms` ago was handed to a live watcher.
+    pub fn feed_delivered(&self, lag_ms: i64) {
+        self.feed_delivery_lag
+            .observe(lag_ms.max(0) as f64 / 1_000.0);
+    }
+
+    /// The coin ledger's balance of every account kind: `(account, coins)`.
+    pub fn set_ledger_coins(&self, totals: &[(&'static str, i64)]) {
+        for &(account, coins) in totals {
+            self.ledger_coins
+                .get_or_create(&AccountLabels { account })
+                .set(coins);
+        }
+    }
+
+    /// The diamond ledger's balance of every account kind: `(account, diamonds)`.
+    pub fn set_ledger_diamonds(&self, totals: &[(&'static str, i64)]) {
+        for &(account, diamonds) in totals {
+            self.ledger_diamonds
+                .get_or_create(&AccountLabels { account })
+                .set(diamonds);
+        }
+    }
+
+    pub fn set_payouts_needing_attention(&self, count: i64) {
+        self.payouts_needing_attention.set(count);
+    }
+}
+
+/// Counts one open feed watcher in [`names::FEED_WATCHERS`] while it lives.
+#[derive(Debug)]
+pub struct FeedWatcherGauge(());
+
+impl FeedWatcherGauge {
+    pub fn open() -> FeedWatcherGauge {
+        global().feed_watchers.inc();
+        FeedWatcherGauge(())
+    }
+}
+
+impl Drop for FeedWatcherGauge {
+    fn drop(&mut self) {
+        global().feed_watchers.dec();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -245,6 +387,11 @@ mod tests {
         m.saga_step("debit_coins", 0.02);
         m.set_sagas_needing_operator(3);
         m.set_db_pool("gifting", 4, 1);
+        m.set_sagas_in_flight(2, 1_500);
+        m.feed_delivered(20);
+        m.set_ledger_coins(&[("user", 90), ("issuance", -100), ("gift_sink", 10)]);
+        m.set_ledger_diamonds(&[("creator", 7), ("gift_issuance", -7)]);
+        m.set_payouts_needing_attention(1);
         let text = m.encode();
         for name in [
             names::RPC_REQUESTS_TOTAL,
@@ -253,6 +400,13 @@ mod tests {
             names::SAGA_STEP_DURATION_SECONDS,
             names::SAGAS_NEEDING_OPERATOR,
             names::DB_POOL_CONNECTIONS,
+            names::SAGAS_IN_FLIGHT,
+            names::SAGA_OLDEST_IN_FLIGHT_AGE_SECONDS,
+            names::FEED_WATCHERS,
+            names::FEED_DELIVERY_LAG_SECONDS,
+            names::LEDGER_COINS,
+            names::LEDGER_DIAMONDS,
+            names::PAYOUTS_NEEDING_ATTENTION,
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
@@ -276,6 +430,21 @@ mod tests {
             has("ovation_db_pool_connections{service=\"gifting\",state=\"in_use\"} 3"),
             "{text}"
         );
+        assert!(has("ovation_sagas_in_flight 2"), "{text}");
+        assert!(
+            has("ovation_saga_oldest_in_flight_age_seconds 1.5"),
+            "{text}"
+        );
+        assert!(has("ovation_feed_delivery_lag_seconds_count 1"), "{text}");
+        assert!(
+            has("ovation_ledger_coins{account=\"issuance\"} -100"),
+            "{text}"
+        );
+        assert!(
+            has("ovation_ledger_diamonds{account=\"creator\"} 7"),
+            "{text}"
+        );
+        assert!(has("ovation_payouts_needing_attention 1"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 

@@ -44,6 +44,11 @@ pub struct ServerArgs {
     /// runs that one endpoint itself (see its `--metrics-port`).
     #[arg(long, env = "OVATION_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// How often gauges read from the database are refreshed (ledger totals, sagas in
+    /// flight, payouts awaiting attention). Ledger totals sum postings per account kind, a
+    /// scan of the ledger: raise this on large ledgers. `0`: never.
+    #[arg(long, env = "OVATION_DB_GAUGES_INTERVAL_MS", default_value_t = 15_000)]
+    pub db_gauges_interval_ms: u64,
     /// Where to serve grpc.health.v1 alone, always plaintext and without authentication,
     /// e.g. `0.0.0.0:8081`: Kubernetes' gRPC probes cannot speak TLS. Same statuses as on
     /// the main port. Unset: health only on the main port.
@@ -94,6 +99,7 @@ impl Default for ServerConfig {
                 db_connect_timeout_ms: 10_000,
                 metrics_addr: None,
                 probe_addr: None,
+                db_gauges_interval_ms: 15_000,
                 migrate_only: false,
                 run_migrations: true,
                 tls: crate::tls::ServerTlsArgs::default(),

@@ -15,6 +15,7 @@
 //!   details (`ErrorInfo`, `BadRequest`).
 //! - [`tls`]: TLS and mTLS for servers (rustls) and for the channels services open to
 //!   each other.
+//! - [`gauges`]: gauges read from the database on a timer (`--db-gauges-interval-ms`).
 //! - [`edge`]: proto ↔ domain conversions shared by services (timestamps, money, pages).
 //!
 //! Limits: every request is bounded in time (`request_timeout_ms`), in size
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod gauges;
 pub mod peer;
 pub mod serve;
 pub mod shutdown;

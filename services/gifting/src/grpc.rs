@@ -466,7 +466,10 @@ impl GiftingService for Gifting {
             self.db.clone(),
             self.engine.clone(),
             stream.into_string(),
-            start,
+            FeedPosition {
+                seq: start,
+                live_after: last,
+            },
             tx,
             self.feed,
             guard,
@@ -618,8 +621,9 @@ impl GiftingService for Gifting {
     }
 }
 
-/// A watcher's place under `watchers_max`, given back when the watcher ends.
-struct WatcherSlot(Arc<AtomicUsize>);
+/// A watcher's place under `watchers_max`, given back when the watcher ends; counted in
+/// the watchers gauge while it lives.
+struct WatcherSlot(Arc<AtomicUsize>, ovation_metrics::FeedWatcherGauge);
 
 impl WatcherSlot {
     fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<WatcherSlot> {
@@ -628,7 +632,7 @@ impl WatcherSlot {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| WatcherSlot(count.clone()))
+            .map(|_| WatcherSlot(count.clone(), ovation_metrics::FeedWatcherGauge::open()))
     }
 }
 
@@ -638,17 +642,28 @@ impl Drop for WatcherSlot {
     }
 }
 
+/// Where a watcher is in its stream's feed.
+#[derive(Clone, Copy, Debug)]
+struct FeedPosition {
+    /// The last event sent (or skipped): the feed goes on after it.
+    seq: i64,
+    /// The stream's newest event when the watcher started: later events are live, and
+    /// their delivery lag is measured; earlier ones are catch-up.
+    live_after: i64,
+}
+
 /// The feed of one watcher: events after `seq`, then live ones as they are published.
 async fn feed(
     db: Db,
     engine: SagaEngine,
     stream: String,
-    mut seq: i64,
+    position: FeedPosition,
     tx: mpsc::Sender<Result<pb::WatchStreamGiftsResponse, Status>>,
     limits: FeedLimits,
     _slot: WatcherSlot,
 ) {
     let mut published = engine.subscribe();
+    let mut seq = position.seq;
     loop {
         let events = match db.pool().acquire().await {
             Ok(mut conn) => store::events_after(&mut conn, &stream, seq, FEED_BATCH).await,
@@ -664,6 +679,7 @@ async fn feed(
         let full_batch = events.len() as i64 == FEED_BATCH;
         for event in events {
             seq = event.seq;
+            let completed_at = event.completed_at;
             let message = pb::WatchStreamGiftsResponse {
                 event: Some(event_to_proto(&event)),
             };
@@ -673,7 +689,12 @@ async fn feed(
             )
             .await
             {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if seq > position.live_after {
+                        ovation_metrics::global()
+                            .feed_delivered(UnixMillis::now().0.saturating_sub(completed_at.0));
+                    }
+                }
                 Ok(Err(_)) => return, // the watcher went away
                 Err(_) => {
                     let _ = tx.try_send(Err(Status::resource_exhausted(

@@ -207,6 +207,15 @@ pub async fn run(
         shutdown.clone(),
     );
     let recovery = tokio::spawn(engine.clone().run_recovery());
+    ovation_server::gauges::spawn_refresher(
+        "saga backlog",
+        config.server.args.db_gauges_interval_ms,
+        shutdown.clone(),
+        {
+            let db = db.clone();
+            move || saga::refresh_backlog_gauges(db.clone())
+        },
+    );
     let feed = FeedLimits {
         watchers_max: settings.watchers_max,
         ..FeedLimits::default()

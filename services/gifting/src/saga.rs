@@ -424,12 +424,7 @@ impl SagaEngine {
     /// every `recovery_interval_ms`.
     pub async fn run_recovery(self) {
         let interval = Duration::from_millis(self.settings.recovery_interval_ms.max(10));
-        let mut counted_at: Option<std::time::Instant> = None;
         loop {
-            if counted_at.is_none_or(|at| at.elapsed() >= OPERATOR_GAUGE_INTERVAL) {
-                counted_at = Some(std::time::Instant::now());
-                self.count_needing_operator().await;
-            }
             match self.recover_once().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(resumed = n, "recovery pass"),
@@ -443,21 +438,21 @@ impl SagaEngine {
     }
 }
 
-/// How often the recovery loop refreshes the gauge of sagas needing an operator.
-const OPERATOR_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
-
-impl SagaEngine {
-    /// Refreshes the gauge of sagas in NEEDS_OPERATOR (one COUNT query).
-    async fn count_needing_operator(&self) {
-        let counted = async {
-            let mut conn = self.db.conn().await?;
-            store::count_needing_operator(&mut conn).await
-        };
-        match counted.await {
-            Ok(n) => ovation_metrics::global().set_sagas_needing_operator(n),
-            Err(e) => tracing::warn!(error = %e, "counting sagas needing an operator failed"),
-        }
-    }
+/// The saga backlog into the gauges: sagas in flight, the oldest one's age, sagas
+/// needing an operator.
+pub async fn refresh_backlog_gauges(db: Db) -> Result<(), StoreError> {
+    let backlog = {
+        let mut conn = db.conn().await?;
+        store::saga_backlog(&mut conn).await?
+    };
+    let now = UnixMillis::now();
+    let oldest_age_ms = backlog
+        .oldest_in_flight_created_at
+        .map_or(0, |created| now.0.saturating_sub(created.0));
+    let metrics = ovation_metrics::global();
+    metrics.set_sagas_in_flight(backlog.in_flight, oldest_age_ms);
+    metrics.set_sagas_needing_operator(backlog.needing_operator);
+    Ok(())
 }
 
 /// The `step` label of a saga step.

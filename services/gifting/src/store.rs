@@ -422,12 +422,31 @@ pub async fn stuck_sagas(
     rows.iter().map(saga_from_row).collect()
 }
 
-/// How many sagas are in NEEDS_OPERATOR (the metrics gauge).
-pub async fn count_needing_operator(conn: &mut Conn) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) FROM sagas WHERE status = 5")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get::<i64, _>(0)?)
+/// The saga backlog, for the metrics gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SagaBacklog {
+    /// Sagas PENDING (started, no outcome yet).
+    pub in_flight: i64,
+    /// When the oldest PENDING saga was created, if any.
+    pub oldest_in_flight_created_at: Option<UnixMillis>,
+    /// Sagas in NEEDS_OPERATOR.
+    pub needing_operator: i64,
+}
+
+/// Counts the saga backlog (indexed by `sagas_due` on status).
+pub async fn saga_backlog(conn: &mut Conn) -> Result<SagaBacklog, StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM sagas WHERE status = 1), \
+                (SELECT MIN(created_at_ms) FROM sagas WHERE status = 1), \
+                (SELECT COUNT(*) FROM sagas WHERE status = 5)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(SagaBacklog {
+        in_flight: row.try_get(0)?,
+        oldest_in_flight_created_at: row.try_get::<Option<i64>, _>(1)?.map(UnixMillis),
+        needing_operator: row.try_get(2)?,
+    })
 }
 
 /// Puts a PENDING or NEEDS_OPERATOR saga back to PENDING with a fresh budget, its lease

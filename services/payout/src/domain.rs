@@ -334,6 +334,16 @@ impl AccountKind {
         }
     }
 
+    /// The kind's name in lowercase words (`creator_held`), as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountKind::Creator => "creator",
+            AccountKind::CreatorHeld => "creator_held",
+            AccountKind::GiftIssuance => "gift_issuance",
+            AccountKind::PaidOut => "paid_out",
+        }
+    }
+
     /// Creator accounts may never go negative (I2).
     pub fn is_creator(self) -> bool {
         matches!(self, AccountKind::Creator | AccountKind::CreatorHeld)

@@ -243,6 +243,15 @@ pub async fn run(
         wakeup.clone(),
         shutdown.clone(),
     );
+    ovation_server::gauges::spawn_refresher(
+        "ledger",
+        config.server.args.db_gauges_interval_ms,
+        shutdown.clone(),
+        {
+            let db = db.clone();
+            move || refresh_gauges(db.clone())
+        },
+    );
     let service = PayoutServiceServer::new(grpc::Payouts::new(db.clone(), economy, wakeup))
         .max_decoding_message_size(config.server.args.request_bytes_max);
     let result = serve(
@@ -261,6 +270,21 @@ pub async fn run(
     }
     db.close().await;
     Ok(result?)
+}
+
+/// The diamond ledger's totals per account kind and the payouts awaiting an operator.
+async fn refresh_gauges(db: Db) -> Result<(), ovation_store::StoreError> {
+    let mut conn = db.conn().await?;
+    let totals = store::ledger_totals(&mut conn).await?;
+    let attention = store::count_attention(&mut conn).await?;
+    let labelled: Vec<_> = totals
+        .iter()
+        .map(|&(kind, diamonds)| (kind.name(), diamonds))
+        .collect();
+    let metrics = ovation_metrics::global();
+    metrics.set_ledger_diamonds(&labelled);
+    metrics.set_payouts_needing_attention(attention);
+    Ok(())
 }
 
 #[cfg(test)]

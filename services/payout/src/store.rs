@@ -379,6 +379,34 @@ pub struct LedgerSummary {
     pub balance_mismatches: i64,
 }
 
+/// The balance of every account kind (sum of its postings), in [`AccountKind::ALL`]
+/// order. One scan of the postings.
+pub async fn ledger_totals(conn: &mut Conn) -> Result<Vec<(AccountKind, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT a.kind, CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) FROM postings p \
+         JOIN ledger_accounts a ON a.account_id = p.account_id GROUP BY a.kind",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut totals: Vec<(AccountKind, i64)> = AccountKind::ALL.iter().map(|&k| (k, 0)).collect();
+    for row in rows {
+        let kind: String = row.try_get(0)?;
+        let sum: i64 = row.try_get(1)?;
+        let slot = totals
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == kind)
+            .ok_or_else(|| corrupt_kind(&kind))?;
+        slot.1 = sum;
+    }
+    Ok(totals)
+}
+
+fn corrupt_kind(kind: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("stored ledger account kind {kind:?} is unknown").into(),
+    ))
+}
+
 pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError> {
     let mut columns = Vec::new();
     for kind in AccountKind::ALL {

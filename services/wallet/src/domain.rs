@@ -33,6 +33,17 @@ impl AccountKind {
         AccountKind::Adjustment,
     ];
 
+    /// The kind's name in lowercase words (`gift_sink`), as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountKind::User => "user",
+            AccountKind::Issuance => "issuance",
+            AccountKind::Promotion => "promotion",
+            AccountKind::GiftSink => "gift_sink",
+            AccountKind::Adjustment => "adjustment",
+        }
+    }
+
     /// The posting account name of a system account.
     pub fn system_account(self) -> &'static str {
         match self {

@@ -192,6 +192,15 @@ pub async fn run(
         },
     );
     let recovery = tokio::spawn(purchases.clone().run_recovery(shutdown.clone()));
+    ovation_server::gauges::spawn_refresher(
+        "ledger",
+        config.server.args.db_gauges_interval_ms,
+        shutdown.clone(),
+        {
+            let db = db.clone();
+            move || refresh_ledger_gauges(db.clone())
+        },
+    );
     let service = WalletServiceServer::new(grpc::Wallet::new(
         db.clone(),
         purchases,
@@ -211,6 +220,18 @@ pub async fn run(
     let _ = recovery.await;
     db.close().await;
     Ok(result?)
+}
+
+/// The coin ledger's totals per account kind into `ovation_ledger_coins`.
+async fn refresh_ledger_gauges(db: Db) -> Result<(), ovation_store::StoreError> {
+    let mut conn = db.conn().await?;
+    let totals = store::ledger_totals(&mut conn).await?;
+    let labelled: Vec<_> = totals
+        .iter()
+        .map(|&(kind, _, coins)| (kind.name(), coins))
+        .collect();
+    ovation_metrics::global().set_ledger_coins(&labelled);
+    Ok(())
 }
 
 #[cfg(test)]

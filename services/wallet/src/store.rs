@@ -990,8 +990,10 @@ pub struct LedgerSummary {
     pub balance_mismatches: i64,
 }
 
-pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError> {
-    let mut summary = LedgerSummary::default();
+/// The balance of every account kind, in [`AccountKind::ALL`] order: (kind, number of
+/// accounts, sum of postings). One scan of the postings per kind.
+pub async fn ledger_totals(conn: &mut Conn) -> Result<Vec<(AccountKind, i64, i64)>, StoreError> {
+    let mut kinds = Vec::with_capacity(AccountKind::ALL.len());
     for kind in AccountKind::ALL {
         let (count, sum) = if kind == AccountKind::User {
             let row = sqlx::query(
@@ -1008,8 +1010,16 @@ pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError
                 .await?;
             (1, row.try_get::<i64, _>(0)?)
         };
-        summary.kinds.push((kind, count, sum));
+        kinds.push((kind, count, sum));
     }
+    Ok(kinds)
+}
+
+pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError> {
+    let mut summary = LedgerSummary {
+        kinds: ledger_totals(conn).await?,
+        ..LedgerSummary::default()
+    };
     summary.total = summary.kinds.iter().map(|k| k.2).sum();
     let row = sqlx::query(
         "SELECT \
