@@ -1,9 +1,14 @@
 //! Our own rules for the Kubernetes manifests (deploy/k8s), checked on what `kubectl kustomize`
-//! renders for each overlay: every Deployment has gRPC readiness and liveness probes (distinct),
-//! requests and limits on every container, the restricted securityContext, graceful
-//! termination, and a NetworkPolicy of its own; in prod, a PodDisruptionBudget and an HPA for it,
-//! at least two replicas, and no Secret carrying data. (Schema validity is `.ci/run`'s job,
-//! with `kubernetes-validate --strict`.)
+//! renders for each overlay: every Deployment has gRPC readiness and liveness probes (distinct)
+//! on its plaintext probe port (never the gRPC port, which may speak TLS; never exposed by a
+//! Service), requests and limits on every container, the restricted securityContext, graceful
+//! termination, and a NetworkPolicy of its own; every `*_FILE` setting names a mounted file,
+//! and TLS settings come in working combinations; in prod, a PodDisruptionBudget and an HPA,
+//! at least two replicas, database egress, and no Secret carrying data. The example with every
+//! optional component (deploy/k8s/examples/prod-with-components) follows the prod rules and
+//! really turns on TLS and the ServiceMonitor. A documentation address range (the prod egress
+//! placeholder) may appear in one file only. (Schema validity is `.ci/run`'s job, with
+//! `kubernetes-validate --strict`.)
 //!
 //! Needs `kubectl` (for its built-in kustomize) and `python3` with PyYAML; `.ci/run` installs
 //! both.
@@ -22,6 +27,13 @@ const SHUTDOWN_GRACE_SECS: i64 = 15;
 /// The four services; each must have a Deployment in every overlay.
 const SERVICES: [&str; 4] = ["catalog", "wallet", "gifting", "payout"];
 
+/// The one file that may hold a documentation address range (RFC 5737 / RFC 3849), and the
+/// placeholder it ships with (deploy/k8s/README.md, "Production").
+const EGRESS_PLACEHOLDER_FILE: &str = "deploy/k8s/overlays/prod/postgres-egress.yaml";
+const EGRESS_PLACEHOLDER: &str = "192.0.2.0/24";
+/// Address prefixes reserved for documentation: TEST-NET-1/2/3 and IPv6 2001:db8::/32.
+const DOCUMENTATION_RANGES: [&str; 4] = ["192.0.2.", "198.51.100.", "203.0.113.", "2001:db8:"];
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -29,9 +41,9 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `kubectl kustomize deploy/k8s/overlays/<overlay>`, as JSON documents.
-fn render(overlay: &str) -> Vec<Value> {
-    let dir = repo_root().join("deploy/k8s/overlays").join(overlay);
+/// `kubectl kustomize deploy/k8s/<dir>`, as JSON documents.
+fn render(dir: &str) -> Vec<Value> {
+    let dir = repo_root().join("deploy/k8s").join(dir);
     let out = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
         Ok(out) => out,
         Err(e) => panic!(
@@ -78,16 +90,22 @@ fn yaml_to_json(yaml: &[u8]) -> Vec<Value> {
     }
 }
 
-/// Rendered documents, once per overlay for all the tests.
+/// Where the example with every optional component lives, under deploy/k8s.
+const COMPONENTS_EXAMPLE: &str = "examples/prod-with-components";
+
+/// Rendered documents, once per overlay for all the tests: "dev", "prod", or "components"
+/// (the example with every component).
 fn rendered(overlay: &'static str) -> &'static [Value] {
     static DEV: OnceLock<Vec<Value>> = OnceLock::new();
     static PROD: OnceLock<Vec<Value>> = OnceLock::new();
-    let cell = match overlay {
-        "dev" => &DEV,
-        "prod" => &PROD,
+    static COMPONENTS: OnceLock<Vec<Value>> = OnceLock::new();
+    let (cell, dir) = match overlay {
+        "dev" => (&DEV, "overlays/dev"),
+        "prod" => (&PROD, "overlays/prod"),
+        "components" => (&COMPONENTS, COMPONENTS_EXAMPLE),
         other => panic!("no overlay {other}"),
     };
-    cell.get_or_init(|| render(overlay))
+    cell.get_or_init(|| render(dir))
 }
 
 fn kind(doc: &Value) -> &str {
@@ -121,6 +139,108 @@ fn selects(selector: &Value, labels: &Value, empty_matches: bool) -> bool {
     wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The container's port named `port_name`, if it has one.
+fn container_port(container: &Value, port_name: &str) -> Option<i64> {
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == port_name)?["containerPort"]
+        .as_i64()
+}
+
+/// The settings a container gets: its envFrom ConfigMaps' data, then its literal `env`
+/// values (which win, as in Kubernetes). Values from Secrets are not included.
+fn container_env(docs: &[Value], ns: &str, container: &Value) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        let Some(cm_name) = from["configMapRef"]["name"].as_str() else {
+            continue;
+        };
+        let cm = of_kind(docs, "ConfigMap").find(|c| name(c) == cm_name && namespace(c) == ns);
+        if let Some(data) = cm.and_then(|c| c["data"].as_object()) {
+            for (k, v) in data {
+                set(k, v.as_str().unwrap_or_default());
+            }
+        }
+    }
+    for e in container["env"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+            set(k, v);
+        }
+    }
+    env
+}
+
+fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The rule violations of one container's settings: every `OVATION_*_FILE` names a file under
+/// one of its volume mounts, and TLS settings come in combinations that start.
+fn check_settings(
+    at: &str,
+    pod: &Value,
+    container: &Value,
+    env: &[(String, String)],
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            pod["volumes"]
+                .as_array()
+                .is_some_and(|vs| vs.iter().any(|v| v["name"] == m["name"]))
+        })
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for (key, value) in env {
+        if key.starts_with("OVATION_") && key.ends_with("_FILE") {
+            let mounted = mounts.iter().any(|m| {
+                value
+                    .strip_prefix(m.trim_end_matches('/'))
+                    .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+            });
+            if !mounted {
+                bad.push(format!(
+                    "{at}: {key}={value} is not under any of its volume mounts {mounts:?}"
+                ));
+            }
+        }
+    }
+    let cert = env_get(env, "OVATION_TLS_CERT_FILE").is_some();
+    let key = env_get(env, "OVATION_TLS_KEY_FILE").is_some();
+    if cert != key {
+        bad.push(format!(
+            "{at}: OVATION_TLS_CERT_FILE and OVATION_TLS_KEY_FILE must be set together"
+        ));
+    }
+    if env_get(env, "OVATION_TLS_CLIENT_CA_FILE").is_some() && !cert {
+        bad.push(format!(
+            "{at}: OVATION_TLS_CLIENT_CA_FILE (mTLS) needs OVATION_TLS_CERT_FILE and \
+             OVATION_TLS_KEY_FILE"
+        ));
+    }
+    for peer in ["CATALOG", "WALLET", "PAYOUT"] {
+        let Some(url) = env_get(env, &format!("OVATION_{peer}_URL")) else {
+            continue;
+        };
+        let ca = env_get(env, &format!("OVATION_{peer}_TLS_CA_FILE")).is_some();
+        if url.starts_with("https://") != ca {
+            bad.push(format!(
+                "{at}: OVATION_{peer}_URL={url} and OVATION_{peer}_TLS_CA_FILE disagree (https \
+                 needs the CA file, and the CA file needs https)"
+            ));
+        }
+    }
+    bad
+}
+
 /// Effective value of a securityContext field: the container's, else the pod's.
 fn sc<'a>(pod: &'a Value, container: &'a Value, field: &str) -> &'a Value {
     match &container["securityContext"][field] {
@@ -130,7 +250,13 @@ fn sc<'a>(pod: &'a Value, container: &'a Value, field: &str) -> &'a Value {
 }
 
 /// The rule violations of one workload's pod template (Deployment or Job), as messages.
-fn check_pod_template(what: &str, template: &Value, probes: bool) -> Vec<String> {
+fn check_pod_template(
+    docs: &[Value],
+    ns: &str,
+    what: &str,
+    template: &Value,
+    probes: bool,
+) -> Vec<String> {
     let mut bad = Vec::new();
     let pod = &template["spec"];
     let containers = pod["containers"].as_array().cloned().unwrap_or_default();
@@ -140,13 +266,52 @@ fn check_pod_template(what: &str, template: &Value, probes: bool) -> Vec<String>
     for c in &containers {
         let cname = c["name"].as_str().unwrap_or("<unnamed>");
         let at = format!("{what} container {cname}");
+        let env = container_env(docs, ns, c);
+        bad.extend(check_settings(&at, pod, c, &env));
         if probes {
+            let probe_port = container_port(c, "probe");
+            let grpc_port = container_port(c, "grpc");
+            let shown = |p: Option<i64>| p.map_or_else(|| "none".to_string(), |p| p.to_string());
+            if probe_port.is_none() {
+                bad.push(format!(
+                    "{at}: needs a container port named probe (the plaintext health port)"
+                ));
+            }
+            let probe_addr = env_get(&env, "OVATION_PROBE_ADDR");
+            let probe_addr_port = probe_addr
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<i64>().ok());
+            if probe_port.is_some() && probe_addr_port != probe_port {
+                bad.push(format!(
+                    "{at}: OVATION_PROBE_ADDR ({}) must listen on the container port named \
+                     probe ({})",
+                    probe_addr.unwrap_or("unset"),
+                    shown(probe_port)
+                ));
+            }
             for probe in ["readinessProbe", "livenessProbe"] {
-                if !c[probe]["grpc"]["port"].is_number() {
+                let port = c[probe]["grpc"]["port"].as_i64();
+                if port.is_none() {
                     bad.push(format!(
                         "{at}: {probe} must be a native gRPC probe (grpc.port set)"
                     ));
+                } else if port == grpc_port || port != probe_port {
+                    bad.push(format!(
+                        "{at}: {probe} must target the probe port ({}), not the gRPC port \
+                         ({}): the kubelet cannot speak TLS; it targets {}",
+                        shown(probe_port),
+                        shown(grpc_port),
+                        shown(port)
+                    ));
                 }
+            }
+            if c["readinessProbe"]["grpc"]["service"] != ""
+                || c["livenessProbe"]["grpc"]["service"] != "ovation.liveness"
+            {
+                bad.push(format!(
+                    "{at}: readiness must ask for service \"\" (follows the database) and \
+                     liveness for \"ovation.liveness\""
+                ));
             }
             if c["readinessProbe"] == c["livenessProbe"] {
                 bad.push(format!(
@@ -235,7 +400,13 @@ fn check_common(docs: &[Value]) -> Vec<String> {
     for d in &deployments {
         let what = format!("Deployment {}", name(d));
         let template = &d["spec"]["template"];
-        bad.extend(check_pod_template(&what, template, true));
+        bad.extend(check_pod_template(
+            docs,
+            namespace(d),
+            &what,
+            template,
+            true,
+        ));
         let grace = template["spec"]["terminationGracePeriodSeconds"]
             .as_i64()
             .unwrap_or(30);
@@ -288,9 +459,40 @@ fn check_common(docs: &[Value]) -> Vec<String> {
                  named grpc and metrics"
             ));
         }
+        // The probe port is for the kubelet alone: no Service may lead to it.
+        let probe_ports: Vec<i64> = template["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| container_port(c, "probe"))
+            .collect();
+        for s in of_kind(docs, "Service").filter(|s| {
+            namespace(s) == namespace(d)
+                && selects(
+                    &serde_json::json!({"matchLabels": s["spec"]["selector"]}),
+                    labels,
+                    false,
+                )
+        }) {
+            for p in s["spec"]["ports"].as_array().into_iter().flatten() {
+                let target = p.get("targetPort").unwrap_or(&p["port"]);
+                if p["name"] == "probe"
+                    || target == "probe"
+                    || target.as_i64().is_some_and(|t| probe_ports.contains(&t))
+                {
+                    bad.push(format!(
+                        "Service {}: exposes the probe port of {what} (plaintext and \
+                         unauthenticated: for the kubelet only)",
+                        name(s)
+                    ));
+                }
+            }
+        }
     }
     for j in of_kind(docs, "Job") {
         bad.extend(check_pod_template(
+            docs,
+            namespace(j),
             &format!("Job {}", name(j)),
             &j["spec"]["template"],
             false,
@@ -343,6 +545,26 @@ fn check_prod(docs: &[Value]) -> Vec<String> {
             }
         }
     }
+    // The external databases: allow-postgres must gain an ipBlock on 5432
+    // (overlays/prod/postgres-egress.yaml).
+    let db_egress = of_kind(docs, "NetworkPolicy")
+        .filter(|p| name(p) == "allow-postgres")
+        .flat_map(|p| p["spec"]["egress"].as_array().cloned().unwrap_or_default())
+        .any(|rule| {
+            rule["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["ipBlock"]["cidr"].is_string()))
+                && rule["ports"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["port"] == 5432))
+        });
+    if !db_egress {
+        bad.push(
+            "NetworkPolicy allow-postgres: prod needs an ipBlock egress rule on 5432 for the \
+             external databases (overlays/prod/postgres-egress.yaml)"
+                .into(),
+        );
+    }
     for s in of_kind(docs, "Secret") {
         for field in ["data", "stringData"] {
             if s[field].as_object().is_some_and(|m| !m.is_empty()) {
@@ -357,10 +579,156 @@ fn check_prod(docs: &[Value]) -> Vec<String> {
     bad
 }
 
+/// What the optional components must have done (on top of the prod rules), as violation
+/// messages: components/tls (and mtls) and components/servicemonitor.
+fn check_components(docs: &[Value]) -> Vec<String> {
+    let mut bad = Vec::new();
+    let workloads = of_kind(docs, "Deployment").chain(of_kind(docs, "Job"));
+    for w in workloads {
+        let what = format!("{} {}", kind(w), name(w));
+        let pod = &w["spec"]["template"]["spec"];
+        let tls_volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["secret"]["secretName"] == "ovation-tls");
+        let Some(tls_volume) = tls_volume else {
+            bad.push(format!(
+                "{what}: components/tls must mount the Secret ovation-tls"
+            ));
+            continue;
+        };
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            let at = format!("{what} container {}", c["name"].as_str().unwrap_or("?"));
+            let mounts_it = c["volumeMounts"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["name"] == tls_volume["name"]));
+            if !mounts_it {
+                bad.push(format!("{at}: does not mount the ovation-tls volume"));
+            }
+            let env = container_env(docs, namespace(w), c);
+            for key in [
+                "OVATION_TLS_CERT_FILE",
+                "OVATION_TLS_KEY_FILE",
+                "OVATION_TLS_CLIENT_CA_FILE",
+            ] {
+                if env_get(&env, key).is_none() {
+                    bad.push(format!("{at}: components/tls and mtls should set {key}"));
+                }
+            }
+            for peer in ["CATALOG", "WALLET", "PAYOUT"] {
+                let Some(url) = env_get(&env, &format!("OVATION_{peer}_URL")) else {
+                    continue;
+                };
+                if !url.starts_with("https://") {
+                    bad.push(format!(
+                        "{at}: with components/tls, OVATION_{peer}_URL must be https, is {url}"
+                    ));
+                }
+                for key in ["CERT", "KEY"] {
+                    let key = format!("OVATION_{peer}_TLS_{key}_FILE");
+                    if env_get(&env, &key).is_none() {
+                        bad.push(format!("{at}: components/mtls should set {key}"));
+                    }
+                }
+            }
+        }
+    }
+    let services: Vec<&Value> = of_kind(docs, "Service")
+        .filter(|s| {
+            SERVICES
+                .iter()
+                .any(|svc| name(s) == format!("ovation-{svc}"))
+        })
+        .collect();
+    for s in &services {
+        let h2c = s["spec"]["ports"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["appProtocol"] == "kubernetes.io/h2c"));
+        if h2c {
+            bad.push(format!(
+                "Service {}: with TLS on, the gRPC port must not claim appProtocol \
+                 kubernetes.io/h2c (cleartext)",
+                name(s)
+            ));
+        }
+    }
+    let monitors: Vec<&Value> = of_kind(docs, "ServiceMonitor").collect();
+    if monitors.is_empty() {
+        bad.push("components/servicemonitor should add a ServiceMonitor".into());
+    }
+    for svc in SERVICES {
+        let want = format!("ovation-{svc}");
+        let Some(s) = services.iter().find(|s| name(s) == want) else {
+            bad.push(format!("there is no Service {want}"));
+            continue;
+        };
+        let scraped = monitors.iter().any(|m| {
+            namespace(m) == namespace(s)
+                && selects_with_expressions(&m["spec"]["selector"], &s["metadata"]["labels"])
+                && m["spec"]["endpoints"].as_array().is_some_and(|es| {
+                    es.iter().any(|e| {
+                        s["spec"]["ports"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|p| p["name"] == e["port"]))
+                            && e["port"] == "metrics"
+                    })
+                })
+        });
+        if !scraped {
+            bad.push(format!(
+                "Service {want}: no ServiceMonitor in its namespace selects it on its port \
+                 named metrics"
+            ));
+        }
+    }
+    bad
+}
+
+/// Whether a label selector with `matchLabels` and `In`/`NotIn`/`Exists`/`DoesNotExist`
+/// `matchExpressions` selects these labels (an empty selector selects nothing here).
+fn selects_with_expressions(selector: &Value, labels: &Value) -> bool {
+    let wanted = selector["matchLabels"].as_object();
+    let expressions = selector["matchExpressions"].as_array();
+    if wanted.is_none_or(|w| w.is_empty()) && expressions.is_none_or(|e| e.is_empty()) {
+        return false;
+    }
+    let labels_ok = wanted.is_none_or(|w| w.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let expressions_ok = expressions.into_iter().flatten().all(|e| {
+        let value = e["key"].as_str().and_then(|k| labels.get(k));
+        let listed = |v: &Value| {
+            e["values"]
+                .as_array()
+                .is_some_and(|vs| vs.iter().any(|x| x == v))
+        };
+        match e["operator"].as_str() {
+            Some("In") => value.is_some_and(listed),
+            Some("NotIn") => !value.is_some_and(listed),
+            Some("Exists") => value.is_some(),
+            Some("DoesNotExist") => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// Every file under `dir`, recursively, as paths relative to the repository root.
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
 fn assert_clean(overlay: &str, bad: Vec<String>) {
     assert!(
         bad.is_empty(),
-        "deploy/k8s/overlays/{overlay} breaks {} rule(s):\n  - {}",
+        "deploy/k8s {overlay} breaks {} rule(s):\n  - {}",
         bad.len(),
         bad.join("\n  - ")
     );
@@ -377,6 +745,82 @@ fn prod_overlay_follows_the_rules() {
     let mut bad = check_common(docs);
     bad.extend(check_prod(docs));
     assert_clean("prod", bad);
+}
+
+/// The example with every optional component (what `components:` in an overlay gives) still
+/// follows the prod rules, and the components did their job.
+#[test]
+fn components_example_follows_the_rules() {
+    let docs = rendered("components");
+    let mut bad = check_common(docs);
+    bad.extend(check_prod(docs));
+    bad.extend(check_components(docs));
+    assert_clean(COMPONENTS_EXAMPLE, bad);
+}
+
+/// The prod egress placeholder is the one documentation range in the manifests: it lives in
+/// overlays/prod/postgres-egress.yaml only, as the documented 192.0.2.0/24. Any other
+/// documentation address (TEST-NET-1/2/3, 2001:db8::/32) in a manifest, a patch or a settings
+/// file under deploy/ is a placeholder nobody is told to replace. Comments and Markdown may
+/// mention it.
+#[test]
+fn the_egress_placeholder_is_in_one_documented_place() {
+    let root = repo_root();
+    let mut files = Vec::new();
+    files_under(&root.join("deploy"), &mut files);
+    let mut bad = Vec::new();
+    for path in files {
+        let rel = path
+            .strip_prefix(&root)
+            .expect("under the repository")
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.ends_with(".md") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            // YAML, .env and Dockerfile comments: '#' starting a line or after a blank.
+            let content = match line.find(" #") {
+                _ if line.trim_start().starts_with('#') => "",
+                Some(at) => &line[..at],
+                None => line,
+            };
+            let lower = content.to_ascii_lowercase();
+            if !DOCUMENTATION_RANGES.iter().any(|r| lower.contains(r)) {
+                continue;
+            }
+            let documented = rel == EGRESS_PLACEHOLDER_FILE
+                && lower.trim() == format!("cidr: {EGRESS_PLACEHOLDER}");
+            if !documented {
+                bad.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "documentation address ranges are placeholders; the only one allowed is `cidr: \
+         {EGRESS_PLACEHOLDER}` in {EGRESS_PLACEHOLDER_FILE} (documented in deploy/k8s/README.md). \
+         Found:\n  {}",
+        bad.join("\n  ")
+    );
+    // Rendered, it lands where the guide says: prod's allow-postgres, no other object.
+    for overlay in ["dev", "prod", "components"] {
+        for d in rendered(overlay) {
+            let text = d.to_string().to_ascii_lowercase();
+            if DOCUMENTATION_RANGES.iter().any(|r| text.contains(r)) {
+                assert!(
+                    overlay != "dev" && kind(d) == "NetworkPolicy" && name(d) == "allow-postgres",
+                    "{overlay}: {} {} holds a documentation address range; only prod's \
+                     NetworkPolicy allow-postgres may (the egress placeholder)",
+                    kind(d),
+                    name(d)
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -411,9 +855,20 @@ fn the_rules_catch_a_broken_deployment() {
     c.as_object_mut()
         .expect("container")
         .remove("livenessProbe");
+    // Readiness on the gRPC port, which the kubelet cannot reach once it speaks TLS.
+    c["readinessProbe"]["grpc"]["port"] = 50051.into();
     c["resources"]["limits"] = Value::Null;
     c["securityContext"]["readOnlyRootFilesystem"] = false.into();
     c["securityContext"]["capabilities"]["drop"] = serde_json::json!([]);
+    // A Service leading to catalog's probe port.
+    let svc = docs
+        .iter_mut()
+        .find(|s| kind(s) == "Service" && name(s) == "ovation-catalog")
+        .expect("prod has the Service ovation-catalog");
+    svc["spec"]["ports"]
+        .as_array_mut()
+        .expect("ports")
+        .push(serde_json::json!({"name": "health", "port": 8081, "targetPort": "probe"}));
     docs.push(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "leaked", "namespace": "ovation"},
@@ -424,6 +879,8 @@ fn the_rules_catch_a_broken_deployment() {
     let report = bad.join("\n");
     for expected in [
         "livenessProbe must be a native gRPC probe",
+        "readinessProbe must target the probe port",
+        "Service ovation-catalog: exposes the probe port",
         "resources.limits.cpu must be set",
         "readOnlyRootFilesystem must be true",
         "capabilities.drop must contain ALL",
