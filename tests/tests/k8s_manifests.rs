@@ -895,3 +895,74 @@ fn the_rules_catch_a_broken_deployment() {
         );
     }
 }
+
+/// The settings the manifests give each service are settings that service really takes
+/// (its command line's `OVATION_*` variables) and are documented in README.md: a typo in a
+/// ConfigMap would otherwise be ignored silently by the binary.
+#[test]
+fn every_setting_in_the_manifests_is_a_real_documented_setting() {
+    use clap::CommandFactory;
+    let known = |service: &str| -> Vec<String> {
+        let command = match service {
+            "catalog" => ovation_catalog::CatalogArgs::command(),
+            "wallet" => ovation_wallet::WalletArgs::command(),
+            "gifting" => ovation_gifting::GiftingArgs::command(),
+            "payout" => ovation_payout::PayoutArgs::command(),
+            other => panic!("unknown service {other}"),
+        };
+        command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    };
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let mut bad = Vec::new();
+    for overlay in ["dev", "prod", "components"] {
+        let docs = rendered(overlay);
+        for deployment in of_kind(docs, "Deployment") {
+            let Some(service) = name(deployment).strip_prefix("ovation-") else {
+                continue;
+            };
+            if !SERVICES.contains(&service) {
+                continue;
+            }
+            let takes = known(service);
+            let ns = namespace(deployment);
+            let containers = deployment["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            for container in containers {
+                let mut names: Vec<String> = container_env(docs, ns, container)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                names.extend(
+                    container["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+                );
+                names.sort();
+                names.dedup();
+                for setting in names.iter().filter(|n| n.starts_with("OVATION_")) {
+                    if !takes.contains(setting) {
+                        bad.push(format!(
+                            "{overlay}: {} sets {setting}, which ovation-{service} does not take",
+                            name(deployment)
+                        ));
+                    }
+                    if !readme.contains(&format!("`{setting}`")) {
+                        bad.push(format!(
+                            "{overlay}: {setting} ({}) is not documented in README.md",
+                            name(deployment)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
