@@ -966,3 +966,63 @@ fn every_setting_in_the_manifests_is_a_real_documented_setting() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// The image and the manifests agree: every binary a Deployment or Job runs is one the
+/// Dockerfile builds and copies into the image, and every container port is one it exposes.
+/// (No container engine here: the image itself is never built in CI.)
+#[test]
+fn the_manifests_run_only_what_the_image_holds() {
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).expect("deploy/Dockerfile");
+    let built: Vec<&str> = dockerfile
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("target/release/"))
+        .collect();
+    let exposed: Vec<i64> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("EXPOSE "))
+        .flat_map(|ports| ports.split_whitespace())
+        .map(|port| port.parse().expect("EXPOSE lists port numbers"))
+        .collect();
+    assert!(
+        built.len() >= 5,
+        "the Dockerfile copies every binary: {built:?}"
+    );
+    let mut bad = Vec::new();
+    for overlay in ["dev", "prod", "components"] {
+        let docs = rendered(overlay);
+        for doc in docs
+            .iter()
+            .filter(|d| matches!(kind(d), "Deployment" | "Job"))
+        {
+            if name(doc).contains("postgres") {
+                continue; // the dev overlay's PostgreSQL runs its own image
+            }
+            let containers = doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            for container in containers {
+                let program = container["command"][0].as_str().unwrap_or_default();
+                match program.strip_prefix("/usr/local/bin/") {
+                    Some(binary) if built.contains(&binary) => {}
+                    _ => bad.push(format!(
+                        "{overlay}: {} {} runs {program:?}, which the image does not hold",
+                        kind(doc),
+                        name(doc)
+                    )),
+                }
+                for port in container["ports"].as_array().into_iter().flatten() {
+                    let number = port["containerPort"].as_i64().unwrap_or_default();
+                    if !exposed.contains(&number) {
+                        bad.push(format!(
+                            "{overlay}: {} uses port {number}, which the Dockerfile does not EXPOSE",
+                            name(doc)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
