@@ -442,4 +442,59 @@ mod public_key_tests {
         assert_eq!(keys.verify(&forged), Err(AuthError::BadSignature));
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Tokens from an identity provider signing with RS256: the service holds its public key.
+    /// The RSA keys are fixtures (testdata/, test only): rcgen cannot generate RSA keys.
+    #[test]
+    fn rs256_tokens_verify_against_a_public_key_file() {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let dir = std::env::temp_dir().join(format!("ovation-rs-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            testdata.join("test-only-rsa-idp.pub.pem"),
+            dir.join("idp.pem"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("keys"), "idp-7 rs256 idp.pem\n").unwrap();
+        let keys = KeySet::from_file(&dir.join("keys")).unwrap();
+
+        let sign_with = |file: &str, header: &Header| {
+            let pem = std::fs::read(testdata.join(file)).unwrap();
+            let claims = Claims {
+                sub: "bob".into(),
+                roles: vec!["creator".into()],
+                exp: now_secs() + 60,
+                iat: None,
+                act: None,
+            };
+            jsonwebtoken::encode(header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap())
+                .unwrap()
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("idp-7".into());
+        let caller = keys
+            .verify(&sign_with("test-only-rsa-idp.key", &header))
+            .unwrap();
+        assert_eq!(caller.subject(), "bob");
+        assert!(caller.has(Role::Creator));
+
+        // Signed by another RSA key: refused.
+        assert_eq!(
+            keys.verify(&sign_with("test-only-rsa-other.key", &header)),
+            Err(AuthError::BadSignature)
+        );
+        // HS256 naming the RSA key id (the classic public-key-as-HMAC-secret confusion):
+        // refused, the key decides the algorithm.
+        let public_pem = std::fs::read(dir.join("idp.pem")).unwrap();
+        let confused = Signer::hs256("idp-7", &public_pem).mint("bob", &[Role::Admin], 60);
+        assert_eq!(keys.verify(&confused), Err(AuthError::BadSignature));
+        // RS384 with the right key is not RS256: refused too.
+        let mut rs384 = Header::new(Algorithm::RS384);
+        rs384.kid = Some("idp-7".into());
+        assert!(
+            keys.verify(&sign_with("test-only-rsa-idp.key", &rs384))
+                .is_err()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
