@@ -1026,3 +1026,66 @@ fn the_manifests_run_only_what_the_image_holds() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// The ConfigMaps mirror the configuration surface: every setting a service's binary takes
+/// is given to its Deployment in the base (with README's default, so an operator sees and
+/// edits it in one place), except the few listed here, each for a stated reason.
+#[test]
+fn the_base_sets_every_setting_a_service_takes() {
+    use clap::CommandFactory;
+    /// Settings deliberately absent from the base, and why.
+    const NOT_IN_BASE: [(&str, &str); 4] = [
+        (
+            "OVATION_MIGRATE_ONLY",
+            "the migration Job passes --migrate-only",
+        ),
+        ("OVATION_INSECURE_NO_AUTH", "never in a cluster"),
+        (
+            "OVATION_SERVICE_TOKEN_FILE",
+            "the alternative to OVATION_SERVICE_KEYS_FILE, which the base uses",
+        ),
+        ("OVATION_TLS_CLIENT_CA_FILE", "set by the mtls component"),
+    ];
+    let docs = rendered("dev");
+    let mut missing = Vec::new();
+    for service in SERVICES {
+        let command = match service {
+            "catalog" => ovation_catalog::CatalogArgs::command(),
+            "wallet" => ovation_wallet::WalletArgs::command(),
+            "gifting" => ovation_gifting::GiftingArgs::command(),
+            "payout" => ovation_payout::PayoutArgs::command(),
+            other => panic!("unknown service {other}"),
+        };
+        let deployment = of_kind(docs, "Deployment")
+            .find(|d| name(d) == format!("ovation-{service}"))
+            .unwrap_or_else(|| panic!("no Deployment ovation-{service}"));
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let mut given: Vec<String> = container_env(docs, namespace(deployment), container)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        given.extend(
+            container["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+        );
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy();
+            let tls = env.starts_with("OVATION_TLS_") || env.contains("_TLS_");
+            let excused = NOT_IN_BASE.iter().any(|(name, _)| *name == env)
+                // TLS files come from the tls/mtls components, not the plaintext base.
+                || tls;
+            if !excused && !given.iter().any(|g| *g == env) {
+                missing.push(format!("ovation-{service}: {env}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "settings the base does not set (add them to deploy/k8s/base/config, or to NOT_IN_BASE with a reason):\n{}",
+        missing.join("\n")
+    );
+}
