@@ -991,26 +991,30 @@ pub struct LedgerSummary {
 }
 
 /// The balance of every account kind, in [`AccountKind::ALL`] order: (kind, number of
-/// accounts, sum of postings). One scan of the postings per kind.
+/// accounts, sum of postings). The sums come from one statement, so they are one snapshot
+/// of the ledger and add up to 0 even while gifts are being written (I1); one scan of the
+/// postings.
 pub async fn ledger_totals(conn: &mut Conn) -> Result<Vec<(AccountKind, i64, i64)>, StoreError> {
-    let mut kinds = Vec::with_capacity(AccountKind::ALL.len());
-    for kind in AccountKind::ALL {
-        let (count, sum) = if kind == AccountKind::User {
-            let row = sqlx::query(
-                "SELECT COUNT(*), CAST(COALESCE((SELECT SUM(amount_coins) FROM postings \
-                 WHERE account LIKE 'user:%'), 0) AS BIGINT) FROM accounts",
-            )
-            .fetch_one(&mut *conn)
-            .await?;
-            (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
-        } else {
-            let row = sqlx::query("SELECT CAST(COALESCE(SUM(amount_coins), 0) AS BIGINT) FROM postings WHERE account = $1")
-                .bind(kind.system_account())
-                .fetch_one(&mut *conn)
-                .await?;
-            (1, row.try_get::<i64, _>(0)?)
-        };
-        kinds.push((kind, count, sum));
+    let rows = sqlx::query(
+        "SELECT CASE WHEN account LIKE 'user:%' THEN 'user:' ELSE account END AS kind, \
+         CAST(SUM(amount_coins) AS BIGINT) FROM postings GROUP BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let users = sqlx::query("SELECT COUNT(*) FROM accounts")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get::<i64, _>(0)?;
+    let mut kinds: Vec<(AccountKind, i64, i64)> = AccountKind::ALL
+        .iter()
+        .map(|&k| (k, if k == AccountKind::User { users } else { 1 }, 0))
+        .collect();
+    for row in rows {
+        let account: String = row.try_get(0)?;
+        let kind = AccountKind::of_account(&account).ok_or_else(|| corrupt("posting account"))?;
+        if let Some(slot) = kinds.iter_mut().find(|(k, _, _)| *k == kind) {
+            slot.2 = row.try_get(1)?;
+        }
     }
     Ok(kinds)
 }
