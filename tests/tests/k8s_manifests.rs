@@ -1089,3 +1089,36 @@ fn the_base_sets_every_setting_a_service_takes() {
         missing.join("\n")
     );
 }
+
+/// The alert rules (components/servicemonitor) ask only for metrics the services export: a
+/// renamed metric would otherwise leave an alert that can never fire.
+#[test]
+fn alert_rules_use_only_metrics_that_exist() {
+    // Every exported name; ovation-metrics' own test checks each is in the exposition.
+    let exported = ovation_metrics::names::ALL;
+    let docs = rendered("components");
+    let rules: Vec<&Value> = of_kind(docs, "PrometheusRule")
+        .flat_map(|r| r["spec"]["groups"].as_array().into_iter().flatten())
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert!(rules.len() >= 5, "the alert rules are rendered: {rules:?}");
+    for rule in rules {
+        let alert = rule["alert"].as_str().unwrap_or("?");
+        let expr = rule["expr"].as_str().unwrap_or_default();
+        let used: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("ovation_"))
+            .collect();
+        assert!(!used.is_empty(), "{alert} uses no Ovation metric: {expr}");
+        for metric in used {
+            assert!(
+                exported.contains(&metric),
+                "{alert} uses {metric}, which no service exports"
+            );
+        }
+        assert!(
+            rule["labels"]["severity"].is_string() && rule["annotations"]["summary"].is_string(),
+            "{alert} needs a severity and a summary"
+        );
+    }
+}

@@ -76,6 +76,23 @@ pub mod names {
     pub const LEDGER_DIAMONDS: &str = "ovation_ledger_diamonds";
     /// Gauge: HELD payouts that exhausted their retry budget and await an operator.
     pub const PAYOUTS_NEEDING_ATTENTION: &str = "ovation_payouts_needing_attention";
+
+    /// Every name above (alert rules and dashboards are checked against it).
+    pub const ALL: [&str; 13] = [
+        RPC_REQUESTS_TOTAL,
+        RPC_DURATION_SECONDS,
+        SAGA_OUTCOMES_TOTAL,
+        SAGA_STEP_DURATION_SECONDS,
+        SAGAS_NEEDING_OPERATOR,
+        DB_POOL_CONNECTIONS,
+        SAGAS_IN_FLIGHT,
+        SAGA_OLDEST_IN_FLIGHT_AGE_SECONDS,
+        FEED_WATCHERS,
+        FEED_DELIVERY_LAG_SECONDS,
+        LEDGER_COINS,
+        LEDGER_DIAMONDS,
+        PAYOUTS_NEEDING_ATTENTION,
+    ];
 }
 
 /// Histogram buckets for RPCs and saga steps, in seconds: 1 ms to 10 s.
@@ -393,21 +410,7 @@ mod tests {
         m.set_ledger_diamonds(&[("creator", 7), ("gift_issuance", -7)]);
         m.set_payouts_needing_attention(1);
         let text = m.encode();
-        for name in [
-            names::RPC_REQUESTS_TOTAL,
-            names::RPC_DURATION_SECONDS,
-            names::SAGA_OUTCOMES_TOTAL,
-            names::SAGA_STEP_DURATION_SECONDS,
-            names::SAGAS_NEEDING_OPERATOR,
-            names::DB_POOL_CONNECTIONS,
-            names::SAGAS_IN_FLIGHT,
-            names::SAGA_OLDEST_IN_FLIGHT_AGE_SECONDS,
-            names::FEED_WATCHERS,
-            names::FEED_DELIVERY_LAG_SECONDS,
-            names::LEDGER_COINS,
-            names::LEDGER_DIAMONDS,
-            names::PAYOUTS_NEEDING_ATTENTION,
-        ] {
+        for name in names::ALL {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         let has = |line: &str| text.lines().any(|l| l == line);
