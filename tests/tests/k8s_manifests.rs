@@ -896,26 +896,47 @@ fn the_rules_catch_a_broken_deployment() {
     }
 }
 
+/// The `OVATION_*` variables `ovation-<service>`'s command line takes.
+fn settings_taken_by(service: &str) -> Vec<String> {
+    use clap::CommandFactory;
+    let command = match service {
+        "catalog" => ovation_catalog::CatalogArgs::command(),
+        "wallet" => ovation_wallet::WalletArgs::command(),
+        "gifting" => ovation_gifting::GiftingArgs::command(),
+        "payout" => ovation_payout::PayoutArgs::command(),
+        other => panic!("unknown service {other}"),
+    };
+    command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The names of every variable a container is given: from ConfigMaps, literal values and
+/// Secrets alike.
+fn settings_given_to(docs: &[Value], ns: &str, container: &Value) -> Vec<String> {
+    let mut names: Vec<String> = container_env(docs, ns, container)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    names.extend(
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The settings the manifests give each service are settings that service really takes
 /// (its command line's `OVATION_*` variables) and are documented in README.md: a typo in a
 /// ConfigMap would otherwise be ignored silently by the binary.
 #[test]
 fn every_setting_in_the_manifests_is_a_real_documented_setting() {
-    use clap::CommandFactory;
-    let known = |service: &str| -> Vec<String> {
-        let command = match service {
-            "catalog" => ovation_catalog::CatalogArgs::command(),
-            "wallet" => ovation_wallet::WalletArgs::command(),
-            "gifting" => ovation_gifting::GiftingArgs::command(),
-            "payout" => ovation_payout::PayoutArgs::command(),
-            other => panic!("unknown service {other}"),
-        };
-        command
-            .get_arguments()
-            .filter_map(|a| a.get_env())
-            .map(|e| e.to_string_lossy().into_owned())
-            .collect()
-    };
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let mut bad = Vec::new();
     for overlay in ["dev", "prod", "components"] {
@@ -927,26 +948,14 @@ fn every_setting_in_the_manifests_is_a_real_documented_setting() {
             if !SERVICES.contains(&service) {
                 continue;
             }
-            let takes = known(service);
+            let takes = settings_taken_by(service);
             let ns = namespace(deployment);
             let containers = deployment["spec"]["template"]["spec"]["containers"]
                 .as_array()
                 .into_iter()
                 .flatten();
             for container in containers {
-                let mut names: Vec<String> = container_env(docs, ns, container)
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect();
-                names.extend(
-                    container["env"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["name"].as_str().map(str::to_owned)),
-                );
-                names.sort();
-                names.dedup();
+                let names = settings_given_to(docs, ns, container);
                 for setting in names.iter().filter(|n| n.starts_with("OVATION_")) {
                     if !takes.contains(setting) {
                         bad.push(format!(
@@ -1032,7 +1041,6 @@ fn the_manifests_run_only_what_the_image_holds() {
 /// edits it in one place), except the few listed here, each for a stated reason.
 #[test]
 fn the_base_sets_every_setting_a_service_takes() {
-    use clap::CommandFactory;
     /// Settings deliberately absent from the base, and why.
     const NOT_IN_BASE: [(&str, &str); 4] = [
         (
@@ -1049,36 +1057,17 @@ fn the_base_sets_every_setting_a_service_takes() {
     let docs = rendered("dev");
     let mut missing = Vec::new();
     for service in SERVICES {
-        let command = match service {
-            "catalog" => ovation_catalog::CatalogArgs::command(),
-            "wallet" => ovation_wallet::WalletArgs::command(),
-            "gifting" => ovation_gifting::GiftingArgs::command(),
-            "payout" => ovation_payout::PayoutArgs::command(),
-            other => panic!("unknown service {other}"),
-        };
         let deployment = of_kind(docs, "Deployment")
             .find(|d| name(d) == format!("ovation-{service}"))
             .unwrap_or_else(|| panic!("no Deployment ovation-{service}"));
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        let mut given: Vec<String> = container_env(docs, namespace(deployment), container)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        given.extend(
-            container["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["name"].as_str().map(str::to_owned)),
-        );
-        for arg in command.get_arguments() {
-            let Some(env) = arg.get_env() else { continue };
-            let env = env.to_string_lossy();
+        let given = settings_given_to(docs, namespace(deployment), container);
+        for env in settings_taken_by(service) {
             let tls = env.starts_with("OVATION_TLS_") || env.contains("_TLS_");
             let excused = NOT_IN_BASE.iter().any(|(name, _)| *name == env)
                 // TLS files come from the tls/mtls components, not the plaintext base.
                 || tls;
-            if !excused && !given.iter().any(|g| *g == env) {
+            if !excused && !given.contains(&env) {
                 missing.push(format!("ovation-{service}: {env}"));
             }
         }
