@@ -38,7 +38,7 @@ use crate::domain::{
     PayoutRule, PayoutState, Review, Verification,
 };
 use crate::economy::{Economy, incoming_deadline};
-use crate::store::{self, CreatorEvent, Cursor, Posted};
+use crate::store::{self, CreatorEvent, Posted};
 use crate::worker::Wakeup;
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -149,37 +149,6 @@ fn parse_state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
             "REQUESTED and FAILED are never at rest (a payout is HELD, PAID or RELEASED)".into(),
         ),
         Err(_) => Err(format!("{raw} is not a payout state")),
-    }
-}
-
-/// A page token of a (created_at_ms, id) list.
-fn parse_cursor(raw: &str) -> Result<Option<Cursor>, String> {
-    let token = PageToken::parse(raw)?;
-    token
-        .cursor()
-        .map(|c| {
-            let (at, id) = c
-                .split_once('/')
-                .ok_or("is not a page token this service issued")?;
-            let at = at
-                .parse::<i64>()
-                .map_err(|_| "is not a page token this service issued")?;
-            Ok((at, id.to_owned()))
-        })
-        .transpose()
-}
-
-fn cursor_of(at: UnixMillis, id: &str) -> String {
-    PageToken::after(&format!("{}/{id}", at.0))
-}
-
-fn page<T>(mut rows: Vec<T>, size: PageSize, cursor: impl Fn(&T) -> String) -> (Vec<T>, String) {
-    if rows.len() as u64 > u64::from(size.get()) {
-        rows.truncate(size.get() as usize);
-        let next = rows.last().map(&cursor).unwrap_or_default();
-        (rows, next)
-    } else {
-        (rows, String::new())
     }
 }
 
@@ -627,7 +596,10 @@ impl PayoutService for Payouts {
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
         let stream = v.check("stream_id", optional_id(&req.stream_id));
         let size = v.check("page_size", PageSize::parse(req.page_size));
-        let cursor = v.check("page_token", parse_cursor(&req.page_token));
+        let cursor = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
+        );
         let (id, stream, size, cursor) = v
             .finish(|| Some((id?, stream?, size?, cursor?)))
             .map_err(ApiError::from)?;
@@ -639,17 +611,12 @@ impl PayoutService for Payouts {
         {
             return Err(creator_not_found(&id).into());
         }
-        let rows = store::list_earnings(
-            &mut conn,
-            &id,
-            stream.as_ref(),
-            cursor.as_ref(),
-            size.fetch_limit(),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let (credits, next_page_token) = page(rows, size, |c| {
-            cursor_of(c.created_at, c.request.operation_id.as_str())
+        let mut credits =
+            store::list_earnings(&mut conn, &id, stream.as_ref(), cursor, size.fetch_limit())
+                .await
+                .map_err(ApiError::from)?;
+        let next_page_token = size.cut(&mut credits, |c| {
+            PageToken::keyset_cursor(c.created_at.0, c.request.operation_id.as_str())
         });
         Ok(Response::new(pb::ListEarningsResponse {
             credits: credits.iter().map(credit_to_proto).collect(),
@@ -763,7 +730,10 @@ impl PayoutService for Payouts {
         let creator = v.check("creator_id", optional_id(&req.creator_id));
         let state = v.check("state", parse_state_filter(req.state));
         let size = v.check("page_size", PageSize::parse(req.page_size));
-        let cursor = v.check("page_token", parse_cursor(&req.page_token));
+        let cursor = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
+        );
         let (creator, state, size, cursor) = v
             .finish(|| Some((creator?, state?, size?, cursor?)))
             .map_err(ApiError::from)?;
@@ -776,16 +746,18 @@ impl PayoutService for Payouts {
         {
             return Err(creator_not_found(id).into());
         }
-        let rows = store::list_payouts(
+        let mut payouts = store::list_payouts(
             &mut conn,
             creator.as_ref(),
             state,
-            cursor.as_ref(),
+            cursor,
             size.fetch_limit(),
         )
         .await
         .map_err(ApiError::from)?;
-        let (payouts, next_page_token) = page(rows, size, |p| cursor_of(p.created_at, &p.id));
+        let next_page_token = size.cut(&mut payouts, |p| {
+            PageToken::keyset_cursor(p.created_at.0, &p.id)
+        });
         Ok(Response::new(pb::ListPayoutsResponse {
             payouts: payouts.iter().map(payout_to_proto).collect(),
             next_page_token,
@@ -859,7 +831,10 @@ impl PayoutService for Payouts {
             }
         }
         let size = v.check("page_size", PageSize::parse(req.page_size));
-        let cursor = v.check("page_token", parse_cursor(&req.page_token));
+        let cursor = v.check(
+            "page_token",
+            PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
+        );
         let (ids, size, cursor) = v
             .finish(|| Some((ids?, size?, cursor?)))
             .map_err(ApiError::from)?;
@@ -884,11 +859,11 @@ impl PayoutService for Payouts {
                 next_page_token: String::new(),
             }));
         }
-        let rows = store::list_credits(&mut conn, cursor.as_ref(), size.fetch_limit())
+        let mut credits = store::list_credits(&mut conn, cursor, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
-        let (credits, next_page_token) = page(rows, size, |c| {
-            cursor_of(c.created_at, c.request.operation_id.as_str())
+        let next_page_token = size.cut(&mut credits, |c| {
+            PageToken::keyset_cursor(c.created_at.0, c.request.operation_id.as_str())
         });
         Ok(Response::new(pb::ListCreditsResponse {
             credits: credits.iter().map(credit_to_proto).collect(),
@@ -1083,13 +1058,5 @@ mod tests {
         let a = scoped_key(&id, &long).unwrap();
         assert!(a.as_str().len() <= 255);
         assert_ne!(a, scoped_key(&id, &other).unwrap());
-    }
-
-    #[test]
-    fn page_tokens_round_trip() {
-        let token = cursor_of(UnixMillis(42), "po_1");
-        assert_eq!(parse_cursor(&token).unwrap(), Some((42, "po_1".into())));
-        assert_eq!(parse_cursor("").unwrap(), None);
-        assert!(parse_cursor(&PageToken::after("nope")).is_err());
     }
 }

@@ -507,19 +507,17 @@ pub async fn get_credit(
     row.as_ref().map(credit_from_row).transpose()
 }
 
-/// Where a page continues: after (created_at_ms, id).
-pub type Cursor = (i64, String);
-
-/// A creator's credits, newest first, before `before`, optionally one stream's.
+/// A creator's credits, newest first, before (created_at_ms, operation_id) `before`,
+/// optionally one stream's.
 pub async fn list_earnings(
     conn: &mut Conn,
     creator_id: &ResourceId,
     stream_id: Option<&ResourceId>,
-    before: Option<&Cursor>,
+    before: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Credit>, StoreError> {
     // First page: every row is before i64::MAX, whatever the id.
-    let (at, id) = before.cloned().unwrap_or((i64::MAX, String::new()));
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CREDIT_COLUMNS} FROM credits WHERE creator_id = $1 \
          AND ($2 = '' OR stream_id = $2) \
@@ -536,13 +534,13 @@ pub async fn list_earnings(
     rows.iter().map(credit_from_row).collect()
 }
 
-/// Every credit, oldest first, after `after`.
+/// Every credit, oldest first, after (created_at_ms, operation_id) `after`.
 pub async fn list_credits(
     conn: &mut Conn,
-    after: Option<&Cursor>,
+    after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Credit>, StoreError> {
-    let (at, id) = after.cloned().unwrap_or((i64::MIN, String::new()));
+    let (at, id) = after.unwrap_or((i64::MIN, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CREDIT_COLUMNS} FROM credits \
          WHERE created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2) \
@@ -632,16 +630,17 @@ pub async fn get_payout(conn: &mut Conn, id: &str) -> Result<Option<Payout>, Sto
         .transpose()
 }
 
-/// Payouts, newest first, before `before`; one creator's and/or one state's.
+/// Payouts, newest first, before (created_at_ms, payout_id) `before`; one creator's
+/// and/or one state's.
 pub async fn list_payouts(
     conn: &mut Conn,
     creator_id: Option<&ResourceId>,
     state: Option<PayoutState>,
-    before: Option<&Cursor>,
+    before: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Payout>, StoreError> {
     // First page: every row is before i64::MAX, whatever the id.
-    let (at, id) = before.cloned().unwrap_or((i64::MAX, String::new()));
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE ($1 = '' OR creator_id = $1) \
          AND ($2 = '' OR state = $2) \

@@ -73,6 +73,20 @@ impl Default for WorkerConfig {
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 impl WorkerConfig {
+    /// Settings for fast tests: polls every 50 ms, retries after 20–200 ms, drains for
+    /// 200 ms, so a test sees a payout settle (or be retried) at once. For the test
+    /// harnesses that run the payout service in-process; never for a deployment (it would
+    /// poll the database and retry the provider far too eagerly).
+    pub const FAST_TESTS: WorkerConfig = WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        provider_timeout: Duration::from_secs(10),
+        concurrency: 4,
+        retry_budget: 20,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        drain: Duration::from_millis(200),
+    };
+
     fn lease(&self) -> Duration {
         self.provider_timeout + LEASE_MARGIN
     }

@@ -12,7 +12,7 @@ use ovation_proto::catalog as catalog_pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::payout as pb;
 use ovation_store::{Db, DbOptions};
-use ovation_testkit::{Bearer, databases};
+use ovation_testkit::{Bearer, TestDatabase, databases};
 use tonic::Code;
 
 #[tokio::test]
@@ -404,6 +404,216 @@ async fn credits_apply_once_per_operation_id_and_refuse_unknown_or_suspended_cre
             kind_balance(&summary, pb::AccountKind::GiftIssuance),
             -(49 + 500 + 15)
         );
+        running.stop().await.unwrap();
+    }
+}
+
+/// One page of a list: the ids served, and the next page's token.
+type Page = Result<(Vec<String>, String), tonic::Status>;
+
+async fn earnings_page(mut client: Client, page_size: i32, page_token: String) -> Page {
+    let request = pb::ListEarningsRequest {
+        creator_id: "ann".into(),
+        stream_id: String::new(),
+        page_size,
+        page_token,
+    };
+    let page = client.list_earnings(request).await?.into_inner();
+    let ids = page.credits.into_iter().map(|c| c.operation_id).collect();
+    Ok((ids, page.next_page_token))
+}
+
+async fn credits_page(mut admin: Client, page_size: i32, page_token: String) -> Page {
+    let request = pb::ListCreditsRequest {
+        operation_ids: vec![],
+        page_size,
+        page_token,
+    };
+    let page = admin.list_credits(request).await?.into_inner();
+    let ids = page.credits.into_iter().map(|c| c.operation_id).collect();
+    Ok((ids, page.next_page_token))
+}
+
+/// PAID payouts of `creator_id` (every creator's when empty).
+async fn paid_page(mut client: Client, creator_id: &str, page_size: i32, token: String) -> Page {
+    let request = pb::ListPayoutsRequest {
+        creator_id: creator_id.into(),
+        state: pb::PayoutState::Paid as i32,
+        page_size,
+        page_token: token,
+    };
+    let page = client.list_payouts(request).await?.into_inner();
+    let ids = page.payouts.into_iter().map(|p| p.payout_id).collect();
+    Ok((ids, page.next_page_token))
+}
+
+/// Every page of a list, `page_size` at a time: the ids in the order served. Each page is
+/// full but the last, and the last one has no next token.
+async fn walk<F, Fut>(page_size: i32, mut fetch: F) -> Vec<String>
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: Future<Output = Page>,
+{
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    for _ in 0..100 {
+        let (page, next) = fetch(page_size, token).await.unwrap();
+        assert!(
+            page.len() <= page_size as usize,
+            "page of {page_size}: {page:?}"
+        );
+        ids.extend(page.iter().cloned());
+        if next.is_empty() {
+            return ids;
+        }
+        assert_eq!(
+            page.len(),
+            page_size as usize,
+            "only the last page is short"
+        );
+        token = next;
+    }
+    panic!("more than 100 pages of {page_size}: {ids:?}");
+}
+
+/// Sets the creation time of the `table` rows whose `column` is `id`, straight in the
+/// service's database: rows created within one test rarely share a millisecond by chance.
+async fn set_created_at(db: &TestDatabase, table: &str, column: &str, at: &[(&str, i64)]) {
+    let store = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+    let sql = format!("UPDATE {table} SET created_at_ms = $1 WHERE {column} = $2");
+    for (id, ms) in at {
+        let done = ovation_store::sqlx::query(ovation_store::sqlx::AssertSqlSafe(sql.clone()))
+            .bind(*ms)
+            .bind(*id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1, "{table} {id}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn every_list_pages_through_ties_once_in_order_and_refuses_foreign_tokens() {
+    let catalog = start_catalog().await;
+    for db in databases().await {
+        let (running, _sandbox) = start(&db, &catalog).await;
+        let c = Clients::new(&running).await;
+        let ann = c.creator("ann");
+        verified_creator(&c, "ann", "sandbox-ok").await;
+
+        // Seven credits: five at one millisecond, the newest with the smallest id and the
+        // oldest with the largest, credited out of order.
+        for op in ["t-d", "t-a", "t-f", "t-z", "t-b", "t-e", "t-c"] {
+            earn(&c, op, "ann", 1_000).await;
+        }
+        let times = [
+            ("t-a", 3_000),
+            ("t-b", 2_000),
+            ("t-c", 2_000),
+            ("t-d", 2_000),
+            ("t-e", 2_000),
+            ("t-f", 2_000),
+            ("t-z", 1_000),
+        ];
+        set_created_at(&db, "credits", "operation_id", &times).await;
+        let oldest_first = ["t-z", "t-b", "t-c", "t-d", "t-e", "t-f", "t-a"];
+        let newest_first: Vec<&str> = oldest_first.iter().rev().copied().collect();
+        for size in [1, 2, 3, 6, 7, 8] {
+            let earnings = walk(size, |n, token| earnings_page(ann.clone(), n, token)).await;
+            assert_eq!(
+                earnings,
+                newest_first,
+                "ListEarnings by {size} on {}",
+                db.backend()
+            );
+            let credits = walk(size, |n, token| credits_page(c.admin.clone(), n, token)).await;
+            assert_eq!(
+                credits,
+                oldest_first,
+                "ListCredits by {size} on {}",
+                db.backend()
+            );
+        }
+
+        // Five payouts, paid: four at one millisecond, and the last requested (the largest
+        // id) older than them all.
+        let mut payouts = Vec::new();
+        for i in 0..5 {
+            let payout = ann
+                .clone()
+                .request_payout(request_payout(&format!("cash-{i}"), "ann", 1_000))
+                .await
+                .unwrap()
+                .into_inner()
+                .payout
+                .unwrap();
+            settled(&ann, &payout.payout_id).await;
+            payouts.push(payout.payout_id);
+        }
+        let mut times: Vec<(&str, i64)> = payouts.iter().map(|id| (id.as_str(), 5_000)).collect();
+        times[4].1 = 4_000;
+        set_created_at(&db, "payouts", "payout_id", &times).await;
+        let mut newest_first: Vec<String> = payouts[..4].to_vec();
+        newest_first.sort_by(|a, b| b.cmp(a));
+        newest_first.push(payouts[4].clone());
+        for size in [1, 2, 4, 5, 6] {
+            for (creator, client) in [("ann", &ann), ("", &c.admin)] {
+                let listed = walk(size, |n, token| {
+                    paid_page(client.clone(), creator, n, token)
+                });
+                assert_eq!(
+                    listed.await,
+                    newest_first,
+                    "ListPayouts of {creator:?} by {size} on {}",
+                    db.backend()
+                );
+            }
+        }
+
+        // A token from another list (the catalog's gifts, by id; a list by sequence
+        // number) or garbage is refused, naming page_token, on every list.
+        let gifts = CatalogServiceClient::with_interceptor(
+            catalog.running.channel().await,
+            Bearer::admin(),
+        )
+        .list_gifts(catalog_pb::ListGiftsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+        assert!(!gifts.next_page_token.is_empty(), "the demo has two gifts");
+        let foreign = [
+            gifts.next_page_token,
+            ovation_types::PageToken::after("42"),
+            ovation_types::PageToken::after("x:po_1"),
+            "zz".into(),
+            "abc".into(),
+            "not a token".into(),
+        ];
+        for token in foreign {
+            let refused = [
+                (
+                    "ListEarnings",
+                    earnings_page(ann.clone(), 0, token.clone()).await,
+                ),
+                (
+                    "ListPayouts",
+                    paid_page(ann.clone(), "ann", 0, token.clone()).await,
+                ),
+                (
+                    "ListCredits",
+                    credits_page(c.admin.clone(), 0, token.clone()).await,
+                ),
+            ];
+            for (rpc, result) in refused {
+                let status = result.expect_err(&format!("{rpc} takes {token:?}"));
+                assert_eq!(status.code(), Code::InvalidArgument, "{rpc} {token:?}");
+                assert_eq!(violated_fields(&status), ["page_token"], "{rpc} {token:?}");
+            }
+        }
         running.stop().await.unwrap();
     }
 }

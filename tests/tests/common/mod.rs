@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, PayoutPeerArgs, WalletPeerArgs};
 use ovation_testkit::{Running, TestDatabase, server_config, test_keys_file};
@@ -48,15 +47,7 @@ impl InProcessSuite {
             catalog: CatalogPeerArgs::plaintext(catalog.endpoint()),
             identity: identity(),
             provider: Arc::new(ovation_payout::provider::SandboxProvider::in_memory()),
-            worker: ovation_payout::worker::WorkerConfig {
-                poll_interval: Duration::from_millis(50),
-                provider_timeout: Duration::from_secs(5),
-                concurrency: 2,
-                retry_budget: 5,
-                backoff_base: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(200),
-                drain: Duration::from_millis(200),
-            },
+            worker: ovation_payout::worker::WorkerConfig::FAST_TESTS,
         };
         let payout = Running::start(|l, s| ovation_payout::run(payout_config, l, s))
             .await

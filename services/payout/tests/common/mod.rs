@@ -47,19 +47,6 @@ pub async fn start_catalog() -> Catalog {
     Catalog { running, _db: db }
 }
 
-/// Worker pacing for tests: quick polls and retries, a short drain.
-pub fn test_worker() -> WorkerConfig {
-    WorkerConfig {
-        poll_interval: Duration::from_millis(50),
-        provider_timeout: Duration::from_secs(10),
-        concurrency: 4,
-        retry_budget: 20,
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        drain: Duration::from_millis(200),
-    }
-}
-
 pub fn payout_config(
     db_url: &str,
     catalog_url: &str,
@@ -73,7 +60,7 @@ pub fn payout_config(
             service_token_file: None,
         },
         provider: sandbox,
-        worker: test_worker(),
+        worker: WorkerConfig::FAST_TESTS,
     }
 }
 
