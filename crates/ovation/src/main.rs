@@ -6,7 +6,8 @@
 //!   database per service on the PostgreSQL server of `--postgres-url`.
 //!
 //! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
-//! - `ovation audit`: proves I1–I5 on a running suite through its admin reads.
+//! - `ovation audit`: proves I1–I5 on a running suite through its admin reads, for every
+//!   gift saga or for those created in a window (`--since`/`--until`, RFC 3339).
 //! - `ovation bench`: gifts/s and SendGift latency against a running suite (and a
 //!   one-transaction-per-gift PostgreSQL baseline with `--baseline`), then the audit.
 
@@ -35,8 +36,9 @@ enum Command {
     /// Mint a bearer token for a local suite (signed with the dev key `up` keeps in its
     /// data directory).
     Token(token::TokenArgs),
-    /// Prove I1–I5 on a running suite from the services' own data (exits 1 on a violation).
-    Audit(audit::AuditArgs),
+    /// Prove I1–I5 on a running suite from the services' own data (exits 1 on a violation);
+    /// `--since`/`--until` (RFC 3339) audit only the gift sagas created in that window.
+    Audit(audit::AuditCommand),
     /// Measure SendGift throughput and latency, audit, and compare with a PostgreSQL baseline.
     Bench(Box<bench::BenchArgs>),
 }
@@ -53,7 +55,7 @@ async fn main() -> std::process::ExitCode {
             up::run(args).await
         }
         Command::Token(args) => token::run(args),
-        Command::Audit(args) => match audit::run(args).await {
+        Command::Audit(args) => match audit::run_command(args).await {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use ovation_auth::Role;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
-use ovation_server::edge::{money, to_timestamp};
+use ovation_server::edge::{money, optional_timestamp, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Fingerprint};
@@ -818,6 +818,16 @@ impl WalletService for Wallet {
         if !req.operation_ids.is_empty() && (req.page_size != 0 || !req.page_token.is_empty()) {
             v.add("page_size", "must be unset when operation_ids are given");
         }
+        if !req.operation_ids.is_empty() && (req.start_time.is_some() || req.end_time.is_some()) {
+            v.add("start_time", "must be unset when operation_ids are given");
+        }
+        let start = v.check("start_time", optional_timestamp(req.start_time.as_ref()));
+        let end = v.check("end_time", optional_timestamp(req.end_time.as_ref()));
+        if let (Some(Some(start)), Some(Some(end))) = (start, end)
+            && end <= start
+        {
+            v.add("end_time", "must be after start_time");
+        }
         let ids: Vec<Option<ResourceId>> = req
             .operation_ids
             .iter()
@@ -830,8 +840,15 @@ impl WalletService for Wallet {
             "page_token",
             PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
-        let (ids, size, cursor) = v
-            .finish(|| Some((ids.into_iter().collect::<Option<Vec<_>>>()?, size?, cursor?)))
+        let (ids, size, cursor, range) = v
+            .finish(|| {
+                Some((
+                    ids.into_iter().collect::<Option<Vec<_>>>()?,
+                    size?,
+                    cursor?,
+                    (start?, end?),
+                ))
+            })
             .map_err(ApiError::from)?;
         let mut conn = self.read().await?;
         if !ids.is_empty() {
@@ -852,7 +869,7 @@ impl WalletService for Wallet {
                 next_page_token: String::new(),
             }));
         }
-        let mut rows = store::list_debits(&mut conn, cursor, size.fetch_limit())
+        let mut rows = store::list_debits(&mut conn, cursor, range, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |d| {

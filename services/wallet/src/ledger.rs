@@ -100,22 +100,24 @@ pub async fn debit(
     cmd: &DebitCmd,
     now: UnixMillis,
 ) -> Result<DebitRow, WalletError> {
-    if let Some(existing) = store::get_debit(conn, &cmd.operation_id).await? {
-        let same = existing.user_id == cmd.user_id
-            && existing.coins == cmd.coins
-            && existing.saga_id == cmd.saga_id
-            && existing.note == cmd.note
-            && !existing.from_hold;
-        return if same {
-            Ok(existing)
-        } else {
-            Err(WalletError::Conflict(format!(
-                "operation {} was already used for a different debit",
-                cmd.operation_id
-            )))
-        };
-    }
+    // One query answers "is this operation id new?" for debits, holds and refunds alike
+    // (the hot path of every gift); only an id already in use is looked at further.
     if store::operation_id_taken(conn, &cmd.operation_id).await? {
+        if let Some(existing) = store::get_debit(conn, &cmd.operation_id).await? {
+            let same = existing.user_id == cmd.user_id
+                && existing.coins == cmd.coins
+                && existing.saga_id == cmd.saga_id
+                && existing.note == cmd.note
+                && !existing.from_hold;
+            return if same {
+                Ok(existing)
+            } else {
+                Err(WalletError::Conflict(format!(
+                    "operation {} was already used for a different debit",
+                    cmd.operation_id
+                )))
+            };
+        }
         return Err(WalletError::Conflict(format!(
             "operation id {} is taken by a hold or refund",
             cmd.operation_id

@@ -346,20 +346,25 @@ pub async fn get_debit(
     row.as_ref().map(debit_from_row).transpose()
 }
 
-/// Debits by id, or all after (created_at, operation_id) `after`, oldest first.
+/// Debits after (created_at, operation_id) `after`, oldest first, created in
+/// `[start, end)` (an unset bound: no bound).
 pub async fn list_debits(
     conn: &mut Conn,
     after: Option<(i64, String)>,
+    (start, end): (Option<UnixMillis>, Option<UnixMillis>),
     limit: i64,
 ) -> Result<Vec<DebitRow>, StoreError> {
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {DEBIT_COLUMNS} FROM debits \
-         WHERE created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2) \
-         ORDER BY created_at_ms, operation_id LIMIT $3"
+         WHERE (created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2)) \
+         AND created_at_ms >= $3 AND created_at_ms < $4 \
+         ORDER BY created_at_ms, operation_id LIMIT $5"
     )))
     .bind(at)
     .bind(id)
+    .bind(start.map_or(i64::MIN, |t| t.0))
+    .bind(end.map_or(i64::MAX, |t| t.0))
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

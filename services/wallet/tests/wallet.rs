@@ -704,3 +704,100 @@ async fn bad_inputs_are_refused_and_write_nothing() {
         suite.stop().await;
     }
 }
+
+/// ListDebits' optional `[start_time, end_time)` filter (for the audit's time windows):
+/// bounds are inclusive / exclusive, pages keep the filter, bad bounds are refused.
+#[tokio::test]
+async fn debits_are_listed_by_creation_time() {
+    for db in databases().await {
+        let suite = Suite::start(&db).await;
+        let mut kim = suite.user("kim").await;
+        open_account(&mut kim, "kim").await;
+        buy(&mut kim, "kim", "b", "coins_100", TOKEN_OK).await;
+        let mut gifting = suite.gifting().await;
+        let mut times = Vec::new();
+        for op in ["w1", "w2", "w3"] {
+            let d = gifting
+                .debit_coins(debit(op, "kim", 5))
+                .await
+                .unwrap()
+                .into_inner()
+                .debit
+                .unwrap();
+            times.push(d.create_time.unwrap());
+            // Distinct milliseconds, so each debit has its own instant.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut admin = suite.admin().await;
+        let list = |start: Option<usize>, end: Option<usize>, size: i32, token: String| {
+            pb::ListDebitsRequest {
+                page_size: size,
+                page_token: token,
+                start_time: start.map(|i| times[i]),
+                end_time: end.map(|i| times[i]),
+                ..Default::default()
+            }
+        };
+        let mut ids = async |request: pb::ListDebitsRequest| -> (Vec<String>, String) {
+            let page = admin.list_debits(request).await.unwrap().into_inner();
+            (
+                page.debits.into_iter().map(|d| d.operation_id).collect(),
+                page.next_page_token,
+            )
+        };
+        let backend = suite.backend;
+        assert_eq!(
+            ids(list(None, None, 0, String::new())).await.0,
+            ["w1", "w2", "w3"]
+        );
+        assert_eq!(
+            ids(list(Some(1), None, 0, String::new())).await.0,
+            ["w2", "w3"],
+            "[{backend}] start_time is inclusive"
+        );
+        assert_eq!(
+            ids(list(None, Some(2), 0, String::new())).await.0,
+            ["w1", "w2"],
+            "[{backend}] end_time is exclusive"
+        );
+        assert_eq!(
+            ids(list(Some(1), Some(2), 0, String::new())).await.0,
+            ["w2"]
+        );
+        // Pages keep the window.
+        let (first, token) = ids(list(Some(0), Some(2), 1, String::new())).await;
+        assert_eq!(first, ["w1"]);
+        assert!(!token.is_empty());
+        let (second, last) = ids(list(Some(0), Some(2), 1, token)).await;
+        assert_eq!(second, ["w2"], "[{backend}]");
+        assert!(last.is_empty(), "[{backend}] w3 is outside the window");
+
+        let empty = admin
+            .list_debits(list(Some(1), Some(1), 0, String::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(empty.code(), Code::InvalidArgument);
+        assert_eq!(fields(&empty), ["end_time"]);
+        let with_ids = admin
+            .list_debits(pb::ListDebitsRequest {
+                operation_ids: vec!["w1".into()],
+                start_time: Some(times[0]),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&with_ids), ["start_time"]);
+        let bad = admin
+            .list_debits(pb::ListDebitsRequest {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&bad), ["start_time"]);
+        suite.stop().await;
+    }
+}
