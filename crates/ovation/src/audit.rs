@@ -748,8 +748,8 @@ pub async fn run_window(
         }
         token = page.next_page_token;
     }
-    // Wallet filters debits by time (an older wallet ignores the filter: the client-side
-    // one below still holds).
+    // Wallet and payout filter by time (an older server ignores the filter: the
+    // client-side one below still holds).
     let start_time = window
         .read_from()
         .map(|t| to_timestamp(UnixMillis(t.max(0))));
@@ -791,6 +791,8 @@ pub async fn run_window(
                 operation_ids: vec![],
                 page_size: PAGE,
                 page_token: token,
+                start_time,
+                end_time,
             })
             .await?
             .into_inner();

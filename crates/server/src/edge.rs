@@ -2,7 +2,7 @@
 //! domain type or a [`ovation_types::Violation`] description; never panics.
 
 use ovation_proto::common::Money as ProtoMoney;
-use ovation_types::{Money, UnixMillis, Violations};
+use ovation_types::{Money, TimeWindow, UnixMillis, Violations};
 use prost_types::Timestamp;
 
 /// A required timestamp field.
@@ -17,6 +17,27 @@ pub fn timestamp(ts: Option<&Timestamp>) -> Result<UnixMillis, String> {
 pub fn optional_timestamp(ts: Option<&Timestamp>) -> Result<Option<UnixMillis>, String> {
     ts.map(|ts| UnixMillis::from_parts(ts.seconds, ts.nanos))
         .transpose()
+}
+
+/// The `start_time` / `end_time` fields of a list request as a [`TimeWindow`], violations
+/// into `v` (each must be a valid instant; `end_time` after `start_time`).
+pub fn time_window(
+    v: &mut Violations,
+    start: Option<&Timestamp>,
+    end: Option<&Timestamp>,
+) -> Option<TimeWindow> {
+    let start = v.check("start_time", optional_timestamp(start));
+    let end = v.check("end_time", optional_timestamp(end));
+    if let (Some(Some(start)), Some(Some(end))) = (start, end)
+        && end <= start
+    {
+        v.add("end_time", "must be after start_time");
+        return None;
+    }
+    Some(TimeWindow {
+        start: start?,
+        end: end?,
+    })
 }
 
 pub fn to_timestamp(ms: UnixMillis) -> Timestamp {

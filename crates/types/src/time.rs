@@ -6,6 +6,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixMillis(pub i64);
 
+/// A window of creation times `[start, end)` a list is narrowed to; either bound may be
+/// open. Built by the gRPC edge, which checks that `end` is after `start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub start: Option<UnixMillis>,
+    pub end: Option<UnixMillis>,
+}
+
+impl TimeWindow {
+    /// The inclusive lower bound as a number for SQL (`i64::MIN` when open).
+    pub fn start_ms(&self) -> i64 {
+        self.start.map_or(i64::MIN, |t| t.0)
+    }
+
+    /// The exclusive upper bound as a number for SQL (`i64::MAX` when open).
+    pub fn end_ms(&self) -> i64 {
+        self.end.map_or(i64::MAX, |t| t.0)
+    }
+
+    /// Neither bound set: everything.
+    pub fn is_unbounded(&self) -> bool {
+        self.start.is_none() && self.end.is_none()
+    }
+}
+
 /// Earliest instant accepted from a caller: 1970-01-01.
 const MILLIS_MIN: i64 = 0;
 /// Latest instant accepted from a caller: 9999-12-31, so arithmetic never nears overflow.

@@ -20,7 +20,7 @@ use futures::FutureExt;
 use ovation_auth::{Caller, Role};
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_server::PayoutService;
-use ovation_server::edge::{to_money, to_timestamp};
+use ovation_server::edge::{time_window, to_money, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
@@ -829,14 +829,18 @@ impl PayoutService for Payouts {
             if !req.page_token.is_empty() {
                 v.add("page_token", "must be unset when operation_ids are given");
             }
+            if req.start_time.is_some() || req.end_time.is_some() {
+                v.add("start_time", "must be unset when operation_ids are given");
+            }
         }
         let size = v.check("page_size", PageSize::parse(req.page_size));
         let cursor = v.check(
             "page_token",
             PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
-        let (ids, size, cursor) = v
-            .finish(|| Some((ids?, size?, cursor?)))
+        let window = time_window(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
+        let (ids, size, cursor, window) = v
+            .finish(|| Some((ids?, size?, cursor?, window?)))
             .map_err(ApiError::from)?;
         let mut conn = self.read().await?;
         if !ids.is_empty() {
@@ -859,7 +863,7 @@ impl PayoutService for Payouts {
                 next_page_token: String::new(),
             }));
         }
-        let mut credits = store::list_credits(&mut conn, cursor, size.fetch_limit())
+        let mut credits = store::list_credits(&mut conn, cursor, window, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut credits, |c| {

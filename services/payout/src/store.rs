@@ -14,7 +14,7 @@
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
-use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
+use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, TimeWindow, UnixMillis};
 
 use crate::domain::{
     AccountKind, AccountReference, Balance, CREATOR_LIFETIME_DIAMONDS_MAX, Creator, Credit,
@@ -538,16 +538,20 @@ pub async fn list_earnings(
 pub async fn list_credits(
     conn: &mut Conn,
     after: Option<(i64, String)>,
+    window: TimeWindow,
     limit: i64,
 ) -> Result<Vec<Credit>, StoreError> {
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CREDIT_COLUMNS} FROM credits \
-         WHERE created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2) \
-         ORDER BY created_at_ms, operation_id LIMIT $3"
+         WHERE (created_at_ms > $1 OR (created_at_ms = $1 AND operation_id > $2)) \
+         AND created_at_ms >= $3 AND created_at_ms < $4 \
+         ORDER BY created_at_ms, operation_id LIMIT $5"
     )))
     .bind(at)
     .bind(id)
+    .bind(window.start_ms())
+    .bind(window.end_ms())
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

@@ -373,6 +373,7 @@ async fn credits_apply_once_per_operation_id_and_refuse_unknown_or_suspended_cre
                 operation_ids: vec!["saga-5".into(), "saga-2".into(), "saga-1".into()],
                 page_size: 0,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -390,6 +391,7 @@ async fn credits_apply_once_per_operation_id_and_refuse_unknown_or_suspended_cre
                 operation_ids: vec![],
                 page_size: 500,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -423,11 +425,27 @@ async fn earnings_page(mut client: Client, page_size: i32, page_token: String) -
     Ok((ids, page.next_page_token))
 }
 
-async fn credits_page(mut admin: Client, page_size: i32, page_token: String) -> Page {
+async fn credits_page(admin: Client, page_size: i32, page_token: String) -> Page {
+    credits_in(admin, (None, None), page_size, page_token).await
+}
+
+/// A page of the credits created in `[start_ms, end_ms)` (either bound open).
+async fn credits_in(
+    mut admin: Client,
+    (start_ms, end_ms): (Option<i64>, Option<i64>),
+    page_size: i32,
+    page_token: String,
+) -> Page {
+    let at = |ms: i64| prost_types::Timestamp {
+        seconds: ms.div_euclid(1_000),
+        nanos: (ms.rem_euclid(1_000) * 1_000_000) as i32,
+    };
     let request = pb::ListCreditsRequest {
         operation_ids: vec![],
         page_size,
         page_token,
+        start_time: start_ms.map(at),
+        end_time: end_ms.map(at),
     };
     let page = admin.list_credits(request).await?.into_inner();
     let ids = page.credits.into_iter().map(|c| c.operation_id).collect();
@@ -535,6 +553,52 @@ async fn every_list_pages_through_ties_once_in_order_and_refuses_foreign_tokens(
                 db.backend()
             );
         }
+
+        // A window of creation times, kept across pages: [2000, 3000) holds the five ties.
+        for size in [1, 2, 5, 6] {
+            let window = (Some(2_000), Some(3_000));
+            let listed = walk(size, |n, token| {
+                credits_in(c.admin.clone(), window, n, token)
+            });
+            assert_eq!(
+                listed.await,
+                oldest_first[1..6],
+                "ListCredits in [2000, 3000) by {size} on {}",
+                db.backend()
+            );
+        }
+        let from_ties = walk(3, |n, token| {
+            credits_in(c.admin.clone(), (Some(2_000), None), n, token)
+        });
+        assert_eq!(
+            from_ties.await,
+            oldest_first[1..],
+            "start_time is inclusive"
+        );
+        let before_ties = walk(3, |n, token| {
+            credits_in(c.admin.clone(), (None, Some(2_000)), n, token)
+        });
+        assert_eq!(before_ties.await, ["t-z"], "end_time is exclusive");
+        let empty = credits_in(
+            c.admin.clone(),
+            (Some(2_000), Some(2_000)),
+            0,
+            String::new(),
+        )
+        .await
+        .expect_err("an empty window is refused");
+        assert_eq!(violated_fields(&empty), ["end_time"]);
+        let with_ids = c
+            .admin
+            .clone()
+            .list_credits(pb::ListCreditsRequest {
+                operation_ids: vec!["t-a".into()],
+                start_time: Some(prost_types::Timestamp::default()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("ids and a window do not mix");
+        assert_eq!(violated_fields(&with_ids), ["start_time"]);
 
         // Five payouts, paid: four at one millisecond, and the last requested (the largest
         // id) older than them all.
@@ -1170,6 +1234,7 @@ async fn bad_inputs_are_refused_clearly_and_write_nothing() {
                 operation_ids: vec!["a".into(); 501],
                 page_size: 0,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

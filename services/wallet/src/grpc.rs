@@ -11,7 +11,7 @@ use futures::FutureExt;
 use ovation_auth::Role;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
-use ovation_server::edge::{money, optional_timestamp, to_timestamp};
+use ovation_server::edge::{money, time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Fingerprint};
@@ -821,13 +821,7 @@ impl WalletService for Wallet {
         if !req.operation_ids.is_empty() && (req.start_time.is_some() || req.end_time.is_some()) {
             v.add("start_time", "must be unset when operation_ids are given");
         }
-        let start = v.check("start_time", optional_timestamp(req.start_time.as_ref()));
-        let end = v.check("end_time", optional_timestamp(req.end_time.as_ref()));
-        if let (Some(Some(start)), Some(Some(end))) = (start, end)
-            && end <= start
-        {
-            v.add("end_time", "must be after start_time");
-        }
+        let window = time_window(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
         let ids: Vec<Option<ResourceId>> = req
             .operation_ids
             .iter()
@@ -846,7 +840,7 @@ impl WalletService for Wallet {
                     ids.into_iter().collect::<Option<Vec<_>>>()?,
                     size?,
                     cursor?,
-                    (start?, end?),
+                    window?,
                 ))
             })
             .map_err(ApiError::from)?;

@@ -9,7 +9,7 @@
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
-use ovation_types::UnixMillis;
+use ovation_types::{TimeWindow, UnixMillis};
 
 use crate::domain::{AccountKind, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage};
 
@@ -351,7 +351,7 @@ pub async fn get_debit(
 pub async fn list_debits(
     conn: &mut Conn,
     after: Option<(i64, String)>,
-    (start, end): (Option<UnixMillis>, Option<UnixMillis>),
+    window: TimeWindow,
     limit: i64,
 ) -> Result<Vec<DebitRow>, StoreError> {
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
@@ -363,8 +363,8 @@ pub async fn list_debits(
     )))
     .bind(at)
     .bind(id)
-    .bind(start.map_or(i64::MIN, |t| t.0))
-    .bind(end.map_or(i64::MAX, |t| t.0))
+    .bind(window.start_ms())
+    .bind(window.end_ms())
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

@@ -531,6 +531,7 @@ impl Suite {
                     operation_ids: chunk.to_vec(),
                     page_size: 0,
                     page_token: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_or_else(|e| self.fail(format!("ListCredits: {e}")))
