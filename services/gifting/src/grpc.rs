@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Rejection, Saga, Status as SagaStatus, Step};
-use crate::saga::SagaEngine;
+use crate::saga::{DriveError, SagaEngine};
 use crate::store::{self, EventRow, SagaRow, SentFilter};
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -89,14 +89,23 @@ impl Gifting {
 
     /// Runs the saga on a task of its own (it goes on if the caller goes away) and waits
     /// up to `wait` for it to finish.
-    async fn drive_for(&self, saga_id: &str, wait: Duration) -> Result<SagaRow, ApiError> {
+    async fn drive_for(&self, drive: Drive, wait: Duration) -> Result<SagaRow, ApiError> {
         let engine = self.engine.clone();
-        let id = saga_id.to_owned();
+        let saga_id = match &drive {
+            Drive::Recorded(row) => row.saga.saga_id.clone(),
+            Drive::Existing(id) => id.clone(),
+        };
+        let saga_id = saga_id.as_str();
         let until = tokio::time::Instant::now() + wait;
         // The saga runs under the request's span, so its calls to catalog, wallet and
         // payout carry this request's trace: one SendGift, one trace.
         let task = tokio::spawn(tracing::Instrument::instrument(
-            async move { engine.drive(&id).await },
+            async move {
+                match drive {
+                    Drive::Recorded(row) => engine.drive_recorded(*row).await,
+                    Drive::Existing(id) => engine.drive(&id).await,
+                }
+            },
             tracing::Span::current(),
         ));
         let mut row = match tokio::time::timeout(wait, task).await {
@@ -123,6 +132,14 @@ impl Gifting {
             .await?
             .ok_or_else(|| ApiError::not_found("gift saga", saga_id))
     }
+}
+
+/// Which saga [`Gifting::drive_for`] drives.
+enum Drive {
+    /// One this request just recorded (leased to this replica, as written).
+    Recorded(Box<SagaRow>),
+    /// One recorded earlier (a replayed request): claimed and read first.
+    Existing(String),
 }
 
 /// The caller's deadline from `grpc-timeout`, if any.
@@ -190,77 +207,65 @@ impl GiftingService for Gifting {
             .map_err(ApiError::from)?;
 
         let now = UnixMillis::now();
-        let mut conn = self.read().await?;
-        let row = match store::get_saga_by_key(&mut conn, key.as_str())
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some(existing) => existing,
-            None => {
-                let saga = Saga {
-                    saga_id: format!("sg_{}", uuid::Uuid::now_v7().simple()),
-                    sender_user_id: sender.into_string(),
-                    creator_id: creator.into_string(),
-                    stream_id: stream.into_string(),
-                    gift_id: gift.into_string(),
-                    quantity: quantity.get(),
-                    message: message.into_string(),
-                    quote: None,
-                    status: SagaStatus::Pending,
-                    step: Step::ResolveGift,
-                    coins_spent: 0,
-                    diamonds_credited: 0,
-                    sender_balance_after: None,
-                    rejection: Rejection::None,
-                    rejection_detail: String::new(),
-                    refund_started: false,
-                    attempts: 0,
-                    last_error: String::new(),
-                    next_attempt_at: now,
-                    created_at: now,
-                    updated_at: now,
-                    completed_at: None,
-                };
-                // Recorded before anything else happens; leased to this replica at once so
-                // recovery elsewhere does not race the caller's own drive.
-                let inserted = store::insert_saga(
-                    &mut conn,
-                    &saga,
-                    key.as_str(),
-                    fingerprint.as_str(),
-                    self.engine.owner(),
-                    self.engine.lease_until(now),
-                )
-                .await
-                .map_err(ApiError::from)?;
-                let id = if inserted {
-                    Some(saga.saga_id.clone())
-                } else {
-                    None
-                };
-                match id {
-                    Some(id) => store::get_saga(&mut conn, &id)
-                        .await
-                        .map_err(ApiError::from)?,
-                    None => store::get_saga_by_key(&mut conn, key.as_str())
-                        .await
-                        .map_err(ApiError::from)?,
-                }
-                .ok_or_else(|| ApiError::Internal("saga vanished after it was recorded".into()))?
-            }
+        let saga = Saga {
+            saga_id: format!("sg_{}", uuid::Uuid::now_v7().simple()),
+            sender_user_id: sender.into_string(),
+            creator_id: creator.into_string(),
+            stream_id: stream.into_string(),
+            gift_id: gift.into_string(),
+            quantity: quantity.get(),
+            message: message.into_string(),
+            quote: None,
+            status: SagaStatus::Pending,
+            step: Step::ResolveGift,
+            coins_spent: 0,
+            diamonds_credited: 0,
+            sender_balance_after: None,
+            rejection: Rejection::None,
+            rejection_detail: String::new(),
+            refund_started: false,
+            attempts: 0,
+            last_error: String::new(),
+            next_attempt_at: now,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
         };
-        drop(conn);
-        if row.fingerprint != fingerprint.as_str() {
-            return Err(ApiError::from(StoreError::KeyReused).into());
-        }
-        let row = if row.saga.status == SagaStatus::Pending {
-            let wait = Duration::from_millis(self.send_wait_ms);
-            let wait = deadline.map_or(wait, |d| {
-                wait.min(d.saturating_sub(Duration::from_millis(50)))
-            });
-            self.drive_for(&row.saga.saga_id, wait).await?
-        } else {
-            row
+        let wait = Duration::from_millis(self.send_wait_ms);
+        let wait = deadline.map_or(wait, |d| {
+            wait.min(d.saturating_sub(Duration::from_millis(50)))
+        });
+        // Recorded before anything else happens, leased to this replica at once so recovery
+        // elsewhere does not race the caller's own drive. A new key (the usual case) is one
+        // insert; a key already used reads the saga recorded under it.
+        let recorded = self
+            .engine
+            .record(saga, key.as_str(), fingerprint.as_str())
+            .await
+            .map_err(|e| match e {
+                DriveError::Store(e) => ApiError::from(e),
+            })?;
+        let row = match recorded {
+            Some(row) => self.drive_for(Drive::Recorded(Box::new(row)), wait).await?,
+            None => {
+                let mut conn = self.read().await?;
+                let row = store::get_saga_by_key(&mut conn, key.as_str())
+                    .await
+                    .map_err(ApiError::from)?
+                    .ok_or_else(|| {
+                        ApiError::Internal("saga vanished after it was recorded".into())
+                    })?;
+                drop(conn);
+                if row.fingerprint != fingerprint.as_str() {
+                    return Err(ApiError::from(StoreError::KeyReused).into());
+                }
+                if row.saga.status == SagaStatus::Pending {
+                    let id = row.saga.saga_id.clone();
+                    self.drive_for(Drive::Existing(id), wait).await?
+                } else {
+                    row
+                }
+            }
         };
         Ok(Response::new(pb::SendGiftResponse {
             receipt: Some(receipt(&row.saga, true)),
@@ -563,7 +568,10 @@ impl GiftingService for Gifting {
             })
             .await?;
         let row = self
-            .drive_for(&saga_id, Duration::from_millis(self.send_wait_ms))
+            .drive_for(
+                Drive::Existing(saga_id.clone()),
+                Duration::from_millis(self.send_wait_ms),
+            )
             .await?;
         Ok(Response::new(pb::RetrySagaResponse {
             saga: Some(saga_to_proto(&row)),

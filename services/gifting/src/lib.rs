@@ -5,6 +5,7 @@
 //! - [`domain`]: the saga as a state machine (pure, property-tested for I3).
 //! - [`store`]: all of its SQL: sagas (with leases), the outbox of gift events.
 //! - [`saga`]: the driver that runs steps against the peers, and the recovery loop.
+//! - [`writer`]: group commit of the saga writes of sagas driven at the same time.
 //! - [`grpc`]: the thin gRPC layer, including the WatchStreamGifts feed.
 //!
 //! Limits: quantity 1..=99; a step is retried at most `retry_attempts_max` times before
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod grpc;
 pub mod saga;
 pub mod store;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +47,8 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 /// Where gifting listens unless told otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50053";
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Gifting's schema migrations (applied by [`run`]; public for store-level tests).
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Gifting's settings: the shared ones plus its own.
 #[derive(clap::Parser, Clone, Debug)]

@@ -26,7 +26,8 @@ use tonic::{Code, Status as RpcStatus};
 use tonic_types::StatusExt;
 
 use crate::domain::{Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step};
-use crate::store::{self, SagaRow};
+use crate::store::{self, LeaseAfter, SagaRow};
+use crate::writer::{SagaWriter, Write};
 
 /// Clients of the three services a saga calls.
 #[derive(Clone, Debug)]
@@ -82,6 +83,8 @@ pub struct SagaEngine {
     /// Sagas this replica is driving now: one driver per saga per replica (the lease
     /// keeps other replicas out; this keeps a replayed SendGift from starting a second).
     driving: Arc<Mutex<HashSet<String>>>,
+    /// Commits this replica's saga writes, many sagas' in one transaction.
+    writer: SagaWriter,
     shutdown: Shutdown,
 }
 
@@ -104,7 +107,6 @@ impl SagaEngine {
     pub fn new(db: Db, peers: Peers, settings: SagaSettings, shutdown: Shutdown) -> Self {
         let (published, _) = watch::channel(0);
         SagaEngine {
-            db,
             peers,
             owner: format!(
                 "gifting-{}",
@@ -113,6 +115,8 @@ impl SagaEngine {
             settings,
             published: Arc::new(published),
             driving: Arc::new(Mutex::new(HashSet::new())),
+            writer: SagaWriter::start(db.clone()),
+            db,
             shutdown,
         }
     }
@@ -136,23 +140,91 @@ impl SagaEngine {
         let Some(_driving) = self.start_driving(saga_id) else {
             return self.load(saga_id).await;
         };
+        self.drive_loop(saga_id, None).await
+    }
+
+    /// Records a new saga under its idempotency key, leased to this replica: `None` if the
+    /// key is taken (the caller reads the saga recorded under it). Nothing else happens
+    /// before this commits.
+    pub async fn record(
+        &self,
+        saga: Saga,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<SagaRow>, DriveError> {
+        let lease_until = self.lease_until(saga.created_at);
+        let inserted = self
+            .writer
+            .write(Write::Insert {
+                saga: saga.clone(),
+                key: key.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                owner: self.owner.clone(),
+                lease_until,
+            })
+            .await?;
+        Ok(inserted.then(|| SagaRow {
+            saga,
+            idempotency_key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            lease_owner: self.owner.clone(),
+            lease_expires_at: lease_until,
+        }))
+    }
+
+    /// Drives a saga [`SagaEngine::record`] just recorded: its lease is this replica's and
+    /// `row` is what was written, so the first step runs without claiming or reading it.
+    pub async fn drive_recorded(&self, row: SagaRow) -> Result<SagaRow, DriveError> {
+        let saga_id = row.saga.saga_id.clone();
+        let Some(_driving) = self.start_driving(&saga_id) else {
+            return self.load(&saga_id).await;
+        };
+        self.drive_loop(&saga_id, Some(row)).await
+    }
+
+    /// The saga loop. `held` is the saga as this replica last wrote it, fenced by its lease
+    /// and renewing it: while that lease has at least half its term left, the next step runs
+    /// on it directly; otherwise the lease is claimed again and the saga re-read, as on the
+    /// first pass of a saga resumed by recovery.
+    async fn drive_loop(
+        &self,
+        saga_id: &str,
+        mut held: Option<SagaRow>,
+    ) -> Result<SagaRow, DriveError> {
         loop {
             let now = UnixMillis::now();
-            let claimed = {
-                let mut conn = self.db.conn().await?;
-                store::claim_lease(&mut conn, saga_id, &self.owner, self.lease_until(now), now)
-                    .await?
+            let fresh = held.take().filter(|row| {
+                row.lease_owner == self.owner
+                    && row.saga.status == Status::Pending
+                    && row.lease_expires_at.0.saturating_sub(now.0) >= self.settings.lease_ms / 2
+            });
+            let row = match fresh {
+                Some(row) => row,
+                None => {
+                    let claimed = {
+                        let _gate = self.writer.gate().enter().await;
+                        let mut conn = self.db.conn().await?;
+                        store::claim_lease(
+                            &mut conn,
+                            saga_id,
+                            &self.owner,
+                            self.lease_until(now),
+                            now,
+                        )
+                        .await?
+                    };
+                    let row = self.load(saga_id).await?;
+                    if !claimed || row.saga.status != Status::Pending {
+                        return Ok(row);
+                    }
+                    row
+                }
             };
-            let row = self.load(saga_id).await?;
-            if !claimed || row.saga.status != Status::Pending {
-                return Ok(row);
-            }
-            let mut saga = row.saga;
             if self.shutdown.is_triggered() {
                 self.release(saga_id).await?;
                 return self.load(saga_id).await;
             }
-            let wait = saga.next_attempt_at.0 - now.0;
+            let wait = row.saga.next_attempt_at.0 - now.0;
             if wait > 0 {
                 if wait > self.settings.lease_ms / 2 {
                     // A long backoff: let the lease go, recovery resumes it when due.
@@ -163,48 +235,69 @@ impl SagaEngine {
                     _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
                     _ = self.shutdown.wait() => {}
                 }
+                held = Some(row);
                 continue;
             }
+            let SagaRow {
+                mut saga,
+                idempotency_key,
+                fingerprint,
+                ..
+            } = row;
             let step = saga.step;
             let started = std::time::Instant::now();
             let outcome = self.run_step(&saga).await;
             ovation_metrics::global().saga_step(step_name(step), started.elapsed().as_secs_f64());
-            saga.apply(
-                outcome,
-                UnixMillis::now(),
-                &self.settings.retry,
-                rand::random::<f64>(),
-            );
-            let mut tx = self.db.begin_write().await?;
-            if !store::save_saga(&mut tx, &saga, &self.owner).await? {
-                // Fenced out: another replica took the saga over. Its work stands.
-                tx.rollback().await.map_err(StoreError::from)?;
-                return self.load(saga_id).await;
+            let now = UnixMillis::now();
+            saga.apply(outcome, now, &self.settings.retry, rand::random::<f64>());
+            // The outcome, the lease's renewal (or release, once the saga stops here) and,
+            // for a completed saga, its gift event: one transaction (shared with other
+            // sagas' writes of the moment), fenced by the lease.
+            let lease = if saga.status == Status::Pending {
+                LeaseAfter::Renew(self.lease_until(now))
+            } else {
+                LeaseAfter::Release
+            };
+            let saved = self
+                .writer
+                .write(Write::Save {
+                    saga: saga.clone(),
+                    owner: self.owner.clone(),
+                    lease,
+                })
+                .await?;
+            if !saved {
+                // Fenced out: another replica took the saga over (its work stands), or an
+                // operator freed the lease. Claim it again, as a resumed saga: that fails
+                // if someone else holds it.
+                continue;
             }
-            if saga.status == Status::Completed {
-                store::publish_event(&mut tx, &saga).await?;
-            }
-            tx.commit().await.map_err(StoreError::from)?;
             if let Some(outcome) = outcome_name(saga.status) {
                 ovation_metrics::global().saga_outcome(outcome);
             }
-            match saga.status {
-                Status::Pending => {}
+            let (lease_owner, lease_expires_at) = match lease {
+                LeaseAfter::Renew(until) => (self.owner.clone(), until),
+                LeaseAfter::Release => (String::new(), UnixMillis(0)),
+            };
+            let row = SagaRow {
+                saga,
+                idempotency_key,
+                fingerprint,
+                lease_owner,
+                lease_expires_at,
+            };
+            match row.saga.status {
+                Status::Pending => held = Some(row),
                 Status::Completed => {
                     self.published.send_modify(|n| *n = n.wrapping_add(1));
-                    self.release(saga_id).await?;
-                    return self.load(saga_id).await;
+                    return Ok(row);
                 }
                 Status::NeedsOperator => {
-                    tracing::error!(saga_id, step = ?saga.step, error = %saga.last_error,
+                    tracing::error!(saga_id, step = ?row.saga.step, error = %row.saga.last_error,
                         "saga exhausted its retry budget: an operator must look (ListStuckSagas, RetrySaga)");
-                    self.release(saga_id).await?;
-                    return self.load(saga_id).await;
+                    return Ok(row);
                 }
-                Status::Rejected | Status::Compensated => {
-                    self.release(saga_id).await?;
-                    return self.load(saga_id).await;
-                }
+                Status::Rejected | Status::Compensated => return Ok(row),
             }
         }
     }
@@ -225,6 +318,7 @@ impl SagaEngine {
     }
 
     async fn release(&self, saga_id: &str) -> Result<(), DriveError> {
+        let _gate = self.writer.gate().enter().await;
         let mut conn = self.db.conn().await?;
         store::release_lease(&mut conn, saga_id, &self.owner).await?;
         Ok(())

@@ -137,8 +137,30 @@ pub async fn get_saga_by_key(conn: &mut Conn, key: &str) -> Result<Option<SagaRo
     row.as_ref().map(saga_from_row).transpose()
 }
 
-/// Persists a saga's progress, if `owner` still holds its lease.
-pub async fn save_saga(conn: &mut Conn, saga: &Saga, owner: &str) -> Result<bool, StoreError> {
+/// What a fenced save does with the lease it is fenced by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseAfter {
+    /// Keep it and extend it to this instant (the saga goes on: its next step runs under
+    /// the renewed lease without a separate claim).
+    Renew(UnixMillis),
+    /// Give it up (the saga is terminal, needs an operator, or waits for recovery).
+    Release,
+}
+
+/// Persists a saga's progress, if `owner` still holds its lease, and in the same statement
+/// renews or releases that lease. `false` (nothing written) if another replica took the
+/// lease over, or it was freed (an operator's retry, a terminal saga): a freed lease is
+/// nobody's, not even the empty owner's.
+pub async fn save_saga(
+    conn: &mut Conn,
+    saga: &Saga,
+    owner: &str,
+    lease: LeaseAfter,
+) -> Result<bool, StoreError> {
+    let (next_owner, next_expiry) = match lease {
+        LeaseAfter::Renew(until) => (owner, until.0),
+        LeaseAfter::Release => ("", 0),
+    };
     let q = saga.quote.unwrap_or(Quote {
         gift_version: 0,
         unit_price_coins: 0,
@@ -151,8 +173,9 @@ pub async fn save_saga(conn: &mut Conn, saga: &Saga, owner: &str) -> Result<bool
          creator_share_bps = $5, economy_version = $6, status = $7, step = $8, coins_spent = $9, \
          diamonds_credited = $10, sender_balance_after_coins = $11, rejection_reason = $12, \
          rejection_detail = $13, refund_started = $14, attempts = $15, last_error = $16, \
-         next_attempt_at_ms = $17, updated_at_ms = $18, completed_at_ms = $19 \
-         WHERE saga_id = $1 AND lease_owner = $20",
+         next_attempt_at_ms = $17, updated_at_ms = $18, completed_at_ms = $19, \
+         lease_owner = $21, lease_expires_at_ms = $22 \
+         WHERE saga_id = $1 AND lease_owner = $20 AND lease_owner <> ''",
     )
     .bind(saga.saga_id.as_str())
     .bind(q.gift_version)
@@ -174,6 +197,8 @@ pub async fn save_saga(conn: &mut Conn, saga: &Saga, owner: &str) -> Result<bool
     .bind(saga.updated_at.0)
     .bind(saga.completed_at.map(|t| t.0))
     .bind(owner)
+    .bind(next_owner)
+    .bind(next_expiry)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

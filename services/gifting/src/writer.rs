@@ -1,0 +1,257 @@
+//! Group commit of saga writes: the sagas a replica drives at the same time record
+//! themselves and their steps' outcomes through a writer (one task on SQLite,
+//! [`WRITERS_POSTGRES`] on PostgreSQL), which commits every write queued at that moment in
+//! one transaction.
+//!
+//! Why: every saga step ends in a small write transaction (record, quote, debit, completion
+//! with its gift event). On SQLite those transactions queue for the single write lock; on
+//! PostgreSQL every completion in a stream locks the stream's feed row (`stream_feeds`) until
+//! it commits. One transaction per batch takes the lock (and pays the commit) once for many
+//! sagas.
+//!
+//! What does not change: each write is exactly the statement it was alone. A save is fenced
+//! by its saga's lease (`WHERE lease_owner = $me`) and is refused, inside the batch, to a
+//! replica that lost the lease; a completed saga's gift event is written in the transaction
+//! that saves it COMPLETED, and only if that save got through. A caller learns its write's
+//! result only after the batch commits, so "recorded before anything else" and "persisted
+//! before the next step" hold as before.
+//!
+//! Failure isolation: if a batch fails (a constraint, a deadlock, a lost connection), it is
+//! rolled back and each of its writes is tried again alone, so one bad write fails only
+//! itself. Re-running a write after an ambiguous commit is harmless: an insert of a recorded
+//! saga finds its key taken (the caller then reads the saga under its key, as on a replay),
+//! and a fenced save writes the same values again.
+//!
+//! Limits: at most [`BATCH_MAX`] writes per transaction; at most [`QUEUE_MAX`] writes
+//! queued (senders wait beyond it: back-pressure, not memory).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ovation_store::db::Backend;
+use ovation_store::{Db, StoreError};
+use ovation_types::UnixMillis;
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
+
+use crate::domain::{Saga, Status};
+use crate::store::{self, LeaseAfter};
+
+/// Most writes committed in one transaction.
+pub const BATCH_MAX: usize = 64;
+/// Most writes waiting for the writer.
+pub const QUEUE_MAX: usize = 1_024;
+/// Writer tasks on PostgreSQL, each committing its own batches on its own connection (a
+/// batch is a few round trips per write; one task alone would be the bottleneck). SQLite
+/// has one writer at a time anyway, so one task there.
+pub const WRITERS_POSTGRES: usize = 2;
+
+/// One saga write.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Record a new saga under its idempotency key, leased to `owner` (`false`: key taken).
+    Insert {
+        saga: Saga,
+        key: String,
+        fingerprint: String,
+        owner: String,
+        lease_until: UnixMillis,
+    },
+    /// Save a saga's progress if `owner` holds its lease, renewing or releasing it; a
+    /// COMPLETED saga's gift event goes in with it (`false`: fenced out, nothing written).
+    Save {
+        saga: Saga,
+        owner: String,
+        lease: LeaseAfter,
+    },
+}
+
+impl Write {
+    /// Batch order: records first (by key), then saves, then (after every save) the gift
+    /// events by stream, so two transactions take feed rows in the same order.
+    fn order_key(&self) -> (u8, &str) {
+        match self {
+            Write::Insert { key, .. } => (0, key.as_str()),
+            Write::Save { saga, .. } => (1, saga.saga_id.as_str()),
+        }
+    }
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// A handle on the writer task (cheap to clone). The task ends when every handle is gone.
+#[derive(Clone, Debug)]
+pub struct SagaWriter {
+    db: Db,
+    jobs: mpsc::Sender<Job>,
+    gate: Gate,
+}
+
+/// On SQLite, this replica's writes to its database take turns here: SQLite has one writer
+/// at a time, and a writer that finds the lock taken sleeps in SQLite's busy handler (1, 2,
+/// 5, 10… ms) instead of being handed the lock when it frees, which under load leaves the
+/// lock idle between writers. Queued here, the next writer starts the moment the previous
+/// one commits. `None` on PostgreSQL (row locks, no gate). Held only around a database
+/// write, never across a call to another service, and taken before a pooled connection
+/// (never while holding one), so it cannot deadlock with the pool.
+#[derive(Clone, Debug)]
+pub struct Gate(Option<Arc<Mutex<()>>>);
+
+impl Gate {
+    pub fn for_backend(backend: Backend) -> Gate {
+        Gate((backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))))
+    }
+
+    /// Waits for this replica's turn to write (SQLite); nothing on PostgreSQL.
+    pub async fn enter(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.0 {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
+    }
+}
+
+impl SagaWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn start(db: Db) -> SagaWriter {
+        let (jobs, queue) = mpsc::channel(QUEUE_MAX);
+        let gate = Gate::for_backend(db.backend());
+        let writers = match db.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => WRITERS_POSTGRES,
+        };
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..writers {
+            tokio::spawn(run(db.clone(), gate.clone(), queue.clone()));
+        }
+        SagaWriter { db, jobs, gate }
+    }
+
+    /// The gate this replica's other writes to the saga table (lease claims and releases)
+    /// go through.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Commits `write` (with whatever else is queued) and returns its result. Should the
+    /// writer task be gone, the write runs alone here.
+    pub async fn write(&self, write: Write) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        match self.jobs.send(Job { write, reply }).await {
+            Ok(()) => match answer.await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Config(
+                    "the saga writer stopped before answering".into(),
+                )),
+            },
+            Err(mpsc::error::SendError(job)) => {
+                let _turn = self.gate.enter().await;
+                write_alone(&self.db, &job.write).await
+            }
+        }
+    }
+}
+
+/// One writer task: takes every write queued (up to [`BATCH_MAX`]) and commits them
+/// together, until every [`SagaWriter`] is gone. Writer tasks take turns at the queue.
+async fn run(db: Db, gate: Gate, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut jobs = Vec::with_capacity(BATCH_MAX);
+        if queue.lock().await.recv_many(&mut jobs, BATCH_MAX).await == 0 {
+            return;
+        }
+        let _turn = gate.enter().await;
+        let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
+        match write_batch(&db, &writes).await {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.into_iter().next() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(writes = jobs.len(), error = %e,
+                    "a batch of saga writes failed; writing each alone");
+                for job in jobs {
+                    let result = write_alone(&db, &job.write).await;
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// One write in a transaction of its own.
+pub async fn write_alone(db: &Db, write: &Write) -> Result<bool, StoreError> {
+    let results = write_batch(db, &[write]).await?;
+    Ok(results.first().copied().unwrap_or(false))
+}
+
+/// Every write in one transaction (a lone single-statement write: that statement alone);
+/// their results in the order given. All or nothing: an error rolls the whole batch back.
+pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreError> {
+    // A write that is one statement (a record, a save that publishes nothing) needs no
+    // transaction of its own: the statement is atomic, and BEGIN and COMMIT would be two
+    // more round trips.
+    if let [write] = writes {
+        let single = match write {
+            Write::Insert {
+                saga,
+                key,
+                fingerprint,
+                owner,
+                lease_until,
+            } => {
+                let mut conn = db.conn().await?;
+                Some(
+                    store::insert_saga(&mut conn, saga, key, fingerprint, owner, *lease_until)
+                        .await?,
+                )
+            }
+            Write::Save { saga, owner, lease } if saga.status != Status::Completed => {
+                let mut conn = db.conn().await?;
+                Some(store::save_saga(&mut conn, saga, owner, *lease).await?)
+            }
+            Write::Save { .. } => None,
+        };
+        if let Some(result) = single {
+            return Ok(vec![result]);
+        }
+    }
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by(|&a, &b| writes[a].order_key().cmp(&writes[b].order_key()));
+    let mut results = vec![false; writes.len()];
+    let mut tx = db.begin_write().await?;
+    let mut events: BTreeMap<(&str, &str), &Saga> = BTreeMap::new();
+    for &i in &order {
+        results[i] = match writes[i] {
+            Write::Insert {
+                saga,
+                key,
+                fingerprint,
+                owner,
+                lease_until,
+            } => store::insert_saga(&mut tx, saga, key, fingerprint, owner, *lease_until).await?,
+            Write::Save { saga, owner, lease } => {
+                let saved = store::save_saga(&mut tx, saga, owner, *lease).await?;
+                if saved && saga.status == Status::Completed {
+                    events.insert((saga.stream_id.as_str(), saga.saga_id.as_str()), saga);
+                }
+                saved
+            }
+        };
+    }
+    // The outbox, after every save and stream by stream: a feed row is locked for the
+    // shortest time, and always in the same order.
+    for saga in events.values() {
+        store::publish_event(&mut tx, saga).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(results)
+}
