@@ -1,6 +1,7 @@
 //! One pool over PostgreSQL or SQLite, chosen by the URL's scheme.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyConnection;
@@ -46,6 +47,46 @@ impl Default for DbOptions {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: this process's writers take turns here before `BEGIN IMMEDIATE`.
+    /// SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    /// the busy handler (1, 2, 5, 10… ms) instead of being handed the lock when it frees,
+    /// which under load leaves the lock idle between writers and stretches the tail.
+    /// Queued here, the next writer starts the moment the previous one ends. Taken before a
+    /// connection is acquired, so a waiting writer holds no connection.
+    write_turns: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction from [`Db::begin_write`]: the transaction (use it as a connection),
+/// and on SQLite this process's write turn, given back when it ends.
+#[derive(Debug)]
+pub struct WriteTx {
+    // Declared first, so it is dropped (rolled back) before the turn is given back.
+    tx: Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 /// The migrations every service's database carries (the idempotency keys table).
@@ -104,7 +145,15 @@ impl Db {
                 Err(_) => Err(sqlx::Error::PoolTimedOut),
             };
             match attempt {
-                Ok(pool) => return Ok(Db { pool, backend }),
+                Ok(pool) => {
+                    let write_turns = (backend == Backend::Sqlite)
+                        .then(|| Arc::new(tokio::sync::Mutex::new(())));
+                    return Ok(Db {
+                        pool,
+                        backend,
+                        write_turns,
+                    });
+                }
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(database = %redact(&url), error = %e, "database not reachable yet; retrying");
                     tokio::time::sleep(backoff).await;
@@ -195,15 +244,23 @@ impl Db {
         &self.pool
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
-    /// with SQLITE_BUSY when it upgrades from reader to writer.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, StoreError> {
+    /// Begins a transaction that will write. On SQLite it first waits for this process's
+    /// write turn, then takes the write lock at once (`BEGIN IMMEDIATE`), so two writers
+    /// queue instead of one failing with SQLITE_BUSY when it upgrades from reader to writer
+    /// (other processes on the same file still queue on the busy timeout).
+    ///
+    /// Do not begin a second write transaction while holding one: on SQLite that waits for
+    /// the first forever.
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let turn = match &self.write_turns {
+            Some(turns) => Some(turns.clone().lock_owned().await),
+            None => None,
+        };
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// True when the database answers `SELECT 1` within `timeout`.

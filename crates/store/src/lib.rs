@@ -16,7 +16,7 @@ pub mod db;
 pub mod error;
 pub mod idempotency;
 
-pub use db::{Backend, Db, DbOptions};
+pub use db::{Backend, Db, DbOptions, WriteTx};
 pub use error::StoreError;
 pub use idempotency::{Fingerprint, Replayed};
 
