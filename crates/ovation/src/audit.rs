@@ -714,6 +714,13 @@ pub async fn run_window(
     // ListSagas has no time filter: oldest first, skip (and drop) what is before the
     // window, stop at its end.
     let (mut skipped_sagas, mut skipped_credits) = (0u64, 0u64);
+    // Gifting filters sagas by creation time (an older gifting ignores the filter: the
+    // client-side one below still holds).
+    let sagas_from = window.since.map(|t| to_timestamp(UnixMillis(t.max(0))));
+    let sagas_until = window
+        .until
+        .filter(|t| *t <= MILLIS_MAX)
+        .map(|t| to_timestamp(UnixMillis(t)));
     let mut token = String::new();
     'sagas: loop {
         let page = gifting
@@ -721,6 +728,8 @@ pub async fn run_window(
                 statuses: vec![],
                 page_size: PAGE,
                 page_token: token,
+                start_time: sagas_from,
+                end_time: sagas_until,
             })
             .await?
             .into_inner();

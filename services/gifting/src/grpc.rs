@@ -15,7 +15,7 @@ use futures::Stream;
 use ovation_auth::{Caller, Role};
 use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
-use ovation_server::edge::to_timestamp;
+use ovation_server::edge::{time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::{Db, Fingerprint, StoreError};
 use ovation_types::{
@@ -606,17 +606,19 @@ impl GiftingService for Gifting {
             "page_token",
             PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
-        let (statuses, size, cursor) = v
+        let window = time_window(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
+        let (statuses, size, cursor, window) = v
             .finish(|| {
                 Some((
                     statuses.into_iter().collect::<Option<Vec<_>>>()?,
                     size?,
                     cursor?,
+                    window?,
                 ))
             })
             .map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        let mut rows = store::list_sagas(&mut conn, &statuses, cursor, size.fetch_limit())
+        let mut rows = store::list_sagas(&mut conn, &statuses, cursor, window, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |r| {

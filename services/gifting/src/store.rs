@@ -7,7 +7,7 @@
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
-use ovation_types::UnixMillis;
+use ovation_types::{TimeWindow, UnixMillis};
 
 use crate::domain::{Quote, Rejection, Saga, Status, Step};
 
@@ -399,6 +399,7 @@ pub async fn list_sagas(
     conn: &mut Conn,
     statuses: &[Status],
     after: Option<(i64, String)>,
+    window: TimeWindow,
     limit: i64,
 ) -> Result<Vec<SagaRow>, StoreError> {
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
@@ -409,7 +410,8 @@ pub async fn list_sagas(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SAGA_COLUMNS} FROM sagas WHERE ($1 = 0 OR status IN ($1, $2, $3, $4, $5)) \
          AND (created_at_ms > $6 OR (created_at_ms = $6 AND saga_id > $7)) \
-         ORDER BY created_at_ms, saga_id LIMIT $8"
+         AND created_at_ms >= $8 AND created_at_ms < $9 \
+         ORDER BY created_at_ms, saga_id LIMIT $10"
     )))
     .bind(codes[0])
     .bind(codes[1])
@@ -418,6 +420,8 @@ pub async fn list_sagas(
     .bind(codes[4])
     .bind(at)
     .bind(id)
+    .bind(window.start_ms())
+    .bind(window.end_ms())
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

@@ -528,3 +528,80 @@ async fn an_exhausted_budget_asks_an_operator_and_a_retry_finishes_the_saga() {
     wallet.stop().await.unwrap();
     catalog.stop().await.unwrap();
 }
+
+/// The audit's view: sagas listed by creation time, the window kept across pages; an empty
+/// window is refused naming `end_time`.
+#[tokio::test]
+async fn sagas_are_listed_by_creation_time() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        suite.funded_viewer("gus", "coins_100").await;
+        suite.creator("hal").await;
+        let mut gus = suite.gifting_as("gus").await;
+        let mut created = Vec::new();
+        for key in ["w1", "w2", "w3"] {
+            let receipt = gus
+                .send_gift(send(key, "gus", "hal", "rose", 1))
+                .await
+                .unwrap()
+                .into_inner()
+                .receipt
+                .unwrap();
+            created.push((receipt.saga_id, receipt.create_time.unwrap()));
+            // Distinct milliseconds, so each saga has its own instant.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut admin = suite.gifting_admin().await;
+        let mut listed = async |start: Option<usize>, end: Option<usize>, size: i32| {
+            let mut ids = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = admin
+                    .list_sagas(pb::ListSagasRequest {
+                        page_size: size,
+                        page_token: token,
+                        start_time: start.map(|i| created[i].1),
+                        end_time: end.map(|i| created[i].1),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                ids.extend(page.sagas.into_iter().map(|s| s.receipt.unwrap().saga_id));
+                if page.next_page_token.is_empty() {
+                    return ids;
+                }
+                token = page.next_page_token;
+            }
+        };
+        let id = |i: usize| created[i].0.clone();
+        let backend = suite.backend;
+        assert_eq!(
+            listed(None, None, 0).await,
+            [id(0), id(1), id(2)],
+            "[{backend}]"
+        );
+        assert_eq!(
+            listed(Some(1), None, 1).await,
+            [id(1), id(2)],
+            "[{backend}] start inclusive"
+        );
+        assert_eq!(
+            listed(None, Some(2), 1).await,
+            [id(0), id(1)],
+            "[{backend}] end exclusive"
+        );
+        assert_eq!(listed(Some(1), Some(2), 1).await, [id(1)], "[{backend}]");
+        let empty = admin
+            .list_sagas(pb::ListSagasRequest {
+                start_time: Some(created[1].1),
+                end_time: Some(created[1].1),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument, "[{backend}]");
+        assert!(empty.message().contains("end_time"), "{empty:?}");
+        suite.stop().await;
+    }
+}

@@ -509,6 +509,7 @@ impl Suite {
                     statuses: vec![],
                     page_size: 500,
                     page_token,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

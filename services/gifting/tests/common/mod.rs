@@ -90,15 +90,7 @@ pub async fn start_payout_on(addr: SocketAddr, db: &TestDatabase, catalog: &Runn
         catalog: CatalogPeerArgs::plaintext(catalog.endpoint()),
         identity: identity(),
         provider: Arc::new(ovation_payout::provider::SandboxProvider::in_memory()),
-        worker: ovation_payout::worker::WorkerConfig {
-            poll_interval: std::time::Duration::from_millis(50),
-            provider_timeout: std::time::Duration::from_secs(5),
-            concurrency: 2,
-            retry_budget: 10,
-            backoff_base: std::time::Duration::from_millis(20),
-            backoff_max: std::time::Duration::from_millis(200),
-            drain: std::time::Duration::from_millis(200),
-        },
+        worker: ovation_payout::worker::WorkerConfig::FAST_TESTS,
     };
     Running::start_on(addr, |l, s| ovation_payout::run(config, l, s))
         .await
