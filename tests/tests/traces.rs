@@ -3,6 +3,8 @@
 //! the gift is sent with a W3C `traceparent` naming a trace id the test chose; the
 //! services are stopped with SIGTERM so their batch span processors flush; then the
 //! spans of that trace must come from `service.name` catalog, wallet, payout and gifting.
+//! And a saga resumed by another gifting process after a crash continues the trace of the
+//! request that started it.
 
 mod process_suite;
 
@@ -91,7 +93,12 @@ fn flatten(received: &[ResourceSpans]) -> Vec<Exported> {
     all
 }
 
-async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
+/// An OTLP collector on a loopback port: the collector, its address, its server task.
+async fn start_collector() -> (
+    Collector,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port for the collector");
@@ -108,6 +115,38 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
                 .await
         }
     });
+    (collector, collector_addr, server)
+}
+
+/// A SendGift request carrying a sampled W3C trace of the test's choosing: (request,
+/// trace id, parent span id).
+fn traced_send(
+    key: &str,
+    viewer: &str,
+    creator: &str,
+) -> (tonic::Request<pb::SendGiftRequest>, String, String) {
+    let trace_id = hex(&uuid::Uuid::new_v4().into_bytes());
+    let parent_span_id = hex(&uuid::Uuid::new_v4().into_bytes()[..8]);
+    let mut request = tonic::Request::new(pb::SendGiftRequest {
+        idempotency_key: key.into(),
+        sender_user_id: viewer.into(),
+        creator_id: creator.into(),
+        stream_id: "stream-traced".into(),
+        gift_id: "doughnut".into(),
+        quantity: 1,
+        message: String::new(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_span_id}-01")
+            .parse()
+            .expect("a valid traceparent"),
+    );
+    (request, trace_id, parent_span_id)
+}
+
+async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
+    let (collector, collector_addr, server) = start_collector().await;
 
     let options = SuiteOptions {
         env: vec![(
@@ -124,23 +163,7 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
     suite.creator("uma").await;
 
     // The caller's trace: a trace id and parent span id of the test's choosing, sampled.
-    let trace_id = hex(&uuid::Uuid::new_v4().into_bytes());
-    let parent_span_id = hex(&uuid::Uuid::new_v4().into_bytes()[..8]);
-    let mut request = tonic::Request::new(pb::SendGiftRequest {
-        idempotency_key: "traced-gift".into(),
-        sender_user_id: "tess".into(),
-        creator_id: "uma".into(),
-        stream_id: "stream-traced".into(),
-        gift_id: "doughnut".into(),
-        quantity: 1,
-        message: String::new(),
-    });
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-{parent_span_id}-01")
-            .parse()
-            .expect("a valid traceparent"),
-    );
+    let (request, trace_id, parent_span_id) = traced_send("traced-gift", "tess", "uma");
     let receipt = suite
         .gifting_as("tess")
         .send_gift(request)
@@ -225,4 +248,93 @@ async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_sq
 #[tokio::test]
 async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_postgres() {
     one_send_gift_is_one_trace_across_four_services(Backend::Postgres).await;
+}
+
+/// Payout is down, so the saga stops at the credit (PENDING); the gifting process is killed;
+/// payout comes back; a new gifting process resumes the saga from the database. Payout's
+/// CreditDiamonds, which only the resumed saga can have called, is in the trace of the
+/// original SendGift, under gifting's `resume_saga` span.
+async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
+    let (collector, collector_addr, server) = start_collector().await;
+    let options = SuiteOptions {
+        env: vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{collector_addr}"),
+        )],
+        ..SuiteOptions::default()
+    };
+    let Some(mut suite) = Suite::start(backend, options).await else {
+        server.abort();
+        return;
+    };
+    suite.funded_viewer("vic", "coins_100").await;
+    suite.creator("wes").await;
+    suite.payout.kill_hard().await;
+
+    let (request, trace_id, _) = traced_send("resumed-gift", "vic", "wes");
+    let receipt = suite
+        .gifting_as("vic")
+        .send_gift(request)
+        .await
+        .unwrap_or_else(|e| suite.fail(format!("SendGift: {e}")))
+        .into_inner()
+        .receipt
+        .unwrap_or_else(|| suite.fail("SendGift answered without a receipt"));
+    if receipt.status != PENDING {
+        suite.fail(format!(
+            "with payout down the gift must wait at the credit: {receipt:?}"
+        ));
+    }
+    suite.gifting[0].kill_hard().await;
+    suite.payout.start().await;
+    suite.gifting[0].start().await;
+    let sagas = suite
+        .settle(0, Some(1), std::time::Duration::from_secs(60))
+        .await;
+    if sagas.iter().any(|s| status(s) != COMPLETED) {
+        suite.fail(format!(
+            "the resumed saga did not complete: {}",
+            describe(&sagas.iter().collect::<Vec<_>>())
+        ));
+    }
+    let backend_name = suite.backend;
+    suite.stop().await;
+    server.abort();
+
+    let received = collector
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let spans = flatten(&received);
+    let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let credit = in_trace
+        .iter()
+        .find(|s| s.service == "payout" && s.name.ends_with("/CreditDiamonds"));
+    let resume = in_trace
+        .iter()
+        .find(|s| s.service == "gifting" && s.name == "resume_saga");
+    if credit.is_none() || resume.is_none() {
+        let elsewhere: Vec<String> = spans
+            .iter()
+            .filter(|s| s.name.ends_with("/CreditDiamonds") || s.name == "resume_saga")
+            .map(|s| format!("{} {} trace {}", s.service, s.name, s.trace_id))
+            .collect();
+        panic!(
+            "[{backend_name}] the resumed saga left the trace {trace_id} of its request \
+             (CreditDiamonds in it: {}, resume_saga in it: {}); those spans were in: {elsewhere:#?}",
+            credit.is_some(),
+            resume.is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_saga_continues_the_trace_of_its_request_sqlite() {
+    a_resumed_saga_continues_the_trace_of_its_request(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_resumed_saga_continues_the_trace_of_its_request_postgres() {
+    a_resumed_saga_continues_the_trace_of_its_request(Backend::Postgres).await;
 }

@@ -70,5 +70,8 @@ mod propagation;
 mod subscriber;
 
 pub use layer::{RpcSpanFuture, RpcSpanLayer, RpcSpanService};
-pub use propagation::{TracePropagation, extract_trace_context, inject_trace_context};
+pub use propagation::{
+    TracePropagation, continue_trace, current_traceparent, extract_trace_context,
+    inject_trace_context,
+};
 pub use subscriber::{TelemetryError, TelemetryGuard, init, install_propagator};

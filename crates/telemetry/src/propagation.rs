@@ -24,6 +24,39 @@ pub fn inject_trace_context(metadata: &mut MetadataMap) {
     });
 }
 
+/// The current span's W3C `traceparent`, if it is in a valid trace: kept with work that
+/// outlives its request (a saga), so that resuming the work later continues the same trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        cx = opentelemetry::Context::current();
+    }
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut fields = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&cx, &mut fields);
+    });
+    fields.remove("traceparent")
+}
+
+/// Makes `span` (new, not entered yet) continue the trace of a stored `traceparent` (from
+/// [`current_traceparent`]); left alone, as a new trace, when it is empty or malformed.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let mut fields = std::collections::HashMap::new();
+    fields.insert("traceparent".to_owned(), traceparent.to_owned());
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&fields));
+    if parent.span().span_context().is_valid() {
+        // Fails only without an OpenTelemetry layer, where there is no trace to join.
+        let _ = span.set_parent(parent);
+    }
+}
+
 /// Extracts the remote OpenTelemetry context (W3C `traceparent`/`tracestate`) from HTTP
 /// headers, using the global propagator. The result has no valid span when the headers carry
 /// no (or a malformed) `traceparent`.
@@ -115,6 +148,16 @@ mod tests {
         assert_eq!(
             extracted.span_id(),
             SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_stored_traceparent_round_trips() {
+        crate::install_propagator();
+        let _attached = remote_context().attach();
+        assert_eq!(
+            current_traceparent().as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
     }
 

@@ -161,6 +161,7 @@ impl SagaEngine {
                 fingerprint: fingerprint.to_owned(),
                 owner: self.owner.clone(),
                 lease_until,
+                trace_parent: ovation_telemetry::current_traceparent().unwrap_or_default(),
             })
             .await?;
         Ok(inserted.then(|| SagaRow {
@@ -502,13 +503,19 @@ impl SagaEngine {
         };
         let count = due.len();
         let mut running = tokio::task::JoinSet::new();
-        for saga_id in due {
+        for (saga_id, trace_parent) in due {
             let engine = self.clone();
-            running.spawn(async move {
-                if let Err(e) = engine.drive(&saga_id).await {
-                    tracing::warn!(saga_id, error = %e, "resuming saga failed; will retry");
-                }
-            });
+            // The resumed saga continues the trace of the request that started it.
+            let span = tracing::info_span!("resume_saga", saga_id = %saga_id);
+            ovation_telemetry::continue_trace(&span, &trace_parent);
+            running.spawn(tracing::Instrument::instrument(
+                async move {
+                    if let Err(e) = engine.drive(&saga_id).await {
+                        tracing::warn!(saga_id, error = %e, "resuming saga failed; will retry");
+                    }
+                },
+                span,
+            ));
         }
         while running.join_next().await.is_some() {}
         Ok(count)

@@ -91,10 +91,11 @@ pub async fn insert_saga(
     fingerprint: &str,
     owner: &str,
     lease_until: UnixMillis,
+    trace_parent: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sagas ({SAGA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0, 0, \
-         $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL) \
+        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0, 0, \
+         $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL, $16) \
          ON CONFLICT (idempotency_key) DO NOTHING"
     )))
     .bind(saga.saga_id.as_str())
@@ -112,6 +113,7 @@ pub async fn insert_saga(
     .bind(owner)
     .bind(lease_until.0)
     .bind(saga.created_at.0)
+    .bind(trace_parent)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -236,14 +238,15 @@ pub async fn release_lease(conn: &mut Conn, saga_id: &str, owner: &str) -> Resul
     Ok(())
 }
 
-/// PENDING sagas due for a step whose lease is free or expired, oldest due first.
+/// PENDING sagas due for a step whose lease is free or expired, oldest due first: (saga
+/// id, the traceparent of the request that started it).
 pub async fn due_sagas(
     conn: &mut Conn,
     now: UnixMillis,
     limit: i64,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT saga_id FROM sagas WHERE status = 1 AND next_attempt_at_ms <= $1 \
+        "SELECT saga_id, trace_parent FROM sagas WHERE status = 1 AND next_attempt_at_ms <= $1 \
          AND (lease_owner = '' OR lease_expires_at_ms < $1) ORDER BY next_attempt_at_ms LIMIT $2",
     )
     .bind(now.0)
@@ -251,7 +254,7 @@ pub async fn due_sagas(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect()
 }
 

@@ -55,6 +55,8 @@ pub enum Write {
         fingerprint: String,
         owner: String,
         lease_until: UnixMillis,
+        /// The W3C traceparent of the request, kept so a resumed saga continues its trace.
+        trace_parent: String,
     },
     /// Save a saga's progress if `owner` holds its lease, renewing or releasing it; a
     /// COMPLETED saga's gift event goes in with it (`false`: fenced out, nothing written).
@@ -207,11 +209,20 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
                 fingerprint,
                 owner,
                 lease_until,
+                trace_parent,
             } => {
                 let mut conn = db.conn().await?;
                 Some(
-                    store::insert_saga(&mut conn, saga, key, fingerprint, owner, *lease_until)
-                        .await?,
+                    store::insert_saga(
+                        &mut conn,
+                        saga,
+                        key,
+                        fingerprint,
+                        owner,
+                        *lease_until,
+                        trace_parent,
+                    )
+                    .await?,
                 )
             }
             Write::Save { saga, owner, lease } if saga.status != Status::Completed => {
@@ -237,7 +248,19 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
                 fingerprint,
                 owner,
                 lease_until,
-            } => store::insert_saga(&mut tx, saga, key, fingerprint, owner, *lease_until).await?,
+                trace_parent,
+            } => {
+                store::insert_saga(
+                    &mut tx,
+                    saga,
+                    key,
+                    fingerprint,
+                    owner,
+                    *lease_until,
+                    trace_parent,
+                )
+                .await?
+            }
             Write::Save { saga, owner, lease } => {
                 let saved = store::save_saga(&mut tx, saga, owner, *lease).await?;
                 if saved && saga.status == Status::Completed {

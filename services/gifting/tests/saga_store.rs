@@ -82,7 +82,8 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
                 "k1",
                 "fp",
                 "replica-a",
-                UnixMillis(now.0 + 10_000)
+                UnixMillis(now.0 + 10_000),
+                ""
             )
             .await
             .unwrap()
@@ -429,7 +430,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
             for (i, s) in sagas.iter().take(3).enumerate() {
                 let owner = if i == 1 { "replica-b" } else { "replica-a" };
                 assert!(
-                    store::insert_saga(&mut conn, s, &format!("kb{i}"), "fp", owner, until)
+                    store::insert_saga(&mut conn, s, &format!("kb{i}"), "fp", owner, until, "")
                         .await
                         .unwrap()
                 );
@@ -461,6 +462,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
                 fingerprint: "fp".into(),
                 owner: "replica-a".into(),
                 lease_until: until,
+                trace_parent: String::new(),
             },
             Write::Insert {
                 saga: new_saga("sg_b3_dup", now),
@@ -468,6 +470,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
                 fingerprint: "fp".into(),
                 owner: "replica-a".into(),
                 lease_until: until,
+                trace_parent: String::new(),
             },
         ];
         let refs: Vec<&Write> = writes.iter().collect();
@@ -530,6 +533,7 @@ async fn a_bad_write_queued_with_others_fails_alone() {
             fingerprint: "fp".into(),
             owner: "replica-a".into(),
             lease_until: until,
+            trace_parent: String::new(),
         };
         // Queued together (the writer runs on this thread only once they all wait), so
         // they share a batch; the bad one must not take the others down.
@@ -557,5 +561,44 @@ async fn a_bad_write_queued_with_others_fails_alone() {
         drop(conn);
         drop(writer);
         db.close().await;
+    }
+}
+
+/// A saga keeps the traceparent of the request that started it, and recovery gets it back
+/// with the saga's id, so the resumed saga continues that trace.
+#[tokio::test]
+async fn a_due_saga_comes_back_with_the_trace_of_its_request() {
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for tdb in databases().await {
+        let db = open(&tdb).await;
+        let now = UnixMillis::now();
+        let mut conn = db.conn().await.unwrap();
+        // Leases already expired: both are due.
+        let expired = UnixMillis(now.0 - 1);
+        let traced = new_saga("sg_traced", now);
+        let untraced = new_saga("sg_untraced", now);
+        assert!(
+            store::insert_saga(&mut conn, &traced, "kt1", "fp", "gone", expired, TRACE)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store::insert_saga(&mut conn, &untraced, "kt2", "fp", "gone", expired, "")
+                .await
+                .unwrap()
+        );
+        let mut due = store::due_sagas(&mut conn, UnixMillis(now.0 + 60_000), 10)
+            .await
+            .unwrap();
+        due.sort();
+        assert_eq!(
+            due,
+            [
+                ("sg_traced".to_owned(), TRACE.to_owned()),
+                ("sg_untraced".to_owned(), String::new())
+            ],
+            "{}",
+            tdb.backend()
+        );
     }
 }
