@@ -146,8 +146,8 @@ impl Db {
             };
             match attempt {
                 Ok(pool) => {
-                    let write_turns = (backend == Backend::Sqlite)
-                        .then(|| Arc::new(tokio::sync::Mutex::new(())));
+                    let write_turns =
+                        (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
                     return Ok(Db {
                         pool,
                         backend,
