@@ -118,6 +118,24 @@ async fn start_collector() -> (
     (collector, collector_addr, server)
 }
 
+/// Suite options that make every service export its spans to `collector`.
+fn exporting_to(collector: std::net::SocketAddr) -> SuiteOptions {
+    SuiteOptions {
+        env: vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{collector}"),
+        )],
+        ..SuiteOptions::default()
+    }
+}
+
+impl Collector {
+    /// Every span received so far, flattened.
+    fn spans(&self) -> Vec<Exported> {
+        flatten(&self.received.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// A SendGift request carrying a sampled W3C trace of the test's choosing: (request,
 /// trace id, parent span id).
 fn traced_send(
@@ -148,13 +166,7 @@ fn traced_send(
 async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
     let (collector, collector_addr, server) = start_collector().await;
 
-    let options = SuiteOptions {
-        env: vec![(
-            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            format!("http://{collector_addr}"),
-        )],
-        ..SuiteOptions::default()
-    };
+    let options = exporting_to(collector_addr);
     let Some(suite) = Suite::start(backend, options).await else {
         server.abort();
         return;
@@ -181,12 +193,7 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
     suite.stop().await;
     server.abort();
 
-    let received = collector
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let spans = flatten(&received);
+    let spans = collector.spans();
     let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let services: BTreeSet<&str> = in_trace.iter().map(|s| s.service.as_str()).collect();
     let expected: BTreeSet<&str> = ["catalog", "gifting", "payout", "wallet"].into();
@@ -256,13 +263,7 @@ async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_po
 /// original SendGift, under gifting's `resume_saga` span.
 async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
     let (collector, collector_addr, server) = start_collector().await;
-    let options = SuiteOptions {
-        env: vec![(
-            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            format!("http://{collector_addr}"),
-        )],
-        ..SuiteOptions::default()
-    };
+    let options = exporting_to(collector_addr);
     let Some(mut suite) = Suite::start(backend, options).await else {
         server.abort();
         return;
@@ -301,12 +302,7 @@ async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
     suite.stop().await;
     server.abort();
 
-    let received = collector
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let spans = flatten(&received);
+    let spans = collector.spans();
     let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let credit = in_trace
         .iter()

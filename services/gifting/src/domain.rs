@@ -157,6 +157,47 @@ pub struct Saga {
     pub completed_at: Option<UnixMillis>,
 }
 
+/// What a sender asked for: the parts of a saga that come from the SendGift request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GiftOrder {
+    pub sender_user_id: String,
+    pub creator_id: String,
+    pub stream_id: String,
+    pub gift_id: String,
+    pub quantity: i32,
+    pub message: String,
+}
+
+impl Saga {
+    /// A new saga for `order`: PENDING at its first step, nothing quoted, nothing moved.
+    pub fn start(saga_id: String, order: GiftOrder, now: UnixMillis) -> Saga {
+        Saga {
+            saga_id,
+            sender_user_id: order.sender_user_id,
+            creator_id: order.creator_id,
+            stream_id: order.stream_id,
+            gift_id: order.gift_id,
+            quantity: order.quantity,
+            message: order.message,
+            quote: None,
+            status: Status::Pending,
+            step: Step::ResolveGift,
+            coins_spent: 0,
+            diamonds_credited: 0,
+            sender_balance_after: None,
+            rejection: Rejection::None,
+            rejection_detail: String::new(),
+            refund_started: false,
+            attempts: 0,
+            last_error: String::new(),
+            next_attempt_at: now,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        }
+    }
+}
+
 /// Retry policy for a step's transient failures.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -287,30 +328,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn saga() -> Saga {
-        Saga {
-            saga_id: "sg_1".into(),
-            sender_user_id: "alice".into(),
-            creator_id: "bob".into(),
-            stream_id: "s1".into(),
-            gift_id: "rose".into(),
-            quantity: 3,
-            message: String::new(),
-            quote: None,
-            status: Status::Pending,
-            step: Step::ResolveGift,
-            coins_spent: 0,
-            diamonds_credited: 0,
-            sender_balance_after: None,
-            rejection: Rejection::None,
-            rejection_detail: String::new(),
-            refund_started: false,
-            attempts: 0,
-            last_error: String::new(),
-            next_attempt_at: UnixMillis(0),
-            created_at: UnixMillis(0),
-            updated_at: UnixMillis(0),
-            completed_at: None,
-        }
+        Saga::start(
+            "sg_1".into(),
+            GiftOrder {
+                sender_user_id: "alice".into(),
+                creator_id: "bob".into(),
+                stream_id: "s1".into(),
+                gift_id: "rose".into(),
+                quantity: 3,
+                message: String::new(),
+            },
+            UnixMillis(0),
+        )
     }
 
     const QUOTE: Quote = Quote {

@@ -24,7 +24,7 @@ use ovation_types::{
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Rejection, Saga, Status as SagaStatus, Step};
+use crate::domain::{GiftOrder, Saga, Status as SagaStatus};
 use crate::saga::{DriveError, SagaEngine};
 use crate::store::{self, EventRow, SagaRow, SentFilter};
 
@@ -207,30 +207,18 @@ impl GiftingService for Gifting {
             .map_err(ApiError::from)?;
 
         let now = UnixMillis::now();
-        let saga = Saga {
-            saga_id: format!("sg_{}", uuid::Uuid::now_v7().simple()),
-            sender_user_id: sender.into_string(),
-            creator_id: creator.into_string(),
-            stream_id: stream.into_string(),
-            gift_id: gift.into_string(),
-            quantity: quantity.get(),
-            message: message.into_string(),
-            quote: None,
-            status: SagaStatus::Pending,
-            step: Step::ResolveGift,
-            coins_spent: 0,
-            diamonds_credited: 0,
-            sender_balance_after: None,
-            rejection: Rejection::None,
-            rejection_detail: String::new(),
-            refund_started: false,
-            attempts: 0,
-            last_error: String::new(),
-            next_attempt_at: now,
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-        };
+        let saga = Saga::start(
+            format!("sg_{}", uuid::Uuid::now_v7().simple()),
+            GiftOrder {
+                sender_user_id: sender.into_string(),
+                creator_id: creator.into_string(),
+                stream_id: stream.into_string(),
+                gift_id: gift.into_string(),
+                quantity: quantity.get(),
+                message: message.into_string(),
+            },
+            now,
+        );
         let wait = Duration::from_millis(self.send_wait_ms);
         let wait = deadline.map_or(wait, |d| {
             wait.min(d.saturating_sub(Duration::from_millis(50)))

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use ovation_auth::Role;
-use ovation_gifting::domain::{Quote, Rejection, RetryPolicy, Saga, Status, Step};
+use ovation_gifting::domain::{GiftOrder, Quote, RetryPolicy, Saga, Status, Step};
 use ovation_gifting::saga::{Peers, SagaEngine, SagaSettings};
 use ovation_gifting::store::{self, LeaseAfter};
 use ovation_gifting::writer::{self, SagaWriter, Write};
@@ -33,30 +33,18 @@ async fn open(db: &TestDatabase) -> Db {
 }
 
 fn new_saga(id: &str, now: UnixMillis) -> Saga {
-    Saga {
-        saga_id: id.into(),
-        sender_user_id: "alice".into(),
-        creator_id: "bob".into(),
-        stream_id: "s1".into(),
-        gift_id: "rose".into(),
-        quantity: 2,
-        message: String::new(),
-        quote: None,
-        status: Status::Pending,
-        step: Step::ResolveGift,
-        coins_spent: 0,
-        diamonds_credited: 0,
-        sender_balance_after: None,
-        rejection: Rejection::None,
-        rejection_detail: String::new(),
-        refund_started: false,
-        attempts: 0,
-        last_error: String::new(),
-        next_attempt_at: now,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-    }
+    Saga::start(
+        id.into(),
+        GiftOrder {
+            sender_user_id: "alice".into(),
+            creator_id: "bob".into(),
+            stream_id: "s1".into(),
+            gift_id: "rose".into(),
+            quantity: 2,
+            message: String::new(),
+        },
+        now,
+    )
 }
 
 const QUOTE: Quote = Quote {
