@@ -328,24 +328,25 @@ impl Metrics {
 
     /// The coin ledger's balance of every account kind: `(account, coins)`.
     pub fn set_ledger_coins(&self, totals: &[(&'static str, i64)]) {
-        for &(account, coins) in totals {
-            self.ledger_coins
-                .get_or_create(&AccountLabels { account })
-                .set(coins);
-        }
+        set_balances(&self.ledger_coins, totals);
     }
 
     /// The diamond ledger's balance of every account kind: `(account, diamonds)`.
     pub fn set_ledger_diamonds(&self, totals: &[(&'static str, i64)]) {
-        for &(account, diamonds) in totals {
-            self.ledger_diamonds
-                .get_or_create(&AccountLabels { account })
-                .set(diamonds);
-        }
+        set_balances(&self.ledger_diamonds, totals);
     }
 
     pub fn set_payouts_needing_attention(&self, count: i64) {
         self.payouts_needing_attention.set(count);
+    }
+}
+
+fn set_balances(
+    family: &Family<AccountLabels, Gauge<i64, AtomicI64>>,
+    totals: &[(&'static str, i64)],
+) {
+    for &(account, amount) in totals {
+        family.get_or_create(&AccountLabels { account }).set(amount);
     }
 }
 

@@ -7,18 +7,21 @@
 use std::future::Future;
 use std::time::Duration;
 
+use ovation_store::Db;
+
 use crate::Shutdown;
 
-/// Runs `refresh` now and then every `interval_ms` until `shutdown`; `0` turns it off.
+/// Runs `refresh(db)` now and then every `interval_ms` until `shutdown`; `0` turns it off.
 /// A failed refresh is logged and leaves the gauges as they were (a scrape shows the last
 /// good figures, never half-updated ones from a failed pass).
 pub fn spawn_refresher<F, Fut, E>(
     what: &'static str,
     interval_ms: u64,
     shutdown: Shutdown,
-    mut refresh: F,
+    db: Db,
+    refresh: F,
 ) where
-    F: FnMut() -> Fut + Send + 'static,
+    F: Fn(Db) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), E>> + Send,
     E: std::fmt::Display,
 {
@@ -29,7 +32,7 @@ pub fn spawn_refresher<F, Fut, E>(
     let interval = Duration::from_millis(interval_ms.max(100));
     tokio::spawn(async move {
         loop {
-            if let Err(e) = refresh().await {
+            if let Err(e) = refresh(db.clone()).await {
                 tracing::warn!(gauges = what, error = %e, "refreshing gauges failed; will retry");
             }
             tokio::select! {

@@ -251,11 +251,19 @@ impl Db {
     ///
     /// Do not begin a second write transaction while holding one: on SQLite that waits for
     /// the first forever.
-    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let turn = match &self.write_turns {
+    /// This process's turn to write (SQLite; `None` on PostgreSQL, which locks rows): for
+    /// a write of one statement outside [`Db::begin_write`], which takes the turn itself.
+    /// Take it before acquiring a connection, and never while holding a turn or a
+    /// [`WriteTx`]: it is not reentrant.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_turns {
             Some(turns) => Some(turns.clone().lock_owned().await),
             None => None,
-        };
+        }
+    }
+
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.write_turn().await;
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

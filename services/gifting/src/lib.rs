@@ -214,10 +214,8 @@ pub async fn run(
         "saga backlog",
         config.server.args.db_gauges_interval_ms,
         shutdown.clone(),
-        {
-            let db = db.clone();
-            move || saga::refresh_backlog_gauges(db.clone())
-        },
+        db.clone(),
+        saga::refresh_backlog_gauges,
     );
     let feed = FeedLimits {
         watchers_max: settings.watchers_max,

@@ -203,7 +203,7 @@ impl SagaEngine {
                 Some(row) => row,
                 None => {
                     let claimed = {
-                        let _gate = self.writer.gate().enter().await;
+                        let _turn = self.db.write_turn().await;
                         let mut conn = self.db.conn().await?;
                         store::claim_lease(
                             &mut conn,
@@ -319,7 +319,7 @@ impl SagaEngine {
     }
 
     async fn release(&self, saga_id: &str) -> Result<(), DriveError> {
-        let _gate = self.writer.gate().enter().await;
+        let _turn = self.db.write_turn().await;
         let mut conn = self.db.conn().await?;
         store::release_lease(&mut conn, saga_id, &self.owner).await?;
         Ok(())

@@ -29,9 +29,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ovation_store::db::Backend;
+use ovation_store::db::Conn;
 use ovation_store::{Db, StoreError};
 use ovation_types::UnixMillis;
-use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::domain::{Saga, Status};
 use crate::store::{self, LeaseAfter};
@@ -88,53 +89,21 @@ struct Job {
 pub struct SagaWriter {
     db: Db,
     jobs: mpsc::Sender<Job>,
-    gate: Gate,
-}
-
-/// On SQLite, this replica's writes to its database take turns here: SQLite has one writer
-/// at a time, and a writer that finds the lock taken sleeps in SQLite's busy handler (1, 2,
-/// 5, 10… ms) instead of being handed the lock when it frees, which under load leaves the
-/// lock idle between writers. Queued here, the next writer starts the moment the previous
-/// one commits. `None` on PostgreSQL (row locks, no gate). Held only around a database
-/// write, never across a call to another service, and taken before a pooled connection
-/// (never while holding one), so it cannot deadlock with the pool.
-#[derive(Clone, Debug)]
-pub struct Gate(Option<Arc<Mutex<()>>>);
-
-impl Gate {
-    pub fn for_backend(backend: Backend) -> Gate {
-        Gate((backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))))
-    }
-
-    /// Waits for this replica's turn to write (SQLite); nothing on PostgreSQL.
-    pub async fn enter(&self) -> Option<MutexGuard<'_, ()>> {
-        match &self.0 {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        }
-    }
 }
 
 impl SagaWriter {
     /// Starts the writer task on the current runtime.
     pub fn start(db: Db) -> SagaWriter {
         let (jobs, queue) = mpsc::channel(QUEUE_MAX);
-        let gate = Gate::for_backend(db.backend());
         let writers = match db.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => WRITERS_POSTGRES,
         };
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..writers {
-            tokio::spawn(run(db.clone(), gate.clone(), queue.clone()));
+            tokio::spawn(run(db.clone(), queue.clone()));
         }
-        SagaWriter { db, jobs, gate }
-    }
-
-    /// The gate this replica's other writes to the saga table (lease claims and releases)
-    /// go through.
-    pub fn gate(&self) -> &Gate {
-        &self.gate
+        SagaWriter { db, jobs }
     }
 
     /// Commits `write` (with whatever else is queued) and returns its result. Should the
@@ -148,23 +117,53 @@ impl SagaWriter {
                     "the saga writer stopped before answering".into(),
                 )),
             },
-            Err(mpsc::error::SendError(job)) => {
-                let _turn = self.gate.enter().await;
-                write_alone(&self.db, &job.write).await
-            }
+            Err(mpsc::error::SendError(job)) => write_alone(&self.db, &job.write).await,
         }
+    }
+}
+
+impl Write {
+    /// A COMPLETED save also publishes the gift event: two statements, one transaction.
+    fn publishes(&self) -> bool {
+        matches!(self, Write::Save { saga, .. } if saga.status == Status::Completed)
+    }
+}
+
+/// The write's own statement (not the gift event): `false` if the key was taken or the
+/// lease fenced it out.
+async fn apply(conn: &mut Conn, write: &Write) -> Result<bool, StoreError> {
+    match write {
+        Write::Insert {
+            saga,
+            key,
+            fingerprint,
+            owner,
+            lease_until,
+            trace_parent,
+        } => {
+            store::insert_saga(
+                conn,
+                saga,
+                key,
+                fingerprint,
+                owner,
+                *lease_until,
+                trace_parent,
+            )
+            .await
+        }
+        Write::Save { saga, owner, lease } => store::save_saga(conn, saga, owner, *lease).await,
     }
 }
 
 /// One writer task: takes every write queued (up to [`BATCH_MAX`]) and commits them
 /// together, until every [`SagaWriter`] is gone. Writer tasks take turns at the queue.
-async fn run(db: Db, gate: Gate, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let mut jobs = Vec::with_capacity(BATCH_MAX);
         if queue.lock().await.recv_many(&mut jobs, BATCH_MAX).await == 0 {
             return;
         }
-        let _turn = gate.enter().await;
         let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
         match write_batch(&db, &writes).await {
             Ok(results) => {
@@ -201,39 +200,13 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
     // A write that is one statement (a record, a save that publishes nothing) needs no
     // transaction of its own: the statement is atomic, and BEGIN and COMMIT would be two
     // more round trips.
-    if let [write] = writes {
-        let single = match write {
-            Write::Insert {
-                saga,
-                key,
-                fingerprint,
-                owner,
-                lease_until,
-                trace_parent,
-            } => {
-                let mut conn = db.conn().await?;
-                Some(
-                    store::insert_saga(
-                        &mut conn,
-                        saga,
-                        key,
-                        fingerprint,
-                        owner,
-                        *lease_until,
-                        trace_parent,
-                    )
-                    .await?,
-                )
-            }
-            Write::Save { saga, owner, lease } if saga.status != Status::Completed => {
-                let mut conn = db.conn().await?;
-                Some(store::save_saga(&mut conn, saga, owner, *lease).await?)
-            }
-            Write::Save { .. } => None,
-        };
-        if let Some(result) = single {
-            return Ok(vec![result]);
-        }
+    if let [write] = writes
+        && !write.publishes()
+    {
+        // Outside a transaction, so it takes this process's write turn itself (SQLite).
+        let _turn = db.write_turn().await;
+        let mut conn = db.conn().await?;
+        return Ok(vec![apply(&mut conn, write).await?]);
     }
     let mut order: Vec<usize> = (0..writes.len()).collect();
     order.sort_by(|&a, &b| writes[a].order_key().cmp(&writes[b].order_key()));
@@ -241,34 +214,13 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
     let mut tx = db.begin_write().await?;
     let mut events: BTreeMap<(&str, &str), &Saga> = BTreeMap::new();
     for &i in &order {
-        results[i] = match writes[i] {
-            Write::Insert {
-                saga,
-                key,
-                fingerprint,
-                owner,
-                lease_until,
-                trace_parent,
-            } => {
-                store::insert_saga(
-                    &mut tx,
-                    saga,
-                    key,
-                    fingerprint,
-                    owner,
-                    *lease_until,
-                    trace_parent,
-                )
-                .await?
-            }
-            Write::Save { saga, owner, lease } => {
-                let saved = store::save_saga(&mut tx, saga, owner, *lease).await?;
-                if saved && saga.status == Status::Completed {
-                    events.insert((saga.stream_id.as_str(), saga.saga_id.as_str()), saga);
-                }
-                saved
-            }
-        };
+        results[i] = apply(&mut tx, writes[i]).await?;
+        if let Write::Save { saga, .. } = writes[i]
+            && results[i]
+            && saga.status == Status::Completed
+        {
+            events.insert((saga.stream_id.as_str(), saga.saga_id.as_str()), saga);
+        }
     }
     // The outbox, after every save and stream by stream: a feed row is locked for the
     // shortest time, and always in the same order.

@@ -247,10 +247,8 @@ pub async fn run(
         "ledger",
         config.server.args.db_gauges_interval_ms,
         shutdown.clone(),
-        {
-            let db = db.clone();
-            move || refresh_gauges(db.clone())
-        },
+        db.clone(),
+        refresh_gauges,
     );
     let service = PayoutServiceServer::new(grpc::Payouts::new(db.clone(), economy, wakeup))
         .max_decoding_message_size(config.server.args.request_bytes_max);

@@ -196,10 +196,8 @@ pub async fn run(
         "ledger",
         config.server.args.db_gauges_interval_ms,
         shutdown.clone(),
-        {
-            let db = db.clone();
-            move || refresh_ledger_gauges(db.clone())
-        },
+        db.clone(),
+        refresh_ledger_gauges,
     );
     let service = WalletServiceServer::new(grpc::Wallet::new(
         db.clone(),
