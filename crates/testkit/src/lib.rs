@@ -55,13 +55,23 @@ impl TestDatabase {
 
     /// A fresh database on the PostgreSQL server of `OVATION_TEST_POSTGRES_URL`, or
     /// `None` (with a note on stderr) when the variable is not set.
+    ///
+    /// Under CI (`CI=true`) a missing variable fails the test instead: a PostgreSQL run
+    /// that skips itself there would pass unseen.
     pub async fn postgres() -> Option<TestDatabase> {
-        let Ok(server_url) = std::env::var(POSTGRES_URL_VAR) else {
-            eprintln!(
-                "SKIPPED: PostgreSQL run skipped because {POSTGRES_URL_VAR} is not set \
-                 (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres)"
-            );
-            return None;
+        let server_url = match postgres_server_url(
+            std::env::var("CI").ok().as_deref(),
+            std::env::var(POSTGRES_URL_VAR).ok(),
+        ) {
+            Ok(Some(url)) => url,
+            Ok(None) => {
+                eprintln!(
+                    "SKIPPED: PostgreSQL run skipped because {POSTGRES_URL_VAR} is not set \
+                     (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres)"
+                );
+                return None;
+            }
+            Err(refusal) => panic!("{refusal}"),
         };
         let name = format!("ovation_test_{}", uuid::Uuid::new_v4().simple());
         sqlx::any::install_default_drivers();
@@ -124,6 +134,25 @@ impl Drop for TestDatabase {
                 .join();
             }
         }
+    }
+}
+
+/// Where PostgreSQL tests run: the server of `url`; nowhere (skip) when it is unset
+/// locally; an error when it is unset under CI (`ci` is the `CI` variable: set and not
+/// `false`/`0`, as CI systems set it).
+pub fn postgres_server_url(
+    ci: Option<&str>,
+    url: Option<String>,
+) -> Result<Option<String>, String> {
+    let under_ci = ci.is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => Ok(Some(url)),
+        None if under_ci => Err(format!(
+            "{POSTGRES_URL_VAR} is not set under CI (CI={}): PostgreSQL tests must run there, \
+             not skip; .ci/run sets it",
+            ci.unwrap_or_default()
+        )),
+        None => Ok(None),
     }
 }
 
@@ -358,4 +387,25 @@ pub async fn serving(addr: SocketAddr) -> bool {
         })
         .await;
     matches!(reply, Ok(r) if r.get_ref().status == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_server_url;
+
+    #[test]
+    fn postgres_tests_skip_locally_but_never_under_ci() {
+        let url = || Some("postgres://h/db".to_owned());
+        assert_eq!(postgres_server_url(None, url()), Ok(url()));
+        assert_eq!(postgres_server_url(Some("true"), url()), Ok(url()));
+        assert_eq!(postgres_server_url(None, None), Ok(None));
+        assert_eq!(postgres_server_url(Some("false"), None), Ok(None));
+        assert_eq!(
+            postgres_server_url(Some("0"), Some(String::new())),
+            Ok(None)
+        );
+        let refused = postgres_server_url(Some("true"), None).unwrap_err();
+        assert!(refused.contains("OVATION_TEST_POSTGRES_URL"), "{refused}");
+        assert!(postgres_server_url(Some("1"), Some(String::new())).is_err());
+    }
 }
