@@ -54,6 +54,10 @@ pub struct Db {
     /// Queued here, the next writer starts the moment the previous one ends. Taken before a
     /// connection is acquired, so a waiting writer holds no connection.
     write_turns: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Whether idempotency keys from before they were scoped (scope '') may still be
+    /// stored: until the pruner has seen none, a fresh key is also looked up there, so a
+    /// retry that straddles the upgrade still replays (`idempotency.rs`).
+    pub(crate) unscoped_keys_possible: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A write transaction from [`Db::begin_write`]: the transaction (use it as a connection),
@@ -116,11 +120,13 @@ impl Db {
             pool_options = pool_options.after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy timeout makes
-                    // writers queue; synchronous=NORMAL is durable in WAL mode except for
-                    // the last commits on power loss, the usual trade for an embedded default.
+                    // writers queue. synchronous=FULL syncs the WAL at every commit: with
+                    // NORMAL a power loss can drop the last commits of one service's file
+                    // and not of another's (coins debited in wallet, the saga's record of
+                    // it gone in gifting), which breaks I3 across services.
                     let pragmas = format!(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy_timeout_ms}; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;"
                     );
                     conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                     Ok(())
@@ -152,6 +158,7 @@ impl Db {
                         pool,
                         backend,
                         write_turns,
+                        unscoped_keys_possible: Arc::new(std::sync::atomic::AtomicBool::new(true)),
                     });
                 }
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
@@ -397,6 +404,28 @@ mod tests {
             with_database("postgres://h:5432", "t3"),
             "postgres://h:5432/t3"
         );
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_sync_every_commit() {
+        use sqlx::Row;
+        let dir = std::env::temp_dir().join(format!("ovation-db-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/sync.db", dir.display());
+        let db = Db::connect(&url, &DbOptions::default()).await.unwrap();
+        // Every connection of the pool, not just the first.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = db.conn().await.unwrap();
+            let row = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(row.try_get::<i64, _>(0).unwrap(), 2, "synchronous = FULL");
+            held.push(conn);
+        }
+        drop(held);
+        db.pool().close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
