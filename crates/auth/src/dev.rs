@@ -35,6 +35,19 @@ pub fn ensure_dev_keys(data_dir: &Path) -> Result<PathBuf, AuthError> {
     Ok(path)
 }
 
+/// The dev keys file under `data_dir`, which must already exist: for commands that only
+/// read (a key made here would sign tokens no running suite accepts).
+pub fn existing_dev_keys(data_dir: &Path) -> Result<PathBuf, AuthError> {
+    let path = data_dir.join(DEV_KEYS_FILE);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(AuthError::NoDevKeys {
+            data_dir: data_dir.display().to_string(),
+        })
+    }
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;

@@ -43,6 +43,11 @@ pub enum AuthError {
     BadSubject(String),
     #[error("keys file {path}: {problem}")]
     KeysFile { path: String, problem: String },
+    #[error(
+        "no dev key found in data directory {data_dir:?} (`ovation up` keeps it there as \
+         dev-auth-keys): pass the --data-dir of the suite you mean"
+    )]
+    NoDevKeys { data_dir: String },
 }
 
 /// The claims Ovation reads from a token.

@@ -43,7 +43,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures::StreamExt;
-use ovation_auth::dev::ensure_dev_keys;
+use ovation_auth::dev::existing_dev_keys;
 use ovation_auth::{Role, Signer};
 use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
@@ -640,11 +640,12 @@ pub async fn run_window(
     println!("audit window: {}", window.describe());
     let token = match args.token {
         Some(t) => t,
-        None => Signer::from_keys_file(&ensure_dev_keys(&args.data_dir)?)?.mint(
-            "ovation-audit",
-            &[Role::Admin],
-            600,
-        ),
+        // Never create a key here: a fresh one signs tokens no running suite accepts.
+        None => {
+            let keys = existing_dev_keys(&args.data_dir)
+                .map_err(|e| format!("{e}, or an admin token with --token"))?;
+            Signer::from_keys_file(&keys)?.mint("ovation-audit", &[Role::Admin], 600)
+        }
     };
     let admin = Admin(format!("Bearer {token}").parse()?);
     let mut wallet =
@@ -950,6 +951,31 @@ async fn sagas_known(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_audit_without_a_dev_key_says_so_and_creates_none() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let data_dir = std::env::temp_dir().join(format!("ovation-audit-{nanos}"));
+        let args = AuditArgs {
+            wallet_url: "http://127.0.0.1:1".into(),
+            payout_url: "http://127.0.0.1:1".into(),
+            gifting_url: "http://127.0.0.1:1".into(),
+            token: None,
+            data_dir: data_dir.clone(),
+        };
+        let window = Window::new(&WindowArgs::default()).unwrap();
+        let refused = run_window(args, window).await.unwrap_err().to_string();
+        assert!(refused.contains("no dev key found"), "{refused}");
+        assert!(refused.contains("--data-dir"), "{refused}");
+        assert!(refused.contains("--token"), "{refused}");
+        assert!(
+            !data_dir.exists(),
+            "a read-only command created {data_dir:?}"
+        );
+    }
 
     fn saga(id: &str, status: gpb::SagaStatus, coins: i64) -> SagaFacts {
         let diamonds = if status == gpb::SagaStatus::Completed {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ovation_auth::dev::ensure_dev_keys;
+use ovation_auth::dev::existing_dev_keys;
 use ovation_auth::{Role, Signer};
 
 /// Longest validity `ovation token` grants: a day. Dev tokens should not live long.
@@ -45,7 +45,9 @@ pub fn run(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let keys_file = match args.keys_file {
         Some(path) => path,
-        None => ensure_dev_keys(&args.data_dir)?,
+        // The suite's key, never a new one: a token under a fresh key is refused.
+        None => existing_dev_keys(&args.data_dir)
+            .map_err(|e| format!("{e}, or a keys file with --keys-file"))?,
     };
     let signer = Signer::from_keys_file(&keys_file)?;
     println!("{}", signer.mint(&args.sub, &roles, args.ttl_secs));
