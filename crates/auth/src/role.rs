@@ -124,4 +124,17 @@ impl Caller {
     pub fn is_service(&self) -> bool {
         self.unchecked || self.roles.iter().any(|r| r.is_service())
     }
+
+    /// Who this caller is as the owner of idempotency keys: `service:<subject>` for a
+    /// service identity, `user:<subject>` for a person (a gateway acting for a user is that
+    /// user), `anonymous` with auth off. Two principals never share a key.
+    pub fn principal(&self) -> String {
+        if self.unchecked {
+            "anonymous".to_owned()
+        } else if self.roles.iter().any(|r| r.is_service()) {
+            format!("service:{}", self.subject)
+        } else {
+            format!("user:{}", self.subject)
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! Idempotency keys (SPEC §4): the same key with the same parameters returns the stored
 //! result; with other parameters it fails; a concurrent duplicate is not executed twice.
 //!
+//! A key belongs to a [`KeyScope`]: the caller that sent it and the RPC it was sent to, as
+//! Stripe scopes keys per account. Two users choosing `buy-1` never collide; service
+//! identities are scopes of their own.
+//!
 //! How: the key is claimed with `INSERT … ON CONFLICT DO NOTHING` inside the same write
 //! transaction that performs the operation and stores its encoded response. A concurrent
 //! duplicate blocks on the key's row (PostgreSQL) or on the write lock (SQLite) until the
@@ -11,6 +15,8 @@
 use futures::future::BoxFuture;
 use ovation_types::{IdempotencyKey, UnixMillis};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+
 use sqlx::Row;
 
 use crate::db::Conn;
@@ -37,6 +43,24 @@ impl Fingerprint {
     }
 }
 
+/// Whose key it is: a principal (`user:alice`, `service:gifting`; see
+/// `ovation_auth::Caller::principal`) and the RPC the key was sent to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyScope(String);
+
+impl KeyScope {
+    pub fn new(principal: &str, rpc: &str) -> Self {
+        KeyScope(format!("{principal} {rpc}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The scope of keys stored before keys were scoped.
+const UNSCOPED: &str = "";
+
 /// Whether a response was just produced or replayed from an earlier request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Replayed {
@@ -55,6 +79,7 @@ impl Db {
     /// the key's claim and its stored response.
     pub async fn idempotent<T, E, F>(
         &self,
+        scope: &KeyScope,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
         operation: F,
@@ -65,7 +90,17 @@ impl Db {
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, E>>,
     {
         let mut tx = self.begin_write().await?;
-        match claim(&mut tx, key, fingerprint, UnixMillis::now()).await? {
+        let unscoped_possible = self.unscoped_keys_possible.load(Ordering::Relaxed);
+        match claim(
+            &mut tx,
+            scope,
+            key,
+            fingerprint,
+            unscoped_possible,
+            UnixMillis::now(),
+        )
+        .await?
+        {
             Claim::Replay(bytes) => {
                 tx.rollback().await.map_err(StoreError::from)?;
                 let response =
@@ -75,7 +110,7 @@ impl Db {
             Claim::Fresh => {}
         }
         let response = operation(&mut tx).await?;
-        record(&mut tx, key, &response.encode_to_vec()).await?;
+        record(&mut tx, scope, key, &response.encode_to_vec()).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok((response, Replayed::No))
     }
@@ -87,50 +122,93 @@ impl Db {
             .bind(before.0)
             .execute(self.pool())
             .await?;
+        if self.unscoped_keys_possible.load(Ordering::Relaxed) {
+            let left = sqlx::query("SELECT COUNT(*) FROM idempotency_keys WHERE scope = $1")
+                .bind(UNSCOPED)
+                .fetch_one(self.pool())
+                .await?
+                .try_get::<i64, _>(0)?;
+            if left == 0 {
+                self.unscoped_keys_possible.store(false, Ordering::Relaxed);
+            }
+        }
         Ok(done.rows_affected())
     }
 }
 
 async fn claim(
     conn: &mut Conn,
+    scope: &KeyScope,
     key: &IdempotencyKey,
     fingerprint: &Fingerprint,
+    unscoped_possible: bool,
     now: UnixMillis,
 ) -> Result<Claim, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (idempotency_key, fingerprint, response, created_at_ms) \
-         VALUES ($1, $2, NULL, $3) ON CONFLICT (idempotency_key) DO NOTHING",
+        "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, response, \
+         created_at_ms) VALUES ($1, $2, $3, NULL, $4) \
+         ON CONFLICT (scope, idempotency_key) DO NOTHING",
     )
+    .bind(scope.as_str())
     .bind(key.as_str())
     .bind(fingerprint.0.as_str())
     .bind(now.0)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
+        // A key stored before keys were scoped answers a retry of the very same request
+        // (same fingerprint) and nothing else: another caller's key is not ours.
+        if unscoped_possible
+            && let Some((stored, Some(bytes))) = stored(conn, UNSCOPED, key).await?
+            && stored == fingerprint.0
+        {
+            return Ok(Claim::Replay(bytes));
+        }
         return Ok(Claim::Fresh);
     }
-    let row = sqlx::query(
-        "SELECT fingerprint, response FROM idempotency_keys WHERE idempotency_key = $1",
-    )
-    .bind(key.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    let stored: String = row.try_get("fingerprint")?;
+    let (stored, response) = stored(conn, scope.as_str(), key)
+        .await?
+        .ok_or(StoreError::KeyInProgress)?;
     if stored != fingerprint.0 {
         return Err(StoreError::KeyReused);
     }
-    let response: Option<Vec<u8>> = row.try_get("response")?;
     match response {
         Some(bytes) => Ok(Claim::Replay(bytes)),
         None => Err(StoreError::KeyInProgress),
     }
 }
 
-async fn record(conn: &mut Conn, key: &IdempotencyKey, response: &[u8]) -> Result<(), StoreError> {
-    sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE idempotency_key = $2")
-        .bind(response)
-        .bind(key.as_str())
-        .execute(&mut *conn)
-        .await?;
+/// The fingerprint and response stored under a key.
+async fn stored(
+    conn: &mut Conn,
+    scope: &str,
+    key: &IdempotencyKey,
+) -> Result<Option<(String, Option<Vec<u8>>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT fingerprint, response FROM idempotency_keys \
+         WHERE scope = $1 AND idempotency_key = $2",
+    )
+    .bind(scope)
+    .bind(key.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| Ok((row.try_get("fingerprint")?, row.try_get("response")?)))
+        .transpose()
+}
+
+async fn record(
+    conn: &mut Conn,
+    scope: &KeyScope,
+    key: &IdempotencyKey,
+    response: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET response = $1 WHERE scope = $2 AND idempotency_key = $3",
+    )
+    .bind(response)
+    .bind(scope.as_str())
+    .bind(key.as_str())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -18,7 +18,7 @@ pub mod idempotency;
 
 pub use db::{Backend, Db, DbOptions, WriteTx};
 pub use error::StoreError;
-pub use idempotency::{Fingerprint, Replayed};
+pub use idempotency::{Fingerprint, KeyScope, Replayed};
 
 /// Re-exported so services name one sqlx.
 pub use sqlx;

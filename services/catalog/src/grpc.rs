@@ -16,7 +16,7 @@ use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
-use ovation_store::{Db, Fingerprint};
+use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text,
     UnixMillis, Violations,
@@ -175,7 +175,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateGiftRequest>,
     ) -> Reply<pb::CreateGiftResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateGift", &req);
         let mut v = Violations::default();
@@ -213,21 +213,26 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let gift = Gift::create(new, UnixMillis::now());
-                    head_outcome(
-                        store::create_head(conn, Item::Gift, &gift.id).await?,
-                        "gift",
-                        &gift.id,
-                    )?;
-                    store::insert_gift_version(conn, &gift).await?;
-                    Ok::<_, ApiError>(pb::CreateGiftResponse {
-                        gift: Some(gift_to_proto(&gift)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "CreateGift"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let gift = Gift::create(new, UnixMillis::now());
+                        head_outcome(
+                            store::create_head(conn, Item::Gift, &gift.id).await?,
+                            "gift",
+                            &gift.id,
+                        )?;
+                        store::insert_gift_version(conn, &gift).await?;
+                        Ok::<_, ApiError>(pb::CreateGiftResponse {
+                            gift: Some(gift_to_proto(&gift)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -236,7 +241,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateGiftRequest>,
     ) -> Reply<pb::UpdateGiftResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateGift", &req);
         let mut v = Violations::default();
@@ -285,27 +290,32 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let latest = store::get_gift(conn, &id, None)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("gift", id.as_str()))?;
-                    check_expected(expected.unwrap_or(0), latest.version)?;
-                    let next = latest
-                        .next_version(change, UnixMillis::now())
-                        .map_err(|r| rule_error(r, "active_until"))?;
-                    head_outcome(
-                        store::advance_head(conn, Item::Gift, &id, latest.version).await?,
-                        "gift",
-                        &id,
-                    )?;
-                    store::insert_gift_version(conn, &next).await?;
-                    Ok::<_, ApiError>(pb::UpdateGiftResponse {
-                        gift: Some(gift_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "UpdateGift"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let latest = store::get_gift(conn, &id, None)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("gift", id.as_str()))?;
+                        check_expected(expected.unwrap_or(0), latest.version)?;
+                        let next = latest
+                            .next_version(change, UnixMillis::now())
+                            .map_err(|r| rule_error(r, "active_until"))?;
+                        head_outcome(
+                            store::advance_head(conn, Item::Gift, &id, latest.version).await?,
+                            "gift",
+                            &id,
+                        )?;
+                        store::insert_gift_version(conn, &next).await?;
+                        Ok::<_, ApiError>(pb::UpdateGiftResponse {
+                            gift: Some(gift_to_proto(&next)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -388,7 +398,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateCoinPackageRequest>,
     ) -> Reply<pb::CreateCoinPackageResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateCoinPackage", &req);
         let mut v = Violations::default();
@@ -416,21 +426,26 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let package = CoinPackage::create(new, UnixMillis::now());
-                    head_outcome(
-                        store::create_head(conn, Item::CoinPackage, &package.id).await?,
-                        "coin package",
-                        &package.id,
-                    )?;
-                    store::insert_package_version(conn, &package).await?;
-                    Ok::<_, ApiError>(pb::CreateCoinPackageResponse {
-                        coin_package: Some(package_to_proto(&package)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "CreateCoinPackage"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let package = CoinPackage::create(new, UnixMillis::now());
+                        head_outcome(
+                            store::create_head(conn, Item::CoinPackage, &package.id).await?,
+                            "coin package",
+                            &package.id,
+                        )?;
+                        store::insert_package_version(conn, &package).await?;
+                        Ok::<_, ApiError>(pb::CreateCoinPackageResponse {
+                            coin_package: Some(package_to_proto(&package)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -439,7 +454,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateCoinPackageRequest>,
     ) -> Reply<pb::UpdateCoinPackageResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateCoinPackage", &req);
         let mut v = Violations::default();
@@ -469,25 +484,31 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let latest = store::get_package(conn, &id, None)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("coin package", id.as_str()))?;
-                    check_expected(expected.unwrap_or(0), latest.version)?;
-                    let next = latest.next_version(change, UnixMillis::now());
-                    head_outcome(
-                        store::advance_head(conn, Item::CoinPackage, &id, latest.version).await?,
-                        "coin package",
-                        &id,
-                    )?;
-                    store::insert_package_version(conn, &next).await?;
-                    Ok::<_, ApiError>(pb::UpdateCoinPackageResponse {
-                        coin_package: Some(package_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "UpdateCoinPackage"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let latest = store::get_package(conn, &id, None)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("coin package", id.as_str()))?;
+                        check_expected(expected.unwrap_or(0), latest.version)?;
+                        let next = latest.next_version(change, UnixMillis::now());
+                        head_outcome(
+                            store::advance_head(conn, Item::CoinPackage, &id, latest.version)
+                                .await?,
+                            "coin package",
+                            &id,
+                        )?;
+                        store::insert_package_version(conn, &next).await?;
+                        Ok::<_, ApiError>(pb::UpdateCoinPackageResponse {
+                            coin_package: Some(package_to_proto(&next)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -553,7 +574,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreatePromotionRequest>,
     ) -> Reply<pb::CreatePromotionResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreatePromotion", &req);
         let mut v = Violations::default();
@@ -592,23 +613,28 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    require_packages(conn, &new.package_ids).await?;
-                    let promotion = Promotion::create(new, UnixMillis::now())
-                        .map_err(|r| rule_error(r, "ends_at"))?;
-                    head_outcome(
-                        store::create_head(conn, Item::Promotion, &promotion.id).await?,
-                        "promotion",
-                        &promotion.id,
-                    )?;
-                    store::insert_promotion_version(conn, &promotion).await?;
-                    Ok::<_, ApiError>(pb::CreatePromotionResponse {
-                        promotion: Some(promotion_to_proto(&promotion)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "CreatePromotion"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        require_packages(conn, &new.package_ids).await?;
+                        let promotion = Promotion::create(new, UnixMillis::now())
+                            .map_err(|r| rule_error(r, "ends_at"))?;
+                        head_outcome(
+                            store::create_head(conn, Item::Promotion, &promotion.id).await?,
+                            "promotion",
+                            &promotion.id,
+                        )?;
+                        store::insert_promotion_version(conn, &promotion).await?;
+                        Ok::<_, ApiError>(pb::CreatePromotionResponse {
+                            promotion: Some(promotion_to_proto(&promotion)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -617,7 +643,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdatePromotionRequest>,
     ) -> Reply<pb::UpdatePromotionResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdatePromotion", &req);
         let mut v = Violations::default();
@@ -665,30 +691,35 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    if let Some(ids) = &change.package_ids {
-                        require_packages(conn, ids).await?;
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "UpdatePromotion"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        if let Some(ids) = &change.package_ids {
+                            require_packages(conn, ids).await?;
+                        }
+                        let latest = store::get_promotion(conn, &id, None)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("promotion", id.as_str()))?;
+                        check_expected(expected.unwrap_or(0), latest.version)?;
+                        let next = latest
+                            .next_version(change, UnixMillis::now())
+                            .map_err(|r| rule_error(r, "ends_at"))?;
+                        head_outcome(
+                            store::advance_head(conn, Item::Promotion, &id, latest.version).await?,
+                            "promotion",
+                            &id,
+                        )?;
+                        store::insert_promotion_version(conn, &next).await?;
+                        Ok::<_, ApiError>(pb::UpdatePromotionResponse {
+                            promotion: Some(promotion_to_proto(&next)),
+                        })
                     }
-                    let latest = store::get_promotion(conn, &id, None)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("promotion", id.as_str()))?;
-                    check_expected(expected.unwrap_or(0), latest.version)?;
-                    let next = latest
-                        .next_version(change, UnixMillis::now())
-                        .map_err(|r| rule_error(r, "ends_at"))?;
-                    head_outcome(
-                        store::advance_head(conn, Item::Promotion, &id, latest.version).await?,
-                        "promotion",
-                        &id,
-                    )?;
-                    store::insert_promotion_version(conn, &next).await?;
-                    Ok::<_, ApiError>(pb::UpdatePromotionResponse {
-                        promotion: Some(promotion_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -742,7 +773,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateEconomyParametersRequest>,
     ) -> Reply<pb::UpdateEconomyParametersResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateEconomyParameters", &req);
         let mut v = Violations::default();
@@ -780,7 +811,7 @@ impl CatalogService for Catalog {
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&key, &fingerprint, |conn: &mut Conn| {
+            .idempotent(&KeyScope::new(&caller.principal(), "UpdateEconomyParameters"), &key, &fingerprint, |conn: &mut Conn| {
                 async move {
                     let now = UnixMillis::now();
                     let next = match store::get_economy(conn, None).await? {

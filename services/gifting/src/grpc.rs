@@ -17,7 +17,7 @@ use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
 use ovation_server::edge::{time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
-use ovation_store::{Db, Fingerprint, StoreError};
+use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
 use ovation_types::{
     IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
 };
@@ -514,7 +514,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::RetrySagaRequest>,
     ) -> Reply<pb::RetrySagaResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("RetrySaga", &req);
         let mut v = Violations::default();
@@ -530,30 +530,35 @@ impl GiftingService for Gifting {
             .map_err(ApiError::from)?;
         let saga_id = id.as_str().to_owned();
         self.db
-            .idempotent(&key, &fingerprint, |conn| {
-                Box::pin(async move {
-                    let now = UnixMillis::now();
-                    if store::get_saga(conn, id.as_str()).await?.is_none() {
-                        return Err(ApiError::not_found("gift saga", id.as_str()));
-                    }
-                    if !store::reset_for_retry(conn, id.as_str(), now).await? {
-                        return Err(ApiError::failed_precondition(
-                            "SAGA_TERMINAL",
-                            format!("saga {id} is terminal; there is nothing to retry"),
-                        ));
-                    }
-                    store::record_action(
-                        conn,
-                        id.as_str(),
-                        "RETRY",
-                        actor.as_str(),
-                        reason.as_str(),
-                        now,
-                    )
-                    .await?;
-                    Ok::<_, ApiError>(pb::RetrySagaResponse { saga: None })
-                })
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "RetrySaga"),
+                &key,
+                &fingerprint,
+                |conn| {
+                    Box::pin(async move {
+                        let now = UnixMillis::now();
+                        if store::get_saga(conn, id.as_str()).await?.is_none() {
+                            return Err(ApiError::not_found("gift saga", id.as_str()));
+                        }
+                        if !store::reset_for_retry(conn, id.as_str(), now).await? {
+                            return Err(ApiError::failed_precondition(
+                                "SAGA_TERMINAL",
+                                format!("saga {id} is terminal; there is nothing to retry"),
+                            ));
+                        }
+                        store::record_action(
+                            conn,
+                            id.as_str(),
+                            "RETRY",
+                            actor.as_str(),
+                            reason.as_str(),
+                            now,
+                        )
+                        .await?;
+                        Ok::<_, ApiError>(pb::RetrySagaResponse { saga: None })
+                    })
+                },
+            )
             .await?;
         let row = self
             .drive_for(

@@ -25,7 +25,7 @@ use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
-use ovation_store::{Db, Fingerprint, Replayed};
+use ovation_store::{Db, Fingerprint, KeyScope, Replayed};
 use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, UnixMillis,
     Violations,
@@ -240,27 +240,32 @@ impl PayoutService for Payouts {
         let who = caller_label(&caller);
         let (response, _) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let creator = Creator::register(id, name, now);
-                    if !store::insert_creator(conn, &creator).await? {
-                        return Err(ApiError::AlreadyExists {
-                            reason: "CREATOR_EXISTS",
-                            message: format!("creator {} is already registered", creator.id),
-                        });
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "RegisterCreator"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let creator = Creator::register(id, name, now);
+                        if !store::insert_creator(conn, &creator).await? {
+                            return Err(ApiError::AlreadyExists {
+                                reason: "CREATOR_EXISTS",
+                                message: format!("creator {} is already registered", creator.id),
+                            });
+                        }
+                        store::insert_creator_event(
+                            conn,
+                            &event(&creator, "REGISTER", &who, &who, "", String::new(), now),
+                        )
+                        .await?;
+                        Ok::<_, ApiError>(pb::RegisterCreatorResponse {
+                            creator: Some(creator_to_proto(&creator)),
+                        })
                     }
-                    store::insert_creator_event(
-                        conn,
-                        &event(&creator, "REGISTER", &who, &who, "", String::new(), now),
-                    )
-                    .await?;
-                    Ok::<_, ApiError>(pb::RegisterCreatorResponse {
-                        creator: Some(creator_to_proto(&creator)),
-                    })
-                }
-                .boxed()
-            })
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -308,24 +313,29 @@ impl PayoutService for Payouts {
         let who = caller_label(&caller);
         let (response, _) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let creator = locked_creator(conn, &id).await?;
-                    let detail = reference.as_str().to_owned();
-                    let next = creator.with_account(reference, holder, now);
-                    store::update_creator(conn, &next).await?;
-                    store::insert_creator_event(
-                        conn,
-                        &event(&next, "SET_PAYOUT_ACCOUNT", &who, &who, "", detail, now),
-                    )
-                    .await?;
-                    Ok::<_, ApiError>(pb::SetPayoutAccountResponse {
-                        creator: Some(creator_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "SetPayoutAccount"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let creator = locked_creator(conn, &id).await?;
+                        let detail = reference.as_str().to_owned();
+                        let next = creator.with_account(reference, holder, now);
+                        store::update_creator(conn, &next).await?;
+                        store::insert_creator_event(
+                            conn,
+                            &event(&next, "SET_PAYOUT_ACCOUNT", &who, &who, "", detail, now),
+                        )
+                        .await?;
+                        Ok::<_, ApiError>(pb::SetPayoutAccountResponse {
+                            creator: Some(creator_to_proto(&next)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -360,47 +370,52 @@ impl PayoutService for Payouts {
         let who = caller_label(&caller);
         let (response, _) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let creator = locked_creator(conn, &id).await?;
-                    let review = Review {
-                        actor: actor.clone(),
-                        reason: reason.clone(),
-                        at: now,
-                    };
-                    let next = creator
-                        .reviewed(decision, reviewed.as_ref(), review)
-                        .map_err(rule_error)?;
-                    store::update_creator(conn, &next).await?;
-                    let detail = next
-                        .account
-                        .as_ref()
-                        .map(|a| a.reference.as_str().to_owned())
-                        .unwrap_or_default();
-                    let action = match decision {
-                        Decision::Verify => "VERIFY",
-                        Decision::Reject => "REJECT",
-                    };
-                    store::insert_creator_event(
-                        conn,
-                        &event(
-                            &next,
-                            action,
-                            actor.as_str(),
-                            &who,
-                            reason.as_str(),
-                            detail,
-                            now,
-                        ),
-                    )
-                    .await?;
-                    Ok::<_, ApiError>(pb::VerifyPayoutAccountResponse {
-                        creator: Some(creator_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "VerifyPayoutAccount"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let creator = locked_creator(conn, &id).await?;
+                        let review = Review {
+                            actor: actor.clone(),
+                            reason: reason.clone(),
+                            at: now,
+                        };
+                        let next = creator
+                            .reviewed(decision, reviewed.as_ref(), review)
+                            .map_err(rule_error)?;
+                        store::update_creator(conn, &next).await?;
+                        let detail = next
+                            .account
+                            .as_ref()
+                            .map(|a| a.reference.as_str().to_owned())
+                            .unwrap_or_default();
+                        let action = match decision {
+                            Decision::Verify => "VERIFY",
+                            Decision::Reject => "REJECT",
+                        };
+                        store::insert_creator_event(
+                            conn,
+                            &event(
+                                &next,
+                                action,
+                                actor.as_str(),
+                                &who,
+                                reason.as_str(),
+                                detail,
+                                now,
+                            ),
+                        )
+                        .await?;
+                        Ok::<_, ApiError>(pb::VerifyPayoutAccountResponse {
+                            creator: Some(creator_to_proto(&next)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -425,41 +440,46 @@ impl PayoutService for Payouts {
         let who = caller_label(&caller);
         let (response, _) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let creator = locked_creator(conn, &id).await?;
-                    let review = Review {
-                        actor: actor.clone(),
-                        reason: reason.clone(),
-                        at: now,
-                    };
-                    let creator = match creator.suspended(review) {
-                        None => creator,
-                        Some(next) => {
-                            store::update_creator(conn, &next).await?;
-                            store::insert_creator_event(
-                                conn,
-                                &event(
-                                    &next,
-                                    "SUSPEND",
-                                    actor.as_str(),
-                                    &who,
-                                    reason.as_str(),
-                                    String::new(),
-                                    now,
-                                ),
-                            )
-                            .await?;
-                            next
-                        }
-                    };
-                    Ok::<_, ApiError>(pb::SuspendCreatorResponse {
-                        creator: Some(creator_to_proto(&creator)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "SuspendCreator"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let creator = locked_creator(conn, &id).await?;
+                        let review = Review {
+                            actor: actor.clone(),
+                            reason: reason.clone(),
+                            at: now,
+                        };
+                        let creator = match creator.suspended(review) {
+                            None => creator,
+                            Some(next) => {
+                                store::update_creator(conn, &next).await?;
+                                store::insert_creator_event(
+                                    conn,
+                                    &event(
+                                        &next,
+                                        "SUSPEND",
+                                        actor.as_str(),
+                                        &who,
+                                        reason.as_str(),
+                                        String::new(),
+                                        now,
+                                    ),
+                                )
+                                .await?;
+                                next
+                            }
+                        };
+                        Ok::<_, ApiError>(pb::SuspendCreatorResponse {
+                            creator: Some(creator_to_proto(&creator)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -484,36 +504,41 @@ impl PayoutService for Payouts {
         let who = caller_label(&caller);
         let (response, _) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let creator = locked_creator(conn, &id).await?;
-                    let creator = match creator.reinstated(now) {
-                        None => creator,
-                        Some(next) => {
-                            store::update_creator(conn, &next).await?;
-                            store::insert_creator_event(
-                                conn,
-                                &event(
-                                    &next,
-                                    "REINSTATE",
-                                    actor.as_str(),
-                                    &who,
-                                    reason.as_str(),
-                                    String::new(),
-                                    now,
-                                ),
-                            )
-                            .await?;
-                            next
-                        }
-                    };
-                    Ok::<_, ApiError>(pb::ReinstateCreatorResponse {
-                        creator: Some(creator_to_proto(&creator)),
-                    })
-                }
-                .boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "ReinstateCreator"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let creator = locked_creator(conn, &id).await?;
+                        let creator = match creator.reinstated(now) {
+                            None => creator,
+                            Some(next) => {
+                                store::update_creator(conn, &next).await?;
+                                store::insert_creator_event(
+                                    conn,
+                                    &event(
+                                        &next,
+                                        "REINSTATE",
+                                        actor.as_str(),
+                                        &who,
+                                        reason.as_str(),
+                                        String::new(),
+                                        now,
+                                    ),
+                                )
+                                .await?;
+                                next
+                            }
+                        };
+                        Ok::<_, ApiError>(pb::ReinstateCreatorResponse {
+                            creator: Some(creator_to_proto(&creator)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -522,7 +547,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::CreditDiamondsRequest>,
     ) -> Reply<pb::CreditDiamondsResponse> {
-        auth::require(&request, &[Role::GiftingService])?;
+        let caller = auth::require(&request, &[Role::GiftingService])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreditDiamonds", &req);
         let mut v = Violations::default();
@@ -560,9 +585,12 @@ impl PayoutService for Payouts {
         let scoped = scoped_key(&credit.creator_id, &key)?;
         let (response, _) = self
             .db
-            .idempotent(&scoped, &fingerprint, |conn: &mut Conn| {
-                credit_once(conn, credit).boxed()
-            })
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "CreditDiamonds"),
+                &scoped,
+                &fingerprint,
+                |conn: &mut Conn| credit_once(conn, credit).boxed(),
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -628,7 +656,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::RequestPayoutRequest>,
     ) -> Reply<pb::RequestPayoutResponse> {
-        require_creator(&request, &request.get_ref().creator_id)?;
+        let caller = require_creator(&request, &request.get_ref().creator_id)?;
         let deadline = incoming_deadline(&request);
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("RequestPayout", &req);
@@ -648,35 +676,40 @@ impl PayoutService for Payouts {
         let payout_id = format!("po_{}", uuid::Uuid::now_v7().simple());
         let (response, replayed) = self
             .db
-            .idempotent(&scoped_key(&id, &key)?, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let rate = rate?;
-                    let now = UnixMillis::now();
-                    let creator = store::get_creator(conn, &id)
-                        .await?
-                        .ok_or_else(|| creator_not_found(&id))?;
-                    let balance = store::get_balance(conn, &id)
-                        .await?
-                        .ok_or_else(|| balance_missing(&id))?;
-                    let (payout, hold) =
-                        Payout::request(payout_id, &creator, &balance, diamonds, &rate, now)
-                            .map_err(rule_error)?;
-                    // The conditional update in post_entry is what stops concurrent
-                    // requests from holding more than is available; on refusal the whole
-                    // transaction (payout row included) rolls back.
-                    if store::post_entry(conn, &hold).await? == Posted::Refused {
-                        let available = store::get_balance(conn, &id)
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "RequestPayout"),
+                &scoped_key(&id, &key)?,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let rate = rate?;
+                        let now = UnixMillis::now();
+                        let creator = store::get_creator(conn, &id)
                             .await?
-                            .map_or(0, |b| b.available);
-                        return Err(rule_error(PayoutRule::InsufficientDiamonds { available }));
+                            .ok_or_else(|| creator_not_found(&id))?;
+                        let balance = store::get_balance(conn, &id)
+                            .await?
+                            .ok_or_else(|| balance_missing(&id))?;
+                        let (payout, hold) =
+                            Payout::request(payout_id, &creator, &balance, diamonds, &rate, now)
+                                .map_err(rule_error)?;
+                        // The conditional update in post_entry is what stops concurrent
+                        // requests from holding more than is available; on refusal the whole
+                        // transaction (payout row included) rolls back.
+                        if store::post_entry(conn, &hold).await? == Posted::Refused {
+                            let available = store::get_balance(conn, &id)
+                                .await?
+                                .map_or(0, |b| b.available);
+                            return Err(rule_error(PayoutRule::InsufficientDiamonds { available }));
+                        }
+                        store::insert_payout(conn, &payout).await?;
+                        Ok::<_, ApiError>(pb::RequestPayoutResponse {
+                            payout: Some(payout_to_proto(&payout)),
+                        })
                     }
-                    store::insert_payout(conn, &payout).await?;
-                    Ok::<_, ApiError>(pb::RequestPayoutResponse {
-                        payout: Some(payout_to_proto(&payout)),
-                    })
-                }
-                .boxed()
-            })
+                    .boxed()
+                },
+            )
             .await?;
         if replayed == Replayed::No {
             // Fresh: the payout as recorded, HELD; the worker takes it from here.

@@ -14,7 +14,7 @@ use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::edge::{money, time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
-use ovation_store::{Db, Fingerprint};
+use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
     Coins, CurrencyCode, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, UnixMillis,
     Violations,
@@ -61,6 +61,7 @@ impl Wallet {
     /// Runs `op` once per idempotency key, in one write transaction.
     async fn once<T, F>(
         &self,
+        scope: &KeyScope,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
         op: F,
@@ -69,7 +70,7 @@ impl Wallet {
         T: prost::Message + Default,
         F: for<'c> FnOnce(&'c mut Conn) -> futures::future::BoxFuture<'c, Result<T, ApiError>>,
     {
-        let (response, _) = self.db.idempotent(key, fingerprint, op).await?;
+        let (response, _) = self.db.idempotent(scope, key, fingerprint, op).await?;
         Ok(response)
     }
 }
@@ -138,7 +139,7 @@ impl WalletService for Wallet {
         request: Request<pb::CreateAccountRequest>,
     ) -> Reply<pb::CreateAccountResponse> {
         let req = request.get_ref();
-        auth::require_user(&request, &req.user_id, ADMINS)?;
+        let caller = auth::require_user(&request, &req.user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateAccount", &req);
         let mut v = Violations::default();
@@ -150,21 +151,26 @@ impl WalletService for Wallet {
         let (key, user) = v.finish(|| Some((key?, user?))).map_err(ApiError::from)?;
         let minor = req.minor;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let account =
-                        store::create_account(conn, user.as_str(), minor, UnixMillis::now())
-                            .await?
-                            .ok_or_else(|| ApiError::AlreadyExists {
-                                reason: "ACCOUNT_EXISTS",
-                                message: format!("user {user} already has an account"),
-                            })?;
-                    Ok(pb::CreateAccountResponse {
-                        account: Some(account_to_proto(&account)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "CreateAccount"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let account =
+                            store::create_account(conn, user.as_str(), minor, UnixMillis::now())
+                                .await?
+                                .ok_or_else(|| ApiError::AlreadyExists {
+                                    reason: "ACCOUNT_EXISTS",
+                                    message: format!("user {user} already has an account"),
+                                })?;
+                        Ok(pb::CreateAccountResponse {
+                            account: Some(account_to_proto(&account)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -190,7 +196,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetAccountMinorRequest>,
     ) -> Reply<pb::SetAccountMinorResponse> {
-        auth::require(&request, ADMINS)?;
+        let caller = auth::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetAccountMinor", &req);
         let mut v = Violations::default();
@@ -206,32 +212,37 @@ impl WalletService for Wallet {
             .map_err(ApiError::from)?;
         let minor = req.minor;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    store::lock_account(conn, user.as_str(), now)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                    store::set_minor(conn, user.as_str(), minor).await?;
-                    let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
-                    store::record_admin_action(
-                        conn,
-                        user.as_str(),
-                        action,
-                        &actor,
-                        reason.as_str(),
-                        now,
-                    )
-                    .await?;
-                    let account = store::get_account(conn, user.as_str())
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                    Ok(pb::SetAccountMinorResponse {
-                        account: Some(account_to_proto(&account)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "SetAccountMinor"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        store::lock_account(conn, user.as_str(), now)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+                        store::set_minor(conn, user.as_str(), minor).await?;
+                        let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
+                        store::record_admin_action(
+                            conn,
+                            user.as_str(),
+                            action,
+                            &actor,
+                            reason.as_str(),
+                            now,
+                        )
+                        .await?;
+                        let account = store::get_account(conn, user.as_str())
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+                        Ok(pb::SetAccountMinorResponse {
+                            account: Some(account_to_proto(&account)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -373,7 +384,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReversePurchaseRequest>,
     ) -> Reply<pb::ReversePurchaseResponse> {
-        auth::require(&request, ADMINS)?;
+        let caller = auth::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReversePurchase", &req);
         let mut v = Violations::default();
@@ -388,22 +399,27 @@ impl WalletService for Wallet {
             .finish(|| Some((key?, id?, actor?, reason?)))
             .map_err(ApiError::from)?;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let purchase = ledger::reverse_purchase(
-                        conn,
-                        id.as_str(),
-                        &actor,
-                        reason.as_str(),
-                        UnixMillis::now(),
-                    )
-                    .await?;
-                    Ok(pb::ReversePurchaseResponse {
-                        purchase: Some(purchase_to_proto(&purchase)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "ReversePurchase"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let purchase = ledger::reverse_purchase(
+                            conn,
+                            id.as_str(),
+                            &actor,
+                            reason.as_str(),
+                            UnixMillis::now(),
+                        )
+                        .await?;
+                        Ok(pb::ReversePurchaseResponse {
+                            purchase: Some(purchase_to_proto(&purchase)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -441,15 +457,20 @@ impl WalletService for Wallet {
             })
             .map_err(ApiError::from)?;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let debit = ledger::debit(conn, &cmd, UnixMillis::now()).await?;
-                    Ok(pb::DebitCoinsResponse {
-                        debit: Some(debit_to_proto(&debit)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "DebitCoins"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let debit = ledger::debit(conn, &cmd, UnixMillis::now()).await?;
+                        Ok(pb::DebitCoinsResponse {
+                            debit: Some(debit_to_proto(&debit)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -491,15 +512,20 @@ impl WalletService for Wallet {
             })
             .map_err(ApiError::from)?;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let refund = ledger::refund(conn, &cmd, UnixMillis::now()).await?;
-                    Ok(pb::RefundCoinsResponse {
-                        refund: Some(refund_to_proto(&refund)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "RefundCoins"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let refund = ledger::refund(conn, &cmd, UnixMillis::now()).await?;
+                        Ok(pb::RefundCoinsResponse {
+                            refund: Some(refund_to_proto(&refund)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -508,7 +534,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReserveCoinsRequest>,
     ) -> Reply<pb::ReserveCoinsResponse> {
-        auth::require(&request, SPENDERS)?;
+        let caller = auth::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReserveCoins", &req);
         let mut v = Violations::default();
@@ -554,15 +580,20 @@ impl WalletService for Wallet {
             })
             .map_err(ApiError::from)?;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let hold = ledger::reserve(conn, &cmd, UnixMillis::now()).await?;
-                    Ok(pb::ReserveCoinsResponse {
-                        hold: Some(hold_to_proto(&hold)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "ReserveCoins"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let hold = ledger::reserve(conn, &cmd, UnixMillis::now()).await?;
+                        Ok(pb::ReserveCoinsResponse {
+                            hold: Some(hold_to_proto(&hold)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -589,18 +620,23 @@ impl WalletService for Wallet {
             .map_err(ApiError::from)?;
         let actor = caller.subject().to_owned();
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let (hold, debit) =
-                        ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
-                            .await?;
-                    Ok(pb::CaptureHoldResponse {
-                        hold: Some(hold_to_proto(&hold)),
-                        debit: Some(debit_to_proto(&debit)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "CaptureHold"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let (hold, debit) =
+                            ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
+                                .await?;
+                        Ok(pb::CaptureHoldResponse {
+                            hold: Some(hold_to_proto(&hold)),
+                            debit: Some(debit_to_proto(&debit)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -609,7 +645,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Reply<pb::ReleaseHoldResponse> {
-        auth::require(&request, SPENDERS)?;
+        let caller = auth::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReleaseHold", &req);
         let mut v = Violations::default();
@@ -620,15 +656,20 @@ impl WalletService for Wallet {
         let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
         let (key, op) = v.finish(|| Some((key?, op?))).map_err(ApiError::from)?;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
-                    Ok(pb::ReleaseHoldResponse {
-                        hold: Some(hold_to_proto(&hold)),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "ReleaseHold"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
+                        Ok(pb::ReleaseHoldResponse {
+                            hold: Some(hold_to_proto(&hold)),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -651,7 +692,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetSpendingLimitsRequest>,
     ) -> Reply<pb::SetSpendingLimitsResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetSpendingLimits", &req);
         let mut v = Violations::default();
@@ -692,26 +733,31 @@ impl WalletService for Wallet {
             .map_err(ApiError::from)?;
         let cooling_off_ms = self.cooling_off_ms;
         let response = self
-            .once(&key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let limits = ledger::set_limits(
-                        conn,
-                        user.as_str(),
-                        caps,
-                        &actor,
-                        reason.as_str(),
-                        cooling_off_ms,
-                        now,
-                    )
-                    .await?;
-                    let limits = limits_to_proto(conn, user.as_str(), &limits, now).await?;
-                    Ok(pb::SetSpendingLimitsResponse {
-                        limits: Some(limits),
-                    })
-                }
-                .boxed()
-            })
+            .once(
+                &KeyScope::new(&caller.principal(), "SetSpendingLimits"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let now = UnixMillis::now();
+                        let limits = ledger::set_limits(
+                            conn,
+                            user.as_str(),
+                            caps,
+                            &actor,
+                            reason.as_str(),
+                            cooling_off_ms,
+                            now,
+                        )
+                        .await?;
+                        let limits = limits_to_proto(conn, user.as_str(), &limits, now).await?;
+                        Ok(pb::SetSpendingLimitsResponse {
+                            limits: Some(limits),
+                        })
+                    }
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
