@@ -1042,10 +1042,14 @@ fn the_manifests_run_only_what_the_image_holds() {
 #[test]
 fn the_base_sets_every_setting_a_service_takes() {
     /// Settings deliberately absent from the base, and why.
-    const NOT_IN_BASE: [(&str, &str); 4] = [
+    const NOT_IN_BASE: [(&str, &str); 5] = [
         (
             "OVATION_MIGRATE_ONLY",
             "the migration Job passes --migrate-only",
+        ),
+        (
+            "OVATION_AUTH_AUDIENCE",
+            "the identity provider's; the prod overlay sets it (auth.env), dev tokens carry none",
         ),
         ("OVATION_INSECURE_NO_AUTH", "never in a cluster"),
         (

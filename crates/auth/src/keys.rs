@@ -1,9 +1,23 @@
 //! Verifying and minting tokens.
 //!
-//! The keys file: one key per line, `<kid> <alg> <material>`; `#` starts a comment.
+//! The keys file: one key per line, `<kid> <alg> <material> [grant…]`; `#` starts a
+//! comment.
 //! - `<kid> hs256 <base64 secret>`: a shared secret (at least 32 bytes decoded).
 //! - `<kid> eddsa <path to public key PEM>` / `<kid> rs256 <path to public key PEM>`:
 //!   public keys for tokens signed elsewhere (paths relative to the keys file).
+//!
+//! Each key is bound to what it may sign, so holding one key is not holding every role:
+//! - `roles=<role>,<role>…`: the roles its tokens may claim. Without it, a key is an
+//!   identity provider's: it may sign the roles of people (viewer, creator, gateway,
+//!   admin) and never a service's. A service's key says `roles=service:gifting`, and so
+//!   can sign nothing else.
+//! - `subjects=<id>,<id>…`: the only subjects its tokens may name (e.g. `subjects=gifting`).
+//! - `iss=<issuer>`: its tokens must carry exactly this `iss` (and tokens minted with it
+//!   do).
+//!
+//! Besides the signature, every token needs `exp` and `sub`; `nbf` is honoured; a token
+//! may not be older, nor live longer from now, than [`TokenPolicy::age_max_secs`]; and
+//! with an audience configured, `aud` must name it.
 //!
 //! Several lines make rotation possible: tokens name their key with the `kid` header.
 
@@ -43,6 +57,20 @@ pub enum AuthError {
     BadSubject(String),
     #[error("keys file {path}: {problem}")]
     KeysFile { path: String, problem: String },
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token lacks the required claim {0:?}")]
+    MissingClaim(String),
+    #[error("token is not for this audience (aud)")]
+    WrongAudience,
+    #[error("token is not from the issuer its key belongs to (iss)")]
+    WrongIssuer,
+    #[error("token {0}")]
+    Age(String),
+    #[error("key {kid:?} may not sign tokens with the role {role}")]
+    RoleNotGranted { kid: String, role: &'static str },
+    #[error("key {kid:?} may not sign tokens for this subject")]
+    SubjectNotGranted { kid: String },
     #[error(
         "no dev key found in data directory {data_dir:?} (`ovation up` keeps it there as \
          dev-auth-keys): pass the --data-dir of the suite you mean"
@@ -51,18 +79,29 @@ pub enum AuthError {
 }
 
 /// The claims Ovation reads from a token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Claims {
     /// The user or service id.
     pub sub: String,
     /// Role names, e.g. `["viewer"]`. Unknown names grant nothing.
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, seconds since the Unix epoch. Required: defaulted here only so that a
+    /// token without it is refused as lacking `exp` rather than as malformed.
+    #[serde(default)]
     pub exp: u64,
     /// Issued at, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience: one or several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
     /// RFC 8693 actor: who presents the token on the subject's behalf (the gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
@@ -73,15 +112,98 @@ pub struct Actor {
     pub sub: String,
 }
 
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// What a key may sign (its line's `roles=`, `subjects=`, `iss=`).
+#[derive(Clone, Debug, Default)]
+struct Grant {
+    /// `None`: the roles of people (an identity provider's key), never a service's.
+    roles: Option<Vec<Role>>,
+    /// Empty: any subject.
+    subjects: Vec<String>,
+    issuer: Option<String>,
+}
+
+impl Grant {
+    fn parse(attributes: &[&str]) -> Result<Grant, String> {
+        let mut grant = Grant::default();
+        for attribute in attributes {
+            let Some((name, value)) = attribute.split_once('=') else {
+                return Err(format!(
+                    "expected roles=…, subjects=… or iss=…, found {:?}",
+                    truncate(attribute)
+                ));
+            };
+            let list = || value.split(',').filter(|v| !v.is_empty());
+            match name {
+                "roles" => {
+                    let roles = list()
+                        .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role {r:?}")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if roles.is_empty() {
+                        return Err("roles= names no role".into());
+                    }
+                    grant.roles = Some(roles);
+                }
+                "subjects" => {
+                    grant.subjects = list().map(str::to_owned).collect();
+                    if grant.subjects.is_empty() {
+                        return Err("subjects= names no subject".into());
+                    }
+                }
+                "iss" if !value.is_empty() => grant.issuer = Some(value.to_owned()),
+                other => return Err(format!("unknown or empty key attribute {other:?}")),
+            }
+        }
+        Ok(grant)
+    }
+
+    fn may_sign(&self, role: Role) -> bool {
+        match &self.roles {
+            Some(roles) => roles.contains(&role),
+            None => !role.is_service(),
+        }
+    }
+}
+
+/// What a token must satisfy besides its key's grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// When set, every token's `aud` must name it (and service tokens are minted for it).
+    pub audience: Option<String>,
+    /// Oldest `iat` accepted, and the longest a token may still live from now, in seconds.
+    pub age_max_secs: u64,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            audience: None,
+            age_max_secs: TOKEN_AGE_SECS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Default of [`TokenPolicy::age_max_secs`]: a day.
+pub const TOKEN_AGE_SECS_MAX_DEFAULT: u64 = 86_400;
+
 struct VerifyingKey {
     kid: String,
     algorithm: Algorithm,
     key: DecodingKey,
+    grant: Grant,
 }
 
-/// The keys tokens may be signed with.
+/// The keys tokens may be signed with, and the policy their tokens must meet.
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
+    policy: TokenPolicy,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -103,7 +225,8 @@ impl KeySet {
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut keys = Vec::new();
         for (n, line) in parse_lines(&text).map_err(&problem)? {
-            let (kid, alg, material) = line;
+            let (kid, alg, material, attributes) = line;
+            let grant = Grant::parse(&attributes).map_err(|e| problem(format!("line {n}: {e}")))?;
             let key = match alg {
                 "hs256" => {
                     let secret =
@@ -112,6 +235,7 @@ impl KeySet {
                         kid: kid.to_owned(),
                         algorithm: Algorithm::HS256,
                         key: DecodingKey::from_secret(&secret),
+                        grant,
                     }
                 }
                 "eddsa" | "rs256" => {
@@ -134,6 +258,7 @@ impl KeySet {
                         kid: kid.to_owned(),
                         algorithm,
                         key,
+                        grant,
                     }
                 }
                 other => {
@@ -150,7 +275,27 @@ impl KeySet {
         if keys.len() > KEYS_MAX {
             return Err(problem(format!("holds more than {KEYS_MAX} keys")));
         }
-        Ok(KeySet { keys })
+        Ok(KeySet {
+            keys,
+            policy: TokenPolicy::default(),
+        })
+    }
+
+    /// The same keys under `policy`.
+    pub fn with_policy(self, policy: TokenPolicy) -> KeySet {
+        KeySet { policy, ..self }
+    }
+
+    /// What a production set-up lacks: an audience, and an issuer bound to every key.
+    pub fn strictness_gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        if self.policy.audience.is_none() {
+            gaps.push("no audience is configured (OVATION_AUTH_AUDIENCE)".to_owned());
+        }
+        for key in self.keys.iter().filter(|k| k.grant.issuer.is_none()) {
+            gaps.push(format!("key {:?} names no issuer (iss=…)", key.kid));
+        }
+        gaps
     }
 
     /// Checks a token's signature, expiry and subject; returns who is calling.
@@ -174,19 +319,47 @@ impl KeySet {
         }
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY_SECS;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.policy.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &key.grant.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(truncate(claim)),
                 _ => AuthError::Malformed,
             }
         })?;
         let claims = data.claims;
+        self.check_age(&claims, now_secs())?;
         check_subject(&claims.sub).map_err(AuthError::BadSubject)?;
-        let roles = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        let roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        if let Some(role) = roles.iter().find(|r| !key.grant.may_sign(**r)) {
+            return Err(AuthError::RoleNotGranted {
+                kid: key.kid.clone(),
+                role: role.as_str(),
+            });
+        }
+        if !key.grant.subjects.is_empty() && !key.grant.subjects.contains(&claims.sub) {
+            return Err(AuthError::SubjectNotGranted {
+                kid: key.kid.clone(),
+            });
+        }
         Ok(Caller::new(
             claims.sub,
             roles,
@@ -195,10 +368,36 @@ impl KeySet {
     }
 }
 
-/// Mints HS256 tokens: for `ovation token` against the dev keys, and for tests.
+impl KeySet {
+    /// A token may be neither older nor longer-lived from now than the policy allows: a
+    /// stolen token with a far `exp` (or an old one re-used) is refused.
+    fn check_age(&self, claims: &Claims, now: u64) -> Result<(), AuthError> {
+        let age_max = self.policy.age_max_secs;
+        if let Some(iat) = claims.iat {
+            if iat > now.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::Age("is issued in the future (iat)".into()));
+            }
+            if now - iat.min(now) > age_max.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::Age(format!(
+                    "is older than {age_max} s (iat); get a fresh one"
+                )));
+            }
+        }
+        if claims.exp > now.saturating_add(age_max).saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::Age(format!(
+                "lives longer than {age_max} s from now (exp)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Mints HS256 tokens: service identities, `ovation token` against the dev keys, tests.
 pub struct Signer {
     kid: String,
     key: EncodingKey,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -212,25 +411,44 @@ impl Signer {
         Signer {
             kid: kid.into(),
             key: EncodingKey::from_secret(secret),
+            issuer: None,
+            audience: None,
         }
     }
 
-    /// The first `hs256` key of a keys file.
-    pub fn from_keys_file(path: &Path) -> Result<Signer, AuthError> {
+    /// The first `hs256` key of a keys file that may sign `roles` (its `iss=` goes into
+    /// the tokens it mints).
+    pub fn from_keys_file(path: &Path, roles: &[Role]) -> Result<Signer, AuthError> {
         let problem = |problem: String| AuthError::KeysFile {
             path: path.display().to_string(),
             problem,
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| problem(format!("cannot read: {e}")))?;
-        for (n, (kid, alg, material)) in parse_lines(&text).map_err(&problem)? {
-            if alg == "hs256" {
+        for (n, (kid, alg, material, attributes)) in parse_lines(&text).map_err(&problem)? {
+            let grant = Grant::parse(&attributes).map_err(|e| problem(format!("line {n}: {e}")))?;
+            if alg == "hs256" && roles.iter().all(|r| grant.may_sign(*r)) {
                 let secret =
                     decode_secret(material).map_err(|e| problem(format!("line {n}: {e}")))?;
-                return Ok(Signer::hs256(kid, &secret));
+                return Ok(Signer {
+                    issuer: grant.issuer,
+                    ..Signer::hs256(kid, &secret)
+                });
             }
         }
-        Err(problem("holds no hs256 key to sign with".into()))
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(problem(format!(
+            "holds no hs256 key that may sign {} (a service's key needs roles=<its role>)",
+            roles.join(", ")
+        )))
+    }
+
+    /// Tokens minted from now on carry `aud` = `audience`.
+    pub fn with_audience(self, audience: Option<&str>) -> Signer {
+        Signer {
+            audience: audience.map(str::to_owned),
+            ..self
+        }
     }
 
     /// A token for `subject` with `roles`, valid for `ttl_secs` from `now_secs`.
@@ -240,7 +458,9 @@ impl Signer {
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             exp: now_secs.saturating_add(ttl_secs),
             iat: Some(now_secs),
-            act: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(Audience::One),
+            ..Claims::default()
         };
         self.mint_claims(&claims)
     }
@@ -270,7 +490,8 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-type KeyLine<'a> = (&'a str, &'a str, &'a str);
+/// A key's line: kid, algorithm, material, grant attributes.
+type KeyLine<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>);
 
 fn parse_lines(text: &str) -> Result<Vec<(usize, KeyLine<'_>)>, String> {
     let mut lines = Vec::new();
@@ -280,10 +501,13 @@ fn parse_lines(text: &str) -> Result<Vec<(usize, KeyLine<'_>)>, String> {
             continue;
         }
         let parts: Vec<&str> = line.split_whitespace().collect();
-        let [kid, alg, material] = parts.as_slice() else {
-            return Err(format!("line {}: expected `<kid> <alg> <material>`", i + 1));
+        let [kid, alg, material, attributes @ ..] = parts.as_slice() else {
+            return Err(format!(
+                "line {}: expected `<kid> <alg> <material> [roles=…] [subjects=…] [iss=…]`",
+                i + 1
+            ));
         };
-        lines.push((i + 1, (*kid, *alg, *material)));
+        lines.push((i + 1, (*kid, *alg, *material, attributes.to_vec())));
     }
     Ok(lines)
 }
@@ -384,6 +608,176 @@ mod tests {
         assert!(error.contains("at least 32 bytes"));
     }
 
+    /// The review's finding: one shared key minted anything. A service's key signs its
+    /// own role only; the identity provider's key never signs a service's role.
+    #[test]
+    fn each_key_signs_only_what_it_is_granted() {
+        let (keys, _dir) = keyset(&format!(
+            "idp hs256 {}\ngifting hs256 {} roles=service:gifting subjects=gifting\n",
+            b64(SECRET_A),
+            b64(SECRET_B)
+        ));
+        let gifting = Signer::hs256("gifting", SECRET_B);
+        let caller = keys
+            .verify(&gifting.mint("gifting", &[Role::GiftingService], 60))
+            .unwrap();
+        assert!(caller.has(Role::GiftingService));
+        assert_eq!(
+            keys.verify(&gifting.mint("gifting", &[Role::Admin], 60)),
+            Err(AuthError::RoleNotGranted {
+                kid: "gifting".into(),
+                role: "admin"
+            })
+        );
+        assert_eq!(
+            keys.verify(&gifting.mint("ops", &[Role::GiftingService], 60)),
+            Err(AuthError::SubjectNotGranted {
+                kid: "gifting".into()
+            })
+        );
+        let idp = Signer::hs256("idp", SECRET_A);
+        assert!(keys.verify(&idp.mint("ops", &[Role::Admin], 60)).is_ok());
+        assert_eq!(
+            keys.verify(&idp.mint("gifting", &[Role::GiftingService], 60)),
+            Err(AuthError::RoleNotGranted {
+                kid: "idp".into(),
+                role: "service:gifting"
+            })
+        );
+    }
+
+    #[test]
+    fn a_signer_is_the_key_that_may_sign_its_roles() {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("keys");
+        std::fs::write(
+            &path,
+            format!(
+                "idp hs256 {}\nwallet hs256 {} roles=service:wallet iss=ovation-wallet\n",
+                b64(SECRET_A),
+                b64(SECRET_B)
+            ),
+        )
+        .unwrap();
+        let keys = KeySet::from_file(&path).unwrap();
+        let wallet = Signer::from_keys_file(&path, &[Role::WalletService]).unwrap();
+        let token = wallet.mint("wallet", &[Role::WalletService], 60);
+        assert!(keys.verify(&token).is_ok(), "minted with its key's issuer");
+        let admin = Signer::from_keys_file(&path, &[Role::Admin]).unwrap();
+        assert!(keys.verify(&admin.mint("ops", &[Role::Admin], 60)).is_ok());
+        let none = Signer::from_keys_file(&path, &[Role::PayoutService]).unwrap_err();
+        assert!(none.to_string().contains("service:payout"), "{none}");
+    }
+
+    #[test]
+    fn audience_issuer_not_before_and_age_are_checked() {
+        let (keys, _dir) = keyset(&format!(
+            "idp hs256 {} iss=https://idp.example\n",
+            b64(SECRET_A)
+        ));
+        let keys = keys.with_policy(TokenPolicy {
+            audience: Some("ovation".into()),
+            age_max_secs: 3_600,
+        });
+        let signer = Signer::hs256("idp", SECRET_A);
+        let now = now_secs();
+        let good = Claims {
+            sub: "alice".into(),
+            roles: vec!["viewer".into()],
+            exp: now + 600,
+            iat: Some(now),
+            iss: Some("https://idp.example".into()),
+            aud: Some(Audience::Many(vec!["other".into(), "ovation".into()])),
+            ..Claims::default()
+        };
+        assert!(keys.verify(&signer.mint_claims(&good)).is_ok());
+        let with = |change: &dyn Fn(&mut Claims)| {
+            let mut claims = good.clone();
+            change(&mut claims);
+            keys.verify(&signer.mint_claims(&claims))
+        };
+        assert_eq!(
+            with(&|c| c.aud = None),
+            Err(AuthError::MissingClaim("aud".into()))
+        );
+        assert_eq!(
+            with(&|c| c.aud = Some(Audience::One("elsewhere".into()))),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            with(&|c| c.iss = None),
+            Err(AuthError::MissingClaim("iss".into()))
+        );
+        assert_eq!(
+            with(&|c| c.iss = Some("https://evil.example".into())),
+            Err(AuthError::WrongIssuer)
+        );
+        assert_eq!(
+            with(&|c| c.nbf = Some(now + 600)),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(matches!(
+            with(&|c| c.iat = Some(now - 7_200)),
+            Err(AuthError::Age(_))
+        ));
+        assert!(matches!(
+            with(&|c| c.exp = now + 30 * 86_400),
+            Err(AuthError::Age(_))
+        ));
+        assert!(matches!(
+            with(&|c| c.iat = Some(now + 600)),
+            Err(AuthError::Age(_))
+        ));
+        // exp is required: a token without it is refused whatever else it carries.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("idp".into());
+        let no_exp = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "alice", "roles": ["viewer"], "aud": "ovation",
+                                 "iss": "https://idp.example"}),
+            &EncodingKey::from_secret(SECRET_A),
+        )
+        .unwrap();
+        assert_eq!(
+            keys.verify(&no_exp),
+            Err(AuthError::MissingClaim("exp".into()))
+        );
+    }
+
+    #[test]
+    fn strictness_names_what_production_lacks() {
+        let (keys, _dir) = keyset(&format!(
+            "idp hs256 {} iss=https://idp.example\nold hs256 {}\n",
+            b64(SECRET_A),
+            b64(SECRET_B)
+        ));
+        let gaps = keys.strictness_gaps();
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert!(gaps[0].contains("OVATION_AUTH_AUDIENCE"));
+        assert!(gaps[1].contains("\"old\""));
+        let keys = keys.with_policy(TokenPolicy {
+            audience: Some("ovation".into()),
+            ..TokenPolicy::default()
+        });
+        assert_eq!(keys.strictness_gaps().len(), 1);
+    }
+
+    #[test]
+    fn bad_grants_are_refused_at_load() {
+        for grant in [
+            "roles=superuser",
+            "roles=",
+            "color=blue",
+            "iss=",
+            "subjects=",
+        ] {
+            let dir = tempdir::Dir::new();
+            let path = dir.0.join("keys");
+            std::fs::write(&path, format!("a hs256 {} {grant}\n", b64(SECRET_A))).unwrap();
+            assert!(KeySet::from_file(&path).is_err(), "{grant}");
+        }
+    }
+
     #[test]
     fn unknown_roles_grant_nothing() {
         let (keys, _dir) = keyset(&format!("a hs256 {}\n", b64(SECRET_A)));
@@ -391,8 +785,7 @@ mod tests {
             sub: "mallory".into(),
             roles: vec!["superuser".into()],
             exp: now_secs() + 60,
-            iat: None,
-            act: None,
+            ..Claims::default()
         });
         let caller = keys.verify(&token).unwrap();
         assert!(caller.roles().is_empty());
@@ -419,10 +812,10 @@ mod public_key_tests {
             sub: "alice".into(),
             roles: vec!["viewer".into()],
             exp: now_secs() + 60,
-            iat: None,
             act: Some(Actor {
                 sub: "gateway".into(),
             }),
+            ..Claims::default()
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some("gw-1".into());
@@ -469,8 +862,7 @@ mod public_key_tests {
                 sub: "bob".into(),
                 roles: vec!["creator".into()],
                 exp: now_secs() + 60,
-                iat: None,
-                act: None,
+                ..Claims::default()
             };
             jsonwebtoken::encode(header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap())
                 .unwrap()

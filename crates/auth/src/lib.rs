@@ -19,5 +19,5 @@ pub mod dev;
 pub mod keys;
 pub mod role;
 
-pub use keys::{AuthError, KeySet, Signer};
+pub use keys::{AuthError, KeySet, Signer, TokenPolicy};
 pub use role::{Caller, Role};

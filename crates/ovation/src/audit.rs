@@ -644,7 +644,11 @@ pub async fn run_window(
         None => {
             let keys = existing_dev_keys(&args.data_dir)
                 .map_err(|e| format!("{e}, or an admin token with --token"))?;
-            Signer::from_keys_file(&keys)?.mint("ovation-audit", &[Role::Admin], 600)
+            Signer::from_keys_file(&keys, &[Role::Admin])?.mint(
+                "ovation-audit",
+                &[Role::Admin],
+                600,
+            )
         }
     };
     let admin = Admin(format!("Bearer {token}").parse()?);

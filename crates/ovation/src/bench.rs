@@ -1140,7 +1140,8 @@ pub async fn run(args: BenchArgs) -> Result<bool, Box<dyn Error>> {
                 ensure_dev_keys(&args.data_dir)?
             }
         };
-        let signer = Signer::from_keys_file(&keys_file)?;
+        let signer =
+            Signer::from_keys_file(&keys_file, &[Role::Viewer, Role::Creator, Role::Admin])?;
         let ttl = limit_secs(limit) + 3_600;
         let viewer_ids: Vec<String> = (0..args.viewers)
             .map(|v| format!("bench-{run}-v{v}"))

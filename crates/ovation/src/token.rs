@@ -23,9 +23,13 @@ pub struct TokenArgs {
     /// The data directory of the `ovation up` to mint for (its dev key is kept there).
     #[arg(long, env = "OVATION_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// Sign with the first hs256 key of this keys file instead of the dev key.
+    /// Sign with the first hs256 key of this keys file that may sign the roles, instead
+    /// of the dev key.
     #[arg(long)]
     keys_file: Option<PathBuf>,
+    /// The audience to put in `aud`: the suite's OVATION_AUTH_AUDIENCE, when it has one.
+    #[arg(long, env = "OVATION_AUTH_AUDIENCE")]
+    audience: Option<String>,
 }
 
 pub fn run(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +53,8 @@ pub fn run(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => existing_dev_keys(&args.data_dir)
             .map_err(|e| format!("{e}, or a keys file with --keys-file"))?,
     };
-    let signer = Signer::from_keys_file(&keys_file)?;
+    let signer =
+        Signer::from_keys_file(&keys_file, &roles)?.with_audience(args.audience.as_deref());
     println!("{}", signer.mint(&args.sub, &roles, args.ttl_secs));
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use ovation_auth::{Caller, KeySet, Role};
+use ovation_auth::{Caller, KeySet, Role, TokenPolicy};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -21,9 +21,20 @@ use crate::ApiError;
 /// Authentication and rate-limit settings, as flags and environment variables.
 #[derive(clap::Args, Clone, Debug)]
 pub struct AuthArgs {
-    /// Keys that bearer tokens may be signed with (one `<kid> <alg> <material>` per line).
+    /// Keys that bearer tokens may be signed with (one `<kid> <alg> <material> [grant…]`
+    /// per line; each key bound to the roles, subjects and issuer it may sign).
     #[arg(long, env = "OVATION_AUTH_KEYS_FILE")]
     pub auth_keys_file: Option<PathBuf>,
+    /// The audience every token must name in `aud` (service tokens are minted for it).
+    #[arg(long, env = "OVATION_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Oldest token accepted (by `iat`), and the longest one may still live, in seconds.
+    #[arg(long, env = "OVATION_AUTH_TOKEN_AGE_MAX_SECS", default_value_t = ovation_auth::keys::TOKEN_AGE_SECS_MAX_DEFAULT)]
+    pub auth_token_age_max_secs: u64,
+    /// Production mode: refuse to start unless an audience is set and every key names its
+    /// issuer (`iss=`), so no token is taken on a signature alone.
+    #[arg(long, env = "OVATION_AUTH_STRICT")]
+    pub auth_strict: bool,
     /// Turn authentication off: every caller may do everything. For experiments only.
     #[arg(long, env = "OVATION_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -39,6 +50,9 @@ impl Default for AuthArgs {
     fn default() -> Self {
         AuthArgs {
             auth_keys_file: None,
+            auth_audience: None,
+            auth_token_age_max_secs: ovation_auth::keys::TOKEN_AGE_SECS_MAX_DEFAULT,
+            auth_strict: false,
             insecure_no_auth: false,
             rate_limit_per_second: 20,
             rate_limit_burst: 40,
@@ -56,6 +70,10 @@ pub enum AuthSetupError {
     NoKeys,
     #[error(transparent)]
     Keys(#[from] ovation_auth::AuthError),
+    #[error("OVATION_AUTH_STRICT is on, but: {}", .0.join("; "))]
+    NotStrict(Vec<String>),
+    #[error("OVATION_AUTH_STRICT and OVATION_INSECURE_NO_AUTH contradict each other")]
+    StrictWithoutAuth,
 }
 
 /// How callers are identified.
@@ -69,6 +87,9 @@ pub enum Authenticator {
 
 impl AuthArgs {
     pub fn authenticator(&self) -> Result<Authenticator, AuthSetupError> {
+        if self.insecure_no_auth && self.auth_strict {
+            return Err(AuthSetupError::StrictWithoutAuth);
+        }
         if self.insecure_no_auth {
             tracing::warn!(
                 "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this port can \
@@ -77,7 +98,17 @@ impl AuthArgs {
             return Ok(Authenticator::Off);
         }
         let path = self.auth_keys_file.as_ref().ok_or(AuthSetupError::NoKeys)?;
-        Ok(Authenticator::Keys(Arc::new(KeySet::from_file(path)?)))
+        let keys = KeySet::from_file(path)?.with_policy(TokenPolicy {
+            audience: self.auth_audience.clone(),
+            age_max_secs: self.auth_token_age_max_secs,
+        });
+        if self.auth_strict {
+            let gaps = keys.strictness_gaps();
+            if !gaps.is_empty() {
+                return Err(AuthSetupError::NotStrict(gaps));
+            }
+        }
+        Ok(Authenticator::Keys(Arc::new(keys)))
     }
 }
 
@@ -299,6 +330,45 @@ pub fn require_user<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prod overlay's OVATION_AUTH_STRICT: no start without an audience and an issuer
+    /// bound to every key.
+    #[test]
+    fn strict_authentication_refuses_to_start_with_gaps() {
+        let dir = std::env::temp_dir().join(format!("ovation-strict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = dir.join("keys");
+        let secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        std::fs::write(
+            &keys,
+            format!("idp hs256 {secret} iss=https://idp.example\n"),
+        )
+        .unwrap();
+        let mut args = AuthArgs {
+            auth_keys_file: Some(keys.clone()),
+            auth_strict: true,
+            ..AuthArgs::default()
+        };
+        let refused = args.authenticator().unwrap_err().to_string();
+        assert!(refused.contains("OVATION_AUTH_AUDIENCE"), "{refused}");
+        args.auth_audience = Some("ovation".into());
+        assert!(args.authenticator().is_ok());
+        std::fs::write(&keys, format!("idp hs256 {secret}\n")).unwrap();
+        let refused = args.authenticator().unwrap_err().to_string();
+        assert!(refused.contains("names no issuer"), "{refused}");
+        args.auth_strict = false;
+        assert!(
+            args.authenticator().is_ok(),
+            "only strict mode asks for issuers"
+        );
+        args.insecure_no_auth = true;
+        args.auth_strict = true;
+        assert!(
+            args.authenticator().is_err(),
+            "strict and no auth contradict"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn reads_are_not_rate_limited_and_writes_are() {

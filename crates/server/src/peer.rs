@@ -176,12 +176,19 @@ impl std::fmt::Debug for ServiceIdentity {
 }
 
 impl ServiceIdentity {
-    /// The identity of service `subject` (e.g. "wallet") with `role`.
-    pub fn new(args: &IdentityArgs, subject: &str, role: Role) -> Result<Self, PeerError> {
+    /// The identity of service `subject` (e.g. "wallet") with `role`, minted (with the
+    /// key of the service keys file granted `role`) for the audience of `auth`.
+    pub fn new(
+        args: &IdentityArgs,
+        auth: &crate::auth::AuthArgs,
+        subject: &str,
+        role: Role,
+    ) -> Result<Self, PeerError> {
         let source = match (&args.service_keys_file, &args.service_token_file) {
             (_, Some(path)) => TokenSource::File(path.clone()),
             (Some(keys), None) => TokenSource::Mint {
-                signer: Signer::from_keys_file(keys)?,
+                signer: Signer::from_keys_file(keys, &[role])?
+                    .with_audience(auth.auth_audience.as_deref()),
                 subject: subject.to_owned(),
                 role,
             },

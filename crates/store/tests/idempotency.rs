@@ -40,13 +40,21 @@ async fn two_callers_never_collide_on_a_key() {
         let backend = database.backend();
 
         let first = run(&db, &alice, "buy-1", "alice buys 100", "alice-1").await;
-        assert_eq!(first.unwrap(), ("alice-1".into(), Replayed::No), "{backend}");
+        assert_eq!(
+            first.unwrap(),
+            ("alice-1".into(), Replayed::No),
+            "{backend}"
+        );
         // Another user, the same key, another request: their own key, not a reuse.
         let other = run(&db, &bob, "buy-1", "bob buys 500", "bob-1").await;
         assert_eq!(other.unwrap(), ("bob-1".into(), Replayed::No), "{backend}");
         // Each still replays their own answer.
         let again = run(&db, &alice, "buy-1", "alice buys 100", "not run").await;
-        assert_eq!(again.unwrap(), ("alice-1".into(), Replayed::Yes), "{backend}");
+        assert_eq!(
+            again.unwrap(),
+            ("alice-1".into(), Replayed::Yes),
+            "{backend}"
+        );
         let again = run(&db, &bob, "buy-1", "bob buys 500", "not run").await;
         assert_eq!(again.unwrap(), ("bob-1".into(), Replayed::Yes), "{backend}");
         // The same caller, the same key, other parameters: a reuse, refused.
@@ -58,11 +66,19 @@ async fn two_callers_never_collide_on_a_key() {
         // The same caller and key on another RPC is another scope.
         let account = KeyScope::new("user:alice", "CreateAccount");
         let other_rpc = run(&db, &account, "buy-1", "alice opens", "opened").await;
-        assert_eq!(other_rpc.unwrap(), ("opened".into(), Replayed::No), "{backend}");
+        assert_eq!(
+            other_rpc.unwrap(),
+            ("opened".into(), Replayed::No),
+            "{backend}"
+        );
         // A service identity is its own scope, even with a user's subject.
         let service = KeyScope::new("service:alice", "PurchaseCoins");
         let as_service = run(&db, &service, "buy-1", "alice buys 100", "service").await;
-        assert_eq!(as_service.unwrap(), ("service".into(), Replayed::No), "{backend}");
+        assert_eq!(
+            as_service.unwrap(),
+            ("service".into(), Replayed::No),
+            "{backend}"
+        );
     }
 }
 
@@ -87,7 +103,11 @@ async fn a_key_stored_before_scoping_replays_only_the_same_request() {
 
         let alice = KeyScope::new("user:alice", "PurchaseCoins");
         let retry = run(&db, &alice, "old-1", "alice buys 100", "ran twice").await;
-        assert_eq!(retry.unwrap(), ("legacy".into(), Replayed::Yes), "{backend}");
+        assert_eq!(
+            retry.unwrap(),
+            ("legacy".into(), Replayed::Yes),
+            "{backend}"
+        );
         // Another caller's request under that key is not the old one: it runs.
         let bob = KeyScope::new("user:bob", "PurchaseCoins");
         let fresh = run(&db, &bob, "old-1", "bob buys 500", "bob-1").await;

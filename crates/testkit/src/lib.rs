@@ -219,26 +219,36 @@ pub const TEST_KID: &str = "test";
 
 struct TestKeys {
     path: PathBuf,
-    signer: Signer,
+    /// The identity provider's key: people's roles.
+    people: Signer,
+    /// One key per service, granted that service's role only (as in production).
+    services: Vec<(Role, Signer)>,
 }
 
-/// One keys file per test process, with a random HS256 secret.
+/// One keys file per test process, with random HS256 secrets: a key for people's tokens
+/// (kid [`TEST_KID`]) and one per service (`test-<role>`), each bound to its role.
 fn test_keys() -> &'static TestKeys {
     static KEYS: OnceLock<TestKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
         use base64::Engine;
-        let secret: [u8; 32] = rand::random();
+        let encode = |secret: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(secret);
         let dir = std::env::temp_dir().join(format!("ovation-test-keys-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir is writable");
         let path = dir.join("keys");
-        let line = format!(
-            "{TEST_KID} hs256 {}\n",
-            base64::engine::general_purpose::STANDARD.encode(secret)
-        );
-        std::fs::write(&path, line).expect("temp dir is writable");
+        let people_secret: [u8; 32] = rand::random();
+        let mut lines = format!("{TEST_KID} hs256 {}\n", encode(&people_secret));
+        let mut services = Vec::new();
+        for role in Role::ALL.into_iter().filter(|r| r.is_service()) {
+            let secret: [u8; 32] = rand::random();
+            let kid = format!("{TEST_KID}-{}", role.as_str().replace(':', "-"));
+            lines.push_str(&format!("{kid} hs256 {} roles={role}\n", encode(&secret)));
+            services.push((role, Signer::hs256(kid, &secret)));
+        }
+        std::fs::write(&path, lines).expect("temp dir is writable");
         TestKeys {
             path,
-            signer: Signer::hs256(TEST_KID, &secret),
+            people: Signer::hs256(TEST_KID, &people_secret),
+            services,
         }
     })
 }
@@ -248,14 +258,31 @@ pub fn test_keys_file() -> PathBuf {
     test_keys().path.clone()
 }
 
-/// A token for `subject` with `roles`, valid for an hour, under the test keys.
+/// A token for `subject` with `roles`, valid for an hour, under the test keys: a
+/// service's role is signed with that service's key, people's roles with the people key.
 pub fn token(subject: &str, roles: &[Role]) -> String {
-    test_keys().signer.mint(subject, roles, 3_600)
+    let keys = test_keys();
+    let signer = roles
+        .iter()
+        .find_map(|role| keys.services.iter().find(|(r, _)| r == role))
+        .map_or(&keys.people, |(_, signer)| signer);
+    signer.mint(subject, roles, 3_600)
 }
 
-/// A token signer under the test keys, for tokens with unusual claims (expired, ...).
+/// The signer of the service `role`'s key, to show what it may not sign.
+pub fn service_signer(role: Role) -> &'static Signer {
+    test_keys()
+        .services
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, signer)| signer)
+        .expect("a test key for every service role")
+}
+
+/// A token signer under the test keys' people key, for tokens with unusual claims
+/// (expired, ...).
 pub fn signer() -> &'static Signer {
-    &test_keys().signer
+    &test_keys().people
 }
 
 /// Attaches `authorization: Bearer <token>` to every call of a client:

@@ -114,12 +114,25 @@ async fn bad_credentials_are_unauthenticated_on_reads_and_writes() {
         sub: "not an id".into(),
         roles: vec!["admin".into()],
         exp: now + 60,
-        iat: None,
-        act: None,
+        ..Claims::default()
     });
+    // The gifting service's key is good for gifting's role only: it cannot make an admin.
+    let service_key_as_admin =
+        ovation_testkit::service_signer(Role::GiftingService).mint("gifting", &[Role::Admin], 60);
+    let service_role_from_people_key = signer.mint("gifting", &[Role::GiftingService], 60);
+    let immortal = signer.mint("test-admin", &[Role::Admin], 365 * 86_400);
     for (what, bearer) in [
         ("no token", Bearer::none()),
         ("garbage", Bearer::new("garbage")),
+        (
+            "a service's key claiming admin",
+            Bearer::new(&service_key_as_admin),
+        ),
+        (
+            "a people key claiming a service role",
+            Bearer::new(&service_role_from_people_key),
+        ),
+        ("a token living a year", Bearer::new(&immortal)),
         ("expired", Bearer::new(&expired)),
         ("wrong signature", Bearer::new(&forged)),
         ("unknown kid", Bearer::new(&unknown_kid)),

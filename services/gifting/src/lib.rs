@@ -163,6 +163,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let identity = Arc::new(ServiceIdentity::new(
         &config.identity,
+        &config.server.args.auth,
         SPEC.name,
         Role::GiftingService,
     )?);

@@ -239,8 +239,13 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
 /// Clients of peers that are not there: every step is a transient failure.
 fn unreachable_peers() -> Peers {
     let identity = Arc::new(
-        ServiceIdentity::new(&common::identity(), "gifting", Role::GiftingService)
-            .expect("test identity"),
+        ServiceIdentity::new(
+            &common::identity(),
+            &Default::default(),
+            "gifting",
+            Role::GiftingService,
+        )
+        .expect("test identity"),
     );
     let outbound = Outbound::new(identity);
     let channel = Channel::from_static("http://127.0.0.1:1").connect_lazy();

@@ -221,7 +221,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let identity = ServiceIdentity::new(&config.identity, SPEC.name, Role::PayoutService)?;
+    let identity = ServiceIdentity::new(
+        &config.identity,
+        &config.server.args.auth,
+        SPEC.name,
+        Role::PayoutService,
+    )?;
     let economy = economy::Economy::connect(&config.catalog.address(), Arc::new(identity))?;
     let db = Db::connect(
         &config.server.database_url,

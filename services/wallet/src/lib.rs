@@ -162,7 +162,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let identity = ServiceIdentity::new(&config.identity, SPEC.name, Role::WalletService)?;
+    let identity = ServiceIdentity::new(
+        &config.identity,
+        &config.server.args.auth,
+        SPEC.name,
+        Role::WalletService,
+    )?;
     let channel = peer::channel(&config.catalog.address())?;
     let db = Db::connect(
         &config.server.database_url,
