@@ -185,13 +185,15 @@ impl Creator {
     }
 
     /// The creator after an operator reviewed the payout account. `reviewed` names the
-    /// account the operator looked at: it must still be the current one. Four eyes: the
+    /// account the operator looked at: it must still be the current one. With
+    /// `four_eyes` (always, unless authentication is off and nobody has an identity), the
     /// one who set the account may reject it, never verify it.
     pub fn reviewed(
         &self,
         decision: Decision,
         reviewed: &ReviewedAccount,
         review: Review,
+        four_eyes: bool,
     ) -> Result<Creator, PayoutRule> {
         let account = self.account.as_ref().ok_or(PayoutRule::NoPayoutAccount)?;
         if reviewed.version != account.version
@@ -204,7 +206,10 @@ impl Creator {
                 version: account.version,
             });
         }
-        if decision == Decision::Verify && account.set_by_subject() == review.actor.as_str() {
+        if four_eyes
+            && decision == Decision::Verify
+            && account.set_by_subject() == review.actor.as_str()
+        {
             return Err(PayoutRule::OwnChange {
                 set_by: account.set_by.clone(),
             });
@@ -995,7 +1000,7 @@ mod tests {
             "sandbox-ok",
             2,
         );
-        c.reviewed(Decision::Verify, &current(&c), review(3))
+        c.reviewed(Decision::Verify, &current(&c), review(3), true)
             .unwrap()
     }
 
@@ -1021,11 +1026,11 @@ mod tests {
             Err(PayoutRule::AccountNotVerified(_))
         ));
         let rejected = c
-            .reviewed(Decision::Reject, &current(&c), review(3))
+            .reviewed(Decision::Reject, &current(&c), review(3), true)
             .unwrap();
         assert!(rejected.payout_destination().is_err());
         let ok = c
-            .reviewed(Decision::Verify, &current(&c), review(3))
+            .reviewed(Decision::Verify, &current(&c), review(3), true)
             .unwrap();
         assert!(ok.payout_destination().is_ok());
         let suspended = ok.suspended(review(4)).unwrap();
@@ -1061,7 +1066,8 @@ mod tests {
                     version: 1,
                     reference: Some(other)
                 },
-                review(9)
+                review(9),
+                true
             ),
             Err(PayoutRule::AccountChanged { version: 1 })
         );
@@ -1073,17 +1079,17 @@ mod tests {
             reference: Some(AccountReference::parse("sandbox-ok").unwrap()),
         };
         assert_eq!(
-            again.reviewed(Decision::Verify, &stale, review(12)),
+            again.reviewed(Decision::Verify, &stale, review(12), true),
             Err(PayoutRule::AccountChanged { version: 3 })
         );
         assert!(
             again
-                .reviewed(Decision::Verify, &current(&again), review(12))
+                .reviewed(Decision::Verify, &current(&again), review(12), true)
                 .is_ok()
         );
         let none = Creator::register(id("bob"), Name::parse("Bob").unwrap(), UnixMillis(1));
         assert_eq!(
-            none.reviewed(Decision::Verify, &current(&none), review(9)),
+            none.reviewed(Decision::Verify, &current(&none), review(9), true),
             Err(PayoutRule::NoPayoutAccount)
         );
     }
@@ -1100,20 +1106,28 @@ mod tests {
             .unwrap();
         assert_eq!(c.account.as_ref().unwrap().set_by_subject(), "ops");
         assert_eq!(
-            c.reviewed(Decision::Verify, &current(&c), review(3)),
+            c.reviewed(Decision::Verify, &current(&c), review(3), true),
             Err(PayoutRule::OwnChange {
                 set_by: "ops via gateway-1".into()
             })
         );
         assert!(
-            c.reviewed(Decision::Reject, &current(&c), review(3))
+            c.reviewed(Decision::Reject, &current(&c), review(3), true)
                 .is_ok()
         );
         let other = Review {
             actor: Name::parse("ops-2").unwrap(),
             ..review(3)
         };
-        assert!(c.reviewed(Decision::Verify, &current(&c), other).is_ok());
+        assert!(
+            c.reviewed(Decision::Verify, &current(&c), other, true)
+                .is_ok()
+        );
+        // With authentication off nobody has an identity: no four eyes to apply.
+        assert!(
+            c.reviewed(Decision::Verify, &current(&c), review(3), false)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -371,3 +371,54 @@ async fn the_one_who_set_the_account_cannot_verify_it() {
         running.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn with_authentication_off_nobody_has_an_identity_to_apply_four_eyes_to() {
+    let catalog = start_catalog().await;
+    let db = TestDatabase::sqlite();
+    let mut config = payout_config(
+        db.url(),
+        &catalog.running.endpoint(),
+        std::sync::Arc::new(ovation_payout::provider::SandboxProvider::in_memory()),
+    );
+    config.server.args.auth.insecure_no_auth = true;
+    let running = start_payout(config).await;
+    let mut anyone = client(&running, Bearer::none()).await;
+    anyone
+        .register_creator(pb::RegisterCreatorRequest {
+            idempotency_key: "reg".into(),
+            creator_id: "ann".into(),
+            display_name: "Ann".into(),
+        })
+        .await
+        .unwrap();
+    let account = anyone
+        .set_payout_account(pb::SetPayoutAccountRequest {
+            idempotency_key: "acct".into(),
+            creator_id: "ann".into(),
+            account_reference: "sandbox-ok".into(),
+            holder_name: "Ann".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+        .payout_account
+        .unwrap();
+    assert_eq!(account.set_by, "anonymous");
+    let verified = anyone
+        .verify_payout_account(review("v", "ann", account.version))
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+        .payout_account
+        .unwrap();
+    assert_eq!(
+        verified.verification_status,
+        pb::VerificationStatus::Verified as i32
+    );
+    running.stop().await.unwrap();
+}
