@@ -58,7 +58,7 @@ impl AccountReference {
 /// An operator's action on a creator: who, why, when (journaled).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Review {
-    /// Operator id as given in the request (≤ 128 characters).
+    /// The authenticated caller's subject, never a name the request supplied.
     pub actor: Name,
     /// Why (1..=500 characters).
     pub reason: Text,
@@ -107,6 +107,27 @@ pub struct PayoutAccount {
     pub holder_name: Name,
     pub verification: Verification,
     pub set_at: UnixMillis,
+    /// 1 for the creator's first account, one more with every change (even back to an
+    /// earlier reference): what a review names, so it approves exactly what was read.
+    pub version: i64,
+    /// Who set it, as authenticated: `<subject>`, or `<subject> via <gateway>`.
+    pub set_by: String,
+}
+
+impl PayoutAccount {
+    /// The subject of [`PayoutAccount::set_by`] (subjects are ids, without spaces, so
+    /// the first word is the subject).
+    pub fn set_by_subject(&self) -> &str {
+        self.set_by.split(' ').next().unwrap_or_default()
+    }
+}
+
+/// The account a review names: the version read (required) and, optionally, the
+/// reference seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewedAccount {
+    pub version: i64,
+    pub reference: Option<AccountReference>,
 }
 
 /// A creator who earns diamonds.
@@ -134,38 +155,64 @@ impl Creator {
         }
     }
 
-    /// The creator with a new payout account, pending review.
+    /// The creator with a new payout account (the next version), pending review, set by
+    /// `set_by` (the authenticated caller).
     pub fn with_account(
         &self,
         reference: AccountReference,
         holder_name: Name,
+        set_by: String,
         now: UnixMillis,
-    ) -> Creator {
-        Creator {
+    ) -> Result<Creator, PayoutRule> {
+        let version = self
+            .account
+            .as_ref()
+            .map_or(0, |a| a.version)
+            .checked_add(1)
+            .ok_or(PayoutRule::Overflow)?;
+        Ok(Creator {
             account: Some(PayoutAccount {
                 reference,
                 holder_name,
                 verification: Verification::Pending,
                 set_at: now,
+                version,
+                set_by,
             }),
             updated_at: now,
             ..self.clone()
-        }
+        })
     }
 
-    /// The creator after an operator reviewed the payout account. `reviewed` is the
-    /// reference the operator looked at, if they named it: it must still be the current one.
+    /// The creator after an operator reviewed the payout account. `reviewed` names the
+    /// account the operator looked at: it must still be the current one. With
+    /// `four_eyes` (always, unless authentication is off and nobody has an identity), the
+    /// one who set the account may reject it, never verify it.
     pub fn reviewed(
         &self,
         decision: Decision,
-        reviewed: Option<&AccountReference>,
+        reviewed: &ReviewedAccount,
         review: Review,
+        four_eyes: bool,
     ) -> Result<Creator, PayoutRule> {
         let account = self.account.as_ref().ok_or(PayoutRule::NoPayoutAccount)?;
-        if let Some(reviewed) = reviewed
-            && reviewed != &account.reference
+        if reviewed.version != account.version
+            || reviewed
+                .reference
+                .as_ref()
+                .is_some_and(|r| r != &account.reference)
         {
-            return Err(PayoutRule::AccountChanged);
+            return Err(PayoutRule::AccountChanged {
+                version: account.version,
+            });
+        }
+        if four_eyes
+            && decision == Decision::Verify
+            && account.set_by_subject() == review.actor.as_str()
+        {
+            return Err(PayoutRule::OwnChange {
+                set_by: account.set_by.clone(),
+            });
         }
         let at = review.at;
         let verification = match decision {
@@ -721,7 +768,26 @@ pub struct Payout {
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
     pub settled_at: Option<UnixMillis>,
+    /// When the worker first handed it to the provider. Before that, a suspension
+    /// releases it; after, only the provider can say whether it was paid.
+    pub sent_at: Option<UnixMillis>,
 }
+
+/// What the payout worker does with a HELD payout it claimed, given its creator now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// The creator is active: hand it to the provider (if not yet) and pay.
+    Pay,
+    /// The creator is suspended and the provider never had it: release the hold, no call.
+    Release,
+    /// The creator is suspended but the provider may have it (it may even be paid): ask
+    /// the provider to cancel it and settle it by the answer.
+    Cancel,
+}
+
+/// Why a payout stopped by a suspension was released.
+pub const RELEASED_BY_SUSPENSION: &str =
+    "released: the creator was suspended before the payout was sent to the provider";
 
 /// A provider's definite answer about a payout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -764,8 +830,44 @@ impl Payout {
             created_at: now,
             updated_at: now,
             settled_at: None,
+            sent_at: None,
         };
         Ok((payout, entry))
+    }
+
+    /// What to do with this HELD payout when its creator is `creator`.
+    pub fn next_step(&self, creator: &Creator) -> NextStep {
+        match (creator.is_suspended(), self.sent_at) {
+            (false, _) => NextStep::Pay,
+            (true, None) => NextStep::Release,
+            (true, Some(_)) => NextStep::Cancel,
+        }
+    }
+
+    /// The payout as handed to the provider at `now` (the first time counts).
+    pub fn sent(&self, now: UnixMillis) -> Payout {
+        Payout {
+            sent_at: self.sent_at.or(Some(now)),
+            ..self.clone()
+        }
+    }
+
+    /// The payout released because its creator was suspended before it was sent, and
+    /// the entry that releases the hold. Refused once it was sent: the provider may have
+    /// paid it.
+    pub fn stopped_by_suspension(
+        &self,
+        now: UnixMillis,
+    ) -> Result<(Payout, JournalEntry), PayoutRule> {
+        if self.sent_at.is_some() {
+            return Err(PayoutRule::AlreadySent);
+        }
+        self.settle(
+            Settlement::Failed {
+                reason: RELEASED_BY_SUSPENSION.into(),
+            },
+            now,
+        )
     }
 
     /// The payout settled by the provider's answer, and the entry that captures or
@@ -821,9 +923,12 @@ pub enum PayoutRule {
     #[error("the creator has no payout account to review")]
     NoPayoutAccount,
     #[error(
-        "the payout account changed since the reviewed account_reference; review the current one"
+        "the payout account changed since the version (or account_reference) reviewed: it is \
+         now version {version}; read it again with GetCreator and review that one"
     )]
-    AccountChanged,
+    AccountChanged { version: i64 },
+    #[error("the payout account was set by {set_by}: another operator must verify it (four eyes)")]
+    OwnChange { set_by: String },
     #[error("a payout must be at least {minimum} diamonds (the catalog's payout minimum)")]
     BelowMinimum { minimum: i64 },
     #[error("only {available} diamonds are available")]
@@ -838,6 +943,8 @@ pub enum PayoutRule {
     LifetimeLimit,
     #[error("the payout is already settled")]
     AlreadySettled,
+    #[error("the payout was already sent to the provider; only the provider can stop it")]
+    AlreadySent,
     #[error("arithmetic overflow")]
     Overflow,
 }
@@ -869,14 +976,31 @@ mod tests {
         }
     }
 
+    fn account(c: &Creator, reference: &str, at: i64) -> Creator {
+        c.with_account(
+            AccountReference::parse(reference).unwrap(),
+            Name::parse("Ann A").unwrap(),
+            c.id.to_string(),
+            UnixMillis(at),
+        )
+        .unwrap()
+    }
+
+    /// Names the creator's current account version.
+    fn current(c: &Creator) -> ReviewedAccount {
+        ReviewedAccount {
+            version: c.account.as_ref().map_or(0, |a| a.version),
+            reference: None,
+        }
+    }
+
     fn verified(name: &str) -> Creator {
-        Creator::register(id(name), Name::parse("Ann").unwrap(), UnixMillis(1))
-            .with_account(
-                AccountReference::parse("sandbox-ok").unwrap(),
-                Name::parse("Ann A").unwrap(),
-                UnixMillis(2),
-            )
-            .reviewed(Decision::Verify, None, review(3))
+        let c = account(
+            &Creator::register(id(name), Name::parse("Ann").unwrap(), UnixMillis(1)),
+            "sandbox-ok",
+            2,
+        );
+        c.reviewed(Decision::Verify, &current(&c), review(3), true)
             .unwrap()
     }
 
@@ -896,18 +1020,18 @@ mod tests {
             c.payout_destination(),
             Err(PayoutRule::AccountNotVerified(_))
         ));
-        let c = c.with_account(
-            AccountReference::parse("sandbox-ok").unwrap(),
-            Name::parse("Ann A").unwrap(),
-            UnixMillis(2),
-        );
+        let c = account(&c, "sandbox-ok", 2);
         assert!(matches!(
             c.payout_destination(),
             Err(PayoutRule::AccountNotVerified(_))
         ));
-        let rejected = c.reviewed(Decision::Reject, None, review(3)).unwrap();
+        let rejected = c
+            .reviewed(Decision::Reject, &current(&c), review(3), true)
+            .unwrap();
         assert!(rejected.payout_destination().is_err());
-        let ok = c.reviewed(Decision::Verify, None, review(3)).unwrap();
+        let ok = c
+            .reviewed(Decision::Verify, &current(&c), review(3), true)
+            .unwrap();
         assert!(ok.payout_destination().is_ok());
         let suspended = ok.suspended(review(4)).unwrap();
         assert_eq!(
@@ -926,26 +1050,120 @@ mod tests {
         assert!(back.payout_destination().is_ok());
         assert!(back.reinstated(UnixMillis(7)).is_none());
         // A new account goes back to review.
-        let moved = back.with_account(
-            AccountReference::parse("sandbox-fail").unwrap(),
-            Name::parse("Ann A").unwrap(),
-            UnixMillis(8),
-        );
+        let moved = account(&back, "sandbox-fail", 8);
         assert!(moved.payout_destination().is_err());
     }
 
     #[test]
-    fn a_review_of_a_stale_account_is_refused() {
+    fn a_review_names_the_current_account_version() {
         let c = verified("ann");
+        assert_eq!(c.account.as_ref().unwrap().version, 1);
         let other = AccountReference::parse("sandbox-other").unwrap();
         assert_eq!(
-            c.reviewed(Decision::Verify, Some(&other), review(9)),
-            Err(PayoutRule::AccountChanged)
+            c.reviewed(
+                Decision::Verify,
+                &ReviewedAccount {
+                    version: 1,
+                    reference: Some(other)
+                },
+                review(9),
+                true
+            ),
+            Err(PayoutRule::AccountChanged { version: 1 })
+        );
+        // Changed and changed back: the same reference, a new version.
+        let again = account(&account(&c, "sandbox-b", 10), "sandbox-ok", 11);
+        assert_eq!(again.account.as_ref().unwrap().version, 3);
+        let stale = ReviewedAccount {
+            version: 1,
+            reference: Some(AccountReference::parse("sandbox-ok").unwrap()),
+        };
+        assert_eq!(
+            again.reviewed(Decision::Verify, &stale, review(12), true),
+            Err(PayoutRule::AccountChanged { version: 3 })
+        );
+        assert!(
+            again
+                .reviewed(Decision::Verify, &current(&again), review(12), true)
+                .is_ok()
         );
         let none = Creator::register(id("bob"), Name::parse("Bob").unwrap(), UnixMillis(1));
         assert_eq!(
-            none.reviewed(Decision::Verify, None, review(9)),
+            none.reviewed(Decision::Verify, &current(&none), review(9), true),
             Err(PayoutRule::NoPayoutAccount)
+        );
+    }
+
+    #[test]
+    fn the_one_who_set_an_account_may_reject_it_but_not_verify_it() {
+        let c = Creator::register(id("ops"), Name::parse("Ops").unwrap(), UnixMillis(1))
+            .with_account(
+                AccountReference::parse("sandbox-ok").unwrap(),
+                Name::parse("Ops").unwrap(),
+                "ops via gateway-1".into(),
+                UnixMillis(2),
+            )
+            .unwrap();
+        assert_eq!(c.account.as_ref().unwrap().set_by_subject(), "ops");
+        assert_eq!(
+            c.reviewed(Decision::Verify, &current(&c), review(3), true),
+            Err(PayoutRule::OwnChange {
+                set_by: "ops via gateway-1".into()
+            })
+        );
+        assert!(
+            c.reviewed(Decision::Reject, &current(&c), review(3), true)
+                .is_ok()
+        );
+        let other = Review {
+            actor: Name::parse("ops-2").unwrap(),
+            ..review(3)
+        };
+        assert!(
+            c.reviewed(Decision::Verify, &current(&c), other, true)
+                .is_ok()
+        );
+        // With authentication off nobody has an identity: no four eyes to apply.
+        assert!(
+            c.reviewed(Decision::Verify, &current(&c), review(3), false)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_suspension_releases_what_was_not_sent_and_asks_about_the_rest() {
+        let creator = verified("ann");
+        let balance = Balance {
+            available: 1_000,
+            held: 0,
+            lifetime_earned: 1_000,
+            paid_out: 0,
+        };
+        let (payout, hold) = Payout::request(
+            "p1".into(),
+            &creator,
+            &balance,
+            Diamonds::parse(1_000).unwrap(),
+            &rate(500, 1_000, 1_000),
+            UnixMillis(5),
+        )
+        .unwrap();
+        assert_eq!(payout.next_step(&creator), NextStep::Pay);
+        let suspended = creator.suspended(review(6)).unwrap();
+        assert_eq!(payout.next_step(&suspended), NextStep::Release);
+        let (released, release) = payout.stopped_by_suspension(UnixMillis(7)).unwrap();
+        assert_eq!(released.state, PayoutState::Released);
+        assert_eq!(released.failure_reason, RELEASED_BY_SUSPENSION);
+        let held = balance.apply(&hold).unwrap();
+        assert_eq!(held.apply(&release).unwrap(), balance, "released exactly");
+
+        let sent = payout.sent(UnixMillis(8));
+        assert_eq!(sent.sent(UnixMillis(9)).sent_at, Some(UnixMillis(8)));
+        assert_eq!(sent.next_step(&suspended), NextStep::Cancel);
+        assert_eq!(
+            sent.stopped_by_suspension(UnixMillis(9)),
+            Err(PayoutRule::AlreadySent),
+            "the provider may have paid it"
         );
     }
 

@@ -4,10 +4,11 @@
 //! types stop here.
 //!
 //! Authorization (ARCHITECTURE.md, authorization matrix):
-//! - a creator's own records (RegisterCreator, GetCreator, SetPayoutAccount,
-//!   GetDiamondBalance, ListEarnings, RequestPayout, GetPayout, ListPayouts of one
-//!   creator): that creator (a `creator` token for them, or the `gateway` acting for
-//!   them) or an `admin`;
+//! - a creator's own records (RegisterCreator, GetCreator, GetDiamondBalance,
+//!   ListEarnings, RequestPayout, GetPayout, ListPayouts of one creator): that creator (a
+//!   `creator` token for them, or the `gateway` acting for them) or an `admin`;
+//! - where a creator is paid (SetPayoutAccount): that creator only (or the gateway for
+//!   them), never an admin: the one who verifies an account must not be able to set it;
 //! - operations on creators and audit reads (VerifyPayoutAccount, SuspendCreator,
 //!   ReinstateCreator, GetLedgerSummary, ListCredits, ListPayouts of every creator):
 //!   `admin`;
@@ -15,6 +16,9 @@
 //!
 //! Idempotency keys are scoped to the creator a request is about (`<creator>/<key>`), so
 //! two creators choosing the same key never collide.
+//!
+//! Who did something is the authenticated caller ([`Who`]), never a request field: the
+//! `actor` fields of the contract are recorded as a note in the reason.
 
 use futures::FutureExt;
 use ovation_auth::{Caller, Role};
@@ -35,7 +39,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     AccountKind, AccountReference, Balance, Creator, Credit, CreditRequest, Decision, Payout,
-    PayoutRule, PayoutState, Review, Verification,
+    PayoutRule, PayoutState, Review, ReviewedAccount, Verification,
 };
 use crate::economy::{Economy, incoming_deadline};
 use crate::store::{self, CreatorEvent, Posted};
@@ -99,11 +103,46 @@ fn check_creator(caller: &Caller, creator_id: &ResourceId) -> Result<(), ApiErro
     }
 }
 
-/// Who made the call, for the journal: the subject, and the gateway acting for it.
-fn caller_label(caller: &Caller) -> String {
-    match caller.actor() {
-        Some(actor) => format!("{} via {actor}", caller.subject()),
-        None => caller.subject().to_owned(),
+/// The caller, if it may say where creator `creator_id` is paid: that creator (role
+/// `creator`, or the `gateway` acting for them). Nobody else, admins included: the one
+/// who verifies an account must not be the one who can change it (four eyes).
+fn require_account_owner<T>(request: &Request<T>, creator_id: &str) -> Result<Caller, ApiError> {
+    let caller = auth::caller(request)?;
+    if caller.is_user(creator_id) && caller.has_any(&[Role::Creator, Role::Gateway]) {
+        Ok(caller)
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not set creator {creator_id}'s payout account: only the creator (or the \
+             gateway for them) says where they are paid; admins verify it",
+            caller.subject()
+        )))
+    }
+}
+
+/// Who made a call, as authenticated: what the journal and reviews record.
+#[derive(Clone, Debug)]
+struct Who {
+    /// The token's subject: the actor of record.
+    subject: String,
+    /// The subject, and the gateway that presented the token, if any.
+    label: String,
+}
+
+impl Who {
+    fn of(caller: &Caller) -> Who {
+        Who {
+            subject: caller.subject().to_owned(),
+            label: match caller.actor() {
+                Some(actor) => format!("{} via {actor}", caller.subject()),
+                None => caller.subject().to_owned(),
+            },
+        }
+    }
+
+    /// The subject as a review's or suspension's actor.
+    fn as_actor(&self) -> Result<Name, ApiError> {
+        Name::parse(&self.subject)
+            .map_err(|e| ApiError::Internal(format!("caller subject as an actor: {e}")))
     }
 }
 
@@ -152,11 +191,33 @@ fn parse_state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
     }
 }
 
-fn actor_and_reason(v: &mut Violations, actor: &str, reason: &str) -> (Option<Name>, Option<Text>) {
-    (
-        v.check("actor", Name::parse(actor)),
-        v.check("reason", Text::parse_required(reason)),
-    )
+/// The reason to record: `reason`, with the request's optional `actor` appended as a note
+/// (" (reported by: <actor>)"). The actor of record is always the caller ([`Who`]).
+fn reason_with_note(v: &mut Violations, actor: &str, reason: &str) -> Option<Text> {
+    let note = if actor.is_empty() {
+        Some(None)
+    } else {
+        v.check("actor", Name::parse(actor)).map(Some)
+    };
+    let reason = v.check("reason", Text::parse_required(reason));
+    match (note?, reason?) {
+        (None, reason) => Some(reason),
+        (Some(note), reason) => v.check(
+            "actor",
+            Text::parse(&format!(
+                "{} (reported by: {})",
+                reason.as_str(),
+                note.as_str()
+            ))
+            .map_err(|_| {
+                format!(
+                    "the reason with this note (\" (reported by: …)\") must be at most {} \
+                         characters",
+                    ovation_types::limits::TEXT_CHARS_MAX
+                )
+            }),
+        ),
+    }
 }
 
 // ---- errors ------------------------------------------------------------------------
@@ -167,13 +228,14 @@ fn rule_error(rule: PayoutRule) -> ApiError {
         PayoutRule::CreatorSuspended => "CREATOR_SUSPENDED",
         PayoutRule::AccountNotVerified(_) => "PAYOUT_ACCOUNT_NOT_VERIFIED",
         PayoutRule::NoPayoutAccount => "NO_PAYOUT_ACCOUNT",
-        PayoutRule::AccountChanged => "PAYOUT_ACCOUNT_CHANGED",
+        PayoutRule::AccountChanged { .. } => "PAYOUT_ACCOUNT_CHANGED",
+        PayoutRule::OwnChange { .. } => return ApiError::PermissionDenied(message),
         PayoutRule::BelowMinimum { .. } => "BELOW_PAYOUT_MINIMUM",
         PayoutRule::InsufficientDiamonds { .. } => "INSUFFICIENT_DIAMONDS",
         PayoutRule::AmountTooSmall => "AMOUNT_TOO_SMALL",
         PayoutRule::AmountTooLarge => "AMOUNT_TOO_LARGE",
         PayoutRule::LifetimeLimit => "LIFETIME_LIMIT_REACHED",
-        PayoutRule::AlreadySettled | PayoutRule::Overflow => {
+        PayoutRule::AlreadySettled | PayoutRule::AlreadySent | PayoutRule::Overflow => {
             return ApiError::Internal(message);
         }
     };
@@ -201,8 +263,7 @@ async fn locked_creator(conn: &mut Conn, id: &ResourceId) -> Result<Creator, Api
 fn event(
     creator: &Creator,
     action: &'static str,
-    actor: &str,
-    caller: &str,
+    who: &Who,
     reason: &str,
     detail: String,
     at: UnixMillis,
@@ -210,12 +271,37 @@ fn event(
     CreatorEvent {
         creator_id: creator.id.clone(),
         action,
-        actor: actor.to_owned(),
-        caller: caller.to_owned(),
+        actor: who.subject.clone(),
+        caller: who.label.clone(),
         reason: reason.to_owned(),
         detail,
         at,
     }
+}
+
+/// Releases every HELD payout of `creator` not yet handed to the provider (inside
+/// SuspendCreator's transaction, the creator's row locked); returns their ids. Payouts
+/// already sent are left to the worker, which asks the provider.
+async fn release_unsent_payouts(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    now: UnixMillis,
+) -> Result<Vec<String>, ApiError> {
+    let mut released = Vec::new();
+    for payout in store::unsent_payouts(conn, creator).await? {
+        let (settled, entry) = payout.stopped_by_suspension(now).map_err(rule_error)?;
+        match store::settle_payout(conn, &settled, &entry, true).await? {
+            store::Settled::Yes => released.push(settled.id),
+            store::Settled::NotHeld => {}
+            store::Settled::HeldShort => {
+                return Err(ApiError::Internal(format!(
+                    "payout {} is HELD but its creator's held balance is short of it",
+                    payout.id
+                )));
+            }
+        }
+    }
+    Ok(released)
 }
 
 #[tonic::async_trait]
@@ -237,7 +323,7 @@ impl PayoutService for Payouts {
         let (key, id, name) = v
             .finish(|| Some((key?, id?, name?)))
             .map_err(ApiError::from)?;
-        let who = caller_label(&caller);
+        let who = Who::of(&caller);
         let (response, _) = self
             .db
             .idempotent(
@@ -256,7 +342,7 @@ impl PayoutService for Payouts {
                         }
                         store::insert_creator_event(
                             conn,
-                            &event(&creator, "REGISTER", &who, &who, "", String::new(), now),
+                            &event(&creator, "REGISTER", &who, "", String::new(), now),
                         )
                         .await?;
                         Ok::<_, ApiError>(pb::RegisterCreatorResponse {
@@ -293,7 +379,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::SetPayoutAccountRequest>,
     ) -> Reply<pb::SetPayoutAccountResponse> {
-        let caller = require_creator(&request, &request.get_ref().creator_id)?;
+        let caller = require_account_owner(&request, &request.get_ref().creator_id)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetPayoutAccount", &req);
         let mut v = Violations::default();
@@ -310,7 +396,7 @@ impl PayoutService for Payouts {
         let (key, id, reference, holder) = v
             .finish(|| Some((key?, id?, reference?, holder?)))
             .map_err(ApiError::from)?;
-        let who = caller_label(&caller);
+        let who = Who::of(&caller);
         let (response, _) = self
             .db
             .idempotent(
@@ -319,14 +405,20 @@ impl PayoutService for Payouts {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let now = UnixMillis::now();
                         let creator = locked_creator(conn, &id).await?;
-                        let detail = reference.as_str().to_owned();
-                        let next = creator.with_account(reference, holder, now);
+                        let now = UnixMillis::now();
+                        let next = creator
+                            .with_account(reference, holder, who.label.clone(), now)
+                            .map_err(rule_error)?;
+                        let detail = next
+                            .account
+                            .as_ref()
+                            .map(|a| format!("{} (version {})", a.reference.as_str(), a.version))
+                            .unwrap_or_default();
                         store::update_creator(conn, &next).await?;
                         store::insert_creator_event(
                             conn,
-                            &event(&next, "SET_PAYOUT_ACCOUNT", &who, &who, "", detail, now),
+                            &event(&next, "SET_PAYOUT_ACCOUNT", &who, "", detail, now),
                         )
                         .await?;
                         Ok::<_, ApiError>(pb::SetPayoutAccountResponse {
@@ -354,7 +446,7 @@ impl PayoutService for Payouts {
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
         let decision = v.check("decision", parse_decision(req.decision));
-        let reviewed = if req.account_reference.is_empty() {
+        let reference = if req.account_reference.is_empty() {
             Some(None)
         } else {
             v.check(
@@ -363,11 +455,25 @@ impl PayoutService for Payouts {
             )
             .map(Some)
         };
-        let (actor, reason) = actor_and_reason(&mut v, &req.actor, &req.reason);
-        let (key, id, decision, reviewed, actor, reason) = v
-            .finish(|| Some((key?, id?, decision?, reviewed?, actor?, reason?)))
+        if req.account_version < 1 {
+            v.add(
+                "account_version",
+                "is required: the payout account version you reviewed (GetCreator shows it)",
+            );
+        }
+        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let (key, id, decision, reference, reason) = v
+            .finish(|| Some((key?, id?, decision?, reference?, reason?)))
             .map_err(ApiError::from)?;
-        let who = caller_label(&caller);
+        let reviewed = ReviewedAccount {
+            version: req.account_version,
+            reference,
+        };
+        let who = Who::of(&caller);
+        let actor = who.as_actor()?;
+        // With authentication off (--insecure-no-auth) every caller is the same nobody:
+        // four eyes cannot apply.
+        let four_eyes = caller != Caller::unchecked();
         let (response, _) = self
             .db
             .idempotent(
@@ -376,21 +482,21 @@ impl PayoutService for Payouts {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let now = UnixMillis::now();
                         let creator = locked_creator(conn, &id).await?;
+                        let now = UnixMillis::now();
                         let review = Review {
-                            actor: actor.clone(),
+                            actor,
                             reason: reason.clone(),
                             at: now,
                         };
                         let next = creator
-                            .reviewed(decision, reviewed.as_ref(), review)
+                            .reviewed(decision, &reviewed, review, four_eyes)
                             .map_err(rule_error)?;
                         store::update_creator(conn, &next).await?;
                         let detail = next
                             .account
                             .as_ref()
-                            .map(|a| a.reference.as_str().to_owned())
+                            .map(|a| format!("{} (version {})", a.reference.as_str(), a.version))
                             .unwrap_or_default();
                         let action = match decision {
                             Decision::Verify => "VERIFY",
@@ -398,15 +504,7 @@ impl PayoutService for Payouts {
                         };
                         store::insert_creator_event(
                             conn,
-                            &event(
-                                &next,
-                                action,
-                                actor.as_str(),
-                                &who,
-                                reason.as_str(),
-                                detail,
-                                now,
-                            ),
+                            &event(&next, action, &who, reason.as_str(), detail, now),
                         )
                         .await?;
                         Ok::<_, ApiError>(pb::VerifyPayoutAccountResponse {
@@ -433,11 +531,12 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let (actor, reason) = actor_and_reason(&mut v, &req.actor, &req.reason);
-        let (key, id, actor, reason) = v
-            .finish(|| Some((key?, id?, actor?, reason?)))
+        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let (key, id, reason) = v
+            .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
-        let who = caller_label(&caller);
+        let who = Who::of(&caller);
+        let actor = who.as_actor()?;
         let (response, _) = self
             .db
             .idempotent(
@@ -446,10 +545,13 @@ impl PayoutService for Payouts {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let now = UnixMillis::now();
+                        // The lock first, the instant after it: whatever took the creator's
+                        // lock before (a credit, a payout request, a payout handed to the
+                        // provider) happened before the suspension.
                         let creator = locked_creator(conn, &id).await?;
+                        let now = UnixMillis::now();
                         let review = Review {
-                            actor: actor.clone(),
+                            actor,
                             reason: reason.clone(),
                             at: now,
                         };
@@ -457,17 +559,19 @@ impl PayoutService for Payouts {
                             None => creator,
                             Some(next) => {
                                 store::update_creator(conn, &next).await?;
+                                let released = release_unsent_payouts(conn, &next.id, now).await?;
+                                let detail = if released.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        "released {} payout(s) not yet sent: {}",
+                                        released.len(),
+                                        released.join(", ")
+                                    )
+                                };
                                 store::insert_creator_event(
                                     conn,
-                                    &event(
-                                        &next,
-                                        "SUSPEND",
-                                        actor.as_str(),
-                                        &who,
-                                        reason.as_str(),
-                                        String::new(),
-                                        now,
-                                    ),
+                                    &event(&next, "SUSPEND", &who, reason.as_str(), detail, now),
                                 )
                                 .await?;
                                 next
@@ -497,11 +601,11 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let (actor, reason) = actor_and_reason(&mut v, &req.actor, &req.reason);
-        let (key, id, actor, reason) = v
-            .finish(|| Some((key?, id?, actor?, reason?)))
+        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let (key, id, reason) = v
+            .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
-        let who = caller_label(&caller);
+        let who = Who::of(&caller);
         let (response, _) = self
             .db
             .idempotent(
@@ -510,8 +614,8 @@ impl PayoutService for Payouts {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let now = UnixMillis::now();
                         let creator = locked_creator(conn, &id).await?;
+                        let now = UnixMillis::now();
                         let creator = match creator.reinstated(now) {
                             None => creator,
                             Some(next) => {
@@ -521,7 +625,6 @@ impl PayoutService for Payouts {
                                     &event(
                                         &next,
                                         "REINSTATE",
-                                        actor.as_str(),
                                         &who,
                                         reason.as_str(),
                                         String::new(),
@@ -683,10 +786,10 @@ impl PayoutService for Payouts {
                 |conn: &mut Conn| {
                     async move {
                         let rate = rate?;
+                        // Locked, so a suspension is either seen here or sees this payout
+                        // (and releases it).
+                        let creator = locked_creator(conn, &id).await?;
                         let now = UnixMillis::now();
-                        let creator = store::get_creator(conn, &id)
-                            .await?
-                            .ok_or_else(|| creator_not_found(&id))?;
                         let balance = store::get_balance(conn, &id)
                             .await?
                             .ok_or_else(|| balance_missing(&id))?;
@@ -919,17 +1022,21 @@ async fn credit_once(
     if let Some(existing) = store::get_credit(conn, &request.operation_id).await? {
         return replay(existing, &request);
     }
-    let creator = store::get_creator(conn, &request.creator_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::failed_precondition(
-                "CREATOR_NOT_FOUND",
-                format!(
-                    "creator {} is not registered: the credit is refused for good",
-                    request.creator_id
-                ),
-            )
-        })?;
+    // Locked, so a credit lands wholly before a suspension or is refused by it.
+    let creator = if store::lock_creator(conn, &request.creator_id).await? {
+        store::get_creator(conn, &request.creator_id).await?
+    } else {
+        None
+    }
+    .ok_or_else(|| {
+        ApiError::failed_precondition(
+            "CREATOR_NOT_FOUND",
+            format!(
+                "creator {} is not registered: the credit is refused for good",
+                request.creator_id
+            ),
+        )
+    })?;
     creator.check_may_receive_credit().map_err(|rule| {
         ApiError::failed_precondition(
             "CREATOR_SUSPENDED",
@@ -1005,6 +1112,8 @@ fn creator_to_proto(c: &Creator) -> pb::Creator {
                     .unwrap_or_default(),
                 review_time: review.map(|r| to_timestamp(r.at)),
                 set_time: Some(to_timestamp(a.set_at)),
+                version: a.version,
+                set_by: a.set_by.clone(),
             }
         }),
         suspension: c.suspension.as_ref().map(|s| pb::Suspension {
@@ -1054,6 +1163,7 @@ fn payout_to_proto(p: &Payout) -> pb::Payout {
         create_time: Some(to_timestamp(p.created_at)),
         update_time: Some(to_timestamp(p.updated_at)),
         settle_time: p.settled_at.map(to_timestamp),
+        send_time: p.sent_at.map(to_timestamp),
     }
 }
 

@@ -8,6 +8,13 @@
 //! the same outcome and does not pay again. That is what makes "never paid twice" hold
 //! when our side cannot know whether a call that timed out went through.
 //!
+//! [`PayoutProvider::cancel`] stops a payout the provider has not paid (a creator was
+//! suspended after it was sent): the provider answers how the payout ends for good. Paid
+//! if it was paid (a transfer is not recalled: the payout is recorded PAID); declined if
+//! it is now cancelled (or was refused), after which `pay` for that id must answer
+//! declined and never pay. Like `pay`, it is idempotent and may fail without a definite
+//! answer (retried).
+//!
 //! # Sandbox outcomes
 //!
 //! The sandbox picks its behaviour from the payout account reference (set with
@@ -21,6 +28,8 @@
 //! | anything else (e.g. `sandbox-ok`) | paid at once |
 //!
 //! A call for a payout id the sandbox has already decided answers that decision at once.
+//! A cancellation records a refusal unless a decision is recorded (first decision wins),
+//! so a payout the sandbox had not paid is never paid after it.
 //!
 //! # Where the sandbox keeps its records
 //!
@@ -69,6 +78,14 @@ pub struct ProviderError(pub String);
 pub trait PayoutProvider: Send + Sync + std::fmt::Debug {
     /// Pays `order`, or answers how an earlier call for the same payout id ended.
     fn pay<'a>(
+        &'a self,
+        order: &'a PayoutOrder,
+    ) -> BoxFuture<'a, Result<ProviderOutcome, ProviderError>>;
+
+    /// Cancels `order` unless it is paid already, and answers how it ends for good:
+    /// [`ProviderOutcome::Paid`] if it was paid, [`ProviderOutcome::Declined`] if it is
+    /// cancelled or was refused (then `pay` of that payout id never pays).
+    fn cancel<'a>(
         &'a self,
         order: &'a PayoutOrder,
     ) -> BoxFuture<'a, Result<ProviderOutcome, ProviderError>>;
@@ -290,6 +307,20 @@ impl SandboxProvider {
         }
     }
 
+    async fn cancel_order(&self, order: &PayoutOrder) -> Result<ProviderOutcome, ProviderError> {
+        if let Some(outcome) = self.recorded(&order.payout_id)? {
+            return Ok(outcome);
+        }
+        let cancelled = ProviderOutcome::Declined {
+            reason: "sandbox: cancelled before it was paid (the creator was suspended)".into(),
+        };
+        // First decision wins: a payment recorded meanwhile is the answer.
+        let (outcome, _) = self.record(&order.payout_id, cancelled)?;
+        tracing::info!(payout_id = %order.payout_id, paid = matches!(outcome, ProviderOutcome::Paid { .. }),
+            "sandbox provider asked to cancel");
+        Ok(outcome)
+    }
+
     fn pay_once(
         &self,
         order: &PayoutOrder,
@@ -319,6 +350,13 @@ impl PayoutProvider for SandboxProvider {
         order: &'a PayoutOrder,
     ) -> BoxFuture<'a, Result<ProviderOutcome, ProviderError>> {
         Box::pin(self.decide(order))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        order: &'a PayoutOrder,
+    ) -> BoxFuture<'a, Result<ProviderOutcome, ProviderError>> {
+        Box::pin(self.cancel_order(order))
     }
 }
 
@@ -413,6 +451,44 @@ mod tests {
         assert!(matches!(declined, ProviderOutcome::Declined { .. }));
         assert_eq!(sandbox.pay(&d).await.unwrap(), declined);
         assert_eq!(sandbox.payments().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_stops_an_unpaid_payout_and_cannot_undo_a_paid_one() {
+        let sandbox = SandboxProvider::in_memory();
+        // Sent, failed transiently, then cancelled: never paid afterwards.
+        let t = order("p4", "sandbox-transient-1");
+        assert!(sandbox.pay(&t).await.is_err());
+        let cancelled = sandbox.cancel(&t).await.unwrap();
+        assert!(matches!(cancelled, ProviderOutcome::Declined { .. }));
+        assert_eq!(sandbox.pay(&t).await.unwrap(), cancelled);
+        assert_eq!(sandbox.cancel(&t).await.unwrap(), cancelled, "idempotent");
+        // Paid already: the cancellation answers paid.
+        let p = order("p5", "sandbox-ok");
+        let paid = sandbox.pay(&p).await.unwrap();
+        assert_eq!(sandbox.cancel(&p).await.unwrap(), paid);
+        assert_eq!(
+            sandbox
+                .payments()
+                .iter()
+                .map(|x| x.payout_id.as_str())
+                .collect::<Vec<_>>(),
+            ["p5"]
+        );
+        // In a directory too.
+        let dir = std::env::temp_dir().join(format!("ovation-sandbox-{}", uuid::Uuid::new_v4()));
+        let on_disk = SandboxProvider::in_dir(&dir);
+        let d = order("po:6", "sandbox-ok");
+        assert!(matches!(
+            on_disk.cancel(&d).await.unwrap(),
+            ProviderOutcome::Declined { .. }
+        ));
+        assert!(matches!(
+            on_disk.pay(&d).await.unwrap(),
+            ProviderOutcome::Declined { .. }
+        ));
+        assert!(on_disk.payments().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

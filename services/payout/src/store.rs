@@ -26,7 +26,8 @@ use crate::domain::{
 
 const CREATOR_COLUMNS: &str = "creator_id, display_name, state, suspended_by, suspend_reason, \
      suspended_at_ms, account_reference, holder_name, verification, reviewed_by, review_reason, \
-     reviewed_at_ms, account_set_at_ms, created_at_ms, updated_at_ms";
+     reviewed_at_ms, account_set_at_ms, account_version, account_set_by, created_at_ms, \
+     updated_at_ms";
 
 /// Inserts a new creator with its two ledger accounts and a zero balance; `false` if
 /// the id is taken.
@@ -69,7 +70,11 @@ pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, 
 
 /// Takes the creator's row lock for the rest of the transaction (PostgreSQL; SQLite's
 /// write transactions hold the database lock already), so a read-modify-write of the
-/// creator cannot lose a concurrent change. `false` if there is no such creator.
+/// creator cannot lose a concurrent change, and whatever depends on the creator's state
+/// (a credit, a payout request, handing a payout to the provider, settling one) is
+/// ordered against a suspension. Every write transaction that takes it takes it first
+/// (before the creator's balance or payout rows), so they cannot deadlock. `false` if
+/// there is no such creator.
 pub async fn lock_creator(conn: &mut Conn, id: &ResourceId) -> Result<bool, StoreError> {
     let done =
         sqlx::query("UPDATE creators SET updated_at_ms = updated_at_ms WHERE creator_id = $1")
@@ -98,7 +103,8 @@ pub async fn update_creator(conn: &mut Conn, creator: &Creator) -> Result<(), St
         "UPDATE creators SET display_name = $2, state = $3, suspended_by = $4, \
          suspend_reason = $5, suspended_at_ms = $6, account_reference = $7, holder_name = $8, \
          verification = $9, reviewed_by = $10, review_reason = $11, reviewed_at_ms = $12, \
-         account_set_at_ms = $13, updated_at_ms = $14 WHERE creator_id = $1",
+         account_set_at_ms = $13, updated_at_ms = $14, account_version = $15, \
+         account_set_by = $16 WHERE creator_id = $1",
     )
     .bind(creator.id.as_str())
     .bind(creator.display_name.as_str())
@@ -118,6 +124,8 @@ pub async fn update_creator(conn: &mut Conn, creator: &Creator) -> Result<(), St
     .bind(review.map(|r| r.at.0))
     .bind(account.map(|a| a.set_at.0))
     .bind(creator.updated_at.0)
+    .bind(account.map_or(0, |a| a.version))
+    .bind(account.map(|a| a.set_by.clone()))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -151,6 +159,8 @@ fn creator_from_row(row: &AnyRow) -> Result<Creator, StoreError> {
             let holder: Option<String> = row.try_get("holder_name")?;
             let verification: Option<String> = row.try_get("verification")?;
             let set_at: Option<i64> = row.try_get("account_set_at_ms")?;
+            let version: i64 = row.try_get("account_version")?;
+            let set_by: Option<String> = row.try_get("account_set_by")?;
             let reviewed = || {
                 review(
                     row.try_get("reviewed_by")?,
@@ -169,6 +179,12 @@ fn creator_from_row(row: &AnyRow) -> Result<Creator, StoreError> {
                 holder_name: stored(Name::parse(holder.as_deref().unwrap_or("")))?,
                 verification,
                 set_at: UnixMillis(stored(set_at.ok_or_else(|| "no account_set_at_ms".into()))?),
+                version: stored(if version >= 1 {
+                    Ok(version)
+                } else {
+                    Err(format!("account version {version}"))
+                })?,
+                set_by: stored(set_by.ok_or_else(|| "no account_set_by".into()))?,
             })
         }
     };
@@ -188,7 +204,7 @@ pub struct CreatorEvent {
     pub creator_id: ResourceId,
     /// REGISTER, SET_PAYOUT_ACCOUNT, VERIFY, REJECT, SUSPEND, REINSTATE.
     pub action: &'static str,
-    /// The operator named in the request (admin actions) or the caller.
+    /// The authenticated caller's subject (never a name the request supplied).
     pub actor: String,
     /// The authenticated caller (subject, and the gateway acting for it, if any).
     pub caller: String,
@@ -594,7 +610,7 @@ fn optional_id(id: &Option<ResourceId>) -> &str {
 const PAYOUT_COLUMNS: &str = "payout_id, creator_id, diamonds, currency_code, amount_minor, \
      economy_version, rate_amount_minor, diamonds_per_payout_unit, minimum_diamonds, state, \
      account_reference, provider_reference, failure_reason, attempts, created_at_ms, \
-     updated_at_ms, settled_at_ms";
+     updated_at_ms, settled_at_ms, sent_at_ms";
 
 /// Records a new (HELD) payout, due for its first provider call at once.
 pub async fn insert_payout(conn: &mut Conn, payout: &Payout) -> Result<(), StoreError> {
@@ -689,13 +705,32 @@ pub async fn claim_due_payout(
     row.as_ref().map(payout_from_row).transpose()
 }
 
-/// Moves a HELD payout to its settled state (compare-and-set on HELD) and drops its
-/// lease; `false` if it was no longer HELD (settled by someone else: nothing to do).
-pub async fn mark_settled(conn: &mut Conn, settled: &Payout) -> Result<bool, StoreError> {
+/// The outcome of [`settle_payout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Yes,
+    /// No longer HELD (or, for `unsent_only`, sent meanwhile): settled by someone else,
+    /// nothing written.
+    NotHeld,
+    /// HELD, but the creator's held balance is short of it: a broken invariant; nothing
+    /// written, the caller must roll back.
+    HeldShort,
+}
+
+/// Settles a HELD payout: its new state (compare-and-set on HELD, and on not yet sent
+/// when `unsent_only`), its lease dropped, and `entry` (the capture or release, whose id
+/// `settle:<payout>` refuses a second settlement) posted.
+pub async fn settle_payout(
+    conn: &mut Conn,
+    settled: &Payout,
+    entry: &JournalEntry,
+    unsent_only: bool,
+) -> Result<Settled, StoreError> {
     let done = sqlx::query(
         "UPDATE payouts SET state = $2, provider_reference = $3, failure_reason = $4, \
          updated_at_ms = $5, settled_at_ms = $6, lease_owner = NULL, lease_until_ms = NULL, \
-         last_error = '' WHERE payout_id = $1 AND state = 'HELD'",
+         last_error = '' WHERE payout_id = $1 AND state = 'HELD' \
+         AND ($7 = 0 OR sent_at_ms IS NULL)",
     )
     .bind(settled.id.as_str())
     .bind(settled.state.as_str())
@@ -703,6 +738,71 @@ pub async fn mark_settled(conn: &mut Conn, settled: &Payout) -> Result<bool, Sto
     .bind(settled.failure_reason.as_str())
     .bind(settled.updated_at.0)
     .bind(settled.settled_at.map(|t| t.0))
+    .bind(i64::from(unsent_only))
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(Settled::NotHeld);
+    }
+    Ok(match post_entry(conn, entry).await? {
+        Posted::Yes => Settled::Yes,
+        Posted::Refused => Settled::HeldShort,
+    })
+}
+
+/// A creator's HELD payouts not yet handed to the provider (what a suspension releases).
+pub async fn unsent_payouts(
+    conn: &mut Conn,
+    creator_id: &ResourceId,
+) -> Result<Vec<Payout>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts \
+         WHERE creator_id = $1 AND state = 'HELD' AND sent_at_ms IS NULL \
+         ORDER BY created_at_ms, payout_id"
+    )))
+    .bind(creator_id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| payout_from_row(r).map(|(p, _)| p))
+        .collect()
+}
+
+/// The payout `id` if it is HELD and leased to `owner`; `None` otherwise (settled, or
+/// taken over by another worker whose lease outlived ours).
+pub async fn get_leased_payout(
+    conn: &mut Conn,
+    id: &str,
+    owner: &str,
+) -> Result<Option<Payout>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts \
+         WHERE payout_id = $1 AND state = 'HELD' AND lease_owner = $2"
+    )))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref()
+        .map(|r| payout_from_row(r).map(|(p, _)| p))
+        .transpose()
+}
+
+/// Records that `owner` hands HELD payout `id` to the provider at `at` (the first time
+/// only); `false` if it is no longer HELD and leased to `owner`.
+pub async fn mark_sent(
+    conn: &mut Conn,
+    id: &str,
+    owner: &str,
+    at: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE payouts SET sent_at_ms = COALESCE(sent_at_ms, $3) \
+         WHERE payout_id = $1 AND state = 'HELD' AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(at.0)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -759,6 +859,7 @@ fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
     let money = |amount: i64| stored(Money::parse(&currency, amount).map_err(|(_, e)| e));
     let state: String = row.try_get("state")?;
     let settled_at: Option<i64> = row.try_get("settled_at_ms")?;
+    let sent_at: Option<i64> = row.try_get("sent_at_ms")?;
     Ok((
         Payout {
             id: row.try_get("payout_id")?,
@@ -784,6 +885,7 @@ fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
             created_at: UnixMillis(row.try_get("created_at_ms")?),
             updated_at: UnixMillis(row.try_get("updated_at_ms")?),
             settled_at: settled_at.map(UnixMillis),
+            sent_at: sent_at.map(UnixMillis),
         },
         row.try_get("attempts")?,
     ))

@@ -6,10 +6,21 @@
 //!   `lease_until_ms`), so two replicas never call the provider for one payout at the
 //!   same time; a lease outlives the provider deadline, and a crashed worker's leases
 //!   expire, so its payouts resume elsewhere or after a restart.
+//! - Before calling the provider it **hands the payout over** in one transaction that
+//!   locks the creator's row first (as SuspendCreator does) and re-reads the creator: an
+//!   active creator's payout is recorded as sent (`sent_at_ms`, first time only) and
+//!   paid; a suspended creator's payout that was never sent is released there and then,
+//!   without a call; one already sent (it may be paid) is not released on a guess: the
+//!   provider is asked to cancel it, and its answer settles it (PAID if it had paid,
+//!   RELEASED if cancelled). SuspendCreator releases the unsent ones itself; the check
+//!   here catches any that a suspension did not see, and orders the send against it:
+//!   a payout is either sent before the suspension (and then settled by the provider)
+//!   or released.
 //! - It calls the provider with the payout id (the provider's idempotency key) under a
-//!   deadline. A definite answer settles the payout in one transaction: state compare-and-
-//!   set on HELD, plus the capture (PAID) or release (FAILED → RELEASED) journal entry
-//!   `settle:<payout>`, whose primary key refuses a second settlement.
+//!   deadline. A definite answer settles the payout in one transaction (creator row
+//!   locked first): state compare-and-set on HELD, plus the capture (PAID) or release
+//!   (FAILED → RELEASED) journal entry `settle:<payout>`, whose primary key refuses a
+//!   second settlement.
 //! - No definite answer (timeout, transient error, our database failing) is never a
 //!   refusal: the payout stays HELD and is retried with exponential backoff and jitter.
 //!   After `retry_budget` attempts it is flagged for an operator (`attention`, logged as an
@@ -32,9 +43,9 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use crate::domain::{Payout, Settlement};
+use crate::domain::{NextStep, Payout, Settlement};
 use crate::provider::{PayoutOrder, PayoutProvider, ProviderOutcome};
-use crate::store::{self, Posted};
+use crate::store::{self, Settled};
 
 /// How the worker paces itself. Every field is a bound.
 #[derive(Clone, Debug)]
@@ -207,7 +218,75 @@ fn after(now: UnixMillis, d: Duration) -> UnixMillis {
     )
 }
 
-/// One provider call for `payout`, and what follows from its answer.
+/// What the handover decided.
+enum Handover {
+    /// Call the provider to pay it.
+    Pay,
+    /// Ask the provider to cancel it (its creator was suspended after it was sent).
+    Cancel,
+    /// Nothing to call: released here (suspended, never sent), or no longer ours.
+    Done,
+}
+
+/// Hands `payout` over (see the module documentation), in one transaction that locks
+/// the creator's row first, so a suspension is either seen here or sees the payout sent.
+async fn hand_over(db: &Db, payout: &Payout, owner: &str) -> Result<Handover, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let creator = if store::lock_creator(&mut tx, &payout.creator_id).await? {
+        store::get_creator(&mut tx, &payout.creator_id).await?
+    } else {
+        None
+    };
+    let (Some(creator), Some(current)) = (
+        creator,
+        store::get_leased_payout(&mut tx, &payout.id, owner).await?,
+    ) else {
+        // Settled meanwhile (or taken over by another worker): nothing to do.
+        tx.rollback().await?;
+        return Ok(Handover::Done);
+    };
+    let now = UnixMillis::now();
+    let step = match current.next_step(&creator) {
+        NextStep::Pay => {
+            if !store::mark_sent(&mut tx, &current.id, owner, now).await? {
+                tx.rollback().await?;
+                return Ok(Handover::Done);
+            }
+            Handover::Pay
+        }
+        NextStep::Cancel => Handover::Cancel,
+        NextStep::Release => {
+            let (released, entry) = current
+                .stopped_by_suspension(now)
+                .map_err(|e| broken(format!("payout {}: {e}", current.id)))?;
+            match store::settle_payout(&mut tx, &released, &entry, true).await? {
+                Settled::Yes => {
+                    tracing::info!(payout_id = %current.id, creator_id = %creator.id,
+                        "payout of a suspended creator released before it was sent");
+                }
+                Settled::NotHeld => {}
+                Settled::HeldShort => return Err(held_short(&current)),
+            }
+            Handover::Done
+        }
+    };
+    tx.commit().await?;
+    Ok(step)
+}
+
+fn broken(message: String) -> StoreError {
+    StoreError::Database(ovation_store::sqlx::Error::Protocol(message))
+}
+
+fn held_short(payout: &Payout) -> StoreError {
+    broken(format!(
+        "payout {} is HELD but its creator's held balance is short of {} diamonds",
+        payout.id,
+        payout.diamonds.get()
+    ))
+}
+
+/// One attempt at `payout`; without a definite answer it stays HELD and is retried.
 async fn attempt(
     db: Db,
     provider: Arc<dyn PayoutProvider>,
@@ -216,31 +295,9 @@ async fn attempt(
     payout: Payout,
     attempts: i64,
 ) {
-    let order = PayoutOrder {
-        payout_id: payout.id.clone(),
-        creator_id: payout.creator_id.to_string(),
-        amount: payout.amount,
-        account_reference: payout.account_reference.as_str().to_owned(),
-    };
-    let answer = tokio::time::timeout(config.provider_timeout, provider.pay(&order)).await;
-    let failure = match answer {
-        Ok(Ok(outcome)) => {
-            let settlement = match outcome {
-                ProviderOutcome::Paid { provider_reference } => {
-                    Settlement::Paid { provider_reference }
-                }
-                ProviderOutcome::Declined { reason } => Settlement::Failed { reason },
-            };
-            match settle(&db, &payout, settlement).await {
-                Ok(()) => return,
-                Err(e) => format!("recording the provider's answer failed: {e}"),
-            }
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!(
-            "the payout provider did not answer within {} ms",
-            config.provider_timeout.as_millis()
-        ),
+    let failure = match drive(&db, provider.as_ref(), &config, &owner, &payout).await {
+        Ok(()) => return,
+        Err(failure) => failure,
     };
     let attention = attempts >= i64::from(config.retry_budget);
     let delay = backoff(&config, attempts, rand::random::<f64>() * 0.5 + 0.5);
@@ -264,8 +321,54 @@ async fn attempt(
     }
 }
 
+/// Hands `payout` over, calls the provider (pay, or cancel if its creator was suspended
+/// after it was sent) and records a definite answer. `Err`: what kept the answer from
+/// being definite.
+async fn drive(
+    db: &Db,
+    provider: &dyn PayoutProvider,
+    config: &WorkerConfig,
+    owner: &str,
+    payout: &Payout,
+) -> Result<(), String> {
+    let order = PayoutOrder {
+        payout_id: payout.id.clone(),
+        creator_id: payout.creator_id.to_string(),
+        amount: payout.amount,
+        account_reference: payout.account_reference.as_str().to_owned(),
+    };
+    let handover = hand_over(db, payout, owner)
+        .await
+        .map_err(|e| format!("handing the payout over failed: {e}"))?;
+    let call = match handover {
+        Handover::Done => return Ok(()),
+        Handover::Pay => provider.pay(&order),
+        Handover::Cancel => {
+            tracing::info!(payout_id = %payout.id,
+                "creator suspended after the payout was sent: asking the provider to cancel it");
+            provider.cancel(&order)
+        }
+    };
+    let outcome = tokio::time::timeout(config.provider_timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "the payout provider did not answer within {} ms",
+                config.provider_timeout.as_millis()
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    let settlement = match outcome {
+        ProviderOutcome::Paid { provider_reference } => Settlement::Paid { provider_reference },
+        ProviderOutcome::Declined { reason } => Settlement::Failed { reason },
+    };
+    settle(db, payout, settlement)
+        .await
+        .map_err(|e| format!("recording the provider's answer failed: {e}"))
+}
+
 /// Records the provider's definite answer: the payout's new state and the capture or
-/// release entry, in one transaction.
+/// release entry, in one transaction (the creator's row locked first, as everywhere).
 async fn settle(db: &Db, payout: &Payout, settlement: Settlement) -> Result<(), StoreError> {
     let (settled, entry) = match payout.settle(settlement, UnixMillis::now()) {
         Ok(done) => done,
@@ -273,22 +376,18 @@ async fn settle(db: &Db, payout: &Payout, settlement: Settlement) -> Result<(), 
         Err(_) => return Ok(()),
     };
     let mut tx = db.begin_write().await?;
-    if !store::mark_settled(&mut tx, &settled).await? {
-        // Settled meanwhile by another replica whose lease we outlived: its answer stands.
-        tx.rollback().await?;
-        return Ok(());
-    }
-    match store::post_entry(&mut tx, &entry).await? {
-        Posted::Yes => {}
-        Posted::Refused => {
+    store::lock_creator(&mut tx, &payout.creator_id).await?;
+    match store::settle_payout(&mut tx, &settled, &entry, false).await? {
+        Settled::Yes => {}
+        Settled::NotHeld => {
+            // Settled meanwhile by another replica whose lease we outlived: its answer
+            // stands.
             tx.rollback().await?;
-            return Err(StoreError::Database(ovation_store::sqlx::Error::Protocol(
-                format!(
-                    "payout {} is HELD but its creator's held balance is short of {} diamonds",
-                    payout.id,
-                    payout.diamonds.get()
-                ),
-            )));
+            return Ok(());
+        }
+        Settled::HeldShort => {
+            tx.rollback().await?;
+            return Err(held_short(payout));
         }
     }
     tx.commit().await?;

@@ -133,7 +133,6 @@ async fn own(rpc: Own, client: &mut Client, fixture: &Fixture, tag: &str) -> Cod
 async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
     for db in databases().await {
         let f = fixture(&db).await;
-        // SetPayoutAccount last: it sends the account back to review.
         for rpc in [
             Own::GetCreator,
             Own::GetDiamondBalance,
@@ -141,7 +140,6 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
             Own::RequestPayout,
             Own::GetPayout,
             Own::ListPayouts,
-            Own::SetPayoutAccount,
         ] {
             for (i, (who, bearer)) in strangers_to_ann().into_iter().enumerate() {
                 let mut client = f.clients.with(bearer);
@@ -161,6 +159,47 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
                     db.backend()
                 );
             }
+        }
+        // Where ann is paid: ann herself (or the gateway for her) only; an admin verifies
+        // accounts, so may not set one (four eyes). Last: it sends the account back to
+        // review.
+        for (i, (who, bearer)) in strangers_to_ann()
+            .into_iter()
+            .chain([("an admin", Bearer::admin())])
+            .enumerate()
+        {
+            let mut client = f.clients.with(bearer);
+            assert_eq!(
+                own(
+                    Own::SetPayoutAccount,
+                    &mut client,
+                    &f,
+                    &format!("denied-{i}")
+                )
+                .await,
+                Code::PermissionDenied,
+                "{who} sets ann's payout account on {}",
+                db.backend()
+            );
+        }
+        for (i, (who, bearer)) in ann_or_admin()
+            .into_iter()
+            .filter(|(who, _)| *who != "an admin")
+            .enumerate()
+        {
+            let mut client = f.clients.with(bearer);
+            assert_eq!(
+                own(
+                    Own::SetPayoutAccount,
+                    &mut client,
+                    &f,
+                    &format!("allowed-{i}")
+                )
+                .await,
+                Code::Ok,
+                "{who} sets ann's payout account on {}",
+                db.backend()
+            );
         }
         // Denied calls wrote nothing: the fixture's payout and the three allowed ones,
         // and the account is the last one an allowed caller set.
@@ -188,7 +227,11 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
             .unwrap()
             .payout_account
             .unwrap();
-        assert_eq!(account.account_reference, "sandbox-ok-allowed-2");
+        assert_eq!(account.account_reference, "sandbox-ok-allowed-1");
+        assert_eq!(
+            account.version, 3,
+            "set by the fixture, ann, and the gateway"
+        );
 
         // RegisterCreator: a creator registers themselves (or an admin does).
         let register_as = |id: &str, bearer: Bearer| {
@@ -273,6 +316,7 @@ async fn admin_rpc(rpc: AdminRpc, client: &mut Client, tag: &str) -> Code {
                     account_reference: String::new(),
                     actor: "someone".into(),
                     reason: "testing".into(),
+                    account_version: 1,
                 })
                 .await,
         ),

@@ -47,6 +47,7 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
         );
         assert_eq!(account.account_reference, "sandbox-ok-ann");
 
+        assert_eq!((account.version, account.set_by.as_str()), (1, "ann"));
         let review = |key: &str, decision: pb::VerificationStatus, reviewed: &str| {
             pb::VerifyPayoutAccountRequest {
                 idempotency_key: key.into(),
@@ -55,6 +56,7 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
                 account_reference: reviewed.into(),
                 actor: "ops-1".into(),
                 reason: "id documents match".into(),
+                account_version: 1,
             }
         };
         let mut admin = c.admin.clone();
@@ -95,7 +97,8 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
                 verified.reviewed_by.as_str(),
                 verified.review_reason.as_str()
             ),
-            ("ops-1", "id documents match")
+            ("test-admin", "id documents match (reported by: ops-1)"),
+            "the caller decided; the named actor is a note"
         );
         assert!(verified.review_time.is_some());
 
@@ -114,7 +117,11 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
             .unwrap();
         assert_eq!(suspended.state, pb::CreatorState::Suspended as i32);
         let suspension = suspended.suspension.clone().unwrap();
-        assert_eq!(suspension.actor, "ops-2");
+        assert_eq!(suspension.actor, "test-admin");
+        assert_eq!(
+            suspension.reason,
+            "chargeback investigation (reported by: ops-2)"
+        );
         // Suspending again changes nothing (and journals nothing).
         let again = admin
             .suspend_creator(suspend("s2"))
@@ -157,7 +164,8 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
 
-        // Every change is journaled with the named actor, the real caller and the reason.
+        // Every change is journaled with the authenticated caller as the actor, and the
+        // reason with the request's actor as a note.
         let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
         let mut conn = store_db.pool().acquire().await.unwrap();
         let journal = store::creator_events(
@@ -183,9 +191,24 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
             [
                 ("REGISTER", "ann", "ann", ""),
                 ("SET_PAYOUT_ACCOUNT", "ann", "ann", ""),
-                ("VERIFY", "ops-1", "test-admin", "id documents match"),
-                ("SUSPEND", "ops-2", "test-admin", "chargeback investigation"),
-                ("REINSTATE", "ops-3", "test-admin", "cleared"),
+                (
+                    "VERIFY",
+                    "test-admin",
+                    "test-admin",
+                    "id documents match (reported by: ops-1)"
+                ),
+                (
+                    "SUSPEND",
+                    "test-admin",
+                    "test-admin",
+                    "chargeback investigation (reported by: ops-2)"
+                ),
+                (
+                    "REINSTATE",
+                    "test-admin",
+                    "test-admin",
+                    "cleared (reported by: ops-3)"
+                ),
             ],
             "on {}",
             db.backend()
@@ -1249,7 +1272,8 @@ async fn bad_inputs_are_refused_clearly_and_write_nothing() {
         assert_eq!(violated_fields(&bad), ["state"]);
 
         // Unknown things: NOT_FOUND (or the credit's permanent refusal).
-        let missing = admin
+        let missing = c
+            .creator("nobody")
             .set_payout_account(pb::SetPayoutAccountRequest {
                 idempotency_key: "m".into(),
                 creator_id: "nobody".into(),
@@ -1304,6 +1328,7 @@ async fn bad_inputs_are_refused_clearly_and_write_nothing() {
                 account_reference: String::new(),
                 actor: "ops".into(),
                 reason: "r".into(),
+                account_version: 1,
             })
             .await
             .unwrap_err();

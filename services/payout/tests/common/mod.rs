@@ -72,13 +72,19 @@ pub async fn start_payout(config: PayoutConfig) -> Running {
 
 /// A payout service on `db` next to `catalog`, with a fresh in-memory sandbox.
 pub async fn start(db: &TestDatabase, catalog: &Catalog) -> (Running, Arc<SandboxProvider>) {
+    start_with_worker(db, catalog, WorkerConfig::FAST_TESTS).await
+}
+
+/// [`start`], with the payout worker paced by `worker`.
+pub async fn start_with_worker(
+    db: &TestDatabase,
+    catalog: &Catalog,
+    worker: WorkerConfig,
+) -> (Running, Arc<SandboxProvider>) {
     let sandbox = Arc::new(SandboxProvider::in_memory());
-    let running = start_payout(payout_config(
-        db.url(),
-        &catalog.running.endpoint(),
-        sandbox.clone(),
-    ))
-    .await;
+    let mut config = payout_config(db.url(), &catalog.running.endpoint(), sandbox.clone());
+    config.worker = worker;
+    let running = start_payout(config).await;
     (running, sandbox)
 }
 
@@ -157,16 +163,29 @@ pub async fn set_account(c: &Clients, id: &str, reference: &str) -> pb::Creator 
         .unwrap()
 }
 
+/// An admin verifies `id`'s current payout account (naming the version it read).
 pub async fn verify(c: &Clients, id: &str) -> pb::Creator {
     let mut admin = c.admin.clone();
+    let version = admin
+        .get_creator(pb::GetCreatorRequest {
+            creator_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .and_then(|c| c.payout_account)
+        .map(|a| a.version)
+        .unwrap_or_default();
     admin
         .verify_payout_account(pb::VerifyPayoutAccountRequest {
             idempotency_key: format!("verify-{id}-{}", uuid()),
             creator_id: id.into(),
             decision: pb::VerificationStatus::Verified as i32,
             account_reference: String::new(),
-            actor: "ops".into(),
+            actor: String::new(),
             reason: "documents checked".into(),
+            account_version: version,
         })
         .await
         .unwrap()
