@@ -227,7 +227,8 @@ impl Purchases {
         self.attempt(row).await
     }
 
-    /// The purchase already recorded under this idempotency key, if any: replayed as it
+    /// The purchase this buyer already recorded under this idempotency key, if any (keys
+    /// are per buyer: another user's same key is another purchase): replayed as it
     /// is now (driving it on if it is a PENDING one whose time has come).
     async fn by_key(&self, cmd: &PurchaseCmd) -> Result<Option<PurchaseRow>, WalletError> {
         let mut conn = self
@@ -236,7 +237,8 @@ impl Purchases {
             .acquire()
             .await
             .map_err(ovation_store::StoreError::from)?;
-        let Some(existing) = store::get_purchase_by_key(&mut conn, &cmd.idempotency_key).await?
+        let Some(existing) =
+            store::get_purchase_by_key(&mut conn, &cmd.user_id, &cmd.idempotency_key).await?
         else {
             return Ok(None);
         };

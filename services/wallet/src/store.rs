@@ -780,12 +780,13 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
     })
 }
 
-/// Records a purchase; `false` if its idempotency key is taken (a concurrent duplicate).
+/// Records a purchase; `false` if its buyer already used its idempotency key (a
+/// concurrent duplicate). Keys are per buyer: another user's key never collides.
 pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, $19) \
-         ON CONFLICT (idempotency_key) DO NOTHING"
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING"
     )))
     .bind(p.purchase_id.as_str())
     .bind(p.idempotency_key.as_str())
@@ -824,13 +825,16 @@ pub async fn get_purchase(
     row.as_ref().map(purchase_from_row).transpose()
 }
 
+/// The purchase `user` recorded under idempotency key `key`, if any.
 pub async fn get_purchase_by_key(
     conn: &mut Conn,
+    user: &str,
     key: &str,
 ) -> Result<Option<PurchaseRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE idempotency_key = $1"
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE user_id = $1 AND idempotency_key = $2"
     )))
+    .bind(user)
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;
