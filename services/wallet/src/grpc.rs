@@ -119,6 +119,16 @@ fn optional_id(raw: &str) -> Result<String, String> {
     }
 }
 
+/// A request's `actor` field: optional (≤ 128 characters when given). It is only ever a
+/// note: the actor recorded is the authenticated caller.
+fn reported_actor(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        Ok(String::new())
+    } else {
+        Name::parse(raw).map(Name::into_string)
+    }
+}
+
 fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
     match raw {
         Some(c) if !(0..=ovation_types::limits::AMOUNT_MAX).contains(&c) => Err(format!(
@@ -190,7 +200,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetAccountMinorRequest>,
     ) -> Reply<pb::SetAccountMinorResponse> {
-        auth::require(&request, ADMINS)?;
+        let caller = auth::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetAccountMinor", &req);
         let mut v = Violations::default();
@@ -199,11 +209,13 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, user, actor, reason) = v
-            .finish(|| Some((key?, user?, actor?, reason?)))
+        let (key, user, reported, reason) = v
+            .finish(|| Some((key?, user?, reported?, reason?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let minor = req.minor;
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
@@ -214,15 +226,8 @@ impl WalletService for Wallet {
                         .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
                     store::set_minor(conn, user.as_str(), minor).await?;
                     let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
-                    store::record_admin_action(
-                        conn,
-                        user.as_str(),
-                        action,
-                        &actor,
-                        reason.as_str(),
-                        now,
-                    )
-                    .await?;
+                    store::record_admin_action(conn, user.as_str(), action, &actor, &reason, now)
+                        .await?;
                     let account = store::get_account(conn, user.as_str())
                         .await?
                         .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
@@ -373,7 +378,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReversePurchaseRequest>,
     ) -> Reply<pb::ReversePurchaseResponse> {
-        auth::require(&request, ADMINS)?;
+        let caller = auth::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReversePurchase", &req);
         let mut v = Violations::default();
@@ -382,11 +387,13 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, id, actor, reason) = v
-            .finish(|| Some((key?, id?, actor?, reason?)))
+        let (key, id, reported, reason) = v
+            .finish(|| Some((key?, id?, reported?, reason?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
                 async move {
@@ -394,7 +401,7 @@ impl WalletService for Wallet {
                         conn,
                         id.as_str(),
                         &actor,
-                        reason.as_str(),
+                        &reason,
                         UnixMillis::now(),
                     )
                     .await?;
@@ -651,7 +658,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetSpendingLimitsRequest>,
     ) -> Reply<pb::SetSpendingLimitsResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetSpendingLimits", &req);
         let mut v = Violations::default();
@@ -660,7 +667,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse(&req.reason));
         let caps = match &req.caps {
             None => {
@@ -687,9 +694,11 @@ impl WalletService for Wallet {
                 })()
             }
         };
-        let (key, user, actor, reason, caps) = v
-            .finish(|| Some((key?, user?, actor?, reason?, caps?)))
+        let (key, user, reported, reason, caps) = v
+            .finish(|| Some((key?, user?, reported?, reason?, caps?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let cooling_off_ms = self.cooling_off_ms;
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
@@ -700,7 +709,7 @@ impl WalletService for Wallet {
                         user.as_str(),
                         caps,
                         &actor,
-                        reason.as_str(),
+                        &reason,
                         cooling_off_ms,
                         now,
                     )

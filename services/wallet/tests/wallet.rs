@@ -365,7 +365,10 @@ async fn a_reversal_claws_back_and_leaves_spent_coins_as_debt_until_settled() {
             "[{}]",
             suite.backend
         );
-        assert_eq!(reversal.actor, "ops-jane");
+        assert_eq!(
+            reversal.actor, "test-admin",
+            "the caller, not the request's actor"
+        );
         let b = balance(&mut frank, "frank").await;
         assert_eq!((b.posted_coins, b.debt_coins), (0, 100));
         let blocked = gifting
