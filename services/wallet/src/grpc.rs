@@ -22,8 +22,8 @@ use ovation_types::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    self, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, Limits,
-    PurchaseState, Refusal,
+    self, AgeRule, AgeStatus, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX,
+    HOLD_TTL_MS_MIN, Limits, PurchaseState, Refusal, VerifiedAge,
 };
 use crate::ledger::{self, DebitCmd, RefundCmd, ReserveCmd, WalletError};
 use crate::purchases::{PurchaseCmd, Purchases};
@@ -41,14 +41,16 @@ pub struct Wallet {
     db: Db,
     purchases: Purchases,
     cooling_off_ms: i64,
+    age_rule: AgeRule,
 }
 
 impl Wallet {
-    pub fn new(db: Db, purchases: Purchases, cooling_off_ms: i64) -> Self {
+    pub fn new(db: Db, purchases: Purchases, cooling_off_ms: i64, age_rule: AgeRule) -> Self {
         Wallet {
             db,
             purchases,
             cooling_off_ms,
+            age_rule,
         }
     }
 
@@ -82,6 +84,9 @@ impl From<WalletError> for ApiError {
                 let message = r.to_string();
                 match r {
                     Refusal::Minor(_) => ApiError::failed_precondition("MINOR_ACCOUNT", message),
+                    Refusal::AgeNotVerified(_) => {
+                        ApiError::failed_precondition("AGE_NOT_VERIFIED", message)
+                    }
                     Refusal::InDebt { .. } => {
                         ApiError::failed_precondition("ACCOUNT_IN_DEBT", message)
                     }
@@ -109,6 +114,19 @@ impl From<WalletError> for ApiError {
             }
         }
     }
+}
+
+/// The age the caller's token vouches for, about account `user`: only the user's own
+/// token (or the gateway's for them) speaks for the account holder; an operator's or a
+/// service's token describes someone else.
+fn verified_age_of(caller: &ovation_auth::Caller, user: &str) -> Option<VerifiedAge> {
+    if !caller.is_user(user) {
+        return None;
+    }
+    caller.verified_age().map(|age| match age {
+        ovation_auth::VerifiedAge::Adult => VerifiedAge::Adult,
+        ovation_auth::VerifiedAge::Minor => VerifiedAge::Minor,
+    })
 }
 
 fn optional_id(raw: &str) -> Result<String, String> {
@@ -147,8 +165,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Reply<pb::CreateAccountResponse> {
-        let req = request.get_ref();
-        auth::require_user(&request, &req.user_id, ADMINS)?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateAccount", &req);
         let mut v = Violations::default();
@@ -158,12 +175,13 @@ impl WalletService for Wallet {
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
         let (key, user) = v.finish(|| Some((key?, user?))).map_err(ApiError::from)?;
-        let minor = req.minor;
+        // `minor: false` is no proof of age: only a verified claim (or an operator) is.
+        let age = AgeStatus::at_opening(req.minor, verified_age_of(&caller, user.as_str()));
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
                 async move {
                     let account =
-                        store::create_account(conn, user.as_str(), minor, UnixMillis::now())
+                        store::create_account(conn, user.as_str(), age, UnixMillis::now())
                             .await?
                             .ok_or_else(|| ApiError::AlreadyExists {
                                 reason: "ACCOUNT_EXISTS",
@@ -224,7 +242,8 @@ impl WalletService for Wallet {
                     store::lock_account(conn, user.as_str(), now)
                         .await?
                         .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                    store::set_minor(conn, user.as_str(), minor).await?;
+                    // Unmarking a minor is an operator's verification of adulthood.
+                    store::set_age(conn, user.as_str(), AgeStatus::set_by_operator(minor)).await?;
                     let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
                     store::record_admin_action(conn, user.as_str(), action, &actor, &reason, now)
                         .await?;
@@ -267,7 +286,7 @@ impl WalletService for Wallet {
         request: Request<pb::PurchaseCoinsRequest>,
     ) -> Reply<pb::PurchaseCoinsResponse> {
         // Only the user (or the gateway for them) buys: an admin cannot charge a card.
-        auth::require_user(&request, &request.get_ref().user_id, &[])?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, &[])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("PurchaseCoins", &req);
         let mut v = Violations::default();
@@ -290,6 +309,7 @@ impl WalletService for Wallet {
             Some(m) => money(&mut v, "expected_price", Some(m)).map(Some),
             None => Some(None),
         };
+        let verified_age = verified_age_of(&caller, &req.user_id);
         let cmd = v
             .finish(|| {
                 Some(PurchaseCmd {
@@ -300,6 +320,7 @@ impl WalletService for Wallet {
                     currency: currency?.as_str().to_owned(),
                     payment_token: token?,
                     expected_price: expected?,
+                    verified_age,
                 })
             })
             .map_err(ApiError::from)?;
@@ -447,10 +468,11 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
+        let age_rule = self.age_rule;
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
                 async move {
-                    let debit = ledger::debit(conn, &cmd, UnixMillis::now()).await?;
+                    let debit = ledger::debit(conn, &cmd, age_rule, UnixMillis::now()).await?;
                     Ok(pb::DebitCoinsResponse {
                         debit: Some(debit_to_proto(&debit)),
                     })
@@ -560,10 +582,11 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
+        let age_rule = self.age_rule;
         let response = self
             .once(&key, &fingerprint, |conn: &mut Conn| {
                 async move {
-                    let hold = ledger::reserve(conn, &cmd, UnixMillis::now()).await?;
+                    let hold = ledger::reserve(conn, &cmd, age_rule, UnixMillis::now()).await?;
                     Ok(pb::ReserveCoinsResponse {
                         hold: Some(hold_to_proto(&hold)),
                     })
@@ -898,7 +921,8 @@ fn balance_to_proto(a: &AccountRow) -> pb::Balance {
 fn account_to_proto(a: &AccountRow) -> pb::Account {
     pb::Account {
         user_id: a.user_id.clone(),
-        minor: a.minor,
+        minor: a.age.minor,
+        adult_verified: a.age.adult_verified,
         balance: Some(balance_to_proto(a)),
         create_time: Some(to_timestamp(a.created_at)),
         update_time: Some(to_timestamp(a.updated_at)),

@@ -10,7 +10,8 @@ use ovation_store::db::Conn;
 use ovation_types::UnixMillis;
 
 use crate::domain::{
-    HoldState, Limits, PurchaseState, Reason, Refusal, check_caps, split_reversal,
+    AgeRule, HoldState, Limits, PurchaseState, Reason, Refusal, VerifiedAge, check_caps,
+    split_reversal,
 };
 use crate::store::{self, AccountRow, DebitRow, EntryRefs, HoldRow, PurchaseRow, RefundRow};
 
@@ -44,19 +45,20 @@ fn not_found(kind: &'static str, id: &str) -> WalletError {
     }
 }
 
-/// Locks the user's account, refusing minors and accounts in debt: the preconditions of
-/// every spend.
+/// Locks the user's account, refusing accounts the age rule excludes and accounts in
+/// debt: the preconditions of every spend. Spends come from the gift saga, a service
+/// call that carries no user claim, so the rule is judged by the age recorded on the
+/// account (see [`record_verified_age`]).
 async fn lock_spender(
     conn: &mut Conn,
     user: &str,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<AccountRow, WalletError> {
     let account = store::lock_account(conn, user, now)
         .await?
         .ok_or_else(|| not_found("account", user))?;
-    if account.minor {
-        return Err(Refusal::Minor(user.to_owned()).into());
-    }
+    age_rule.check(user, account.age)?;
     if account.balance.debt > 0 {
         return Err(Refusal::InDebt {
             user: user.to_owned(),
@@ -83,6 +85,30 @@ async fn check_spend_caps(
     Ok(())
 }
 
+/// Records on the user's account the age their token vouches for (the identity
+/// provider's or gateway's `age_verified_adult` claim); `None` if there is no account.
+/// Its own transaction, so a verified minor stays recorded even though the request that
+/// carried the claim is then refused.
+pub async fn record_verified_age(
+    conn: &mut Conn,
+    user: &str,
+    age: VerifiedAge,
+    now: UnixMillis,
+) -> Result<Option<AccountRow>, WalletError> {
+    let Some(account) = store::lock_account(conn, user, now).await? else {
+        return Ok(None);
+    };
+    let verified = account.age.with_verified(age);
+    if verified == account.age {
+        return Ok(Some(account));
+    }
+    store::set_age(conn, user, verified).await?;
+    Ok(Some(AccountRow {
+        age: verified,
+        ..account
+    }))
+}
+
 /// A debit request, already validated.
 #[derive(Clone, Debug)]
 pub struct DebitCmd {
@@ -98,6 +124,7 @@ pub struct DebitCmd {
 pub async fn debit(
     conn: &mut Conn,
     cmd: &DebitCmd,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<DebitRow, WalletError> {
     // One query answers "is this operation id new?" for debits, holds and refunds alike
@@ -123,7 +150,7 @@ pub async fn debit(
             cmd.operation_id
         )));
     }
-    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
     let refs = EntryRefs {
         operation_id: &cmd.operation_id,
@@ -269,6 +296,7 @@ pub struct ReserveCmd {
 pub async fn reserve(
     conn: &mut Conn,
     cmd: &ReserveCmd,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<HoldRow, WalletError> {
     if let Some(existing) = store::get_hold(conn, &cmd.operation_id).await? {
@@ -291,7 +319,7 @@ pub async fn reserve(
             cmd.operation_id
         )));
     }
-    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
     if !store::adjust_held(conn, &cmd.user_id, cmd.coins).await? {
         return Err(Refusal::InsufficientCoins {

@@ -3,7 +3,7 @@
 
 use ovation_store::Db;
 use ovation_testkit::databases;
-use ovation_types::UnixMillis;
+use ovation_wallet::domain::AgeStatus;
 use ovation_wallet::store;
 use sqlx::migrate::Migrator;
 
@@ -20,7 +20,8 @@ fn migrations_up_to(version: i64) -> Migrator {
 
 /// 101 rebuilds `purchases` with keys unique per buyer: purchases recorded under the
 /// global uniqueness are all still there, unchanged, and afterwards another buyer may use
-/// a taken key while the same buyer may not.
+/// a taken key while the same buyer may not. 102 adds the accounts' verified adulthood:
+/// existing accounts keep their minor flag and start unverified.
 #[tokio::test]
 async fn purchase_rows_survive_the_per_buyer_key_migration() {
     for test_db in databases().await {
@@ -30,10 +31,16 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             .unwrap();
         db.migrate(&migrations_up_to(100)).await.unwrap();
         let mut conn = db.conn().await.unwrap();
-        for user in ["ann", "ben"] {
-            store::create_account(&mut conn, user, false, UnixMillis(1_000))
-                .await
-                .unwrap();
+        for (user, minor) in [("ann", 0), ("ben", 1)] {
+            sqlx::query(
+                "INSERT INTO accounts (user_id, minor, balance_coins, held_coins, debt_coins, \
+                 entry_count, created_at_ms, updated_at_ms) VALUES ($1, $2, 0, 0, 0, 0, 1, 1)",
+            )
+            .bind(user)
+            .bind(minor)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
         }
         for (id, key, user, state) in [("p1", "k1", "ann", 2), ("p2", "k2", "ben", 4)] {
             // The version-100 schema, written as version 100 wrote it.
@@ -66,6 +73,17 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
         };
         db.migrate(&ovation_wallet::migrations()).await.unwrap();
         let mut conn = db.conn().await.unwrap();
+        for (user, minor) in [("ann", false), ("ben", true)] {
+            let account = store::get_account(&mut conn, user).await.unwrap().unwrap();
+            assert_eq!(
+                account.age,
+                AgeStatus {
+                    minor,
+                    adult_verified: false
+                },
+                "[{backend}] {user}"
+            );
+        }
         for row in &before {
             let after = store::get_purchase(&mut conn, &row.purchase_id)
                 .await
