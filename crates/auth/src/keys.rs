@@ -27,7 +27,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{Caller, Role};
+use crate::{Caller, Role, VerifiedAge};
 
 /// Clock skew tolerated on `exp`, in seconds.
 const LEEWAY_SECS: u64 = 30;
@@ -105,6 +105,12 @@ pub struct Claims {
     /// RFC 8693 actor: who presents the token on the subject's behalf (the gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// The subject's age as verified by whoever issued the token (the identity provider
+    /// or the platform's gateway, after an age check): `true` = an adult, `false` = a
+    /// minor. Absent = not verified; a user's own statement is never this claim. Only a
+    /// key trusted to vouch for users should sign it (see [`crate::VerifiedAge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_verified_adult: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -360,11 +366,11 @@ impl KeySet {
                 kid: key.kid.clone(),
             });
         }
-        Ok(Caller::new(
-            claims.sub,
-            roles,
-            claims.act.map(|a| truncate(&a.sub)),
-        ))
+        let age = claims.age_verified_adult.map(VerifiedAge::from_adult_claim);
+        Ok(
+            Caller::new(claims.sub, roles, claims.act.map(|a| truncate(&a.sub)))
+                .with_verified_age(age),
+        )
     }
 }
 
@@ -789,6 +795,52 @@ mod tests {
         });
         let caller = keys.verify(&token).unwrap();
         assert!(caller.roles().is_empty());
+    }
+
+    #[test]
+    fn the_age_claim_reaches_the_caller() {
+        let (keys, _dir) = keyset(&format!("a hs256 {}\n", b64(SECRET_A)));
+        let signer = Signer::hs256("a", SECRET_A);
+        let with_age = |age: Option<bool>| {
+            signer.mint_claims(&Claims {
+                sub: "alice".into(),
+                roles: vec!["viewer".into()],
+                exp: now_secs() + 60,
+                age_verified_adult: age,
+                ..Claims::default()
+            })
+        };
+        let age = |token: String| keys.verify(&token).unwrap().verified_age();
+        assert_eq!(age(with_age(Some(true))), Some(VerifiedAge::Adult));
+        assert_eq!(age(with_age(Some(false))), Some(VerifiedAge::Minor));
+        assert_eq!(age(with_age(None)), None);
+        // The claim's wire name, as identity providers are told to write it.
+        let raw = serde_json::to_value(Claims {
+            age_verified_adult: Some(true),
+            ..Claims::default()
+        })
+        .unwrap();
+        assert_eq!(raw["age_verified_adult"], serde_json::json!(true));
+        // A token whose claim is not a boolean is refused, not read as "unverified".
+        #[derive(Serialize)]
+        struct Odd {
+            sub: &'static str,
+            exp: u64,
+            age_verified_adult: &'static str,
+        }
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("a".into());
+        let odd = jsonwebtoken::encode(
+            &header,
+            &Odd {
+                sub: "alice",
+                exp: now_secs() + 60,
+                age_verified_adult: "yes",
+            },
+            &EncodingKey::from_secret(SECRET_A),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&odd), Err(AuthError::Malformed));
     }
 }
 

@@ -61,13 +61,35 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// A verified caller: who (`subject`), as what (`roles`), and through whom (`actor`, the
-/// gateway's id when a gateway acts for a user).
+/// A subject's age as the token's issuer verified it (the `age_verified_adult` claim):
+/// set by an identity provider or the platform's gateway after an age check, never by the
+/// user. Services use it for the age rule (minors neither buy nor spend coins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifiedAge {
+    Adult,
+    Minor,
+}
+
+impl VerifiedAge {
+    /// The claim's value: `true` is an adult, `false` a minor.
+    pub fn from_adult_claim(adult: bool) -> Self {
+        if adult {
+            VerifiedAge::Adult
+        } else {
+            VerifiedAge::Minor
+        }
+    }
+}
+
+/// A verified caller: who (`subject`), as what (`roles`), through whom (`actor`, the
+/// gateway's id when a gateway acts for a user), and the subject's age if the token's
+/// issuer verified it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     subject: String,
     roles: Vec<Role>,
     actor: Option<String>,
+    verified_age: Option<VerifiedAge>,
     unchecked: bool,
 }
 
@@ -77,7 +99,16 @@ impl Caller {
             subject: subject.into(),
             roles,
             actor,
+            verified_age: None,
             unchecked: false,
+        }
+    }
+
+    /// The same caller, with the age its token's issuer verified (`None`: not verified).
+    pub fn with_verified_age(self, verified_age: Option<VerifiedAge>) -> Self {
+        Caller {
+            verified_age,
+            ..self
         }
     }
 
@@ -88,6 +119,7 @@ impl Caller {
             subject: "anonymous".into(),
             roles: Role::ALL.to_vec(),
             actor: None,
+            verified_age: None,
             unchecked: true,
         }
     }
@@ -102,6 +134,13 @@ impl Caller {
 
     pub fn actor(&self) -> Option<&str> {
         self.actor.as_deref()
+    }
+
+    /// The subject's age per the token (`age_verified_adult`); `None` when the token does
+    /// not say. It describes the subject: meaningful for a user's own token (or the
+    /// gateway's for them), not for an operator acting on someone else's account.
+    pub fn verified_age(&self) -> Option<VerifiedAge> {
+        self.verified_age
     }
 
     pub fn has(&self, role: Role) -> bool {

@@ -223,11 +223,94 @@ impl Limits {
     }
 }
 
+/// An account holder's age as a trusted party verified it: the identity provider or the
+/// gateway (the token claim `age_verified_adult`) or an operator — never the user's own
+/// statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifiedAge {
+    Adult,
+    Minor,
+}
+
+/// What the wallet knows of an account holder's age.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgeStatus {
+    /// A minor's account (per a verified claim, an operator, or the user's own choice at
+    /// opening): it never buys or spends.
+    pub minor: bool,
+    /// Adulthood verified, by a token claim or an operator.
+    pub adult_verified: bool,
+}
+
+impl AgeStatus {
+    /// An account as its user opens it: `minor` if they say so (a restriction anyone may
+    /// choose), never verified by their own word; a verified age in their token applies.
+    pub fn at_opening(minor: bool, verified: Option<VerifiedAge>) -> AgeStatus {
+        let opened = AgeStatus {
+            minor,
+            adult_verified: false,
+        };
+        verified.map_or(opened, |age| opened.with_verified(age))
+    }
+
+    /// As an operator sets it: marking a minor's account, or verifying an adult's.
+    pub fn set_by_operator(minor: bool) -> AgeStatus {
+        AgeStatus {
+            minor,
+            adult_verified: !minor,
+        }
+    }
+
+    /// The status once a token vouches for `age`. A verified minor is a minor at once; an
+    /// adult claim verifies adulthood but never lifts a minor mark (an operator does), so
+    /// a token cannot undo an operator's decision.
+    pub fn with_verified(self, age: VerifiedAge) -> AgeStatus {
+        match age {
+            VerifiedAge::Minor => AgeStatus {
+                minor: true,
+                adult_verified: false,
+            },
+            VerifiedAge::Adult => AgeStatus {
+                adult_verified: true,
+                ..self
+            },
+        }
+    }
+}
+
+/// Who may buy and spend coins (SPEC's age rule), a wallet setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AgeRule {
+    /// Everyone but minors' accounts (the development default).
+    #[default]
+    MinorsRefused,
+    /// Only accounts whose adulthood was verified (production).
+    VerifiedAdultsOnly,
+}
+
+impl AgeRule {
+    pub fn check(self, user: &str, age: AgeStatus) -> Result<(), Refusal> {
+        if age.minor {
+            return Err(Refusal::Minor(user.to_owned()));
+        }
+        if self == AgeRule::VerifiedAdultsOnly && !age.adult_verified {
+            return Err(Refusal::AgeNotVerified(user.to_owned()));
+        }
+        Ok(())
+    }
+}
+
 /// Why a spend or a purchase is refused before any coin moves.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("account {0} belongs to a minor: minors can neither buy nor spend coins")]
     Minor(String),
+    #[error(
+        "account {0} has no verified adult age: only verified adults may buy or spend coins. \
+         Sign in through an identity provider (or gateway) that sets the token claim \
+         `age_verified_adult`, or have an operator verify the account (SetAccountMinor, minor=false)"
+    )]
+    AgeNotVerified(String),
     #[error(
         "account {user} owes {debt} coins after a reversed purchase; spending is blocked until a purchase settles it"
     )]
@@ -400,6 +483,18 @@ pub fn split_reversal(credited: i64, available: i64) -> (i64, i64) {
     (clawed, credited - clawed)
 }
 
+/// The reason recorded for an admin or user action. The actor is always the authenticated
+/// caller; a name the request reported (its `actor` field) is kept as a note in the
+/// reason, never as the actor, and only when it names someone else.
+pub fn reason_with_reported_actor(reason: &str, reported: &str, actor: &str) -> String {
+    match (reported, reason) {
+        ("", _) => reason.to_owned(),
+        (r, _) if r == actor => reason.to_owned(),
+        (r, "") => format!("reported by: {r}"),
+        (r, _) => format!("{reason} (reported by: {r})"),
+    }
+}
+
 /// Lifecycle of a purchase (values as in the contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurchaseState {
@@ -446,6 +541,59 @@ impl HoldState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn age_comes_from_verified_statements_only() {
+        use VerifiedAge::{Adult, Minor};
+        let unverified = AgeStatus::at_opening(false, None);
+        assert!(!unverified.minor && !unverified.adult_verified);
+        assert!(AgeStatus::at_opening(false, Some(Adult)).adult_verified);
+        assert!(
+            AgeStatus::at_opening(false, Some(Minor)).minor,
+            "the claim wins"
+        );
+        assert!(
+            AgeStatus::at_opening(true, Some(Adult)).minor,
+            "a chosen restriction stays"
+        );
+        let marked = AgeStatus::set_by_operator(true);
+        assert!(
+            marked.with_verified(Adult).minor,
+            "only an operator lifts it"
+        );
+        assert_eq!(
+            AgeStatus::set_by_operator(false).with_verified(Minor),
+            AgeStatus {
+                minor: true,
+                adult_verified: false
+            }
+        );
+        let rule = AgeRule::VerifiedAdultsOnly;
+        assert_eq!(
+            rule.check("u", unverified),
+            Err(Refusal::AgeNotVerified("u".into()))
+        );
+        assert!(AgeRule::MinorsRefused.check("u", unverified).is_ok());
+        assert!(rule.check("u", unverified.with_verified(Adult)).is_ok());
+        for rule in [AgeRule::MinorsRefused, AgeRule::VerifiedAdultsOnly] {
+            assert_eq!(
+                rule.check("u", marked.with_verified(Adult)),
+                Err(Refusal::Minor("u".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_reported_actor_is_a_note_on_the_reason() {
+        let noted = reason_with_reported_actor;
+        assert_eq!(noted("chargeback", "", "admin-1"), "chargeback");
+        assert_eq!(noted("chargeback", "admin-1", "admin-1"), "chargeback");
+        assert_eq!(
+            noted("chargeback", "ops-jane", "admin-1"),
+            "chargeback (reported by: ops-jane)"
+        );
+        assert_eq!(noted("", "guardian", "rita"), "reported by: guardian");
+    }
 
     fn offer(id: &str, bps: i32, cap: i32, used: i64) -> PromotionOffer {
         PromotionOffer {

@@ -22,8 +22,8 @@ use ovation_types::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    self, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, Limits,
-    PurchaseState, Refusal,
+    self, AgeRule, AgeStatus, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX,
+    HOLD_TTL_MS_MIN, Limits, PurchaseState, Refusal, VerifiedAge,
 };
 use crate::ledger::{self, DebitCmd, RefundCmd, ReserveCmd, WalletError};
 use crate::purchases::{PurchaseCmd, Purchases};
@@ -41,14 +41,16 @@ pub struct Wallet {
     db: Db,
     purchases: Purchases,
     cooling_off_ms: i64,
+    age_rule: AgeRule,
 }
 
 impl Wallet {
-    pub fn new(db: Db, purchases: Purchases, cooling_off_ms: i64) -> Self {
+    pub fn new(db: Db, purchases: Purchases, cooling_off_ms: i64, age_rule: AgeRule) -> Self {
         Wallet {
             db,
             purchases,
             cooling_off_ms,
+            age_rule,
         }
     }
 
@@ -83,6 +85,9 @@ impl From<WalletError> for ApiError {
                 let message = r.to_string();
                 match r {
                     Refusal::Minor(_) => ApiError::failed_precondition("MINOR_ACCOUNT", message),
+                    Refusal::AgeNotVerified(_) => {
+                        ApiError::failed_precondition("AGE_NOT_VERIFIED", message)
+                    }
                     Refusal::InDebt { .. } => {
                         ApiError::failed_precondition("ACCOUNT_IN_DEBT", message)
                     }
@@ -112,11 +117,34 @@ impl From<WalletError> for ApiError {
     }
 }
 
+/// The age the caller's token vouches for, about account `user`: only the user's own
+/// token (or the gateway's for them) speaks for the account holder; an operator's or a
+/// service's token describes someone else.
+fn verified_age_of(caller: &ovation_auth::Caller, user: &str) -> Option<VerifiedAge> {
+    if !caller.is_user(user) {
+        return None;
+    }
+    caller.verified_age().map(|age| match age {
+        ovation_auth::VerifiedAge::Adult => VerifiedAge::Adult,
+        ovation_auth::VerifiedAge::Minor => VerifiedAge::Minor,
+    })
+}
+
 fn optional_id(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         Ok(String::new())
     } else {
         ResourceId::parse(raw).map(ResourceId::into_string)
+    }
+}
+
+/// A request's `actor` field: optional (≤ 128 characters when given). It is only ever a
+/// note: the actor recorded is the authenticated caller.
+fn reported_actor(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        Ok(String::new())
+    } else {
+        Name::parse(raw).map(Name::into_string)
     }
 }
 
@@ -138,8 +166,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Reply<pb::CreateAccountResponse> {
-        let req = request.get_ref();
-        let caller = auth::require_user(&request, &req.user_id, ADMINS)?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateAccount", &req);
         let mut v = Violations::default();
@@ -149,7 +176,8 @@ impl WalletService for Wallet {
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
         let (key, user) = v.finish(|| Some((key?, user?))).map_err(ApiError::from)?;
-        let minor = req.minor;
+        // `minor: false` is no proof of age: only a verified claim (or an operator) is.
+        let age = AgeStatus::at_opening(req.minor, verified_age_of(&caller, user.as_str()));
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "CreateAccount"),
@@ -158,7 +186,7 @@ impl WalletService for Wallet {
                 |conn: &mut Conn| {
                     async move {
                         let account =
-                            store::create_account(conn, user.as_str(), minor, UnixMillis::now())
+                            store::create_account(conn, user.as_str(), age, UnixMillis::now())
                                 .await?
                                 .ok_or_else(|| ApiError::AlreadyExists {
                                     reason: "ACCOUNT_EXISTS",
@@ -205,11 +233,13 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, user, actor, reason) = v
-            .finish(|| Some((key?, user?, actor?, reason?)))
+        let (key, user, reported, reason) = v
+            .finish(|| Some((key?, user?, reported?, reason?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let minor = req.minor;
         let response = self
             .once(
@@ -222,14 +252,16 @@ impl WalletService for Wallet {
                         store::lock_account(conn, user.as_str(), now)
                             .await?
                             .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                        store::set_minor(conn, user.as_str(), minor).await?;
+                        // Unmarking a minor is an operator's verification of adulthood.
+                        store::set_age(conn, user.as_str(), AgeStatus::set_by_operator(minor))
+                            .await?;
                         let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
                         store::record_admin_action(
                             conn,
                             user.as_str(),
                             action,
                             &actor,
-                            reason.as_str(),
+                            &reason,
                             now,
                         )
                         .await?;
@@ -273,7 +305,7 @@ impl WalletService for Wallet {
         request: Request<pb::PurchaseCoinsRequest>,
     ) -> Reply<pb::PurchaseCoinsResponse> {
         // Only the user (or the gateway for them) buys: an admin cannot charge a card.
-        auth::require_user(&request, &request.get_ref().user_id, &[])?;
+        let caller = auth::require_user(&request, &request.get_ref().user_id, &[])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("PurchaseCoins", &req);
         let mut v = Violations::default();
@@ -296,6 +328,7 @@ impl WalletService for Wallet {
             Some(m) => money(&mut v, "expected_price", Some(m)).map(Some),
             None => Some(None),
         };
+        let verified_age = verified_age_of(&caller, &req.user_id);
         let cmd = v
             .finish(|| {
                 Some(PurchaseCmd {
@@ -306,6 +339,7 @@ impl WalletService for Wallet {
                     currency: currency?.as_str().to_owned(),
                     payment_token: token?,
                     expected_price: expected?,
+                    verified_age,
                 })
             })
             .map_err(ApiError::from)?;
@@ -393,11 +427,13 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, id, actor, reason) = v
-            .finish(|| Some((key?, id?, actor?, reason?)))
+        let (key, id, reported, reason) = v
+            .finish(|| Some((key?, id?, reported?, reason?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "ReversePurchase"),
@@ -409,7 +445,7 @@ impl WalletService for Wallet {
                             conn,
                             id.as_str(),
                             &actor,
-                            reason.as_str(),
+                            &reason,
                             UnixMillis::now(),
                         )
                         .await?;
@@ -456,6 +492,7 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
+        let age_rule = self.age_rule;
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "DebitCoins"),
@@ -463,7 +500,7 @@ impl WalletService for Wallet {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let debit = ledger::debit(conn, &cmd, UnixMillis::now()).await?;
+                        let debit = ledger::debit(conn, &cmd, age_rule, UnixMillis::now()).await?;
                         Ok(pb::DebitCoinsResponse {
                             debit: Some(debit_to_proto(&debit)),
                         })
@@ -579,6 +616,7 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
+        let age_rule = self.age_rule;
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "ReserveCoins"),
@@ -586,7 +624,7 @@ impl WalletService for Wallet {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let hold = ledger::reserve(conn, &cmd, UnixMillis::now()).await?;
+                        let hold = ledger::reserve(conn, &cmd, age_rule, UnixMillis::now()).await?;
                         Ok(pb::ReserveCoinsResponse {
                             hold: Some(hold_to_proto(&hold)),
                         })
@@ -701,7 +739,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let actor = v.check("actor", Name::parse(&req.actor).map(Name::into_string));
+        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse(&req.reason));
         let caps = match &req.caps {
             None => {
@@ -728,9 +766,11 @@ impl WalletService for Wallet {
                 })()
             }
         };
-        let (key, user, actor, reason, caps) = v
-            .finish(|| Some((key?, user?, actor?, reason?, caps?)))
+        let (key, user, reported, reason, caps) = v
+            .finish(|| Some((key?, user?, reported?, reason?, caps?)))
             .map_err(ApiError::from)?;
+        let actor = caller.subject().to_owned();
+        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
         let cooling_off_ms = self.cooling_off_ms;
         let response = self
             .once(
@@ -745,7 +785,7 @@ impl WalletService for Wallet {
                             user.as_str(),
                             caps,
                             &actor,
-                            reason.as_str(),
+                            &reason,
                             cooling_off_ms,
                             now,
                         )
@@ -935,7 +975,8 @@ fn balance_to_proto(a: &AccountRow) -> pb::Balance {
 fn account_to_proto(a: &AccountRow) -> pb::Account {
     pb::Account {
         user_id: a.user_id.clone(),
-        minor: a.minor,
+        minor: a.age.minor,
+        adult_verified: a.age.adult_verified,
         balance: Some(balance_to_proto(a)),
         create_time: Some(to_timestamp(a.created_at)),
         update_time: Some(to_timestamp(a.updated_at)),

@@ -10,7 +10,8 @@ use ovation_store::db::Conn;
 use ovation_types::UnixMillis;
 
 use crate::domain::{
-    HoldState, Limits, PurchaseState, Reason, Refusal, check_caps, split_reversal,
+    AgeRule, HoldState, Limits, PurchaseState, Reason, Refusal, VerifiedAge, check_caps,
+    split_reversal,
 };
 use crate::store::{self, AccountRow, DebitRow, EntryRefs, HoldRow, PurchaseRow, RefundRow};
 
@@ -44,19 +45,20 @@ fn not_found(kind: &'static str, id: &str) -> WalletError {
     }
 }
 
-/// Locks the user's account, refusing minors and accounts in debt: the preconditions of
-/// every spend.
+/// Locks the user's account, refusing accounts the age rule excludes and accounts in
+/// debt: the preconditions of every spend. Spends come from the gift saga, a service
+/// call that carries no user claim, so the rule is judged by the age recorded on the
+/// account (see [`record_verified_age`]).
 async fn lock_spender(
     conn: &mut Conn,
     user: &str,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<AccountRow, WalletError> {
     let account = store::lock_account(conn, user, now)
         .await?
         .ok_or_else(|| not_found("account", user))?;
-    if account.minor {
-        return Err(Refusal::Minor(user.to_owned()).into());
-    }
+    age_rule.check(user, account.age)?;
     if account.balance.debt > 0 {
         return Err(Refusal::InDebt {
             user: user.to_owned(),
@@ -83,6 +85,30 @@ async fn check_spend_caps(
     Ok(())
 }
 
+/// Records on the user's account the age their token vouches for (the identity
+/// provider's or gateway's `age_verified_adult` claim); `None` if there is no account.
+/// Its own transaction, so a verified minor stays recorded even though the request that
+/// carried the claim is then refused.
+pub async fn record_verified_age(
+    conn: &mut Conn,
+    user: &str,
+    age: VerifiedAge,
+    now: UnixMillis,
+) -> Result<Option<AccountRow>, WalletError> {
+    let Some(account) = store::lock_account(conn, user, now).await? else {
+        return Ok(None);
+    };
+    let verified = account.age.with_verified(age);
+    if verified == account.age {
+        return Ok(Some(account));
+    }
+    store::set_age(conn, user, verified).await?;
+    Ok(Some(AccountRow {
+        age: verified,
+        ..account
+    }))
+}
+
 /// A debit request, already validated.
 #[derive(Clone, Debug)]
 pub struct DebitCmd {
@@ -98,6 +124,7 @@ pub struct DebitCmd {
 pub async fn debit(
     conn: &mut Conn,
     cmd: &DebitCmd,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<DebitRow, WalletError> {
     // One query answers "is this operation id new?" for debits, holds and refunds alike
@@ -123,7 +150,7 @@ pub async fn debit(
             cmd.operation_id
         )));
     }
-    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
     let refs = EntryRefs {
         operation_id: &cmd.operation_id,
@@ -269,6 +296,7 @@ pub struct ReserveCmd {
 pub async fn reserve(
     conn: &mut Conn,
     cmd: &ReserveCmd,
+    age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<HoldRow, WalletError> {
     if let Some(existing) = store::get_hold(conn, &cmd.operation_id).await? {
@@ -291,7 +319,7 @@ pub async fn reserve(
             cmd.operation_id
         )));
     }
-    let account = lock_spender(conn, &cmd.user_id, now).await?;
+    let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
     if !store::adjust_held(conn, &cmd.user_id, cmd.coins).await? {
         return Err(Refusal::InsufficientCoins {
@@ -316,6 +344,36 @@ pub async fn reserve(
     Ok(hold)
 }
 
+/// Reads a hold for a change: a hold in a final state (captured, released, expired) is
+/// returned as read, since nothing can change it any more; an active one is read again
+/// after its user's row is locked, because a capture, release or expiry may have
+/// committed while this transaction waited for the lock (READ COMMITTED on PostgreSQL).
+async fn hold_for_change(
+    conn: &mut Conn,
+    operation_id: &str,
+    now: UnixMillis,
+) -> Result<HoldRow, WalletError> {
+    let hold = store::get_hold(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("hold", operation_id))?;
+    if hold.state != HoldState::Active {
+        return Ok(hold);
+    }
+    store::lock_account(conn, &hold.user_id, now).await?;
+    store::get_hold(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("hold", operation_id))
+}
+
+/// A hold left ACTIVE under its user's lock and yet not finished by the conditional
+/// update: only possible if a writer changed it without that lock. Nothing is written.
+fn hold_changed(operation_id: &str) -> WalletError {
+    WalletError::WrongState {
+        reason: "HOLD_CHANGED",
+        message: format!("hold {operation_id} changed during the request; read it and retry"),
+    }
+}
+
 /// Spends an active hold (all or `coins` of it) and releases the rest.
 pub async fn capture(
     conn: &mut Conn,
@@ -324,9 +382,7 @@ pub async fn capture(
     actor: &str,
     now: UnixMillis,
 ) -> Result<(HoldRow, DebitRow), WalletError> {
-    let hold = store::get_hold(conn, operation_id)
-        .await?
-        .ok_or_else(|| not_found("hold", operation_id))?;
+    let hold = hold_for_change(conn, operation_id, now).await?;
     if hold.state == HoldState::Captured {
         // A retry of the capture that happened: same answer, if it asked the same.
         let debit = store::get_debit(conn, operation_id)
@@ -349,7 +405,6 @@ pub async fn capture(
             message: format!("hold {operation_id} is {:?}, not active", hold.state),
         });
     }
-    store::lock_account(conn, &hold.user_id, now).await?;
     if hold.expire_at <= now {
         expire(conn, &hold, now).await?;
         return Err(WalletError::WrongState {
@@ -366,6 +421,10 @@ pub async fn capture(
                 hold.coins
             ),
         });
+    }
+    // The hold's move out of ACTIVE decides who acts on it: only then is anything posted.
+    if !store::finish_hold(conn, operation_id, HoldState::Captured, captured, now).await? {
+        return Err(hold_changed(operation_id));
     }
     let refs = EntryRefs {
         operation_id,
@@ -389,7 +448,6 @@ pub async fn capture(
         reason: "HOLD_INCONSISTENT",
         message: format!("hold {operation_id} is not covered by the account"),
     })?;
-    store::finish_hold(conn, operation_id, HoldState::Captured, captured, now).await?;
     let debit = DebitRow {
         operation_id: operation_id.to_owned(),
         user_id: hold.user_id.clone(),
@@ -413,15 +471,14 @@ pub async fn capture(
     Ok((hold, debit))
 }
 
-/// Cancels an active hold. Released or expired holds come back unchanged.
+/// Cancels an active hold. Released or expired holds come back as they are; a captured
+/// one is refused (HOLD_CAPTURED), whenever the capture happened.
 pub async fn release(
     conn: &mut Conn,
     operation_id: &str,
     now: UnixMillis,
 ) -> Result<HoldRow, WalletError> {
-    let hold = store::get_hold(conn, operation_id)
-        .await?
-        .ok_or_else(|| not_found("hold", operation_id))?;
+    let hold = hold_for_change(conn, operation_id, now).await?;
     match hold.state {
         HoldState::Released | HoldState::Expired => return Ok(hold),
         HoldState::Captured => {
@@ -432,14 +489,19 @@ pub async fn release(
         }
         HoldState::Active => {}
     }
-    store::lock_account(conn, &hold.user_id, now).await?;
     let state = if hold.expire_at <= now {
         HoldState::Expired
     } else {
         HoldState::Released
     };
-    if store::finish_hold(conn, operation_id, state, 0, now).await? {
-        store::adjust_held(conn, &hold.user_id, -hold.coins).await?;
+    if !store::finish_hold(conn, operation_id, state, 0, now).await? {
+        return Err(hold_changed(operation_id));
+    }
+    if !store::adjust_held(conn, &hold.user_id, -hold.coins).await? {
+        return Err(WalletError::WrongState {
+            reason: "HOLD_INCONSISTENT",
+            message: format!("hold {operation_id} is not covered by the account"),
+        });
     }
     Ok(HoldRow {
         state,
@@ -560,6 +622,7 @@ pub async fn complete_purchase(
 }
 
 /// Reverses a completed purchase: claws back what is available, the rest becomes debt.
+/// At most once per purchase, however many reversals race for it.
 pub async fn reverse_purchase(
     conn: &mut Conn,
     purchase_id: &str,
@@ -567,23 +630,33 @@ pub async fn reverse_purchase(
     reason: &str,
     now: UnixMillis,
 ) -> Result<PurchaseRow, WalletError> {
+    let buyer = store::get_purchase(conn, purchase_id)
+        .await?
+        .ok_or_else(|| not_found("purchase", purchase_id))?
+        .user_id;
+    let account = store::lock_account(conn, &buyer, now)
+        .await?
+        .ok_or_else(|| not_found("account", &buyer))?;
+    // Read again under the buyer's lock: a reversal that committed while this one waited
+    // for the lock is seen here (READ COMMITTED takes a new snapshot per statement).
     let purchase = store::get_purchase(conn, purchase_id)
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))?;
+    let not_completed = |state: PurchaseState| WalletError::WrongState {
+        reason: "PURCHASE_NOT_COMPLETED",
+        message: format!(
+            "purchase {purchase_id} is {state:?}; only completed purchases can be reversed"
+        ),
+    };
     if purchase.state != PurchaseState::Completed {
-        return Err(WalletError::WrongState {
-            reason: "PURCHASE_NOT_COMPLETED",
-            message: format!(
-                "purchase {purchase_id} is {:?}; only completed purchases can be reversed",
-                purchase.state
-            ),
-        });
+        return Err(not_completed(purchase.state));
     }
-    let account = store::lock_account(conn, &purchase.user_id, now)
-        .await?
-        .ok_or_else(|| not_found("account", &purchase.user_id))?;
     let credited = purchase.package_coins + purchase.bonus_coins;
     let (clawed, debt) = split_reversal(credited, account.balance.available());
+    // COMPLETED → REVERSED decides which reversal acts: only that one moves coins.
+    if !store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await? {
+        return Err(not_completed(PurchaseState::Reversed));
+    }
     if clawed > 0 {
         let refs = EntryRefs {
             purchase_id,
@@ -609,7 +682,6 @@ pub async fn reverse_purchase(
     if debt > 0 {
         store::adjust_debt(conn, &purchase.user_id, debt).await?;
     }
-    store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await?;
     store::get_purchase(conn, purchase_id)
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))

@@ -112,6 +112,12 @@ pub struct WalletSettings {
         default_value_t = 500
     )]
     pub recovery_interval_ms: u64,
+    /// Only accounts whose adulthood was verified may buy or spend coins: by the identity
+    /// provider's token claim `age_verified_adult`, or by an operator (SetAccountMinor with
+    /// minor=false). Off (the development default), only accounts marked as minors are
+    /// refused. Production turns it on.
+    #[arg(long, env = "OVATION_WALLET_REQUIRE_AGE_VERIFICATION")]
+    pub require_age_verification: bool,
 }
 
 impl Default for WalletSettings {
@@ -122,6 +128,18 @@ impl Default for WalletSettings {
             charge_timeout_ms: 3_000,
             charge_retry_base_ms: 200,
             recovery_interval_ms: 500,
+            require_age_verification: false,
+        }
+    }
+}
+
+impl WalletSettings {
+    /// Who may buy and spend coins.
+    pub fn age_rule(&self) -> domain::AgeRule {
+        if self.require_age_verification {
+            domain::AgeRule::VerifiedAdultsOnly
+        } else {
+            domain::AgeRule::MinorsRefused
         }
     }
 }
@@ -193,6 +211,7 @@ pub async fn run(
             charge_timeout_ms: config.wallet.charge_timeout_ms,
             retry_base_ms: config.wallet.charge_retry_base_ms,
             recovery_interval_ms: config.wallet.recovery_interval_ms,
+            age_rule: config.wallet.age_rule(),
             ..PurchaseSettings::default()
         },
     );
@@ -208,6 +227,7 @@ pub async fn run(
         db.clone(),
         purchases,
         config.wallet.cap_cooling_off_ms,
+        config.wallet.age_rule(),
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
     let result = serve(

@@ -18,7 +18,9 @@ use ovation_store::Db;
 use ovation_types::{Coins, Money, UnixMillis};
 
 use crate::catalog::{CatalogError, CatalogReader};
-use crate::domain::{PromotionOffer, PurchaseState, Refusal, check_caps, choose_promotion};
+use crate::domain::{
+    AgeRule, PromotionOffer, PurchaseState, VerifiedAge, check_caps, choose_promotion,
+};
 use crate::ledger::{self, WalletError};
 use crate::payment::{ChargeOutcome, ChargeRequest, PaymentProvider};
 use crate::store::{self, PurchaseRow};
@@ -36,6 +38,8 @@ pub struct PurchaseSettings {
     pub charge_attempts_max: i64,
     /// How often the recovery worker looks for due purchases and expired holds.
     pub recovery_interval_ms: u64,
+    /// Who may buy.
+    pub age_rule: AgeRule,
 }
 
 impl Default for PurchaseSettings {
@@ -46,6 +50,7 @@ impl Default for PurchaseSettings {
             retry_max_ms: 60_000,
             charge_attempts_max: 100,
             recovery_interval_ms: 500,
+            age_rule: AgeRule::default(),
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct PurchaseCmd {
     pub currency: String,
     pub payment_token: String,
     pub expected_price: Option<Money>,
+    /// The buyer's age as their token vouches for it (identity provider or gateway).
+    pub verified_age: Option<VerifiedAge>,
 }
 
 /// Buys coins: pricing, recording, charging, crediting, recovering.
@@ -93,6 +100,13 @@ impl Purchases {
     pub async fn purchase(&self, cmd: PurchaseCmd) -> Result<PurchaseRow, WalletError> {
         if let Some(existing) = self.by_key(&cmd).await? {
             return Ok(existing);
+        }
+        if let Some(age) = cmd.verified_age {
+            // Recorded first and on its own: a verified minor stays recorded though this
+            // purchase is refused, and the gift saga's debits are judged by it.
+            let mut tx = self.db.begin_write().await?;
+            ledger::record_verified_age(&mut tx, &cmd.user_id, age, UnixMillis::now()).await?;
+            tx.commit().await.map_err(ovation_store::StoreError::from)?;
         }
         let offer = self
             .catalog
@@ -155,9 +169,7 @@ impl Purchases {
                 kind: "account",
                 id: cmd.user_id.clone(),
             })?;
-        if account.minor {
-            return Err(Refusal::Minor(cmd.user_id.clone()).into());
-        }
+        self.settings.age_rule.check(&cmd.user_id, account.age)?;
         let caps = store::get_limits(&mut tx, &cmd.user_id)
             .await?
             .at(now)
@@ -227,7 +239,8 @@ impl Purchases {
         self.attempt(row).await
     }
 
-    /// The purchase already recorded under this idempotency key, if any: replayed as it
+    /// The purchase this buyer already recorded under this idempotency key, if any (keys
+    /// are per buyer: another user's same key is another purchase): replayed as it
     /// is now (driving it on if it is a PENDING one whose time has come).
     async fn by_key(&self, cmd: &PurchaseCmd) -> Result<Option<PurchaseRow>, WalletError> {
         let mut conn = self
@@ -236,7 +249,8 @@ impl Purchases {
             .acquire()
             .await
             .map_err(ovation_store::StoreError::from)?;
-        let Some(existing) = store::get_purchase_by_key(&mut conn, &cmd.idempotency_key).await?
+        let Some(existing) =
+            store::get_purchase_by_key(&mut conn, &cmd.user_id, &cmd.idempotency_key).await?
         else {
             return Ok(None);
         };

@@ -11,7 +11,9 @@ use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{TimeWindow, UnixMillis};
 
-use crate::domain::{AccountKind, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage};
+use crate::domain::{
+    AccountKind, AgeStatus, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage,
+};
 
 /// Largest balance an account may reach: far above any real balance, far below overflow.
 pub const BALANCE_COINS_MAX: i64 = 1_000_000_000_000_000;
@@ -20,19 +22,23 @@ pub const BALANCE_COINS_MAX: i64 = 1_000_000_000_000_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
     pub user_id: String,
-    pub minor: bool,
+    pub age: AgeStatus,
     pub balance: Balance,
     pub entry_count: i64,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
 
-const ACCOUNT_COLUMNS: &str = "user_id, minor, balance_coins, held_coins, debt_coins, entry_count, created_at_ms, updated_at_ms";
+const ACCOUNT_COLUMNS: &str = "user_id, minor, adult_verified, balance_coins, held_coins, debt_coins, \
+     entry_count, created_at_ms, updated_at_ms";
 
 fn account_from_row(row: &AnyRow) -> Result<AccountRow, StoreError> {
     Ok(AccountRow {
         user_id: row.try_get("user_id")?,
-        minor: row.try_get::<i64, _>("minor")? == 1,
+        age: AgeStatus {
+            minor: row.try_get::<i64, _>("minor")? == 1,
+            adult_verified: row.try_get::<i64, _>("adult_verified")? == 1,
+        },
         balance: Balance {
             posted: row.try_get("balance_coins")?,
             held: row.try_get("held_coins")?,
@@ -48,15 +54,16 @@ fn account_from_row(row: &AnyRow) -> Result<AccountRow, StoreError> {
 pub async fn create_account(
     conn: &mut Conn,
     user: &str,
-    minor: bool,
+    age: AgeStatus,
     now: UnixMillis,
 ) -> Result<Option<AccountRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, 0, 0, 0, 0, $3, $3) \
+        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, 0, 0, 0, 0, $4, $4) \
          ON CONFLICT (user_id) DO NOTHING RETURNING {ACCOUNT_COLUMNS}"
     )))
     .bind(user)
-    .bind(i64::from(minor))
+    .bind(i64::from(age.minor))
+    .bind(i64::from(age.adult_verified))
     .bind(now.0)
     .fetch_optional(&mut *conn)
     .await?;
@@ -89,10 +96,11 @@ pub async fn lock_account(
     row.as_ref().map(account_from_row).transpose()
 }
 
-pub async fn set_minor(conn: &mut Conn, user: &str, minor: bool) -> Result<(), StoreError> {
-    sqlx::query("UPDATE accounts SET minor = $2 WHERE user_id = $1")
+pub async fn set_age(conn: &mut Conn, user: &str, age: AgeStatus) -> Result<(), StoreError> {
+    sqlx::query("UPDATE accounts SET minor = $2, adult_verified = $3 WHERE user_id = $1")
         .bind(user)
-        .bind(i64::from(minor))
+        .bind(i64::from(age.minor))
+        .bind(i64::from(age.adult_verified))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -780,12 +788,13 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
     })
 }
 
-/// Records a purchase; `false` if its idempotency key is taken (a concurrent duplicate).
+/// Records a purchase; `false` if its buyer already used its idempotency key (a
+/// concurrent duplicate). Keys are per buyer: another user's key never collides.
 pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, $19) \
-         ON CONFLICT (idempotency_key) DO NOTHING"
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING"
     )))
     .bind(p.purchase_id.as_str())
     .bind(p.idempotency_key.as_str())
@@ -824,13 +833,16 @@ pub async fn get_purchase(
     row.as_ref().map(purchase_from_row).transpose()
 }
 
+/// The purchase `user` recorded under idempotency key `key`, if any.
 pub async fn get_purchase_by_key(
     conn: &mut Conn,
+    user: &str,
     key: &str,
 ) -> Result<Option<PurchaseRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE idempotency_key = $1"
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE user_id = $1 AND idempotency_key = $2"
     )))
+    .bind(user)
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;

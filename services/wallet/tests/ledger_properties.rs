@@ -5,7 +5,7 @@
 use ovation_store::Db;
 use ovation_testkit::TestDatabase;
 use ovation_types::UnixMillis;
-use ovation_wallet::domain::PurchaseState;
+use ovation_wallet::domain::{AgeRule, AgeStatus, PurchaseState};
 use ovation_wallet::ledger::{self, DebitCmd, RefundCmd, ReserveCmd};
 use ovation_wallet::store::{self, PurchaseRow};
 use proptest::prelude::*;
@@ -51,7 +51,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     {
         let mut tx = db.begin_write().await.unwrap();
         for u in 0..USERS {
-            store::create_account(&mut tx, &format!("u{u}"), false, now)
+            store::create_account(&mut tx, &format!("u{u}"), AgeStatus::default(), now)
                 .await
                 .unwrap();
         }
@@ -82,7 +82,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     note: String::new(),
                     actor: "prop".into(),
                 };
-                let done = ledger::debit(&mut tx, &cmd, now).await.is_ok();
+                let done = ledger::debit(&mut tx, &cmd, AgeRule::default(), now)
+                    .await
+                    .is_ok();
                 if done {
                     debits.push(cmd.operation_id);
                 }
@@ -116,7 +118,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     saga_id: String::new(),
                     note: String::new(),
                 };
-                let done = ledger::reserve(&mut tx, &cmd, now).await.is_ok();
+                let done = ledger::reserve(&mut tx, &cmd, AgeRule::default(), now)
+                    .await
+                    .is_ok();
                 if done {
                     holds.push(cmd.operation_id);
                 }

@@ -365,7 +365,10 @@ async fn a_reversal_claws_back_and_leaves_spent_coins_as_debt_until_settled() {
             "[{}]",
             suite.backend
         );
-        assert_eq!(reversal.actor, "ops-jane");
+        assert_eq!(
+            reversal.actor, "test-admin",
+            "the caller, not the request's actor"
+        );
         let b = balance(&mut frank, "frank").await;
         assert_eq!((b.posted_coins, b.debt_coins), (0, 100));
         let blocked = gifting
@@ -798,6 +801,60 @@ async fn debits_are_listed_by_creation_time() {
             .await
             .unwrap_err();
         assert_eq!(fields(&bad), ["start_time"]);
+        suite.stop().await;
+    }
+}
+
+/// A purchase's idempotency key is its buyer's: another user choosing the same key buys
+/// their own coins (not refused, not handed someone else's purchase); each user's retry
+/// replays their own purchase; one user reusing a key for another purchase is refused.
+#[tokio::test]
+async fn purchase_keys_are_scoped_to_the_buyer() {
+    for db in databases().await {
+        let suite = Suite::start(&db).await;
+        let backend = suite.backend;
+        let mut pat = suite.user("pat").await;
+        let mut quinn = suite.user("quinn").await;
+        open_account(&mut pat, "pat").await;
+        open_account(&mut quinn, "quinn").await;
+        let pats = buy(&mut pat, "pat", "buy-1", "coins_100", TOKEN_OK).await;
+        let quinns = buy(&mut quinn, "quinn", "buy-1", "coins_500", TOKEN_OK).await;
+        for p in [&pats, &quinns] {
+            assert_eq!(
+                p.state,
+                pb::PurchaseState::Completed as i32,
+                "[{backend}] {p:?}"
+            );
+        }
+        assert_ne!(pats.purchase_id, quinns.purchase_id, "[{backend}]");
+        assert_eq!(quinns.user_id, "quinn");
+        let replayed = buy(&mut pat, "pat", "buy-1", "coins_100", TOKEN_OK).await;
+        assert_eq!(
+            replayed.purchase_id, pats.purchase_id,
+            "[{backend}] pat's retry"
+        );
+        let replayed = buy(&mut quinn, "quinn", "buy-1", "coins_500", TOKEN_OK).await;
+        assert_eq!(
+            replayed.purchase_id, quinns.purchase_id,
+            "[{backend}] quinn's retry"
+        );
+        assert_eq!(balance(&mut pat, "pat").await.posted_coins, 110);
+        assert_eq!(balance(&mut quinn, "quinn").await.posted_coins, 550);
+        assert_eq!(suite.sandbox.charges().len(), 2, "[{backend}] two charges");
+        let reused = quinn
+            .purchase_coins(pb::PurchaseCoinsRequest {
+                idempotency_key: "buy-1".into(),
+                user_id: "quinn".into(),
+                package_id: "coins_100".into(),
+                currency_code: "USD".into(),
+                payment_token: TOKEN_OK.into(),
+                expected_price: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reused.code(), Code::AlreadyExists, "[{backend}]");
+        let mut admin = suite.admin().await;
+        assert_ledger_sound(&mut admin, backend).await;
         suite.stop().await;
     }
 }
