@@ -89,6 +89,33 @@ impl Text {
     }
 }
 
+/// The reason to journal for an action whose actor is the authenticated caller (`actor`).
+/// A request may still name someone (`reported`: the operator a ticket came from, the
+/// guardian a user acts for): that is a note on the reason, " (reported by: <name>)", never
+/// the actor; naming the caller themself adds nothing. `reported` is a [`Name`] when given;
+/// the noted reason must still be [`Text`]. Errors name the `actor` field.
+pub fn reason_noting_reported_actor(
+    reason: &Text,
+    reported: &str,
+    actor: &str,
+) -> Result<Text, String> {
+    if reported.trim().is_empty() || reported == actor {
+        return Ok(reason.clone());
+    }
+    let reported = Name::parse(reported)?;
+    let noted = if reason.as_str().is_empty() {
+        format!("reported by: {}", reported.as_str())
+    } else {
+        format!("{} (reported by: {})", reason.as_str(), reported.as_str())
+    };
+    Text::parse(&noted).map_err(|_| {
+        format!(
+            "the reason with the note \" (reported by: …)\" must be at most {TEXT_CHARS_MAX} \
+             characters"
+        )
+    })
+}
+
 /// The caller's key that makes a mutating request safe to retry (SPEC §4): 1..=255
 /// printable ASCII characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -132,6 +159,27 @@ fn bounded(raw: &str, chars_max: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reported_actor_is_a_note_on_the_reason() {
+        let reason = Text::parse("chargeback").unwrap();
+        let noted = |reason: &Text, reported: &str, actor: &str| {
+            reason_noting_reported_actor(reason, reported, actor).map(Text::into_string)
+        };
+        assert_eq!(noted(&reason, "", "admin-1").unwrap(), "chargeback");
+        assert_eq!(noted(&reason, "admin-1", "admin-1").unwrap(), "chargeback");
+        assert_eq!(
+            noted(&reason, "ops-jane", "admin-1").unwrap(),
+            "chargeback (reported by: ops-jane)"
+        );
+        assert_eq!(
+            noted(&Text::default(), "guardian", "rita").unwrap(),
+            "reported by: guardian"
+        );
+        assert!(noted(&reason, &"x".repeat(200), "admin-1").is_err());
+        let long = Text::parse(&"r".repeat(TEXT_CHARS_MAX)).unwrap();
+        assert!(noted(&long, "ops-jane", "admin-1").is_err());
+    }
 
     #[test]
     fn ids_are_bounded_and_plain() {

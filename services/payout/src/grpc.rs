@@ -191,33 +191,19 @@ fn parse_state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
     }
 }
 
-/// The reason to record: `reason`, with the request's optional `actor` appended as a note
-/// (" (reported by: <actor>)"). The actor of record is always the caller ([`Who`]).
-fn reason_with_note(v: &mut Violations, actor: &str, reason: &str) -> Option<Text> {
-    let note = if actor.is_empty() {
-        Some(None)
-    } else {
-        v.check("actor", Name::parse(actor)).map(Some)
-    };
-    let reason = v.check("reason", Text::parse_required(reason));
-    match (note?, reason?) {
-        (None, reason) => Some(reason),
-        (Some(note), reason) => v.check(
-            "actor",
-            Text::parse(&format!(
-                "{} (reported by: {})",
-                reason.as_str(),
-                note.as_str()
-            ))
-            .map_err(|_| {
-                format!(
-                    "the reason with this note (\" (reported by: …)\") must be at most {} \
-                         characters",
-                    ovation_types::limits::TEXT_CHARS_MAX
-                )
-            }),
-        ),
-    }
+/// The reason to record: `reason`, noting the request's optional `actor` (never the actor
+/// of record, which is the caller: [`Who`]).
+fn reason_with_note(
+    v: &mut Violations,
+    caller: &Caller,
+    actor: &str,
+    reason: &str,
+) -> Option<Text> {
+    let reason = v.check("reason", Text::parse_required(reason))?;
+    v.check(
+        "actor",
+        ovation_types::reason_noting_reported_actor(&reason, actor, caller.subject()),
+    )
 }
 
 // ---- errors ------------------------------------------------------------------------
@@ -461,7 +447,7 @@ impl PayoutService for Payouts {
                 "is required: the payout account version you reviewed (GetCreator shows it)",
             );
         }
-        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
         let (key, id, decision, reference, reason) = v
             .finish(|| Some((key?, id?, decision?, reference?, reason?)))
             .map_err(ApiError::from)?;
@@ -531,7 +517,7 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
@@ -601,7 +587,7 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &req.actor, &req.reason);
+        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;

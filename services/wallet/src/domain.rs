@@ -483,18 +483,6 @@ pub fn split_reversal(credited: i64, available: i64) -> (i64, i64) {
     (clawed, credited - clawed)
 }
 
-/// The reason recorded for an admin or user action. The actor is always the authenticated
-/// caller; a name the request reported (its `actor` field) is kept as a note in the
-/// reason, never as the actor, and only when it names someone else.
-pub fn reason_with_reported_actor(reason: &str, reported: &str, actor: &str) -> String {
-    match (reported, reason) {
-        ("", _) => reason.to_owned(),
-        (r, _) if r == actor => reason.to_owned(),
-        (r, "") => format!("reported by: {r}"),
-        (r, _) => format!("{reason} (reported by: {r})"),
-    }
-}
-
 /// Lifecycle of a purchase (values as in the contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurchaseState {
@@ -581,18 +569,6 @@ mod tests {
                 Err(Refusal::Minor("u".into()))
             );
         }
-    }
-
-    #[test]
-    fn a_reported_actor_is_a_note_on_the_reason() {
-        let noted = reason_with_reported_actor;
-        assert_eq!(noted("chargeback", "", "admin-1"), "chargeback");
-        assert_eq!(noted("chargeback", "admin-1", "admin-1"), "chargeback");
-        assert_eq!(
-            noted("chargeback", "ops-jane", "admin-1"),
-            "chargeback (reported by: ops-jane)"
-        );
-        assert_eq!(noted("", "guardian", "rita"), "reported by: guardian");
     }
 
     fn offer(id: &str, bps: i32, cap: i32, used: i64) -> PromotionOffer {

@@ -16,8 +16,8 @@ use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
-    Coins, CurrencyCode, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, UnixMillis,
-    Violations,
+    Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, UnixMillis,
+    Violations, reason_noting_reported_actor,
 };
 use tonic::{Request, Response, Status};
 
@@ -138,16 +138,6 @@ fn optional_id(raw: &str) -> Result<String, String> {
     }
 }
 
-/// A request's `actor` field: optional (≤ 128 characters when given). It is only ever a
-/// note: the actor recorded is the authenticated caller.
-fn reported_actor(raw: &str) -> Result<String, String> {
-    if raw.trim().is_empty() {
-        Ok(String::new())
-    } else {
-        Name::parse(raw).map(Name::into_string)
-    }
-}
-
 fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
     match raw {
         Some(c) if !(0..=ovation_types::limits::AMOUNT_MAX).contains(&c) => Err(format!(
@@ -233,13 +223,14 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, user, reported, reason) = v
-            .finish(|| Some((key?, user?, reported?, reason?)))
+        let (key, user, reason) = v
+            .finish(|| Some((key?, user?, reason?)))
             .map_err(ApiError::from)?;
         let actor = caller.subject().to_owned();
-        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
+        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
+            .map_err(|e| ApiError::invalid("actor", e))?
+            .into_string();
         let minor = req.minor;
         let response = self
             .once(
@@ -427,13 +418,14 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
-        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, id, reported, reason) = v
-            .finish(|| Some((key?, id?, reported?, reason?)))
+        let (key, id, reason) = v
+            .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
         let actor = caller.subject().to_owned();
-        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
+        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
+            .map_err(|e| ApiError::invalid("actor", e))?
+            .into_string();
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "ReversePurchase"),
@@ -739,7 +731,6 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let reported = v.check("actor", reported_actor(&req.actor));
         let reason = v.check("reason", Text::parse(&req.reason));
         let caps = match &req.caps {
             None => {
@@ -766,11 +757,13 @@ impl WalletService for Wallet {
                 })()
             }
         };
-        let (key, user, reported, reason, caps) = v
-            .finish(|| Some((key?, user?, reported?, reason?, caps?)))
+        let (key, user, reason, caps) = v
+            .finish(|| Some((key?, user?, reason?, caps?)))
             .map_err(ApiError::from)?;
         let actor = caller.subject().to_owned();
-        let reason = domain::reason_with_reported_actor(reason.as_str(), &reported, &actor);
+        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
+            .map_err(|e| ApiError::invalid("actor", e))?
+            .into_string();
         let cooling_off_ms = self.cooling_off_ms;
         let response = self
             .once(
