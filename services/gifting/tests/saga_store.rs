@@ -335,6 +335,7 @@ async fn a_driver_claims_again_a_lease_near_its_end_and_records_every_attempt() 
                     attempts_max: 2,
                     backoff_base_ms: 1,
                     backoff_max_ms: 1,
+                    max_age_ms: 300,
                 },
                 ..SagaSettings::default()
             },
@@ -358,17 +359,27 @@ async fn a_driver_claims_again_a_lease_near_its_end_and_records_every_attempt() 
             );
             row.lease_expires_at = short;
         }
-        // Two transient attempts exhaust the budget: NEEDS_OPERATOR, lease given back,
-        // every attempt recorded.
+        // The catalog is unreachable: attempts until the saga's maximum age, then
+        // NEEDS_OPERATOR, the lease given back, every attempt recorded.
         let after = engine.drive_recorded(row).await.unwrap();
         assert_eq!(after.saga.status, Status::NeedsOperator, "{backend}");
+        assert!(after.saga.attempts >= 2, "{backend}: {:?}", after.saga);
         let mut conn = db.conn().await.unwrap();
         let stored = store::get_saga(&mut conn, "sg_renew")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(stored.saga.status, Status::NeedsOperator, "{backend}");
-        assert_eq!(stored.saga.attempts, 2, "{backend}");
+        assert_eq!(stored.saga.attempts, after.saga.attempts, "{backend}");
+        assert_eq!(
+            stored.saga.unexpected_failures, 0,
+            "{backend}: no answer is not unexpected"
+        );
+        assert!(
+            stored.saga.last_error.contains("maximum age"),
+            "{backend}: {}",
+            stored.saga.last_error
+        );
         assert_eq!(stored.lease_owner, "", "{backend}");
         assert_eq!(stored.lease_expires_at, UnixMillis(0), "{backend}");
         drop(conn);
