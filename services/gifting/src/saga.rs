@@ -148,9 +148,9 @@ impl SagaEngine {
         self.drive_loop(saga_id, None).await
     }
 
-    /// Records a new saga under its idempotency key, leased to this replica: `None` if the
-    /// key is taken (the caller reads the saga recorded under it). Nothing else happens
-    /// before this commits.
+    /// Records a new saga under its sender's idempotency key, leased to this replica: `None`
+    /// if the sender already used the key (the caller reads the saga recorded under it).
+    /// Nothing else happens before this commits.
     pub async fn record(
         &self,
         saga: Saga,

@@ -84,7 +84,8 @@ fn saga_from_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
     })
 }
 
-/// Records a new saga leased to `owner`; `false` if its idempotency key is taken.
+/// Records a new saga leased to `owner`; `false` if its sender already used its
+/// idempotency key (keys are unique per sender, not globally).
 pub async fn insert_saga(
     conn: &mut Conn,
     saga: &Saga,
@@ -97,7 +98,7 @@ pub async fn insert_saga(
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0, 0, \
          $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL, 0, $16) \
-         ON CONFLICT (idempotency_key) DO NOTHING"
+         ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING"
     )))
     .bind(saga.saga_id.as_str())
     .bind(key)
@@ -130,10 +131,16 @@ pub async fn get_saga(conn: &mut Conn, saga_id: &str) -> Result<Option<SagaRow>,
     row.as_ref().map(saga_from_row).transpose()
 }
 
-pub async fn get_saga_by_key(conn: &mut Conn, key: &str) -> Result<Option<SagaRow>, StoreError> {
+/// The saga `sender` recorded under idempotency key `key`.
+pub async fn get_saga_by_key(
+    conn: &mut Conn,
+    sender: &str,
+    key: &str,
+) -> Result<Option<SagaRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = $1"
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE sender_user_id = $1 AND idempotency_key = $2"
     )))
+    .bind(sender)
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;

@@ -750,3 +750,67 @@ async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budge
         suite.stop().await;
     }
 }
+/// Issue 11, item 3: an idempotency key is the sender's own. Two senders choosing the same
+/// key each get their gift; each sender's replay returns their own saga; a sender reusing
+/// their key for another gift is still refused.
+#[tokio::test]
+async fn two_senders_may_use_the_same_idempotency_key() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        let backend = suite.backend;
+        let amy_funded = suite.funded_viewer("amy", "coins_1000").await;
+        let bo_funded = suite.funded_viewer("bo", "coins_1000").await;
+        suite.creator("cy").await;
+        let mut amy = suite.gifting_as("amy").await;
+        let mut bo = suite.gifting_as("bo").await;
+        let send_as =
+            |who: &str, quantity: i32| send("shared-key", who, "cy", "doughnut", quantity);
+
+        let a = amy
+            .send_gift(send_as("amy", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(a.status, COMPLETED, "[{backend}] {a:?}");
+        let b = bo
+            .send_gift(send_as("bo", 2))
+            .await
+            .unwrap_or_else(|e| panic!("[{backend}] bo's gift under amy's key: {e}"))
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(b.status, COMPLETED, "[{backend}] {b:?}");
+        assert_ne!(a.saga_id, b.saga_id, "[{backend}]");
+        assert_eq!(b.sender_user_id, "bo");
+
+        // Replays: each sender gets their own saga back, nothing moves again.
+        let a2 = amy
+            .send_gift(send_as("amy", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        let b2 = bo
+            .send_gift(send_as("bo", 2))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(
+            (a2.saga_id, b2.saga_id),
+            (a.saga_id, b.saga_id),
+            "[{backend}]"
+        );
+        assert_eq!(suite.coins("amy").await, amy_funded - 30, "[{backend}]");
+        assert_eq!(suite.coins("bo").await, bo_funded - 60, "[{backend}]");
+        assert_eq!(suite.diamonds("cy").await, 15 + 30, "[{backend}]");
+        // The same sender, the same key, another gift: refused, as before.
+        let other = amy.send_gift(send_as("amy", 3)).await.unwrap_err();
+        assert_eq!(other.code(), Code::AlreadyExists, "[{backend}]");
+        suite.stop().await;
+    }
+}
