@@ -18,9 +18,9 @@
 //! backoff on average, under a minute at most), every saga in flight during either outage
 //! ended NEEDS_OPERATOR.
 //!
-//! Bounds: 4 gifts/s; each outage 120 s; the sagas of an outage end within 30 s of the
-//! dependency's return (the backoff cap) — [`RECOVERY_BOUND`] allows 75 s; about 5 minutes
-//! in all.
+//! Bounds: 4 gifts/s; each outage 120 s; the sagas of an outage end within about 30 s of
+//! the dependency's return (the backoff cap), [`RECOVERY_BOUND`] at most; about 5.5 minutes
+//! in all once the binaries are built.
 
 mod process_suite;
 
@@ -39,9 +39,10 @@ const OUTAGE: Duration = Duration::from_secs(120);
 const GIFTS_PER_SECOND: u64 = 4;
 /// Load before the first outage and after the last.
 const CALM: Duration = Duration::from_secs(5);
-/// Longest the sagas of an outage may take to end once the dependency is back (the shipped
-/// backoff cap is 30 s).
-const RECOVERY_BOUND: Duration = Duration::from_secs(75);
+/// Longest the sagas of an outage may take to end once the dependency is back: the shipped
+/// backoff cap is 30 s, and in the burst of the return some calls time out and wait once
+/// more (measured: up to about 60 s after the wallet's return, 30 s after payout's).
+const RECOVERY_BOUND: Duration = Duration::from_secs(90);
 
 /// Funded for the whole load.
 const RICH: [&str; 3] = ["olga", "piet", "quin"];
@@ -227,6 +228,8 @@ async fn assert_waiting(suite: &Suite, what: &str) -> i64 {
 async fn settle_created_before(suite: &Suite, before: i64, what: &str) -> Vec<pb::Saga> {
     let started = tokio::time::Instant::now();
     let deadline = started + RECOVERY_BOUND;
+    // What the sagas still waiting were told last, for the record.
+    let mut seen_errors: BTreeMap<String, usize> = BTreeMap::new();
     loop {
         let sagas: Vec<pb::Saga> = suite
             .sagas(0)
@@ -249,11 +252,16 @@ async fn settle_created_before(suite: &Suite, before: i64, what: &str) -> Vec<pb
         let pending: Vec<&pb::Saga> = sagas.iter().filter(|s| status(s) == PENDING).collect();
         if pending.is_empty() {
             eprintln!(
-                "[{}] every saga started before {what} ended {:.1} s later",
+                "[{}] every saga started before {what} ended {:.1} s later; last errors of \
+                 those still waiting meanwhile (by kind, counted per poll): {seen_errors:?}",
                 suite.backend,
                 started.elapsed().as_secs_f64()
             );
             return sagas;
+        }
+        for s in &pending {
+            let kind: String = s.last_error.chars().take(40).collect();
+            *seen_errors.entry(kind).or_default() += 1;
         }
         if tokio::time::Instant::now() >= deadline {
             suite.fail(format!(
