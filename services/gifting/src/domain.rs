@@ -4,9 +4,15 @@
 //! diamonds (payout, the pivot) → done; a definite refusal of the credit runs the
 //! compensation (refund coins) instead. An ambiguous outcome never moves the saga to
 //! another step: the same step is retried with the same operation id until it answers
-//! definitely, or the retry budget runs out and an operator is asked (NEEDS_OPERATOR).
+//! definitely.
+//!
+//! How long a step is retried depends on why it failed ([`judge`]): a peer that is down,
+//! slow or shedding load (a pod restart, a rollout) is waited for, with capped backoff,
+//! until the saga reaches its maximum age; an answer no retry is known to fix gets a
+//! small attempt budget. Either way, what is left goes to an operator (NEEDS_OPERATOR).
 
 use ovation_types::UnixMillis;
+use tonic::Code;
 
 /// Status of a saga (values as in the contract).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +130,107 @@ pub enum Outcome {
         reason: Rejection,
         detail: String,
     },
-    /// No definite answer (timeout, UNAVAILABLE, lost reply): retry the same step.
+    /// The peer is unreachable, slow or shedding load (no answer, UNAVAILABLE, a
+    /// timeout, RESOURCE_EXHAUSTED without a business reason): nothing definite happened,
+    /// and the peer coming back fixes it. Retry the same step until then, within the
+    /// saga's maximum age.
     Transient {
         detail: String,
     },
+    /// An answer that is neither success nor a definite refusal, and that waiting is not
+    /// known to fix (INTERNAL, UNAUTHENTICATED, a key reused with other parameters, ...).
+    /// Still ambiguous, so never compensated: retried within a small attempt budget, then
+    /// an operator looks.
+    Unexpected {
+        detail: String,
+    },
+}
+
+/// A step's call that failed, as far as the saga needs to know: what the client saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallFailure {
+    /// Which peer was called (`catalog`, `wallet`, `payout`), for the record.
+    pub peer: &'static str,
+    /// The gRPC status code.
+    pub code: Code,
+    /// The `google.rpc.ErrorInfo` reason the peer sent, empty if none.
+    pub reason: String,
+    pub message: String,
+    /// The client made the status itself: the call got no answer from the peer (connection
+    /// refused, reset or broken mid-call, the call's own deadline).
+    pub no_answer: bool,
+}
+
+/// Classifies a failed call of `step`: a definite refusal (which ends or compensates the
+/// saga), a transient failure (wait for the peer), or an unexpected answer (a few more
+/// tries, then an operator).
+///
+/// RESOURCE_EXHAUSTED is both: the wallet refuses a debit over a spend cap with it and
+/// ErrorInfo reason `SPEND_CAP_EXCEEDED` (a business refusal), while load shedding and
+/// rate limits send it without an ErrorInfo (transient).
+pub fn judge(step: Step, failure: &CallFailure) -> Outcome {
+    let detail = truncate(
+        &format!("{}: {:?}: {}", failure.peer, failure.code, failure.message),
+        DETAIL_CHARS_MAX,
+    );
+    let transient = failure.no_answer
+        || matches!(
+            failure.code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted
+        )
+        || (failure.code == Code::ResourceExhausted && failure.reason.is_empty());
+    if transient {
+        return Outcome::Transient { detail };
+    }
+    let refusal = match (step, failure.code, failure.reason.as_str()) {
+        (Step::ResolveGift, Code::NotFound, _) => Some(Rejection::GiftNotFound),
+        (Step::ResolveGift, Code::FailedPrecondition, _) => Some(Rejection::GiftUnavailable),
+        (Step::ResolveGift, Code::InvalidArgument, _) => Some(Rejection::Other),
+        (Step::DebitCoins, Code::FailedPrecondition, "INSUFFICIENT_COINS") => {
+            Some(Rejection::InsufficientCoins)
+        }
+        (Step::DebitCoins, Code::FailedPrecondition, "MINOR_ACCOUNT") => {
+            Some(Rejection::MinorAccount)
+        }
+        (Step::DebitCoins, Code::FailedPrecondition, "ACCOUNT_IN_DEBT") => {
+            Some(Rejection::AccountInDebt)
+        }
+        (Step::DebitCoins, Code::FailedPrecondition, _) => Some(Rejection::Other),
+        (Step::DebitCoins, Code::ResourceExhausted, "SPEND_CAP_EXCEEDED") => {
+            Some(Rejection::SpendCapExceeded)
+        }
+        (Step::DebitCoins, Code::NotFound, _) => Some(Rejection::SenderNotFound),
+        (Step::DebitCoins, Code::InvalidArgument, _) => Some(Rejection::Other),
+        (Step::CreditDiamonds, Code::FailedPrecondition, "CREATOR_NOT_FOUND")
+        | (Step::CreditDiamonds, Code::NotFound, _) => Some(Rejection::CreatorNotFound),
+        (Step::CreditDiamonds, Code::FailedPrecondition, "CREATOR_SUSPENDED") => {
+            Some(Rejection::CreatorSuspended)
+        }
+        (Step::CreditDiamonds, Code::FailedPrecondition | Code::InvalidArgument, _) => {
+            Some(Rejection::Other)
+        }
+        (
+            Step::RefundCoins,
+            Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument,
+            _,
+        ) => Some(Rejection::Other),
+        _ => None,
+    };
+    match refusal {
+        Some(reason) => Outcome::Refused {
+            reason,
+            detail: truncate(&failure.message, DETAIL_CHARS_MAX),
+        },
+        None => Outcome::Unexpected { detail },
+    }
+}
+
+/// Longest error text kept with a saga.
+pub const DETAIL_CHARS_MAX: usize = 400;
+
+/// The first `chars` characters of `s`.
+pub fn truncate(s: &str, chars: usize) -> String {
+    s.chars().take(chars).collect()
 }
 
 /// A saga's state, as persisted.
@@ -149,7 +252,11 @@ pub struct Saga {
     pub rejection: Rejection,
     pub rejection_detail: String,
     pub refund_started: bool,
+    /// Failed attempts of the current step (its backoff grows with them).
     pub attempts: i64,
+    /// Of those, the [`Outcome::Unexpected`] ones (the budget of
+    /// [`RetryPolicy::attempts_max`]).
+    pub unexpected_failures: i64,
     pub last_error: String,
     pub next_attempt_at: UnixMillis,
     pub created_at: UnixMillis,
@@ -189,6 +296,7 @@ impl Saga {
             rejection_detail: String::new(),
             refund_started: false,
             attempts: 0,
+            unexpected_failures: 0,
             last_error: String::new(),
             next_attempt_at: now,
             created_at: now,
@@ -198,13 +306,19 @@ impl Saga {
     }
 }
 
-/// Retry policy for a step's transient failures.
+/// Retry policy for a step that failed without a definite answer.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
-    /// Attempts per step before the saga is handed to an operator.
+    /// Unexpected answers ([`Outcome::Unexpected`]) a step may get before the saga is
+    /// handed to an operator. Transient failures do not count: they are retried until the
+    /// saga is `max_age_ms` old.
     pub attempts_max: i64,
     pub backoff_base_ms: i64,
+    /// The backoff's cap: how long after a peer comes back a waiting saga notices, at most.
     pub backoff_max_ms: i64,
+    /// Past this age (from its creation) a saga still failing is handed to an operator:
+    /// how long a peer may be down before gifts wait for a person.
+    pub max_age_ms: i64,
 }
 
 impl Default for RetryPolicy {
@@ -212,12 +326,18 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts_max: 12,
             backoff_base_ms: 50,
-            backoff_max_ms: 5_000,
+            backoff_max_ms: 30_000,
+            max_age_ms: 24 * 3_600_000,
         }
     }
 }
 
 impl RetryPolicy {
+    /// When a saga created at `created_at` stops being retried.
+    pub fn give_up_at(&self, created_at: UnixMillis) -> UnixMillis {
+        UnixMillis(created_at.0.saturating_add(self.max_age_ms.max(0)))
+    }
+
     /// Exponential backoff with full jitter: uniform in [0, min(max, base × 2^attempt)].
     /// `jitter` is a uniform sample in [0, 1).
     pub fn delay_ms(&self, attempts: i64, jitter: f64) -> i64 {
@@ -248,13 +368,23 @@ impl Saga {
         self.updated_at = now;
         match (self.step, outcome) {
             (_, Outcome::Transient { detail }) => {
-                self.attempts += 1;
+                self.attempts = self.attempts.saturating_add(1);
                 self.last_error = detail;
-                if self.attempts >= policy.attempts_max {
+                self.retry_later(now, policy, jitter);
+                return;
+            }
+            (_, Outcome::Unexpected { detail }) => {
+                self.attempts = self.attempts.saturating_add(1);
+                self.unexpected_failures = self.unexpected_failures.saturating_add(1);
+                self.last_error = detail;
+                if self.unexpected_failures >= policy.attempts_max {
+                    self.last_error = format!(
+                        "{} (gave up after {} unexpected answers)",
+                        self.last_error, self.unexpected_failures
+                    );
                     self.status = Status::NeedsOperator;
                 } else {
-                    self.next_attempt_at =
-                        UnixMillis(now.0.saturating_add(policy.delay_ms(self.attempts, jitter)));
+                    self.retry_later(now, policy, jitter);
                 }
                 return;
             }
@@ -303,8 +433,26 @@ impl Saga {
             }
         }
         self.attempts = 0;
+        self.unexpected_failures = 0;
         self.last_error.clear();
         self.next_attempt_at = now;
+    }
+
+    /// Schedules the next attempt of the current step after a failure (exponential backoff
+    /// with full jitter, never past the saga's maximum age), or hands the saga to an
+    /// operator if it has reached that age.
+    fn retry_later(&mut self, now: UnixMillis, policy: &RetryPolicy, jitter: f64) {
+        let give_up_at = policy.give_up_at(self.created_at);
+        if now.0 >= give_up_at.0 {
+            self.last_error = format!(
+                "{} (gave up: the saga reached its maximum age of {} ms)",
+                self.last_error, policy.max_age_ms
+            );
+            self.status = Status::NeedsOperator;
+            return;
+        }
+        let next = now.0.saturating_add(policy.delay_ms(self.attempts, jitter));
+        self.next_attempt_at = UnixMillis(next.min(give_up_at.0));
     }
 
     fn finish(&mut self, status: Status, now: UnixMillis) {
@@ -313,10 +461,12 @@ impl Saga {
         self.completed_at = Some(now);
     }
 
-    /// An operator's retry: a fresh budget for the step the saga stopped at.
+    /// An operator's retry: a fresh budget for the step the saga stopped at. (Not a fresh
+    /// age: past its maximum age a saga gets one attempt per operator retry.)
     pub fn retry(&mut self, now: UnixMillis) {
         self.status = Status::Pending;
         self.attempts = 0;
+        self.unexpected_failures = 0;
         self.next_attempt_at = now;
         self.updated_at = now;
     }
@@ -424,34 +574,161 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_hands_the_saga_to_an_operator() {
+    fn unexpected_answers_spend_the_budget_and_then_ask_an_operator() {
         let mut s = saga();
         let p = RetryPolicy {
             attempts_max: 2,
             ..Default::default()
         };
         s.apply(
-            Outcome::Transient {
-                detail: "down".into(),
+            Outcome::Unexpected {
+                detail: "odd".into(),
             },
             UnixMillis(1),
             &p,
             0.5,
         );
+        assert_eq!(s.status, Status::Pending);
         s.apply(
-            Outcome::Transient {
-                detail: "down".into(),
+            Outcome::Unexpected {
+                detail: "odd".into(),
             },
             UnixMillis(2),
             &p,
             0.5,
         );
         assert_eq!(s.status, Status::NeedsOperator);
+        assert!(
+            s.last_error.contains("2 unexpected answers"),
+            "{}",
+            s.last_error
+        );
         s.retry(UnixMillis(3));
         assert_eq!(
-            (s.status, s.attempts, s.step),
-            (Status::Pending, 0, Step::ResolveGift)
+            (s.status, s.attempts, s.unexpected_failures, s.step),
+            (Status::Pending, 0, 0, Step::ResolveGift)
         );
+    }
+
+    /// The issue-11 outage: with the shipped policy, a peer down for two minutes (or an
+    /// hour) is waited for; the old policy (12 attempts capped at 5 s) gave up within
+    /// about 16 s on average.
+    #[test]
+    fn a_peer_down_for_an_hour_is_waited_for_and_a_day_is_too_long() {
+        let p = RetryPolicy::default();
+        let mut s = saga();
+        s.apply(Outcome::Quoted(QUOTE), UnixMillis(0), &p, 0.5);
+        let mut now = UnixMillis(0);
+        let mut attempts = 0;
+        while now.0 < 3_600_000 {
+            s.apply(
+                Outcome::Transient {
+                    detail: "wallet: Unavailable: tcp connect error".into(),
+                },
+                now,
+                &p,
+                0.999,
+            );
+            attempts += 1;
+            assert_eq!((s.status, s.step), (Status::Pending, Step::DebitCoins));
+            assert!(s.next_attempt_at.0 > now.0 && s.next_attempt_at.0 <= now.0 + 30_000);
+            now = s.next_attempt_at;
+        }
+        assert_eq!(s.attempts, attempts);
+        // The wallet is back: the saga goes on with a fresh count.
+        s.apply(
+            Outcome::Debited {
+                available_after: 70,
+            },
+            now,
+            &p,
+            0.5,
+        );
+        assert_eq!((s.step, s.attempts), (Step::CreditDiamonds, 0));
+        // Past the maximum age a transient failure is handed to an operator.
+        s.apply(
+            Outcome::Transient {
+                detail: "payout: Unavailable".into(),
+            },
+            UnixMillis(p.max_age_ms),
+            &p,
+            0.5,
+        );
+        assert_eq!(s.status, Status::NeedsOperator);
+        assert!(s.last_error.contains("maximum age"), "{}", s.last_error);
+    }
+
+    fn failure(code: Code, reason: &str, no_answer: bool) -> CallFailure {
+        CallFailure {
+            peer: "wallet",
+            code,
+            reason: reason.into(),
+            message: "m".into(),
+            no_answer,
+        }
+    }
+
+    #[test]
+    fn a_spend_cap_is_a_refusal_and_load_shedding_is_transient() {
+        assert_eq!(
+            judge(
+                Step::DebitCoins,
+                &failure(Code::ResourceExhausted, "SPEND_CAP_EXCEEDED", false)
+            ),
+            Outcome::Refused {
+                reason: Rejection::SpendCapExceeded,
+                detail: "m".into()
+            }
+        );
+        for step in [Step::DebitCoins, Step::CreditDiamonds, Step::RefundCoins] {
+            assert!(matches!(
+                judge(step, &failure(Code::ResourceExhausted, "", false)),
+                Outcome::Transient { .. }
+            ));
+        }
+        // A business reason the saga does not know: not waited for forever.
+        assert!(matches!(
+            judge(
+                Step::DebitCoins,
+                &failure(Code::ResourceExhausted, "SOME_QUOTA", false)
+            ),
+            Outcome::Unexpected { .. }
+        ));
+        assert!(matches!(
+            judge(Step::CreditDiamonds, &failure(Code::Internal, "", false)),
+            Outcome::Unexpected { .. }
+        ));
+        // A connection broken mid-call comes back as INTERNAL or UNKNOWN made by the
+        // client: transient.
+        for code in [Code::Internal, Code::Unknown] {
+            assert!(matches!(
+                judge(Step::CreditDiamonds, &failure(code, "", true)),
+                Outcome::Transient { .. }
+            ));
+        }
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            Just(Step::ResolveGift),
+            Just(Step::DebitCoins),
+            Just(Step::CreditDiamonds),
+            Just(Step::RefundCoins),
+        ]
+    }
+
+    fn any_code() -> impl Strategy<Value = Code> {
+        (0i32..17).prop_map(Code::from_i32)
+    }
+
+    fn reason() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("SPEND_CAP_EXCEEDED".to_owned()),
+            Just("INSUFFICIENT_COINS".to_owned()),
+            Just("CREATOR_SUSPENDED".to_owned()),
+            "[A-Z_]{1,20}",
+        ]
     }
 
     fn outcome() -> impl Strategy<Value = Outcome> {
@@ -465,6 +742,7 @@ mod tests {
                 detail: "no".into()
             }),
             Just(Outcome::Transient { detail: "?".into() }),
+            Just(Outcome::Unexpected { detail: "!".into() }),
         ]
     }
 
@@ -481,7 +759,8 @@ mod tests {
                 if s.status != Status::Pending { break; }
                 let fits = matches!(
                     (s.step, &o),
-                    (_, Outcome::Transient { .. }) | (_, Outcome::Refused { .. })
+                    (_, Outcome::Transient { .. }) | (_, Outcome::Unexpected { .. })
+                        | (_, Outcome::Refused { .. })
                         | (Step::ResolveGift, Outcome::Quoted(_))
                         | (Step::DebitCoins, Outcome::Debited { .. })
                         | (Step::CreditDiamonds, Outcome::Credited { .. })
@@ -502,6 +781,100 @@ mod tests {
                 Status::Rejected => prop_assert!(!debited && !credited && s.coins_spent == 0),
                 Status::Pending | Status::NeedsOperator => prop_assert_eq!(s.coins_spent, 0),
             }
+        }
+
+        /// A peer that does not answer, or answers UNAVAILABLE, DEADLINE_EXCEEDED,
+        /// CANCELLED, ABORTED or a reason-less RESOURCE_EXHAUSTED, is never a refusal and
+        /// never an unexpected answer, at any step: it is waited for.
+        #[test]
+        fn an_unreachable_or_overloaded_peer_is_transient(
+            step in step(),
+            code in any_code(),
+            reason in reason(),
+            no_answer in any::<bool>(),
+        ) {
+            let outcome = judge(step, &failure(code, &reason, no_answer));
+            let waitable = no_answer
+                || matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted)
+                || (code == Code::ResourceExhausted && reason.is_empty());
+            prop_assert_eq!(matches!(outcome, Outcome::Transient { .. }), waitable, "{:?}", outcome);
+            if let Outcome::Refused { reason: r, .. } = outcome {
+                // A refusal is only ever the peer's own definite answer.
+                prop_assert!(matches!(code, Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument | Code::ResourceExhausted));
+                prop_assert!(code != Code::ResourceExhausted || r == Rejection::SpendCapExceeded);
+            }
+        }
+
+        /// Transient failures at any times within the maximum age keep the saga PENDING at
+        /// its step, each next attempt after the failure, at most the cap later, never
+        /// past the maximum age; the first one at or past that age hands it to an operator.
+        #[test]
+        fn transient_failures_wait_until_the_maximum_age(
+            gaps in proptest::collection::vec(0i64..120_000, 1..200),
+            jitters in proptest::collection::vec(0.0f64..1.0, 200),
+            max_age_ms in 1i64..10_000_000,
+            backoff_max_ms in 1i64..60_000,
+            attempts_max in 1i64..20,
+        ) {
+            let p = RetryPolicy { attempts_max, backoff_base_ms: 50, backoff_max_ms, max_age_ms };
+            let mut s = saga();
+            let mut now = 0i64;
+            for (gap, jitter) in gaps.into_iter().zip(jitters) {
+                now += gap;
+                let before = s.clone();
+                s.apply(Outcome::Transient { detail: "down".into() }, UnixMillis(now), &p, jitter);
+                prop_assert_eq!(s.step, Step::ResolveGift);
+                prop_assert_eq!(s.attempts, before.attempts + 1);
+                prop_assert_eq!(s.unexpected_failures, 0);
+                if now >= max_age_ms {
+                    prop_assert_eq!(s.status, Status::NeedsOperator);
+                    break;
+                }
+                prop_assert_eq!(s.status, Status::Pending);
+                prop_assert!(s.next_attempt_at.0 >= now);
+                prop_assert!(s.next_attempt_at.0 <= (now + backoff_max_ms).min(max_age_ms));
+            }
+        }
+
+        /// However many transient failures came first, the unexpected answers alone spend
+        /// the attempt budget.
+        #[test]
+        fn only_unexpected_answers_spend_the_attempt_budget(
+            kinds in proptest::collection::vec(any::<bool>(), 1..100),
+            attempts_max in 1i64..10,
+        ) {
+            let p = RetryPolicy { attempts_max, ..Default::default() };
+            let mut s = saga();
+            let mut unexpected = 0;
+            for (i, is_unexpected) in kinds.into_iter().enumerate() {
+                let outcome = if is_unexpected {
+                    unexpected += 1;
+                    Outcome::Unexpected { detail: "odd".into() }
+                } else {
+                    Outcome::Transient { detail: "down".into() }
+                };
+                s.apply(outcome, UnixMillis(i as i64), &p, 0.5);
+                if unexpected >= attempts_max {
+                    prop_assert_eq!(s.status, Status::NeedsOperator);
+                    break;
+                }
+                prop_assert_eq!(s.status, Status::Pending);
+                prop_assert_eq!(s.unexpected_failures, unexpected);
+            }
+        }
+
+        /// Full jitter: a delay is within [0, min(cap, base × 2^attempts)].
+        #[test]
+        fn a_delay_is_within_its_ceiling(
+            attempts in 0i64..1_000,
+            jitter in 0.0f64..1.0,
+            base in 1i64..1_000,
+            cap in 1i64..120_000,
+        ) {
+            let p = RetryPolicy { backoff_base_ms: base, backoff_max_ms: cap, ..Default::default() };
+            let d = p.delay_ms(attempts, jitter);
+            let ceiling = base.saturating_mul(1i64 << attempts.clamp(0, 20)).min(cap);
+            prop_assert!((0..=ceiling).contains(&d), "{} not in 0..={}", d, ceiling);
         }
     }
 }

@@ -207,10 +207,13 @@ impl GiftingService for Gifting {
             .map_err(ApiError::from)?;
 
         let now = UnixMillis::now();
+        // The key is the sender's own: another sender's saga under the same key is not a
+        // replay of this one.
+        let sender_user_id = sender.into_string();
         let saga = Saga::start(
             format!("sg_{}", uuid::Uuid::now_v7().simple()),
             GiftOrder {
-                sender_user_id: sender.into_string(),
+                sender_user_id: sender_user_id.clone(),
                 creator_id: creator.into_string(),
                 stream_id: stream.into_string(),
                 gift_id: gift.into_string(),
@@ -225,7 +228,7 @@ impl GiftingService for Gifting {
         });
         // Recorded before anything else happens, leased to this replica at once so recovery
         // elsewhere does not race the caller's own drive. A new key (the usual case) is one
-        // insert; a key already used reads the saga recorded under it.
+        // insert; a key the sender already used reads the saga they recorded under it.
         let recorded = self
             .engine
             .record(saga, key.as_str(), fingerprint.as_str())
@@ -237,7 +240,7 @@ impl GiftingService for Gifting {
             Some(row) => self.drive_for(Drive::Recorded(Box::new(row)), wait).await?,
             None => {
                 let mut conn = self.read().await?;
-                let row = store::get_saga_by_key(&mut conn, key.as_str())
+                let row = store::get_saga_by_key(&mut conn, &sender_user_id, key.as_str())
                     .await
                     .map_err(ApiError::from)?
                     .ok_or_else(|| {

@@ -8,8 +8,10 @@
 //! - [`writer`]: group commit of the saga writes of sagas driven at the same time.
 //! - [`grpc`]: the thin gRPC layer, including the WatchStreamGifts feed.
 //!
-//! Limits: quantity 1..=99; a step is retried at most `retry_attempts_max` times before
-//! the saga is handed to an operator; SendGift waits at most `send_wait_ms`; at most
+//! Limits: quantity 1..=99; a step that gets no answer (a peer down, slow or shedding
+//! load) is retried until the saga is `saga_max_age_ms` old, one that gets unexpected
+//! answers at most `retry_attempts_max` times, before the saga is handed to an operator;
+//! SendGift waits at most `send_wait_ms`; at most
 //! `watchers_max` feed watchers per replica, each with a bounded buffer.
 
 pub mod domain;
@@ -81,15 +83,27 @@ pub struct GiftingSettings {
     /// deadline wins).
     #[arg(long, env = "OVATION_GIFTING_SEND_WAIT_MS", default_value_t = 5_000)]
     pub send_wait_ms: u64,
-    /// Attempts per saga step before the saga is handed to an operator.
+    /// Unexpected answers (INTERNAL, UNAUTHENTICATED, ...) a saga step may get before the
+    /// saga is handed to an operator. A peer that is down, slow or shedding load does not
+    /// count: it is waited for (see `saga_max_age_ms`).
     #[arg(long, env = "OVATION_GIFTING_RETRY_ATTEMPTS_MAX", default_value_t = 12)]
     pub retry_attempts_max: i64,
     /// First retry delay of a step (exponential, full jitter).
     #[arg(long, env = "OVATION_GIFTING_RETRY_BASE_MS", default_value_t = 50)]
     pub retry_base_ms: i64,
-    /// Longest retry delay of a step.
-    #[arg(long, env = "OVATION_GIFTING_RETRY_MAX_MS", default_value_t = 5_000)]
+    /// Longest retry delay of a step: at most this long after a peer comes back, the sagas
+    /// waiting for it go on.
+    #[arg(long, env = "OVATION_GIFTING_RETRY_MAX_MS", default_value_t = 30_000)]
     pub retry_max_ms: i64,
+    /// Age (from SendGift) past which a saga whose step still fails is handed to an
+    /// operator (NEEDS_OPERATOR): how long wallet, payout or the catalog may be down
+    /// before gifts wait for a person.
+    #[arg(
+        long,
+        env = "OVATION_GIFTING_SAGA_MAX_AGE_MS",
+        default_value_t = 86_400_000
+    )]
+    pub saga_max_age_ms: i64,
     /// How long a replica's lease on a saga lasts without renewal.
     #[arg(long, env = "OVATION_GIFTING_LEASE_MS", default_value_t = 10_000)]
     pub lease_ms: i64,
@@ -114,7 +128,8 @@ impl Default for GiftingSettings {
             send_wait_ms: 5_000,
             retry_attempts_max: 12,
             retry_base_ms: 50,
-            retry_max_ms: 5_000,
+            retry_max_ms: 30_000,
+            saga_max_age_ms: 86_400_000,
             lease_ms: 10_000,
             step_timeout_ms: 5_000,
             recovery_interval_ms: 500,
@@ -202,6 +217,7 @@ pub async fn run(
                 attempts_max: settings.retry_attempts_max.max(1),
                 backoff_base_ms: settings.retry_base_ms.max(1),
                 backoff_max_ms: settings.retry_max_ms.max(1),
+                max_age_ms: settings.saga_max_age_ms.max(0),
             },
             lease_ms: settings.lease_ms.max(100),
             step_timeout_ms: settings.step_timeout_ms.max(10),
@@ -251,5 +267,19 @@ mod tests {
     fn the_command_line_is_valid() {
         use clap::CommandFactory;
         super::GiftingArgs::command().debug_assert();
+    }
+
+    /// `GiftingSettings::default()` (what `ovation up` and the tests use) is what the
+    /// binary runs with when nothing is set.
+    #[test]
+    fn the_defaults_are_the_command_lines() {
+        use clap::Parser;
+        let parsed = super::GiftingArgs::try_parse_from(["ovation-gifting"])
+            .expect("parses with no arguments")
+            .gifting;
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", super::GiftingSettings::default())
+        );
     }
 }

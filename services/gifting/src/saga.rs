@@ -20,12 +20,15 @@ use ovation_server::peer::Outbound;
 use ovation_store::{Db, StoreError};
 use ovation_types::UnixMillis;
 use tokio::sync::watch;
+use tonic::Status as RpcStatus;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status as RpcStatus};
 use tonic_types::StatusExt;
 
-use crate::domain::{Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step};
+use crate::domain::{
+    CallFailure, DETAIL_CHARS_MAX, Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step,
+    judge, truncate,
+};
 use crate::store::{self, LeaseAfter, SagaRow};
 use crate::writer::{SagaWriter, Write};
 
@@ -134,8 +137,10 @@ impl SagaEngine {
         self.published.subscribe()
     }
 
-    /// Drives a saga until it is terminal, needs an operator, waits longer than its lease
-    /// for a retry, or another replica holds it. Returns its state then.
+    /// Drives a saga until it is terminal, needs an operator, waits longer than half its
+    /// lease for a retry (it lets the lease go and the recovery loop resumes it when due,
+    /// so a saga waiting out a peer's outage holds no lease and no task), or another
+    /// replica holds it. Returns its state then.
     pub async fn drive(&self, saga_id: &str) -> Result<SagaRow, DriveError> {
         let Some(_driving) = self.start_driving(saga_id) else {
             return self.load(saga_id).await;
@@ -143,9 +148,9 @@ impl SagaEngine {
         self.drive_loop(saga_id, None).await
     }
 
-    /// Records a new saga under its idempotency key, leased to this replica: `None` if the
-    /// key is taken (the caller reads the saga recorded under it). Nothing else happens
-    /// before this commits.
+    /// Records a new saga under its sender's idempotency key, leased to this replica: `None`
+    /// if the sender already used the key (the caller reads the saga recorded under it).
+    /// Nothing else happens before this commits.
     pub async fn record(
         &self,
         saga: Saga,
@@ -295,7 +300,7 @@ impl SagaEngine {
                 }
                 Status::NeedsOperator => {
                     tracing::error!(saga_id, step = ?row.saga.step, error = %row.saga.last_error,
-                        "saga exhausted its retry budget: an operator must look (ListStuckSagas, RetrySaga)");
+                        "saga handed to an operator: no retry fixes it (ListStuckSagas, RetrySaga)");
                     return Ok(row);
                 }
                 Status::Rejected | Status::Compensated => return Ok(row),
@@ -356,12 +361,7 @@ impl SagaEngine {
                             economy_version: q.economy_version,
                         })
                     }
-                    Err(s) => match s.code() {
-                        Code::NotFound => refused(Rejection::GiftNotFound, &s),
-                        Code::FailedPrecondition => refused(Rejection::GiftUnavailable, &s),
-                        Code::InvalidArgument => refused(Rejection::Other, &s),
-                        _ => transient("catalog", &s),
-                    },
+                    Err(s) => judge(saga.step, &failure("catalog", &s)),
                 }
             }
             Step::DebitCoins => {
@@ -394,24 +394,7 @@ impl SagaEngine {
                             .debit
                             .map_or(0, |d| d.available_coins_after),
                     },
-                    Err(s) => match (s.code(), reason_of(&s).as_str()) {
-                        (Code::FailedPrecondition, "INSUFFICIENT_COINS") => {
-                            refused(Rejection::InsufficientCoins, &s)
-                        }
-                        (Code::FailedPrecondition, "MINOR_ACCOUNT") => {
-                            refused(Rejection::MinorAccount, &s)
-                        }
-                        (Code::FailedPrecondition, "ACCOUNT_IN_DEBT") => {
-                            refused(Rejection::AccountInDebt, &s)
-                        }
-                        (Code::FailedPrecondition, _) => refused(Rejection::Other, &s),
-                        (Code::ResourceExhausted, "SPEND_CAP_EXCEEDED") => {
-                            refused(Rejection::SpendCapExceeded, &s)
-                        }
-                        (Code::NotFound, _) => refused(Rejection::SenderNotFound, &s),
-                        (Code::InvalidArgument, _) => refused(Rejection::Other, &s),
-                        _ => transient("wallet", &s),
-                    },
+                    Err(s) => judge(saga.step, &failure("wallet", &s)),
                 }
             }
             Step::CreditDiamonds => {
@@ -441,18 +424,7 @@ impl SagaEngine {
                     Ok(r) => Outcome::Credited {
                         diamonds: r.into_inner().credit.map_or(0, |c| c.diamonds),
                     },
-                    Err(s) => match (s.code(), reason_of(&s).as_str()) {
-                        (Code::FailedPrecondition, "CREATOR_NOT_FOUND") | (Code::NotFound, _) => {
-                            refused(Rejection::CreatorNotFound, &s)
-                        }
-                        (Code::FailedPrecondition, "CREATOR_SUSPENDED") => {
-                            refused(Rejection::CreatorSuspended, &s)
-                        }
-                        (Code::FailedPrecondition | Code::InvalidArgument, _) => {
-                            refused(Rejection::Other, &s)
-                        }
-                        _ => transient("payout", &s),
-                    },
+                    Err(s) => judge(saga.step, &failure("payout", &s)),
                 }
             }
             Step::RefundCoins => {
@@ -475,12 +447,7 @@ impl SagaEngine {
                             .refund
                             .map_or(0, |f| f.available_coins_after),
                     },
-                    Err(s) => match s.code() {
-                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument => {
-                            refused(Rejection::Other, &s)
-                        }
-                        _ => transient("wallet", &s),
-                    },
+                    Err(s) => judge(saga.step, &failure("wallet", &s)),
                 }
             }
             Step::Done => Outcome::Refused {
@@ -578,30 +545,20 @@ fn outcome_name(status: Status) -> Option<&'static str> {
     }
 }
 
-fn reason_of(status: &RpcStatus) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-fn refused(reason: Rejection, status: &RpcStatus) -> Outcome {
-    Outcome::Refused {
-        reason,
-        detail: truncate(status.message(), 400),
+/// What the saga needs to know of a failed call (the judgement is the domain's).
+fn failure(peer: &'static str, status: &RpcStatus) -> CallFailure {
+    CallFailure {
+        peer,
+        code: status.code(),
+        reason: status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default(),
+        message: truncate(status.message(), DETAIL_CHARS_MAX),
+        // tonic attaches the underlying error to a status it made itself from a transport
+        // failure (connect, reset, broken stream, the call's own timeout); a status the peer
+        // sent has none.
+        no_answer: std::error::Error::source(status).is_some(),
     }
-}
-
-fn transient(peer: &str, status: &RpcStatus) -> Outcome {
-    Outcome::Transient {
-        detail: truncate(
-            &format!("{peer}: {:?}: {}", status.code(), status.message()),
-            400,
-        ),
-    }
-}
-
-fn truncate(s: &str, chars: usize) -> String {
-    s.chars().take(chars).collect()
 }

@@ -25,7 +25,7 @@ const SAGA_COLUMNS: &str = "saga_id, idempotency_key, fingerprint, sender_user_i
      gift_id, quantity, message, gift_version, unit_price_coins, total_coins, creator_share_bps, \
      economy_version, status, step, coins_spent, diamonds_credited, sender_balance_after_coins, \
      rejection_reason, rejection_detail, refund_started, attempts, last_error, next_attempt_at_ms, \
-     lease_owner, lease_expires_at_ms, created_at_ms, updated_at_ms, completed_at_ms";
+     lease_owner, lease_expires_at_ms, created_at_ms, updated_at_ms, completed_at_ms, unexpected_failures";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(
@@ -68,6 +68,7 @@ fn saga_from_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
             rejection_detail: r.try_get("rejection_detail")?,
             refund_started: r.try_get::<i64, _>("refund_started")? == 1,
             attempts: r.try_get("attempts")?,
+            unexpected_failures: r.try_get("unexpected_failures")?,
             last_error: r.try_get("last_error")?,
             next_attempt_at: UnixMillis(r.try_get("next_attempt_at_ms")?),
             created_at: UnixMillis(r.try_get("created_at_ms")?),
@@ -83,7 +84,8 @@ fn saga_from_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
     })
 }
 
-/// Records a new saga leased to `owner`; `false` if its idempotency key is taken.
+/// Records a new saga leased to `owner`; `false` if its sender already used its
+/// idempotency key (keys are unique per sender, not globally).
 pub async fn insert_saga(
     conn: &mut Conn,
     saga: &Saga,
@@ -95,8 +97,8 @@ pub async fn insert_saga(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0, 0, \
-         $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL, $16) \
-         ON CONFLICT (idempotency_key) DO NOTHING"
+         $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL, 0, $16) \
+         ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING"
     )))
     .bind(saga.saga_id.as_str())
     .bind(key)
@@ -129,10 +131,16 @@ pub async fn get_saga(conn: &mut Conn, saga_id: &str) -> Result<Option<SagaRow>,
     row.as_ref().map(saga_from_row).transpose()
 }
 
-pub async fn get_saga_by_key(conn: &mut Conn, key: &str) -> Result<Option<SagaRow>, StoreError> {
+/// The saga `sender` recorded under idempotency key `key`.
+pub async fn get_saga_by_key(
+    conn: &mut Conn,
+    sender: &str,
+    key: &str,
+) -> Result<Option<SagaRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE idempotency_key = $1"
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE sender_user_id = $1 AND idempotency_key = $2"
     )))
+    .bind(sender)
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;
@@ -176,7 +184,7 @@ pub async fn save_saga(
          diamonds_credited = $10, sender_balance_after_coins = $11, rejection_reason = $12, \
          rejection_detail = $13, refund_started = $14, attempts = $15, last_error = $16, \
          next_attempt_at_ms = $17, updated_at_ms = $18, completed_at_ms = $19, \
-         lease_owner = $21, lease_expires_at_ms = $22 \
+         lease_owner = $21, lease_expires_at_ms = $22, unexpected_failures = $23 \
          WHERE saga_id = $1 AND lease_owner = $20 AND lease_owner <> ''",
     )
     .bind(saga.saga_id.as_str())
@@ -201,6 +209,7 @@ pub async fn save_saga(
     .bind(owner)
     .bind(next_owner)
     .bind(next_expiry)
+    .bind(saga.unexpected_failures)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -489,8 +498,9 @@ pub async fn reset_for_retry(
     now: UnixMillis,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE sagas SET status = 1, attempts = 0, next_attempt_at_ms = $2, updated_at_ms = $2, \
-         lease_owner = '', lease_expires_at_ms = 0 WHERE saga_id = $1 AND status IN (1, 5)",
+        "UPDATE sagas SET status = 1, attempts = 0, unexpected_failures = 0, next_attempt_at_ms = $2, \
+         updated_at_ms = $2, lease_owner = '', lease_expires_at_ms = 0 \
+         WHERE saga_id = $1 AND status IN (1, 5)",
     )
     .bind(saga_id)
     .bind(now.0)

@@ -49,7 +49,8 @@ pub const WRITERS_POSTGRES: usize = 2;
 /// One saga write.
 #[derive(Clone, Debug)]
 pub enum Write {
-    /// Record a new saga under its idempotency key, leased to `owner` (`false`: key taken).
+    /// Record a new saga under its sender's idempotency key, leased to `owner` (`false`:
+    /// the sender already used the key).
     Insert {
         saga: Saga,
         key: String,
@@ -69,12 +70,13 @@ pub enum Write {
 }
 
 impl Write {
-    /// Batch order: records first (by key), then saves, then (after every save) the gift
-    /// events by stream, so two transactions take feed rows in the same order.
-    fn order_key(&self) -> (u8, &str) {
+    /// Batch order: records first (by sender and key, what they are unique by), then saves,
+    /// then (after every save) the gift events by stream, so two transactions take rows
+    /// and feed rows in the same order.
+    fn order_key(&self) -> (u8, &str, &str) {
         match self {
-            Write::Insert { key, .. } => (0, key.as_str()),
-            Write::Save { saga, .. } => (1, saga.saga_id.as_str()),
+            Write::Insert { saga, key, .. } => (0, saga.sender_user_id.as_str(), key.as_str()),
+            Write::Save { saga, .. } => (1, saga.saga_id.as_str(), ""),
         }
     }
 }

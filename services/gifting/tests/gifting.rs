@@ -366,6 +366,8 @@ async fn sagas_resume_after_a_gifting_restart_once_payout_is_back() {
         let Suite {
             catalog,
             wallet,
+            wallet_addr: _,
+            wallet_db: _wallet_db,
             payout,
             payout_addr,
             payout_db,
@@ -428,13 +430,13 @@ async fn sagas_resume_after_a_gifting_restart_once_payout_is_back() {
     }
 }
 
-/// When the retry budget runs out the saga waits for an operator, visible in
-/// ListStuckSagas; RetrySaga with the peer back finishes it.
+/// When a peer stays away past the saga's maximum age the saga waits for an operator,
+/// visible in ListStuckSagas; RetrySaga with the peer back finishes it.
 #[tokio::test]
-async fn an_exhausted_budget_asks_an_operator_and_a_retry_finishes_the_saga() {
+async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() {
     let db = ovation_testkit::TestDatabase::sqlite();
     let impatient = GiftingSettings {
-        retry_attempts_max: 3,
+        saga_max_age_ms: 1_000,
         ..fast_retries()
     };
     let suite = Suite::start_with(db, impatient).await;
@@ -443,6 +445,8 @@ async fn an_exhausted_budget_asks_an_operator_and_a_retry_finishes_the_saga() {
     let Suite {
         catalog,
         wallet,
+        wallet_addr: _,
+        wallet_db: _wallet_db,
         payout,
         payout_addr,
         payout_db,
@@ -602,6 +606,211 @@ async fn sagas_are_listed_by_creation_time() {
             .unwrap_err();
         assert_eq!(empty.code(), tonic::Code::InvalidArgument, "[{backend}]");
         assert!(empty.message().contains("end_time"), "{empty:?}");
+        suite.stop().await;
+    }
+}
+
+/// A viewer's gifting client on `gifting`.
+async fn gifting_client(gifting: &ovation_testkit::Running, user: &str) -> Gifting {
+    ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+        gifting.channel().await,
+        ovation_testkit::Bearer::new(&ovation_testkit::token(user, &[ovation_auth::Role::Viewer])),
+    )
+}
+
+/// Sends a gift with a short deadline, so the answer comes back PENDING while the saga
+/// waits for a peer.
+async fn send_briefly(client: &mut Gifting, request: pb::SendGiftRequest) -> pb::GiftReceipt {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(std::time::Duration::from_millis(1_500));
+    client
+        .send_gift(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap()
+}
+
+/// The saga's status now, read by its sender.
+async fn status_now(client: &mut Gifting, saga_id: &str) -> i32 {
+    client
+        .get_sent_gift(pb::GetSentGiftRequest {
+            saga_id: saga_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap()
+        .status
+}
+
+/// Issue 11: an unreachable wallet or payout is a transient failure, retried until the
+/// peer is back, however long that takes within the saga's maximum age; it no longer
+/// hands the saga to an operator once a step's attempt budget is spent. The retry budget
+/// is the shipped one (12 attempts) with a 100 ms backoff cap, so the old budget ran out
+/// within about a second; each outage here lasts three.
+#[tokio::test]
+async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budget() {
+    const OUTAGE: std::time::Duration = std::time::Duration::from_secs(3);
+    for db in databases().await {
+        let settings = fast_retries();
+        assert_eq!(
+            settings.retry_attempts_max,
+            GiftingSettings::default().retry_attempts_max,
+            "the shipped attempt budget"
+        );
+        let suite = Suite::start_with(db, settings).await;
+        let funded = suite.funded_viewer("ann", "coins_1000").await;
+        suite.creator("ben").await;
+        let Suite {
+            catalog,
+            wallet,
+            wallet_addr,
+            wallet_db,
+            payout,
+            payout_addr,
+            payout_db,
+            gifting,
+            gifting_db,
+            backend,
+            _dbs,
+        } = suite;
+        let mut ann = gifting_client(&gifting, "ann").await;
+        let mut admin =
+            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
+                gifting.channel().await,
+                ovation_testkit::Bearer::admin(),
+            );
+
+        // The wallet goes away: the saga waits before its debit.
+        wallet.stop().await.unwrap();
+        let first = send_briefly(&mut ann, send("outage-1", "ann", "ben", "confetti", 1)).await;
+        assert_eq!(
+            first.status,
+            pb::SagaStatus::Pending as i32,
+            "[{backend}] {first:?}"
+        );
+        tokio::time::sleep(OUTAGE).await;
+        assert_eq!(
+            status_now(&mut ann, &first.saga_id).await,
+            pb::SagaStatus::Pending as i32,
+            "[{backend}] a saga waiting for the wallet is still PENDING after the old budget"
+        );
+        let wallet = start_wallet_on(wallet_addr, &wallet_db, &catalog).await;
+        let done = settled(&mut ann, &first.saga_id).await;
+        assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
+
+        // Payout goes away: the saga has debited and waits at the pivot.
+        payout.stop().await.unwrap();
+        let second = send_briefly(&mut ann, send("outage-2", "ann", "ben", "confetti", 1)).await;
+        assert_eq!(
+            second.status,
+            pb::SagaStatus::Pending as i32,
+            "[{backend}] {second:?}"
+        );
+        tokio::time::sleep(OUTAGE).await;
+        assert_eq!(
+            status_now(&mut ann, &second.saga_id).await,
+            pb::SagaStatus::Pending as i32,
+            "[{backend}] a saga waiting for payout is still PENDING after the old budget"
+        );
+        let stuck = admin
+            .list_stuck_sagas(pb::ListStuckSagasRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sagas;
+        assert!(
+            stuck.is_empty(),
+            "[{backend}] nothing for an operator: {stuck:?}"
+        );
+        let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
+        let done = settled(&mut ann, &second.saga_id).await;
+        assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
+        assert_eq!(done.diamonds_credited, 50);
+
+        // Both gifts moved coins and diamonds exactly once.
+        let suite = Suite {
+            catalog,
+            wallet,
+            wallet_addr,
+            wallet_db,
+            payout,
+            payout_addr,
+            payout_db,
+            gifting,
+            gifting_db,
+            backend,
+            _dbs,
+        };
+        assert_eq!(suite.coins("ann").await, funded - 200, "[{backend}]");
+        assert_eq!(suite.diamonds("ben").await, 100, "[{backend}]");
+        suite.stop().await;
+    }
+}
+/// Issue 11, item 3: an idempotency key is the sender's own. Two senders choosing the same
+/// key each get their gift; each sender's replay returns their own saga; a sender reusing
+/// their key for another gift is still refused.
+#[tokio::test]
+async fn two_senders_may_use_the_same_idempotency_key() {
+    for db in databases().await {
+        let suite = Suite::start(db).await;
+        let backend = suite.backend;
+        let amy_funded = suite.funded_viewer("amy", "coins_1000").await;
+        let bo_funded = suite.funded_viewer("bo", "coins_1000").await;
+        suite.creator("cy").await;
+        let mut amy = suite.gifting_as("amy").await;
+        let mut bo = suite.gifting_as("bo").await;
+        let send_as =
+            |who: &str, quantity: i32| send("shared-key", who, "cy", "doughnut", quantity);
+
+        let a = amy
+            .send_gift(send_as("amy", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(a.status, COMPLETED, "[{backend}] {a:?}");
+        let b = bo
+            .send_gift(send_as("bo", 2))
+            .await
+            .unwrap_or_else(|e| panic!("[{backend}] bo's gift under amy's key: {e}"))
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(b.status, COMPLETED, "[{backend}] {b:?}");
+        assert_ne!(a.saga_id, b.saga_id, "[{backend}]");
+        assert_eq!(b.sender_user_id, "bo");
+
+        // Replays: each sender gets their own saga back, nothing moves again.
+        let a2 = amy
+            .send_gift(send_as("amy", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        let b2 = bo
+            .send_gift(send_as("bo", 2))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap();
+        assert_eq!(
+            (a2.saga_id, b2.saga_id),
+            (a.saga_id, b.saga_id),
+            "[{backend}]"
+        );
+        assert_eq!(suite.coins("amy").await, amy_funded - 30, "[{backend}]");
+        assert_eq!(suite.coins("bo").await, bo_funded - 60, "[{backend}]");
+        assert_eq!(suite.diamonds("cy").await, 15 + 30, "[{backend}]");
+        // The same sender, the same key, another gift: refused, as before.
+        let other = amy.send_gift(send_as("amy", 3)).await.unwrap_err();
+        assert_eq!(other.code(), Code::AlreadyExists, "[{backend}]");
         suite.stop().await;
     }
 }

@@ -340,6 +340,7 @@ async fn a_driver_claims_again_a_lease_near_its_end_and_records_every_attempt() 
                     attempts_max: 2,
                     backoff_base_ms: 1,
                     backoff_max_ms: 1,
+                    max_age_ms: 300,
                 },
                 ..SagaSettings::default()
             },
@@ -363,17 +364,27 @@ async fn a_driver_claims_again_a_lease_near_its_end_and_records_every_attempt() 
             );
             row.lease_expires_at = short;
         }
-        // Two transient attempts exhaust the budget: NEEDS_OPERATOR, lease given back,
-        // every attempt recorded.
+        // The catalog is unreachable: attempts until the saga's maximum age, then
+        // NEEDS_OPERATOR, the lease given back, every attempt recorded.
         let after = engine.drive_recorded(row).await.unwrap();
         assert_eq!(after.saga.status, Status::NeedsOperator, "{backend}");
+        assert!(after.saga.attempts >= 2, "{backend}: {:?}", after.saga);
         let mut conn = db.conn().await.unwrap();
         let stored = store::get_saga(&mut conn, "sg_renew")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(stored.saga.status, Status::NeedsOperator, "{backend}");
-        assert_eq!(stored.saga.attempts, 2, "{backend}");
+        assert_eq!(stored.saga.attempts, after.saga.attempts, "{backend}");
+        assert_eq!(
+            stored.saga.unexpected_failures, 0,
+            "{backend}: no answer is not unexpected"
+        );
+        assert!(
+            stored.saga.last_error.contains("maximum age"),
+            "{backend}: {}",
+            stored.saga.last_error
+        );
         assert_eq!(stored.lease_owner, "", "{backend}");
         assert_eq!(stored.lease_expires_at, UnixMillis(0), "{backend}");
         drop(conn);
@@ -481,7 +492,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
         let r2 = store::get_saga(&mut conn, "sg_b2").await.unwrap().unwrap();
         assert_eq!(r2.saga.step, Step::DebitCoins, "{backend}");
         assert_eq!(r2.lease_expires_at, UnixMillis(now.0 + 30_000), "{backend}");
-        let r3 = store::get_saga_by_key(&mut conn, "kb3")
+        let r3 = store::get_saga_by_key(&mut conn, "alice", "kb3")
             .await
             .unwrap()
             .unwrap();
@@ -593,5 +604,209 @@ async fn a_due_saga_comes_back_with_the_trace_of_its_request() {
             "{}",
             tdb.backend()
         );
+    }
+}
+
+/// Migration 103 makes SendGift keys unique per sender by rebuilding the sagas table (and
+/// gift_events, which refers to it). Sagas recorded before it keep every value and their
+/// gift events; afterwards another sender may use a key, its sender may not; gift events
+/// still refer to existing sagas only.
+#[tokio::test]
+async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
+    use ovation_store::sqlx;
+    for tdb in databases().await {
+        let backend = tdb.backend();
+        let db = Db::connect(tdb.url(), &DbOptions::default())
+            .await
+            .expect("database opens");
+        let before = sqlx::migrate::Migrator::with_migrations(
+            ovation_gifting::MIGRATIONS
+                .iter()
+                .filter(|m| m.version < 103)
+                .cloned()
+                .collect(),
+        );
+        db.migrate(&before)
+            .await
+            .expect("migrations up to 102 apply");
+
+        // Two sagas as the code of the time recorded them (its insert, keys global): one
+        // completed with its gift event, one waiting at its first step.
+        let now = UnixMillis::now();
+        let until = UnixMillis(now.0 + 10_000);
+        let mut done = new_saga("sg_old_done", now);
+        let mut waiting = new_saga("sg_old_waiting", now);
+        waiting.sender_user_id = "bob".into();
+        waiting.creator_id = "alice".into();
+        let mut conn = db.conn().await.unwrap();
+        for (saga, key) in [(&done, "k-old"), (&waiting, "k-bob")] {
+            sqlx::query(
+                "INSERT INTO sagas (saga_id, idempotency_key, fingerprint, sender_user_id, \
+                 creator_id, stream_id, gift_id, quantity, message, gift_version, \
+                 unit_price_coins, total_coins, creator_share_bps, economy_version, status, \
+                 step, coins_spent, diamonds_credited, sender_balance_after_coins, \
+                 rejection_reason, rejection_detail, refund_started, attempts, last_error, \
+                 next_attempt_at_ms, lease_owner, lease_expires_at_ms, created_at_ms, \
+                 updated_at_ms, completed_at_ms, trace_parent) VALUES ($1, $2, 'fp', $3, $4, \
+                 $5, $6, $7, '', 0, 0, 0, 0, 0, 1, 1, 0, 0, NULL, 0, '', 0, 0, '', $8, \
+                 'replica-a', $9, $8, $8, NULL, 'tp')",
+            )
+            .bind(saga.saga_id.as_str())
+            .bind(key)
+            .bind(saga.sender_user_id.as_str())
+            .bind(saga.creator_id.as_str())
+            .bind(saga.stream_id.as_str())
+            .bind(saga.gift_id.as_str())
+            .bind(i64::from(saga.quantity))
+            .bind(now.0)
+            .bind(until.0)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        done = completed(&done, now);
+        drop(conn);
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(
+            store::save_saga(&mut tx, &done, "replica-a", LeaseAfter::Release)
+                .await
+                .unwrap()
+        );
+        store::publish_event(&mut tx, &done).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = db.conn().await.unwrap();
+        waiting = quoted(&waiting, now);
+        waiting.attempts = 3;
+        waiting.unexpected_failures = 1;
+        waiting.last_error = "wallet: Internal: oops".into();
+        assert!(
+            store::save_saga(&mut conn, &waiting, "replica-a", LeaseAfter::Renew(until))
+                .await
+                .unwrap()
+        );
+        drop(conn);
+
+        db.migrate(&ovation_gifting::MIGRATIONS)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: migration 103 applies: {e}"));
+        let mut conn = db.conn().await.unwrap();
+        let old_done = store::get_saga(&mut conn, "sg_old_done")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old_done.saga, done, "{backend}");
+        assert_eq!(
+            (
+                old_done.idempotency_key.as_str(),
+                old_done.lease_owner.as_str()
+            ),
+            ("k-old", ""),
+            "{backend}"
+        );
+        let old_waiting = store::get_saga_by_key(&mut conn, "bob", "k-bob")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old_waiting.saga, waiting, "{backend}");
+        assert_eq!(
+            (
+                old_waiting.lease_owner.as_str(),
+                old_waiting.lease_expires_at
+            ),
+            ("replica-a", until),
+            "{backend}"
+        );
+        let events = store::events_after(&mut conn, "s1", 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "{backend}");
+        assert_eq!(events[0].saga_id, "sg_old_done", "{backend}");
+        let due = store::due_sagas(&mut conn, UnixMillis(until.0 + 1), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            due,
+            [("sg_old_waiting".to_owned(), "tp".to_owned())],
+            "{backend}"
+        );
+
+        // Keys are per sender now: bob may use alice's key, alice may not use it again.
+        assert!(
+            store::insert_saga(
+                &mut conn,
+                &{
+                    let mut s = new_saga("sg_bob_k_old", now);
+                    s.sender_user_id = "bob".into();
+                    s
+                },
+                "k-old",
+                "fp",
+                "replica-a",
+                until,
+                ""
+            )
+            .await
+            .unwrap(),
+            "{backend}: another sender, the same key"
+        );
+        assert!(
+            !store::insert_saga(
+                &mut conn,
+                &new_saga("sg_again", now),
+                "k-old",
+                "fp",
+                "replica-a",
+                until,
+                ""
+            )
+            .await
+            .unwrap(),
+            "{backend}: the same sender, the same key"
+        );
+        assert_eq!(
+            store::get_saga_by_key(&mut conn, "bob", "k-old")
+                .await
+                .unwrap()
+                .unwrap()
+                .saga
+                .saga_id,
+            "sg_bob_k_old",
+            "{backend}"
+        );
+        assert_eq!(
+            store::get_saga_by_key(&mut conn, "alice", "k-old")
+                .await
+                .unwrap()
+                .unwrap()
+                .saga
+                .saga_id,
+            "sg_old_done",
+            "{backend}"
+        );
+        // The rebuilt gift_events refers to the rebuilt sagas: an event of a saga is
+        // accepted, an event of no saga refused.
+        let mut bobs = new_saga("sg_bob_k_old", now);
+        bobs.sender_user_id = "bob".into();
+        let bobs = completed(&bobs, now);
+        drop(conn);
+        let mut tx = db.begin_write().await.unwrap();
+        assert!(
+            store::save_saga(&mut tx, &bobs, "replica-a", LeaseAfter::Release)
+                .await
+                .unwrap()
+        );
+        store::publish_event(&mut tx, &bobs)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: an event after the migration: {e}"));
+        tx.commit().await.unwrap();
+        let mut conn = db.conn().await.unwrap();
+        let orphan = sqlx::query(
+            "INSERT INTO gift_events (stream_id, seq, saga_id, sender_user_id, creator_id, \
+             gift_id, gift_version, quantity, coins, diamonds, message, completed_at_ms) \
+             VALUES ('s1', 99, 'sg_nowhere', 'a', 'b', 'rose', 1, 1, 1, 0, '', 0)",
+        )
+        .execute(&mut *conn)
+        .await;
+        assert!(orphan.is_err(), "{backend}: an event of no saga is refused");
+        drop(conn);
+        db.close().await;
     }
 }

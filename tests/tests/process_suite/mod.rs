@@ -212,6 +212,9 @@ pub struct SuiteOptions {
     /// Start every gifting replica at once on the fresh database; by default the others
     /// start once the first serves (its migrations applied).
     pub gifting_start_together: bool,
+    /// Gifting retries saga steps with the shipped settings (attempt budget, backoff, the
+    /// saga's maximum age) instead of the suite's short ones, so a test proves what ships.
+    pub gifting_shipped_retries: bool,
 }
 
 impl Default for SuiteOptions {
@@ -220,6 +223,7 @@ impl Default for SuiteOptions {
             gifting_replicas: 1,
             env: Vec::new(),
             gifting_start_together: false,
+            gifting_shipped_retries: false,
         }
     }
 }
@@ -287,11 +291,17 @@ impl Suite {
             kv("OVATION_CATALOG_URL", &catalog_url),
             kv("OVATION_WALLET_URL", wallet.url()),
             kv("OVATION_PAYOUT_URL", payout.url()),
-            // A budget that outlasts every outage of these tests: a saga waits, it is
-            // never handed to an operator here.
-            kv("OVATION_GIFTING_RETRY_ATTEMPTS_MAX", "100000"),
-            kv("OVATION_GIFTING_RETRY_BASE_MS", "20"),
-            kv("OVATION_GIFTING_RETRY_MAX_MS", "250"),
+        ]);
+        if !options.gifting_shipped_retries {
+            gifting_env.extend([
+                // A budget that outlasts every outage of these tests: a saga waits, it is
+                // never handed to an operator here.
+                kv("OVATION_GIFTING_RETRY_ATTEMPTS_MAX", "100000"),
+                kv("OVATION_GIFTING_RETRY_BASE_MS", "20"),
+                kv("OVATION_GIFTING_RETRY_MAX_MS", "250"),
+            ]);
+        }
+        gifting_env.extend([
             // A dead replica's sagas are taken over soon.
             kv("OVATION_GIFTING_LEASE_MS", "2000"),
             kv("OVATION_GIFTING_RECOVERY_INTERVAL_MS", "100"),

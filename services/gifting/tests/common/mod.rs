@@ -25,6 +25,8 @@ pub type Payout = PayoutServiceClient<InterceptedService<Channel, Bearer>>;
 pub struct Suite {
     pub catalog: Running,
     pub wallet: Running,
+    pub wallet_addr: SocketAddr,
+    pub wallet_db: TestDatabase,
     pub payout: Running,
     pub payout_addr: SocketAddr,
     pub payout_db: TestDatabase,
@@ -84,6 +86,19 @@ pub fn fast_retries() -> GiftingSettings {
     }
 }
 
+pub async fn start_wallet_on(addr: SocketAddr, db: &TestDatabase, catalog: &Running) -> Running {
+    let config = ovation_wallet::WalletConfig {
+        server: server_config(db.url()),
+        wallet: ovation_wallet::WalletSettings::default(),
+        catalog: CatalogPeerArgs::plaintext(catalog.endpoint()),
+        identity: identity(),
+        provider: Arc::new(ovation_wallet::payment::SandboxProvider::new()),
+    };
+    Running::start_on(addr, |l, s| ovation_wallet::run(config, l, s))
+        .await
+        .expect("wallet starts")
+}
+
 pub async fn start_payout_on(addr: SocketAddr, db: &TestDatabase, catalog: &Running) -> Running {
     let config = ovation_payout::PayoutConfig {
         server: server_config(db.url()),
@@ -115,16 +130,8 @@ impl Suite {
         let catalog = Running::start(|l, s| ovation_catalog::run(catalog_config, l, s))
             .await
             .unwrap();
-        let wallet_config = ovation_wallet::WalletConfig {
-            server: server_config(wallet_db.url()),
-            wallet: ovation_wallet::WalletSettings::default(),
-            catalog: CatalogPeerArgs::plaintext(catalog.endpoint()),
-            identity: identity(),
-            provider: Arc::new(ovation_wallet::payment::SandboxProvider::new()),
-        };
-        let wallet = Running::start(|l, s| ovation_wallet::run(wallet_config, l, s))
-            .await
-            .unwrap();
+        let wallet = start_wallet_on(ovation_testkit::free_addr(), &wallet_db, &catalog).await;
+        let wallet_addr = wallet.addr;
         let payout = start_payout_on(ovation_testkit::free_addr(), &payout_db, &catalog).await;
         let payout_addr = payout.addr;
         let gifting = start_gifting(gifting_config(
@@ -138,13 +145,15 @@ impl Suite {
         Suite {
             catalog,
             wallet,
+            wallet_addr,
+            wallet_db,
             payout,
             payout_addr,
             payout_db,
             gifting,
             gifting_db,
             backend,
-            _dbs: vec![catalog_db, wallet_db],
+            _dbs: vec![catalog_db],
         }
     }
 
