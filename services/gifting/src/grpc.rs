@@ -19,7 +19,8 @@ use ovation_server::edge::{time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
 use ovation_types::{
-    IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
+    IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
+    reason_noting_reported_actor,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -526,11 +527,14 @@ impl GiftingService for Gifting {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("saga_id", ResourceId::parse(&req.saga_id));
-        let actor = v.check("actor", Name::parse(&req.actor));
         let reason = v.check("reason", Text::parse_required(&req.reason));
-        let (key, id, actor, reason) = v
-            .finish(|| Some((key?, id?, actor?, reason?)))
+        let (key, id, reason) = v
+            .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
+        // The operator of record is the caller; the request's actor is only a note.
+        let actor = caller.subject().to_owned();
+        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
+            .map_err(|e| ApiError::invalid("actor", e))?;
         let saga_id = id.as_str().to_owned();
         self.db
             .idempotent(
@@ -553,7 +557,7 @@ impl GiftingService for Gifting {
                             conn,
                             id.as_str(),
                             "RETRY",
-                            actor.as_str(),
+                            &actor,
                             reason.as_str(),
                             now,
                         )

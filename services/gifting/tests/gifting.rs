@@ -451,7 +451,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
         payout_addr,
         payout_db,
         gifting,
-        gifting_db: _gdb,
+        gifting_db,
         backend: _,
         _dbs,
     } = suite;
@@ -517,6 +517,30 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
         r => settled(&mut admin, &r.saga_id).await,
     };
     assert_eq!(receipt.status, COMPLETED);
+    // Journaled as the caller (the admin token's subject), the request's actor a note.
+    let journaled = {
+        use ovation_store::sqlx::{self, Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(gifting_db.url())
+            .await
+            .unwrap();
+        let row = sqlx::query("SELECT actor, reason FROM saga_actions WHERE saga_id = $1")
+            .bind(&stuck.saga_id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (
+            row.get::<String, _>("actor"),
+            row.get::<String, _>("reason"),
+        )
+    };
+    assert_eq!(
+        journaled,
+        (
+            "test-admin".to_owned(),
+            "payout restored (reported by: ops-jane)".to_owned()
+        )
+    );
     let terminal = admin
         .retry_saga(pb::RetrySagaRequest {
             idempotency_key: "retry-2".into(),
