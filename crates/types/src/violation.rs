@@ -49,6 +49,28 @@ impl Violations {
         }
     }
 
+    /// The reason to journal for an action by the authenticated `actor`, from a request's
+    /// `reason` (already parsed) and optional `actor` field (`reported`), which is only ever
+    /// a note ([`crate::reason_noting_reported_actor`]). Both fields are checked, so one
+    /// answer names every bad field.
+    pub fn noted_reason(
+        &mut self,
+        reason: Result<crate::Text, String>,
+        reported: &str,
+        actor: &str,
+    ) -> Option<crate::Text> {
+        let reported_ok = reported.trim().is_empty()
+            || self.check("actor", crate::Name::parse(reported)).is_some();
+        let reason = self.check("reason", reason)?;
+        if !reported_ok {
+            return None;
+        }
+        self.check(
+            "actor",
+            crate::reason_noting_reported_actor(&reason, reported, actor),
+        )
+    }
+
     /// Records a violation that is not about parsing one value (e.g. a cross-field rule).
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.0.push(Violation::new(field, description));

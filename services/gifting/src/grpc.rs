@@ -20,7 +20,6 @@ use ovation_server::{ApiError, auth};
 use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
 use ovation_types::{
     IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
-    reason_noting_reported_actor,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -527,14 +526,16 @@ impl GiftingService for Gifting {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("saga_id", ResourceId::parse(&req.saga_id));
-        let reason = v.check("reason", Text::parse_required(&req.reason));
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
-        // The operator of record is the caller; the request's actor is only a note.
+        // The actor of record is the caller; the request's actor is only a note.
         let actor = caller.subject().to_owned();
-        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
-            .map_err(|e| ApiError::invalid("actor", e))?;
         let saga_id = id.as_str().to_owned();
         self.db
             .idempotent(

@@ -191,21 +191,6 @@ fn parse_state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
     }
 }
 
-/// The reason to record: `reason`, noting the request's optional `actor` (never the actor
-/// of record, which is the caller: [`Who`]).
-fn reason_with_note(
-    v: &mut Violations,
-    caller: &Caller,
-    actor: &str,
-    reason: &str,
-) -> Option<Text> {
-    let reason = v.check("reason", Text::parse_required(reason))?;
-    v.check(
-        "actor",
-        ovation_types::reason_noting_reported_actor(&reason, actor, caller.subject()),
-    )
-}
-
 // ---- errors ------------------------------------------------------------------------
 
 fn rule_error(rule: PayoutRule) -> ApiError {
@@ -447,7 +432,11 @@ impl PayoutService for Payouts {
                 "is required: the payout account version you reviewed (GetCreator shows it)",
             );
         }
-        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, id, decision, reference, reason) = v
             .finish(|| Some((key?, id?, decision?, reference?, reason?)))
             .map_err(ApiError::from)?;
@@ -517,7 +506,11 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
@@ -587,7 +580,11 @@ impl PayoutService for Payouts {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;

@@ -17,7 +17,7 @@ use ovation_store::db::Conn;
 use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
     Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, UnixMillis,
-    Violations, reason_noting_reported_actor,
+    Violations,
 };
 use tonic::{Request, Response, Status};
 
@@ -223,14 +223,17 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let reason = v.check("reason", Text::parse_required(&req.reason));
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, user, reason) = v
             .finish(|| Some((key?, user?, reason?)))
             .map_err(ApiError::from)?;
+        // The actor of record is the caller; the request's actor is only a note.
         let actor = caller.subject().to_owned();
-        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
-            .map_err(|e| ApiError::invalid("actor", e))?
-            .into_string();
+        let reason = reason.into_string();
         let minor = req.minor;
         let response = self
             .once(
@@ -418,14 +421,17 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let id = v.check("purchase_id", ResourceId::parse(&req.purchase_id));
-        let reason = v.check("reason", Text::parse_required(&req.reason));
+        let reason = v.noted_reason(
+            Text::parse_required(&req.reason),
+            &req.actor,
+            caller.subject(),
+        );
         let (key, id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
+        // The actor of record is the caller; the request's actor is only a note.
         let actor = caller.subject().to_owned();
-        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
-            .map_err(|e| ApiError::invalid("actor", e))?
-            .into_string();
+        let reason = reason.into_string();
         let response = self
             .once(
                 &KeyScope::new(&caller.principal(), "ReversePurchase"),
@@ -731,7 +737,7 @@ impl WalletService for Wallet {
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
-        let reason = v.check("reason", Text::parse(&req.reason));
+        let reason = v.noted_reason(Text::parse(&req.reason), &req.actor, caller.subject());
         let caps = match &req.caps {
             None => {
                 v.add(
@@ -760,10 +766,9 @@ impl WalletService for Wallet {
         let (key, user, reason, caps) = v
             .finish(|| Some((key?, user?, reason?, caps?)))
             .map_err(ApiError::from)?;
+        // The actor of record is the caller; the request's actor is only a note.
         let actor = caller.subject().to_owned();
-        let reason = reason_noting_reported_actor(&reason, &req.actor, &actor)
-            .map_err(|e| ApiError::invalid("actor", e))?
-            .into_string();
+        let reason = reason.into_string();
         let cooling_off_ms = self.cooling_off_ms;
         let response = self
             .once(
