@@ -206,6 +206,23 @@ fn reason_with_note(
     )
 }
 
+/// What an admin's decision on a creator carries (SuspendCreator, ReinstateCreator): its
+/// idempotency key, the creator, and the reason with any reported actor as a note.
+fn parse_creator_decision(
+    caller: &Caller,
+    idempotency_key: &str,
+    creator_id: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<(IdempotencyKey, ResourceId, Text), ApiError> {
+    let mut v = Violations::default();
+    let key = v.check("idempotency_key", IdempotencyKey::parse(idempotency_key));
+    let id = v.check("creator_id", ResourceId::parse(creator_id));
+    let reason = reason_with_note(&mut v, caller, actor, reason);
+    v.finish(|| Some((key?, id?, reason?)))
+        .map_err(ApiError::from)
+}
+
 // ---- errors ------------------------------------------------------------------------
 
 fn rule_error(rule: PayoutRule) -> ApiError {
@@ -511,16 +528,13 @@ impl PayoutService for Payouts {
         let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SuspendCreator", &req);
-        let mut v = Violations::default();
-        let key = v.check(
-            "idempotency_key",
-            IdempotencyKey::parse(&req.idempotency_key),
-        );
-        let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
-        let (key, id, reason) = v
-            .finish(|| Some((key?, id?, reason?)))
-            .map_err(ApiError::from)?;
+        let (key, id, reason) = parse_creator_decision(
+            &caller,
+            &req.idempotency_key,
+            &req.creator_id,
+            &req.actor,
+            &req.reason,
+        )?;
         let who = Who::of(&caller);
         let actor = who.as_actor()?;
         let (response, _) = self
@@ -581,16 +595,13 @@ impl PayoutService for Payouts {
         let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReinstateCreator", &req);
-        let mut v = Violations::default();
-        let key = v.check(
-            "idempotency_key",
-            IdempotencyKey::parse(&req.idempotency_key),
-        );
-        let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = reason_with_note(&mut v, &caller, &req.actor, &req.reason);
-        let (key, id, reason) = v
-            .finish(|| Some((key?, id?, reason?)))
-            .map_err(ApiError::from)?;
+        let (key, id, reason) = parse_creator_decision(
+            &caller,
+            &req.idempotency_key,
+            &req.creator_id,
+            &req.actor,
+            &req.reason,
+        )?;
         let who = Who::of(&caller);
         let (response, _) = self
             .db
