@@ -191,6 +191,23 @@ fn parse_state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
     }
 }
 
+/// What an admin's decision on a creator carries (SuspendCreator, ReinstateCreator): its
+/// idempotency key, the creator, and the reason with any reported actor as a note.
+fn parse_creator_decision(
+    caller: &Caller,
+    idempotency_key: &str,
+    creator_id: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<(IdempotencyKey, ResourceId, Text), ApiError> {
+    let mut v = Violations::default();
+    let key = v.check("idempotency_key", IdempotencyKey::parse(idempotency_key));
+    let id = v.check("creator_id", ResourceId::parse(creator_id));
+    let reason = v.noted_reason(Text::parse_required(reason), actor, caller.subject());
+    v.finish(|| Some((key?, id?, reason?)))
+        .map_err(ApiError::from)
+}
+
 // ---- errors ------------------------------------------------------------------------
 
 fn rule_error(rule: PayoutRule) -> ApiError {
@@ -500,20 +517,13 @@ impl PayoutService for Payouts {
         let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SuspendCreator", &req);
-        let mut v = Violations::default();
-        let key = v.check(
-            "idempotency_key",
-            IdempotencyKey::parse(&req.idempotency_key),
-        );
-        let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = v.noted_reason(
-            Text::parse_required(&req.reason),
+        let (key, id, reason) = parse_creator_decision(
+            &caller,
+            &req.idempotency_key,
+            &req.creator_id,
             &req.actor,
-            caller.subject(),
-        );
-        let (key, id, reason) = v
-            .finish(|| Some((key?, id?, reason?)))
-            .map_err(ApiError::from)?;
+            &req.reason,
+        )?;
         let who = Who::of(&caller);
         let actor = who.as_actor()?;
         let (response, _) = self
@@ -574,20 +584,13 @@ impl PayoutService for Payouts {
         let caller = auth::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReinstateCreator", &req);
-        let mut v = Violations::default();
-        let key = v.check(
-            "idempotency_key",
-            IdempotencyKey::parse(&req.idempotency_key),
-        );
-        let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
-        let reason = v.noted_reason(
-            Text::parse_required(&req.reason),
+        let (key, id, reason) = parse_creator_decision(
+            &caller,
+            &req.idempotency_key,
+            &req.creator_id,
             &req.actor,
-            caller.subject(),
-        );
-        let (key, id, reason) = v
-            .finish(|| Some((key?, id?, reason?)))
-            .map_err(ApiError::from)?;
+            &req.reason,
+        )?;
         let who = Who::of(&caller);
         let (response, _) = self
             .db

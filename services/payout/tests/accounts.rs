@@ -8,52 +8,32 @@ mod common;
 
 use common::*;
 use ovation_auth::Role;
-use ovation_payout::store;
 use ovation_proto::payout as pb;
-use ovation_store::{Db, DbOptions};
+
 use ovation_testkit::{Bearer, TestDatabase, databases};
 use tonic::Code;
 
-async fn creator(client: &mut Client, id: &str) -> pb::Creator {
+/// ann, registered by `client`, with the account `reference` that `client` set for her.
+async fn ann_with_an_account(client: &mut Client, reference: &str) -> pb::PayoutAccount {
     client
-        .get_creator(pb::GetCreatorRequest {
-            creator_id: id.into(),
+        .register_creator(pb::RegisterCreatorRequest {
+            idempotency_key: "reg".into(),
+            creator_id: "ann".into(),
+            display_name: "Ann".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
-        .creator
-        .unwrap()
+        .unwrap();
+    account_set(client, account_request("acct", reference, "Ann")).await
 }
 
-fn review(key: &str, id: &str, version: i64) -> pb::VerifyPayoutAccountRequest {
-    pb::VerifyPayoutAccountRequest {
+/// ann's payout account `reference`, held by `holder`.
+fn account_request(key: &str, reference: &str, holder: &str) -> pb::SetPayoutAccountRequest {
+    pb::SetPayoutAccountRequest {
         idempotency_key: key.into(),
-        creator_id: id.into(),
-        decision: pb::VerificationStatus::Verified as i32,
-        account_version: version,
-        reason: "documents checked".into(),
-        ..Default::default()
+        creator_id: "ann".into(),
+        account_reference: reference.into(),
+        holder_name: holder.into(),
     }
-}
-
-/// (action, actor, caller, reason) of every journal line of `id`, oldest first.
-async fn journal(db: &TestDatabase, id: &str) -> Vec<(String, String, String, String)> {
-    let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
-    let mut conn = store_db.pool().acquire().await.unwrap();
-    let events = store::creator_events(
-        &mut conn,
-        &ovation_types::ResourceId::parse(id).unwrap(),
-        100,
-    )
-    .await
-    .unwrap();
-    drop(conn);
-    store_db.close().await;
-    events
-        .into_iter()
-        .map(|e| (e.action.to_owned(), e.actor, e.caller, e.reason))
-        .collect()
 }
 
 #[tokio::test]
@@ -70,18 +50,14 @@ async fn the_journal_records_the_authenticated_caller_and_a_named_actor_only_as_
             .version;
         let mut admin_1 = c.with(as_role("admin-1", Role::Admin));
 
-        let verified = admin_1
-            .verify_payout_account(pb::VerifyPayoutAccountRequest {
+        let verified = account_reviewed(
+            &mut admin_1,
+            pb::VerifyPayoutAccountRequest {
                 actor: "someone-else".into(),
                 ..review("v-1", "ann", version)
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+            },
+        )
+        .await;
         assert_eq!(verified.reviewed_by, "admin-1", "on {}", db.backend());
         assert_eq!(
             verified.review_reason,
@@ -102,12 +78,7 @@ async fn the_journal_records_the_authenticated_caller_and_a_named_actor_only_as_
         assert_eq!(suspended.suspension.unwrap().actor, "admin-1");
         // The note is optional.
         admin_1
-            .reinstate_creator(pb::ReinstateCreatorRequest {
-                idempotency_key: "r-1".into(),
-                creator_id: "ann".into(),
-                actor: String::new(),
-                reason: "cleared".into(),
-            })
+            .reinstate_creator(reinstate_request("ann", "r-1"))
             .await
             .unwrap();
         let lines = journal(&db, "ann").await;
@@ -167,12 +138,7 @@ async fn only_the_creator_or_the_gateway_for_them_sets_the_payout_account() {
         let before = creator(&mut admin, "ann").await;
 
         let denied = admin
-            .set_payout_account(pb::SetPayoutAccountRequest {
-                idempotency_key: "hijack".into(),
-                creator_id: "ann".into(),
-                account_reference: "sandbox-ok-mallory".into(),
-                holder_name: "Mallory".into(),
-            })
+            .set_payout_account(account_request("hijack", "sandbox-ok-mallory", "Mallory"))
             .await
             .unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "on {}", db.backend());
@@ -180,20 +146,11 @@ async fn only_the_creator_or_the_gateway_for_them_sets_the_payout_account() {
 
         // The gateway for ann may; the account is recorded as set by ann.
         let mut gateway = c.with(as_gateway_for("ann"));
-        let account = gateway
-            .set_payout_account(pb::SetPayoutAccountRequest {
-                idempotency_key: "new-bank".into(),
-                creator_id: "ann".into(),
-                account_reference: "sandbox-ok-ann-2".into(),
-                holder_name: "Ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let account = account_set(
+            &mut gateway,
+            account_request("new-bank", "sandbox-ok-ann-2", "Ann"),
+        )
+        .await;
         assert_eq!(
             account.verification_status,
             pb::VerificationStatus::Pending as i32
@@ -229,21 +186,15 @@ async fn a_verification_names_the_account_version_it_approves() {
         // The admin reads version 1; meanwhile the account changes to b and back to a.
         set_account(&c, "ann", "sandbox-ok-b").await;
         let back = set_account(&c, "ann", "sandbox-ok-a-again").await;
-        let back = c
-            .creator("ann")
-            .set_payout_account(pb::SetPayoutAccountRequest {
-                idempotency_key: "back-to-a".into(),
-                creator_id: "ann".into(),
-                account_reference: "sandbox-ok-a".into(),
-                holder_name: back.payout_account.unwrap().holder_name,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let back = account_set(
+            &mut c.creator("ann"),
+            account_request(
+                "back-to-a",
+                "sandbox-ok-a",
+                &back.payout_account.unwrap().holder_name,
+            ),
+        )
+        .await;
         assert_eq!(back.version, 4);
         for stale in [
             review("v-1", "ann", 1),
@@ -271,15 +222,7 @@ async fn a_verification_names_the_account_version_it_approves() {
             pb::VerificationStatus::Pending as i32,
             "nothing verified"
         );
-        let verified = admin
-            .verify_payout_account(review("v-4", "ann", 4))
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let verified = account_reviewed(&mut admin, review("v-4", "ann", 4)).await;
         assert_eq!(
             verified.verification_status,
             pb::VerificationStatus::Verified as i32
@@ -300,28 +243,7 @@ async fn the_one_who_set_the_account_cannot_verify_it() {
             "ann",
             &[Role::Creator, Role::Admin],
         )));
-        ann_admin
-            .register_creator(pb::RegisterCreatorRequest {
-                idempotency_key: "reg".into(),
-                creator_id: "ann".into(),
-                display_name: "Ann".into(),
-            })
-            .await
-            .unwrap();
-        let account = ann_admin
-            .set_payout_account(pb::SetPayoutAccountRequest {
-                idempotency_key: "acct".into(),
-                creator_id: "ann".into(),
-                account_reference: "sandbox-ok-ann".into(),
-                holder_name: "Ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let account = ann_with_an_account(&mut ann_admin, "sandbox-ok-ann").await;
         // ...but not verify it.
         let own = ann_admin
             .verify_payout_account(review("v-own", "ann", account.version))
@@ -338,32 +260,21 @@ async fn the_one_who_set_the_account_cannot_verify_it() {
         );
         // Rejecting her own account is allowed (it sends no money anywhere); a second
         // operator verifies.
-        let rejected = ann_admin
-            .verify_payout_account(pb::VerifyPayoutAccountRequest {
+        let rejected = account_reviewed(
+            &mut ann_admin,
+            pb::VerifyPayoutAccountRequest {
                 decision: pb::VerificationStatus::Rejected as i32,
                 ..review("r-own", "ann", account.version)
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+            },
+        )
+        .await;
         assert_eq!(
             rejected.verification_status,
             pb::VerificationStatus::Rejected as i32
         );
         let mut other = c.with(as_role("admin-2", Role::Admin));
-        let verified = other
-            .verify_payout_account(review("v-other", "ann", account.version))
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let verified =
+            account_reviewed(&mut other, review("v-other", "ann", account.version)).await;
         assert_eq!(
             (verified.verification_status, verified.reviewed_by.as_str()),
             (pb::VerificationStatus::Verified as i32, "admin-2")
@@ -384,38 +295,9 @@ async fn with_authentication_off_nobody_has_an_identity_to_apply_four_eyes_to() 
     config.server.args.auth.insecure_no_auth = true;
     let running = start_payout(config).await;
     let mut anyone = client(&running, Bearer::none()).await;
-    anyone
-        .register_creator(pb::RegisterCreatorRequest {
-            idempotency_key: "reg".into(),
-            creator_id: "ann".into(),
-            display_name: "Ann".into(),
-        })
-        .await
-        .unwrap();
-    let account = anyone
-        .set_payout_account(pb::SetPayoutAccountRequest {
-            idempotency_key: "acct".into(),
-            creator_id: "ann".into(),
-            account_reference: "sandbox-ok".into(),
-            holder_name: "Ann".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .creator
-        .unwrap()
-        .payout_account
-        .unwrap();
+    let account = ann_with_an_account(&mut anyone, "sandbox-ok").await;
     assert_eq!(account.set_by, "anonymous");
-    let verified = anyone
-        .verify_payout_account(review("v", "ann", account.version))
-        .await
-        .unwrap()
-        .into_inner()
-        .creator
-        .unwrap()
-        .payout_account
-        .unwrap();
+    let verified = account_reviewed(&mut anyone, review("v", "ann", account.version)).await;
     assert_eq!(
         verified.verification_status,
         pb::VerificationStatus::Verified as i32

@@ -25,15 +25,8 @@ async fn fixture(db: &TestDatabase) -> Fixture {
     verified_creator(&clients, "ann", "sandbox-ok").await;
     register(&clients, "bob").await;
     earn(&clients, "fixture-credit", "ann", 10_000).await;
-    let ann_payout = clients
-        .admin
-        .clone()
-        .request_payout(request_payout("fixture-payout", "ann", 1_000))
+    let ann_payout = requested_payout(&mut clients.admin.clone(), "fixture-payout", "ann", 1_000)
         .await
-        .unwrap()
-        .into_inner()
-        .payout
-        .unwrap()
         .payout_id;
     Fixture {
         running,
@@ -163,40 +156,21 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
         // Where ann is paid: ann herself (or the gateway for her) only; an admin verifies
         // accounts, so may not set one (four eyes). Last: it sends the account back to
         // review.
-        for (i, (who, bearer)) in strangers_to_ann()
+        let denied = strangers_to_ann()
             .into_iter()
             .chain([("an admin", Bearer::admin())])
             .enumerate()
-        {
-            let mut client = f.clients.with(bearer);
-            assert_eq!(
-                own(
-                    Own::SetPayoutAccount,
-                    &mut client,
-                    &f,
-                    &format!("denied-{i}")
-                )
-                .await,
-                Code::PermissionDenied,
-                "{who} sets ann's payout account on {}",
-                db.backend()
-            );
-        }
-        for (i, (who, bearer)) in ann_or_admin()
+            .map(|(i, (who, bearer))| (who, bearer, format!("denied-{i}"), Code::PermissionDenied));
+        let allowed = ann_or_admin()
             .into_iter()
             .filter(|(who, _)| *who != "an admin")
             .enumerate()
-        {
+            .map(|(i, (who, bearer))| (who, bearer, format!("allowed-{i}"), Code::Ok));
+        for (who, bearer, tag, expected) in denied.chain(allowed) {
             let mut client = f.clients.with(bearer);
             assert_eq!(
-                own(
-                    Own::SetPayoutAccount,
-                    &mut client,
-                    &f,
-                    &format!("allowed-{i}")
-                )
-                .await,
-                Code::Ok,
+                own(Own::SetPayoutAccount, &mut client, &f, &tag).await,
+                expected,
                 "{who} sets ann's payout account on {}",
                 db.backend()
             );
@@ -216,17 +190,7 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
         assert_eq!(payouts.len(), 4, "on {}", db.backend());
         let b = balance(&mut admin, "ann").await;
         assert_eq!(b.held_diamonds + b.paid_out_diamonds, 4_000);
-        let account = admin
-            .get_creator(pb::GetCreatorRequest {
-                creator_id: "ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let account = creator(&mut admin, "ann").await.payout_account.unwrap();
         assert_eq!(account.account_reference, "sandbox-ok-allowed-1");
         assert_eq!(
             account.version, 3,
@@ -354,15 +318,7 @@ async fn verification_suspension_and_audit_reads_are_for_admins_only() {
     for db in databases().await {
         let f = fixture(&db).await;
         let mut admin = f.clients.admin.clone();
-        let ann_before = admin
-            .get_creator(pb::GetCreatorRequest {
-                creator_id: "ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap();
+        let ann_before = creator(&mut admin, "ann").await;
         for rpc in [
             AdminRpc::Verify,
             AdminRpc::Suspend,
@@ -386,15 +342,7 @@ async fn verification_suspension_and_audit_reads_are_for_admins_only() {
             }
         }
         // Denied calls changed nothing about ann.
-        let ann_after = admin
-            .get_creator(pb::GetCreatorRequest {
-                creator_id: "ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap();
+        let ann_after = creator(&mut admin, "ann").await;
         assert_eq!(ann_after, ann_before, "on {}", db.backend());
         for rpc in [
             AdminRpc::Verify,

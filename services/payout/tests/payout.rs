@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use common::*;
 use ovation_payout::provider::SandboxProvider;
-use ovation_payout::store;
 use ovation_proto::catalog as catalog_pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::payout as pb;
@@ -75,19 +74,11 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&undecided), ["decision"]);
-        let verified = admin
-            .verify_payout_account(review(
-                "v3",
-                pb::VerificationStatus::Verified,
-                "sandbox-ok-ann",
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap()
-            .payout_account
-            .unwrap();
+        let verified = account_reviewed(
+            &mut admin,
+            review("v3", pb::VerificationStatus::Verified, "sandbox-ok-ann"),
+        )
+        .await;
         assert_eq!(
             verified.verification_status,
             pb::VerificationStatus::Verified as i32
@@ -146,15 +137,7 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
         assert_eq!(reinstated.state, pb::CreatorState::Active as i32);
         assert!(reinstated.suspension.is_none());
 
-        let read = ann
-            .get_creator(pb::GetCreatorRequest {
-                creator_id: "ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap();
+        let read = creator(&mut ann, "ann").await;
         assert_eq!(read, reinstated, "on {}", db.backend());
         let missing = admin
             .get_creator(pb::GetCreatorRequest {
@@ -166,25 +149,10 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
 
         // Every change is journaled with the authenticated caller as the actor, and the
         // reason with the request's actor as a note.
-        let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
-        let mut conn = store_db.pool().acquire().await.unwrap();
-        let journal = store::creator_events(
-            &mut conn,
-            &ovation_types::ResourceId::parse("ann").unwrap(),
-            100,
-        )
-        .await
-        .unwrap();
-        let lines: Vec<(&str, &str, &str, &str)> = journal
+        let journal = journal(&db, "ann").await;
+        let lines: Vec<_> = journal
             .iter()
-            .map(|e| {
-                (
-                    e.action,
-                    e.actor.as_str(),
-                    e.caller.as_str(),
-                    e.reason.as_str(),
-                )
-            })
+            .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
             .collect();
         assert_eq!(
             lines,
@@ -213,8 +181,6 @@ async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() 
             "on {}",
             db.backend()
         );
-        drop(conn);
-        store_db.close().await;
         running.stop().await.unwrap();
     }
 }
@@ -627,14 +593,8 @@ async fn every_list_pages_through_ties_once_in_order_and_refuses_foreign_tokens(
         // id) older than them all.
         let mut payouts = Vec::new();
         for i in 0..5 {
-            let payout = ann
-                .clone()
-                .request_payout(request_payout(&format!("cash-{i}"), "ann", 1_000))
-                .await
-                .unwrap()
-                .into_inner()
-                .payout
-                .unwrap();
+            let payout =
+                requested_payout(&mut ann.clone(), &format!("cash-{i}"), "ann", 1_000).await;
             settled(&ann, &payout.payout_id).await;
             payouts.push(payout.payout_id);
         }
@@ -885,13 +845,7 @@ async fn a_paid_payout_captures_the_hold_at_the_rate_recorded_when_requested() {
         earn(&c, "g1", "ann", 5_000).await;
         let mut ann = c.creator("ann");
 
-        let requested = ann
-            .request_payout(request_payout("cash-1", "ann", 1_999))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let requested = requested_payout(&mut ann, "cash-1", "ann", 1_999).await;
         assert_eq!(requested.state, pb::PayoutState::Held as i32, "as recorded");
         assert_eq!(requested.diamonds, 1_999);
         let amount = requested.amount.clone().unwrap();
@@ -918,13 +872,7 @@ async fn a_paid_payout_captures_the_hold_at_the_rate_recorded_when_requested() {
         );
 
         // A replay answers the payout as it is now, and pays nothing more.
-        let replay = ann
-            .request_payout(request_payout("cash-1", "ann", 1_999))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let replay = requested_payout(&mut ann, "cash-1", "ann", 1_999).await;
         assert_eq!(replay.payout_id, requested.payout_id);
         assert_eq!(replay.state, pb::PayoutState::Paid as i32);
         let reused = ann
@@ -950,13 +898,7 @@ async fn a_paid_payout_captures_the_hold_at_the_rate_recorded_when_requested() {
             .into_inner()
             .economy_parameters
             .unwrap();
-        let second = ann
-            .request_payout(request_payout("cash-2", "ann", 1_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let second = requested_payout(&mut ann, "cash-2", "ann", 1_000).await;
         assert_eq!(second.economy_version, economy.version);
         assert_eq!(second.amount.unwrap().amount_minor, 700);
         assert_eq!(version, 1);
@@ -1026,13 +968,7 @@ async fn a_failed_provider_releases_the_hold_exactly() {
         earn(&c, "g1", "ann", 2_345).await;
         let mut ann = c.creator("ann");
         let before = balance(&mut ann, "ann").await;
-        let payout = ann
-            .request_payout(request_payout("cash", "ann", 1_234))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let payout = requested_payout(&mut ann, "cash", "ann", 1_234).await;
         let released = settled(&ann, &payout.payout_id).await;
         assert_eq!(
             released.state,
@@ -1061,14 +997,7 @@ async fn transient_provider_failures_are_retried_until_paid() {
         verified_creator(&c, "ann", "sandbox-transient-3").await;
         earn(&c, "g1", "ann", 1_000).await;
         let ann = c.creator("ann");
-        let payout = ann
-            .clone()
-            .request_payout(request_payout("cash", "ann", 1_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let payout = requested_payout(&mut ann.clone(), "cash", "ann", 1_000).await;
         let paid = settled(&ann, &payout.payout_id).await;
         assert_eq!(
             paid.state,
@@ -1099,14 +1028,7 @@ async fn a_restart_during_a_payout_ends_with_exactly_one_provider_payment() {
         // The provider accepts the transfer at once but answers only after ten minutes.
         verified_creator(&c, "ann", "sandbox-slow-600000").await;
         earn(&c, "g1", "ann", 3_000).await;
-        let payout = c
-            .creator("ann")
-            .request_payout(request_payout("cash", "ann", 2_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let payout = requested_payout(&mut c.creator("ann"), "cash", "ann", 2_000).await;
         eventually("the provider call is in flight", || {
             let calls = sandbox.calls(&payout.payout_id);
             async move { (calls >= 1).then_some(()) }
@@ -1344,15 +1266,7 @@ async fn bad_inputs_are_refused_clearly_and_write_nothing() {
             "on {}",
             db.backend()
         );
-        let creator = ann
-            .get_creator(pb::GetCreatorRequest {
-                creator_id: "ann".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .creator
-            .unwrap();
+        let creator = creator(&mut ann, "ann").await;
         assert_eq!(creator.state, pb::CreatorState::Active as i32);
         assert_eq!(
             creator.payout_account.unwrap().verification_status,
@@ -1380,13 +1294,7 @@ async fn a_catalog_that_cannot_be_reached_is_unavailable_and_nothing_is_held() {
         verified_creator(&c, "ann", "sandbox-ok").await;
         earn(&c, "g1", "ann", 3_000).await;
         let mut ann = c.creator("ann");
-        let first = ann
-            .request_payout(request_payout("cash-1", "ann", 1_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let first = requested_payout(&mut ann, "cash-1", "ann", 1_000).await;
         settled(&ann, &first.payout_id).await;
 
         catalog.running.stop().await.unwrap();
@@ -1402,13 +1310,7 @@ async fn a_catalog_that_cannot_be_reached_is_unavailable_and_nothing_is_held() {
             "nothing held"
         );
         // A replay needs no rate: it answers the recorded payout, as it is now.
-        let replay = ann
-            .request_payout(request_payout("cash-1", "ann", 1_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let replay = requested_payout(&mut ann, "cash-1", "ann", 1_000).await;
         assert_eq!(replay.payout_id, first.payout_id);
         assert_eq!(replay.state, pb::PayoutState::Paid as i32);
         assert_ledger_sound(&c, &db).await;

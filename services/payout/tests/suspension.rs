@@ -12,20 +12,15 @@ use common::*;
 use ovation_payout::worker::WorkerConfig;
 use ovation_proto::payout as pb;
 use ovation_testkit::{TestDatabase, databases};
+use tokio::task::JoinHandle;
 use tonic::Code;
+
+/// What one racer's call answered.
+type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
 
 fn millis(t: &Option<prost_types::Timestamp>) -> i64 {
     let t = t.expect("a timestamp");
     t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000
-}
-
-fn suspend(id: &str, key: &str) -> pb::SuspendCreatorRequest {
-    pb::SuspendCreatorRequest {
-        idempotency_key: key.into(),
-        creator_id: id.into(),
-        actor: String::new(),
-        reason: "fraud review".into(),
-    }
 }
 
 /// A one-slot worker kept busy: creator `blocker` (paid by a `sandbox-slow-<ms>` account)
@@ -38,21 +33,66 @@ async fn occupy_worker(
 ) -> String {
     verified_creator(c, "blocker", &format!("sandbox-slow-{ms}")).await;
     earn(c, "blocker-credit", "blocker", 1_000).await;
-    let id = c
-        .creator("blocker")
-        .request_payout(request_payout("blocker-payout", "blocker", 1_000))
-        .await
-        .unwrap()
-        .into_inner()
-        .payout
-        .unwrap()
-        .payout_id;
-    eventually("the worker calls the provider for the blocker", || {
-        let called = sandbox.calls(&id) >= 1;
+    let id = requested_payout(
+        &mut c.creator("blocker"),
+        "blocker-payout",
+        "blocker",
+        1_000,
+    )
+    .await
+    .payout_id;
+    provider_called(sandbox, &id).await;
+    id
+}
+
+/// Waits until the worker has called the provider for payout `id`.
+async fn provider_called(sandbox: &ovation_payout::provider::SandboxProvider, id: &str) {
+    eventually(&format!("the worker calls the provider for {id}"), || {
+        let called = sandbox.calls(id) >= 1;
         async move { called.then_some(()) }
     })
     .await;
-    id
+}
+
+/// `requests` payout requests of 1,000 diamonds by creator `id`, all at once.
+fn concurrent_payout_requests(
+    c: &Clients,
+    id: &str,
+    requests: usize,
+) -> Vec<JoinHandle<Answer<pb::RequestPayoutResponse>>> {
+    (0..requests)
+        .map(|i| {
+            let mut client = c.creator(id);
+            let request = request_payout(&format!("{id}-{i}"), id, 1_000);
+            tokio::spawn(async move { client.request_payout(request).await })
+        })
+        .collect()
+}
+
+/// An admin suspends `id` after `delay`, alongside whatever else runs.
+fn suspension_after(
+    c: &Clients,
+    id: &str,
+    delay: Duration,
+) -> JoinHandle<Answer<pb::SuspendCreatorResponse>> {
+    let mut admin = c.admin.clone();
+    let suspension = suspend_request(id, &format!("s-{id}"));
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        admin.suspend_creator(suspension).await
+    })
+}
+
+/// When the suspension that `suspended` made took effect, in Unix milliseconds.
+async fn suspended_at(suspended: JoinHandle<Answer<pb::SuspendCreatorResponse>>) -> i64 {
+    let creator = suspended
+        .await
+        .unwrap()
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap();
+    millis(&creator.suspension.unwrap().suspend_time)
 }
 
 fn one_slot(provider_timeout: Duration) -> WorkerConfig {
@@ -94,18 +134,15 @@ async fn a_suspension_releases_held_payouts_the_worker_has_not_sent() {
         let mut ann = c.creator("ann");
         let mut held = Vec::new();
         for key in ["ann-1", "ann-2"] {
-            let payout = ann
-                .request_payout(request_payout(key, "ann", 1_000))
-                .await
-                .unwrap()
-                .into_inner()
-                .payout
-                .unwrap();
+            let payout = requested_payout(&mut ann, key, "ann", 1_000).await;
             assert_eq!(payout.state, pb::PayoutState::Held as i32);
             held.push(payout.payout_id);
         }
         let mut admin = c.admin.clone();
-        admin.suspend_creator(suspend("ann", "s-1")).await.unwrap();
+        admin
+            .suspend_creator(suspend_request("ann", "s-1"))
+            .await
+            .unwrap();
 
         // The worker becomes free once the blocker is paid; whatever it picks up then,
         // ann's payouts were stopped by the suspension.
@@ -139,21 +176,10 @@ async fn a_suspension_releases_held_payouts_the_worker_has_not_sent() {
 
         // Reinstated, she may ask again, and is paid.
         admin
-            .reinstate_creator(pb::ReinstateCreatorRequest {
-                idempotency_key: "r-1".into(),
-                creator_id: "ann".into(),
-                actor: String::new(),
-                reason: "cleared".into(),
-            })
+            .reinstate_creator(reinstate_request("ann", "r-1"))
             .await
             .unwrap();
-        let again = ann
-            .request_payout(request_payout("ann-3", "ann", 1_000))
-            .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap();
+        let again = requested_payout(&mut ann, "ann-3", "ann", 1_000).await;
         assert_eq!(
             settled(&admin, &again.payout_id).await.state,
             pb::PayoutState::Paid as i32
@@ -180,41 +206,25 @@ async fn a_payout_already_with_the_provider_is_settled_by_asking_the_provider() 
         // but not paid. Suspended, the provider is asked, cancels it, and it is released.
         verified_creator(&c, "tim", "sandbox-transient-100").await;
         earn(&c, "tim-credit", "tim", 1_000).await;
-        let tim = c
-            .creator("tim")
-            .request_payout(request_payout("tim-1", "tim", 1_000))
+        let tim = requested_payout(&mut c.creator("tim"), "tim-1", "tim", 1_000)
             .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap()
             .payout_id;
         // sue's provider pays at once but answers late (after the worker gave up waiting):
         // the payout may be paid, so it may not be released.
         verified_creator(&c, "sue", "sandbox-slow-1500").await;
         earn(&c, "sue-credit", "sue", 1_000).await;
-        let sue = c
-            .creator("sue")
-            .request_payout(request_payout("sue-1", "sue", 1_000))
+        let sue = requested_payout(&mut c.creator("sue"), "sue-1", "sue", 1_000)
             .await
-            .unwrap()
-            .into_inner()
-            .payout
-            .unwrap()
             .payout_id;
         for id in [&tim, &sue] {
-            eventually("the provider is called", || {
-                let called = sandbox.calls(id) >= 1;
-                async move { called.then_some(()) }
-            })
-            .await;
+            provider_called(&sandbox, id).await;
         }
         admin
-            .suspend_creator(suspend("tim", "s-tim"))
+            .suspend_creator(suspend_request("tim", "s-tim"))
             .await
             .unwrap();
         admin
-            .suspend_creator(suspend("sue", "s-sue"))
+            .suspend_creator(suspend_request("sue", "s-sue"))
             .await
             .unwrap();
 
@@ -270,21 +280,9 @@ async fn concurrent_payout_requests_and_a_suspension_never_pay_the_suspended_cre
         let mut requested = Vec::new();
         let mut refused = 0;
         for (r, id) in creators.iter().enumerate() {
-            let calls: Vec<_> = (0..REQUESTS)
-                .map(|i| {
-                    let mut client = c.creator(id);
-                    let request = request_payout(&format!("{id}-{i}"), id, 1_000);
-                    tokio::spawn(async move { client.request_payout(request).await })
-                })
-                .collect();
-            let mut admin = c.admin.clone();
-            let suspension = suspend(id, &format!("s-{id}"));
+            let calls = concurrent_payout_requests(&c, id, REQUESTS);
             // Staggered, so some requests land before the suspension and some after.
-            let delay = Duration::from_millis(3 * (r % 5) as u64);
-            let suspended = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                admin.suspend_creator(suspension).await
-            });
+            let suspended = suspension_after(&c, id, Duration::from_millis(3 * (r % 5) as u64));
             for call in calls {
                 match call.await.unwrap() {
                     Ok(reply) => requested.push(reply.into_inner().payout.unwrap().payout_id),
@@ -357,7 +355,7 @@ async fn concurrent_credits_and_a_suspension_land_before_it_or_are_refused() {
                 })
                 .collect();
             let mut admin = c.admin.clone();
-            let suspension = suspend(&id, &format!("s-{id}"));
+            let suspension = suspend_request(&id, &format!("s-{id}"));
             let suspended = tokio::spawn(async move { admin.suspend_creator(suspension).await });
             let mut landed = Vec::new();
             let mut refused = Vec::new();
@@ -371,14 +369,7 @@ async fn concurrent_credits_and_a_suspension_land_before_it_or_are_refused() {
                     }
                 }
             }
-            let creator = suspended
-                .await
-                .unwrap()
-                .unwrap()
-                .into_inner()
-                .creator
-                .unwrap();
-            let suspended_at = millis(&creator.suspension.unwrap().suspend_time);
+            let suspended_at = suspended_at(suspended).await;
             for credit in &landed {
                 assert!(
                     millis(&credit.create_time) <= suspended_at,
@@ -435,20 +426,8 @@ async fn with_the_worker_running_a_payout_is_sent_before_the_suspension_or_never
             let id = format!("live-{r}");
             verified_creator(&c, &id, "sandbox-ok").await;
             earn(&c, &format!("{id}-credit"), &id, 10_000).await;
-            let calls: Vec<_> = (0..REQUESTS)
-                .map(|i| {
-                    let mut client = c.creator(&id);
-                    let request = request_payout(&format!("{id}-{i}"), &id, 1_000);
-                    tokio::spawn(async move { client.request_payout(request).await })
-                })
-                .collect();
-            let mut admin = c.admin.clone();
-            let suspension = suspend(&id, &format!("s-{id}"));
-            let delay = Duration::from_millis(4 * (r % 5) as u64);
-            let suspended = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                admin.suspend_creator(suspension).await
-            });
+            let calls = concurrent_payout_requests(&c, &id, REQUESTS);
+            let suspended = suspension_after(&c, &id, Duration::from_millis(4 * (r % 5) as u64));
             let mut ids = Vec::new();
             for call in calls {
                 match call.await.unwrap() {
@@ -456,14 +435,7 @@ async fn with_the_worker_running_a_payout_is_sent_before_the_suspension_or_never
                     Err(s) => assert_eq!(reason(&s), "CREATOR_SUSPENDED", "{s:?}"),
                 }
             }
-            let creator = suspended
-                .await
-                .unwrap()
-                .unwrap()
-                .into_inner()
-                .creator
-                .unwrap();
-            let suspended_at = millis(&creator.suspension.unwrap().suspend_time);
+            let suspended_at = suspended_at(suspended).await;
             let mut admin = c.admin.clone();
             let mut paid_here = 0;
             for payout_id in &ids {

@@ -44,34 +44,23 @@ async fn the_recorded_actor_is_the_authenticated_caller() {
         let purchase = buy(&mut rita, "rita", "b1", "coins_100", TOKEN_OK).await;
 
         // ReversePurchase: the reversal and its journal entry name admin-1.
-        let reversed = admin
-            .reverse_purchase(pb::ReversePurchaseRequest {
+        let reversed = reverse(
+            &mut admin,
+            pb::ReversePurchaseRequest {
                 idempotency_key: "rev-1".into(),
                 purchase_id: purchase.purchase_id.clone(),
                 actor: "someone-else".into(),
                 reason: "chargeback CB-9".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .purchase
-            .unwrap();
+            },
+        )
+        .await;
         let reversal = reversed.reversal.unwrap();
         assert_eq!(reversal.actor, "admin-1", "[{backend}]");
         assert_eq!(
             reversal.reason, "chargeback CB-9 (reported by: someone-else)",
             "[{backend}] the request's actor is a note"
         );
-        let history = admin
-            .list_transactions(pb::ListTransactionsRequest {
-                user_id: "rita".into(),
-                page_size: 1,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .transactions;
+        let history = all_transactions(&mut admin, "rita").await;
         assert_eq!(
             history[0].reason,
             pb::TransactionReason::PurchaseReversal as i32

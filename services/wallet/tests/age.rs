@@ -15,15 +15,6 @@ use ovation_testkit::{Bearer, databases, signer};
 use ovation_wallet::WalletSettings;
 use ovation_wallet::payment::TOKEN_OK;
 use tonic::Code;
-use tonic_types::StatusExt;
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
 
 fn required() -> WalletSettings {
     WalletSettings {
@@ -43,15 +34,9 @@ fn token_with_age(user: &str, role: Role, adult: Option<bool>) -> Bearer {
     }))
 }
 
+/// `user` buys the smallest package with a card that pays.
 fn purchase(user: &str, key: &str) -> pb::PurchaseCoinsRequest {
-    pb::PurchaseCoinsRequest {
-        idempotency_key: key.into(),
-        user_id: user.into(),
-        package_id: "coins_100".into(),
-        currency_code: "USD".into(),
-        payment_token: TOKEN_OK.into(),
-        expected_price: None,
-    }
+    purchase_request(user, key, "coins_100", TOKEN_OK)
 }
 
 fn open(user: &str, minor: bool) -> pb::CreateAccountRequest {
@@ -60,18 +45,6 @@ fn open(user: &str, minor: bool) -> pb::CreateAccountRequest {
         user_id: user.into(),
         minor,
     }
-}
-
-async fn account(client: &mut Client, user: &str) -> pb::Account {
-    client
-        .get_account(pb::GetAccountRequest {
-            user_id: user.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap()
 }
 
 /// Requirement on: an adult per the claim buys and spends; no claim is refused
@@ -335,12 +308,4 @@ async fn turning_the_requirement_on_stops_unverified_spending() {
         catalog.stop().await.unwrap();
         drop(catalog_db);
     }
-}
-
-/// A client of the wallet `wallet`, presenting `bearer`.
-async fn client_on(wallet: &ovation_testkit::Running, bearer: Bearer) -> Client {
-    ovation_proto::wallet::wallet_service_client::WalletServiceClient::with_interceptor(
-        wallet.channel().await,
-        bearer,
-    )
 }

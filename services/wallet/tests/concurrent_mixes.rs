@@ -25,7 +25,6 @@ use ovation_wallet::payment::TOKEN_OK;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 const USERS: usize = 3;
 const ROUNDS: usize = 12;
@@ -154,14 +153,12 @@ async fn apply(
     match op {
         Op::Buy { user: u, package } => {
             let purchase = users[u]
-                .purchase_coins(pb::PurchaseCoinsRequest {
-                    idempotency_key: format!("buy-{tag}"),
-                    user_id: user(u),
-                    package_id: package.into(),
-                    currency_code: "USD".into(),
-                    payment_token: TOKEN_OK.into(),
-                    expected_price: None,
-                })
+                .purchase_coins(purchase_request(
+                    &user(u),
+                    &format!("buy-{tag}"),
+                    package,
+                    TOKEN_OK,
+                ))
                 .await?
                 .into_inner()
                 .purchase
@@ -174,16 +171,7 @@ async fn apply(
         }
         Op::Debit { user: u, coins } => {
             let op = format!("debit-{tag}");
-            gifting
-                .debit_coins(pb::DebitCoinsRequest {
-                    idempotency_key: format!("key-{op}"),
-                    operation_id: op.clone(),
-                    user_id: user(u),
-                    coins,
-                    saga_id: String::new(),
-                    note: String::new(),
-                })
-                .await?;
+            gifting.debit_coins(debit(&op, &user(u), coins)).await?;
             Ok(Created::Debit(op))
         }
         Op::Refund { debit, coins } => {
@@ -216,18 +204,7 @@ async fn apply(
         } => {
             let op = format!("hold-{tag}");
             gifting
-                .reserve_coins(pb::ReserveCoinsRequest {
-                    idempotency_key: format!("key-{op}"),
-                    operation_id: op.clone(),
-                    user_id: user(u),
-                    coins,
-                    ttl: Some(prost_types::Duration {
-                        seconds: ttl_s,
-                        nanos: 0,
-                    }),
-                    saga_id: String::new(),
-                    note: String::new(),
-                })
+                .reserve_coins(reserve(&op, &user(u), coins, ttl_s))
                 .await?;
             Ok(Created::Hold(u, op))
         }
@@ -347,12 +324,7 @@ async fn random_concurrent_operations_keep_the_ledger_sound() {
                             Code::FailedPrecondition,
                             "{at}: {op:?} failed: {status:?}"
                         );
-                        let reason = status
-                            .get_error_details()
-                            .error_info()
-                            .map(|i| i.reason.clone())
-                            .unwrap_or_default();
-                        *refused.entry(reason).or_default() += 1;
+                        *refused.entry(reason(&status)).or_default() += 1;
                     }
                 }
             }
@@ -384,15 +356,7 @@ async fn check(clients: &Clients, known: &Known, at: &str) {
         );
         let mut active = 0;
         for (_, op) in known.holds.iter().filter(|(owner, _)| *owner == u) {
-            let hold = gifting
-                .get_hold(pb::GetHoldRequest {
-                    operation_id: op.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .hold
-                .unwrap();
+            let hold = hold(&mut gifting, op).await;
             if hold.state == pb::HoldState::Active as i32 {
                 active += hold.coins;
             }
@@ -442,27 +406,6 @@ async fn check(clients: &Clients, known: &Known, at: &str) {
             reversal_debt - settled,
             "{at}: {user_id}'s debt is what reversals left less what purchases settled"
         );
-    }
-}
-
-async fn all_transactions(client: &mut Client, user: &str) -> Vec<pb::Transaction> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_transactions(pb::ListTransactionsRequest {
-                user_id: user.into(),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("transactions")
-            .into_inner();
-        all.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
     }
 }
 

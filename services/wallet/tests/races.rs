@@ -12,37 +12,6 @@ use ovation_testkit::databases;
 use ovation_types::UnixMillis;
 use ovation_wallet::payment::TOKEN_OK;
 use tonic::Code;
-use tonic_types::StatusExt;
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-/// Every journal entry of `user`, newest first.
-async fn transactions(client: &mut Client, user: &str) -> Vec<pb::Transaction> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_transactions(pb::ListTransactionsRequest {
-                user_id: user.into(),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("transactions")
-            .into_inner();
-        all.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
-}
 
 /// Twenty admins reverse one purchase at once, each under its own idempotency key: exactly
 /// one reversal happens (claw back what is there, the rest becomes debt, once), the others
@@ -110,7 +79,7 @@ async fn concurrent_reversals_of_one_purchase_reverse_it_once() {
             "[{backend}] balance and debt as after one reversal"
         );
         let mut admin = admin;
-        let clawbacks = transactions(&mut admin, "nora")
+        let clawbacks = all_transactions(&mut admin, "nora")
             .await
             .into_iter()
             .filter(|t| t.reason == pb::TransactionReason::PurchaseReversal as i32)
@@ -155,20 +124,8 @@ async fn capture_release_and_expiry_of_one_hold_have_exactly_one_outcome() {
         open_account(&mut olga, "olga").await;
         buy(&mut olga, "olga", "b1", "coins_10000", TOKEN_OK).await; // 11,000 coins
         let mut gifting = suite.gifting().await;
-        let reserve = |op: &str, coins: i64, ttl_s: i64| pb::ReserveCoinsRequest {
-            idempotency_key: format!("reserve-{op}"),
-            operation_id: op.into(),
-            user_id: "olga".into(),
-            coins,
-            ttl: Some(prost_types::Duration {
-                seconds: ttl_s,
-                nanos: 0,
-            }),
-            saga_id: String::new(),
-            note: String::new(),
-        };
         gifting
-            .reserve_coins(reserve("live", LIVE_HOLD, 3_600))
+            .reserve_coins(reserve("live", "olga", LIVE_HOLD, 3_600))
             .await
             .unwrap();
         let worker = Db::connect(&suite.wallet_db_url, &Default::default())
@@ -178,7 +135,10 @@ async fn capture_release_and_expiry_of_one_hold_have_exactly_one_outcome() {
         let mut outcomes = [0usize; 3];
         for round in 0..ROUNDS {
             let op = format!("h{round}");
-            gifting.reserve_coins(reserve(&op, HOLD, 60)).await.unwrap();
+            gifting
+                .reserve_coins(reserve(&op, "olga", HOLD, 60))
+                .await
+                .unwrap();
             // Partial captures in odd rounds: the remainder must be released, not lost.
             let capture_coins = (round % 2 == 1).then_some(HOLD - 20);
             let capture = {
@@ -223,15 +183,7 @@ async fn capture_release_and_expiry_of_one_hold_have_exactly_one_outcome() {
             let released: Answer<pb::ReleaseHoldResponse> = release.await.unwrap();
             expiry.await.unwrap();
 
-            let hold = gifting
-                .get_hold(pb::GetHoldRequest {
-                    operation_id: op.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .hold
-                .unwrap();
+            let hold = hold(&mut gifting, &op).await;
             let state = pb::HoldState::try_from(hold.state).unwrap();
             let at = format!(
                 "[{backend}] round {round}: {state:?}, capture {captured:?}, release {released:?}"

@@ -11,14 +11,6 @@ use ovation_wallet::payment::{TOKEN_DECLINE, TOKEN_LOST, TOKEN_OK};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
 fn fields(status: &tonic::Status) -> Vec<String> {
     status
         .get_error_details()
@@ -60,14 +52,7 @@ async fn a_purchase_credits_package_and_bonus_once_per_key() {
         assert_eq!(suite.sandbox.charges().len(), 1, "charged once");
 
         let reused = alice
-            .purchase_coins(pb::PurchaseCoinsRequest {
-                idempotency_key: "buy-1".into(),
-                user_id: "alice".into(),
-                package_id: "coins_500".into(),
-                currency_code: "USD".into(),
-                payment_token: TOKEN_OK.into(),
-                expected_price: None,
-            })
+            .purchase_coins(purchase_request("alice", "buy-1", "coins_500", TOKEN_OK))
             .await
             .unwrap_err();
         assert_eq!(reused.code(), Code::AlreadyExists);
@@ -346,18 +331,16 @@ async fn a_reversal_claws_back_and_leaves_spent_coins_as_debt_until_settled() {
             .await
             .unwrap();
         let mut admin = suite.admin().await;
-        let reversed = admin
-            .reverse_purchase(pb::ReversePurchaseRequest {
+        let reversed = reverse(
+            &mut admin,
+            pb::ReversePurchaseRequest {
                 idempotency_key: "rev-1".into(),
                 purchase_id: purchase.purchase_id.clone(),
                 actor: "ops-jane".into(),
                 reason: "chargeback CB-123".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .purchase
-            .unwrap();
+            },
+        )
+        .await;
         let reversal = reversed.reversal.unwrap();
         assert_eq!(
             (reversal.clawed_back_coins, reversal.debt_coins),
@@ -477,14 +460,7 @@ async fn spend_caps_bind_at_once_when_lowered_and_later_when_raised() {
         };
         gina.set_spending_limits(purchase_cap).await.unwrap();
         let refused = gina
-            .purchase_coins(pb::PurchaseCoinsRequest {
-                idempotency_key: "b-capped".into(),
-                user_id: "gina".into(),
-                package_id: "coins_500".into(),
-                currency_code: "USD".into(),
-                payment_token: TOKEN_OK.into(),
-                expected_price: None,
-            })
+            .purchase_coins(purchase_request("gina", "b-capped", "coins_500", TOKEN_OK))
             .await
             .unwrap_err();
         assert_eq!(reason(&refused), "PURCHASE_CAP_EXCEEDED");
@@ -511,14 +487,7 @@ async fn minors_can_neither_buy_nor_spend() {
             .await
             .unwrap();
         let buying = hal
-            .purchase_coins(pb::PurchaseCoinsRequest {
-                idempotency_key: "b2".into(),
-                user_id: "hal".into(),
-                package_id: "coins_100".into(),
-                currency_code: "USD".into(),
-                payment_token: TOKEN_OK.into(),
-                expected_price: None,
-            })
+            .purchase_coins(purchase_request("hal", "b2", "coins_100", TOKEN_OK))
             .await
             .unwrap_err();
         assert_eq!(
@@ -540,19 +509,10 @@ async fn holds_reserve_capture_release_and_expire() {
         open_account(&mut ivy, "ivy").await;
         buy(&mut ivy, "ivy", "b", "coins_100", TOKEN_OK).await; // 110
         let mut gifting = suite.gifting().await;
-        let reserve = |op: &str, coins: i64, ttl_s: i64| pb::ReserveCoinsRequest {
-            idempotency_key: format!("hk-{op}"),
-            operation_id: op.into(),
-            user_id: "ivy".into(),
-            coins,
-            ttl: Some(prost_types::Duration {
-                seconds: ttl_s,
-                nanos: 0,
-            }),
-            saga_id: String::new(),
-            note: String::new(),
-        };
-        gifting.reserve_coins(reserve("h1", 50, 60)).await.unwrap();
+        gifting
+            .reserve_coins(reserve("h1", "ivy", 50, 60))
+            .await
+            .unwrap();
         let b = balance(&mut ivy, "ivy").await;
         assert_eq!(
             (b.posted_coins, b.held_coins, b.available_coins),
@@ -561,7 +521,7 @@ async fn holds_reserve_capture_release_and_expire() {
             suite.backend
         );
         let over = gifting
-            .reserve_coins(reserve("h2", 61, 60))
+            .reserve_coins(reserve("h2", "ivy", 61, 60))
             .await
             .unwrap_err();
         assert_eq!(reason(&over), "INSUFFICIENT_COINS");
@@ -581,7 +541,10 @@ async fn holds_reserve_capture_release_and_expire() {
             (80, 0),
             "the remainder was released"
         );
-        gifting.reserve_coins(reserve("h3", 20, 60)).await.unwrap();
+        gifting
+            .reserve_coins(reserve("h3", "ivy", 20, 60))
+            .await
+            .unwrap();
         let released = gifting
             .release_hold(pb::ReleaseHoldRequest {
                 idempotency_key: "rel-h3".into(),
@@ -593,18 +556,13 @@ async fn holds_reserve_capture_release_and_expire() {
             .hold
             .unwrap();
         assert_eq!(released.state, pb::HoldState::Released as i32);
-        gifting.reserve_coins(reserve("h4", 20, 1)).await.unwrap();
+        gifting
+            .reserve_coins(reserve("h4", "ivy", 20, 1))
+            .await
+            .unwrap();
         let mut expired = false;
         for _ in 0..100 {
-            let hold = gifting
-                .get_hold(pb::GetHoldRequest {
-                    operation_id: "h4".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .hold
-                .unwrap();
+            let hold = hold(&mut gifting, "h4").await;
             if hold.state == pb::HoldState::Expired as i32 {
                 expired = true;
                 break;
@@ -668,14 +626,7 @@ async fn bad_inputs_are_refused_and_write_nothing() {
             .unwrap_err();
         assert_eq!(s.code(), Code::NotFound);
         let unknown_package = jay
-            .purchase_coins(pb::PurchaseCoinsRequest {
-                idempotency_key: "bp".into(),
-                user_id: "jay".into(),
-                package_id: "coins_7".into(),
-                currency_code: "USD".into(),
-                payment_token: TOKEN_OK.into(),
-                expected_price: None,
-            })
+            .purchase_coins(purchase_request("jay", "bp", "coins_7", TOKEN_OK))
             .await
             .unwrap_err();
         assert_eq!(
@@ -842,14 +793,7 @@ async fn purchase_keys_are_scoped_to_the_buyer() {
         assert_eq!(balance(&mut quinn, "quinn").await.posted_coins, 550);
         assert_eq!(suite.sandbox.charges().len(), 2, "[{backend}] two charges");
         let reused = quinn
-            .purchase_coins(pb::PurchaseCoinsRequest {
-                idempotency_key: "buy-1".into(),
-                user_id: "quinn".into(),
-                package_id: "coins_100".into(),
-                currency_code: "USD".into(),
-                payment_token: TOKEN_OK.into(),
-                expected_price: None,
-            })
+            .purchase_coins(purchase_request("quinn", "buy-1", "coins_100", TOKEN_OK))
             .await
             .unwrap_err();
         assert_eq!(reused.code(), Code::AlreadyExists, "[{backend}]");

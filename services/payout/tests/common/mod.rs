@@ -163,10 +163,9 @@ pub async fn set_account(c: &Clients, id: &str, reference: &str) -> pb::Creator 
         .unwrap()
 }
 
-/// An admin verifies `id`'s current payout account (naming the version it read).
-pub async fn verify(c: &Clients, id: &str) -> pb::Creator {
-    let mut admin = c.admin.clone();
-    let version = admin
+/// `id` as `client` reads it (GetCreator).
+pub async fn creator(client: &mut Client, id: &str) -> pb::Creator {
+    client
         .get_creator(pb::GetCreatorRequest {
             creator_id: id.into(),
         })
@@ -174,19 +173,63 @@ pub async fn verify(c: &Clients, id: &str) -> pb::Creator {
         .unwrap()
         .into_inner()
         .creator
-        .and_then(|c| c.payout_account)
+        .unwrap()
+}
+
+/// A review that verifies version `version` of `id`'s payout account.
+pub fn review(key: &str, id: &str, version: i64) -> pb::VerifyPayoutAccountRequest {
+    pb::VerifyPayoutAccountRequest {
+        idempotency_key: key.into(),
+        creator_id: id.into(),
+        decision: pb::VerificationStatus::Verified as i32,
+        account_version: version,
+        reason: "documents checked".into(),
+        ..Default::default()
+    }
+}
+
+/// `client` sets a payout account; the account as recorded.
+pub async fn account_set(
+    client: &mut Client,
+    request: pb::SetPayoutAccountRequest,
+) -> pb::PayoutAccount {
+    client
+        .set_payout_account(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+        .payout_account
+        .unwrap()
+}
+
+/// `client` reviews a payout account; the account as reviewed.
+pub async fn account_reviewed(
+    client: &mut Client,
+    request: pb::VerifyPayoutAccountRequest,
+) -> pb::PayoutAccount {
+    client
+        .verify_payout_account(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .creator
+        .unwrap()
+        .payout_account
+        .unwrap()
+}
+
+/// An admin verifies `id`'s current payout account (naming the version it read).
+pub async fn verify(c: &Clients, id: &str) -> pb::Creator {
+    let mut admin = c.admin.clone();
+    let version = creator(&mut admin, id)
+        .await
+        .payout_account
         .map(|a| a.version)
         .unwrap_or_default();
     admin
-        .verify_payout_account(pb::VerifyPayoutAccountRequest {
-            idempotency_key: format!("verify-{id}-{}", uuid()),
-            creator_id: id.into(),
-            decision: pb::VerificationStatus::Verified as i32,
-            account_reference: String::new(),
-            actor: String::new(),
-            reason: "documents checked".into(),
-            account_version: version,
-        })
+        .verify_payout_account(review(&format!("verify-{id}-{}", uuid()), id, version))
         .await
         .unwrap()
         .into_inner()
@@ -244,6 +287,42 @@ pub fn request_payout(key: &str, creator: &str, diamonds: i64) -> pb::RequestPay
         idempotency_key: key.into(),
         creator_id: creator.into(),
         diamonds,
+    }
+}
+
+/// `client` asks to pay `creator` `diamonds`; the payout as requested.
+pub async fn requested_payout(
+    client: &mut Client,
+    key: &str,
+    creator: &str,
+    diamonds: i64,
+) -> pb::Payout {
+    client
+        .request_payout(request_payout(key, creator, diamonds))
+        .await
+        .unwrap()
+        .into_inner()
+        .payout
+        .unwrap()
+}
+
+/// An admin's suspension of `id` for fraud review.
+pub fn suspend_request(id: &str, key: &str) -> pb::SuspendCreatorRequest {
+    pb::SuspendCreatorRequest {
+        idempotency_key: key.into(),
+        creator_id: id.into(),
+        actor: String::new(),
+        reason: "fraud review".into(),
+    }
+}
+
+/// An admin's reinstatement of `id`, cleared.
+pub fn reinstate_request(id: &str, key: &str) -> pb::ReinstateCreatorRequest {
+    pb::ReinstateCreatorRequest {
+        idempotency_key: key.into(),
+        creator_id: id.into(),
+        actor: String::new(),
+        reason: "cleared".into(),
     }
 }
 
@@ -336,6 +415,26 @@ pub async fn assert_ledger_sound(c: &Clients, db: &TestDatabase) -> pb::GetLedge
     drop(conn);
     store.close().await;
     summary
+}
+
+/// (action, actor, caller, reason) of every journal line of `id`, oldest first, straight
+/// from the service's database.
+pub async fn journal(db: &TestDatabase, id: &str) -> Vec<(String, String, String, String)> {
+    let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+    let mut conn = store_db.pool().acquire().await.unwrap();
+    let events = store::creator_events(
+        &mut conn,
+        &ovation_types::ResourceId::parse(id).unwrap(),
+        100,
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    store_db.close().await;
+    events
+        .into_iter()
+        .map(|e| (e.action.to_owned(), e.actor, e.caller, e.reason))
+        .collect()
 }
 
 pub fn kind_balance(summary: &pb::GetLedgerSummaryResponse, kind: pb::AccountKind) -> i64 {

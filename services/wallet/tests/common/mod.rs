@@ -14,6 +14,7 @@ use ovation_wallet::payment::SandboxProvider;
 use ovation_wallet::{WalletConfig, WalletSettings};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 
 pub type Client = WalletServiceClient<InterceptedService<Channel, Bearer>>;
 
@@ -42,6 +43,11 @@ pub fn wallet_config(
         },
         provider: sandbox,
     }
+}
+
+/// A client of the wallet `wallet`, presenting `bearer`.
+pub async fn client_on(wallet: &Running, bearer: Bearer) -> Client {
+    WalletServiceClient::with_interceptor(wallet.channel().await, bearer)
 }
 
 pub async fn start_wallet(config: WalletConfig) -> Running {
@@ -85,7 +91,7 @@ impl Suite {
     }
 
     pub async fn client(&self, bearer: Bearer) -> Client {
-        WalletServiceClient::with_interceptor(self.wallet.channel().await, bearer)
+        client_on(&self.wallet, bearer).await
     }
 
     pub async fn user(&self, user: &str) -> Client {
@@ -119,6 +125,23 @@ pub async fn open_account(client: &mut Client, user: &str) {
         .expect("account opens");
 }
 
+/// `user` buys `package` with `token` under `key`.
+pub fn purchase_request(
+    user: &str,
+    key: &str,
+    package: &str,
+    token: &str,
+) -> pb::PurchaseCoinsRequest {
+    pb::PurchaseCoinsRequest {
+        idempotency_key: key.into(),
+        user_id: user.into(),
+        package_id: package.into(),
+        currency_code: "USD".into(),
+        payment_token: token.into(),
+        expected_price: None,
+    }
+}
+
 pub async fn buy(
     client: &mut Client,
     user: &str,
@@ -127,19 +150,35 @@ pub async fn buy(
     token: &str,
 ) -> pb::Purchase {
     client
-        .purchase_coins(pb::PurchaseCoinsRequest {
-            idempotency_key: key.into(),
-            user_id: user.into(),
-            package_id: package.into(),
-            currency_code: "USD".into(),
-            payment_token: token.into(),
-            expected_price: None,
-        })
+        .purchase_coins(purchase_request(user, key, package, token))
         .await
         .expect("purchase answers")
         .into_inner()
         .purchase
         .expect("purchase in the answer")
+}
+
+/// An admin reverses a purchase (a chargeback); the purchase as reversed.
+pub async fn reverse(admin: &mut Client, request: pb::ReversePurchaseRequest) -> pb::Purchase {
+    admin
+        .reverse_purchase(request)
+        .await
+        .expect("reversal answers")
+        .into_inner()
+        .purchase
+        .expect("purchase in the answer")
+}
+
+pub async fn account(client: &mut Client, user: &str) -> pb::Account {
+    client
+        .get_account(pb::GetAccountRequest {
+            user_id: user.into(),
+        })
+        .await
+        .expect("account")
+        .into_inner()
+        .account
+        .expect("account in the answer")
 }
 
 pub async fn balance(client: &mut Client, user: &str) -> pb::Balance {
@@ -163,6 +202,65 @@ pub fn debit(op: &str, user: &str, coins: i64) -> pb::DebitCoinsRequest {
         saga_id: String::new(),
         note: String::new(),
     }
+}
+
+/// A hold of `coins` on `user` for operation `op`, for `ttl_s` seconds.
+pub fn reserve(op: &str, user: &str, coins: i64, ttl_s: i64) -> pb::ReserveCoinsRequest {
+    pb::ReserveCoinsRequest {
+        idempotency_key: format!("key-{op}"),
+        operation_id: op.into(),
+        user_id: user.into(),
+        coins,
+        ttl: Some(prost_types::Duration {
+            seconds: ttl_s,
+            nanos: 0,
+        }),
+        saga_id: String::new(),
+        note: String::new(),
+    }
+}
+
+pub async fn hold(client: &mut Client, op: &str) -> pb::Hold {
+    client
+        .get_hold(pb::GetHoldRequest {
+            operation_id: op.into(),
+        })
+        .await
+        .expect("hold")
+        .into_inner()
+        .hold
+        .expect("hold in the answer")
+}
+
+/// Every journal entry of `user`, newest first.
+pub async fn all_transactions(client: &mut Client, user: &str) -> Vec<pb::Transaction> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_transactions(pb::ListTransactionsRequest {
+                user_id: user.into(),
+                page_size: 500,
+                page_token,
+            })
+            .await
+            .expect("transactions")
+            .into_inner();
+        all.extend(page.transactions);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The ErrorInfo reason of a refusal ("" if it has none).
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }
 
 pub async fn summary(admin: &mut Client) -> pb::GetLedgerSummaryResponse {
