@@ -1,4 +1,4 @@
-//! Fault tests of the gift saga (SPEC §3, issue 5) with the four services as separate
+//! Fault tests of the gift saga (docs/saga.md, issue 5) with the four services as separate
 //! processes on ephemeral ports, on SQLite and (when `OVATION_TEST_POSTGRES_URL` is set)
 //! PostgreSQL, each service with its own database:
 //!

@@ -1,4 +1,4 @@
-//! The gift saga's outcomes (SPEC §3, issue 5) with the four services as separate processes
+//! The gift saga's outcomes (docs/saga.md, issue 5) with the four services as separate processes
 //! on ephemeral ports, on SQLite and (when `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL,
 //! each service with its own database — the scenarios of `services/gifting/tests/gifting.rs`
 //! run against the real binaries:

@@ -12,7 +12,7 @@ use ovation_server::{ServerConfig, Shutdown, bind};
 use ovation_store::db::{redact, with_database};
 use sqlx::{Connection, Executor, Row};
 
-/// Ports of the suite (SPEC: wallet 50051, catalog 50052, gifting 50053, payout 50054).
+/// Ports of the suite (README: wallet 50051, catalog 50052, gifting 50053, payout 50054).
 pub const WALLET_PORT: u16 = 50051;
 pub const CATALOG_PORT: u16 = 50052;
 pub const GIFTING_PORT: u16 = 50053;

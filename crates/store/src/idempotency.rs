@@ -1,4 +1,4 @@
-//! Idempotency keys (SPEC §4): the same key with the same parameters returns the stored
+//! Idempotency keys (docs/economy.md): the same key with the same parameters returns the stored
 //! result; with other parameters it fails; a concurrent duplicate is not executed twice.
 //!
 //! A key belongs to a [`KeyScope`]: the caller that sent it and the RPC it was sent to, as
@@ -116,7 +116,7 @@ impl Db {
     }
 
     /// Deletes keys created before `before`; returns how many. Keys must be kept at
-    /// least 24 h (SPEC §4): the caller chooses `before` accordingly.
+    /// least 24 h (docs/economy.md): the caller chooses `before` accordingly.
     pub async fn prune_idempotency_keys(&self, before: UnixMillis) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < $1")
             .bind(before.0)

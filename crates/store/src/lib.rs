@@ -3,7 +3,7 @@
 //! - [`db`]: [`Db`], one sqlx pool over PostgreSQL or SQLite chosen by URL; SQLite in WAL
 //!   mode with a busy timeout; write transactions that take the write lock up front
 //!   (`BEGIN IMMEDIATE`) so concurrent writers queue instead of failing; migrations.
-//! - [`idempotency`]: the idempotency-key store of SPEC §4.
+//! - [`idempotency`]: the idempotency-key store (docs/economy.md, "Idempotency keys").
 //! - [`error`]: [`StoreError`], which separates transient faults (UNAVAILABLE, retry) from
 //!   everything else.
 //!

@@ -1,4 +1,4 @@
-//! Ovation's domain value types, and the limits of SPEC §7 they enforce.
+//! Ovation's domain value types, and the limits they enforce (docs/limits.md).
 //!
 //! Every value that enters a service from the outside is parsed into one of these
 //! newtypes at the gRPC edge (`T::parse`), so domain code only ever sees values that are

@@ -1,4 +1,4 @@
-//! Every bound on input, in one place (SPEC §7). Units are in the names.
+//! Every bound on input, in one place (documented in docs/limits.md). Units are in the names.
 
 /// Longest id (user, creator, stream, gift, package, ...), in characters.
 pub const ID_CHARS_MAX: usize = 64;

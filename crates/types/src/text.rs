@@ -116,8 +116,8 @@ pub fn reason_noting_reported_actor(
     })
 }
 
-/// The caller's key that makes a mutating request safe to retry (SPEC §4): 1..=255
-/// printable ASCII characters.
+/// The caller's key that makes a mutating request safe to retry (docs/economy.md,
+/// "Idempotency keys"): 1..=255 printable ASCII characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 

@@ -4,7 +4,7 @@
 
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, Quantity, ResourceId, Text, UnixMillis};
 
-/// Cheapest and dearest gift, in coins (SPEC §1).
+/// Cheapest and dearest gift, in coins (docs/limits.md, "Catalog").
 pub const GIFT_PRICE_COINS_MIN: i64 = 1;
 pub const GIFT_PRICE_COINS_MAX: i64 = 50_000;
 /// Most prices (one per currency) a coin package carries.

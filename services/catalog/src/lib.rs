@@ -1,5 +1,5 @@
 //! The catalog service: gifts, coin packages, promotions and economy parameters, every
-//! change a new version and every old version readable (SPEC §2).
+//! change a new version and every old version readable (docs/economy.md).
 //!
 //! Layout:
 //! - [`domain`]: the catalog's values and rules (plain Rust, unit-tested).
@@ -9,7 +9,7 @@
 //! - [`run`]: start-up: database, migrations, seed, then the shared server.
 //!
 //! Limits: ids ≤ 64, names ≤ 128, URLs ≤ 500 characters; gift prices 1..=50000 coins;
-//! ≤ 32 prices per package; ≤ 64 packages per promotion; pages ≤ 500 (SPEC §7).
+//! ≤ 32 prices per package; ≤ 64 packages per promotion; pages ≤ 500 (docs/limits.md).
 
 pub mod domain;
 pub mod grpc;

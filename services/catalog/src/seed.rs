@@ -1,4 +1,4 @@
-//! The demo economy of SPEC §1, written into an empty catalog on first start (turn it off
+//! The demo economy of docs/economy.md, written into an empty catalog on first start (turn it off
 //! with `--no-seed`). Every number is data: admins change it through the API afterwards.
 
 use ovation_store::db::Conn;

@@ -1,4 +1,4 @@
-//! The gifting service: `SendGift` and the durable gift saga of SPEC §3 across catalog,
+//! The gifting service: `SendGift` and the durable gift saga (docs/saga.md) across catalog,
 //! wallet and payout; gift history, leaderboards and the live gift feed.
 //!
 //! Layout:

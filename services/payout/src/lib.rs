@@ -1,5 +1,5 @@
 //! The payout service: creators, their double-entry diamond ledger, credits from gifts
-//! and cash-outs through a payout provider (SPEC §1–§2, issue 4).
+//! and cash-outs through a payout provider (docs/economy.md, issue 4).
 //!
 //! Layout:
 //! - [`domain`]: creators, the ledger, credits and payouts (plain Rust, unit- and
@@ -13,7 +13,7 @@
 //!
 //! Limits: ids ≤ 64, names and actors ≤ 128, reasons ≤ 500, account references ≤ 255
 //! characters; coins and diamonds 1..=10^12 per operation; ≤ 500 ids per ListCredits;
-//! pages ≤ 500; provider calls bounded in time, number in flight and retries (SPEC §7).
+//! pages ≤ 500; provider calls bounded in time, number in flight and retries (docs/limits.md).
 
 pub mod domain;
 pub mod economy;

@@ -278,7 +278,7 @@ impl AgeStatus {
     }
 }
 
-/// Who may buy and spend coins (SPEC's age rule), a wallet setting.
+/// Who may buy and spend coins (the age rule, docs/economy.md), a wallet setting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AgeRule {
     /// Everyone but minors' accounts (the development default).

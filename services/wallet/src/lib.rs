@@ -1,4 +1,4 @@
-//! The wallet service: viewers' coin accounts and the double-entry coin ledger (SPEC §2).
+//! The wallet service: viewers' coin accounts and the double-entry coin ledger (docs/economy.md).
 //! Coins enter by purchase and leave by gift (or admin reversal); never between users.
 //!
 //! Layout:

@@ -1,4 +1,5 @@
-//! The age rule is not self-declared (SPEC: minors can neither buy coins nor send gifts).
+//! The age rule is not self-declared (docs/economy.md: minors can neither buy coins nor
+//! send gifts).
 //! A user's age comes from the token's `age_verified_adult` claim, which the identity
 //! provider or the gateway sets after an age check, or from an operator; with
 //! `OVATION_WALLET_REQUIRE_AGE_VERIFICATION`, an account nobody verified may neither buy
