@@ -1,5 +1,5 @@
 -- Idempotency keys belong to the caller that sent them and the RPC they were sent to
--- (SPEC: two callers never collide on a key). SQLite cannot change a primary key in place,
+-- (docs/economy.md: two callers never collide on a key). SQLite cannot change a primary key in place,
 -- so the table is rebuilt; the same text runs on PostgreSQL.
 -- Rows from before this migration keep scope '' (they did not record their caller): the
 -- store still replays them to a retry of the very same request until they are pruned.

@@ -1,5 +1,5 @@
 -- Purchase idempotency keys are the buyer's own: two users choosing the same key never
--- collide (SPEC: keys are scoped to the caller). UNIQUE (idempotency_key) becomes
+-- collide (docs/economy.md: keys are scoped to the caller). UNIQUE (idempotency_key) becomes
 -- UNIQUE (user_id, idempotency_key). SQLite cannot drop an inline UNIQUE, so the table is
 -- rebuilt (one text for both engines); every row is kept as it is: keys unique across all
 -- users are unique per user too. Nothing references purchases by foreign key.
