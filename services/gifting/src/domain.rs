@@ -674,7 +674,11 @@ mod tests {
         assert_eq!(
             judge(
                 Step::DebitCoins,
-                &failure(Code::ResourceExhausted, "SPEND_CAP_EXCEEDED", false)
+                &failure(
+                    Code::ResourceExhausted,
+                    reasons::wallet::SPEND_CAP_EXCEEDED,
+                    false
+                )
             ),
             Outcome::Refused {
                 reason: Rejection::SpendCapExceeded,
@@ -725,9 +729,9 @@ mod tests {
     fn reason() -> impl Strategy<Value = String> {
         prop_oneof![
             Just(String::new()),
-            Just("SPEND_CAP_EXCEEDED".to_owned()),
-            Just("INSUFFICIENT_COINS".to_owned()),
-            Just("CREATOR_SUSPENDED".to_owned()),
+            Just(reasons::wallet::SPEND_CAP_EXCEEDED.to_owned()),
+            Just(reasons::wallet::INSUFFICIENT_COINS.to_owned()),
+            Just(reasons::payout::CREATOR_SUSPENDED.to_owned()),
             "[A-Z_]{1,20}",
         ]
     }
