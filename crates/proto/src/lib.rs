@@ -38,6 +38,9 @@ pub mod ovation {
     }
 }
 
+/// The `ErrorInfo.reason` codes of each contract.
+pub mod reasons;
+
 pub use ovation::catalog::v1 as catalog;
 pub use ovation::common::v1 as common;
 pub use ovation::gifting::v1 as gifting;

@@ -1,6 +1,7 @@
 //! [`ApiError`]: the one error type services return from their gRPC layer. It becomes a
 //! `tonic::Status` with the right code, a clear message and rich details.
 
+use ovation_proto::reasons;
 use ovation_store::StoreError;
 use ovation_types::Violation;
 use tonic::{Code, Status};
@@ -10,7 +11,8 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 pub const ERROR_DOMAIN: &str = "ovation.dev";
 
 /// An error a caller can act on. `reason` strings are stable UPPER_SNAKE_CASE codes
-/// (sent as `google.rpc.ErrorInfo.reason`); messages are for humans.
+/// (sent as `google.rpc.ErrorInfo.reason`), named by the constants of
+/// [`ovation_proto::reasons`]; messages are for humans.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No valid credentials (UNAUTHENTICATED). Nothing else in the request was looked at.
@@ -128,11 +130,11 @@ impl From<StoreError> for ApiError {
                 message: format!("database unavailable, retry later: {cause}"),
             },
             StoreError::KeyReused => ApiError::AlreadyExists {
-                reason: "IDEMPOTENCY_KEY_REUSED",
+                reason: reasons::common::IDEMPOTENCY_KEY_REUSED,
                 message: "this idempotency key was already used with different parameters".into(),
             },
             StoreError::KeyInProgress => ApiError::Aborted {
-                reason: "IDEMPOTENCY_KEY_IN_PROGRESS",
+                reason: reasons::common::IDEMPOTENCY_KEY_IN_PROGRESS,
                 message: "a request with this idempotency key is still in progress; retry".into(),
             },
             other => ApiError::Internal(other.to_string()),

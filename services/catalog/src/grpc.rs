@@ -11,6 +11,7 @@ use futures::FutureExt;
 use ovation_auth::Role;
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_server::CatalogService;
+use ovation_proto::reasons;
 use ovation_server::edge::{money, optional_timestamp, timestamp, to_money, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
@@ -61,7 +62,7 @@ fn parse_version(raw: i64) -> Result<Option<i64>, String> {
 fn check_expected(expected: i64, latest: i64) -> Result<(), ApiError> {
     if expected != 0 && expected != latest {
         return Err(ApiError::Aborted {
-            reason: "VERSION_MISMATCH",
+            reason: reasons::catalog::VERSION_MISMATCH,
             message: format!("expected version {expected}, but the latest version is {latest}"),
         });
     }
@@ -72,12 +73,12 @@ fn head_outcome(head: Head, kind: &'static str, id: &ResourceId) -> Result<i64, 
     match head {
         Head::Ok(version) => Ok(version),
         Head::Exists => Err(ApiError::AlreadyExists {
-            reason: "ALREADY_EXISTS",
+            reason: reasons::catalog::ALREADY_EXISTS,
             message: format!("{kind} {id} already exists"),
         }),
         Head::Missing => Err(ApiError::not_found(kind, id.as_str())),
         Head::Moved { latest } => Err(ApiError::Aborted {
-            reason: "CONCURRENT_UPDATE",
+            reason: reasons::catalog::CONCURRENT_UPDATE,
             message: format!(
                 "{kind} {id} was updated concurrently (now version {latest}); re-read and retry"
             ),
@@ -88,7 +89,9 @@ fn head_outcome(head: Head, kind: &'static str, id: &ResourceId) -> Result<i64, 
 fn rule_error(rule: CatalogRule, window_field: &str) -> ApiError {
     match rule {
         CatalogRule::WindowOrder(m) => ApiError::invalid(window_field, m),
-        CatalogRule::GiftNotSendable(m) => ApiError::failed_precondition("GIFT_NOT_SENDABLE", m),
+        CatalogRule::GiftNotSendable(m) => {
+            ApiError::failed_precondition(reasons::catalog::GIFT_NOT_SENDABLE, m)
+        }
         CatalogRule::Overflow => ApiError::invalid("quantity", "total is out of range"),
     }
 }
@@ -823,7 +826,7 @@ impl CatalogService for Catalog {
                     };
                     if !store::insert_economy_version(conn, &next).await? {
                         return Err(ApiError::Aborted {
-                            reason: "CONCURRENT_UPDATE",
+                            reason: reasons::catalog::CONCURRENT_UPDATE,
                             message: "the economy parameters were updated concurrently; re-read and retry".into(),
                         });
                     }
@@ -907,7 +910,7 @@ fn parse_prices(v: &mut Violations, prices: &[ovation_proto::common::Money]) -> 
 
 fn economy_missing() -> ApiError {
     ApiError::failed_precondition(
-        "ECONOMY_NOT_CONFIGURED",
+        reasons::catalog::ECONOMY_NOT_CONFIGURED,
         "no economy parameters are set; an admin must call UpdateEconomyParameters first",
     )
 }

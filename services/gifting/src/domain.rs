@@ -11,6 +11,7 @@
 //! until the saga reaches its maximum age; an answer no retry is known to fix gets a
 //! small attempt budget. Either way, what is left goes to an operator (NEEDS_OPERATOR).
 
+use ovation_proto::reasons;
 use ovation_types::UnixMillis;
 use tonic::Code;
 
@@ -186,24 +187,24 @@ pub fn judge(step: Step, failure: &CallFailure) -> Outcome {
         (Step::ResolveGift, Code::NotFound, _) => Some(Rejection::GiftNotFound),
         (Step::ResolveGift, Code::FailedPrecondition, _) => Some(Rejection::GiftUnavailable),
         (Step::ResolveGift, Code::InvalidArgument, _) => Some(Rejection::Other),
-        (Step::DebitCoins, Code::FailedPrecondition, "INSUFFICIENT_COINS") => {
+        (Step::DebitCoins, Code::FailedPrecondition, reasons::wallet::INSUFFICIENT_COINS) => {
             Some(Rejection::InsufficientCoins)
         }
-        (Step::DebitCoins, Code::FailedPrecondition, "MINOR_ACCOUNT") => {
+        (Step::DebitCoins, Code::FailedPrecondition, reasons::wallet::MINOR_ACCOUNT) => {
             Some(Rejection::MinorAccount)
         }
-        (Step::DebitCoins, Code::FailedPrecondition, "ACCOUNT_IN_DEBT") => {
+        (Step::DebitCoins, Code::FailedPrecondition, reasons::wallet::ACCOUNT_IN_DEBT) => {
             Some(Rejection::AccountInDebt)
         }
         (Step::DebitCoins, Code::FailedPrecondition, _) => Some(Rejection::Other),
-        (Step::DebitCoins, Code::ResourceExhausted, "SPEND_CAP_EXCEEDED") => {
+        (Step::DebitCoins, Code::ResourceExhausted, reasons::wallet::SPEND_CAP_EXCEEDED) => {
             Some(Rejection::SpendCapExceeded)
         }
         (Step::DebitCoins, Code::NotFound, _) => Some(Rejection::SenderNotFound),
         (Step::DebitCoins, Code::InvalidArgument, _) => Some(Rejection::Other),
-        (Step::CreditDiamonds, Code::FailedPrecondition, "CREATOR_NOT_FOUND")
+        (Step::CreditDiamonds, Code::FailedPrecondition, reasons::payout::CREATOR_NOT_FOUND)
         | (Step::CreditDiamonds, Code::NotFound, _) => Some(Rejection::CreatorNotFound),
-        (Step::CreditDiamonds, Code::FailedPrecondition, "CREATOR_SUSPENDED") => {
+        (Step::CreditDiamonds, Code::FailedPrecondition, reasons::payout::CREATOR_SUSPENDED) => {
             Some(Rejection::CreatorSuspended)
         }
         (Step::CreditDiamonds, Code::FailedPrecondition | Code::InvalidArgument, _) => {
@@ -673,7 +674,11 @@ mod tests {
         assert_eq!(
             judge(
                 Step::DebitCoins,
-                &failure(Code::ResourceExhausted, "SPEND_CAP_EXCEEDED", false)
+                &failure(
+                    Code::ResourceExhausted,
+                    reasons::wallet::SPEND_CAP_EXCEEDED,
+                    false
+                )
             ),
             Outcome::Refused {
                 reason: Rejection::SpendCapExceeded,
@@ -724,9 +729,9 @@ mod tests {
     fn reason() -> impl Strategy<Value = String> {
         prop_oneof![
             Just(String::new()),
-            Just("SPEND_CAP_EXCEEDED".to_owned()),
-            Just("INSUFFICIENT_COINS".to_owned()),
-            Just("CREATOR_SUSPENDED".to_owned()),
+            Just(reasons::wallet::SPEND_CAP_EXCEEDED.to_owned()),
+            Just(reasons::wallet::INSUFFICIENT_COINS.to_owned()),
+            Just(reasons::payout::CREATOR_SUSPENDED.to_owned()),
             "[A-Z_]{1,20}",
         ]
     }

@@ -15,6 +15,7 @@ use futures::Stream;
 use ovation_auth::{Caller, Role};
 use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
+use ovation_proto::reasons;
 use ovation_server::edge::{time_window, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
@@ -550,7 +551,7 @@ impl GiftingService for Gifting {
                         }
                         if !store::reset_for_retry(conn, id.as_str(), now).await? {
                             return Err(ApiError::failed_precondition(
-                                "SAGA_TERMINAL",
+                                reasons::gifting::SAGA_TERMINAL,
                                 format!("saga {id} is terminal; there is nothing to retry"),
                             ));
                         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ovation_proto::catalog as catalog_pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_proto::reasons;
 use ovation_server::ApiError;
 use ovation_server::peer::{Outbound, PeerAddress, PeerError, ServiceIdentity, channel};
 use ovation_types::{Diamonds, Money};
@@ -114,7 +115,7 @@ fn catalog_error(status: tonic::Status) -> ApiError {
             ),
         },
         Code::FailedPrecondition | Code::NotFound => ApiError::failed_precondition(
-            "ECONOMY_NOT_CONFIGURED",
+            reasons::payout::ECONOMY_NOT_CONFIGURED,
             format!("the catalog has no payout rate: {}", status.message()),
         ),
         _ => ApiError::Internal(format!(

@@ -24,6 +24,7 @@ use futures::FutureExt;
 use ovation_auth::{Caller, Role};
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_server::PayoutService;
+use ovation_proto::reasons;
 use ovation_server::edge::{time_window, to_money, to_timestamp};
 use ovation_server::{ApiError, auth};
 use ovation_store::db::Conn;
@@ -213,16 +214,16 @@ fn parse_creator_decision(
 fn rule_error(rule: PayoutRule) -> ApiError {
     let message = rule.to_string();
     let reason = match rule {
-        PayoutRule::CreatorSuspended => "CREATOR_SUSPENDED",
-        PayoutRule::AccountNotVerified(_) => "PAYOUT_ACCOUNT_NOT_VERIFIED",
-        PayoutRule::NoPayoutAccount => "NO_PAYOUT_ACCOUNT",
-        PayoutRule::AccountChanged { .. } => "PAYOUT_ACCOUNT_CHANGED",
+        PayoutRule::CreatorSuspended => reasons::payout::CREATOR_SUSPENDED,
+        PayoutRule::AccountNotVerified(_) => reasons::payout::PAYOUT_ACCOUNT_NOT_VERIFIED,
+        PayoutRule::NoPayoutAccount => reasons::payout::NO_PAYOUT_ACCOUNT,
+        PayoutRule::AccountChanged { .. } => reasons::payout::PAYOUT_ACCOUNT_CHANGED,
         PayoutRule::OwnChange { .. } => return ApiError::PermissionDenied(message),
-        PayoutRule::BelowMinimum { .. } => "BELOW_PAYOUT_MINIMUM",
-        PayoutRule::InsufficientDiamonds { .. } => "INSUFFICIENT_DIAMONDS",
-        PayoutRule::AmountTooSmall => "AMOUNT_TOO_SMALL",
-        PayoutRule::AmountTooLarge => "AMOUNT_TOO_LARGE",
-        PayoutRule::LifetimeLimit => "LIFETIME_LIMIT_REACHED",
+        PayoutRule::BelowMinimum { .. } => reasons::payout::BELOW_PAYOUT_MINIMUM,
+        PayoutRule::InsufficientDiamonds { .. } => reasons::payout::INSUFFICIENT_DIAMONDS,
+        PayoutRule::AmountTooSmall => reasons::payout::AMOUNT_TOO_SMALL,
+        PayoutRule::AmountTooLarge => reasons::payout::AMOUNT_TOO_LARGE,
+        PayoutRule::LifetimeLimit => reasons::payout::LIFETIME_LIMIT_REACHED,
         PayoutRule::AlreadySettled | PayoutRule::AlreadySent | PayoutRule::Overflow => {
             return ApiError::Internal(message);
         }
@@ -324,7 +325,7 @@ impl PayoutService for Payouts {
                         let creator = Creator::register(id, name, now);
                         if !store::insert_creator(conn, &creator).await? {
                             return Err(ApiError::AlreadyExists {
-                                reason: "CREATOR_EXISTS",
+                                reason: reasons::payout::CREATOR_EXISTS,
                                 message: format!("creator {} is already registered", creator.id),
                             });
                         }
@@ -1016,7 +1017,7 @@ async fn credit_once(
     }
     .ok_or_else(|| {
         ApiError::failed_precondition(
-            "CREATOR_NOT_FOUND",
+            reasons::payout::CREATOR_NOT_FOUND,
             format!(
                 "creator {} is not registered: the credit is refused for good",
                 request.creator_id
@@ -1025,7 +1026,7 @@ async fn credit_once(
     })?;
     creator.check_may_receive_credit().map_err(|rule| {
         ApiError::failed_precondition(
-            "CREATOR_SUSPENDED",
+            reasons::payout::CREATOR_SUSPENDED,
             format!("{rule}: the credit is refused for good"),
         )
     })?;
@@ -1035,7 +1036,7 @@ async fn credit_once(
         let existing = store::get_credit(conn, &request.operation_id)
             .await?
             .ok_or_else(|| ApiError::Aborted {
-                reason: "CONCURRENT_CREDIT",
+                reason: reasons::payout::CONCURRENT_CREDIT,
                 message: "a concurrent credit with this operation id is in progress; retry".into(),
             })?;
         return replay(existing, &request);
@@ -1060,7 +1061,7 @@ fn replay(
         })
     } else {
         Err(ApiError::AlreadyExists {
-            reason: "OPERATION_ID_REUSED",
+            reason: reasons::payout::OPERATION_ID_REUSED,
             message: format!(
                 "operation {} was already credited with other parameters",
                 request.operation_id

@@ -9,6 +9,7 @@
 
 use futures::FutureExt;
 use ovation_auth::Role;
+use ovation_proto::reasons;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::edge::{money, time_window, to_timestamp};
@@ -84,29 +85,31 @@ impl From<WalletError> for ApiError {
             WalletError::Refused(r) => {
                 let message = r.to_string();
                 match r {
-                    Refusal::Minor(_) => ApiError::failed_precondition("MINOR_ACCOUNT", message),
+                    Refusal::Minor(_) => {
+                        ApiError::failed_precondition(reasons::wallet::MINOR_ACCOUNT, message)
+                    }
                     Refusal::AgeNotVerified(_) => {
-                        ApiError::failed_precondition("AGE_NOT_VERIFIED", message)
+                        ApiError::failed_precondition(reasons::wallet::AGE_NOT_VERIFIED, message)
                     }
                     Refusal::InDebt { .. } => {
-                        ApiError::failed_precondition("ACCOUNT_IN_DEBT", message)
+                        ApiError::failed_precondition(reasons::wallet::ACCOUNT_IN_DEBT, message)
                     }
                     Refusal::InsufficientCoins { .. } => {
-                        ApiError::failed_precondition("INSUFFICIENT_COINS", message)
+                        ApiError::failed_precondition(reasons::wallet::INSUFFICIENT_COINS, message)
                     }
                     Refusal::SpendCap { .. } => ApiError::ResourceExhausted {
-                        reason: "SPEND_CAP_EXCEEDED",
+                        reason: reasons::wallet::SPEND_CAP_EXCEEDED,
                         message,
                     },
                     Refusal::PurchaseCap { .. } => ApiError::ResourceExhausted {
-                        reason: "PURCHASE_CAP_EXCEEDED",
+                        reason: reasons::wallet::PURCHASE_CAP_EXCEEDED,
                         message,
                     },
                 }
             }
             WalletError::NotFound { kind, id } => ApiError::not_found(kind, id),
             WalletError::Conflict(message) => ApiError::AlreadyExists {
-                reason: "OPERATION_ID_REUSED",
+                reason: reasons::wallet::OPERATION_ID_REUSED,
                 message,
             },
             WalletError::Unavailable(message) => ApiError::Unavailable { message },
@@ -179,7 +182,7 @@ impl WalletService for Wallet {
                             store::create_account(conn, user.as_str(), age, UnixMillis::now())
                                 .await?
                                 .ok_or_else(|| ApiError::AlreadyExists {
-                                    reason: "ACCOUNT_EXISTS",
+                                    reason: reasons::wallet::ACCOUNT_EXISTS,
                                     message: format!("user {user} already has an account"),
                                 })?;
                         Ok(pb::CreateAccountResponse {

@@ -5,6 +5,7 @@
 //! Every operation on a user starts by locking the user's row, so concurrent operations
 //! on one user are serialized and every check sees the state the change applies to.
 
+use ovation_proto::reasons;
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_types::UnixMillis;
@@ -231,7 +232,7 @@ pub async fn refund(
     let coins = cmd.coins.unwrap_or(debit.coins);
     if coins > debit.coins {
         return Err(WalletError::WrongState {
-            reason: "REFUND_EXCEEDS_DEBIT",
+            reason: reasons::wallet::REFUND_EXCEEDS_DEBIT,
             message: format!(
                 "cannot refund {coins} coins of a {}-coin debit",
                 debit.coins
@@ -241,7 +242,7 @@ pub async fn refund(
     store::lock_account(conn, &debit.user_id, now).await?;
     if !store::mark_refunded(conn, &debit.operation_id, coins, &cmd.operation_id, now).await? {
         return Err(WalletError::WrongState {
-            reason: "ALREADY_REFUNDED",
+            reason: reasons::wallet::ALREADY_REFUNDED,
             message: format!(
                 "debit {} was already refunded by operation {}",
                 debit.operation_id, debit.refund_operation_id
@@ -266,7 +267,7 @@ pub async fn refund(
     )
     .await?
     .ok_or_else(|| WalletError::WrongState {
-        reason: "BALANCE_LIMIT",
+        reason: reasons::wallet::BALANCE_LIMIT,
         message: "the refund would take the balance beyond its limit".into(),
     })?;
     let row = RefundRow {
@@ -369,7 +370,7 @@ async fn hold_for_change(
 /// update: only possible if a writer changed it without that lock. Nothing is written.
 fn hold_changed(operation_id: &str) -> WalletError {
     WalletError::WrongState {
-        reason: "HOLD_CHANGED",
+        reason: reasons::wallet::HOLD_CHANGED,
         message: format!("hold {operation_id} changed during the request; read it and retry"),
     }
 }
@@ -392,7 +393,7 @@ pub async fn capture(
             return Ok((hold, debit));
         }
         return Err(WalletError::WrongState {
-            reason: "HOLD_CAPTURED",
+            reason: reasons::wallet::HOLD_CAPTURED,
             message: format!(
                 "hold {operation_id} was already captured for {} coins",
                 hold.captured_coins
@@ -401,21 +402,21 @@ pub async fn capture(
     }
     if hold.state != HoldState::Active {
         return Err(WalletError::WrongState {
-            reason: "HOLD_NOT_ACTIVE",
+            reason: reasons::wallet::HOLD_NOT_ACTIVE,
             message: format!("hold {operation_id} is {:?}, not active", hold.state),
         });
     }
     if hold.expire_at <= now {
         expire(conn, &hold, now).await?;
         return Err(WalletError::WrongState {
-            reason: "HOLD_EXPIRED",
+            reason: reasons::wallet::HOLD_EXPIRED,
             message: format!("hold {operation_id} expired"),
         });
     }
     let captured = coins.unwrap_or(hold.coins);
     if captured > hold.coins {
         return Err(WalletError::WrongState {
-            reason: "CAPTURE_EXCEEDS_HOLD",
+            reason: reasons::wallet::CAPTURE_EXCEEDS_HOLD,
             message: format!(
                 "cannot capture {captured} coins of a {}-coin hold",
                 hold.coins
@@ -445,7 +446,7 @@ pub async fn capture(
     )
     .await?
     .ok_or_else(|| WalletError::WrongState {
-        reason: "HOLD_INCONSISTENT",
+        reason: reasons::wallet::HOLD_INCONSISTENT,
         message: format!("hold {operation_id} is not covered by the account"),
     })?;
     let debit = DebitRow {
@@ -483,7 +484,7 @@ pub async fn release(
         HoldState::Released | HoldState::Expired => return Ok(hold),
         HoldState::Captured => {
             return Err(WalletError::WrongState {
-                reason: "HOLD_CAPTURED",
+                reason: reasons::wallet::HOLD_CAPTURED,
                 message: format!("hold {operation_id} was captured; it cannot be released"),
             });
         }
@@ -499,7 +500,7 @@ pub async fn release(
     }
     if !store::adjust_held(conn, &hold.user_id, -hold.coins).await? {
         return Err(WalletError::WrongState {
-            reason: "HOLD_INCONSISTENT",
+            reason: reasons::wallet::HOLD_INCONSISTENT,
             message: format!("hold {operation_id} is not covered by the account"),
         });
     }
@@ -560,7 +561,7 @@ pub async fn complete_purchase(
         ..Default::default()
     };
     let limit = || WalletError::WrongState {
-        reason: "BALANCE_LIMIT",
+        reason: reasons::wallet::BALANCE_LIMIT,
         message: "the purchase would take the balance beyond its limit".into(),
     };
     store::post(
@@ -613,7 +614,7 @@ pub async fn complete_purchase(
         )
         .await?
         .ok_or_else(|| WalletError::WrongState {
-            reason: "DEBT_SETTLEMENT",
+            reason: reasons::wallet::DEBT_SETTLEMENT,
             message: "debt settlement found too few coins".into(),
         })?;
         store::adjust_debt(conn, &purchase.user_id, -settled).await?;
@@ -643,7 +644,7 @@ pub async fn reverse_purchase(
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))?;
     let not_completed = |state: PurchaseState| WalletError::WrongState {
-        reason: "PURCHASE_NOT_COMPLETED",
+        reason: reasons::wallet::PURCHASE_NOT_COMPLETED,
         message: format!(
             "purchase {purchase_id} is {state:?}; only completed purchases can be reversed"
         ),
@@ -675,7 +676,7 @@ pub async fn reverse_purchase(
         )
         .await?
         .ok_or_else(|| WalletError::WrongState {
-            reason: "REVERSAL_RACE",
+            reason: reasons::wallet::REVERSAL_RACE,
             message: "the balance changed during the reversal; retry".into(),
         })?;
     }

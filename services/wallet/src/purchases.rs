@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ovation_proto::reasons;
 use ovation_store::Db;
 use ovation_types::{Coins, Money, UnixMillis};
 
@@ -123,7 +124,7 @@ impl Purchases {
             })?;
         if !offer.enabled {
             return Err(WalletError::WrongState {
-                reason: "PACKAGE_UNAVAILABLE",
+                reason: reasons::wallet::PACKAGE_UNAVAILABLE,
                 message: format!("coin package {} is not on sale", cmd.package_id),
             });
         }
@@ -133,7 +134,7 @@ impl Purchases {
             .find(|(currency, _)| *currency == cmd.currency)
             .map(|(_, amount)| *amount)
             .ok_or_else(|| WalletError::WrongState {
-                reason: "PACKAGE_UNAVAILABLE",
+                reason: reasons::wallet::PACKAGE_UNAVAILABLE,
                 message: format!(
                     "coin package {} is not sold in {}",
                     cmd.package_id, cmd.currency
@@ -144,7 +145,7 @@ impl Purchases {
                 || expected.amount_minor() != amount_minor)
         {
             return Err(WalletError::WrongState {
-                reason: "PRICE_CHANGED",
+                reason: reasons::wallet::PRICE_CHANGED,
                 message: format!(
                     "the price is now {amount_minor} {} minor units, not the expected {} {}",
                     cmd.currency,
@@ -154,7 +155,7 @@ impl Purchases {
             });
         }
         let package_coins = Coins::parse(offer.coins).map_err(|e| WalletError::WrongState {
-            reason: "PACKAGE_UNAVAILABLE",
+            reason: reasons::wallet::PACKAGE_UNAVAILABLE,
             message: format!(
                 "coin package {} has an invalid coin amount: {e}",
                 cmd.package_id
