@@ -524,9 +524,17 @@ pub async fn expire_holds(
     now: UnixMillis,
     limit: i64,
 ) -> Result<usize, WalletError> {
-    let holds = store::expired_holds(conn, now, limit).await?;
+    let mut holds = store::expired_holds(conn, now, limit).await?;
+    // One pass locks several users' rows: always in user order, so two passes running at
+    // once (every replica's worker, an operator's) cannot lock A then B against B then A
+    // (a deadlock PostgreSQL broke by failing one, seen in concurrent_mixes).
+    holds.sort_by(|a, b| (&a.user_id, &a.operation_id).cmp(&(&b.user_id, &b.operation_id)));
+    let mut locked: Option<&str> = None;
     for hold in &holds {
-        store::lock_account(conn, &hold.user_id, now).await?;
+        if locked != Some(hold.user_id.as_str()) {
+            store::lock_account(conn, &hold.user_id, now).await?;
+            locked = Some(hold.user_id.as_str());
+        }
         expire(conn, hold, now).await?;
     }
     Ok(holds.len())
