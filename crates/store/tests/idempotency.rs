@@ -114,3 +114,49 @@ async fn a_key_stored_before_scoping_replays_only_the_same_request() {
         assert_eq!(fresh.unwrap(), ("bob-1".into(), Replayed::No), "{backend}");
     }
 }
+
+/// Concurrent duplicates of one scoped key run the operation once; the same key in another
+/// scope runs beside them (PostgreSQL waits on the key's row; SQLite on the write lock).
+#[tokio::test]
+async fn concurrent_duplicates_of_a_scoped_key_run_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for database in databases().await {
+        let db = migrated(database.url()).await;
+        let backend = database.backend();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut calls = Vec::new();
+        for i in 0..10 {
+            let (db, runs) = (db.clone(), runs.clone());
+            // Half alice's, half bob's: the same key, two scopes.
+            let user = if i % 2 == 0 { "alice" } else { "bob" };
+            calls.push(tokio::spawn(async move {
+                let scope = KeyScope::new(&format!("user:{user}"), "PurchaseCoins");
+                let key = IdempotencyKey::parse("buy-1").unwrap();
+                let fingerprint = Fingerprint::of("Test", &format!("{user} buys 100"));
+                db.idempotent(&scope, &key, &fingerprint, move |_conn| {
+                    Box::pin(async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Ok::<_, StoreError>(format!("{user}-1"))
+                    })
+                })
+                .await
+            }));
+        }
+        let mut answers = Vec::new();
+        for call in calls {
+            match call.await.unwrap() {
+                Ok((answer, _)) => answers.push(answer),
+                // A duplicate that finds the first still running is told to retry.
+                Err(StoreError::KeyInProgress) => {}
+                Err(e) => panic!("{backend}: {e:?}"),
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "{backend}: once per scope");
+        assert!(
+            answers.iter().all(|a| a == "alice-1" || a == "bob-1"),
+            "{backend}"
+        );
+    }
+}
