@@ -17,6 +17,10 @@
 //!   each other.
 //! - [`gauges`]: gauges read from the database on a timer (`--db-gauges-interval-ms`).
 //! - [`edge`]: proto ↔ domain conversions shared by services (timestamps, money, pages).
+//! - [`idempotency`]: [`IdempotentCall`], an idempotent RPC's key scope and fingerprint
+//!   named once, run through the shared key store.
+//! - [`lifecycle`]: a service process from `main` to stop ([`service_main`],
+//!   [`open_database`], [`serve_until_shutdown`]), the same for every service.
 //!
 //! Limits: every request is bounded in time (`request_timeout_ms`), in size
 //! (`request_bytes_max`) and in concurrency (`concurrency_max`, then RESOURCE_EXHAUSTED).
@@ -26,6 +30,8 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod gauges;
+pub mod idempotency;
+pub mod lifecycle;
 pub mod peer;
 pub mod serve;
 pub mod shutdown;
@@ -33,5 +39,7 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use idempotency::IdempotentCall;
+pub use lifecycle::{open_database, serve_until_shutdown, service_main};
 pub use serve::{Next, ServiceSpec, StartError, bind, prepare_database, serve};
 pub use shutdown::Shutdown;

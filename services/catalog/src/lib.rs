@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 
 use ovation_proto::catalog::catalog_service_server::CatalogServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
-use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_server::{
+    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
+};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -82,32 +84,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let db = Db::connect(
-        &config.server.database_url,
-        &config.server.args.db_options(),
-    )
+    let seed_demo = config.seed_demo;
+    let opened = open_database(&config.server, &MIGRATIONS, async |db: &Db| {
+        if seed_demo {
+            seed::seed_if_empty(db).await?;
+        }
+        Ok(())
+    })
     .await?;
-    let next = ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?;
-    if config.seed_demo {
-        seed::seed_if_empty(&db).await?;
-    }
-    if next == ovation_server::Next::Exit {
-        db.close().await;
+    let Some(db) = opened else {
         return Ok(());
-    }
+    };
     let service = CatalogServiceServer::new(grpc::Catalog::new(db.clone()))
         .max_decoding_message_size(config.server.args.request_bytes_max);
-    let result = serve(
-        SPEC,
-        Routes::new(service),
-        db.clone(),
-        &config.server,
-        listener,
-        shutdown,
-    )
-    .await;
-    db.close().await;
-    Ok(result?)
+    let routes = Routes::new(service);
+    serve_until_shutdown(SPEC, routes, db, &config.server, listener, shutdown, vec![]).await
 }
 
 #[cfg(test)]

@@ -2,28 +2,13 @@
 
 use clap::Parser;
 use ovation_catalog::{CatalogArgs, CatalogConfig, SPEC, run};
-use ovation_server::{Shutdown, bind};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = CatalogConfig::from(CatalogArgs::parse());
-    let _telemetry = match ovation_telemetry::init(SPEC.name) {
-        Ok(guard) => Some(guard),
-        Err(e) => {
-            eprintln!("telemetry disabled: {e}");
-            None
-        }
-    };
-    let started = async {
-        let listener = bind(config.server.listen_addr).await?;
-        run(config, listener, Shutdown::on_signals()).await
-    };
-    match started.await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "catalog stopped with an error");
-            eprintln!("ovation-catalog: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let listen_addr = config.server.listen_addr;
+    ovation_server::service_main(SPEC, listen_addr, |listener, shutdown| {
+        run(config, listener, shutdown)
+    })
+    .await
 }

@@ -32,8 +32,9 @@ use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{
     self, CatalogPeerArgs, IdentityArgs, Outbound, PayoutPeerArgs, ServiceIdentity, WalletPeerArgs,
 };
-use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
-use ovation_store::Db;
+use ovation_server::{
+    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -197,17 +198,9 @@ pub async fn run(
             outbound,
         ),
     };
-    let db = Db::connect(
-        &config.server.database_url,
-        &config.server.args.db_options(),
-    )
-    .await?;
-    if ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?
-        == ovation_server::Next::Exit
-    {
-        db.close().await;
+    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
-    }
+    };
     let settings = &config.gifting;
     let engine = SagaEngine::new(
         db.clone(),
@@ -245,19 +238,18 @@ pub async fn run(
         feed,
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    let result = serve(
+    let routes = Routes::new(service);
+    let workers = vec![recovery];
+    serve_until_shutdown(
         SPEC,
-        Routes::new(service),
-        db.clone(),
+        routes,
+        db,
         &config.server,
         listener,
-        shutdown.clone(),
+        shutdown,
+        workers,
     )
-    .await;
-    shutdown.trigger();
-    let _ = recovery.await;
-    db.close().await;
-    Ok(result?)
+    .await
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use ovation_auth::Role;
 use ovation_proto::payout::payout_service_server::PayoutServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, ServiceIdentity};
-use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_server::{
+    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
+};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -228,17 +230,9 @@ pub async fn run(
         Role::PayoutService,
     )?;
     let economy = economy::Economy::connect(&config.catalog.address(), Arc::new(identity))?;
-    let db = Db::connect(
-        &config.server.database_url,
-        &config.server.args.db_options(),
-    )
-    .await?;
-    if ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?
-        == ovation_server::Next::Exit
-    {
-        db.close().await;
+    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
-    }
+    };
 
     let wakeup = Wakeup::default();
     let worker = worker::spawn(
@@ -257,22 +251,19 @@ pub async fn run(
     );
     let service = PayoutServiceServer::new(grpc::Payouts::new(db.clone(), economy, wakeup))
         .max_decoding_message_size(config.server.args.request_bytes_max);
-    let result = serve(
+    let routes = Routes::new(service);
+    // Serving ended (shutdown, or an error): the worker drains and stops too.
+    let workers = vec![worker];
+    serve_until_shutdown(
         SPEC,
-        Routes::new(service),
-        db.clone(),
+        routes,
+        db,
         &config.server,
         listener,
-        shutdown.clone(),
+        shutdown,
+        workers,
     )
-    .await;
-    // Serving ended (shutdown, or an error): the worker drains and stops too.
-    shutdown.trigger();
-    if let Err(e) = worker.await {
-        tracing::error!(error = %e, "payout worker task failed");
-    }
-    db.close().await;
-    Ok(result?)
+    .await
 }
 
 /// The diamond ledger's totals per account kind and the payouts awaiting an operator.

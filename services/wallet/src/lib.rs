@@ -31,7 +31,9 @@ use ovation_auth::Role;
 use ovation_proto::wallet::wallet_service_server::WalletServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{self, CatalogPeerArgs, IdentityArgs, Outbound, ServiceIdentity};
-use ovation_server::{ServerConfig, ServiceSpec, Shutdown, StartError, serve};
+use ovation_server::{
+    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
+};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -187,17 +189,9 @@ pub async fn run(
         Role::WalletService,
     )?;
     let channel = peer::channel(&config.catalog.address())?;
-    let db = Db::connect(
-        &config.server.database_url,
-        &config.server.args.db_options(),
-    )
-    .await?;
-    if ovation_server::prepare_database(&db, &MIGRATIONS, &config.server.args).await?
-        == ovation_server::Next::Exit
-    {
-        db.close().await;
+    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
-    }
+    };
     let catalog = catalog::CatalogReader::new(
         channel,
         Outbound::new(Arc::new(identity)),
@@ -230,19 +224,18 @@ pub async fn run(
         config.wallet.age_rule(),
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    let result = serve(
+    let routes = Routes::new(service);
+    let workers = vec![recovery];
+    serve_until_shutdown(
         SPEC,
-        Routes::new(service),
-        db.clone(),
+        routes,
+        db,
         &config.server,
         listener,
-        shutdown.clone(),
+        shutdown,
+        workers,
     )
-    .await;
-    shutdown.trigger();
-    let _ = recovery.await;
-    db.close().await;
-    Ok(result?)
+    .await
 }
 
 /// The coin ledger's totals per account kind into `ovation_ledger_coins`.
