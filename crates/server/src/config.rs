@@ -64,7 +64,7 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
     #[command(flatten)]
-    pub auth: crate::auth::AuthArgs,
+    pub auth: crate::access::AuthArgs,
 }
 
 impl Default for ServerArgs {
@@ -103,7 +103,7 @@ impl Default for ServerConfig {
                 migrate_only: false,
                 run_migrations: true,
                 tls: crate::tls::ServerTlsArgs::default(),
-                auth: crate::auth::AuthArgs::default(),
+                auth: crate::access::AuthArgs::default(),
             },
         }
     }

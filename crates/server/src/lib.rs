@@ -1,7 +1,8 @@
 //! What every Ovation service runs on, so no service copies plumbing.
 //!
-//! - [`auth`]: bearer-token authentication and per-caller rate limits (a tower layer),
-//!   and the per-RPC authorization checks.
+//! - [`access`]: who may call: authentication of every call and per-caller rate limits
+//!   (a tower layer over `ovation-auth`'s token verification), and the per-RPC
+//!   authorization checks (`access::require`).
 //! - [`config`]: the settings every service shares (`OVATION_*` variables and flags).
 //! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
 //!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
@@ -25,7 +26,7 @@
 //! Limits: every request is bounded in time (`request_timeout_ms`), in size
 //! (`request_bytes_max`) and in concurrency (`concurrency_max`, then RESOURCE_EXHAUSTED).
 
-pub mod auth;
+pub mod access;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -180,7 +180,7 @@ impl ServiceIdentity {
     /// key of the service keys file granted `role`) for the audience of `auth`.
     pub fn new(
         args: &IdentityArgs,
-        auth: &crate::auth::AuthArgs,
+        auth: &crate::access::AuthArgs,
         subject: &str,
         role: Role,
     ) -> Result<Self, PeerError> {

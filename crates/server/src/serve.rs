@@ -34,7 +34,7 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthSetupError),
+    Auth(#[from] crate::access::AuthSetupError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -137,9 +137,12 @@ pub async fn serve(
     let reflection_v1 = reflection(spec).build_v1()?;
     let reflection_v1alpha = reflection(spec).build_v1alpha()?;
 
-    let auth = crate::auth::AuthLayer::new(
+    let auth = crate::access::AuthLayer::new(
         args.auth.authenticator()?,
-        crate::auth::RateLimiter::new(args.auth.rate_limit_per_second, args.auth.rate_limit_burst),
+        crate::access::RateLimiter::new(
+            args.auth.rate_limit_per_second,
+            args.auth.rate_limit_burst,
+        ),
     );
     let limits = tower::ServiceBuilder::new()
         .layer(ovation_telemetry::RpcSpanLayer::new(spec.name))

@@ -13,7 +13,7 @@ use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_server::CatalogService;
 use ovation_proto::reasons;
 use ovation_server::edge::{money, optional_timestamp, timestamp, to_money, to_timestamp};
-use ovation_server::{ApiError, auth};
+use ovation_server::{ApiError, access};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
@@ -99,7 +99,7 @@ fn rule_error(rule: CatalogRule, window_field: &str) -> ApiError {
 #[tonic::async_trait]
 impl CatalogService for Catalog {
     async fn get_gift(&self, request: Request<pb::GetGiftRequest>) -> Reply<pb::GetGiftResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -119,7 +119,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListGiftsRequest>,
     ) -> Reply<pb::ListGiftsResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -142,7 +142,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListGiftVersionsRequest>,
     ) -> Reply<pb::ListGiftVersionsResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -178,7 +178,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateGiftRequest>,
     ) -> Reply<pb::CreateGiftResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateGift", &req);
         let mut v = Violations::default();
@@ -244,7 +244,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateGiftRequest>,
     ) -> Reply<pb::UpdateGiftResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateGift", &req);
         let mut v = Violations::default();
@@ -327,7 +327,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::QuoteGiftRequest>,
     ) -> Reply<pb::QuoteGiftResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("gift_id", ResourceId::parse(&req.gift_id));
@@ -359,7 +359,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetCoinPackageRequest>,
     ) -> Reply<pb::GetCoinPackageResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("package_id", ResourceId::parse(&req.package_id));
@@ -379,7 +379,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListCoinPackagesRequest>,
     ) -> Reply<pb::ListCoinPackagesResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -401,7 +401,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreateCoinPackageRequest>,
     ) -> Reply<pb::CreateCoinPackageResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateCoinPackage", &req);
         let mut v = Violations::default();
@@ -457,7 +457,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateCoinPackageRequest>,
     ) -> Reply<pb::UpdateCoinPackageResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateCoinPackage", &req);
         let mut v = Violations::default();
@@ -520,7 +520,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetPromotionRequest>,
     ) -> Reply<pb::GetPromotionResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("promotion_id", ResourceId::parse(&req.promotion_id));
@@ -540,7 +540,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListPromotionsRequest>,
     ) -> Reply<pb::ListPromotionsResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -577,7 +577,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::CreatePromotionRequest>,
     ) -> Reply<pb::CreatePromotionResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreatePromotion", &req);
         let mut v = Violations::default();
@@ -646,7 +646,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdatePromotionRequest>,
     ) -> Reply<pb::UpdatePromotionResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdatePromotion", &req);
         let mut v = Violations::default();
@@ -731,7 +731,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::GetEconomyParametersRequest>,
     ) -> Reply<pb::GetEconomyParametersResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let version = parse_version(req.version).map_err(|e| ApiError::invalid("version", e))?;
         let mut conn = self.read().await?;
@@ -751,7 +751,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::ListEconomyParametersVersionsRequest>,
     ) -> Reply<pb::ListEconomyParametersVersionsResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let size = v.check("page_size", PageSize::parse(req.page_size));
@@ -776,7 +776,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<pb::UpdateEconomyParametersRequest>,
     ) -> Reply<pb::UpdateEconomyParametersResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("UpdateEconomyParameters", &req);
         let mut v = Violations::default();

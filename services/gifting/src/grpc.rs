@@ -17,7 +17,7 @@ use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
 use ovation_proto::reasons;
 use ovation_server::edge::{time_window, to_timestamp};
-use ovation_server::{ApiError, auth};
+use ovation_server::{ApiError, access};
 use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
 use ovation_types::{
     IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
@@ -182,7 +182,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::SendGiftRequest>,
     ) -> Reply<pb::SendGiftResponse> {
-        auth::require_user(&request, &request.get_ref().sender_user_id, &[])?;
+        access::require_user(&request, &request.get_ref().sender_user_id, &[])?;
         let deadline = caller_deadline(request.metadata());
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SendGift", &req);
@@ -268,7 +268,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::GetSentGiftRequest>,
     ) -> Reply<pb::GetSentGiftResponse> {
-        let caller = auth::caller(&request)?;
+        let caller = access::caller(&request)?;
         let id = ResourceId::parse(&request.get_ref().saga_id)
             .map_err(|e| ApiError::invalid("saga_id", e))?;
         let mut conn = self.read().await?;
@@ -292,7 +292,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::ListSentGiftsRequest>,
     ) -> Reply<pb::ListSentGiftsResponse> {
-        let caller = auth::caller(&request)?;
+        let caller = access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let stream = optional_id(&mut v, "stream_id", &req.stream_id);
@@ -367,7 +367,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::GetStreamLeaderboardRequest>,
     ) -> Reply<pb::GetStreamLeaderboardResponse> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let stream = v.check("stream_id", ResourceId::parse(&req.stream_id));
@@ -415,7 +415,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::WatchStreamGiftsRequest>,
     ) -> Reply<Self::WatchStreamGiftsStream> {
-        auth::caller(&request)?;
+        access::caller(&request)?;
         let req = request.into_inner();
         let stream =
             ResourceId::parse(&req.stream_id).map_err(|e| ApiError::invalid("stream_id", e))?;
@@ -480,7 +480,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::ListStuckSagasRequest>,
     ) -> Reply<pb::ListStuckSagasResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let pending_before = v.check(
@@ -518,7 +518,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::RetrySagaRequest>,
     ) -> Reply<pb::RetrySagaResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("RetrySaga", &req);
         let mut v = Violations::default();
@@ -584,7 +584,7 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::ListSagasRequest>,
     ) -> Reply<pb::ListSagasResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let mut v = Violations::default();
         if req.statuses.len() > 5 {

@@ -26,7 +26,7 @@ use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_server::PayoutService;
 use ovation_proto::reasons;
 use ovation_server::edge::{time_window, to_money, to_timestamp};
-use ovation_server::{ApiError, auth};
+use ovation_server::{ApiError, access};
 use ovation_store::db::Conn;
 use ovation_store::sqlx::Any;
 use ovation_store::sqlx::pool::PoolConnection;
@@ -78,7 +78,7 @@ impl Payouts {
 /// The caller, if it may act on creator `creator_id`'s own records: that creator (role
 /// `creator`, or the `gateway` acting for them) or an admin. PERMISSION_DENIED otherwise.
 fn require_creator<T>(request: &Request<T>, creator_id: &str) -> Result<Caller, ApiError> {
-    let caller = auth::require_user(request, creator_id, &[Role::Admin])?;
+    let caller = access::require_user(request, creator_id, &[Role::Admin])?;
     if caller.has(Role::Admin) || caller.has_any(&[Role::Creator, Role::Gateway]) {
         Ok(caller)
     } else {
@@ -108,7 +108,7 @@ fn check_creator(caller: &Caller, creator_id: &ResourceId) -> Result<(), ApiErro
 /// `creator`, or the `gateway` acting for them). Nobody else, admins included: the one
 /// who verifies an account must not be the one who can change it (four eyes).
 fn require_account_owner<T>(request: &Request<T>, creator_id: &str) -> Result<Caller, ApiError> {
-    let caller = auth::caller(request)?;
+    let caller = access::caller(request)?;
     if caller.is_user(creator_id) && caller.has_any(&[Role::Creator, Role::Gateway]) {
         Ok(caller)
     } else {
@@ -425,7 +425,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::VerifyPayoutAccountRequest>,
     ) -> Reply<pb::VerifyPayoutAccountResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("VerifyPayoutAccount", &req);
         let mut v = Violations::default();
@@ -515,7 +515,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::SuspendCreatorRequest>,
     ) -> Reply<pb::SuspendCreatorResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SuspendCreator", &req);
         let (key, id, reason) = parse_creator_decision(
@@ -582,7 +582,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::ReinstateCreatorRequest>,
     ) -> Reply<pb::ReinstateCreatorResponse> {
-        let caller = auth::require(&request, &[Role::Admin])?;
+        let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReinstateCreator", &req);
         let (key, id, reason) = parse_creator_decision(
@@ -637,7 +637,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::CreditDiamondsRequest>,
     ) -> Reply<pb::CreditDiamondsResponse> {
-        let caller = auth::require(&request, &[Role::GiftingService])?;
+        let caller = access::require(&request, &[Role::GiftingService])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreditDiamonds", &req);
         let mut v = Violations::default();
@@ -823,7 +823,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::GetPayoutRequest>,
     ) -> Reply<pb::GetPayoutResponse> {
-        let caller = auth::require(&request, &[Role::Admin, Role::Creator, Role::Gateway])?;
+        let caller = access::require(&request, &[Role::Admin, Role::Creator, Role::Gateway])?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("payout_id", ResourceId::parse(&req.payout_id));
@@ -844,7 +844,7 @@ impl PayoutService for Payouts {
         request: Request<pb::ListPayoutsRequest>,
     ) -> Reply<pb::ListPayoutsResponse> {
         if request.get_ref().creator_id.is_empty() {
-            auth::require(&request, &[Role::Admin])?;
+            access::require(&request, &[Role::Admin])?;
         } else {
             require_creator(&request, &request.get_ref().creator_id)?;
         }
@@ -891,7 +891,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::GetLedgerSummaryRequest>,
     ) -> Reply<pb::GetLedgerSummaryResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        access::require(&request, &[Role::Admin])?;
         let mut conn = self.read().await?;
         let as_of = UnixMillis::now();
         let summary = store::ledger_summary(&mut conn)
@@ -927,7 +927,7 @@ impl PayoutService for Payouts {
         &self,
         request: Request<pb::ListCreditsRequest>,
     ) -> Reply<pb::ListCreditsResponse> {
-        auth::require(&request, &[Role::Admin])?;
+        access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let ids = if req.operation_ids.len() > LIST_CREDITS_IDS_MAX {

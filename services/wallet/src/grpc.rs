@@ -13,7 +13,7 @@ use ovation_proto::reasons;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::edge::{money, time_window, to_timestamp};
-use ovation_server::{ApiError, auth};
+use ovation_server::{ApiError, access};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
@@ -159,7 +159,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Reply<pb::CreateAccountResponse> {
-        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let caller = access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CreateAccount", &req);
         let mut v = Violations::default();
@@ -200,7 +200,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Reply<pb::GetAccountResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let user = ResourceId::parse(&request.get_ref().user_id)
             .map_err(|e| ApiError::invalid("user_id", e))?;
         let mut conn = self.read().await?;
@@ -217,7 +217,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetAccountMinorRequest>,
     ) -> Reply<pb::SetAccountMinorResponse> {
-        let caller = auth::require(&request, ADMINS)?;
+        let caller = access::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetAccountMinor", &req);
         let mut v = Violations::default();
@@ -280,7 +280,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Reply<pb::GetBalanceResponse> {
-        auth::require_user(
+        access::require_user(
             &request,
             &request.get_ref().user_id,
             &[Role::Admin, Role::GiftingService],
@@ -302,7 +302,7 @@ impl WalletService for Wallet {
         request: Request<pb::PurchaseCoinsRequest>,
     ) -> Reply<pb::PurchaseCoinsResponse> {
         // Only the user (or the gateway for them) buys: an admin cannot charge a card.
-        let caller = auth::require_user(&request, &request.get_ref().user_id, &[])?;
+        let caller = access::require_user(&request, &request.get_ref().user_id, &[])?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("PurchaseCoins", &req);
         let mut v = Violations::default();
@@ -350,7 +350,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::GetPurchaseRequest>,
     ) -> Reply<pb::GetPurchaseResponse> {
-        let caller = auth::caller(&request)?;
+        let caller = access::caller(&request)?;
         let id = ResourceId::parse(&request.get_ref().purchase_id)
             .map_err(|e| ApiError::invalid("purchase_id", e))?;
         let mut conn = self.read().await?;
@@ -369,7 +369,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ListPurchasesRequest>,
     ) -> Reply<pb::ListPurchasesResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
@@ -415,7 +415,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReversePurchaseRequest>,
     ) -> Reply<pb::ReversePurchaseResponse> {
-        let caller = auth::require(&request, ADMINS)?;
+        let caller = access::require(&request, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReversePurchase", &req);
         let mut v = Violations::default();
@@ -465,7 +465,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::DebitCoinsRequest>,
     ) -> Reply<pb::DebitCoinsResponse> {
-        let caller = auth::require(&request, SPENDERS)?;
+        let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("DebitCoins", &req);
         let mut v = Violations::default();
@@ -517,7 +517,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::RefundCoinsRequest>,
     ) -> Reply<pb::RefundCoinsResponse> {
-        let caller = auth::require(&request, SPENDERS)?;
+        let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("RefundCoins", &req);
         let mut v = Violations::default();
@@ -572,7 +572,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReserveCoinsRequest>,
     ) -> Reply<pb::ReserveCoinsResponse> {
-        let caller = auth::require(&request, SPENDERS)?;
+        let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReserveCoins", &req);
         let mut v = Violations::default();
@@ -641,7 +641,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::CaptureHoldRequest>,
     ) -> Reply<pb::CaptureHoldResponse> {
-        let caller = auth::require(&request, SPENDERS)?;
+        let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("CaptureHold", &req);
         let mut v = Violations::default();
@@ -684,7 +684,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Reply<pb::ReleaseHoldResponse> {
-        let caller = auth::require(&request, SPENDERS)?;
+        let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("ReleaseHold", &req);
         let mut v = Violations::default();
@@ -714,7 +714,7 @@ impl WalletService for Wallet {
     }
 
     async fn get_hold(&self, request: Request<pb::GetHoldRequest>) -> Reply<pb::GetHoldResponse> {
-        auth::require(&request, &[Role::GiftingService, Role::Admin])?;
+        access::require(&request, &[Role::GiftingService, Role::Admin])?;
         let op = ResourceId::parse(&request.get_ref().operation_id)
             .map_err(|e| ApiError::invalid("operation_id", e))?;
         let mut conn = self.read().await?;
@@ -731,7 +731,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::SetSpendingLimitsRequest>,
     ) -> Reply<pb::SetSpendingLimitsResponse> {
-        let caller = auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        let caller = access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let fingerprint = Fingerprint::of("SetSpendingLimits", &req);
         let mut v = Violations::default();
@@ -807,7 +807,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::GetSpendingLimitsRequest>,
     ) -> Reply<pb::GetSpendingLimitsResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let user = ResourceId::parse(&request.get_ref().user_id)
             .map_err(|e| ApiError::invalid("user_id", e))?;
         let mut conn = self.read().await?;
@@ -832,7 +832,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Reply<pb::ListTransactionsResponse> {
-        auth::require_user(&request, &request.get_ref().user_id, ADMINS)?;
+        access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
@@ -866,7 +866,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::GetLedgerSummaryRequest>,
     ) -> Reply<pb::GetLedgerSummaryResponse> {
-        auth::require(&request, ADMINS)?;
+        access::require(&request, ADMINS)?;
         // One transaction, so every figure is as of the same instant.
         let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
         let summary = store::ledger_summary(&mut tx)
@@ -896,7 +896,7 @@ impl WalletService for Wallet {
         &self,
         request: Request<pb::ListDebitsRequest>,
     ) -> Reply<pb::ListDebitsResponse> {
-        auth::require(&request, ADMINS)?;
+        access::require(&request, ADMINS)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         if req.operation_ids.len() > DEBIT_IDS_MAX {

@@ -1,3 +1,5 @@
+//! Who may call (the `ovation-auth` crate verifies tokens; this module applies them to calls).
+//!
 //! Authentication on every RPC (but health and reflection), and per-caller rate limits on
 //! mutating RPCs, as one tower layer; plus the per-RPC authorization helpers services call.
 //!
