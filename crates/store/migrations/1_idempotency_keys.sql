@@ -1,4 +1,4 @@
--- Shared by every service (SPEC §4): one row per idempotency key, holding the fingerprint
+-- Shared by every service (docs/economy.md, "Idempotency keys"): one row per idempotency key, holding the fingerprint
 -- of the request it was first used with and the encoded response to replay.
 -- Portable SQL: the same text runs on PostgreSQL and SQLite.
 CREATE TABLE idempotency_keys (

@@ -101,6 +101,28 @@ const MIGRATE_ATTEMPTS_MAX: u32 = 5;
 /// First migration version a service may use.
 pub const SERVICE_MIGRATION_VERSION_MIN: i64 = 100;
 
+/// Migrations whose released text was later revised in its comments only, with the SHA-384
+/// checksum it was applied under. sqlx refuses a database whose recorded checksum differs
+/// from the file's, so [`Db::migrate`] moves a recorded old checksum to the current one:
+/// the SQL is the same, nothing else changes. Only comment edits belong here (the test
+/// `comment_revisions_change_comments_only` rebuilds the old text to prove it).
+const COMMENT_REVISIONS: &[CommentRevision] = &[CommentRevision {
+    version: 1,
+    // Its first line cited a section of a document outside the repository.
+    #[cfg(test)]
+    old_first_line: "-- Shared by every service (SPEC §4): one row per idempotency key, holding the fingerprint",
+    old_checksum_hex: "5e629512400d0b0a4569829369af962a845335fdae124e7dca53caaaab07bdbbcff9c7c99a5fb5c02a8d9a9918c869b6",
+}];
+
+struct CommentRevision {
+    version: i64,
+    /// The revision changed only the first line; this was it (kept for the test that
+    /// proves the revision comment-only).
+    #[cfg(test)]
+    old_first_line: &'static str,
+    old_checksum_hex: &'static str,
+}
+
 impl Db {
     /// Opens a pool for `url` (`postgres://…` or `sqlite://…`), retrying an unreachable
     /// database for up to `connect_timeout_ms`, then failing with a message that names the
@@ -196,6 +218,7 @@ impl Db {
             .cloned()
             .collect();
         let migrator = Migrator::with_migrations(all);
+        self.adopt_comment_revisions(&migrator).await?;
         // sqlx locks migrations on PostgreSQL (advisory lock) but not on SQLite, where two
         // replicas starting together on one fresh file race: the loser fails with "already
         // exists". Each migration is one transaction, so a retry sees the winner's work as
@@ -212,6 +235,33 @@ impl Db {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Moves the recorded checksum of each [`COMMENT_REVISIONS`] migration applied under its
+    /// old text to the current text's. Concurrent starts are harmless: the update is
+    /// conditional on the old checksum.
+    async fn adopt_comment_revisions(&self, migrator: &Migrator) -> Result<(), StoreError> {
+        for revision in COMMENT_REVISIONS {
+            let Some(current) = migrator.iter().find(|m| m.version == revision.version) else {
+                continue;
+            };
+            let old = hex_bytes(revision.old_checksum_hex);
+            let adopted = sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+            )
+            .bind(current.checksum.to_vec())
+            .bind(revision.version)
+            .bind(old)
+            .execute(&self.pool)
+            .await;
+            match adopted {
+                Ok(_) => {}
+                // No migrations table: nothing is applied yet.
+                Err(sqlx::Error::Database(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Versions of the shared and the service's migrations not yet applied to this database.
@@ -377,9 +427,77 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Bytes of a lowercase hex string (constants only).
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Each revision's old text is the current text with its old first line, and hashes to
+    /// the recorded old checksum: the revision touched a comment and nothing else.
+    #[test]
+    fn comment_revisions_change_comments_only() {
+        use sha2::{Digest, Sha384};
+        for revision in COMMENT_REVISIONS {
+            let current = SHARED_MIGRATIONS
+                .iter()
+                .find(|m| m.version == revision.version)
+                .expect("the revised migration exists");
+            let (first, rest) = current
+                .sql
+                .as_str()
+                .split_once('\n')
+                .expect("more than one line");
+            assert!(first.starts_with("--") && revision.old_first_line.starts_with("--"));
+            let old_text = format!("{}\n{rest}", revision.old_first_line);
+            assert_eq!(
+                hex_of(&Sha384::digest(old_text.as_bytes())),
+                revision.old_checksum_hex
+            );
+            assert_eq!(
+                hex_of(&current.checksum),
+                hex_of(&Sha384::digest(current.sql.as_str().as_bytes()))
+            );
+        }
+    }
+
+    /// A database migrated under the old text migrates again under the new one, on both
+    /// engines (without the adoption sqlx fails: "previously applied but has been modified").
+    #[tokio::test]
+    async fn databases_migrated_under_the_old_comments_still_migrate() {
+        let mut databases = vec![ovation_testkit::TestDatabase::sqlite()];
+        databases.extend(ovation_testkit::TestDatabase::postgres().await);
+        let none = Migrator::with_migrations(Vec::new());
+        for database in databases {
+            let db = Db::connect(database.url(), &DbOptions::default())
+                .await
+                .unwrap();
+            db.migrate(&none).await.unwrap();
+            let old = hex_bytes(COMMENT_REVISIONS[0].old_checksum_hex);
+            sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1")
+                .bind(old)
+                .execute(db.pool())
+                .await
+                .unwrap();
+            db.migrate(&none)
+                .await
+                .expect("the old checksum is adopted");
+            db.migrate(&none)
+                .await
+                .expect("and again: nothing to adopt");
+            db.pool().close().await;
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {
