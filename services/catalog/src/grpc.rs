@@ -26,10 +26,12 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     CatalogRule, CoinPackage, CoinPackageChange, EconomyChange, EconomyParameters, Edit, Gift,
-    GiftChange, GiftPrice, GiftQuote, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
-    PromotionChange, Window, parse_bonus_bps, parse_package_ids, parse_per_user_cap,
+    GiftChange, GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
+    PromotionChange, TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids,
+    parse_per_user_cap,
 };
-use crate::store::{self, Head, Item};
+use crate::operations::{self, CatalogError};
+use crate::store;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -58,41 +60,42 @@ fn parse_version(raw: i64) -> Result<Option<i64>, String> {
     }
 }
 
-/// `expected_version` in an Update request: 0 means "any".
-fn check_expected(expected: i64, latest: i64) -> Result<(), ApiError> {
-    if expected != 0 && expected != latest {
-        return Err(ApiError::Aborted {
-            reason: reasons::catalog::VERSION_MISMATCH,
-            message: format!("expected version {expected}, but the latest version is {latest}"),
-        });
+/// The one place a catalog error becomes an API error: its code, reason and message.
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            CatalogError::Store(e) => e.into(),
+            CatalogError::Rule(rule) => rule_error(rule),
+            CatalogError::NotFound { kind, id } => ApiError::not_found(kind, id),
+            CatalogError::AlreadyExists { .. } => ApiError::AlreadyExists {
+                reason: reasons::catalog::ALREADY_EXISTS,
+                message,
+            },
+            CatalogError::VersionMismatch { .. } => ApiError::Aborted {
+                reason: reasons::catalog::VERSION_MISMATCH,
+                message,
+            },
+            CatalogError::Moved { .. } | CatalogError::Taken { .. } => ApiError::Aborted {
+                reason: reasons::catalog::CONCURRENT_UPDATE,
+                message,
+            },
+            CatalogError::EconomyMissing => {
+                ApiError::failed_precondition(reasons::catalog::ECONOMY_NOT_CONFIGURED, message)
+            }
+        }
     }
-    Ok(())
 }
 
-fn head_outcome(head: Head, kind: &'static str, id: &ResourceId) -> Result<i64, ApiError> {
-    match head {
-        Head::Ok(version) => Ok(version),
-        Head::Exists => Err(ApiError::AlreadyExists {
-            reason: reasons::catalog::ALREADY_EXISTS,
-            message: format!("{kind} {id} already exists"),
-        }),
-        Head::Missing => Err(ApiError::not_found(kind, id.as_str())),
-        Head::Moved { latest } => Err(ApiError::Aborted {
-            reason: reasons::catalog::CONCURRENT_UPDATE,
-            message: format!(
-                "{kind} {id} was updated concurrently (now version {latest}); re-read and retry"
-            ),
-        }),
-    }
-}
-
-fn rule_error(rule: CatalogRule, window_field: &str) -> ApiError {
+fn rule_error(rule: CatalogRule) -> ApiError {
     match rule {
-        CatalogRule::WindowOrder(m) => ApiError::invalid(window_field, m),
+        CatalogRule::WindowOrder { end, message } => ApiError::invalid(end, message),
         CatalogRule::GiftNotSendable(m) => {
             ApiError::failed_precondition(reasons::catalog::GIFT_NOT_SENDABLE, m)
         }
+        // Only a quote multiplies: its quantity made the total too large.
         CatalogRule::Overflow => ApiError::invalid("quantity", "total is out of range"),
+        CatalogRule::Incomplete(missing) => ApiError::InvalidArgument(missing),
     }
 }
 
@@ -106,10 +109,9 @@ impl CatalogService for Catalog {
         let version = v.check("version", parse_version(req.version));
         let (id, version) = v.finish(|| Some((id?, version?))).map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        let gift = store::get_gift(&mut conn, &id, version)
+        let gift = operations::get::<Gift>(&mut conn, &id, version)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| not_found_version("gift", &id, version))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetGiftResponse {
             gift: Some(gift_to_proto(&gift)),
         }))
@@ -155,15 +157,8 @@ impl CatalogService for Catalog {
             .finish(|| Some((id?, size?, after?)))
             .map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        if store::latest_version(&mut conn, Item::Gift, &id)
-            .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(ApiError::not_found("gift", id.as_str()).into());
-        }
         let rows =
-            store::list_gift_versions(&mut conn, &id, after.unwrap_or(0), size.fetch_limit())
+            operations::gift_versions(&mut conn, &id, after.unwrap_or(0), size.fetch_limit())
                 .await
                 .map_err(ApiError::from)?;
         let mut gifts = rows;
@@ -222,13 +217,8 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let gift = Gift::create(new, UnixMillis::now());
-                        head_outcome(
-                            store::create_head(conn, Item::Gift, &gift.id).await?,
-                            "gift",
-                            &gift.id,
-                        )?;
-                        store::insert_gift_version(conn, &gift).await?;
+                        let gift =
+                            operations::create(conn, Gift::create(new, UnixMillis::now())).await?;
                         Ok::<_, ApiError>(pb::CreateGiftResponse {
                             gift: Some(gift_to_proto(&gift)),
                         })
@@ -274,19 +264,21 @@ impl CatalogService for Catalog {
             req.active_until.as_ref(),
             req.clear_active_until,
         );
-        let (key, id, expected, change) = v
+        let (key, update) = v
             .finish(|| {
                 Some((
                     key?,
-                    id?,
-                    expected?,
-                    GiftChange {
-                        name: name.map(|n| n.ok_or(())).transpose().ok()?,
-                        coin_price: price.map(|p| p.ok_or(())).transpose().ok()?,
-                        asset_url: url.map(|u| u.ok_or(())).transpose().ok()?,
-                        enabled: req.enabled,
-                        active_from: from?,
-                        active_until: until?,
+                    Update::<Gift> {
+                        id: id?,
+                        expected_version: expected?,
+                        change: GiftChange {
+                            name: name.map(|n| n.ok_or(())).transpose().ok()?,
+                            coin_price: price.map(|p| p.ok_or(())).transpose().ok()?,
+                            asset_url: url.map(|u| u.ok_or(())).transpose().ok()?,
+                            enabled: req.enabled,
+                            active_from: from?,
+                            active_until: until?,
+                        },
                     },
                 ))
             })
@@ -299,19 +291,7 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let latest = store::get_gift(conn, &id, None)
-                            .await?
-                            .ok_or_else(|| ApiError::not_found("gift", id.as_str()))?;
-                        check_expected(expected.unwrap_or(0), latest.version)?;
-                        let next = latest
-                            .next_version(change, UnixMillis::now())
-                            .map_err(|r| rule_error(r, "active_until"))?;
-                        head_outcome(
-                            store::advance_head(conn, Item::Gift, &id, latest.version).await?,
-                            "gift",
-                            &id,
-                        )?;
-                        store::insert_gift_version(conn, &next).await?;
+                        let next = operations::update(conn, update, UnixMillis::now()).await?;
                         Ok::<_, ApiError>(pb::UpdateGiftResponse {
                             gift: Some(gift_to_proto(&next)),
                         })
@@ -336,16 +316,9 @@ impl CatalogService for Catalog {
             .finish(|| Some((id?, quantity?)))
             .map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        let gift = store::get_gift(&mut conn, &id, None)
+        let quote = operations::quote(&mut conn, &id, quantity, UnixMillis::now())
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("gift", id.as_str()))?;
-        let economy = store::get_economy(&mut conn, None)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(economy_missing)?;
-        let quote = GiftQuote::new(gift, &economy, quantity, UnixMillis::now())
-            .map_err(|r| rule_error(r, "gift_id"))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::QuoteGiftResponse {
             gift: Some(gift_to_proto(&quote.gift)),
             total_coins: quote.total_coins,
@@ -366,10 +339,9 @@ impl CatalogService for Catalog {
         let version = v.check("version", parse_version(req.version));
         let (id, version) = v.finish(|| Some((id?, version?))).map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        let package = store::get_package(&mut conn, &id, version)
+        let package = operations::get::<CoinPackage>(&mut conn, &id, version)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| not_found_version("coin package", &id, version))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetCoinPackageResponse {
             coin_package: Some(package_to_proto(&package)),
         }))
@@ -435,13 +407,9 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let package = CoinPackage::create(new, UnixMillis::now());
-                        head_outcome(
-                            store::create_head(conn, Item::CoinPackage, &package.id).await?,
-                            "coin package",
-                            &package.id,
-                        )?;
-                        store::insert_package_version(conn, &package).await?;
+                        let package =
+                            operations::create(conn, CoinPackage::create(new, UnixMillis::now()))
+                                .await?;
                         Ok::<_, ApiError>(pb::CreateCoinPackageResponse {
                             coin_package: Some(package_to_proto(&package)),
                         })
@@ -470,17 +438,19 @@ impl CatalogService for Catalog {
         let name = req.name.as_deref().map(|n| v.check("name", Name::parse(n)));
         let coins = req.coins.map(|c| v.check("coins", Coins::parse(c)));
         let prices = (!req.prices.is_empty()).then(|| parse_prices(&mut v, &req.prices));
-        let (key, id, expected, change) = v
+        let (key, update) = v
             .finish(|| {
                 Some((
                     key?,
-                    id?,
-                    expected?,
-                    CoinPackageChange {
-                        name: name.map(|n| n.ok_or(())).transpose().ok()?,
-                        coins: coins.map(|c| c.ok_or(())).transpose().ok()?,
-                        prices: prices.map(|p| p.ok_or(())).transpose().ok()?,
-                        enabled: req.enabled,
+                    Update::<CoinPackage> {
+                        id: id?,
+                        expected_version: expected?,
+                        change: CoinPackageChange {
+                            name: name.map(|n| n.ok_or(())).transpose().ok()?,
+                            coins: coins.map(|c| c.ok_or(())).transpose().ok()?,
+                            prices: prices.map(|p| p.ok_or(())).transpose().ok()?,
+                            enabled: req.enabled,
+                        },
                     },
                 ))
             })
@@ -493,18 +463,7 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        let latest = store::get_package(conn, &id, None)
-                            .await?
-                            .ok_or_else(|| ApiError::not_found("coin package", id.as_str()))?;
-                        check_expected(expected.unwrap_or(0), latest.version)?;
-                        let next = latest.next_version(change, UnixMillis::now());
-                        head_outcome(
-                            store::advance_head(conn, Item::CoinPackage, &id, latest.version)
-                                .await?,
-                            "coin package",
-                            &id,
-                        )?;
-                        store::insert_package_version(conn, &next).await?;
+                        let next = operations::update(conn, update, UnixMillis::now()).await?;
                         Ok::<_, ApiError>(pb::UpdateCoinPackageResponse {
                             coin_package: Some(package_to_proto(&next)),
                         })
@@ -527,10 +486,9 @@ impl CatalogService for Catalog {
         let version = v.check("version", parse_version(req.version));
         let (id, version) = v.finish(|| Some((id?, version?))).map_err(ApiError::from)?;
         let mut conn = self.read().await?;
-        let promotion = store::get_promotion(&mut conn, &id, version)
+        let promotion = operations::get::<Promotion>(&mut conn, &id, version)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| not_found_version("promotion", &id, version))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetPromotionResponse {
             promotion: Some(promotion_to_proto(&promotion)),
         }))
@@ -622,15 +580,8 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        require_packages(conn, &new.package_ids).await?;
-                        let promotion = Promotion::create(new, UnixMillis::now())
-                            .map_err(|r| rule_error(r, "ends_at"))?;
-                        head_outcome(
-                            store::create_head(conn, Item::Promotion, &promotion.id).await?,
-                            "promotion",
-                            &promotion.id,
-                        )?;
-                        store::insert_promotion_version(conn, &promotion).await?;
+                        let promotion =
+                            operations::create_promotion(conn, new, UnixMillis::now()).await?;
                         Ok::<_, ApiError>(pb::CreatePromotionResponse {
                             promotion: Some(promotion_to_proto(&promotion)),
                         })
@@ -674,20 +625,22 @@ impl CatalogService for Catalog {
         let cap = req
             .per_user_cap
             .map(|c| v.check("per_user_cap", parse_per_user_cap(c)));
-        let (key, id, expected, change) = v
+        let (key, update) = v
             .finish(|| {
                 Some((
                     key?,
-                    id?,
-                    expected?,
-                    PromotionChange {
-                        name: name.map(|n| n.ok_or(())).transpose().ok()?,
-                        bonus_bps: bonus.map(|b| b.ok_or(())).transpose().ok()?,
-                        package_ids: packages.map(|p| p.ok_or(())).transpose().ok()?,
-                        starts_at: starts.map(|s| s.ok_or(())).transpose().ok()?,
-                        ends_at: ends.map(|e| e.ok_or(())).transpose().ok()?,
-                        per_user_cap: cap.map(|c| c.ok_or(())).transpose().ok()?,
-                        enabled: req.enabled,
+                    Update::<Promotion> {
+                        id: id?,
+                        expected_version: expected?,
+                        change: PromotionChange {
+                            name: name.map(|n| n.ok_or(())).transpose().ok()?,
+                            bonus_bps: bonus.map(|b| b.ok_or(())).transpose().ok()?,
+                            package_ids: packages.map(|p| p.ok_or(())).transpose().ok()?,
+                            starts_at: starts.map(|s| s.ok_or(())).transpose().ok()?,
+                            ends_at: ends.map(|e| e.ok_or(())).transpose().ok()?,
+                            per_user_cap: cap.map(|c| c.ok_or(())).transpose().ok()?,
+                            enabled: req.enabled,
+                        },
                     },
                 ))
             })
@@ -700,22 +653,8 @@ impl CatalogService for Catalog {
                 &fingerprint,
                 |conn: &mut Conn| {
                     async move {
-                        if let Some(ids) = &change.package_ids {
-                            require_packages(conn, ids).await?;
-                        }
-                        let latest = store::get_promotion(conn, &id, None)
-                            .await?
-                            .ok_or_else(|| ApiError::not_found("promotion", id.as_str()))?;
-                        check_expected(expected.unwrap_or(0), latest.version)?;
-                        let next = latest
-                            .next_version(change, UnixMillis::now())
-                            .map_err(|r| rule_error(r, "ends_at"))?;
-                        head_outcome(
-                            store::advance_head(conn, Item::Promotion, &id, latest.version).await?,
-                            "promotion",
-                            &id,
-                        )?;
-                        store::insert_promotion_version(conn, &next).await?;
+                        let next =
+                            operations::update_promotion(conn, update, UnixMillis::now()).await?;
                         Ok::<_, ApiError>(pb::UpdatePromotionResponse {
                             promotion: Some(promotion_to_proto(&next)),
                         })
@@ -735,13 +674,9 @@ impl CatalogService for Catalog {
         let req = request.into_inner();
         let version = parse_version(req.version).map_err(|e| ApiError::invalid("version", e))?;
         let mut conn = self.read().await?;
-        let economy = store::get_economy(&mut conn, version)
+        let economy = operations::get::<EconomyParameters>(&mut conn, &TheEconomy, version)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| match version {
-                Some(v) => ApiError::not_found("economy parameters version", v.to_string()),
-                None => economy_missing(),
-            })?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetEconomyParametersResponse {
             economy_parameters: Some(economy_to_proto(&economy)),
         }))
@@ -798,88 +733,42 @@ impl CatalogService for Catalog {
         let minimum = req
             .payout_minimum_diamonds
             .map(|d| v.check("payout_minimum_diamonds", Diamonds::parse(d)));
-        let (key, expected, change) = v
+        let (key, update) = v
             .finish(|| {
                 Some((
                     key?,
-                    expected?,
-                    EconomyChange {
-                        creator_share: share.map(|s| s.ok_or(())).transpose().ok()?,
-                        payout_per_unit: per_unit.map(|m| m.ok_or(())).transpose().ok()?,
-                        diamonds_per_payout_unit: per.map(|d| d.ok_or(())).transpose().ok()?,
-                        payout_minimum: minimum.map(|d| d.ok_or(())).transpose().ok()?,
+                    Update::<EconomyParameters> {
+                        id: TheEconomy,
+                        expected_version: expected?,
+                        change: EconomyChange {
+                            creator_share: share.map(|s| s.ok_or(())).transpose().ok()?,
+                            payout_per_unit: per_unit.map(|m| m.ok_or(())).transpose().ok()?,
+                            diamonds_per_payout_unit: per.map(|d| d.ok_or(())).transpose().ok()?,
+                            payout_minimum: minimum.map(|d| d.ok_or(())).transpose().ok()?,
+                        },
                     },
                 ))
             })
             .map_err(ApiError::from)?;
         let (response, _) = self
             .db
-            .idempotent(&KeyScope::new(&caller.principal(), "UpdateEconomyParameters"), &key, &fingerprint, |conn: &mut Conn| {
-                async move {
-                    let now = UnixMillis::now();
-                    let next = match store::get_economy(conn, None).await? {
-                        Some(latest) => {
-                            check_expected(expected.unwrap_or(0), latest.version)?;
-                            latest.next_version(change, now)
-                        }
-                        None => first_economy(change, now)?,
-                    };
-                    if !store::insert_economy_version(conn, &next).await? {
-                        return Err(ApiError::Aborted {
-                            reason: reasons::catalog::CONCURRENT_UPDATE,
-                            message: "the economy parameters were updated concurrently; re-read and retry".into(),
-                        });
+            .idempotent(
+                &KeyScope::new(&caller.principal(), "UpdateEconomyParameters"),
+                &key,
+                &fingerprint,
+                |conn: &mut Conn| {
+                    async move {
+                        let next = operations::update(conn, update, UnixMillis::now()).await?;
+                        Ok::<_, ApiError>(pb::UpdateEconomyParametersResponse {
+                            economy_parameters: Some(economy_to_proto(&next)),
+                        })
                     }
-                    Ok::<_, ApiError>(pb::UpdateEconomyParametersResponse {
-                        economy_parameters: Some(economy_to_proto(&next)),
-                    })
-                }
-                .boxed()
-            })
+                    .boxed()
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
-}
-
-/// With no economy yet (seeding turned off), the first update must set every field.
-fn first_economy(change: EconomyChange, now: UnixMillis) -> Result<EconomyParameters, ApiError> {
-    let mut v = Violations::default();
-    let missing =
-        "is required: there are no economy parameters yet, so the first update sets every field";
-    if change.creator_share.is_none() {
-        v.add("creator_share_bps", missing);
-    }
-    if change.payout_per_unit.is_none() {
-        v.add("payout_per_unit", missing);
-    }
-    if change.diamonds_per_payout_unit.is_none() {
-        v.add("diamonds_per_payout_unit", missing);
-    }
-    if change.payout_minimum.is_none() {
-        v.add("payout_minimum_diamonds", missing);
-    }
-    Ok(v.finish(|| {
-        Some(EconomyParameters {
-            version: 1,
-            creator_share: change.creator_share?,
-            payout_per_unit: change.payout_per_unit?,
-            diamonds_per_payout_unit: change.diamonds_per_payout_unit?,
-            payout_minimum: change.payout_minimum?,
-            created_at: now,
-        })
-    })?)
-}
-
-async fn require_packages(conn: &mut Conn, ids: &[ResourceId]) -> Result<(), ApiError> {
-    for id in ids {
-        if store::latest_version(conn, Item::CoinPackage, id)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::not_found("coin package", id.as_str()));
-        }
-    }
-    Ok(())
 }
 
 fn window_edit(
@@ -906,20 +795,6 @@ fn parse_prices(v: &mut Violations, prices: &[ovation_proto::common::Money]) -> 
     }
     let parsed: Option<Vec<_>> = parsed.into_iter().collect();
     v.check("prices", Prices::new(parsed?))
-}
-
-fn economy_missing() -> ApiError {
-    ApiError::failed_precondition(
-        reasons::catalog::ECONOMY_NOT_CONFIGURED,
-        "no economy parameters are set; an admin must call UpdateEconomyParameters first",
-    )
-}
-
-fn not_found_version(kind: &'static str, id: &ResourceId, version: Option<i64>) -> ApiError {
-    match version {
-        Some(v) => ApiError::not_found(kind, format!("{id}@{v}")),
-        None => ApiError::not_found(kind, id.as_str()),
-    }
 }
 
 pub(crate) fn gift_to_proto(g: &Gift) -> pb::Gift {

@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`domain`]: the catalog's values and rules (plain Rust, unit-tested).
 //! - [`store`]: all of its SQL.
+//! - [`operations`]: its use cases (one create and one update for every versioned kind,
+//!   reads, quotes), returning domain errors.
 //! - [`grpc`]: the thin gRPC layer (parse, call, map errors).
 //! - [`seed`]: the demo economy written into an empty catalog.
 //! - [`run`]: start-up: database, migrations, seed, then the shared server.
@@ -13,6 +15,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod operations;
 pub mod seed;
 pub mod store;
 
