@@ -98,7 +98,7 @@ pub async fn run(
     let Some(db) = opened else {
         return Ok(());
     };
-    let service = CatalogServiceServer::new(grpc::Catalog::new(db.clone()))
+    let service = CatalogServiceServer::new(grpc::CatalogApi::new(db.clone()))
         .max_decoding_message_size(config.server.args.request_bytes_max);
     let routes = Routes::new(service);
     serve_until_shutdown(SPEC, routes, db, &config.server, listener, shutdown, vec![]).await
