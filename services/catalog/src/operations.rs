@@ -180,3 +180,170 @@ async fn require_packages(conn: &mut Conn, ids: &[ResourceId]) -> Result<(), Cat
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EconomyChange, GiftChange, GiftPrice, NewGift, Window};
+    use ovation_store::{Db, DbOptions};
+    use ovation_testkit::{TestDatabase, databases};
+    use ovation_types::{Bps, Diamonds, Money, Name, Text};
+
+    /// Every test database (SQLite; PostgreSQL when configured), migrated and empty.
+    async fn catalogs() -> Vec<(TestDatabase, Db)> {
+        let mut all = Vec::new();
+        for test_db in databases().await {
+            let db = Db::connect(test_db.url(), &DbOptions::default())
+                .await
+                .unwrap();
+            db.migrate(&crate::MIGRATIONS).await.unwrap();
+            all.push((test_db, db));
+        }
+        all
+    }
+
+    fn id(raw: &str) -> ResourceId {
+        ResourceId::parse(raw).unwrap()
+    }
+
+    fn rose() -> Gift {
+        let new = NewGift {
+            id: id("rose"),
+            name: Name::parse("Rose").unwrap(),
+            coin_price: GiftPrice::parse(1).unwrap(),
+            asset_url: Text::default(),
+            enabled: true,
+            window: Window::default(),
+        };
+        Gift::create(new, UnixMillis(1_000))
+    }
+
+    fn repricing(gift: &str, expected_version: Option<i64>, price: i64) -> Update<Gift> {
+        Update {
+            id: id(gift),
+            expected_version,
+            change: GiftChange {
+                coin_price: Some(GiftPrice::parse(price).unwrap()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn an_item_is_created_once_and_updated_only_from_its_latest_version() {
+        for (test_db, db) in catalogs().await {
+            let backend = test_db.backend();
+            let mut conn = db.conn().await.unwrap();
+            let now = UnixMillis(2_000);
+            let v1 = create(&mut conn, rose()).await.unwrap();
+            let again = create(&mut conn, rose()).await.unwrap_err();
+            assert_eq!(again.to_string(), "gift rose already exists", "{backend}");
+            let stale = update(&mut conn, repricing("rose", Some(2), 5), now).await;
+            assert_eq!(
+                stale.unwrap_err().to_string(),
+                "expected version 2, but the latest version is 1"
+            );
+            let v2 = update(&mut conn, repricing("rose", Some(1), 5), now)
+                .await
+                .unwrap();
+            assert_eq!((v2.version, v2.coin_price.get()), (2, 5), "{backend}");
+            // A second writer that read version 1 too loses to the first.
+            let lost = v1.next_version(GiftChange::default(), now).unwrap();
+            assert_eq!(
+                write(&mut conn, &lost).await.unwrap_err().to_string(),
+                "gift rose was updated concurrently (now version 2); re-read and retry"
+            );
+            let latest = get::<Gift>(&mut conn, &id("rose"), None).await.unwrap();
+            assert_eq!(latest, v2, "{backend}");
+            let old = get::<Gift>(&mut conn, &id("rose"), Some(1)).await.unwrap();
+            assert_eq!(old, v1, "{backend}");
+            assert!(matches!(
+                get::<Gift>(&mut conn, &id("rose"), Some(3)).await,
+                Err(CatalogError::NotFound { kind: "gift", id }) if id == "rose@3"
+            ));
+            assert!(matches!(
+                update(&mut conn, repricing("tulip", None, 5), now).await,
+                Err(CatalogError::NotFound { kind: "gift", id }) if id == "tulip"
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_economy_update_sets_every_number_and_a_concurrent_one_loses() {
+        for (test_db, db) in catalogs().await {
+            let backend = test_db.backend();
+            let mut conn = db.conn().await.unwrap();
+            let now = UnixMillis(2_000);
+            assert!(matches!(
+                get::<EconomyParameters>(&mut conn, &TheEconomy, None).await,
+                Err(CatalogError::EconomyMissing)
+            ));
+            let share_only = EconomyChange {
+                creator_share: Some(Bps::parse(5_000).unwrap()),
+                ..Default::default()
+            };
+            let partial = Update::<EconomyParameters> {
+                id: TheEconomy,
+                expected_version: None,
+                change: share_only.clone(),
+            };
+            match update(&mut conn, partial, now).await {
+                Err(CatalogError::Rule(CatalogRule::Incomplete(missing))) => {
+                    let fields: Vec<_> = missing.into_iter().map(|v| v.field).collect();
+                    assert_eq!(
+                        fields,
+                        [
+                            "payout_per_unit",
+                            "diamonds_per_payout_unit",
+                            "payout_minimum_diamonds"
+                        ],
+                        "{backend}"
+                    );
+                }
+                other => panic!("{backend}: {other:?}"),
+            }
+            let whole = EconomyChange {
+                payout_per_unit: Some(Money::parse("USD", 500).unwrap()),
+                diamonds_per_payout_unit: Some(Diamonds::parse(1_000).unwrap()),
+                payout_minimum: Some(Diamonds::parse(1_000).unwrap()),
+                ..share_only
+            };
+            let first = Update::<EconomyParameters> {
+                id: TheEconomy,
+                expected_version: Some(7),
+                change: whole,
+            };
+            let v1 = update(&mut conn, first, now).await.unwrap();
+            assert_eq!(v1.version, 1, "{backend}");
+            assert_eq!(
+                write(&mut conn, &v1).await.unwrap_err().to_string(),
+                "the economy parameters were updated concurrently; re-read and retry"
+            );
+            assert!(matches!(
+                get::<EconomyParameters>(&mut conn, &TheEconomy, Some(9)).await,
+                Err(CatalogError::NotFound { kind: "economy parameters version", id }) if id == "9"
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_promotion_names_only_packages_that_exist() {
+        for (_test_db, db) in catalogs().await {
+            let mut conn = db.conn().await.unwrap();
+            let new = NewPromotion {
+                id: id("launch"),
+                name: Name::parse("Launch").unwrap(),
+                bonus_bps: 1_000,
+                package_ids: vec![id("coins_100")],
+                starts_at: UnixMillis(1_000),
+                ends_at: UnixMillis(2_000),
+                per_user_cap: 0,
+                enabled: true,
+            };
+            assert!(matches!(
+                create_promotion(&mut conn, new, UnixMillis(1_000)).await,
+                Err(CatalogError::NotFound { kind: "coin package", id }) if id == "coins_100"
+            ));
+        }
+    }
+}

@@ -41,6 +41,23 @@ impl HeadTable {
             HeadTable::Promotions => "promotion_id",
         }
     }
+
+    fn versions_table(self) -> &'static str {
+        match self {
+            HeadTable::Gifts => "gift_versions",
+            HeadTable::CoinPackages => "coin_package_versions",
+            HeadTable::Promotions => "promotion_versions",
+        }
+    }
+
+    /// The columns of a version row, as `v.*`.
+    fn version_columns(self) -> &'static str {
+        match self {
+            HeadTable::Gifts => GIFT_COLUMNS,
+            HeadTable::CoinPackages => PACKAGE_COLUMNS,
+            HeadTable::Promotions => PROMOTION_COLUMNS,
+        }
+    }
 }
 
 /// What writing one version did.
@@ -88,6 +105,35 @@ async fn claim_head(
     } else {
         advance_head(conn, head, id, version - 1).await
     }
+}
+
+/// The version row of an item at `version`, or at its latest version when `None`.
+async fn version_row(
+    conn: &mut Conn,
+    head: HeadTable,
+    id: &ResourceId,
+    version: Option<i64>,
+) -> Result<Option<AnyRow>, StoreError> {
+    let (heads, versions, id_column, columns) = (
+        head.table(),
+        head.versions_table(),
+        head.id_column(),
+        head.version_columns(),
+    );
+    let query = match version {
+        Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {versions} v WHERE v.{id_column} = $1 AND v.version = $2"
+        )))
+        .bind(id.as_str())
+        .bind(version),
+        None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {heads} h JOIN {versions} v \
+             ON v.{id_column} = h.{id_column} AND v.version = h.latest_version \
+             WHERE h.{id_column} = $1"
+        )))
+        .bind(id.as_str()),
+    };
+    Ok(query.fetch_optional(&mut *conn).await?)
 }
 
 /// Inserts the head row of a new item at version 1.
@@ -172,28 +218,7 @@ impl VersionRows for Gift {
         id: &ResourceId,
         version: Option<i64>,
     ) -> Result<Option<Gift>, StoreError> {
-        let row = match version {
-            Some(version) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {GIFT_COLUMNS} FROM gift_versions v \
-                     WHERE v.gift_id = $1 AND v.version = $2"
-                )))
-                .bind(id.as_str())
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {GIFT_COLUMNS} FROM gifts h \
-                     JOIN gift_versions v ON v.gift_id = h.gift_id AND v.version = h.latest_version \
-                     WHERE h.gift_id = $1"
-                )))
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-        };
+        let row = version_row(conn, HeadTable::Gifts, id, version).await?;
         row.as_ref().map(gift_from_row).transpose()
     }
 
@@ -291,27 +316,7 @@ impl VersionRows for CoinPackage {
         id: &ResourceId,
         version: Option<i64>,
     ) -> Result<Option<CoinPackage>, StoreError> {
-        let row =
-            match version {
-                Some(version) => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {PACKAGE_COLUMNS} FROM coin_package_versions v \
-                     WHERE v.package_id = $1 AND v.version = $2"
-                    )))
-                    .bind(id.as_str())
-                    .bind(version)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                }
-                None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {PACKAGE_COLUMNS} FROM coin_packages h JOIN coin_package_versions v \
-                     ON v.package_id = h.package_id AND v.version = h.latest_version \
-                     WHERE h.package_id = $1"
-                )))
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?,
-            };
+        let row = version_row(conn, HeadTable::CoinPackages, id, version).await?;
         match row {
             Some(row) => Ok(Some(package_from_row(conn, &row).await?)),
             None => Ok(None),
@@ -413,28 +418,7 @@ impl VersionRows for Promotion {
         id: &ResourceId,
         version: Option<i64>,
     ) -> Result<Option<Promotion>, StoreError> {
-        let row = match version {
-            Some(version) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {PROMOTION_COLUMNS} FROM promotion_versions v \
-                     WHERE v.promotion_id = $1 AND v.version = $2"
-                )))
-                .bind(id.as_str())
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {PROMOTION_COLUMNS} FROM promotions h JOIN promotion_versions v \
-                     ON v.promotion_id = h.promotion_id AND v.version = h.latest_version \
-                     WHERE h.promotion_id = $1"
-                )))
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-        };
+        let row = version_row(conn, HeadTable::Promotions, id, version).await?;
         match row {
             Some(row) => Ok(Some(promotion_from_row(conn, &row).await?)),
             None => Ok(None),
@@ -550,22 +534,16 @@ impl VersionRows for EconomyParameters {
         _: &TheEconomy,
         version: Option<i64>,
     ) -> Result<Option<EconomyParameters>, StoreError> {
-        let row =
-            match version {
-                Some(version) => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {ECONOMY_COLUMNS} FROM economy_versions WHERE version = $1"
-                    )))
-                    .bind(version)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                }
-                None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {ECONOMY_COLUMNS} FROM economy_versions ORDER BY version DESC LIMIT 1"
-                )))
-                .fetch_optional(&mut *conn)
-                .await?,
-            };
+        let query = match version {
+            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ECONOMY_COLUMNS} FROM economy_versions WHERE version = $1"
+            )))
+            .bind(version),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ECONOMY_COLUMNS} FROM economy_versions ORDER BY version DESC LIMIT 1"
+            ))),
+        };
+        let row = query.fetch_optional(&mut *conn).await?;
         row.as_ref().map(economy_from_row).transpose()
     }
 

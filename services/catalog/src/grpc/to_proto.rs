@@ -115,3 +115,90 @@ fn rule_error(rule: CatalogRule) -> ApiError {
         CatalogRule::Incomplete(missing) => ApiError::InvalidArgument(missing),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Item;
+    use ovation_types::Violation;
+    use tonic::Code;
+
+    fn answer(e: CatalogError) -> (Code, String) {
+        let api = ApiError::from(e);
+        let status = Status::from(api);
+        (status.code(), status.message().to_owned())
+    }
+
+    #[test]
+    fn each_catalog_error_keeps_its_code_reason_and_message() {
+        let moved = ApiError::from(CatalogError::Moved {
+            item: Item::CoinPackage,
+            id: "coins_100".into(),
+            latest: 3,
+        });
+        assert!(matches!(
+            moved,
+            ApiError::Aborted { reason, ref message }
+                if reason == reasons::catalog::CONCURRENT_UPDATE
+                    && message == "coin package coins_100 was updated concurrently \
+                                   (now version 3); re-read and retry"
+        ));
+        let taken = ApiError::from(CatalogError::Taken {
+            item: Item::EconomyParameters,
+        });
+        assert!(matches!(
+            taken,
+            ApiError::Aborted { reason, .. } if reason == reasons::catalog::CONCURRENT_UPDATE
+        ));
+        let mismatch = ApiError::from(CatalogError::VersionMismatch {
+            expected: 2,
+            latest: 1,
+        });
+        assert!(matches!(
+            mismatch,
+            ApiError::Aborted { reason, .. } if reason == reasons::catalog::VERSION_MISMATCH
+        ));
+        let exists = ApiError::from(CatalogError::AlreadyExists {
+            item: Item::Gift,
+            id: "rose".into(),
+        });
+        assert!(matches!(
+            exists,
+            ApiError::AlreadyExists { reason, ref message }
+                if reason == reasons::catalog::ALREADY_EXISTS && message == "gift rose already exists"
+        ));
+        assert!(matches!(
+            ApiError::from(CatalogError::EconomyMissing),
+            ApiError::FailedPrecondition { reason, .. }
+                if reason == reasons::catalog::ECONOMY_NOT_CONFIGURED
+        ));
+        assert_eq!(
+            answer(CatalogError::NotFound {
+                kind: "gift",
+                id: "rose@3".into()
+            })
+            .0,
+            Code::NotFound
+        );
+    }
+
+    #[test]
+    fn a_broken_rule_names_the_field_to_fix() {
+        let window = CatalogRule::WindowOrder {
+            end: "ends_at",
+            message: "ends_at must be after starts_at".into(),
+        };
+        assert!(matches!(
+            ApiError::from(CatalogError::Rule(window)),
+            ApiError::InvalidArgument(v) if v == [Violation::new("ends_at", "ends_at must be after starts_at")]
+        ));
+        assert!(matches!(
+            ApiError::from(CatalogError::Rule(CatalogRule::Overflow)),
+            ApiError::InvalidArgument(v) if v[0].field == "quantity"
+        ));
+        let (code, _) = answer(CatalogError::Rule(CatalogRule::GiftNotSendable(
+            "gift rose is disabled".into(),
+        )));
+        assert_eq!(code, Code::FailedPrecondition);
+    }
+}
