@@ -6,7 +6,8 @@
 //! - [`store`]: all of its SQL.
 //! - [`operations`]: its use cases (one create and one update for every versioned kind,
 //!   reads, quotes), returning domain errors.
-//! - [`grpc`]: the thin gRPC layer (parse, call, map errors).
+//! - [`grpc`]: the thin gRPC edge: `CatalogApi`'s handlers, a `parse_*` per request,
+//!   `to_proto` for answers and errors.
 //! - [`seed`]: the demo economy written into an empty catalog.
 //! - [`run`]: start-up: database, migrations, seed, then the shared server.
 //!

@@ -1,6 +1,6 @@
 //! The gRPC edge, kept thin: each handler checks who may call (its first line), parses the
-//! request into a domain command ([`parse`]), runs the operation ([`crate::operations`]) or
-//! the store's read, and answers ([`to_proto`]). Proto types stop here.
+//! request into a domain command (`parse`), runs the operation ([`crate::operations`]) or
+//! the store's read, and answers (`to_proto`). Proto types stop here.
 //!
 //! Authorization: reads (Get*, List*, QuoteGift) are open to every authenticated caller
 //! (viewers, creators, the gateway, services: the catalog is what the product shows);
