@@ -2,7 +2,12 @@
 //! without a network or a database. Everything here is already valid: the gRPC edge
 //! parses requests into these types, and the rules below refuse invalid combinations.
 
-use ovation_types::{Bps, Coins, Diamonds, Money, Name, Quantity, ResourceId, Text, UnixMillis};
+use std::fmt;
+
+use ovation_types::{
+    Bps, Coins, Diamonds, Money, Name, Quantity, ResourceId, Text, UnixMillis, Violation,
+    Violations,
+};
 
 /// Cheapest and dearest gift, in coins (docs/limits.md, "Catalog").
 pub const GIFT_PRICE_COINS_MIN: i64 = 1;
@@ -15,6 +20,80 @@ pub const PROMOTION_BONUS_BPS_MAX: i32 = 100_000;
 pub const PROMOTION_PACKAGES_MAX: usize = 64;
 /// Largest per-user cap on a promotion.
 pub const PROMOTION_PER_USER_CAP_MAX: i32 = 1_000_000;
+
+/// The four kinds of catalog item kept as versions: every change writes the next version and
+/// every old version stays readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    Gift,
+    CoinPackage,
+    Promotion,
+    EconomyParameters,
+}
+
+impl Item {
+    /// The kind as messages name it ("coin package abc not found").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Item::Gift => "gift",
+            Item::CoinPackage => "coin package",
+            Item::Promotion => "promotion",
+            Item::EconomyParameters => "economy parameters",
+        }
+    }
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.noun())
+    }
+}
+
+/// The economy parameters are a single series of versions, so they have no id of their
+/// own: this stands for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TheEconomy;
+
+impl fmt::Display for TheEconomy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Item::EconomyParameters.noun())
+    }
+}
+
+/// One version of a versioned catalog item: what the one create and update of every kind
+/// (the catalog's `operations`) needs to know about it.
+pub trait Versioned: Sized {
+    const ITEM: Item;
+    /// What names one item of the kind.
+    type Id: fmt::Display;
+    /// What an admin changes; `None`/`Keep` fields stay as they are.
+    type Change;
+
+    fn id(&self) -> &Self::Id;
+
+    fn version(&self) -> i64;
+
+    /// The next version with `change` applied, if the result keeps the kind's rules.
+    fn next_version(&self, change: Self::Change, now: UnixMillis) -> Result<Self, CatalogRule>;
+
+    /// The first version, made by an update when there is none yet. Only kinds without a
+    /// create have one (the economy parameters); the others must be created first.
+    fn first_by_update(
+        _change: Self::Change,
+        _now: UnixMillis,
+    ) -> Option<Result<Self, CatalogRule>> {
+        None
+    }
+}
+
+/// An admin's change to one versioned item.
+#[derive(Debug)]
+pub struct Update<V: Versioned> {
+    pub id: V::Id,
+    /// The version the admin read; `None` changes whatever version is latest.
+    pub expected_version: Option<i64>,
+    pub change: V::Change,
+}
 
 /// The price of one gift: 1..=50000 coins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,14 +205,35 @@ impl Gift {
         }
     }
 
-    /// The next version of this gift with `change` applied. The window is checked as a
-    /// whole after the change, so moving both ends at once is fine.
-    pub fn next_version(&self, change: GiftChange, now: UnixMillis) -> Result<Gift, CatalogRule> {
+    pub fn is_sendable(&self, at: UnixMillis) -> bool {
+        self.enabled && self.window.contains(at)
+    }
+}
+
+impl Versioned for Gift {
+    const ITEM: Item = Item::Gift;
+    type Id = ResourceId;
+    type Change = GiftChange;
+
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The window is checked as a whole after the change, so moving both ends at once is
+    /// fine.
+    fn next_version(&self, change: GiftChange, now: UnixMillis) -> Result<Gift, CatalogRule> {
         let window = Window::new(
             change.active_from.apply(self.window.from),
             change.active_until.apply(self.window.until),
         )
-        .map_err(CatalogRule::WindowOrder)?;
+        .map_err(|message| CatalogRule::WindowOrder {
+            end: "active_until",
+            message,
+        })?;
         Ok(Gift {
             id: self.id.clone(),
             version: self.version + 1,
@@ -144,10 +244,6 @@ impl Gift {
             window,
             created_at: now,
         })
-    }
-
-    pub fn is_sendable(&self, at: UnixMillis) -> bool {
-        self.enabled && self.window.contains(at)
     }
 }
 
@@ -217,9 +313,27 @@ impl CoinPackage {
             created_at: now,
         }
     }
+}
 
-    pub fn next_version(&self, change: CoinPackageChange, now: UnixMillis) -> CoinPackage {
-        CoinPackage {
+impl Versioned for CoinPackage {
+    const ITEM: Item = Item::CoinPackage;
+    type Id = ResourceId;
+    type Change = CoinPackageChange;
+
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn next_version(
+        &self,
+        change: CoinPackageChange,
+        now: UnixMillis,
+    ) -> Result<CoinPackage, CatalogRule> {
+        Ok(CoinPackage {
             id: self.id.clone(),
             version: self.version + 1,
             name: change.name.unwrap_or_else(|| self.name.clone()),
@@ -227,7 +341,7 @@ impl CoinPackage {
             prices: change.prices.unwrap_or_else(|| self.prices.clone()),
             enabled: change.enabled.unwrap_or(self.enabled),
             created_at: now,
-        }
+        })
     }
 }
 
@@ -311,13 +425,20 @@ pub fn parse_package_ids(raw: &[String]) -> Result<Vec<ResourceId>, String> {
     Ok(ids)
 }
 
+/// A promotion must end after it starts.
+fn check_promotion_window(starts_at: UnixMillis, ends_at: UnixMillis) -> Result<(), CatalogRule> {
+    if starts_at >= ends_at {
+        return Err(CatalogRule::WindowOrder {
+            end: "ends_at",
+            message: "ends_at must be after starts_at".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Promotion {
     pub fn create(new: NewPromotion, now: UnixMillis) -> Result<Promotion, CatalogRule> {
-        if new.starts_at >= new.ends_at {
-            return Err(CatalogRule::WindowOrder(
-                "ends_at must be after starts_at".into(),
-            ));
-        }
+        check_promotion_window(new.starts_at, new.ends_at)?;
         Ok(Promotion {
             id: new.id,
             version: 1,
@@ -328,34 +449,6 @@ impl Promotion {
             ends_at: new.ends_at,
             per_user_cap: new.per_user_cap,
             enabled: new.enabled,
-            created_at: now,
-        })
-    }
-
-    pub fn next_version(
-        &self,
-        change: PromotionChange,
-        now: UnixMillis,
-    ) -> Result<Promotion, CatalogRule> {
-        let starts_at = change.starts_at.unwrap_or(self.starts_at);
-        let ends_at = change.ends_at.unwrap_or(self.ends_at);
-        if starts_at >= ends_at {
-            return Err(CatalogRule::WindowOrder(
-                "ends_at must be after starts_at".into(),
-            ));
-        }
-        Ok(Promotion {
-            id: self.id.clone(),
-            version: self.version + 1,
-            name: change.name.unwrap_or_else(|| self.name.clone()),
-            bonus_bps: change.bonus_bps.unwrap_or(self.bonus_bps),
-            package_ids: change
-                .package_ids
-                .unwrap_or_else(|| self.package_ids.clone()),
-            starts_at,
-            ends_at,
-            per_user_cap: change.per_user_cap.unwrap_or(self.per_user_cap),
-            enabled: change.enabled.unwrap_or(self.enabled),
             created_at: now,
         })
     }
@@ -372,6 +465,44 @@ impl Promotion {
     pub fn bonus_coins(&self, coins: Coins) -> Option<i64> {
         let product = i128::from(coins.get()).checked_mul(i128::from(self.bonus_bps))?;
         i64::try_from(product / 10_000).ok()
+    }
+}
+
+impl Versioned for Promotion {
+    const ITEM: Item = Item::Promotion;
+    type Id = ResourceId;
+    type Change = PromotionChange;
+
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn next_version(
+        &self,
+        change: PromotionChange,
+        now: UnixMillis,
+    ) -> Result<Promotion, CatalogRule> {
+        let starts_at = change.starts_at.unwrap_or(self.starts_at);
+        let ends_at = change.ends_at.unwrap_or(self.ends_at);
+        check_promotion_window(starts_at, ends_at)?;
+        Ok(Promotion {
+            id: self.id.clone(),
+            version: self.version + 1,
+            name: change.name.unwrap_or_else(|| self.name.clone()),
+            bonus_bps: change.bonus_bps.unwrap_or(self.bonus_bps),
+            package_ids: change
+                .package_ids
+                .unwrap_or_else(|| self.package_ids.clone()),
+            starts_at,
+            ends_at,
+            per_user_cap: change.per_user_cap.unwrap_or(self.per_user_cap),
+            enabled: change.enabled.unwrap_or(self.enabled),
+            created_at: now,
+        })
     }
 }
 
@@ -394,9 +525,25 @@ pub struct EconomyChange {
     pub payout_minimum: Option<Diamonds>,
 }
 
-impl EconomyParameters {
-    pub fn next_version(&self, change: EconomyChange, now: UnixMillis) -> EconomyParameters {
-        EconomyParameters {
+impl Versioned for EconomyParameters {
+    const ITEM: Item = Item::EconomyParameters;
+    type Id = TheEconomy;
+    type Change = EconomyChange;
+
+    fn id(&self) -> &TheEconomy {
+        &TheEconomy
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn next_version(
+        &self,
+        change: EconomyChange,
+        now: UnixMillis,
+    ) -> Result<EconomyParameters, CatalogRule> {
+        Ok(EconomyParameters {
             version: self.version + 1,
             creator_share: change.creator_share.unwrap_or(self.creator_share),
             payout_per_unit: change.payout_per_unit.unwrap_or(self.payout_per_unit),
@@ -405,7 +552,40 @@ impl EconomyParameters {
                 .unwrap_or(self.diamonds_per_payout_unit),
             payout_minimum: change.payout_minimum.unwrap_or(self.payout_minimum),
             created_at: now,
+        })
+    }
+
+    /// With no economy yet (seeding turned off), the first update must set every field.
+    fn first_by_update(
+        change: EconomyChange,
+        now: UnixMillis,
+    ) -> Option<Result<EconomyParameters, CatalogRule>> {
+        let mut v = Violations::default();
+        let missing = "is required: there are no economy parameters yet, so the first update \
+                       sets every field";
+        if change.creator_share.is_none() {
+            v.add("creator_share_bps", missing);
         }
+        if change.payout_per_unit.is_none() {
+            v.add("payout_per_unit", missing);
+        }
+        if change.diamonds_per_payout_unit.is_none() {
+            v.add("diamonds_per_payout_unit", missing);
+        }
+        if change.payout_minimum.is_none() {
+            v.add("payout_minimum_diamonds", missing);
+        }
+        let first = v.finish(|| {
+            Some(EconomyParameters {
+                version: 1,
+                creator_share: change.creator_share?,
+                payout_per_unit: change.payout_per_unit?,
+                diamonds_per_payout_unit: change.diamonds_per_payout_unit?,
+                payout_minimum: change.payout_minimum?,
+                created_at: now,
+            })
+        });
+        Some(first.map_err(CatalogRule::Incomplete))
     }
 }
 
@@ -462,12 +642,16 @@ impl GiftQuote {
 /// A catalog rule a request broke.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CatalogRule {
-    #[error("{0}")]
-    WindowOrder(String),
+    /// A window that would end before it starts; `end` is the field naming its end.
+    #[error("{message}")]
+    WindowOrder { end: &'static str, message: String },
     #[error("{0}")]
     GiftNotSendable(String),
     #[error("arithmetic overflow")]
     Overflow,
+    /// Fields the change must set but did not, each with why.
+    #[error("the change leaves required fields unset")]
+    Incomplete(Vec<Violation>),
 }
 
 #[cfg(test)]
@@ -537,7 +721,7 @@ mod tests {
         };
         assert!(matches!(
             v1.next_version(change, UnixMillis(2_000)),
-            Err(CatalogRule::WindowOrder(_))
+            Err(CatalogRule::WindowOrder { .. })
         ));
     }
 

@@ -4,7 +4,10 @@
 //! Layout:
 //! - [`domain`]: the catalog's values and rules (plain Rust, unit-tested).
 //! - [`store`]: all of its SQL.
-//! - [`grpc`]: the thin gRPC layer (parse, call, map errors).
+//! - [`operations`]: its use cases (one create and one update for every versioned kind,
+//!   reads, quotes), returning domain errors.
+//! - [`grpc`]: the thin gRPC edge: `CatalogApi`'s handlers, a `parse_*` per request,
+//!   `to_proto` for answers and errors.
 //! - [`seed`]: the demo economy written into an empty catalog.
 //! - [`run`]: start-up: database, migrations, seed, then the shared server.
 //!
@@ -13,6 +16,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod operations;
 pub mod seed;
 pub mod store;
 
@@ -95,7 +99,7 @@ pub async fn run(
     let Some(db) = opened else {
         return Ok(());
     };
-    let service = CatalogServiceServer::new(grpc::Catalog::new(db.clone()))
+    let service = CatalogServiceServer::new(grpc::CatalogApi::new(db.clone()))
         .max_decoding_message_size(config.server.args.request_bytes_max);
     let routes = Routes::new(service);
     serve_until_shutdown(SPEC, routes, db, &config.server, listener, shutdown, vec![]).await

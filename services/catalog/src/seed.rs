@@ -9,7 +9,8 @@ use crate::domain::{
     CoinPackage, EconomyParameters, Gift, GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices,
     Promotion, Window,
 };
-use crate::store::{self, Head, Item};
+use crate::operations::{self, CatalogError};
+use crate::store::{self, VersionRows};
 
 /// (id, name, coins) of the demo gifts.
 const GIFTS: &[(&str, &str, i64)] = &[
@@ -67,8 +68,7 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
             },
             now,
         );
-        insert_head(conn, Item::Gift, &gift.id).await?;
-        store::insert_gift_version(conn, &gift).await?;
+        plant(conn, gift).await?;
     }
     for &(id, coins, usd_cents) in PACKAGES {
         let package = CoinPackage::create(
@@ -83,8 +83,7 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
             },
             now,
         );
-        insert_head(conn, Item::CoinPackage, &package.id).await?;
-        store::insert_package_version(conn, &package).await?;
+        plant(conn, package).await?;
     }
     let promotion = Promotion::create(
         NewPromotion {
@@ -100,11 +99,10 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
         now,
     )
     .map_err(|e| StoreError::Config(e.to_string()))?;
-    insert_head(conn, Item::Promotion, &promotion.id).await?;
-    store::insert_promotion_version(conn, &promotion).await?;
-    store::insert_economy_version(
+    plant(conn, promotion).await?;
+    plant(
         conn,
-        &EconomyParameters {
+        EconomyParameters {
             version: 1,
             creator_share: valid(Bps::parse(5_000))?,
             payout_per_unit: valid(Money::parse("USD", 500).map_err(|(_, e)| e))?,
@@ -117,10 +115,15 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn insert_head(conn: &mut Conn, item: Item, id: &ResourceId) -> Result<(), StoreError> {
-    match store::create_head(conn, item, id).await? {
-        Head::Ok(_) => Ok(()),
-        _ => Err(StoreError::Config(format!("seed item {id} already exists"))),
+/// Writes version 1 of a demo item; one already there is a start-up error.
+async fn plant<V: VersionRows>(conn: &mut Conn, first: V) -> Result<(), StoreError> {
+    match operations::create(conn, first).await {
+        Ok(_) => Ok(()),
+        Err(CatalogError::Store(e)) => Err(e),
+        Err(CatalogError::AlreadyExists { id, .. }) => {
+            Err(StoreError::Config(format!("seed item {id} already exists")))
+        }
+        Err(other) => Err(StoreError::Config(other.to_string())),
     }
 }
 

@@ -4,82 +4,170 @@
 //! Versioning: each item has a head row (`latest_version`) and immutable version rows.
 //! Creating inserts head + version 1; updating advances the head with a compare-and-set
 //! (`WHERE latest_version = $current`) and inserts the new version row, so two concurrent
-//! updates cannot both write version N+1.
+//! updates cannot both write version N+1. [`VersionRows`] is that, for each kind.
 
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
 
-use crate::domain::{CoinPackage, EconomyParameters, Gift, GiftPrice, Prices, Promotion, Window};
+use crate::domain::{
+    CoinPackage, EconomyParameters, Gift, GiftPrice, Prices, Promotion, TheEconomy, Versioned,
+    Window,
+};
 
-/// Which versioned item a head row belongs to.
+/// A kind's head table: one row per item naming its latest version. The economy parameters
+/// have none: the primary key of their version rows is their compare-and-set.
 #[derive(Clone, Copy, Debug)]
-pub enum Item {
-    Gift,
-    CoinPackage,
-    Promotion,
+pub enum HeadTable {
+    Gifts,
+    CoinPackages,
+    Promotions,
 }
 
-impl Item {
-    fn head_table(self) -> &'static str {
+impl HeadTable {
+    fn table(self) -> &'static str {
         match self {
-            Item::Gift => "gifts",
-            Item::CoinPackage => "coin_packages",
-            Item::Promotion => "promotions",
+            HeadTable::Gifts => "gifts",
+            HeadTable::CoinPackages => "coin_packages",
+            HeadTable::Promotions => "promotions",
         }
     }
 
     fn id_column(self) -> &'static str {
         match self {
-            Item::Gift => "gift_id",
-            Item::CoinPackage => "package_id",
-            Item::Promotion => "promotion_id",
+            HeadTable::Gifts => "gift_id",
+            HeadTable::CoinPackages => "package_id",
+            HeadTable::Promotions => "promotion_id",
+        }
+    }
+
+    fn versions_table(self) -> &'static str {
+        match self {
+            HeadTable::Gifts => "gift_versions",
+            HeadTable::CoinPackages => "coin_package_versions",
+            HeadTable::Promotions => "promotion_versions",
+        }
+    }
+
+    /// The columns of a version row, as `v.*`.
+    fn version_columns(self) -> &'static str {
+        match self {
+            HeadTable::Gifts => GIFT_COLUMNS,
+            HeadTable::CoinPackages => PACKAGE_COLUMNS,
+            HeadTable::Promotions => PROMOTION_COLUMNS,
         }
     }
 }
 
-/// Outcome of trying to create or advance a head row.
+/// What writing one version did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Head {
-    /// Done; the version now latest.
-    Ok(i64),
-    /// Create: the id is taken.
+pub enum VersionWrite {
+    /// Written; it is now the latest version.
+    Written,
+    /// Version 1: the id is taken.
     Exists,
-    /// Advance: no such item.
+    /// A later version: no such item.
     Missing,
-    /// Advance: the latest version is not the one expected.
+    /// A later version: the latest version is no longer the one it follows.
     Moved { latest: i64 },
+    /// That version is written already by a concurrent writer (the economy parameters,
+    /// which have no head row to tell more).
+    Taken,
+}
+
+/// The store's side of [`Versioned`]: how one kind's versions are read and written.
+pub trait VersionRows: Versioned + Send + Sync {
+    /// The item at `version`, or at its latest version when `None`.
+    fn get(
+        conn: &mut Conn,
+        id: &Self::Id,
+        version: Option<i64>,
+    ) -> impl Future<Output = Result<Option<Self>, StoreError>> + Send;
+
+    /// Writes this version, unless a concurrent writer claimed it first (then nothing).
+    fn write(
+        &self,
+        conn: &mut Conn,
+    ) -> impl Future<Output = Result<VersionWrite, StoreError>> + Send;
+}
+
+/// Claims `version` of an item on its head row: version 1 inserts the head, a later one
+/// moves it on from the version before with a compare-and-set.
+async fn claim_head(
+    conn: &mut Conn,
+    head: HeadTable,
+    id: &ResourceId,
+    version: i64,
+) -> Result<VersionWrite, StoreError> {
+    if version == 1 {
+        create_head(conn, head, id).await
+    } else {
+        advance_head(conn, head, id, version - 1).await
+    }
+}
+
+/// The version row of an item at `version`, or at its latest version when `None`.
+async fn version_row(
+    conn: &mut Conn,
+    head: HeadTable,
+    id: &ResourceId,
+    version: Option<i64>,
+) -> Result<Option<AnyRow>, StoreError> {
+    let (heads, versions, id_column, columns) = (
+        head.table(),
+        head.versions_table(),
+        head.id_column(),
+        head.version_columns(),
+    );
+    let query = match version {
+        Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {versions} v WHERE v.{id_column} = $1 AND v.version = $2"
+        )))
+        .bind(id.as_str())
+        .bind(version),
+        None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {heads} h JOIN {versions} v \
+             ON v.{id_column} = h.{id_column} AND v.version = h.latest_version \
+             WHERE h.{id_column} = $1"
+        )))
+        .bind(id.as_str()),
+    };
+    Ok(query.fetch_optional(&mut *conn).await?)
 }
 
 /// Inserts the head row of a new item at version 1.
-pub async fn create_head(conn: &mut Conn, item: Item, id: &ResourceId) -> Result<Head, StoreError> {
+async fn create_head(
+    conn: &mut Conn,
+    head: HeadTable,
+    id: &ResourceId,
+) -> Result<VersionWrite, StoreError> {
     let sql = format!(
         "INSERT INTO {} ({}, latest_version) VALUES ($1, 1) ON CONFLICT DO NOTHING",
-        item.head_table(),
-        item.id_column()
+        head.table(),
+        head.id_column()
     );
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.as_str())
         .execute(&mut *conn)
         .await?;
     Ok(if done.rows_affected() == 1 {
-        Head::Ok(1)
+        VersionWrite::Written
     } else {
-        Head::Exists
+        VersionWrite::Exists
     })
 }
 
 /// The latest version of an item, if it exists.
 pub async fn latest_version(
     conn: &mut Conn,
-    item: Item,
+    head: HeadTable,
     id: &ResourceId,
 ) -> Result<Option<i64>, StoreError> {
     let sql = format!(
         "SELECT latest_version FROM {} WHERE {} = $1",
-        item.head_table(),
-        item.id_column()
+        head.table(),
+        head.id_column()
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.as_str())
@@ -92,16 +180,16 @@ pub async fn latest_version(
 }
 
 /// Moves an item's head from `current` to `current + 1`, unless someone else did first.
-pub async fn advance_head(
+async fn advance_head(
     conn: &mut Conn,
-    item: Item,
+    head: HeadTable,
     id: &ResourceId,
     current: i64,
-) -> Result<Head, StoreError> {
+) -> Result<VersionWrite, StoreError> {
     let sql = format!(
         "UPDATE {} SET latest_version = $1 WHERE {} = $2 AND latest_version = $3",
-        item.head_table(),
-        item.id_column()
+        head.table(),
+        head.id_column()
     );
     let next = current + 1;
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -111,11 +199,11 @@ pub async fn advance_head(
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 1 {
-        return Ok(Head::Ok(next));
+        return Ok(VersionWrite::Written);
     }
-    Ok(match latest_version(conn, item, id).await? {
-        Some(latest) => Head::Moved { latest },
-        None => Head::Missing,
+    Ok(match latest_version(conn, head, id).await? {
+        Some(latest) => VersionWrite::Moved { latest },
+        None => VersionWrite::Missing,
     })
 }
 
@@ -124,53 +212,39 @@ pub async fn advance_head(
 const GIFT_COLUMNS: &str = "v.gift_id, v.version, v.name, v.coin_price, v.asset_url, v.enabled, \
                             v.active_from_ms, v.active_until_ms, v.created_at_ms";
 
-pub async fn insert_gift_version(conn: &mut Conn, gift: &Gift) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO gift_versions (gift_id, version, name, coin_price, asset_url, enabled, \
-         active_from_ms, active_until_ms, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(gift.id.as_str())
-    .bind(gift.version)
-    .bind(gift.name.as_str())
-    .bind(gift.coin_price.get())
-    .bind(gift.asset_url.as_str())
-    .bind(i64::from(gift.enabled))
-    .bind(gift.window.from.map(|t| t.0))
-    .bind(gift.window.until.map(|t| t.0))
-    .bind(gift.created_at.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
+impl VersionRows for Gift {
+    async fn get(
+        conn: &mut Conn,
+        id: &ResourceId,
+        version: Option<i64>,
+    ) -> Result<Option<Gift>, StoreError> {
+        let row = version_row(conn, HeadTable::Gifts, id, version).await?;
+        row.as_ref().map(gift_from_row).transpose()
+    }
 
-/// One gift at `version`, or at its latest version when `version` is `None`.
-pub async fn get_gift(
-    conn: &mut Conn,
-    id: &ResourceId,
-    version: Option<i64>,
-) -> Result<Option<Gift>, StoreError> {
-    let row =
-        match version {
-            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {GIFT_COLUMNS} FROM gift_versions v WHERE v.gift_id = $1 AND v.version = $2"
-            )))
-            .bind(id.as_str())
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?,
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {GIFT_COLUMNS} FROM gifts h \
-                 JOIN gift_versions v ON v.gift_id = h.gift_id AND v.version = h.latest_version \
-                 WHERE h.gift_id = $1"
-                )))
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-        };
-    row.as_ref().map(gift_from_row).transpose()
+    async fn write(&self, conn: &mut Conn) -> Result<VersionWrite, StoreError> {
+        let claim = claim_head(conn, HeadTable::Gifts, &self.id, self.version).await?;
+        if claim != VersionWrite::Written {
+            return Ok(claim);
+        }
+        sqlx::query(
+            "INSERT INTO gift_versions (gift_id, version, name, coin_price, asset_url, enabled, \
+             active_from_ms, active_until_ms, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(self.id.as_str())
+        .bind(self.version)
+        .bind(self.name.as_str())
+        .bind(self.coin_price.get())
+        .bind(self.asset_url.as_str())
+        .bind(i64::from(self.enabled))
+        .bind(self.window.from.map(|t| t.0))
+        .bind(self.window.until.map(|t| t.0))
+        .bind(self.created_at.0)
+        .execute(&mut *conn)
+        .await?;
+        Ok(claim)
+    }
 }
 
 /// Latest version of each gift with id > `after`, by id, at most `limit`.
@@ -236,67 +310,49 @@ fn gift_from_row(row: &AnyRow) -> Result<Gift, StoreError> {
 const PACKAGE_COLUMNS: &str =
     "v.package_id, v.version, v.name, v.coins, v.enabled, v.created_at_ms";
 
-pub async fn insert_package_version(
-    conn: &mut Conn,
-    package: &CoinPackage,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO coin_package_versions (package_id, version, name, coins, enabled, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(package.id.as_str())
-    .bind(package.version)
-    .bind(package.name.as_str())
-    .bind(package.coins.get())
-    .bind(i64::from(package.enabled))
-    .bind(package.created_at.0)
-    .execute(&mut *conn)
-    .await?;
-    for price in package.prices.as_slice() {
+impl VersionRows for CoinPackage {
+    async fn get(
+        conn: &mut Conn,
+        id: &ResourceId,
+        version: Option<i64>,
+    ) -> Result<Option<CoinPackage>, StoreError> {
+        let row = version_row(conn, HeadTable::CoinPackages, id, version).await?;
+        match row {
+            Some(row) => Ok(Some(package_from_row(conn, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn write(&self, conn: &mut Conn) -> Result<VersionWrite, StoreError> {
+        let claim = claim_head(conn, HeadTable::CoinPackages, &self.id, self.version).await?;
+        if claim != VersionWrite::Written {
+            return Ok(claim);
+        }
         sqlx::query(
-            "INSERT INTO coin_package_prices (package_id, version, currency_code, amount_minor) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO coin_package_versions (package_id, version, name, coins, enabled, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(package.id.as_str())
-        .bind(package.version)
-        .bind(price.currency.as_str())
-        .bind(price.amount_minor())
+        .bind(self.id.as_str())
+        .bind(self.version)
+        .bind(self.name.as_str())
+        .bind(self.coins.get())
+        .bind(i64::from(self.enabled))
+        .bind(self.created_at.0)
         .execute(&mut *conn)
         .await?;
-    }
-    Ok(())
-}
-
-pub async fn get_package(
-    conn: &mut Conn,
-    id: &ResourceId,
-    version: Option<i64>,
-) -> Result<Option<CoinPackage>, StoreError> {
-    let row = match version {
-        Some(version) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PACKAGE_COLUMNS} FROM coin_package_versions v \
-                 WHERE v.package_id = $1 AND v.version = $2"
-            )))
-            .bind(id.as_str())
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?
+        for price in self.prices.as_slice() {
+            sqlx::query(
+                "INSERT INTO coin_package_prices (package_id, version, currency_code, amount_minor) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(self.id.as_str())
+            .bind(self.version)
+            .bind(price.currency.as_str())
+            .bind(price.amount_minor())
+            .execute(&mut *conn)
+            .await?;
         }
-        None => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PACKAGE_COLUMNS} FROM coin_packages h JOIN coin_package_versions v \
-                 ON v.package_id = h.package_id AND v.version = h.latest_version \
-                 WHERE h.package_id = $1"
-            )))
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    match row {
-        Some(row) => Ok(Some(package_from_row(conn, &row).await?)),
-        None => Ok(None),
+        Ok(claim)
     }
 }
 
@@ -356,69 +412,51 @@ async fn package_from_row(conn: &mut Conn, row: &AnyRow) -> Result<CoinPackage, 
 const PROMOTION_COLUMNS: &str = "v.promotion_id, v.version, v.name, v.bonus_bps, v.per_user_cap, \
                                  v.starts_at_ms, v.ends_at_ms, v.enabled, v.created_at_ms";
 
-pub async fn insert_promotion_version(
-    conn: &mut Conn,
-    promotion: &Promotion,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO promotion_versions (promotion_id, version, name, bonus_bps, per_user_cap, \
-         starts_at_ms, ends_at_ms, enabled, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(promotion.id.as_str())
-    .bind(promotion.version)
-    .bind(promotion.name.as_str())
-    .bind(i64::from(promotion.bonus_bps))
-    .bind(i64::from(promotion.per_user_cap))
-    .bind(promotion.starts_at.0)
-    .bind(promotion.ends_at.0)
-    .bind(i64::from(promotion.enabled))
-    .bind(promotion.created_at.0)
-    .execute(&mut *conn)
-    .await?;
-    for package_id in &promotion.package_ids {
+impl VersionRows for Promotion {
+    async fn get(
+        conn: &mut Conn,
+        id: &ResourceId,
+        version: Option<i64>,
+    ) -> Result<Option<Promotion>, StoreError> {
+        let row = version_row(conn, HeadTable::Promotions, id, version).await?;
+        match row {
+            Some(row) => Ok(Some(promotion_from_row(conn, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn write(&self, conn: &mut Conn) -> Result<VersionWrite, StoreError> {
+        let claim = claim_head(conn, HeadTable::Promotions, &self.id, self.version).await?;
+        if claim != VersionWrite::Written {
+            return Ok(claim);
+        }
         sqlx::query(
-            "INSERT INTO promotion_packages (promotion_id, version, package_id) VALUES ($1, $2, $3)",
+            "INSERT INTO promotion_versions (promotion_id, version, name, bonus_bps, per_user_cap, \
+             starts_at_ms, ends_at_ms, enabled, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(promotion.id.as_str())
-        .bind(promotion.version)
-        .bind(package_id.as_str())
+        .bind(self.id.as_str())
+        .bind(self.version)
+        .bind(self.name.as_str())
+        .bind(i64::from(self.bonus_bps))
+        .bind(i64::from(self.per_user_cap))
+        .bind(self.starts_at.0)
+        .bind(self.ends_at.0)
+        .bind(i64::from(self.enabled))
+        .bind(self.created_at.0)
         .execute(&mut *conn)
         .await?;
-    }
-    Ok(())
-}
-
-pub async fn get_promotion(
-    conn: &mut Conn,
-    id: &ResourceId,
-    version: Option<i64>,
-) -> Result<Option<Promotion>, StoreError> {
-    let row = match version {
-        Some(version) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PROMOTION_COLUMNS} FROM promotion_versions v \
-                 WHERE v.promotion_id = $1 AND v.version = $2"
-            )))
-            .bind(id.as_str())
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?
+        for package_id in &self.package_ids {
+            sqlx::query(
+                "INSERT INTO promotion_packages (promotion_id, version, package_id) VALUES ($1, $2, $3)",
+            )
+            .bind(self.id.as_str())
+            .bind(self.version)
+            .bind(package_id.as_str())
+            .execute(&mut *conn)
+            .await?;
         }
-        None => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PROMOTION_COLUMNS} FROM promotions h JOIN promotion_versions v \
-                 ON v.promotion_id = h.promotion_id AND v.version = h.latest_version \
-                 WHERE h.promotion_id = $1"
-            )))
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    match row {
-        Some(row) => Ok(Some(promotion_from_row(conn, &row).await?)),
-        None => Ok(None),
+        Ok(claim)
     }
 }
 
@@ -490,51 +528,48 @@ async fn promotion_from_row(conn: &mut Conn, row: &AnyRow) -> Result<Promotion, 
 const ECONOMY_COLUMNS: &str = "version, creator_share_bps, payout_currency, payout_amount_minor, \
                                diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms";
 
-/// Inserts a version; `false` if that version exists (a concurrent update won).
-pub async fn insert_economy_version(
-    conn: &mut Conn,
-    economy: &EconomyParameters,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO economy_versions (version, creator_share_bps, payout_currency, \
-         payout_amount_minor, diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (version) DO NOTHING",
-    )
-    .bind(economy.version)
-    .bind(i64::from(economy.creator_share.get()))
-    .bind(economy.payout_per_unit.currency.as_str())
-    .bind(economy.payout_per_unit.amount_minor())
-    .bind(economy.diamonds_per_payout_unit.get())
-    .bind(economy.payout_minimum.get())
-    .bind(economy.created_at.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// The economy at `version`, or the latest when `None`.
-pub async fn get_economy(
-    conn: &mut Conn,
-    version: Option<i64>,
-) -> Result<Option<EconomyParameters>, StoreError> {
-    let row = match version {
-        Some(version) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+impl VersionRows for EconomyParameters {
+    async fn get(
+        conn: &mut Conn,
+        _: &TheEconomy,
+        version: Option<i64>,
+    ) -> Result<Option<EconomyParameters>, StoreError> {
+        let query = match version {
+            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {ECONOMY_COLUMNS} FROM economy_versions WHERE version = $1"
             )))
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-        None => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            .bind(version),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {ECONOMY_COLUMNS} FROM economy_versions ORDER BY version DESC LIMIT 1"
-            )))
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    row.as_ref().map(economy_from_row).transpose()
+            ))),
+        };
+        let row = query.fetch_optional(&mut *conn).await?;
+        row.as_ref().map(economy_from_row).transpose()
+    }
+
+    /// The version row's primary key is the compare-and-set: of two concurrent writers of
+    /// one version, the second inserts nothing.
+    async fn write(&self, conn: &mut Conn) -> Result<VersionWrite, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO economy_versions (version, creator_share_bps, payout_currency, \
+             payout_amount_minor, diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(self.version)
+        .bind(i64::from(self.creator_share.get()))
+        .bind(self.payout_per_unit.currency.as_str())
+        .bind(self.payout_per_unit.amount_minor())
+        .bind(self.diamonds_per_payout_unit.get())
+        .bind(self.payout_minimum.get())
+        .bind(self.created_at.0)
+        .execute(&mut *conn)
+        .await?;
+        Ok(if done.rows_affected() == 1 {
+            VersionWrite::Written
+        } else {
+            VersionWrite::Taken
+        })
+    }
 }
 
 pub async fn list_economy_versions(
