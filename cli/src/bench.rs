@@ -45,7 +45,7 @@ use sqlx::Connection;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-use crate::audit::{self, AuditArgs};
+use crate::audit::{self, AuditArgs, diamonds_for};
 
 /// Most viewers one run creates.
 pub const VIEWERS_MAX: u32 = 100_000;
@@ -287,11 +287,6 @@ pub fn assign(i: u64, viewers: u32, creators: u32, hot_creator: bool) -> (usize,
         (i % u64::from(creators.max(1))) as usize
     };
     (viewer, creator)
-}
-
-/// floor(coins × bps / 10000), as the suite computes it.
-pub fn diamonds_for(coins: i64, bps: i32) -> i64 {
-    (i128::from(coins) * i128::from(bps) / 10_000) as i64
 }
 
 // ---- results ---------------------------------------------------------------------------
@@ -1196,9 +1191,11 @@ pub async fn run(args: BenchArgs) -> Result<bool, Box<dyn Error>> {
         println!();
         println!("audit:");
         let ok = audit::run(AuditArgs {
-            wallet_url: args.wallet_url.clone(),
-            payout_url: args.payout_url.clone(),
-            gifting_url: args.gifting_url.clone(),
+            addresses: audit::Addresses {
+                wallet_url: args.wallet_url.clone(),
+                payout_url: args.payout_url.clone(),
+                gifting_url: args.gifting_url.clone(),
+            },
             // Signed with the same key as the viewers' tokens (also with --keys-file).
             token: Some(
                 args.token
