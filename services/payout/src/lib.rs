@@ -5,7 +5,10 @@
 //! - [`domain`]: creators, the ledger, credits and payouts (plain Rust, unit- and
 //!   property-tested).
 //! - [`store`]: all of its SQL.
-//! - [`grpc`]: the thin gRPC layer (authorize, parse, call, map errors).
+//! - [`operations`]: the use cases (creators and their accounts, credits, payout
+//!   requests, reads), taking domain commands and returning [`operations::PayoutError`].
+//! - [`grpc`]: the thin gRPC edge (authorize, parse into a command, run it, map to proto
+//!   and errors).
 //! - [`economy`]: the payout rate and minimum, read from the catalog.
 //! - [`provider`]: the payout-provider trait and the sandbox provider.
 //! - [`worker`]: the background task that drives payouts to PAID or RELEASED.
@@ -18,6 +21,7 @@
 pub mod domain;
 pub mod economy;
 pub mod grpc;
+pub mod operations;
 pub mod provider;
 pub mod store;
 pub mod worker;
@@ -249,7 +253,7 @@ pub async fn run(
         db.clone(),
         refresh_gauges,
     );
-    let service = PayoutServiceServer::new(grpc::Payouts::new(db.clone(), economy, wakeup))
+    let service = PayoutServiceServer::new(grpc::PayoutApi::new(db.clone(), economy, wakeup))
         .max_decoding_message_size(config.server.args.request_bytes_max);
     let routes = Routes::new(service);
     // Serving ended (shutdown, or an error): the worker drains and stops too.

@@ -1,0 +1,433 @@
+//! The gRPC edge, kept thin: check who may call (first line of every RPC), parse the
+//! request into a domain command (`parse`), run it ([`crate::operations`]), answer
+//! with proto values (`to_proto`, which also maps every domain error to its reason
+//! once). Proto types stop here.
+//!
+//! Authorization (ARCHITECTURE.md, authorization matrix):
+//! - a creator's own records (RegisterCreator, GetCreator, GetDiamondBalance,
+//!   ListEarnings, RequestPayout, GetPayout, ListPayouts of one creator): that creator (a
+//!   `creator` token for them, or the `gateway` acting for them) or an `admin`;
+//! - where a creator is paid (SetPayoutAccount): that creator only (or the gateway for
+//!   them), never an admin: the one who verifies an account must not be able to set it;
+//! - operations on creators and audit reads (VerifyPayoutAccount, SuspendCreator,
+//!   ReinstateCreator, GetLedgerSummary, ListCredits, ListPayouts of every creator):
+//!   `admin`;
+//! - CreditDiamonds: `service:gifting` only; diamonds are minted by gifts, not by people.
+//!
+//! Idempotency keys are scoped to the caller and the RPC ([`IdempotentCall`]) and to the
+//! creator a request is about (`<creator>/<key>`), so two creators choosing the same key
+//! never collide.
+//!
+//! Who did something is the authenticated caller ([`Who`]), never a request field: the
+//! `actor` fields of the contract are recorded as a note in the reason.
+
+mod parse;
+mod to_proto;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use ovation_auth::{Caller, Role};
+use ovation_proto::payout as pb;
+use ovation_proto::payout::payout_service_server::PayoutService;
+use ovation_server::{ApiError, IdempotentCall, access};
+use ovation_store::db::Conn;
+use ovation_store::{Db, Replayed};
+use ovation_types::{IdempotencyKey, Name, ResourceId, UnixMillis};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+pub use self::parse::LIST_CREDITS_IDS_MAX;
+use self::to_proto::CreatorReply;
+use crate::domain::Creator;
+use crate::economy::{Economy, incoming_deadline};
+use crate::operations::creators::{self, Reviewer};
+use crate::operations::{PayoutError, Who, ledger, payouts};
+use crate::worker::Wakeup;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The payout service's gRPC service.
+#[derive(Clone, Debug)]
+pub struct PayoutApi {
+    db: Db,
+    economy: Economy,
+    wakeup: Wakeup,
+}
+
+impl PayoutApi {
+    pub fn new(db: Db, economy: Economy, wakeup: Wakeup) -> Self {
+        PayoutApi {
+            db,
+            economy,
+            wakeup,
+        }
+    }
+
+    /// Runs `change` once per idempotency key and answers with the creator as it left
+    /// them: every RPC that changes a creator.
+    async fn change_creator<R, F>(
+        &self,
+        call: &IdempotentCall,
+        key: &IdempotencyKey,
+        change: F,
+    ) -> Reply<R>
+    where
+        R: CreatorReply + prost::Message + Default + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<Creator, PayoutError>>
+            + Send
+            + 'static,
+    {
+        let response = call
+            .run(&self.db, key, |conn: &mut Conn| {
+                async move { Ok::<_, ApiError>(R::of(to_proto::creator(&change(conn).await?))) }
+                    .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    /// A replayed RequestPayout's answer: the payout as it is now, not as first recorded.
+    async fn current_payout(&self, recorded: pb::Payout) -> Result<pb::Payout, ApiError> {
+        let current = payouts::current(&self.db, &recorded.payout_id).await?;
+        Ok(current.map(|p| to_proto::payout(&p)).unwrap_or(recorded))
+    }
+}
+
+// ---- who may call ------------------------------------------------------------------
+
+/// The caller, if it may act on creator `creator_id`'s own records: that creator (role
+/// `creator`, or the `gateway` acting for them) or an admin. PERMISSION_DENIED otherwise.
+fn require_creator<T>(request: &Request<T>, creator_id: &str) -> Result<Caller, ApiError> {
+    let caller = access::require_user(request, creator_id, &[Role::Admin])?;
+    if caller.has(Role::Admin) || caller.has_any(&[Role::Creator, Role::Gateway]) {
+        Ok(caller)
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not act for creator {creator_id}: it requires the role creator (or gateway) \
+             for that creator, or admin",
+            caller.subject()
+        )))
+    }
+}
+
+/// After loading a record of `creator_id`: may `caller` see it?
+fn check_creator(caller: &Caller, creator_id: &ResourceId) -> Result<(), ApiError> {
+    if caller.has(Role::Admin)
+        || (caller.is_user(creator_id.as_str()) && caller.has_any(&[Role::Creator, Role::Gateway]))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not read creator {creator_id}'s records",
+            caller.subject()
+        )))
+    }
+}
+
+/// The caller, if it may say where creator `creator_id` is paid: that creator (role
+/// `creator`, or the `gateway` acting for them). Nobody else, admins included: the one
+/// who verifies an account must not be the one who can change it (four eyes).
+fn require_account_owner<T>(request: &Request<T>, creator_id: &str) -> Result<Caller, ApiError> {
+    let caller = access::caller(request)?;
+    if caller.is_user(creator_id) && caller.has_any(&[Role::Creator, Role::Gateway]) {
+        Ok(caller)
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not set creator {creator_id}'s payout account: only the creator (or the \
+             gateway for them) says where they are paid; admins verify it",
+            caller.subject()
+        )))
+    }
+}
+
+/// Who made a call, as the journal records it.
+fn who(caller: &Caller) -> Who {
+    Who {
+        subject: caller.subject().to_owned(),
+        label: match caller.actor() {
+            Some(actor) => format!("{} via {actor}", caller.subject()),
+            None => caller.subject().to_owned(),
+        },
+    }
+}
+
+/// The operator making a call, whose subject is a review's or suspension's actor.
+fn reviewer(caller: &Caller) -> Result<Reviewer, ApiError> {
+    let actor = Name::parse(caller.subject())
+        .map_err(|e| ApiError::Internal(format!("caller subject as an actor: {e}")))?;
+    Ok(Reviewer {
+        who: who(caller),
+        actor,
+    })
+}
+
+/// The idempotency key, scoped to the creator the request is about.
+fn scoped_key(creator: &ResourceId, key: &IdempotencyKey) -> Result<IdempotencyKey, ApiError> {
+    let plain = format!("{creator}/{}", key.as_str());
+    let scoped = if plain.len() <= ovation_types::limits::IDEMPOTENCY_KEY_CHARS_MAX {
+        plain
+    } else {
+        let digest = Sha256::digest(key.as_str().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{creator}/sha256:{hex}")
+    };
+    IdempotencyKey::parse(&scoped).map_err(|e| ApiError::Internal(format!("scoped key: {e}")))
+}
+
+// ---- the RPCs ----------------------------------------------------------------------
+
+#[tonic::async_trait]
+impl PayoutService for PayoutApi {
+    async fn register_creator(
+        &self,
+        request: Request<pb::RegisterCreatorRequest>,
+    ) -> Reply<pb::RegisterCreatorResponse> {
+        let caller = require_creator(&request, &request.get_ref().creator_id)?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "RegisterCreator", &req);
+        let (key, registration) = parse::register_creator(&req)?;
+        let key = scoped_key(&registration.creator_id, &key)?;
+        let who = who(&caller);
+        self.change_creator(&call, &key, move |conn| {
+            creators::register(conn, registration, who).boxed()
+        })
+        .await
+    }
+
+    async fn get_creator(
+        &self,
+        request: Request<pb::GetCreatorRequest>,
+    ) -> Reply<pb::GetCreatorResponse> {
+        require_creator(&request, &request.get_ref().creator_id)?;
+        let id = parse::get_creator(request.get_ref())?;
+        let creator = creators::creator(&self.db, &id).await?;
+        Ok(Response::new(pb::GetCreatorResponse {
+            creator: Some(to_proto::creator(&creator)),
+        }))
+    }
+
+    async fn set_payout_account(
+        &self,
+        request: Request<pb::SetPayoutAccountRequest>,
+    ) -> Reply<pb::SetPayoutAccountResponse> {
+        let caller = require_account_owner(&request, &request.get_ref().creator_id)?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "SetPayoutAccount", &req);
+        let (key, change) = parse::set_payout_account(&req)?;
+        let key = scoped_key(&change.creator_id, &key)?;
+        let who = who(&caller);
+        self.change_creator(&call, &key, move |conn| {
+            creators::set_payout_account(conn, change, who).boxed()
+        })
+        .await
+    }
+
+    async fn verify_payout_account(
+        &self,
+        request: Request<pb::VerifyPayoutAccountRequest>,
+    ) -> Reply<pb::VerifyPayoutAccountResponse> {
+        let caller = access::require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "VerifyPayoutAccount", &req);
+        let (key, review) = parse::verify_payout_account(&req, caller.subject())?;
+        let reviewer = reviewer(&caller)?;
+        // With authentication off (--insecure-no-auth) every caller is the same nobody:
+        // four eyes cannot apply.
+        let four_eyes = caller != Caller::unchecked();
+        let key = scoped_key(&review.creator_id, &key)?;
+        self.change_creator(&call, &key, move |conn| {
+            creators::review_payout_account(conn, review, reviewer, four_eyes).boxed()
+        })
+        .await
+    }
+
+    async fn suspend_creator(
+        &self,
+        request: Request<pb::SuspendCreatorRequest>,
+    ) -> Reply<pb::SuspendCreatorResponse> {
+        let caller = access::require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "SuspendCreator", &req);
+        let (key, change) = parse::suspend_creator(&req, caller.subject())?;
+        let reviewer = reviewer(&caller)?;
+        let key = scoped_key(&change.creator_id, &key)?;
+        self.change_creator(&call, &key, move |conn| {
+            creators::suspend(conn, change, reviewer).boxed()
+        })
+        .await
+    }
+
+    async fn reinstate_creator(
+        &self,
+        request: Request<pb::ReinstateCreatorRequest>,
+    ) -> Reply<pb::ReinstateCreatorResponse> {
+        let caller = access::require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "ReinstateCreator", &req);
+        let (key, change) = parse::reinstate_creator(&req, caller.subject())?;
+        let who = who(&caller);
+        let key = scoped_key(&change.creator_id, &key)?;
+        self.change_creator(&call, &key, move |conn| {
+            creators::reinstate(conn, change, who).boxed()
+        })
+        .await
+    }
+
+    async fn credit_diamonds(
+        &self,
+        request: Request<pb::CreditDiamondsRequest>,
+    ) -> Reply<pb::CreditDiamondsResponse> {
+        let caller = access::require(&request, &[Role::GiftingService])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "CreditDiamonds", &req);
+        let (key, credit) = parse::credit_diamonds(&req)?;
+        let key = scoped_key(&credit.creator_id, &key)?;
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let credit = ledger::credit(conn, credit).await?;
+                    Ok::<_, ApiError>(pb::CreditDiamondsResponse {
+                        credit: Some(to_proto::credit(&credit)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_diamond_balance(
+        &self,
+        request: Request<pb::GetDiamondBalanceRequest>,
+    ) -> Reply<pb::GetDiamondBalanceResponse> {
+        require_creator(&request, &request.get_ref().creator_id)?;
+        let id = parse::get_diamond_balance(request.get_ref())?;
+        let balance = ledger::balance(&self.db, &id).await?;
+        Ok(Response::new(pb::GetDiamondBalanceResponse {
+            balance: Some(to_proto::balance(&id, &balance)),
+        }))
+    }
+
+    async fn list_earnings(
+        &self,
+        request: Request<pb::ListEarningsRequest>,
+    ) -> Reply<pb::ListEarningsResponse> {
+        require_creator(&request, &request.get_ref().creator_id)?;
+        let query = parse::list_earnings(request.get_ref())?;
+        let page = ledger::earnings(&self.db, query).await?;
+        Ok(Response::new(pb::ListEarningsResponse {
+            credits: page.rows.iter().map(to_proto::credit).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn request_payout(
+        &self,
+        request: Request<pb::RequestPayoutRequest>,
+    ) -> Reply<pb::RequestPayoutResponse> {
+        let caller = require_creator(&request, &request.get_ref().creator_id)?;
+        let deadline = incoming_deadline(&request);
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "RequestPayout", &req);
+        let (key, order) = parse::request_payout(&req)?;
+        // The rate is read before the write transaction: no network call holds a lock. A
+        // failure to read it only matters to a new request: a replay answers without it.
+        let rate = self.economy.payout_rate(deadline).await;
+        let key = scoped_key(&order.creator_id, &key)?;
+        let (response, replayed) = call
+            .run_telling_replay(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let payout = payouts::request(conn, order, rate?).await?;
+                    Ok::<_, ApiError>(pb::RequestPayoutResponse {
+                        payout: Some(to_proto::payout(&payout)),
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        if replayed == Replayed::No {
+            // Fresh: the payout as recorded, HELD; the worker takes it from here.
+            self.wakeup.wake();
+            return Ok(Response::new(response));
+        }
+        let recorded = response.payout.unwrap_or_default();
+        Ok(Response::new(pb::RequestPayoutResponse {
+            payout: Some(self.current_payout(recorded).await?),
+        }))
+    }
+
+    async fn get_payout(
+        &self,
+        request: Request<pb::GetPayoutRequest>,
+    ) -> Reply<pb::GetPayoutResponse> {
+        let caller = access::require(&request, &[Role::Admin, Role::Creator, Role::Gateway])?;
+        let id = parse::get_payout(request.get_ref())?;
+        let payout = payouts::payout(&self.db, &id).await?;
+        check_creator(&caller, &payout.creator_id)?;
+        Ok(Response::new(pb::GetPayoutResponse {
+            payout: Some(to_proto::payout(&payout)),
+        }))
+    }
+
+    async fn list_payouts(
+        &self,
+        request: Request<pb::ListPayoutsRequest>,
+    ) -> Reply<pb::ListPayoutsResponse> {
+        if request.get_ref().creator_id.is_empty() {
+            access::require(&request, &[Role::Admin])?;
+        } else {
+            require_creator(&request, &request.get_ref().creator_id)?;
+        }
+        let query = parse::list_payouts(request.get_ref())?;
+        let page = payouts::payouts(&self.db, query).await?;
+        Ok(Response::new(pb::ListPayoutsResponse {
+            payouts: page.rows.iter().map(to_proto::payout).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn get_ledger_summary(
+        &self,
+        request: Request<pb::GetLedgerSummaryRequest>,
+    ) -> Reply<pb::GetLedgerSummaryResponse> {
+        access::require(&request, &[Role::Admin])?;
+        let as_of = UnixMillis::now();
+        let summary = ledger::summary(&self.db).await?;
+        Ok(Response::new(to_proto::ledger_summary(&summary, as_of)))
+    }
+
+    async fn list_credits(
+        &self,
+        request: Request<pb::ListCreditsRequest>,
+    ) -> Reply<pb::ListCreditsResponse> {
+        access::require(&request, &[Role::Admin])?;
+        let query = parse::list_credits(request.get_ref())?;
+        let page = ledger::credits(&self.db, query).await?;
+        Ok(Response::new(pb::ListCreditsResponse {
+            credits: page.rows.iter().map(to_proto::credit).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_scoped_to_the_creator_and_stay_bounded() {
+        let ann = ResourceId::parse("ann").unwrap();
+        let bob = ResourceId::parse("bob").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        assert_ne!(
+            scoped_key(&ann, &key).unwrap(),
+            scoped_key(&bob, &key).unwrap()
+        );
+        let long = IdempotencyKey::parse(&"k".repeat(255)).unwrap();
+        let other = IdempotencyKey::parse(&format!("{}j", "k".repeat(254))).unwrap();
+        let id = ResourceId::parse(&"c".repeat(64)).unwrap();
+        let a = scoped_key(&id, &long).unwrap();
+        assert!(a.as_str().len() <= 255);
+        assert_ne!(a, scoped_key(&id, &other).unwrap());
+    }
+}
