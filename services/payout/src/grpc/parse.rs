@@ -349,3 +349,260 @@ fn state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
         Err(_) => Err(format!("{raw} is not a payout state")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields an INVALID_ARGUMENT names, in order.
+    fn fields<T: std::fmt::Debug>(parsed: Parsed<T>) -> Vec<String> {
+        match parsed {
+            Err(ApiError::InvalidArgument(violations)) => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    fn id(raw: &str) -> ResourceId {
+        ResourceId::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn register_creator_gives_the_key_and_the_registration() {
+        let req = pb::RegisterCreatorRequest {
+            idempotency_key: "k1".into(),
+            creator_id: "ann".into(),
+            display_name: "Ann".into(),
+        };
+        let (key, registration) = register_creator(&req).unwrap();
+        assert_eq!(key.as_str(), "k1");
+        assert_eq!(registration.creator_id, id("ann"));
+        assert_eq!(registration.display_name.as_str(), "Ann");
+        let bad = pb::RegisterCreatorRequest {
+            creator_id: "a b".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(register_creator(&bad)),
+            ["idempotency_key", "creator_id", "display_name"]
+        );
+    }
+
+    #[test]
+    fn set_payout_account_checks_the_reference() {
+        let req = pb::SetPayoutAccountRequest {
+            idempotency_key: "k1".into(),
+            creator_id: "ann".into(),
+            account_reference: "has space".into(),
+            holder_name: "Ann A".into(),
+        };
+        assert_eq!(fields(set_payout_account(&req)), ["account_reference"]);
+    }
+
+    fn verify_request() -> pb::VerifyPayoutAccountRequest {
+        pb::VerifyPayoutAccountRequest {
+            idempotency_key: "k1".into(),
+            creator_id: "ann".into(),
+            decision: pb::VerificationStatus::Verified.into(),
+            account_reference: String::new(),
+            actor: String::new(),
+            reason: "documents checked".into(),
+            account_version: 2,
+        }
+    }
+
+    #[test]
+    fn a_review_names_the_version_read_and_notes_a_reported_actor() {
+        let (_, review) = verify_payout_account(&verify_request(), "ops").unwrap();
+        assert_eq!(review.decision, Decision::Verify);
+        assert_eq!(
+            review.reviewed,
+            ReviewedAccount {
+                version: 2,
+                reference: None
+            }
+        );
+        assert_eq!(review.reason.as_str(), "documents checked");
+        let reported = pb::VerifyPayoutAccountRequest {
+            actor: "eve".into(),
+            decision: pb::VerificationStatus::Rejected.into(),
+            ..verify_request()
+        };
+        let (_, review) = verify_payout_account(&reported, "ops").unwrap();
+        assert_eq!(review.decision, Decision::Reject);
+        assert_eq!(
+            review.reason.as_str(),
+            "documents checked (reported by: eve)"
+        );
+    }
+
+    #[test]
+    fn a_review_needs_a_decision_a_version_and_a_reason() {
+        for decision in [
+            pb::VerificationStatus::Unspecified,
+            pb::VerificationStatus::Pending,
+        ] {
+            let req = pb::VerifyPayoutAccountRequest {
+                decision: decision.into(),
+                account_version: 0,
+                reason: String::new(),
+                ..verify_request()
+            };
+            assert_eq!(
+                fields(verify_payout_account(&req, "ops")),
+                ["decision", "account_version", "reason"]
+            );
+        }
+    }
+
+    #[test]
+    fn suspension_and_reinstatement_parse_alike() {
+        let suspend = pb::SuspendCreatorRequest {
+            idempotency_key: "k1".into(),
+            creator_id: "ann".into(),
+            actor: "ops".into(),
+            reason: "fraud".into(),
+        };
+        let (key, change) = suspend_creator(&suspend, "ops").unwrap();
+        assert_eq!(key.as_str(), "k1");
+        // The reported actor is the caller: nothing to note.
+        assert_eq!(change.reason.as_str(), "fraud");
+        let reinstate = pb::ReinstateCreatorRequest {
+            idempotency_key: String::new(),
+            creator_id: "ann".into(),
+            actor: String::new(),
+            reason: String::new(),
+        };
+        assert_eq!(
+            fields(reinstate_creator(&reinstate, "ops")),
+            ["idempotency_key", "reason"]
+        );
+    }
+
+    fn credit_request() -> pb::CreditDiamondsRequest {
+        pb::CreditDiamondsRequest {
+            idempotency_key: "k1".into(),
+            operation_id: "op1".into(),
+            creator_id: "ann".into(),
+            coins: 100,
+            creator_share_bps: 5_000,
+            sender_user_id: "bob".into(),
+            stream_id: String::new(),
+            gift_id: "rose".into(),
+            gift_version: 3,
+        }
+    }
+
+    #[test]
+    fn a_credit_keeps_its_optional_ids_optional() {
+        let (_, credit) = credit_diamonds(&credit_request()).unwrap();
+        assert_eq!(credit.operation_id, id("op1"));
+        assert_eq!(credit.coins.get(), 100);
+        assert_eq!(credit.share.get(), 5_000);
+        assert_eq!(credit.sender_user_id, Some(id("bob")));
+        assert_eq!(credit.stream_id, None);
+        assert_eq!(credit.gift_version, 3);
+        let bad = pb::CreditDiamondsRequest {
+            coins: 0,
+            creator_share_bps: 10_001,
+            stream_id: "no space".into(),
+            gift_version: -1,
+            ..credit_request()
+        };
+        assert_eq!(
+            fields(credit_diamonds(&bad)),
+            ["coins", "creator_share_bps", "stream_id", "gift_version"]
+        );
+    }
+
+    #[test]
+    fn a_payout_request_needs_diamonds() {
+        let req = pb::RequestPayoutRequest {
+            idempotency_key: "k1".into(),
+            creator_id: "ann".into(),
+            diamonds: 0,
+        };
+        assert_eq!(fields(request_payout(&req)), ["diamonds"]);
+    }
+
+    #[test]
+    fn payouts_filter_only_on_states_at_rest() {
+        let query = |state: pb::PayoutState| {
+            list_payouts(&pb::ListPayoutsRequest {
+                state: state.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(query(pb::PayoutState::Unspecified).unwrap().state, None);
+        assert_eq!(
+            query(pb::PayoutState::Held).unwrap().state,
+            Some(PayoutState::Held)
+        );
+        assert_eq!(
+            query(pb::PayoutState::Released).unwrap().state,
+            Some(PayoutState::Released)
+        );
+        assert_eq!(fields(query(pb::PayoutState::Requested)), ["state"]);
+        assert_eq!(fields(query(pb::PayoutState::Failed)), ["state"]);
+        let unknown = pb::ListPayoutsRequest {
+            state: 99,
+            page_token: "not a token".into(),
+            ..Default::default()
+        };
+        assert_eq!(fields(list_payouts(&unknown)), ["state", "page_token"]);
+    }
+
+    #[test]
+    fn earnings_page_after_a_token() {
+        let token = PageToken::after(&PageToken::keyset_cursor(7, "op1"));
+        let query = list_earnings(&pb::ListEarningsRequest {
+            creator_id: "ann".into(),
+            stream_id: "s1".into(),
+            page_size: 10,
+            page_token: token,
+        })
+        .unwrap();
+        assert_eq!(query.stream_id, Some(id("s1")));
+        assert_eq!(query.page.after, Some((7, "op1".to_owned())));
+    }
+
+    #[test]
+    fn credits_are_named_or_windowed_never_both() {
+        let named = pb::ListCreditsRequest {
+            operation_ids: vec!["op1".into(), "op2".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            list_credits(&named).unwrap(),
+            CreditsQuery::ByOperation(vec![id("op1"), id("op2")])
+        );
+        assert!(matches!(
+            list_credits(&pb::ListCreditsRequest::default()).unwrap(),
+            CreditsQuery::Window { .. }
+        ));
+        let both = pb::ListCreditsRequest {
+            operation_ids: vec!["op1".into(), "bad id".into()],
+            page_size: 5,
+            start_time: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(list_credits(&both)),
+            ["operation_ids[1]", "page_size", "start_time"]
+        );
+        let too_many = pb::ListCreditsRequest {
+            operation_ids: vec!["op".into(); LIST_CREDITS_IDS_MAX + 1],
+            ..Default::default()
+        };
+        assert_eq!(fields(list_credits(&too_many)), ["operation_ids"]);
+    }
+
+    #[test]
+    fn a_payout_is_named_by_its_id() {
+        let req = pb::GetPayoutRequest {
+            payout_id: String::new(),
+        };
+        assert_eq!(fields(get_payout(&req)), ["payout_id"]);
+    }
+}
