@@ -28,6 +28,15 @@ fn finish<T>(v: Violations, build: impl FnOnce() -> Option<T>) -> Parsed<T> {
     v.finish(build).map_err(ApiError::from)
 }
 
+/// An idempotent request's key and the command `build` makes, or every violation.
+fn keyed<C>(
+    v: Violations,
+    key: Option<IdempotencyKey>,
+    build: impl FnOnce() -> Option<C>,
+) -> Parsed<(IdempotencyKey, C)> {
+    finish(v, || Some((key?, build()?)))
+}
+
 pub fn register_creator(
     req: &pb::RegisterCreatorRequest,
 ) -> Parsed<(IdempotencyKey, Registration)> {
@@ -35,14 +44,11 @@ pub fn register_creator(
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
     let name = v.check("display_name", Name::parse(&req.display_name));
-    finish(v, || {
-        Some((
-            key?,
-            Registration {
-                creator_id: id?,
-                display_name: name?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(Registration {
+            creator_id: id?,
+            display_name: name?,
+        })
     })
 }
 
@@ -61,15 +67,12 @@ pub fn set_payout_account(
         AccountReference::parse(&req.account_reference),
     );
     let holder = v.check("holder_name", Name::parse(&req.holder_name));
-    finish(v, || {
-        Some((
-            key?,
-            AccountChange {
-                creator_id: id?,
-                reference: reference?,
-                holder_name: holder?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(AccountChange {
+            creator_id: id?,
+            reference: reference?,
+            holder_name: holder?,
+        })
     })
 }
 
@@ -98,19 +101,16 @@ pub fn verify_payout_account(
         );
     }
     let reason = v.noted_reason(Text::parse_required(&req.reason), &req.actor, subject);
-    finish(v, || {
-        Some((
-            key?,
-            AccountReview {
-                creator_id: id?,
-                decision: decision?,
-                reviewed: ReviewedAccount {
-                    version: req.account_version,
-                    reference: reference?,
-                },
-                reason: reason?,
+    keyed(v, key, || {
+        Some(AccountReview {
+            creator_id: id?,
+            decision: decision?,
+            reviewed: ReviewedAccount {
+                version: req.account_version,
+                reference: reference?,
             },
-        ))
+            reason: reason?,
+        })
     })
 }
 
@@ -155,20 +155,17 @@ pub fn credit_diamonds(req: &pb::CreditDiamondsRequest) -> Parsed<(IdempotencyKe
     if req.gift_version < 0 {
         v.add("gift_version", "must not be negative");
     }
-    finish(v, || {
-        Some((
-            key?,
-            CreditRequest {
-                operation_id: operation?,
-                creator_id: creator?,
-                coins: coins?,
-                share: share?,
-                sender_user_id: sender?,
-                stream_id: stream?,
-                gift_id: gift?,
-                gift_version: req.gift_version,
-            },
-        ))
+    keyed(v, key, || {
+        Some(CreditRequest {
+            operation_id: operation?,
+            creator_id: creator?,
+            coins: coins?,
+            share: share?,
+            sender_user_id: sender?,
+            stream_id: stream?,
+            gift_id: gift?,
+            gift_version: req.gift_version,
+        })
     })
 }
 
@@ -195,14 +192,11 @@ pub fn request_payout(req: &pb::RequestPayoutRequest) -> Parsed<(IdempotencyKey,
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
     let diamonds = v.check("diamonds", Diamonds::parse(req.diamonds));
-    finish(v, || {
-        Some((
-            key?,
-            PayoutOrder {
-                creator_id: id?,
-                diamonds: diamonds?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(PayoutOrder {
+            creator_id: id?,
+            diamonds: diamonds?,
+        })
     })
 }
 
@@ -305,24 +299,21 @@ fn operation_ids(v: &mut Violations, raw: &[String]) -> Option<Vec<ResourceId>> 
 /// What an operator's decision on a creator carries (SuspendCreator, ReinstateCreator):
 /// its idempotency key, the creator, and the reason with any reported actor as a note.
 fn status_change(
-    idempotency_key: &str,
+    key: &str,
     creator_id: &str,
     actor: &str,
     reason: &str,
     subject: &str,
 ) -> Parsed<(IdempotencyKey, StatusChange)> {
     let mut v = Violations::default();
-    let key = v.check("idempotency_key", IdempotencyKey::parse(idempotency_key));
+    let key = idempotency_key(&mut v, key);
     let id = v.check("creator_id", ResourceId::parse(creator_id));
     let reason = v.noted_reason(Text::parse_required(reason), actor, subject);
-    finish(v, || {
-        Some((
-            key?,
-            StatusChange {
-                creator_id: id?,
-                reason: reason?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(StatusChange {
+            creator_id: id?,
+            reason: reason?,
+        })
     })
 }
 
