@@ -37,6 +37,12 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 pub use self::parse::LIST_CREDITS_IDS_MAX;
+use self::parse::{
+    parse_credit_diamonds, parse_get_creator, parse_get_diamond_balance, parse_get_payout,
+    parse_list_credits, parse_list_earnings, parse_list_payouts, parse_register_creator,
+    parse_reinstate_creator, parse_request_payout, parse_set_payout_account, parse_suspend_creator,
+    parse_verify_payout_account,
+};
 use self::to_proto::CreatorReply;
 use crate::domain::Creator;
 use crate::economy::{Economy, incoming_deadline};
@@ -185,7 +191,7 @@ impl PayoutService for PayoutApi {
         let caller = require_creator(&request, &request.get_ref().creator_id)?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "RegisterCreator", &req);
-        let (key, registration) = parse::register_creator(&req)?;
+        let (key, registration) = parse_register_creator(&req).map_err(ApiError::from)?;
         let key = scoped_key(&registration.creator_id, &key)?;
         let who = who(&caller);
         self.change_creator(&call, &key, move |conn| {
@@ -199,7 +205,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::GetCreatorRequest>,
     ) -> Reply<pb::GetCreatorResponse> {
         require_creator(&request, &request.get_ref().creator_id)?;
-        let id = parse::get_creator(request.get_ref())?;
+        let id = parse_get_creator(request.get_ref()).map_err(ApiError::from)?;
         let creator = creators::creator(&self.db, &id).await?;
         Ok(Response::new(pb::GetCreatorResponse {
             creator: Some(to_proto::creator(&creator)),
@@ -213,7 +219,7 @@ impl PayoutService for PayoutApi {
         let caller = require_account_owner(&request, &request.get_ref().creator_id)?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "SetPayoutAccount", &req);
-        let (key, change) = parse::set_payout_account(&req)?;
+        let (key, change) = parse_set_payout_account(&req).map_err(ApiError::from)?;
         let key = scoped_key(&change.creator_id, &key)?;
         let who = who(&caller);
         self.change_creator(&call, &key, move |conn| {
@@ -229,7 +235,8 @@ impl PayoutService for PayoutApi {
         let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "VerifyPayoutAccount", &req);
-        let (key, review) = parse::verify_payout_account(&req, caller.subject())?;
+        let (key, review) =
+            parse_verify_payout_account(&req, caller.subject()).map_err(ApiError::from)?;
         let reviewer = reviewer(&caller)?;
         // With authentication off (--insecure-no-auth) every caller is the same nobody:
         // four eyes cannot apply.
@@ -248,7 +255,8 @@ impl PayoutService for PayoutApi {
         let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "SuspendCreator", &req);
-        let (key, change) = parse::suspend_creator(&req, caller.subject())?;
+        let (key, change) =
+            parse_suspend_creator(&req, caller.subject()).map_err(ApiError::from)?;
         let reviewer = reviewer(&caller)?;
         let key = scoped_key(&change.creator_id, &key)?;
         self.change_creator(&call, &key, move |conn| {
@@ -264,7 +272,8 @@ impl PayoutService for PayoutApi {
         let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "ReinstateCreator", &req);
-        let (key, change) = parse::reinstate_creator(&req, caller.subject())?;
+        let (key, change) =
+            parse_reinstate_creator(&req, caller.subject()).map_err(ApiError::from)?;
         let who = who(&caller);
         let key = scoped_key(&change.creator_id, &key)?;
         self.change_creator(&call, &key, move |conn| {
@@ -280,7 +289,7 @@ impl PayoutService for PayoutApi {
         let caller = access::require(&request, &[Role::GiftingService])?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "CreditDiamonds", &req);
-        let (key, credit) = parse::credit_diamonds(&req)?;
+        let (key, credit) = parse_credit_diamonds(&req).map_err(ApiError::from)?;
         let key = scoped_key(&credit.creator_id, &key)?;
         let response = call
             .run(&self.db, &key, |conn: &mut Conn| {
@@ -301,7 +310,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::GetDiamondBalanceRequest>,
     ) -> Reply<pb::GetDiamondBalanceResponse> {
         require_creator(&request, &request.get_ref().creator_id)?;
-        let id = parse::get_diamond_balance(request.get_ref())?;
+        let id = parse_get_diamond_balance(request.get_ref()).map_err(ApiError::from)?;
         let balance = ledger::balance(&self.db, &id).await?;
         Ok(Response::new(pb::GetDiamondBalanceResponse {
             balance: Some(to_proto::balance(&id, &balance)),
@@ -313,7 +322,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::ListEarningsRequest>,
     ) -> Reply<pb::ListEarningsResponse> {
         require_creator(&request, &request.get_ref().creator_id)?;
-        let query = parse::list_earnings(request.get_ref())?;
+        let query = parse_list_earnings(request.get_ref()).map_err(ApiError::from)?;
         let page = ledger::earnings(&self.db, query).await?;
         Ok(Response::new(pb::ListEarningsResponse {
             credits: page.rows.iter().map(to_proto::credit).collect(),
@@ -329,7 +338,7 @@ impl PayoutService for PayoutApi {
         let deadline = incoming_deadline(&request);
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "RequestPayout", &req);
-        let (key, order) = parse::request_payout(&req)?;
+        let (key, order) = parse_request_payout(&req).map_err(ApiError::from)?;
         // The rate is read before the write transaction: no network call holds a lock. A
         // failure to read it only matters to a new request: a replay answers without it.
         let rate = self.economy.payout_rate(deadline).await;
@@ -361,7 +370,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::GetPayoutRequest>,
     ) -> Reply<pb::GetPayoutResponse> {
         let caller = access::require(&request, &[Role::Admin, Role::Creator, Role::Gateway])?;
-        let id = parse::get_payout(request.get_ref())?;
+        let id = parse_get_payout(request.get_ref()).map_err(ApiError::from)?;
         let payout = payouts::payout(&self.db, &id).await?;
         check_creator(&caller, &payout.creator_id)?;
         Ok(Response::new(pb::GetPayoutResponse {
@@ -378,7 +387,7 @@ impl PayoutService for PayoutApi {
         } else {
             require_creator(&request, &request.get_ref().creator_id)?;
         }
-        let query = parse::list_payouts(request.get_ref())?;
+        let query = parse_list_payouts(request.get_ref()).map_err(ApiError::from)?;
         let page = payouts::payouts(&self.db, query).await?;
         Ok(Response::new(pb::ListPayoutsResponse {
             payouts: page.rows.iter().map(to_proto::payout).collect(),
@@ -401,7 +410,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::ListCreditsRequest>,
     ) -> Reply<pb::ListCreditsResponse> {
         access::require(&request, &[Role::Admin])?;
-        let query = parse::list_credits(request.get_ref())?;
+        let query = parse_list_credits(request.get_ref()).map_err(ApiError::from)?;
         let page = ledger::credits(&self.db, query).await?;
         Ok(Response::new(pb::ListCreditsResponse {
             credits: page.rows.iter().map(to_proto::credit).collect(),

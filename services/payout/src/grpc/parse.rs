@@ -1,14 +1,15 @@
-//! Requests into domain commands: one function per request, every bound checked and
-//! every bad field reported at once (INVALID_ARGUMENT with `BadRequest` details, in the
-//! order the fields are checked here). Idempotent requests give their idempotency key
+//! One `parse_*` per request: the proto request in, a domain command out, every bound
+//! checked and every bad field reported at once (the edge answers INVALID_ARGUMENT with
+//! `BadRequest` details, in the order the fields are checked here). Pure, so each is
+//! tested without a server. Idempotent requests give their idempotency key
 //! beside the command; the caller's identity is not the request's to say, so it is
 //! never parsed from it (`subject` is only what a reported `actor` is compared with).
 
 use ovation_proto::payout as pb;
-use ovation_server::ApiError;
 use ovation_server::edge::time_window;
 use ovation_types::{
-    Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, Violations,
+    Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, Violation,
+    Violations,
 };
 
 use crate::domain::{AccountReference, CreditRequest, Decision, PayoutState, ReviewedAccount};
@@ -20,13 +21,8 @@ use crate::operations::payouts::{PayoutOrder, PayoutsQuery};
 /// Most operation ids one ListCredits may name.
 pub const LIST_CREDITS_IDS_MAX: usize = 500;
 
-/// A parsed request, or every field it got wrong (INVALID_ARGUMENT).
-pub type Parsed<T> = Result<T, ApiError>;
-
-/// The value `build` makes, or every violation collected.
-fn finish<T>(v: Violations, build: impl FnOnce() -> Option<T>) -> Parsed<T> {
-    v.finish(build).map_err(ApiError::from)
-}
+/// A parsed request, or every field it got wrong.
+pub type Parsed<T> = Result<T, Vec<Violation>>;
 
 /// An idempotent request's key and the command `build` makes, or every violation.
 fn keyed<C>(
@@ -34,10 +30,10 @@ fn keyed<C>(
     key: Option<IdempotencyKey>,
     build: impl FnOnce() -> Option<C>,
 ) -> Parsed<(IdempotencyKey, C)> {
-    finish(v, || Some((key?, build()?)))
+    v.finish(|| Some((key?, build()?)))
 }
 
-pub fn register_creator(
+pub fn parse_register_creator(
     req: &pb::RegisterCreatorRequest,
 ) -> Parsed<(IdempotencyKey, Registration)> {
     let mut v = Violations::default();
@@ -52,11 +48,11 @@ pub fn register_creator(
     })
 }
 
-pub fn get_creator(req: &pb::GetCreatorRequest) -> Parsed<ResourceId> {
+pub fn parse_get_creator(req: &pb::GetCreatorRequest) -> Parsed<ResourceId> {
     creator_id(&req.creator_id)
 }
 
-pub fn set_payout_account(
+pub fn parse_set_payout_account(
     req: &pb::SetPayoutAccountRequest,
 ) -> Parsed<(IdempotencyKey, AccountChange)> {
     let mut v = Violations::default();
@@ -77,7 +73,7 @@ pub fn set_payout_account(
 }
 
 /// `subject`: the caller's, which a reported `actor` is noted against.
-pub fn verify_payout_account(
+pub fn parse_verify_payout_account(
     req: &pb::VerifyPayoutAccountRequest,
     subject: &str,
 ) -> Parsed<(IdempotencyKey, AccountReview)> {
@@ -115,7 +111,7 @@ pub fn verify_payout_account(
 }
 
 /// `subject`: the caller's, which a reported `actor` is noted against.
-pub fn suspend_creator(
+pub fn parse_suspend_creator(
     req: &pb::SuspendCreatorRequest,
     subject: &str,
 ) -> Parsed<(IdempotencyKey, StatusChange)> {
@@ -129,7 +125,7 @@ pub fn suspend_creator(
 }
 
 /// `subject`: the caller's, which a reported `actor` is noted against.
-pub fn reinstate_creator(
+pub fn parse_reinstate_creator(
     req: &pb::ReinstateCreatorRequest,
     subject: &str,
 ) -> Parsed<(IdempotencyKey, StatusChange)> {
@@ -142,7 +138,9 @@ pub fn reinstate_creator(
     )
 }
 
-pub fn credit_diamonds(req: &pb::CreditDiamondsRequest) -> Parsed<(IdempotencyKey, CreditRequest)> {
+pub fn parse_credit_diamonds(
+    req: &pb::CreditDiamondsRequest,
+) -> Parsed<(IdempotencyKey, CreditRequest)> {
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let operation = v.check("operation_id", ResourceId::parse(&req.operation_id));
@@ -169,16 +167,16 @@ pub fn credit_diamonds(req: &pb::CreditDiamondsRequest) -> Parsed<(IdempotencyKe
     })
 }
 
-pub fn get_diamond_balance(req: &pb::GetDiamondBalanceRequest) -> Parsed<ResourceId> {
+pub fn parse_get_diamond_balance(req: &pb::GetDiamondBalanceRequest) -> Parsed<ResourceId> {
     creator_id(&req.creator_id)
 }
 
-pub fn list_earnings(req: &pb::ListEarningsRequest) -> Parsed<EarningsQuery> {
+pub fn parse_list_earnings(req: &pb::ListEarningsRequest) -> Parsed<EarningsQuery> {
     let mut v = Violations::default();
     let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
     let stream = v.check("stream_id", optional_id(&req.stream_id));
     let page = page(&mut v, req.page_size, &req.page_token);
-    finish(v, || {
+    v.finish(|| {
         Some(EarningsQuery {
             creator_id: id?,
             stream_id: stream?,
@@ -187,7 +185,9 @@ pub fn list_earnings(req: &pb::ListEarningsRequest) -> Parsed<EarningsQuery> {
     })
 }
 
-pub fn request_payout(req: &pb::RequestPayoutRequest) -> Parsed<(IdempotencyKey, PayoutOrder)> {
+pub fn parse_request_payout(
+    req: &pb::RequestPayoutRequest,
+) -> Parsed<(IdempotencyKey, PayoutOrder)> {
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
@@ -200,18 +200,18 @@ pub fn request_payout(req: &pb::RequestPayoutRequest) -> Parsed<(IdempotencyKey,
     })
 }
 
-pub fn get_payout(req: &pb::GetPayoutRequest) -> Parsed<ResourceId> {
+pub fn parse_get_payout(req: &pb::GetPayoutRequest) -> Parsed<ResourceId> {
     let mut v = Violations::default();
     let id = v.check("payout_id", ResourceId::parse(&req.payout_id));
-    finish(v, || id)
+    v.finish(|| id)
 }
 
-pub fn list_payouts(req: &pb::ListPayoutsRequest) -> Parsed<PayoutsQuery> {
+pub fn parse_list_payouts(req: &pb::ListPayoutsRequest) -> Parsed<PayoutsQuery> {
     let mut v = Violations::default();
     let creator = v.check("creator_id", optional_id(&req.creator_id));
     let state = v.check("state", state_filter(req.state));
     let page = page(&mut v, req.page_size, &req.page_token);
-    finish(v, || {
+    v.finish(|| {
         Some(PayoutsQuery {
             creator_id: creator?,
             state: state?,
@@ -221,7 +221,7 @@ pub fn list_payouts(req: &pb::ListPayoutsRequest) -> Parsed<PayoutsQuery> {
 }
 
 /// Either named operations (nothing else set) or a page of a time window.
-pub fn list_credits(req: &pb::ListCreditsRequest) -> Parsed<CreditsQuery> {
+pub fn parse_list_credits(req: &pb::ListCreditsRequest) -> Parsed<CreditsQuery> {
     let mut v = Violations::default();
     let ids = operation_ids(&mut v, &req.operation_ids);
     if !req.operation_ids.is_empty() {
@@ -237,7 +237,7 @@ pub fn list_credits(req: &pb::ListCreditsRequest) -> Parsed<CreditsQuery> {
     }
     let page = page(&mut v, req.page_size, &req.page_token);
     let window = time_window(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
-    finish(v, || {
+    v.finish(|| {
         let (ids, page, window) = (ids?, page?, window?);
         Some(if ids.is_empty() {
             CreditsQuery::Window { window, page }
@@ -256,7 +256,7 @@ fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {
 fn creator_id(raw: &str) -> Parsed<ResourceId> {
     let mut v = Violations::default();
     let id = v.check("creator_id", ResourceId::parse(raw));
-    finish(v, || id)
+    v.finish(|| id)
 }
 
 fn optional_id(raw: &str) -> Result<Option<ResourceId>, String> {
@@ -348,10 +348,8 @@ mod tests {
     /// The fields an INVALID_ARGUMENT names, in order.
     fn fields<T: std::fmt::Debug>(parsed: Parsed<T>) -> Vec<String> {
         match parsed {
-            Err(ApiError::InvalidArgument(violations)) => {
-                violations.into_iter().map(|v| v.field).collect()
-            }
-            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+            Err(violations) => violations.into_iter().map(|v| v.field).collect(),
+            Ok(parsed) => panic!("expected violations, got {parsed:?}"),
         }
     }
 
@@ -366,7 +364,7 @@ mod tests {
             creator_id: "ann".into(),
             display_name: "Ann".into(),
         };
-        let (key, registration) = register_creator(&req).unwrap();
+        let (key, registration) = parse_register_creator(&req).unwrap();
         assert_eq!(key.as_str(), "k1");
         assert_eq!(registration.creator_id, id("ann"));
         assert_eq!(registration.display_name.as_str(), "Ann");
@@ -375,7 +373,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            fields(register_creator(&bad)),
+            fields(parse_register_creator(&bad)),
             ["idempotency_key", "creator_id", "display_name"]
         );
     }
@@ -388,7 +386,10 @@ mod tests {
             account_reference: "has space".into(),
             holder_name: "Ann A".into(),
         };
-        assert_eq!(fields(set_payout_account(&req)), ["account_reference"]);
+        assert_eq!(
+            fields(parse_set_payout_account(&req)),
+            ["account_reference"]
+        );
     }
 
     fn verify_request() -> pb::VerifyPayoutAccountRequest {
@@ -405,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_review_names_the_version_read_and_notes_a_reported_actor() {
-        let (_, review) = verify_payout_account(&verify_request(), "ops").unwrap();
+        let (_, review) = parse_verify_payout_account(&verify_request(), "ops").unwrap();
         assert_eq!(review.decision, Decision::Verify);
         assert_eq!(
             review.reviewed,
@@ -420,7 +421,7 @@ mod tests {
             decision: pb::VerificationStatus::Rejected.into(),
             ..verify_request()
         };
-        let (_, review) = verify_payout_account(&reported, "ops").unwrap();
+        let (_, review) = parse_verify_payout_account(&reported, "ops").unwrap();
         assert_eq!(review.decision, Decision::Reject);
         assert_eq!(
             review.reason.as_str(),
@@ -441,7 +442,7 @@ mod tests {
                 ..verify_request()
             };
             assert_eq!(
-                fields(verify_payout_account(&req, "ops")),
+                fields(parse_verify_payout_account(&req, "ops")),
                 ["decision", "account_version", "reason"]
             );
         }
@@ -455,7 +456,7 @@ mod tests {
             actor: "ops".into(),
             reason: "fraud".into(),
         };
-        let (key, change) = suspend_creator(&suspend, "ops").unwrap();
+        let (key, change) = parse_suspend_creator(&suspend, "ops").unwrap();
         assert_eq!(key.as_str(), "k1");
         // The reported actor is the caller: nothing to note.
         assert_eq!(change.reason.as_str(), "fraud");
@@ -466,7 +467,7 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(
-            fields(reinstate_creator(&reinstate, "ops")),
+            fields(parse_reinstate_creator(&reinstate, "ops")),
             ["idempotency_key", "reason"]
         );
     }
@@ -487,7 +488,7 @@ mod tests {
 
     #[test]
     fn a_credit_keeps_its_optional_ids_optional() {
-        let (_, credit) = credit_diamonds(&credit_request()).unwrap();
+        let (_, credit) = parse_credit_diamonds(&credit_request()).unwrap();
         assert_eq!(credit.operation_id, id("op1"));
         assert_eq!(credit.coins.get(), 100);
         assert_eq!(credit.share.get(), 5_000);
@@ -502,7 +503,7 @@ mod tests {
             ..credit_request()
         };
         assert_eq!(
-            fields(credit_diamonds(&bad)),
+            fields(parse_credit_diamonds(&bad)),
             ["coins", "creator_share_bps", "stream_id", "gift_version"]
         );
     }
@@ -514,13 +515,13 @@ mod tests {
             creator_id: "ann".into(),
             diamonds: 0,
         };
-        assert_eq!(fields(request_payout(&req)), ["diamonds"]);
+        assert_eq!(fields(parse_request_payout(&req)), ["diamonds"]);
     }
 
     #[test]
     fn payouts_filter_only_on_states_at_rest() {
         let query = |state: pb::PayoutState| {
-            list_payouts(&pb::ListPayoutsRequest {
+            parse_list_payouts(&pb::ListPayoutsRequest {
                 state: state.into(),
                 ..Default::default()
             })
@@ -541,13 +542,16 @@ mod tests {
             page_token: "not a token".into(),
             ..Default::default()
         };
-        assert_eq!(fields(list_payouts(&unknown)), ["state", "page_token"]);
+        assert_eq!(
+            fields(parse_list_payouts(&unknown)),
+            ["state", "page_token"]
+        );
     }
 
     #[test]
     fn earnings_page_after_a_token() {
         let token = PageToken::after(&PageToken::keyset_cursor(7, "op1"));
-        let query = list_earnings(&pb::ListEarningsRequest {
+        let query = parse_list_earnings(&pb::ListEarningsRequest {
             creator_id: "ann".into(),
             stream_id: "s1".into(),
             page_size: 10,
@@ -565,11 +569,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            list_credits(&named).unwrap(),
+            parse_list_credits(&named).unwrap(),
             CreditsQuery::ByOperation(vec![id("op1"), id("op2")])
         );
         assert!(matches!(
-            list_credits(&pb::ListCreditsRequest::default()).unwrap(),
+            parse_list_credits(&pb::ListCreditsRequest::default()).unwrap(),
             CreditsQuery::Window { .. }
         ));
         let both = pb::ListCreditsRequest {
@@ -579,14 +583,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            fields(list_credits(&both)),
+            fields(parse_list_credits(&both)),
             ["operation_ids[1]", "page_size", "start_time"]
         );
         let too_many = pb::ListCreditsRequest {
             operation_ids: vec!["op".into(); LIST_CREDITS_IDS_MAX + 1],
             ..Default::default()
         };
-        assert_eq!(fields(list_credits(&too_many)), ["operation_ids"]);
+        assert_eq!(fields(parse_list_credits(&too_many)), ["operation_ids"]);
     }
 
     #[test]
@@ -594,6 +598,6 @@ mod tests {
         let req = pb::GetPayoutRequest {
             payout_id: String::new(),
         };
-        assert_eq!(fields(get_payout(&req)), ["payout_id"]);
+        assert_eq!(fields(parse_get_payout(&req)), ["payout_id"]);
     }
 }
