@@ -72,7 +72,6 @@ pub fn parse_set_payout_account(
     })
 }
 
-/// `subject`: the caller's, which a reported `actor` is noted against.
 pub fn parse_verify_payout_account(
     req: &pb::VerifyPayoutAccountRequest,
     subject: &str,
@@ -110,7 +109,6 @@ pub fn parse_verify_payout_account(
     })
 }
 
-/// `subject`: the caller's, which a reported `actor` is noted against.
 pub fn parse_suspend_creator(
     req: &pb::SuspendCreatorRequest,
     subject: &str,
@@ -124,7 +122,6 @@ pub fn parse_suspend_creator(
     )
 }
 
-/// `subject`: the caller's, which a reported `actor` is noted against.
 pub fn parse_reinstate_creator(
     req: &pb::ReinstateCreatorRequest,
     subject: &str,
