@@ -223,6 +223,17 @@ impl Limits {
     }
 }
 
+/// A user's spending limits as of an instant, and what they had used against them then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsStatus {
+    pub user_id: ResourceId,
+    /// As of `at`: a pending change whose time has come is in force.
+    pub limits: Limits,
+    pub spent: Usage,
+    pub bought: Usage,
+    pub at: UnixMillis,
+}
+
 /// An account holder's age as a trusted party verified it: the identity provider or the
 /// gateway (the token claim `age_verified_adult`) or an operator — never the user's own
 /// statement.

@@ -13,22 +13,24 @@ use ovation_proto::reasons;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::edge::{money, time_window, to_timestamp};
-use ovation_server::{ApiError, access};
+use ovation_server::{ApiError, IdempotentCall, access};
+use ovation_store::Db;
 use ovation_store::db::Conn;
-use ovation_store::{Db, Fingerprint, KeyScope};
 use ovation_types::{
     Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, UnixMillis,
     Violations,
 };
 use tonic::{Request, Response, Status};
 
+use crate::accounts::{self, OpenAccountCmd, SetLimitsCmd, SetMinorCmd};
+use crate::audit;
 use crate::domain::{
-    self, AgeRule, AgeStatus, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX,
-    HOLD_TTL_MS_MIN, Limits, PurchaseState, Refusal, VerifiedAge,
+    self, AgeRule, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
+    LimitsStatus, PurchaseState, Refusal, VerifiedAge,
 };
 use crate::ledger::{self, DebitCmd, RefundCmd, ReserveCmd, WalletError};
 use crate::purchases::{PurchaseCmd, Purchases};
-use crate::store::{self, AccountRow, DebitRow, EntryRow, HoldRow, PurchaseRow, RefundRow};
+use crate::store::{AccountRow, DebitRow, EntryRow, HoldRow, PurchaseRow, RefundRow};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -53,28 +55,6 @@ impl Wallet {
             cooling_off_ms,
             age_rule,
         }
-    }
-
-    async fn read(
-        &self,
-    ) -> Result<ovation_store::sqlx::pool::PoolConnection<ovation_store::sqlx::Any>, ApiError> {
-        Ok(self.db.conn().await?)
-    }
-
-    /// Runs `op` once per idempotency key, in one write transaction.
-    async fn once<T, F>(
-        &self,
-        scope: &KeyScope,
-        key: &IdempotencyKey,
-        fingerprint: &Fingerprint,
-        op: F,
-    ) -> Result<T, ApiError>
-    where
-        T: prost::Message + Default,
-        F: for<'c> FnOnce(&'c mut Conn) -> futures::future::BoxFuture<'c, Result<T, ApiError>>,
-    {
-        let (response, _) = self.db.idempotent(scope, key, fingerprint, op).await?;
-        Ok(response)
     }
 }
 
@@ -108,6 +88,10 @@ impl From<WalletError> for ApiError {
                 }
             }
             WalletError::NotFound { kind, id } => ApiError::not_found(kind, id),
+            e @ WalletError::AccountExists(_) => ApiError::AlreadyExists {
+                reason: reasons::wallet::ACCOUNT_EXISTS,
+                message: e.to_string(),
+            },
             WalletError::Conflict(message) => ApiError::AlreadyExists {
                 reason: reasons::wallet::OPERATION_ID_REUSED,
                 message,
@@ -151,7 +135,50 @@ fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
     }
 }
 
-/// A composite page cursor "at:id".
+/// An optional `coins` field: unset means "all of it".
+fn optional_coins(v: &mut Violations, raw: Option<i64>) -> Option<Option<i64>> {
+    match raw {
+        Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
+        None => Some(None),
+    }
+}
+
+/// A hold's time to live: the default when unset, else 1 s..=1 h.
+fn hold_ttl_ms(ttl: Option<&prost_types::Duration>) -> Result<i64, String> {
+    let Some(d) = ttl else {
+        return Ok(HOLD_TTL_MS_DEFAULT);
+    };
+    let ms = d
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(d.nanos / 1_000_000));
+    if (HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&ms) && d.nanos >= 0 {
+        Ok(ms)
+    } else {
+        Err("must be between 1 s and 1 h".to_string())
+    }
+}
+
+/// The complete new set of caps (required; an unset cap means none).
+fn spending_caps(v: &mut Violations, caps: Option<&pb::SpendingCaps>) -> Option<Caps> {
+    let Some(c) = caps else {
+        v.add(
+            "caps",
+            "is required: the complete new set of caps (an unset cap means none)",
+        );
+        return None;
+    };
+    let daily_spend = v.check("caps.daily_spend_coins", cap(c.daily_spend_coins));
+    let monthly_spend = v.check("caps.monthly_spend_coins", cap(c.monthly_spend_coins));
+    let daily_purchase = v.check("caps.daily_purchase_coins", cap(c.daily_purchase_coins));
+    let monthly_purchase = v.check("caps.monthly_purchase_coins", cap(c.monthly_purchase_coins));
+    Some(Caps {
+        daily_spend: daily_spend?,
+        monthly_spend: monthly_spend?,
+        daily_purchase: daily_purchase?,
+        monthly_purchase: monthly_purchase?,
+    })
+}
 
 #[tonic::async_trait]
 impl WalletService for Wallet {
@@ -161,7 +188,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::CreateAccountResponse> {
         let caller = access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("CreateAccount", &req);
+        let call = IdempotentCall::new(&caller, "CreateAccount", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -169,29 +196,22 @@ impl WalletService for Wallet {
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
         let (key, user) = v.finish(|| Some((key?, user?))).map_err(ApiError::from)?;
-        // `minor: false` is no proof of age: only a verified claim (or an operator) is.
-        let age = AgeStatus::at_opening(req.minor, verified_age_of(&caller, user.as_str()));
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "CreateAccount"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let account =
-                            store::create_account(conn, user.as_str(), age, UnixMillis::now())
-                                .await?
-                                .ok_or_else(|| ApiError::AlreadyExists {
-                                    reason: reasons::wallet::ACCOUNT_EXISTS,
-                                    message: format!("user {user} already has an account"),
-                                })?;
-                        Ok(pb::CreateAccountResponse {
-                            account: Some(account_to_proto(&account)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let verified_age = verified_age_of(&caller, user.as_str());
+        let cmd = OpenAccountCmd {
+            user_id: user,
+            minor: req.minor,
+            verified_age,
+        };
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let account = accounts::open(conn, &cmd, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::CreateAccountResponse {
+                        account: Some(account_to_proto(&account)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -203,11 +223,10 @@ impl WalletService for Wallet {
         access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let user = ResourceId::parse(&request.get_ref().user_id)
             .map_err(|e| ApiError::invalid("user_id", e))?;
-        let mut conn = self.read().await?;
-        let account = store::get_account(&mut conn, user.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let account = accounts::account(&mut conn, &user)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(account_to_proto(&account)),
         }))
@@ -219,7 +238,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::SetAccountMinorResponse> {
         let caller = access::require(&request, ADMINS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("SetAccountMinor", &req);
+        let call = IdempotentCall::new(&caller, "SetAccountMinor", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -231,47 +250,30 @@ impl WalletService for Wallet {
             &req.actor,
             caller.subject(),
         );
-        let (key, user, reason) = v
-            .finish(|| Some((key?, user?, reason?)))
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    SetMinorCmd {
+                        user_id: user?,
+                        minor: req.minor,
+                        // The actor of record is the caller; the request's actor is only a note.
+                        actor: caller.subject().to_owned(),
+                        reason: reason?,
+                    },
+                ))
+            })
             .map_err(ApiError::from)?;
-        // The actor of record is the caller; the request's actor is only a note.
-        let actor = caller.subject().to_owned();
-        let reason = reason.into_string();
-        let minor = req.minor;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "SetAccountMinor"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let now = UnixMillis::now();
-                        store::lock_account(conn, user.as_str(), now)
-                            .await?
-                            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                        // Unmarking a minor is an operator's verification of adulthood.
-                        store::set_age(conn, user.as_str(), AgeStatus::set_by_operator(minor))
-                            .await?;
-                        let action = if minor { "MARK_MINOR" } else { "UNMARK_MINOR" };
-                        store::record_admin_action(
-                            conn,
-                            user.as_str(),
-                            action,
-                            &actor,
-                            &reason,
-                            now,
-                        )
-                        .await?;
-                        let account = store::get_account(conn, user.as_str())
-                            .await?
-                            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
-                        Ok(pb::SetAccountMinorResponse {
-                            account: Some(account_to_proto(&account)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let account = accounts::set_minor(conn, &cmd, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::SetAccountMinorResponse {
+                        account: Some(account_to_proto(&account)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -287,11 +289,10 @@ impl WalletService for Wallet {
         )?;
         let user = ResourceId::parse(&request.get_ref().user_id)
             .map_err(|e| ApiError::invalid("user_id", e))?;
-        let mut conn = self.read().await?;
-        let account = store::get_account(&mut conn, user.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let account = accounts::account(&mut conn, &user)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("account", user.as_str()))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetBalanceResponse {
             balance: Some(balance_to_proto(&account)),
         }))
@@ -304,7 +305,7 @@ impl WalletService for Wallet {
         // Only the user (or the gateway for them) buys: an admin cannot charge a card.
         let caller = access::require_user(&request, &request.get_ref().user_id, &[])?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("PurchaseCoins", &req);
+        let call = IdempotentCall::new(&caller, "PurchaseCoins", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -330,7 +331,7 @@ impl WalletService for Wallet {
             .finish(|| {
                 Some(PurchaseCmd {
                     idempotency_key: key?.as_str().to_owned(),
-                    fingerprint: fingerprint.as_str().to_owned(),
+                    fingerprint: call.fingerprint().as_str().to_owned(),
                     user_id: user?.into_string(),
                     package_id: package?.into_string(),
                     currency: currency?.as_str().to_owned(),
@@ -353,13 +354,14 @@ impl WalletService for Wallet {
         let caller = access::caller(&request)?;
         let id = ResourceId::parse(&request.get_ref().purchase_id)
             .map_err(|e| ApiError::invalid("purchase_id", e))?;
-        let mut conn = self.read().await?;
-        let purchase = store::get_purchase(&mut conn, id.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let purchase = ledger::purchase(&mut conn, id.as_str())
             .await
-            .map_err(ApiError::from)?
-            .filter(|p| caller.is_user(&p.user_id) || caller.has(Role::Admin))
-            // Someone else's purchase is as invisible as a missing one.
-            .ok_or_else(|| ApiError::not_found("purchase", id.as_str()))?;
+            .map_err(ApiError::from)?;
+        // Someone else's purchase is as invisible as a missing one.
+        if !(caller.is_user(&purchase.user_id) || caller.has(Role::Admin)) {
+            return Err(ApiError::not_found("purchase", id.as_str()).into());
+        }
         Ok(Response::new(pb::GetPurchaseResponse {
             purchase: Some(purchase_to_proto(&purchase)),
         }))
@@ -390,20 +392,12 @@ impl WalletService for Wallet {
         let (user, size, cursor, state) = v
             .finish(|| Some((user?, size?, cursor?, state?)))
             .map_err(ApiError::from)?;
-        let mut conn = self.read().await?;
-        if store::get_account(&mut conn, user.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let mut rows = accounts::purchases(&mut conn, &user, state, cursor, size.fetch_limit())
             .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(ApiError::not_found("account", user.as_str()).into());
-        }
-        let mut rows =
-            store::list_purchases(&mut conn, user.as_str(), state, cursor, size.fetch_limit())
-                .await
-                .map_err(ApiError::from)?;
+            .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |p| {
-            format!("{}:{}", p.created_at.0, p.purchase_id)
+            PageToken::keyset_cursor(p.created_at.0, &p.purchase_id)
         });
         Ok(Response::new(pb::ListPurchasesResponse {
             purchases: rows.iter().map(purchase_to_proto).collect(),
@@ -417,7 +411,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::ReversePurchaseResponse> {
         let caller = access::require(&request, ADMINS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("ReversePurchase", &req);
+        let call = IdempotentCall::new(&caller, "ReversePurchase", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -435,28 +429,23 @@ impl WalletService for Wallet {
         // The actor of record is the caller; the request's actor is only a note.
         let actor = caller.subject().to_owned();
         let reason = reason.into_string();
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "ReversePurchase"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let purchase = ledger::reverse_purchase(
-                            conn,
-                            id.as_str(),
-                            &actor,
-                            &reason,
-                            UnixMillis::now(),
-                        )
-                        .await?;
-                        Ok(pb::ReversePurchaseResponse {
-                            purchase: Some(purchase_to_proto(&purchase)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let purchase = ledger::reverse_purchase(
+                        conn,
+                        id.as_str(),
+                        &actor,
+                        &reason,
+                        UnixMillis::now(),
+                    )
+                    .await?;
+                    Ok::<_, ApiError>(pb::ReversePurchaseResponse {
+                        purchase: Some(purchase_to_proto(&purchase)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -467,7 +456,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::DebitCoinsResponse> {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("DebitCoins", &req);
+        let call = IdempotentCall::new(&caller, "DebitCoins", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -494,21 +483,16 @@ impl WalletService for Wallet {
             })
             .map_err(ApiError::from)?;
         let age_rule = self.age_rule;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "DebitCoins"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let debit = ledger::debit(conn, &cmd, age_rule, UnixMillis::now()).await?;
-                        Ok(pb::DebitCoinsResponse {
-                            debit: Some(debit_to_proto(&debit)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let debit = ledger::debit(conn, &cmd, age_rule, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::DebitCoinsResponse {
+                        debit: Some(debit_to_proto(&debit)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -519,7 +503,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::RefundCoinsResponse> {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("RefundCoins", &req);
+        let call = IdempotentCall::new(&caller, "RefundCoins", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -530,10 +514,7 @@ impl WalletService for Wallet {
             "debit_operation_id",
             ResourceId::parse(&req.debit_operation_id),
         );
-        let coins = match req.coins {
-            Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
-            None => Some(None),
-        };
+        let coins = optional_coins(&mut v, req.coins);
         let note = v.check("note", Text::parse(&req.note));
         let (key, cmd) = v
             .finish(|| {
@@ -549,21 +530,16 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "RefundCoins"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let refund = ledger::refund(conn, &cmd, UnixMillis::now()).await?;
-                        Ok(pb::RefundCoinsResponse {
-                            refund: Some(refund_to_proto(&refund)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let refund = ledger::refund(conn, &cmd, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::RefundCoinsResponse {
+                        refund: Some(refund_to_proto(&refund)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -574,7 +550,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::ReserveCoinsResponse> {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("ReserveCoins", &req);
+        let call = IdempotentCall::new(&caller, "ReserveCoins", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -583,23 +559,7 @@ impl WalletService for Wallet {
         let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
         let coins = v.check("coins", Coins::parse(req.coins));
-        let ttl = v.check(
-            "ttl",
-            match &req.ttl {
-                None => Ok(HOLD_TTL_MS_DEFAULT),
-                Some(d) => {
-                    let ms = d
-                        .seconds
-                        .saturating_mul(1000)
-                        .saturating_add(i64::from(d.nanos / 1_000_000));
-                    if (HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(&ms) && d.nanos >= 0 {
-                        Ok(ms)
-                    } else {
-                        Err("must be between 1 s and 1 h".to_string())
-                    }
-                }
-            },
-        );
+        let ttl = v.check("ttl", hold_ttl_ms(req.ttl.as_ref()));
         let saga = v.check("saga_id", optional_id(&req.saga_id));
         let note = v.check("note", Text::parse(&req.note));
         let (key, cmd) = v
@@ -618,21 +578,16 @@ impl WalletService for Wallet {
             })
             .map_err(ApiError::from)?;
         let age_rule = self.age_rule;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "ReserveCoins"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let hold = ledger::reserve(conn, &cmd, age_rule, UnixMillis::now()).await?;
-                        Ok(pb::ReserveCoinsResponse {
-                            hold: Some(hold_to_proto(&hold)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let hold = ledger::reserve(conn, &cmd, age_rule, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::ReserveCoinsResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -643,39 +598,31 @@ impl WalletService for Wallet {
     ) -> Reply<pb::CaptureHoldResponse> {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("CaptureHold", &req);
+        let call = IdempotentCall::new(&caller, "CaptureHold", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
             IdempotencyKey::parse(&req.idempotency_key),
         );
         let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
-        let coins = match req.coins {
-            Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
-            None => Some(None),
-        };
+        let coins = optional_coins(&mut v, req.coins);
         let (key, op, coins) = v
             .finish(|| Some((key?, op?, coins?)))
             .map_err(ApiError::from)?;
         let actor = caller.subject().to_owned();
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "CaptureHold"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let (hold, debit) =
-                            ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
-                                .await?;
-                        Ok(pb::CaptureHoldResponse {
-                            hold: Some(hold_to_proto(&hold)),
-                            debit: Some(debit_to_proto(&debit)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let (hold, debit) =
+                        ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
+                            .await?;
+                    Ok::<_, ApiError>(pb::CaptureHoldResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                        debit: Some(debit_to_proto(&debit)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -686,7 +633,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::ReleaseHoldResponse> {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("ReleaseHold", &req);
+        let call = IdempotentCall::new(&caller, "ReleaseHold", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -694,21 +641,16 @@ impl WalletService for Wallet {
         );
         let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
         let (key, op) = v.finish(|| Some((key?, op?))).map_err(ApiError::from)?;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "ReleaseHold"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
-                        Ok(pb::ReleaseHoldResponse {
-                            hold: Some(hold_to_proto(&hold)),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::ReleaseHoldResponse {
+                        hold: Some(hold_to_proto(&hold)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -717,11 +659,10 @@ impl WalletService for Wallet {
         access::require(&request, &[Role::GiftingService, Role::Admin])?;
         let op = ResourceId::parse(&request.get_ref().operation_id)
             .map_err(|e| ApiError::invalid("operation_id", e))?;
-        let mut conn = self.read().await?;
-        let hold = store::get_hold(&mut conn, op.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let hold = ledger::hold(&mut conn, op.as_str())
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("hold", op.as_str()))?;
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetHoldResponse {
             hold: Some(hold_to_proto(&hold)),
         }))
@@ -733,7 +674,7 @@ impl WalletService for Wallet {
     ) -> Reply<pb::SetSpendingLimitsResponse> {
         let caller = access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("SetSpendingLimits", &req);
+        let call = IdempotentCall::new(&caller, "SetSpendingLimits", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -741,64 +682,33 @@ impl WalletService for Wallet {
         );
         let user = v.check("user_id", ResourceId::parse(&req.user_id));
         let reason = v.noted_reason(Text::parse(&req.reason), &req.actor, caller.subject());
-        let caps = match &req.caps {
-            None => {
-                v.add(
-                    "caps",
-                    "is required: the complete new set of caps (an unset cap means none)",
-                );
-                None
-            }
-            Some(c) => {
-                let daily_spend = v.check("caps.daily_spend_coins", cap(c.daily_spend_coins));
-                let monthly_spend = v.check("caps.monthly_spend_coins", cap(c.monthly_spend_coins));
-                let daily_purchase =
-                    v.check("caps.daily_purchase_coins", cap(c.daily_purchase_coins));
-                let monthly_purchase =
-                    v.check("caps.monthly_purchase_coins", cap(c.monthly_purchase_coins));
-                (|| {
-                    Some(Caps {
-                        daily_spend: daily_spend?,
-                        monthly_spend: monthly_spend?,
-                        daily_purchase: daily_purchase?,
-                        monthly_purchase: monthly_purchase?,
-                    })
-                })()
-            }
-        };
-        let (key, user, reason, caps) = v
-            .finish(|| Some((key?, user?, reason?, caps?)))
+        let caps = spending_caps(&mut v, req.caps.as_ref());
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    SetLimitsCmd {
+                        user_id: user?,
+                        caps: caps?,
+                        // The actor of record is the caller; the request's actor is only a note.
+                        actor: caller.subject().to_owned(),
+                        reason: reason?,
+                    },
+                ))
+            })
             .map_err(ApiError::from)?;
-        // The actor of record is the caller; the request's actor is only a note.
-        let actor = caller.subject().to_owned();
-        let reason = reason.into_string();
         let cooling_off_ms = self.cooling_off_ms;
-        let response = self
-            .once(
-                &KeyScope::new(&caller.principal(), "SetSpendingLimits"),
-                &key,
-                &fingerprint,
-                |conn: &mut Conn| {
-                    async move {
-                        let now = UnixMillis::now();
-                        let limits = ledger::set_limits(
-                            conn,
-                            user.as_str(),
-                            caps,
-                            &actor,
-                            &reason,
-                            cooling_off_ms,
-                            now,
-                        )
-                        .await?;
-                        let limits = limits_to_proto(conn, user.as_str(), &limits, now).await?;
-                        Ok(pb::SetSpendingLimitsResponse {
-                            limits: Some(limits),
-                        })
-                    }
-                    .boxed()
-                },
-            )
+        let response = call
+            .run(&self.db, &key, |conn: &mut Conn| {
+                async move {
+                    let status =
+                        accounts::set_limits(conn, &cmd, cooling_off_ms, UnixMillis::now()).await?;
+                    Ok::<_, ApiError>(pb::SetSpendingLimitsResponse {
+                        limits: Some(limits_to_proto(&status)),
+                    })
+                }
+                .boxed()
+            })
             .await?;
         Ok(Response::new(response))
     }
@@ -810,21 +720,12 @@ impl WalletService for Wallet {
         access::require_user(&request, &request.get_ref().user_id, ADMINS)?;
         let user = ResourceId::parse(&request.get_ref().user_id)
             .map_err(|e| ApiError::invalid("user_id", e))?;
-        let mut conn = self.read().await?;
-        if store::get_account(&mut conn, user.as_str())
-            .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(ApiError::not_found("account", user.as_str()).into());
-        }
-        let now = UnixMillis::now();
-        let limits = store::get_limits(&mut conn, user.as_str())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let status = accounts::limits(&mut conn, &user, UnixMillis::now())
             .await
             .map_err(ApiError::from)?;
-        let limits = limits_to_proto(&mut conn, user.as_str(), &limits, now).await?;
         Ok(Response::new(pb::GetSpendingLimitsResponse {
-            limits: Some(limits),
+            limits: Some(limits_to_proto(&status)),
         }))
     }
 
@@ -844,15 +745,8 @@ impl WalletService for Wallet {
         let (user, size, before) = v
             .finish(|| Some((user?, size?, before?)))
             .map_err(ApiError::from)?;
-        let mut conn = self.read().await?;
-        if store::get_account(&mut conn, user.as_str())
-            .await
-            .map_err(ApiError::from)?
-            .is_none()
-        {
-            return Err(ApiError::not_found("account", user.as_str()).into());
-        }
-        let mut rows = store::list_entries(&mut conn, user.as_str(), before, size.fetch_limit())
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let mut rows = accounts::transactions(&mut conn, &user, before, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |e| e.user_seq.to_string());
@@ -867,12 +761,9 @@ impl WalletService for Wallet {
         request: Request<pb::GetLedgerSummaryRequest>,
     ) -> Reply<pb::GetLedgerSummaryResponse> {
         access::require(&request, ADMINS)?;
-        // One transaction, so every figure is as of the same instant.
-        let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
-        let summary = store::ledger_summary(&mut tx)
+        let summary = audit::ledger_summary(&self.db)
             .await
             .map_err(ApiError::from)?;
-        drop(tx);
         Ok(Response::new(pb::GetLedgerSummaryResponse {
             kinds: summary
                 .kinds
@@ -931,30 +822,21 @@ impl WalletService for Wallet {
                 ))
             })
             .map_err(ApiError::from)?;
-        let mut conn = self.read().await?;
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
         if !ids.is_empty() {
-            let mut debits = Vec::new();
-            for id in &ids {
-                if let Some(d) = store::get_debit(&mut conn, id.as_str())
-                    .await
-                    .map_err(ApiError::from)?
-                {
-                    debits.push(d);
-                }
-            }
-            debits.sort_by(|a, b| {
-                (a.created_at, &a.operation_id).cmp(&(b.created_at, &b.operation_id))
-            });
+            let debits = audit::debits_by_id(&mut conn, &ids)
+                .await
+                .map_err(ApiError::from)?;
             return Ok(Response::new(pb::ListDebitsResponse {
                 debits: debits.iter().map(debit_to_proto).collect(),
                 next_page_token: String::new(),
             }));
         }
-        let mut rows = store::list_debits(&mut conn, cursor, range, size.fetch_limit())
+        let mut rows = audit::debits(&mut conn, cursor, range, size.fetch_limit())
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |d| {
-            format!("{}:{}", d.created_at.0, d.operation_id)
+            PageToken::keyset_cursor(d.created_at.0, &d.operation_id)
         });
         Ok(Response::new(pb::ListDebitsResponse {
             debits: rows.iter().map(debit_to_proto).collect(),
@@ -1082,29 +964,22 @@ fn caps_to_proto(c: &Caps) -> pb::SpendingCaps {
     }
 }
 
-async fn limits_to_proto(
-    conn: &mut Conn,
-    user: &str,
-    limits: &Limits,
-    now: UnixMillis,
-) -> Result<pb::SpendingLimits, ApiError> {
-    let limits = limits.at(now);
-    let spent = store::usage(conn, user, now, false).await?;
-    let bought = store::usage(conn, user, now, true).await?;
-    Ok(pb::SpendingLimits {
-        user_id: user.to_owned(),
+fn limits_to_proto(status: &LimitsStatus) -> pb::SpendingLimits {
+    let limits = &status.limits;
+    pb::SpendingLimits {
+        user_id: status.user_id.as_str().to_owned(),
         effective: Some(caps_to_proto(&limits.effective)),
         pending: limits.pending.map(|(c, _)| caps_to_proto(&c)),
         pending_effective_time: limits.pending.map(|(_, at)| to_timestamp(at)),
         usage: Some(pb::SpendingUsage {
-            spent_today_coins: spent.today,
-            spent_this_month_coins: spent.this_month,
-            purchased_today_coins: bought.today,
-            purchased_this_month_coins: bought.this_month,
-            day_reset_time: Some(to_timestamp(domain::day_window(now).1)),
-            month_reset_time: Some(to_timestamp(domain::month_window(now).1)),
+            spent_today_coins: status.spent.today,
+            spent_this_month_coins: status.spent.this_month,
+            purchased_today_coins: status.bought.today,
+            purchased_this_month_coins: status.bought.this_month,
+            day_reset_time: Some(to_timestamp(domain::day_window(status.at).1)),
+            month_reset_time: Some(to_timestamp(domain::month_window(status.at).1)),
         }),
         updated_by: limits.updated_by.clone(),
         update_time: limits.updated_at.map(to_timestamp),
-    })
+    }
 }

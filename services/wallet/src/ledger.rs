@@ -11,8 +11,7 @@ use ovation_store::db::Conn;
 use ovation_types::UnixMillis;
 
 use crate::domain::{
-    AgeRule, HoldState, Limits, PurchaseState, Reason, Refusal, VerifiedAge, check_caps,
-    split_reversal,
+    AgeRule, HoldState, PurchaseState, Reason, Refusal, VerifiedAge, check_caps, split_reversal,
 };
 use crate::store::{self, AccountRow, DebitRow, EntryRefs, HoldRow, PurchaseRow, RefundRow};
 
@@ -25,6 +24,9 @@ pub enum WalletError {
     Refused(#[from] Refusal),
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
+    /// The user has an account already.
+    #[error("user {0} already has an account")]
+    AccountExists(String),
     /// An operation id (or account) reused with other parameters.
     #[error("{0}")]
     Conflict(String),
@@ -39,7 +41,7 @@ pub enum WalletError {
     },
 }
 
-fn not_found(kind: &'static str, id: &str) -> WalletError {
+pub(crate) fn not_found(kind: &'static str, id: &str) -> WalletError {
     WalletError::NotFound {
         kind,
         id: id.to_owned(),
@@ -345,6 +347,13 @@ pub async fn reserve(
     Ok(hold)
 }
 
+/// A hold, in whatever state it is.
+pub async fn hold(conn: &mut Conn, operation_id: &str) -> Result<HoldRow, WalletError> {
+    store::get_hold(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("hold", operation_id))
+}
+
 /// Reads a hold for a change: a hold in a final state (captured, released, expired) is
 /// returned as read, since nothing can change it any more; an active one is read again
 /// after its user's row is locked, because a capture, release or expiry may have
@@ -630,6 +639,13 @@ pub async fn complete_purchase(
     Ok(true)
 }
 
+/// A purchase, in whatever state it is.
+pub async fn purchase(conn: &mut Conn, purchase_id: &str) -> Result<PurchaseRow, WalletError> {
+    store::get_purchase(conn, purchase_id)
+        .await?
+        .ok_or_else(|| not_found("purchase", purchase_id))
+}
+
 /// Reverses a completed purchase: claws back what is available, the rest becomes debt.
 /// At most once per purchase, however many reversals race for it.
 pub async fn reverse_purchase(
@@ -694,25 +710,4 @@ pub async fn reverse_purchase(
     store::get_purchase(conn, purchase_id)
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))
-}
-
-/// Sets a user's caps (stricter at once, looser after `cooling_off_ms`).
-pub async fn set_limits(
-    conn: &mut Conn,
-    user: &str,
-    caps: crate::domain::Caps,
-    actor: &str,
-    reason: &str,
-    cooling_off_ms: i64,
-    now: UnixMillis,
-) -> Result<Limits, WalletError> {
-    store::lock_account(conn, user, now)
-        .await?
-        .ok_or_else(|| not_found("account", user))?;
-    let limits = store::get_limits(conn, user)
-        .await?
-        .set(caps, actor, now, cooling_off_ms);
-    store::put_limits(conn, user, &limits).await?;
-    store::record_admin_action(conn, user, "SET_SPENDING_LIMITS", actor, reason, now).await?;
-    Ok(limits)
 }

@@ -6,6 +6,9 @@
 //! - [`store`]: all of its SQL.
 //! - [`ledger`]: operations on the ledger (debit, refund, holds, reversal, completion),
 //!   each inside the caller's write transaction.
+//! - [`accounts`]: opening accounts, the age an operator sets, spending limits, and the
+//!   reads of one user's account and history.
+//! - [`audit`]: the operators' ledger-wide views (the I1/I2 summary, debits).
 //! - [`purchases`]: buying coins crash-safely, and the recovery worker.
 //! - [`payment`]: the payment-provider trait and the sandbox provider.
 //! - [`catalog`]: reading packages and promotions from the catalog, cached.
@@ -15,6 +18,8 @@
 //! ≤ 500 ids per ListDebits; pages ≤ 500; a purchase's charge is retried at most
 //! `charge_attempts_max` times, then left PENDING for an operator.
 
+pub mod accounts;
+pub mod audit;
 pub mod catalog;
 pub mod domain;
 pub mod grpc;
