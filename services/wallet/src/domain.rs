@@ -14,14 +14,14 @@ pub const DEBIT_IDS_MAX: usize = 500;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// The ledger's account kinds (values as in the contract's `AccountKind`).
+/// The ledger's account kinds (the contract's `AccountKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AccountKind {
-    User = 1,
-    Issuance = 2,
-    Promotion = 3,
-    GiftSink = 4,
-    Adjustment = 5,
+    User,
+    Issuance,
+    Promotion,
+    GiftSink,
+    Adjustment,
 }
 
 impl AccountKind {
@@ -71,20 +71,33 @@ pub fn user_account(user: &str) -> String {
     format!("user:{user}")
 }
 
-/// Why a journal entry was written (values as in the contract's `TransactionReason`),
+/// Why a journal entry was written (the contract's `TransactionReason`),
 /// and which system account is the other side of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
-    Purchase = 1,
-    PromotionBonus = 2,
-    GiftDebit = 3,
-    HoldCapture = 4,
-    GiftRefund = 5,
-    PurchaseReversal = 6,
-    DebtSettlement = 7,
+    Purchase,
+    PromotionBonus,
+    GiftDebit,
+    HoldCapture,
+    GiftRefund,
+    PurchaseReversal,
+    DebtSettlement,
 }
 
 impl Reason {
+    /// The stored value (the contract's, too).
+    pub fn code(self) -> i64 {
+        match self {
+            Reason::Purchase => 1,
+            Reason::PromotionBonus => 2,
+            Reason::GiftDebit => 3,
+            Reason::HoldCapture => 4,
+            Reason::GiftRefund => 5,
+            Reason::PurchaseReversal => 6,
+            Reason::DebtSettlement => 7,
+        }
+    }
+
     pub fn from_code(code: i64) -> Option<Reason> {
         Some(match code {
             1 => Reason::Purchase,
@@ -494,16 +507,26 @@ pub fn split_reversal(credited: i64, available: i64) -> (i64, i64) {
     (clawed, credited - clawed)
 }
 
-/// Lifecycle of a purchase (values as in the contract).
+/// Lifecycle of a purchase (the contract's `PurchaseState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurchaseState {
-    Pending = 1,
-    Completed = 2,
-    Declined = 3,
-    Reversed = 4,
+    Pending,
+    Completed,
+    Declined,
+    Reversed,
 }
 
 impl PurchaseState {
+    /// The stored value (the contract's, too).
+    pub fn code(self) -> i64 {
+        match self {
+            PurchaseState::Pending => 1,
+            PurchaseState::Completed => 2,
+            PurchaseState::Declined => 3,
+            PurchaseState::Reversed => 4,
+        }
+    }
+
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             1 => PurchaseState::Pending,
@@ -515,16 +538,26 @@ impl PurchaseState {
     }
 }
 
-/// Lifecycle of a hold (values as in the contract).
+/// Lifecycle of a hold (the contract's `HoldState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldState {
-    Active = 1,
-    Captured = 2,
-    Released = 3,
-    Expired = 4,
+    Active,
+    Captured,
+    Released,
+    Expired,
 }
 
 impl HoldState {
+    /// The stored value (the contract's, too).
+    pub fn code(self) -> i64 {
+        match self {
+            HoldState::Active => 1,
+            HoldState::Captured => 2,
+            HoldState::Released => 3,
+            HoldState::Expired => 4,
+        }
+    }
+
     pub fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             1 => HoldState::Active,
@@ -580,6 +613,38 @@ mod tests {
                 Err(Refusal::Minor("u".into()))
             );
         }
+    }
+
+    #[test]
+    fn stored_codes_round_trip() {
+        for reason in [
+            Reason::Purchase,
+            Reason::PromotionBonus,
+            Reason::GiftDebit,
+            Reason::HoldCapture,
+            Reason::GiftRefund,
+            Reason::PurchaseReversal,
+            Reason::DebtSettlement,
+        ] {
+            assert_eq!(Reason::from_code(reason.code()), Some(reason));
+        }
+        for state in [
+            PurchaseState::Pending,
+            PurchaseState::Completed,
+            PurchaseState::Declined,
+            PurchaseState::Reversed,
+        ] {
+            assert_eq!(PurchaseState::from_code(state.code()), Some(state));
+        }
+        for state in [
+            HoldState::Active,
+            HoldState::Captured,
+            HoldState::Released,
+            HoldState::Expired,
+        ] {
+            assert_eq!(HoldState::from_code(state.code()), Some(state));
+        }
+        assert_eq!(PurchaseState::from_code(0), None);
     }
 
     fn offer(id: &str, bps: i32, cap: i32, used: i64) -> PromotionOffer {

@@ -25,12 +25,14 @@ use tonic::{Request, Response, Status};
 use crate::accounts::{self, OpenAccountCmd, SetLimitsCmd, SetMinorCmd};
 use crate::audit;
 use crate::domain::{
-    self, AgeRule, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
-    LimitsStatus, PurchaseState, Refusal, VerifiedAge,
+    self, AccountKind, AgeRule, Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX,
+    HOLD_TTL_MS_MIN, HoldState, LimitsStatus, PurchaseState, Reason, Refusal, VerifiedAge,
 };
-use crate::ledger::{self, DebitCmd, RefundCmd, ReserveCmd, WalletError};
+use crate::ledger::{self, CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd, WalletError};
 use crate::purchases::{PurchaseCmd, Purchases};
-use crate::store::{AccountRow, DebitRow, EntryRow, HoldRow, PurchaseRow, RefundRow};
+use crate::store::{
+    AccountRow, DebitRow, EntryRow, HoldRow, LedgerSummary, PurchaseRow, RefundRow,
+};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -117,11 +119,11 @@ fn verified_age_of(caller: &ovation_auth::Caller, user: &str) -> Option<Verified
     })
 }
 
-fn optional_id(raw: &str) -> Result<String, String> {
+fn optional_id(raw: &str) -> Result<Option<ResourceId>, String> {
     if raw.is_empty() {
-        Ok(String::new())
+        Ok(None)
     } else {
-        ResourceId::parse(raw).map(ResourceId::into_string)
+        ResourceId::parse(raw).map(Some)
     }
 }
 
@@ -135,10 +137,23 @@ fn cap(raw: Option<i64>) -> Result<Option<i64>, String> {
     }
 }
 
+/// ListPurchases' `state`: unset means every state.
+fn purchase_state_filter(raw: i32) -> Result<Option<PurchaseState>, String> {
+    let state =
+        pb::PurchaseState::try_from(raw).map_err(|_| "is not a purchase state".to_string())?;
+    Ok(match state {
+        pb::PurchaseState::Unspecified => None,
+        pb::PurchaseState::Pending => Some(PurchaseState::Pending),
+        pb::PurchaseState::Completed => Some(PurchaseState::Completed),
+        pb::PurchaseState::Declined => Some(PurchaseState::Declined),
+        pb::PurchaseState::Reversed => Some(PurchaseState::Reversed),
+    })
+}
+
 /// An optional `coins` field: unset means "all of it".
-fn optional_coins(v: &mut Violations, raw: Option<i64>) -> Option<Option<i64>> {
+fn optional_coins(v: &mut Violations, raw: Option<i64>) -> Option<Option<Coins>> {
     match raw {
-        Some(c) => v.check("coins", Coins::parse(c)).map(|c| Some(c.get())),
+        Some(c) => v.check("coins", Coins::parse(c)).map(Some),
         None => Some(None),
     }
 }
@@ -330,11 +345,11 @@ impl WalletService for Wallet {
         let cmd = v
             .finish(|| {
                 Some(PurchaseCmd {
-                    idempotency_key: key?.as_str().to_owned(),
+                    idempotency_key: key?,
                     fingerprint: call.fingerprint().as_str().to_owned(),
-                    user_id: user?.into_string(),
-                    package_id: package?.into_string(),
-                    currency: currency?.as_str().to_owned(),
+                    user_id: user?,
+                    package_id: package?,
+                    currency: currency?,
                     payment_token: token?,
                     expected_price: expected?,
                     verified_age,
@@ -355,11 +370,11 @@ impl WalletService for Wallet {
         let id = ResourceId::parse(&request.get_ref().purchase_id)
             .map_err(|e| ApiError::invalid("purchase_id", e))?;
         let mut conn = self.db.conn().await.map_err(ApiError::from)?;
-        let purchase = ledger::purchase(&mut conn, id.as_str())
+        let purchase = ledger::purchase(&mut conn, &id)
             .await
             .map_err(ApiError::from)?;
         // Someone else's purchase is as invisible as a missing one.
-        if !(caller.is_user(&purchase.user_id) || caller.has(Role::Admin)) {
+        if !(caller.is_user(purchase.user_id.as_str()) || caller.has(Role::Admin)) {
             return Err(ApiError::not_found("purchase", id.as_str()).into());
         }
         Ok(Response::new(pb::GetPurchaseResponse {
@@ -380,15 +395,7 @@ impl WalletService for Wallet {
             "page_token",
             PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
         );
-        let state = v.check(
-            "state",
-            match req.state {
-                0 => Ok(None),
-                s => PurchaseState::from_code(i64::from(s))
-                    .map(Some)
-                    .ok_or_else(|| "is not a purchase state".to_string()),
-            },
-        );
+        let state = v.check("state", purchase_state_filter(req.state));
         let (user, size, cursor, state) = v
             .finish(|| Some((user?, size?, cursor?, state?)))
             .map_err(ApiError::from)?;
@@ -397,7 +404,7 @@ impl WalletService for Wallet {
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |p| {
-            PageToken::keyset_cursor(p.created_at.0, &p.purchase_id)
+            PageToken::keyset_cursor(p.created_at.0, p.purchase_id.as_str())
         });
         Ok(Response::new(pb::ListPurchasesResponse {
             purchases: rows.iter().map(purchase_to_proto).collect(),
@@ -423,23 +430,23 @@ impl WalletService for Wallet {
             &req.actor,
             caller.subject(),
         );
-        let (key, id, reason) = v
-            .finish(|| Some((key?, id?, reason?)))
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    ReverseCmd {
+                        purchase_id: id?,
+                        // The actor of record is the caller; the request's actor is only a note.
+                        actor: caller.subject().to_owned(),
+                        reason: reason?,
+                    },
+                ))
+            })
             .map_err(ApiError::from)?;
-        // The actor of record is the caller; the request's actor is only a note.
-        let actor = caller.subject().to_owned();
-        let reason = reason.into_string();
         let response = call
             .run(&self.db, &key, |conn: &mut Conn| {
                 async move {
-                    let purchase = ledger::reverse_purchase(
-                        conn,
-                        id.as_str(),
-                        &actor,
-                        &reason,
-                        UnixMillis::now(),
-                    )
-                    .await?;
+                    let purchase = ledger::reverse_purchase(conn, &cmd, UnixMillis::now()).await?;
                     Ok::<_, ApiError>(pb::ReversePurchaseResponse {
                         purchase: Some(purchase_to_proto(&purchase)),
                     })
@@ -472,11 +479,11 @@ impl WalletService for Wallet {
                 Some((
                     key?,
                     DebitCmd {
-                        operation_id: op?.into_string(),
-                        user_id: user?.into_string(),
-                        coins: coins?.get(),
+                        operation_id: op?,
+                        user_id: user?,
+                        coins: coins?,
                         saga_id: saga?,
-                        note: note?.into_string(),
+                        note: note?,
                         actor: caller.subject().to_owned(),
                     },
                 ))
@@ -521,10 +528,10 @@ impl WalletService for Wallet {
                 Some((
                     key?,
                     RefundCmd {
-                        operation_id: op?.into_string(),
-                        debit_operation_id: debit?.into_string(),
+                        operation_id: op?,
+                        debit_operation_id: debit?,
                         coins: coins?,
-                        note: note?.into_string(),
+                        note: note?,
                         actor: caller.subject().to_owned(),
                     },
                 ))
@@ -567,12 +574,12 @@ impl WalletService for Wallet {
                 Some((
                     key?,
                     ReserveCmd {
-                        operation_id: op?.into_string(),
-                        user_id: user?.into_string(),
-                        coins: coins?.get(),
+                        operation_id: op?,
+                        user_id: user?,
+                        coins: coins?,
                         ttl_ms: ttl?,
                         saga_id: saga?,
-                        note: note?.into_string(),
+                        note: note?,
                     },
                 ))
             })
@@ -606,16 +613,22 @@ impl WalletService for Wallet {
         );
         let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
         let coins = optional_coins(&mut v, req.coins);
-        let (key, op, coins) = v
-            .finish(|| Some((key?, op?, coins?)))
+        let (key, cmd) = v
+            .finish(|| {
+                Some((
+                    key?,
+                    CaptureCmd {
+                        operation_id: op?,
+                        coins: coins?,
+                        actor: caller.subject().to_owned(),
+                    },
+                ))
+            })
             .map_err(ApiError::from)?;
-        let actor = caller.subject().to_owned();
         let response = call
             .run(&self.db, &key, |conn: &mut Conn| {
                 async move {
-                    let (hold, debit) =
-                        ledger::capture(conn, op.as_str(), coins, &actor, UnixMillis::now())
-                            .await?;
+                    let (hold, debit) = ledger::capture(conn, &cmd, UnixMillis::now()).await?;
                     Ok::<_, ApiError>(pb::CaptureHoldResponse {
                         hold: Some(hold_to_proto(&hold)),
                         debit: Some(debit_to_proto(&debit)),
@@ -644,7 +657,7 @@ impl WalletService for Wallet {
         let response = call
             .run(&self.db, &key, |conn: &mut Conn| {
                 async move {
-                    let hold = ledger::release(conn, op.as_str(), UnixMillis::now()).await?;
+                    let hold = ledger::release(conn, &op, UnixMillis::now()).await?;
                     Ok::<_, ApiError>(pb::ReleaseHoldResponse {
                         hold: Some(hold_to_proto(&hold)),
                     })
@@ -660,9 +673,7 @@ impl WalletService for Wallet {
         let op = ResourceId::parse(&request.get_ref().operation_id)
             .map_err(|e| ApiError::invalid("operation_id", e))?;
         let mut conn = self.db.conn().await.map_err(ApiError::from)?;
-        let hold = ledger::hold(&mut conn, op.as_str())
-            .await
-            .map_err(ApiError::from)?;
+        let hold = ledger::hold(&mut conn, &op).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::GetHoldResponse {
             hold: Some(hold_to_proto(&hold)),
         }))
@@ -764,23 +775,10 @@ impl WalletService for Wallet {
         let summary = audit::ledger_summary(&self.db)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetLedgerSummaryResponse {
-            kinds: summary
-                .kinds
-                .iter()
-                .map(|(kind, count, sum)| pb::AccountKindSummary {
-                    kind: *kind as i32,
-                    account_count: *count,
-                    balance_coins: *sum,
-                })
-                .collect(),
-            total_coins: summary.total,
-            unbalanced_entry_count: summary.unbalanced_entries + summary.balance_mismatches,
-            negative_balance_count: summary.negative_balances,
-            journal_entry_count: summary.entries,
-            total_debt_coins: summary.total_debt,
-            as_of_time: Some(to_timestamp(UnixMillis::now())),
-        }))
+        Ok(Response::new(ledger_summary_to_proto(
+            &summary,
+            UnixMillis::now(),
+        )))
     }
 
     async fn list_debits(
@@ -836,7 +834,7 @@ impl WalletService for Wallet {
             .await
             .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |d| {
-            PageToken::keyset_cursor(d.created_at.0, &d.operation_id)
+            PageToken::keyset_cursor(d.created_at.0, d.operation_id.as_str())
         });
         Ok(Response::new(pb::ListDebitsResponse {
             debits: rows.iter().map(debit_to_proto).collect(),
@@ -847,7 +845,7 @@ impl WalletService for Wallet {
 
 fn balance_to_proto(a: &AccountRow) -> pb::Balance {
     pb::Balance {
-        user_id: a.user_id.clone(),
+        user_id: a.user_id.as_str().to_owned(),
         posted_coins: a.balance.posted,
         held_coins: a.balance.held,
         available_coins: a.balance.available(),
@@ -857,7 +855,7 @@ fn balance_to_proto(a: &AccountRow) -> pb::Balance {
 
 fn account_to_proto(a: &AccountRow) -> pb::Account {
     pb::Account {
-        user_id: a.user_id.clone(),
+        user_id: a.user_id.as_str().to_owned(),
         minor: a.age.minor,
         adult_verified: a.age.adult_verified,
         balance: Some(balance_to_proto(a)),
@@ -868,20 +866,20 @@ fn account_to_proto(a: &AccountRow) -> pb::Account {
 
 fn purchase_to_proto(p: &PurchaseRow) -> pb::Purchase {
     pb::Purchase {
-        purchase_id: p.purchase_id.clone(),
-        user_id: p.user_id.clone(),
-        package_id: p.package_id.clone(),
+        purchase_id: p.purchase_id.as_str().to_owned(),
+        user_id: p.user_id.as_str().to_owned(),
+        package_id: p.package_id.as_str().to_owned(),
         package_version: p.package_version,
         price: Some(ovation_proto::common::Money {
-            currency_code: p.currency_code.clone(),
+            currency_code: p.currency_code.as_str().to_owned(),
             amount_minor: p.amount_minor,
         }),
-        package_coins: p.package_coins,
+        package_coins: p.package_coins.get(),
         bonus_coins: p.bonus_coins,
-        coins_credited: p.package_coins + p.bonus_coins,
+        coins_credited: p.package_coins.get() + p.bonus_coins,
         promotion_id: p.promotion_id.clone(),
         promotion_version: p.promotion_version,
-        state: p.state as i32,
+        state: pb::PurchaseState::from(p.state).into(),
         decline_reason: p.decline_reason.clone(),
         provider_reference: p.provider_reference.clone(),
         reversal: p.reversed_at.map(|at| pb::PurchaseReversal {
@@ -896,17 +894,22 @@ fn purchase_to_proto(p: &PurchaseRow) -> pb::Purchase {
     }
 }
 
+/// An optional id as the contract has it: "" when there is none.
+fn id_or_empty(id: Option<&ResourceId>) -> String {
+    id.map_or_else(String::new, |id| id.as_str().to_owned())
+}
+
 fn debit_to_proto(d: &DebitRow) -> pb::Debit {
     pb::Debit {
-        operation_id: d.operation_id.clone(),
-        user_id: d.user_id.clone(),
-        coins: d.coins,
-        saga_id: d.saga_id.clone(),
-        note: d.note.clone(),
+        operation_id: d.operation_id.as_str().to_owned(),
+        user_id: d.user_id.as_str().to_owned(),
+        coins: d.coins.get(),
+        saga_id: id_or_empty(d.saga_id.as_ref()),
+        note: d.note.as_str().to_owned(),
         from_hold: d.from_hold,
         available_coins_after: d.available_after,
         refunded_coins: d.refunded_coins,
-        refund_operation_id: d.refund_operation_id.clone(),
+        refund_operation_id: id_or_empty(d.refund_operation_id.as_ref()),
         create_time: Some(to_timestamp(d.created_at)),
         refund_time: d.refunded_at.map(to_timestamp),
     }
@@ -914,11 +917,11 @@ fn debit_to_proto(d: &DebitRow) -> pb::Debit {
 
 fn refund_to_proto(r: &RefundRow) -> pb::Refund {
     pb::Refund {
-        operation_id: r.operation_id.clone(),
-        debit_operation_id: r.debit_operation_id.clone(),
-        user_id: r.user_id.clone(),
-        coins: r.coins,
-        note: r.note.clone(),
+        operation_id: r.operation_id.as_str().to_owned(),
+        debit_operation_id: r.debit_operation_id.as_str().to_owned(),
+        user_id: r.user_id.as_str().to_owned(),
+        coins: r.coins.get(),
+        note: r.note.as_str().to_owned(),
         available_coins_after: r.available_after,
         create_time: Some(to_timestamp(r.created_at)),
     }
@@ -926,13 +929,13 @@ fn refund_to_proto(r: &RefundRow) -> pb::Refund {
 
 fn hold_to_proto(h: &HoldRow) -> pb::Hold {
     pb::Hold {
-        operation_id: h.operation_id.clone(),
-        user_id: h.user_id.clone(),
-        coins: h.coins,
-        state: h.state as i32,
+        operation_id: h.operation_id.as_str().to_owned(),
+        user_id: h.user_id.as_str().to_owned(),
+        coins: h.coins.get(),
+        state: pb::HoldState::from(h.state).into(),
         captured_coins: h.captured_coins,
-        saga_id: h.saga_id.clone(),
-        note: h.note.clone(),
+        saga_id: id_or_empty(h.saga_id.as_ref()),
+        note: h.note.as_str().to_owned(),
         expire_time: Some(to_timestamp(h.expire_at)),
         create_time: Some(to_timestamp(h.created_at)),
         update_time: Some(to_timestamp(h.updated_at)),
@@ -942,16 +945,89 @@ fn hold_to_proto(h: &HoldRow) -> pb::Hold {
 fn entry_to_proto(e: &EntryRow) -> pb::Transaction {
     pb::Transaction {
         transaction_id: e.entry_id.clone(),
-        user_id: e.user_id.clone(),
-        reason: e.reason as i32,
+        user_id: e.user_id.as_str().to_owned(),
+        reason: pb::TransactionReason::from(e.reason).into(),
         coins: e.delta,
         posted_coins_after: e.posted_after,
-        purchase_id: e.purchase_id.clone(),
-        operation_id: e.operation_id.clone(),
-        saga_id: e.saga_id.clone(),
+        purchase_id: id_or_empty(e.purchase_id.as_ref()),
+        operation_id: id_or_empty(e.operation_id.as_ref()),
+        saga_id: id_or_empty(e.saga_id.as_ref()),
         actor: e.actor.clone(),
         note: e.note.clone(),
         create_time: Some(to_timestamp(e.created_at)),
+    }
+}
+
+fn ledger_summary_to_proto(
+    summary: &LedgerSummary,
+    as_of: UnixMillis,
+) -> pb::GetLedgerSummaryResponse {
+    pb::GetLedgerSummaryResponse {
+        kinds: summary
+            .kinds
+            .iter()
+            .map(
+                |&(kind, account_count, balance_coins)| pb::AccountKindSummary {
+                    kind: pb::AccountKind::from(kind).into(),
+                    account_count,
+                    balance_coins,
+                },
+            )
+            .collect(),
+        total_coins: summary.total,
+        unbalanced_entry_count: summary.unbalanced_entries + summary.balance_mismatches,
+        negative_balance_count: summary.negative_balances,
+        journal_entry_count: summary.entries,
+        total_debt_coins: summary.total_debt,
+        as_of_time: Some(to_timestamp(as_of)),
+    }
+}
+
+impl From<PurchaseState> for pb::PurchaseState {
+    fn from(state: PurchaseState) -> Self {
+        match state {
+            PurchaseState::Pending => pb::PurchaseState::Pending,
+            PurchaseState::Completed => pb::PurchaseState::Completed,
+            PurchaseState::Declined => pb::PurchaseState::Declined,
+            PurchaseState::Reversed => pb::PurchaseState::Reversed,
+        }
+    }
+}
+
+impl From<HoldState> for pb::HoldState {
+    fn from(state: HoldState) -> Self {
+        match state {
+            HoldState::Active => pb::HoldState::Active,
+            HoldState::Captured => pb::HoldState::Captured,
+            HoldState::Released => pb::HoldState::Released,
+            HoldState::Expired => pb::HoldState::Expired,
+        }
+    }
+}
+
+impl From<Reason> for pb::TransactionReason {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Purchase => pb::TransactionReason::Purchase,
+            Reason::PromotionBonus => pb::TransactionReason::PromotionBonus,
+            Reason::GiftDebit => pb::TransactionReason::GiftDebit,
+            Reason::HoldCapture => pb::TransactionReason::HoldCapture,
+            Reason::GiftRefund => pb::TransactionReason::GiftRefund,
+            Reason::PurchaseReversal => pb::TransactionReason::PurchaseReversal,
+            Reason::DebtSettlement => pb::TransactionReason::DebtSettlement,
+        }
+    }
+}
+
+impl From<AccountKind> for pb::AccountKind {
+    fn from(kind: AccountKind) -> Self {
+        match kind {
+            AccountKind::User => pb::AccountKind::User,
+            AccountKind::Issuance => pb::AccountKind::Issuance,
+            AccountKind::Promotion => pb::AccountKind::Promotion,
+            AccountKind::GiftSink => pb::AccountKind::GiftSink,
+            AccountKind::Adjustment => pb::AccountKind::Adjustment,
+        }
     }
 }
 

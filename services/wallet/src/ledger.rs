@@ -8,7 +8,7 @@
 use ovation_proto::reasons;
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
-use ovation_types::UnixMillis;
+use ovation_types::{Coins, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
     AgeRule, HoldState, PurchaseState, Reason, Refusal, VerifiedAge, check_caps, split_reversal,
@@ -54,10 +54,11 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> WalletError {
 /// account (see [`record_verified_age`]).
 async fn lock_spender(
     conn: &mut Conn,
-    user: &str,
+    user: &ResourceId,
     age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<AccountRow, WalletError> {
+    let user = user.as_str();
     let account = store::lock_account(conn, user, now)
         .await?
         .ok_or_else(|| not_found("account", user))?;
@@ -75,16 +76,25 @@ async fn lock_spender(
 /// Refuses `coins` more spending if it would exceed the user's caps in force now.
 async fn check_spend_caps(
     conn: &mut Conn,
-    user: &str,
-    coins: i64,
+    user: &ResourceId,
+    coins: Coins,
     now: UnixMillis,
 ) -> Result<(), WalletError> {
-    let caps = store::get_limits(conn, user).await?.at(now).effective;
+    let caps = store::get_limits(conn, user.as_str())
+        .await?
+        .at(now)
+        .effective;
     if caps.daily_spend.is_none() && caps.monthly_spend.is_none() {
         return Ok(());
     }
-    let usage = store::usage(conn, user, now, false).await?;
-    check_caps(caps.daily_spend, caps.monthly_spend, usage, coins, false)?;
+    let usage = store::usage(conn, user.as_str(), now, false).await?;
+    check_caps(
+        caps.daily_spend,
+        caps.monthly_spend,
+        usage,
+        coins.get(),
+        false,
+    )?;
     Ok(())
 }
 
@@ -94,18 +104,18 @@ async fn check_spend_caps(
 /// carried the claim is then refused.
 pub async fn record_verified_age(
     conn: &mut Conn,
-    user: &str,
+    user: &ResourceId,
     age: VerifiedAge,
     now: UnixMillis,
 ) -> Result<Option<AccountRow>, WalletError> {
-    let Some(account) = store::lock_account(conn, user, now).await? else {
+    let Some(account) = store::lock_account(conn, user.as_str(), now).await? else {
         return Ok(None);
     };
     let verified = account.age.with_verified(age);
     if verified == account.age {
         return Ok(Some(account));
     }
-    store::set_age(conn, user, verified).await?;
+    store::set_age(conn, user.as_str(), verified).await?;
     Ok(Some(AccountRow {
         age: verified,
         ..account
@@ -115,11 +125,12 @@ pub async fn record_verified_age(
 /// A debit request, already validated.
 #[derive(Clone, Debug)]
 pub struct DebitCmd {
-    pub operation_id: String,
-    pub user_id: String,
-    pub coins: i64,
-    pub saga_id: String,
-    pub note: String,
+    pub operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: Coins,
+    pub saga_id: Option<ResourceId>,
+    pub note: Text,
+    /// The actor of record: the caller.
     pub actor: String,
 }
 
@@ -132,8 +143,8 @@ pub async fn debit(
 ) -> Result<DebitRow, WalletError> {
     // One query answers "is this operation id new?" for debits, holds and refunds alike
     // (the hot path of every gift); only an id already in use is looked at further.
-    if store::operation_id_taken(conn, &cmd.operation_id).await? {
-        if let Some(existing) = store::get_debit(conn, &cmd.operation_id).await? {
+    if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
+        if let Some(existing) = store::get_debit(conn, cmd.operation_id.as_str()).await? {
             let same = existing.user_id == cmd.user_id
                 && existing.coins == cmd.coins
                 && existing.saga_id == cmd.saga_id
@@ -156,17 +167,17 @@ pub async fn debit(
     let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
     let refs = EntryRefs {
-        operation_id: &cmd.operation_id,
-        saga_id: &cmd.saga_id,
+        operation_id: Some(&cmd.operation_id),
+        saga_id: cmd.saga_id.as_ref(),
         actor: &cmd.actor,
-        note: &cmd.note,
+        note: cmd.note.as_str(),
         ..Default::default()
     };
     let posted = store::post(
         conn,
-        &cmd.user_id,
+        cmd.user_id.as_str(),
         Reason::GiftDebit,
-        cmd.coins,
+        cmd.coins.get(),
         0,
         &refs,
         now,
@@ -174,7 +185,7 @@ pub async fn debit(
     .await?
     .ok_or(Refusal::InsufficientCoins {
         available: account.balance.available(),
-        wanted: cmd.coins,
+        wanted: cmd.coins.get(),
     })?;
     let row = DebitRow {
         operation_id: cmd.operation_id.clone(),
@@ -185,7 +196,7 @@ pub async fn debit(
         from_hold: false,
         available_after: posted.available_after,
         refunded_coins: 0,
-        refund_operation_id: String::new(),
+        refund_operation_id: None,
         created_at: now,
         refunded_at: None,
     };
@@ -195,11 +206,12 @@ pub async fn debit(
 
 #[derive(Clone, Debug)]
 pub struct RefundCmd {
-    pub operation_id: String,
-    pub debit_operation_id: String,
+    pub operation_id: ResourceId,
+    pub debit_operation_id: ResourceId,
     /// `None`: the whole debit.
-    pub coins: Option<i64>,
-    pub note: String,
+    pub coins: Option<Coins>,
+    pub note: Text,
+    /// The actor of record: the caller.
     pub actor: String,
 }
 
@@ -209,7 +221,7 @@ pub async fn refund(
     cmd: &RefundCmd,
     now: UnixMillis,
 ) -> Result<RefundRow, WalletError> {
-    if let Some(existing) = store::get_refund(conn, &cmd.operation_id).await? {
+    if let Some(existing) = store::get_refund(conn, cmd.operation_id.as_str()).await? {
         let same = existing.debit_operation_id == cmd.debit_operation_id
             && cmd.coins.is_none_or(|c| c == existing.coins)
             && existing.note == cmd.note;
@@ -222,47 +234,60 @@ pub async fn refund(
             )))
         };
     }
-    if store::operation_id_taken(conn, &cmd.operation_id).await? {
+    if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
         return Err(WalletError::Conflict(format!(
             "operation id {} is taken by a debit or hold",
             cmd.operation_id
         )));
     }
-    let debit = store::get_debit(conn, &cmd.debit_operation_id)
+    let debit = store::get_debit(conn, cmd.debit_operation_id.as_str())
         .await?
-        .ok_or_else(|| not_found("debit", &cmd.debit_operation_id))?;
+        .ok_or_else(|| not_found("debit", cmd.debit_operation_id.as_str()))?;
     let coins = cmd.coins.unwrap_or(debit.coins);
     if coins > debit.coins {
         return Err(WalletError::WrongState {
             reason: reasons::wallet::REFUND_EXCEEDS_DEBIT,
             message: format!(
-                "cannot refund {coins} coins of a {}-coin debit",
-                debit.coins
+                "cannot refund {} coins of a {}-coin debit",
+                coins.get(),
+                debit.coins.get()
             ),
         });
     }
-    store::lock_account(conn, &debit.user_id, now).await?;
-    if !store::mark_refunded(conn, &debit.operation_id, coins, &cmd.operation_id, now).await? {
+    store::lock_account(conn, debit.user_id.as_str(), now).await?;
+    if !store::mark_refunded(
+        conn,
+        debit.operation_id.as_str(),
+        coins.get(),
+        cmd.operation_id.as_str(),
+        now,
+    )
+    .await?
+    {
         return Err(WalletError::WrongState {
             reason: reasons::wallet::ALREADY_REFUNDED,
             message: format!(
                 "debit {} was already refunded by operation {}",
-                debit.operation_id, debit.refund_operation_id
+                debit.operation_id,
+                debit
+                    .refund_operation_id
+                    .as_ref()
+                    .map_or("", ResourceId::as_str)
             ),
         });
     }
     let refs = EntryRefs {
-        operation_id: &cmd.operation_id,
-        saga_id: &debit.saga_id,
+        operation_id: Some(&cmd.operation_id),
+        saga_id: debit.saga_id.as_ref(),
         actor: &cmd.actor,
-        note: &cmd.note,
+        note: cmd.note.as_str(),
         ..Default::default()
     };
     let posted = store::post(
         conn,
-        &debit.user_id,
+        debit.user_id.as_str(),
         Reason::GiftRefund,
-        coins,
+        coins.get(),
         0,
         &refs,
         now,
@@ -287,12 +312,13 @@ pub async fn refund(
 
 #[derive(Clone, Debug)]
 pub struct ReserveCmd {
-    pub operation_id: String,
-    pub user_id: String,
-    pub coins: i64,
+    pub operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: Coins,
+    /// How long the hold lives: `HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX`.
     pub ttl_ms: i64,
-    pub saga_id: String,
-    pub note: String,
+    pub saga_id: Option<ResourceId>,
+    pub note: Text,
 }
 
 /// Reserves coins until an expiry; the same refusals as a debit.
@@ -302,7 +328,7 @@ pub async fn reserve(
     age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<HoldRow, WalletError> {
-    if let Some(existing) = store::get_hold(conn, &cmd.operation_id).await? {
+    if let Some(existing) = store::get_hold(conn, cmd.operation_id.as_str()).await? {
         let same = existing.user_id == cmd.user_id
             && existing.coins == cmd.coins
             && existing.saga_id == cmd.saga_id
@@ -316,7 +342,7 @@ pub async fn reserve(
             )))
         };
     }
-    if store::operation_id_taken(conn, &cmd.operation_id).await? {
+    if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
         return Err(WalletError::Conflict(format!(
             "operation id {} is taken by a debit or refund",
             cmd.operation_id
@@ -324,10 +350,10 @@ pub async fn reserve(
     }
     let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
-    if !store::adjust_held(conn, &cmd.user_id, cmd.coins).await? {
+    if !store::adjust_held(conn, cmd.user_id.as_str(), cmd.coins.get()).await? {
         return Err(Refusal::InsufficientCoins {
             available: account.balance.available(),
-            wanted: cmd.coins,
+            wanted: cmd.coins.get(),
         }
         .into());
     }
@@ -348,10 +374,10 @@ pub async fn reserve(
 }
 
 /// A hold, in whatever state it is.
-pub async fn hold(conn: &mut Conn, operation_id: &str) -> Result<HoldRow, WalletError> {
-    store::get_hold(conn, operation_id)
+pub async fn hold(conn: &mut Conn, operation_id: &ResourceId) -> Result<HoldRow, WalletError> {
+    store::get_hold(conn, operation_id.as_str())
         .await?
-        .ok_or_else(|| not_found("hold", operation_id))
+        .ok_or_else(|| not_found("hold", operation_id.as_str()))
 }
 
 /// Reads a hold for a change: a hold in a final state (captured, released, expired) is
@@ -369,7 +395,7 @@ async fn hold_for_change(
     if hold.state != HoldState::Active {
         return Ok(hold);
     }
-    store::lock_account(conn, &hold.user_id, now).await?;
+    store::lock_account(conn, hold.user_id.as_str(), now).await?;
     store::get_hold(conn, operation_id)
         .await?
         .ok_or_else(|| not_found("hold", operation_id))
@@ -384,21 +410,32 @@ fn hold_changed(operation_id: &str) -> WalletError {
     }
 }
 
+/// Capturing a hold, validated.
+#[derive(Clone, Debug)]
+pub struct CaptureCmd {
+    /// The hold's operation id, which the debit it becomes keeps.
+    pub operation_id: ResourceId,
+    /// `None`: the whole hold.
+    pub coins: Option<Coins>,
+    /// The actor of record: the caller.
+    pub actor: String,
+}
+
 /// Spends an active hold (all or `coins` of it) and releases the rest.
 pub async fn capture(
     conn: &mut Conn,
-    operation_id: &str,
-    coins: Option<i64>,
-    actor: &str,
+    cmd: &CaptureCmd,
     now: UnixMillis,
 ) -> Result<(HoldRow, DebitRow), WalletError> {
+    let (id, coins) = (&cmd.operation_id, cmd.coins);
+    let operation_id = id.as_str();
     let hold = hold_for_change(conn, operation_id, now).await?;
     if hold.state == HoldState::Captured {
         // A retry of the capture that happened: same answer, if it asked the same.
         let debit = store::get_debit(conn, operation_id)
             .await?
             .ok_or_else(|| not_found("debit", operation_id))?;
-        if coins.is_none_or(|c| c == hold.captured_coins) {
+        if coins.is_none_or(|c| c.get() == hold.captured_coins) {
             return Ok((hold, debit));
         }
         return Err(WalletError::WrongState {
@@ -427,29 +464,30 @@ pub async fn capture(
         return Err(WalletError::WrongState {
             reason: reasons::wallet::CAPTURE_EXCEEDS_HOLD,
             message: format!(
-                "cannot capture {captured} coins of a {}-coin hold",
-                hold.coins
+                "cannot capture {} coins of a {}-coin hold",
+                captured.get(),
+                hold.coins.get()
             ),
         });
     }
     // The hold's move out of ACTIVE decides who acts on it: only then is anything posted.
-    if !store::finish_hold(conn, operation_id, HoldState::Captured, captured, now).await? {
+    if !store::finish_hold(conn, operation_id, HoldState::Captured, captured.get(), now).await? {
         return Err(hold_changed(operation_id));
     }
     let refs = EntryRefs {
-        operation_id,
-        saga_id: &hold.saga_id,
-        actor,
-        note: &hold.note,
+        operation_id: Some(id),
+        saga_id: hold.saga_id.as_ref(),
+        actor: &cmd.actor,
+        note: hold.note.as_str(),
         ..Default::default()
     };
     // One statement spends `captured` and releases the whole hold.
     let posted = store::post(
         conn,
-        &hold.user_id,
+        hold.user_id.as_str(),
         Reason::HoldCapture,
-        captured,
-        hold.coins,
+        captured.get(),
+        hold.coins.get(),
         &refs,
         now,
     )
@@ -459,7 +497,7 @@ pub async fn capture(
         message: format!("hold {operation_id} is not covered by the account"),
     })?;
     let debit = DebitRow {
-        operation_id: operation_id.to_owned(),
+        operation_id: id.clone(),
         user_id: hold.user_id.clone(),
         coins: captured,
         saga_id: hold.saga_id.clone(),
@@ -467,14 +505,14 @@ pub async fn capture(
         from_hold: true,
         available_after: posted.available_after,
         refunded_coins: 0,
-        refund_operation_id: String::new(),
+        refund_operation_id: None,
         created_at: now,
         refunded_at: None,
     };
     store::insert_debit(conn, &debit).await?;
     let hold = HoldRow {
         state: HoldState::Captured,
-        captured_coins: captured,
+        captured_coins: captured.get(),
         updated_at: now,
         ..hold
     };
@@ -485,9 +523,10 @@ pub async fn capture(
 /// one is refused (HOLD_CAPTURED), whenever the capture happened.
 pub async fn release(
     conn: &mut Conn,
-    operation_id: &str,
+    operation_id: &ResourceId,
     now: UnixMillis,
 ) -> Result<HoldRow, WalletError> {
+    let operation_id = operation_id.as_str();
     let hold = hold_for_change(conn, operation_id, now).await?;
     match hold.state {
         HoldState::Released | HoldState::Expired => return Ok(hold),
@@ -507,7 +546,7 @@ pub async fn release(
     if !store::finish_hold(conn, operation_id, state, 0, now).await? {
         return Err(hold_changed(operation_id));
     }
-    if !store::adjust_held(conn, &hold.user_id, -hold.coins).await? {
+    if !store::adjust_held(conn, hold.user_id.as_str(), -hold.coins.get()).await? {
         return Err(WalletError::WrongState {
             reason: reasons::wallet::HOLD_INCONSISTENT,
             message: format!("hold {operation_id} is not covered by the account"),
@@ -521,8 +560,8 @@ pub async fn release(
 }
 
 async fn expire(conn: &mut Conn, hold: &HoldRow, now: UnixMillis) -> Result<(), WalletError> {
-    if store::finish_hold(conn, &hold.operation_id, HoldState::Expired, 0, now).await? {
-        store::adjust_held(conn, &hold.user_id, -hold.coins).await?;
+    if store::finish_hold(conn, hold.operation_id.as_str(), HoldState::Expired, 0, now).await? {
+        store::adjust_held(conn, hold.user_id.as_str(), -hold.coins.get()).await?;
     }
     Ok(())
 }
@@ -538,11 +577,11 @@ pub async fn expire_holds(
     // once (every replica's worker, an operator's) cannot lock A then B against B then A
     // (a deadlock PostgreSQL broke by failing one, seen in concurrent_mixes).
     holds.sort_by(|a, b| (&a.user_id, &a.operation_id).cmp(&(&b.user_id, &b.operation_id)));
-    let mut locked: Option<&str> = None;
+    let mut locked: Option<&ResourceId> = None;
     for hold in &holds {
-        if locked != Some(hold.user_id.as_str()) {
-            store::lock_account(conn, &hold.user_id, now).await?;
-            locked = Some(hold.user_id.as_str());
+        if locked != Some(&hold.user_id) {
+            store::lock_account(conn, hold.user_id.as_str(), now).await?;
+            locked = Some(&hold.user_id);
         }
         expire(conn, hold, now).await?;
     }
@@ -557,12 +596,13 @@ pub async fn complete_purchase(
     provider_reference: &str,
     now: UnixMillis,
 ) -> Result<bool, WalletError> {
-    let account = store::lock_account(conn, &purchase.user_id, now)
+    let user = purchase.user_id.as_str();
+    let account = store::lock_account(conn, user, now)
         .await?
-        .ok_or_else(|| not_found("account", &purchase.user_id))?;
+        .ok_or_else(|| not_found("account", user))?;
     if !store::settle_purchase(
         conn,
-        &purchase.purchase_id,
+        purchase.purchase_id.as_str(),
         PurchaseState::Completed,
         provider_reference,
         "",
@@ -573,8 +613,8 @@ pub async fn complete_purchase(
         return Ok(false);
     }
     let refs = EntryRefs {
-        purchase_id: &purchase.purchase_id,
-        actor: &purchase.user_id,
+        purchase_id: Some(&purchase.purchase_id),
+        actor: user,
         ..Default::default()
     };
     let limit = || WalletError::WrongState {
@@ -583,9 +623,9 @@ pub async fn complete_purchase(
     };
     store::post(
         conn,
-        &purchase.user_id,
+        user,
         Reason::Purchase,
-        purchase.package_coins,
+        purchase.package_coins.get(),
         0,
         &refs,
         now,
@@ -599,7 +639,7 @@ pub async fn complete_purchase(
         };
         store::post(
             conn,
-            &purchase.user_id,
+            user,
             Reason::PromotionBonus,
             purchase.bonus_coins,
             0,
@@ -609,7 +649,7 @@ pub async fn complete_purchase(
         .await?
         .ok_or_else(limit)?;
     }
-    let credited = purchase.package_coins + purchase.bonus_coins;
+    let credited = purchase.package_coins.get() + purchase.bonus_coins;
     let (settled, _) = crate::domain::settle_debt(account.balance.debt, credited);
     if settled > 0 {
         let note = format!(
@@ -620,48 +660,55 @@ pub async fn complete_purchase(
             note: &note,
             ..refs.clone()
         };
-        store::post(
-            conn,
-            &purchase.user_id,
-            Reason::DebtSettlement,
-            settled,
-            0,
-            &settle,
-            now,
-        )
-        .await?
-        .ok_or_else(|| WalletError::WrongState {
-            reason: reasons::wallet::DEBT_SETTLEMENT,
-            message: "debt settlement found too few coins".into(),
-        })?;
-        store::adjust_debt(conn, &purchase.user_id, -settled).await?;
+        store::post(conn, user, Reason::DebtSettlement, settled, 0, &settle, now)
+            .await?
+            .ok_or_else(|| WalletError::WrongState {
+                reason: reasons::wallet::DEBT_SETTLEMENT,
+                message: "debt settlement found too few coins".into(),
+            })?;
+        store::adjust_debt(conn, user, -settled).await?;
     }
     Ok(true)
 }
 
 /// A purchase, in whatever state it is.
-pub async fn purchase(conn: &mut Conn, purchase_id: &str) -> Result<PurchaseRow, WalletError> {
-    store::get_purchase(conn, purchase_id)
+pub async fn purchase(
+    conn: &mut Conn,
+    purchase_id: &ResourceId,
+) -> Result<PurchaseRow, WalletError> {
+    store::get_purchase(conn, purchase_id.as_str())
         .await?
-        .ok_or_else(|| not_found("purchase", purchase_id))
+        .ok_or_else(|| not_found("purchase", purchase_id.as_str()))
+}
+
+/// An operator's reversal of a purchase (a chargeback), validated.
+#[derive(Clone, Debug)]
+pub struct ReverseCmd {
+    pub purchase_id: ResourceId,
+    /// The actor of record: the caller.
+    pub actor: String,
+    pub reason: Text,
 }
 
 /// Reverses a completed purchase: claws back what is available, the rest becomes debt.
 /// At most once per purchase, however many reversals race for it.
 pub async fn reverse_purchase(
     conn: &mut Conn,
-    purchase_id: &str,
-    actor: &str,
-    reason: &str,
+    cmd: &ReverseCmd,
     now: UnixMillis,
 ) -> Result<PurchaseRow, WalletError> {
+    let (purchase_id, actor, reason) = (
+        cmd.purchase_id.as_str(),
+        cmd.actor.as_str(),
+        cmd.reason.as_str(),
+    );
     let buyer = store::get_purchase(conn, purchase_id)
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))?
         .user_id;
-    let account = store::lock_account(conn, &buyer, now)
+    let account = store::lock_account(conn, buyer.as_str(), now)
         .await?
-        .ok_or_else(|| not_found("account", &buyer))?;
+        .ok_or_else(|| not_found("account", buyer.as_str()))?;
     // Read again under the buyer's lock: a reversal that committed while this one waited
     // for the lock is seen here (READ COMMITTED takes a new snapshot per statement).
     let purchase = store::get_purchase(conn, purchase_id)
@@ -676,7 +723,7 @@ pub async fn reverse_purchase(
     if purchase.state != PurchaseState::Completed {
         return Err(not_completed(purchase.state));
     }
-    let credited = purchase.package_coins + purchase.bonus_coins;
+    let credited = purchase.package_coins.get() + purchase.bonus_coins;
     let (clawed, debt) = split_reversal(credited, account.balance.available());
     // COMPLETED → REVERSED decides which reversal acts: only that one moves coins.
     if !store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await? {
@@ -684,14 +731,14 @@ pub async fn reverse_purchase(
     }
     if clawed > 0 {
         let refs = EntryRefs {
-            purchase_id,
+            purchase_id: Some(&cmd.purchase_id),
             actor,
             note: reason,
             ..Default::default()
         };
         store::post(
             conn,
-            &purchase.user_id,
+            purchase.user_id.as_str(),
             Reason::PurchaseReversal,
             clawed,
             0,
@@ -705,7 +752,7 @@ pub async fn reverse_purchase(
         })?;
     }
     if debt > 0 {
-        store::adjust_debt(conn, &purchase.user_id, debt).await?;
+        store::adjust_debt(conn, purchase.user_id.as_str(), debt).await?;
     }
     store::get_purchase(conn, purchase_id)
         .await?

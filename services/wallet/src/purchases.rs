@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ovation_proto::reasons;
 use ovation_store::Db;
-use ovation_types::{Coins, Money, UnixMillis};
+use ovation_types::{Coins, CurrencyCode, IdempotencyKey, Money, ResourceId, UnixMillis};
 
 use crate::catalog::{CatalogError, CatalogReader};
 use crate::domain::{
@@ -59,14 +59,22 @@ impl Default for PurchaseSettings {
 /// Most purchases one recovery pass retries; most holds it expires.
 const RECOVERY_BATCH_MAX: i64 = 64;
 
+/// A new purchase's id: "pur_" and a time-ordered UUID's 32 hex digits.
+fn new_purchase_id() -> ResourceId {
+    ResourceId::parse(&format!("pur_{}", uuid::Uuid::now_v7().simple()))
+        .expect("36 letters, digits and _ make a valid id")
+}
+
 /// A purchase request, validated.
 #[derive(Clone, Debug)]
 pub struct PurchaseCmd {
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
+    /// The request's fingerprint: a retry under the same key must repeat it.
     pub fingerprint: String,
-    pub user_id: String,
-    pub package_id: String,
-    pub currency: String,
+    pub user_id: ResourceId,
+    pub package_id: ResourceId,
+    pub currency: CurrencyCode,
+    /// The provider's opaque token: 1..=255 bytes.
     pub payment_token: String,
     pub expected_price: Option<Money>,
     /// The buyer's age as their token vouches for it (identity provider or gateway).
@@ -111,7 +119,7 @@ impl Purchases {
         }
         let offer = self
             .catalog
-            .offer(&cmd.package_id)
+            .offer(cmd.package_id.as_str())
             .await
             .map_err(|e| match e {
                 CatalogError::PackageNotFound(id) => WalletError::NotFound {
@@ -131,7 +139,7 @@ impl Purchases {
         let amount_minor = offer
             .prices
             .iter()
-            .find(|(currency, _)| *currency == cmd.currency)
+            .find(|(currency, _)| currency.as_str() == cmd.currency.as_str())
             .map(|(_, amount)| *amount)
             .ok_or_else(|| WalletError::WrongState {
                 reason: reasons::wallet::PACKAGE_UNAVAILABLE,
@@ -141,8 +149,7 @@ impl Purchases {
                 ),
             })?;
         if let Some(expected) = &cmd.expected_price
-            && (expected.currency.as_str() != cmd.currency
-                || expected.amount_minor() != amount_minor)
+            && (expected.currency != cmd.currency || expected.amount_minor() != amount_minor)
         {
             return Err(WalletError::WrongState {
                 reason: reasons::wallet::PRICE_CHANGED,
@@ -164,19 +171,17 @@ impl Purchases {
 
         let now = UnixMillis::now();
         let mut tx = self.db.begin_write().await?;
-        let account = store::lock_account(&mut tx, &cmd.user_id, now)
+        let user = cmd.user_id.as_str();
+        let account = store::lock_account(&mut tx, user, now)
             .await?
             .ok_or_else(|| WalletError::NotFound {
                 kind: "account",
-                id: cmd.user_id.clone(),
+                id: user.to_owned(),
             })?;
-        self.settings.age_rule.check(&cmd.user_id, account.age)?;
-        let caps = store::get_limits(&mut tx, &cmd.user_id)
-            .await?
-            .at(now)
-            .effective;
+        self.settings.age_rule.check(user, account.age)?;
+        let caps = store::get_limits(&mut tx, user).await?.at(now).effective;
         if caps.daily_purchase.is_some() || caps.monthly_purchase.is_some() {
-            let usage = store::usage(&mut tx, &cmd.user_id, now, true).await?;
+            let usage = store::usage(&mut tx, user, now, true).await?;
             check_caps(
                 caps.daily_purchase,
                 caps.monthly_purchase,
@@ -196,21 +201,21 @@ impl Purchases {
                 version: p.version,
                 bonus_bps: p.bonus_bps,
                 per_user_cap: p.per_user_cap,
-                used_by_user: store::promotion_uses(&mut tx, &cmd.user_id, &p.id).await?,
+                used_by_user: store::promotion_uses(&mut tx, user, &p.id).await?,
             });
         }
         let chosen = choose_promotion(package_coins, &offers);
-        let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
         let row = PurchaseRow {
-            purchase_id: purchase_id.clone(),
+            purchase_id: new_purchase_id(),
             idempotency_key: cmd.idempotency_key.clone(),
             fingerprint: cmd.fingerprint.clone(),
             user_id: cmd.user_id.clone(),
-            package_id: offer.package_id.clone(),
+            // The package the buyer named: the catalog answered for that id.
+            package_id: cmd.package_id.clone(),
             package_version: offer.version,
-            currency_code: cmd.currency.clone(),
+            currency_code: cmd.currency,
             amount_minor,
-            package_coins: package_coins.get(),
+            package_coins,
             bonus_coins: chosen.as_ref().map_or(0, |(_, bonus)| *bonus),
             promotion_id: chosen.as_ref().map_or(String::new(), |(o, _)| o.id.clone()),
             promotion_version: chosen.as_ref().map_or(0, |(o, _)| o.version),
@@ -250,8 +255,12 @@ impl Purchases {
             .acquire()
             .await
             .map_err(ovation_store::StoreError::from)?;
-        let Some(existing) =
-            store::get_purchase_by_key(&mut conn, &cmd.user_id, &cmd.idempotency_key).await?
+        let Some(existing) = store::get_purchase_by_key(
+            &mut conn,
+            cmd.user_id.as_str(),
+            cmd.idempotency_key.as_str(),
+        )
+        .await?
         else {
             return Ok(None);
         };
@@ -279,7 +288,7 @@ impl Purchases {
             let mut tx = self.db.begin_write().await?;
             if !store::claim_charge_attempt(
                 &mut tx,
-                &purchase.purchase_id,
+                purchase.purchase_id.as_str(),
                 purchase.charge_attempts,
                 self.lease_end(now),
             )
@@ -292,8 +301,8 @@ impl Purchases {
         }
         let attempts = purchase.charge_attempts + 1;
         let request = ChargeRequest {
-            purchase_id: purchase.purchase_id.clone(),
-            currency_code: purchase.currency_code.clone(),
+            purchase_id: purchase.purchase_id.as_str().to_owned(),
+            currency_code: purchase.currency_code.as_str().to_owned(),
             amount_minor: purchase.amount_minor,
             payment_token: purchase.payment_token.clone(),
         };
@@ -319,7 +328,7 @@ impl Purchases {
             ChargeOutcome::Declined { reason } => {
                 store::settle_purchase(
                     &mut tx,
-                    &purchase.purchase_id,
+                    purchase.purchase_id.as_str(),
                     PurchaseState::Declined,
                     "",
                     reason,
@@ -331,15 +340,19 @@ impl Purchases {
                 if attempts >= self.settings.charge_attempts_max {
                     tracing::error!(purchase_id = %purchase.purchase_id, attempts, %detail,
                         "charge outcome still unknown after the retry budget; left PENDING for an operator");
-                    store::schedule_retry(&mut tx, &purchase.purchase_id, UnixMillis(i64::MAX))
-                        .await?;
+                    store::schedule_retry(
+                        &mut tx,
+                        purchase.purchase_id.as_str(),
+                        UnixMillis(i64::MAX),
+                    )
+                    .await?;
                 } else {
                     let delay = self.backoff_ms(attempts);
                     tracing::warn!(purchase_id = %purchase.purchase_id, attempts, %detail, delay_ms = delay,
                         "charge outcome unknown; will retry with the same purchase id");
                     store::schedule_retry(
                         &mut tx,
-                        &purchase.purchase_id,
+                        purchase.purchase_id.as_str(),
                         UnixMillis(now.0.saturating_add(delay)),
                     )
                     .await?;
@@ -360,19 +373,14 @@ impl Purchases {
         i64::try_from(delay).unwrap_or(i64::MAX)
     }
 
-    async fn reload(&self, purchase_id: &str) -> Result<PurchaseRow, WalletError> {
+    async fn reload(&self, purchase_id: &ResourceId) -> Result<PurchaseRow, WalletError> {
         let mut conn = self
             .db
             .pool()
             .acquire()
             .await
             .map_err(ovation_store::StoreError::from)?;
-        store::get_purchase(&mut conn, purchase_id)
-            .await?
-            .ok_or_else(|| WalletError::NotFound {
-                kind: "purchase",
-                id: purchase_id.to_owned(),
-            })
+        ledger::purchase(&mut conn, purchase_id).await
     }
 
     /// One recovery pass: due purchases get a charge attempt; expired holds are released.

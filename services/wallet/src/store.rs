@@ -9,7 +9,9 @@
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
-use ovation_types::{TimeWindow, UnixMillis};
+use ovation_types::{
+    Coins, CurrencyCode, IdempotencyKey, ResourceId, Text, TimeWindow, UnixMillis,
+};
 
 use crate::domain::{
     AccountKind, AgeStatus, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage,
@@ -21,7 +23,7 @@ pub const BALANCE_COINS_MAX: i64 = 1_000_000_000_000_000;
 /// A user's account row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
-    pub user_id: String,
+    pub user_id: ResourceId,
     pub age: AgeStatus,
     pub balance: Balance,
     pub entry_count: i64,
@@ -34,7 +36,7 @@ const ACCOUNT_COLUMNS: &str = "user_id, minor, adult_verified, balance_coins, he
 
 fn account_from_row(row: &AnyRow) -> Result<AccountRow, StoreError> {
     Ok(AccountRow {
-        user_id: row.try_get("user_id")?,
+        user_id: id(row, "user_id")?,
         age: AgeStatus {
             minor: row.try_get::<i64, _>("minor")? == 1,
             adult_verified: row.try_get::<i64, _>("adult_verified")? == 1,
@@ -132,9 +134,9 @@ pub async fn adjust_debt(conn: &mut Conn, user: &str, delta: i64) -> Result<(), 
 /// What a journal entry records besides the amount.
 #[derive(Clone, Debug, Default)]
 pub struct EntryRefs<'a> {
-    pub purchase_id: &'a str,
-    pub operation_id: &'a str,
-    pub saga_id: &'a str,
+    pub purchase_id: Option<&'a ResourceId>,
+    pub operation_id: Option<&'a ResourceId>,
+    pub saga_id: Option<&'a ResourceId>,
     pub actor: &'a str,
     pub note: &'a str,
 }
@@ -203,12 +205,12 @@ pub async fn post(
     .bind(entry_id.as_str())
     .bind(user)
     .bind(seq)
-    .bind(reason as i64)
+    .bind(reason.code())
     .bind(delta)
     .bind(posted_after)
-    .bind(refs.purchase_id)
-    .bind(refs.operation_id)
-    .bind(refs.saga_id)
+    .bind(or_empty(refs.purchase_id))
+    .bind(or_empty(refs.operation_id))
+    .bind(or_empty(refs.saga_id))
     .bind(refs.actor)
     .bind(refs.note)
     .bind(now.0)
@@ -235,14 +237,14 @@ pub async fn post(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryRow {
     pub entry_id: String,
-    pub user_id: String,
+    pub user_id: ResourceId,
     pub user_seq: i64,
     pub reason: Reason,
     pub delta: i64,
     pub posted_after: i64,
-    pub purchase_id: String,
-    pub operation_id: String,
-    pub saga_id: String,
+    pub purchase_id: Option<ResourceId>,
+    pub operation_id: Option<ResourceId>,
+    pub saga_id: Option<ResourceId>,
     pub actor: String,
     pub note: String,
     pub created_at: UnixMillis,
@@ -269,15 +271,15 @@ pub async fn list_entries(
         .map(|r| {
             Ok(EntryRow {
                 entry_id: r.try_get("entry_id")?,
-                user_id: r.try_get("user_id")?,
+                user_id: id(r, "user_id")?,
                 user_seq: r.try_get("user_seq")?,
                 reason: Reason::from_code(r.try_get("reason")?)
                     .ok_or_else(|| corrupt("journal entry reason"))?,
                 delta: r.try_get("user_delta_coins")?,
                 posted_after: r.try_get("balance_after_coins")?,
-                purchase_id: r.try_get("purchase_id")?,
-                operation_id: r.try_get("operation_id")?,
-                saga_id: r.try_get("saga_id")?,
+                purchase_id: optional_id(r, "purchase_id")?,
+                operation_id: optional_id(r, "operation_id")?,
+                saga_id: optional_id(r, "saga_id")?,
                 actor: r.try_get("actor")?,
                 note: r.try_get("note")?,
                 created_at: UnixMillis(r.try_get("created_at_ms")?),
@@ -290,15 +292,16 @@ pub async fn list_entries(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DebitRow {
-    pub operation_id: String,
-    pub user_id: String,
-    pub coins: i64,
-    pub saga_id: String,
-    pub note: String,
+    pub operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: Coins,
+    pub saga_id: Option<ResourceId>,
+    pub note: Text,
     pub from_hold: bool,
     pub available_after: i64,
+    /// 0 until refunded.
     pub refunded_coins: i64,
-    pub refund_operation_id: String,
+    pub refund_operation_id: Option<ResourceId>,
     pub created_at: UnixMillis,
     pub refunded_at: Option<UnixMillis>,
 }
@@ -308,15 +311,15 @@ const DEBIT_COLUMNS: &str = "operation_id, user_id, coins, saga_id, note, from_h
 
 fn debit_from_row(r: &AnyRow) -> Result<DebitRow, StoreError> {
     Ok(DebitRow {
-        operation_id: r.try_get("operation_id")?,
-        user_id: r.try_get("user_id")?,
-        coins: r.try_get("coins")?,
-        saga_id: r.try_get("saga_id")?,
-        note: r.try_get("note")?,
+        operation_id: id(r, "operation_id")?,
+        user_id: id(r, "user_id")?,
+        coins: coins(r, "coins")?,
+        saga_id: optional_id(r, "saga_id")?,
+        note: text(r, "note")?,
         from_hold: r.try_get::<i64, _>("from_hold")? == 1,
         available_after: r.try_get("available_after_coins")?,
         refunded_coins: r.try_get("refunded_coins")?,
-        refund_operation_id: r.try_get("refund_operation_id")?,
+        refund_operation_id: optional_id(r, "refund_operation_id")?,
         created_at: UnixMillis(r.try_get("created_at_ms")?),
         refunded_at: r
             .try_get::<Option<i64>, _>("refunded_at_ms")?
@@ -330,8 +333,8 @@ pub async fn insert_debit(conn: &mut Conn, d: &DebitRow) -> Result<(), StoreErro
     )))
     .bind(d.operation_id.as_str())
     .bind(d.user_id.as_str())
-    .bind(d.coins)
-    .bind(d.saga_id.as_str())
+    .bind(d.coins.get())
+    .bind(or_empty(d.saga_id.as_ref()))
     .bind(d.note.as_str())
     .bind(i64::from(d.from_hold))
     .bind(d.available_after)
@@ -402,11 +405,11 @@ pub async fn mark_refunded(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefundRow {
-    pub operation_id: String,
-    pub debit_operation_id: String,
-    pub user_id: String,
-    pub coins: i64,
-    pub note: String,
+    pub operation_id: ResourceId,
+    pub debit_operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: Coins,
+    pub note: Text,
     pub available_after: i64,
     pub created_at: UnixMillis,
 }
@@ -419,7 +422,7 @@ pub async fn insert_refund(conn: &mut Conn, r: &RefundRow) -> Result<(), StoreEr
     .bind(r.operation_id.as_str())
     .bind(r.debit_operation_id.as_str())
     .bind(r.user_id.as_str())
-    .bind(r.coins)
+    .bind(r.coins.get())
     .bind(r.note.as_str())
     .bind(r.available_after)
     .bind(r.created_at.0)
@@ -441,11 +444,11 @@ pub async fn get_refund(
     .await?;
     row.map(|r| {
         Ok(RefundRow {
-            operation_id: r.try_get("operation_id")?,
-            debit_operation_id: r.try_get("debit_operation_id")?,
-            user_id: r.try_get("user_id")?,
-            coins: r.try_get("coins")?,
-            note: r.try_get("note")?,
+            operation_id: id(&r, "operation_id")?,
+            debit_operation_id: id(&r, "debit_operation_id")?,
+            user_id: id(&r, "user_id")?,
+            coins: coins(&r, "coins")?,
+            note: text(&r, "note")?,
             available_after: r.try_get("available_after_coins")?,
             created_at: UnixMillis(r.try_get("created_at_ms")?),
         })
@@ -457,13 +460,14 @@ pub async fn get_refund(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldRow {
-    pub operation_id: String,
-    pub user_id: String,
-    pub coins: i64,
+    pub operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: Coins,
     pub state: HoldState,
+    /// 0 unless captured.
     pub captured_coins: i64,
-    pub saga_id: String,
-    pub note: String,
+    pub saga_id: Option<ResourceId>,
+    pub note: Text,
     pub expire_at: UnixMillis,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
@@ -474,13 +478,13 @@ const HOLD_COLUMNS: &str = "operation_id, user_id, coins, state, captured_coins,
 
 fn hold_from_row(r: &AnyRow) -> Result<HoldRow, StoreError> {
     Ok(HoldRow {
-        operation_id: r.try_get("operation_id")?,
-        user_id: r.try_get("user_id")?,
-        coins: r.try_get("coins")?,
+        operation_id: id(r, "operation_id")?,
+        user_id: id(r, "user_id")?,
+        coins: coins(r, "coins")?,
         state: HoldState::from_code(r.try_get("state")?).ok_or_else(|| corrupt("hold state"))?,
         captured_coins: r.try_get("captured_coins")?,
-        saga_id: r.try_get("saga_id")?,
-        note: r.try_get("note")?,
+        saga_id: optional_id(r, "saga_id")?,
+        note: text(r, "note")?,
         expire_at: UnixMillis(r.try_get("expire_at_ms")?),
         created_at: UnixMillis(r.try_get("created_at_ms")?),
         updated_at: UnixMillis(r.try_get("updated_at_ms")?),
@@ -493,10 +497,10 @@ pub async fn insert_hold(conn: &mut Conn, h: &HoldRow) -> Result<(), StoreError>
     )))
     .bind(h.operation_id.as_str())
     .bind(h.user_id.as_str())
-    .bind(h.coins)
-    .bind(h.state as i64)
+    .bind(h.coins.get())
+    .bind(h.state.code())
     .bind(h.captured_coins)
-    .bind(h.saga_id.as_str())
+    .bind(or_empty(h.saga_id.as_ref()))
     .bind(h.note.as_str())
     .bind(h.expire_at.0)
     .bind(h.created_at.0)
@@ -529,7 +533,7 @@ pub async fn finish_hold(
          WHERE operation_id = $1 AND state = 1",
     )
     .bind(operation_id)
-    .bind(state as i64)
+    .bind(state.code())
     .bind(captured)
     .bind(now.0)
     .execute(&mut *conn)
@@ -722,15 +726,15 @@ pub async fn record_admin_action(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PurchaseRow {
-    pub purchase_id: String,
-    pub idempotency_key: String,
+    pub purchase_id: ResourceId,
+    pub idempotency_key: IdempotencyKey,
     pub fingerprint: String,
-    pub user_id: String,
-    pub package_id: String,
+    pub user_id: ResourceId,
+    pub package_id: ResourceId,
     pub package_version: i64,
-    pub currency_code: String,
+    pub currency_code: CurrencyCode,
     pub amount_minor: i64,
-    pub package_coins: i64,
+    pub package_coins: Coins,
     pub bonus_coins: i64,
     pub promotion_id: String,
     pub promotion_version: i64,
@@ -757,15 +761,19 @@ const PURCHASE_COLUMNS: &str = "purchase_id, idempotency_key, fingerprint, user_
 
 fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
     Ok(PurchaseRow {
-        purchase_id: r.try_get("purchase_id")?,
-        idempotency_key: r.try_get("idempotency_key")?,
+        purchase_id: id(r, "purchase_id")?,
+        idempotency_key: stored(IdempotencyKey::parse(
+            &r.try_get::<String, _>("idempotency_key")?,
+        ))?,
         fingerprint: r.try_get("fingerprint")?,
-        user_id: r.try_get("user_id")?,
-        package_id: r.try_get("package_id")?,
+        user_id: id(r, "user_id")?,
+        package_id: id(r, "package_id")?,
         package_version: r.try_get("package_version")?,
-        currency_code: r.try_get("currency_code")?,
+        currency_code: stored(CurrencyCode::parse(
+            &r.try_get::<String, _>("currency_code")?,
+        ))?,
         amount_minor: r.try_get("amount_minor")?,
-        package_coins: r.try_get("package_coins")?,
+        package_coins: coins(r, "package_coins")?,
         bonus_coins: r.try_get("bonus_coins")?,
         promotion_id: r.try_get("promotion_id")?,
         promotion_version: r.try_get("promotion_version")?,
@@ -804,12 +812,12 @@ pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, S
     .bind(p.package_version)
     .bind(p.currency_code.as_str())
     .bind(p.amount_minor)
-    .bind(p.package_coins)
+    .bind(p.package_coins.get())
     .bind(p.bonus_coins)
     .bind(p.promotion_id.as_str())
     .bind(p.promotion_version)
     .bind(p.payment_token.as_str())
-    .bind(p.state as i64)
+    .bind(p.state.code())
     .bind(p.decline_reason.as_str())
     .bind(p.provider_reference.as_str())
     .bind(p.charge_attempts)
@@ -865,7 +873,7 @@ pub async fn list_purchases(
          ORDER BY created_at_ms DESC, purchase_id DESC LIMIT $5"
     )))
     .bind(user)
-    .bind(state.map_or(0, |s| s as i64))
+    .bind(state.map_or(0, PurchaseState::code))
     .bind(at)
     .bind(id)
     .bind(limit)
@@ -956,7 +964,7 @@ pub async fn settle_purchase(
          updated_at_ms = $5 WHERE purchase_id = $1 AND state = 1",
     )
     .bind(purchase_id)
-    .bind(state as i64)
+    .bind(state.code())
     .bind(provider_reference)
     .bind(decline_reason)
     .bind(now.0)
@@ -1062,6 +1070,43 @@ pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError
     summary.total_debt = row.try_get(3)?;
     summary.balance_mismatches = row.try_get(4)?;
     Ok(summary)
+}
+
+/// The id in `column`.
+fn id(row: &AnyRow, column: &str) -> Result<ResourceId, StoreError> {
+    stored(ResourceId::parse(&row.try_get::<String, _>(column)?))
+}
+
+/// The id in `column`, stored as "" when there is none.
+fn optional_id(row: &AnyRow, column: &str) -> Result<Option<ResourceId>, StoreError> {
+    let raw: String = row.try_get(column)?;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    stored(ResourceId::parse(&raw)).map(Some)
+}
+
+/// How an optional id is stored: "" when there is none.
+fn or_empty(id: Option<&ResourceId>) -> &str {
+    id.map_or("", ResourceId::as_str)
+}
+
+fn coins(row: &AnyRow, column: &str) -> Result<Coins, StoreError> {
+    stored(Coins::parse(row.try_get(column)?))
+}
+
+fn text(row: &AnyRow, column: &str) -> Result<Text, StoreError> {
+    stored(Text::parse(&row.try_get::<String, _>(column)?))
+}
+
+/// A stored value that no longer parses: only validated values are written, so this is
+/// reported as a database error, not served.
+fn stored<T>(parsed: Result<T, String>) -> Result<T, StoreError> {
+    parsed.map_err(|e| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("stored wallet row is invalid: {e}").into(),
+        ))
+    })
 }
 
 fn corrupt(what: &str) -> StoreError {

@@ -4,9 +4,9 @@
 
 use ovation_store::Db;
 use ovation_testkit::TestDatabase;
-use ovation_types::UnixMillis;
+use ovation_types::{Coins, CurrencyCode, IdempotencyKey, ResourceId, Text, UnixMillis};
 use ovation_wallet::domain::{AgeRule, AgeStatus, PurchaseState};
-use ovation_wallet::ledger::{self, DebitCmd, RefundCmd, ReserveCmd};
+use ovation_wallet::ledger::{self, CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd};
 use ovation_wallet::store::{self, PurchaseRow};
 use proptest::prelude::*;
 
@@ -75,11 +75,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Debit { user, coins } => {
                 let cmd = DebitCmd {
-                    operation_id: format!("d{i}"),
-                    user_id: format!("u{user}"),
-                    coins,
-                    saga_id: String::new(),
-                    note: String::new(),
+                    operation_id: id(format!("d{i}")),
+                    user_id: id(format!("u{user}")),
+                    coins: Coins::parse(coins).unwrap(),
+                    saga_id: None,
+                    note: Text::default(),
                     actor: "prop".into(),
                 };
                 let done = ledger::debit(&mut tx, &cmd, AgeRule::default(), now)
@@ -93,10 +93,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Refund { debit, coins } => match debits.get(debit) {
                 Some(d) => {
                     let cmd = RefundCmd {
-                        operation_id: format!("r{i}"),
+                        operation_id: id(format!("r{i}")),
                         debit_operation_id: d.clone(),
-                        coins,
-                        note: String::new(),
+                        coins: coins.map(|c| Coins::parse(c).unwrap()),
+                        note: Text::default(),
                         actor: "prop".into(),
                     };
                     ledger::refund(&mut tx, &cmd, now).await.is_ok()
@@ -104,19 +104,24 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 None => false,
             },
             Op::Reverse { purchase } => match purchases.get(purchase) {
-                Some(p) => ledger::reverse_purchase(&mut tx, p, "ops", "prop", now)
-                    .await
-                    .is_ok(),
+                Some(p) => {
+                    let cmd = ReverseCmd {
+                        purchase_id: p.clone(),
+                        actor: "ops".into(),
+                        reason: Text::parse("prop").unwrap(),
+                    };
+                    ledger::reverse_purchase(&mut tx, &cmd, now).await.is_ok()
+                }
                 None => false,
             },
             Op::Reserve { user, coins } => {
                 let cmd = ReserveCmd {
-                    operation_id: format!("h{i}"),
-                    user_id: format!("u{user}"),
-                    coins,
+                    operation_id: id(format!("h{i}")),
+                    user_id: id(format!("u{user}")),
+                    coins: Coins::parse(coins).unwrap(),
                     ttl_ms: 60_000,
-                    saga_id: String::new(),
-                    note: String::new(),
+                    saga_id: None,
+                    note: Text::default(),
                 };
                 let done = ledger::reserve(&mut tx, &cmd, AgeRule::default(), now)
                     .await
@@ -127,9 +132,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 done
             }
             Op::Capture { hold, coins } => match holds.get(hold) {
-                Some(h) => ledger::capture(&mut tx, h, coins, "prop", now)
-                    .await
-                    .is_ok(),
+                Some(h) => {
+                    let cmd = CaptureCmd {
+                        operation_id: h.clone(),
+                        coins: coins.map(|c| Coins::parse(c).unwrap()),
+                        actor: "prop".into(),
+                    };
+                    ledger::capture(&mut tx, &cmd, now).await.is_ok()
+                }
                 None => false,
             },
             Op::Release { hold } => match holds.get(hold) {
@@ -175,15 +185,15 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 fn purchase_row(i: usize, user: usize, coins: i64, bonus: i64, now: UnixMillis) -> PurchaseRow {
     PurchaseRow {
-        purchase_id: format!("p{i}"),
-        idempotency_key: format!("k{i}"),
+        purchase_id: id(format!("p{i}")),
+        idempotency_key: IdempotencyKey::parse(&format!("k{i}")).unwrap(),
         fingerprint: String::new(),
-        user_id: format!("u{user}"),
-        package_id: "pkg".into(),
+        user_id: id(format!("u{user}")),
+        package_id: id("pkg".into()),
         package_version: 1,
-        currency_code: "USD".into(),
+        currency_code: CurrencyCode::parse("USD").unwrap(),
         amount_minor: 100,
-        package_coins: coins,
+        package_coins: Coins::parse(coins).unwrap(),
         bonus_coins: bonus,
         promotion_id: String::new(),
         promotion_version: 0,
@@ -201,6 +211,10 @@ fn purchase_row(i: usize, user: usize, coins: i64, bonus: i64, now: UnixMillis) 
         created_at: now,
         updated_at: now,
     }
+}
+
+fn id(raw: String) -> ResourceId {
+    ResourceId::parse(&raw).unwrap()
 }
 
 fn ovation_wallet_migrations() -> sqlx::migrate::Migrator {

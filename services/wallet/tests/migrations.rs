@@ -3,6 +3,7 @@
 
 use ovation_store::Db;
 use ovation_testkit::databases;
+use ovation_types::ResourceId;
 use ovation_wallet::domain::AgeStatus;
 use ovation_wallet::store;
 use sqlx::migrate::Migrator;
@@ -85,7 +86,7 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             );
         }
         for row in &before {
-            let after = store::get_purchase(&mut conn, &row.purchase_id)
+            let after = store::get_purchase(&mut conn, row.purchase_id.as_str())
                 .await
                 .unwrap();
             assert_eq!(after.as_ref(), Some(row), "[{backend}] kept as it was");
@@ -99,12 +100,12 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             "[{backend}] the buyer index answers"
         );
         let mut again = before[0].clone();
-        again.purchase_id = "p3".into();
+        again.purchase_id = ResourceId::parse("p3").unwrap();
         assert!(
             !store::insert_purchase(&mut conn, &again).await.unwrap(),
             "[{backend}] ann's key k1 stays taken for ann"
         );
-        again.user_id = "ben".into();
+        again.user_id = ResourceId::parse("ben").unwrap();
         assert!(
             store::insert_purchase(&mut conn, &again).await.unwrap(),
             "[{backend}] ben may use k1"
@@ -113,7 +114,7 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             store::get_purchase_by_key(&mut conn, "ben", "k1")
                 .await
                 .unwrap()
-                .map(|p| p.purchase_id),
+                .map(|p| p.purchase_id.into_string()),
             Some("p3".to_string())
         );
         drop(conn);
