@@ -12,7 +12,8 @@
 //! - [`purchases`]: buying coins crash-safely, and the recovery worker.
 //! - [`payment`]: the payment-provider trait and the sandbox provider.
 //! - [`catalog`]: reading packages and promotions from the catalog, cached.
-//! - [`grpc`]: the thin gRPC layer.
+//! - [`grpc`]: the thin gRPC edge: `parse` (requests into commands), the handlers,
+//!   `to_proto` (domain values into messages).
 //!
 //! Limits: amounts 1..=10^12 coins per operation; balances ≤ 10^15; holds live 1 s..=1 h;
 //! ≤ 500 ids per ListDebits; pages ≤ 500; a purchase's charge is retried at most
@@ -222,7 +223,7 @@ pub async fn run(
         db.clone(),
         refresh_ledger_gauges,
     );
-    let service = WalletServiceServer::new(grpc::Wallet::new(
+    let service = WalletServiceServer::new(grpc::WalletApi::new(
         db.clone(),
         purchases,
         config.wallet.cap_cooling_off_ms,
