@@ -6,7 +6,7 @@ use ovation_store::db::Conn;
 use ovation_types::{ResourceId, Text, UnixMillis};
 
 use crate::domain::{AgeStatus, Caps, Limits, LimitsStatus, PurchaseState, VerifiedAge};
-use crate::ledger::{WalletError, not_found};
+use crate::ledger::{WalletError, lock_account, not_found};
 use crate::store::{self, AccountRow, EntryRow, PurchaseRow};
 
 /// Opening an account, validated.
@@ -49,9 +49,7 @@ pub async fn set_minor(
     now: UnixMillis,
 ) -> Result<AccountRow, WalletError> {
     let user = cmd.user_id.as_str();
-    store::lock_account(conn, user, now)
-        .await?
-        .ok_or_else(|| not_found("account", user))?;
+    lock_account(conn, user, now).await?;
     // Unmarking a minor is an operator's verification of adulthood.
     store::set_age(conn, user, AgeStatus::set_by_operator(cmd.minor)).await?;
     let action = if cmd.minor {
@@ -82,9 +80,7 @@ pub async fn set_limits(
     now: UnixMillis,
 ) -> Result<LimitsStatus, WalletError> {
     let user = cmd.user_id.as_str();
-    store::lock_account(conn, user, now)
-        .await?
-        .ok_or_else(|| not_found("account", user))?;
+    lock_account(conn, user, now).await?;
     let limits =
         store::get_limits(conn, user)
             .await?

@@ -85,6 +85,16 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::Purchase,
+        Reason::PromotionBonus,
+        Reason::GiftDebit,
+        Reason::HoldCapture,
+        Reason::GiftRefund,
+        Reason::PurchaseReversal,
+        Reason::DebtSettlement,
+    ];
+
     /// The stored value (the contract's, too).
     pub fn code(self) -> i64 {
         match self {
@@ -517,6 +527,13 @@ pub enum PurchaseState {
 }
 
 impl PurchaseState {
+    pub const ALL: [PurchaseState; 4] = [
+        PurchaseState::Pending,
+        PurchaseState::Completed,
+        PurchaseState::Declined,
+        PurchaseState::Reversed,
+    ];
+
     /// The stored value (the contract's, too).
     pub fn code(self) -> i64 {
         match self {
@@ -548,6 +565,13 @@ pub enum HoldState {
 }
 
 impl HoldState {
+    pub const ALL: [HoldState; 4] = [
+        HoldState::Active,
+        HoldState::Captured,
+        HoldState::Released,
+        HoldState::Expired,
+    ];
+
     /// The stored value (the contract's, too).
     pub fn code(self) -> i64 {
         match self {
@@ -617,31 +641,13 @@ mod tests {
 
     #[test]
     fn stored_codes_round_trip() {
-        for reason in [
-            Reason::Purchase,
-            Reason::PromotionBonus,
-            Reason::GiftDebit,
-            Reason::HoldCapture,
-            Reason::GiftRefund,
-            Reason::PurchaseReversal,
-            Reason::DebtSettlement,
-        ] {
+        for reason in Reason::ALL {
             assert_eq!(Reason::from_code(reason.code()), Some(reason));
         }
-        for state in [
-            PurchaseState::Pending,
-            PurchaseState::Completed,
-            PurchaseState::Declined,
-            PurchaseState::Reversed,
-        ] {
+        for state in PurchaseState::ALL {
             assert_eq!(PurchaseState::from_code(state.code()), Some(state));
         }
-        for state in [
-            HoldState::Active,
-            HoldState::Captured,
-            HoldState::Released,
-            HoldState::Expired,
-        ] {
+        for state in HoldState::ALL {
             assert_eq!(HoldState::from_code(state.code()), Some(state));
         }
         assert_eq!(PurchaseState::from_code(0), None);

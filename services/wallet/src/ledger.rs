@@ -48,6 +48,17 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> WalletError {
     }
 }
 
+/// Takes the user's row for the rest of the transaction (see the module doc) and reads it.
+pub(crate) async fn lock_account(
+    conn: &mut Conn,
+    user: &str,
+    now: UnixMillis,
+) -> Result<AccountRow, WalletError> {
+    store::lock_account(conn, user, now)
+        .await?
+        .ok_or_else(|| not_found("account", user))
+}
+
 /// Locks the user's account, refusing accounts the age rule excludes and accounts in
 /// debt: the preconditions of every spend. Spends come from the gift saga, a service
 /// call that carries no user claim, so the rule is judged by the age recorded on the
@@ -59,9 +70,7 @@ async fn lock_spender(
     now: UnixMillis,
 ) -> Result<AccountRow, WalletError> {
     let user = user.as_str();
-    let account = store::lock_account(conn, user, now)
-        .await?
-        .ok_or_else(|| not_found("account", user))?;
+    let account = lock_account(conn, user, now).await?;
     age_rule.check(user, account.age)?;
     if account.balance.debt > 0 {
         return Err(Refusal::InDebt {
@@ -597,9 +606,7 @@ pub async fn complete_purchase(
     now: UnixMillis,
 ) -> Result<bool, WalletError> {
     let user = purchase.user_id.as_str();
-    let account = store::lock_account(conn, user, now)
-        .await?
-        .ok_or_else(|| not_found("account", user))?;
+    let account = lock_account(conn, user, now).await?;
     if !store::settle_purchase(
         conn,
         purchase.purchase_id.as_str(),
@@ -706,9 +713,7 @@ pub async fn reverse_purchase(
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))?
         .user_id;
-    let account = store::lock_account(conn, buyer.as_str(), now)
-        .await?
-        .ok_or_else(|| not_found("account", buyer.as_str()))?;
+    let account = lock_account(conn, buyer.as_str(), now).await?;
     // Read again under the buyer's lock: a reversal that committed while this one waited
     // for the lock is seen here (READ COMMITTED takes a new snapshot per statement).
     let purchase = store::get_purchase(conn, purchase_id)

@@ -172,12 +172,7 @@ impl Purchases {
         let now = UnixMillis::now();
         let mut tx = self.db.begin_write().await?;
         let user = cmd.user_id.as_str();
-        let account = store::lock_account(&mut tx, user, now)
-            .await?
-            .ok_or_else(|| WalletError::NotFound {
-                kind: "account",
-                id: user.to_owned(),
-            })?;
+        let account = ledger::lock_account(&mut tx, user, now).await?;
         self.settings.age_rule.check(user, account.age)?;
         let caps = store::get_limits(&mut tx, user).await?.at(now).effective;
         if caps.daily_purchase.is_some() || caps.monthly_purchase.is_some() {

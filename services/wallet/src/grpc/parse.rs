@@ -70,17 +70,14 @@ pub fn parse_create_account(
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let user = v.check("user_id", ResourceId::parse(&req.user_id));
-    finish(v, || {
+    keyed(v, key, || {
         let user = user?;
         let verified_age = verified_age_of(caller, user.as_str());
-        Some((
-            key?,
-            OpenAccountCmd {
-                user_id: user,
-                minor: req.minor,
-                verified_age,
-            },
-        ))
+        Some(OpenAccountCmd {
+            user_id: user,
+            minor: req.minor,
+            verified_age,
+        })
     })
 }
 
@@ -100,16 +97,13 @@ pub fn parse_set_account_minor(
         &req.actor,
         caller.subject(),
     );
-    finish(v, || {
-        Some((
-            key?,
-            SetMinorCmd {
-                user_id: user?,
-                minor: req.minor,
-                actor: caller.subject().to_owned(),
-                reason: reason?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(SetMinorCmd {
+            user_id: user?,
+            minor: req.minor,
+            actor: caller.subject().to_owned(),
+            reason: reason?,
+        })
     })
 }
 
@@ -134,7 +128,7 @@ pub fn parse_purchase_coins(
         Some(m) => money(&mut v, "expected_price", Some(m)).map(Some),
         None => Some(None),
     };
-    finish(v, || {
+    v.finish(|| {
         let user = user?;
         let verified_age = verified_age_of(caller, user.as_str());
         Some(PurchaseCmd {
@@ -163,7 +157,7 @@ pub fn parse_list_purchases(req: &pb::ListPurchasesRequest) -> Parsed<PurchasesP
         PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
     );
     let state = v.check("state", purchase_state_filter(req.state));
-    finish(v, || {
+    v.finish(|| {
         Some(PurchasesPage {
             user_id: user?,
             state: state?,
@@ -185,15 +179,12 @@ pub fn parse_reverse_purchase(
         &req.actor,
         caller.subject(),
     );
-    finish(v, || {
-        Some((
-            key?,
-            ReverseCmd {
-                purchase_id: purchase?,
-                actor: caller.subject().to_owned(),
-                reason: reason?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(ReverseCmd {
+            purchase_id: purchase?,
+            actor: caller.subject().to_owned(),
+            reason: reason?,
+        })
     })
 }
 
@@ -208,18 +199,15 @@ pub fn parse_debit_coins(
     let coins = v.check("coins", Coins::parse(req.coins));
     let saga = v.check("saga_id", optional_id(&req.saga_id));
     let note = v.check("note", Text::parse(&req.note));
-    finish(v, || {
-        Some((
-            key?,
-            DebitCmd {
-                operation_id: op?,
-                user_id: user?,
-                coins: coins?,
-                saga_id: saga?,
-                note: note?,
-                actor: caller.subject().to_owned(),
-            },
-        ))
+    keyed(v, key, || {
+        Some(DebitCmd {
+            operation_id: op?,
+            user_id: user?,
+            coins: coins?,
+            saga_id: saga?,
+            note: note?,
+            actor: caller.subject().to_owned(),
+        })
     })
 }
 
@@ -236,17 +224,14 @@ pub fn parse_refund_coins(
     );
     let coins = v.check("coins", optional_coins(req.coins));
     let note = v.check("note", Text::parse(&req.note));
-    finish(v, || {
-        Some((
-            key?,
-            RefundCmd {
-                operation_id: op?,
-                debit_operation_id: debit?,
-                coins: coins?,
-                note: note?,
-                actor: caller.subject().to_owned(),
-            },
-        ))
+    keyed(v, key, || {
+        Some(RefundCmd {
+            operation_id: op?,
+            debit_operation_id: debit?,
+            coins: coins?,
+            note: note?,
+            actor: caller.subject().to_owned(),
+        })
     })
 }
 
@@ -259,18 +244,15 @@ pub fn parse_reserve_coins(req: &pb::ReserveCoinsRequest) -> Parsed<(Idempotency
     let ttl = v.check("ttl", hold_ttl_ms(req.ttl.as_ref()));
     let saga = v.check("saga_id", optional_id(&req.saga_id));
     let note = v.check("note", Text::parse(&req.note));
-    finish(v, || {
-        Some((
-            key?,
-            ReserveCmd {
-                operation_id: op?,
-                user_id: user?,
-                coins: coins?,
-                ttl_ms: ttl?,
-                saga_id: saga?,
-                note: note?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(ReserveCmd {
+            operation_id: op?,
+            user_id: user?,
+            coins: coins?,
+            ttl_ms: ttl?,
+            saga_id: saga?,
+            note: note?,
+        })
     })
 }
 
@@ -282,15 +264,12 @@ pub fn parse_capture_hold(
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
     let coins = v.check("coins", optional_coins(req.coins));
-    finish(v, || {
-        Some((
-            key?,
-            CaptureCmd {
-                operation_id: op?,
-                coins: coins?,
-                actor: caller.subject().to_owned(),
-            },
-        ))
+    keyed(v, key, || {
+        Some(CaptureCmd {
+            operation_id: op?,
+            coins: coins?,
+            actor: caller.subject().to_owned(),
+        })
     })
 }
 
@@ -299,7 +278,7 @@ pub fn parse_release_hold(req: &pb::ReleaseHoldRequest) -> Parsed<(IdempotencyKe
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
-    finish(v, || Some((key?, op?)))
+    keyed(v, key, || op)
 }
 
 pub fn parse_get_hold(req: &pb::GetHoldRequest) -> Parsed<ResourceId> {
@@ -315,16 +294,13 @@ pub fn parse_set_spending_limits(
     let user = v.check("user_id", ResourceId::parse(&req.user_id));
     let reason = v.noted_reason(Text::parse(&req.reason), &req.actor, caller.subject());
     let caps = spending_caps(&mut v, req.caps.as_ref());
-    finish(v, || {
-        Some((
-            key?,
-            SetLimitsCmd {
-                user_id: user?,
-                caps: caps?,
-                actor: caller.subject().to_owned(),
-                reason: reason?,
-            },
-        ))
+    keyed(v, key, || {
+        Some(SetLimitsCmd {
+            user_id: user?,
+            caps: caps?,
+            actor: caller.subject().to_owned(),
+            reason: reason?,
+        })
     })
 }
 
@@ -340,7 +316,7 @@ pub fn parse_list_transactions(req: &pb::ListTransactionsRequest) -> Parsed<Tran
         "page_token",
         PageToken::parse(&req.page_token).and_then(|t| t.cursor_i64()),
     );
-    finish(v, || {
+    v.finish(|| {
         Some(TransactionsPage {
             user_id: user?,
             size: size?,
@@ -375,7 +351,7 @@ pub fn parse_list_debits(req: &pb::ListDebitsRequest) -> Parsed<DebitsQuery> {
         "page_token",
         PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
     );
-    finish(v, || {
+    v.finish(|| {
         if by_ids {
             return Some(DebitsQuery::Ids(ids.into_iter().collect::<Option<_>>()?));
         }
@@ -387,9 +363,13 @@ pub fn parse_list_debits(req: &pb::ListDebitsRequest) -> Parsed<DebitsQuery> {
     })
 }
 
-/// Every violation, or what `build` makes of the parsed values.
-fn finish<T>(v: Violations, build: impl FnOnce() -> Option<T>) -> Parsed<T> {
-    v.finish(build)
+/// An idempotent request's key and the command `build` makes, or every violation.
+fn keyed<C>(
+    v: Violations,
+    key: Option<IdempotencyKey>,
+    build: impl FnOnce() -> Option<C>,
+) -> Parsed<(IdempotencyKey, C)> {
+    v.finish(|| Some((key?, build()?)))
 }
 
 fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {

@@ -232,39 +232,16 @@ mod tests {
     /// wire carries never drift apart.
     #[test]
     fn enums_carry_their_stored_numbers() {
-        for state in [
-            PurchaseState::Pending,
-            PurchaseState::Completed,
-            PurchaseState::Declined,
-            PurchaseState::Reversed,
-        ] {
-            assert_eq!(
-                i64::from(i32::from(pb::PurchaseState::from(state))),
-                state.code()
-            );
+        let wire = |n: i32| i64::from(n);
+        for state in PurchaseState::ALL {
+            assert_eq!(wire(pb::PurchaseState::from(state).into()), state.code());
         }
-        for state in [
-            HoldState::Active,
-            HoldState::Captured,
-            HoldState::Released,
-            HoldState::Expired,
-        ] {
-            assert_eq!(
-                i64::from(i32::from(pb::HoldState::from(state))),
-                state.code()
-            );
+        for state in HoldState::ALL {
+            assert_eq!(wire(pb::HoldState::from(state).into()), state.code());
         }
-        for reason in [
-            Reason::Purchase,
-            Reason::PromotionBonus,
-            Reason::GiftDebit,
-            Reason::HoldCapture,
-            Reason::GiftRefund,
-            Reason::PurchaseReversal,
-            Reason::DebtSettlement,
-        ] {
+        for reason in Reason::ALL {
             assert_eq!(
-                i64::from(i32::from(pb::TransactionReason::from(reason))),
+                wire(pb::TransactionReason::from(reason).into()),
                 reason.code()
             );
         }
