@@ -48,6 +48,23 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> WalletError {
     }
 }
 
+/// A repeat of an operation id is answered with what it did, but only if it asks the
+/// same; otherwise the id was reused for something else.
+fn replay<T>(existing: T, same: bool, op: &ResourceId, what: &str) -> Result<T, WalletError> {
+    if same {
+        Ok(existing)
+    } else {
+        Err(WalletError::Conflict(format!(
+            "operation {op} was already used for a different {what}"
+        )))
+    }
+}
+
+/// An operation id taken by another kind of operation (they share one namespace).
+fn taken(op: &ResourceId, by: &str) -> WalletError {
+    WalletError::Conflict(format!("operation id {op} is taken by a {by}"))
+}
+
 /// Takes the user's row for the rest of the transaction (see the module doc) and reads it.
 pub(crate) async fn lock_account(
     conn: &mut Conn,
@@ -159,19 +176,9 @@ pub async fn debit(
                 && existing.saga_id == cmd.saga_id
                 && existing.note == cmd.note
                 && !existing.from_hold;
-            return if same {
-                Ok(existing)
-            } else {
-                Err(WalletError::Conflict(format!(
-                    "operation {} was already used for a different debit",
-                    cmd.operation_id
-                )))
-            };
+            return replay(existing, same, &cmd.operation_id, "debit");
         }
-        return Err(WalletError::Conflict(format!(
-            "operation id {} is taken by a hold or refund",
-            cmd.operation_id
-        )));
+        return Err(taken(&cmd.operation_id, "hold or refund"));
     }
     let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
@@ -234,20 +241,10 @@ pub async fn refund(
         let same = existing.debit_operation_id == cmd.debit_operation_id
             && cmd.coins.is_none_or(|c| c == existing.coins)
             && existing.note == cmd.note;
-        return if same {
-            Ok(existing)
-        } else {
-            Err(WalletError::Conflict(format!(
-                "operation {} was already used for a different refund",
-                cmd.operation_id
-            )))
-        };
+        return replay(existing, same, &cmd.operation_id, "refund");
     }
     if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
-        return Err(WalletError::Conflict(format!(
-            "operation id {} is taken by a debit or hold",
-            cmd.operation_id
-        )));
+        return Err(taken(&cmd.operation_id, "debit or hold"));
     }
     let debit = store::get_debit(conn, cmd.debit_operation_id.as_str())
         .await?
@@ -342,20 +339,10 @@ pub async fn reserve(
             && existing.coins == cmd.coins
             && existing.saga_id == cmd.saga_id
             && existing.note == cmd.note;
-        return if same {
-            Ok(existing)
-        } else {
-            Err(WalletError::Conflict(format!(
-                "operation {} was already used for a different hold",
-                cmd.operation_id
-            )))
-        };
+        return replay(existing, same, &cmd.operation_id, "hold");
     }
     if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
-        return Err(WalletError::Conflict(format!(
-            "operation id {} is taken by a debit or refund",
-            cmd.operation_id
-        )));
+        return Err(taken(&cmd.operation_id, "debit or refund"));
     }
     let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
     check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
@@ -430,6 +417,28 @@ pub struct CaptureCmd {
     pub actor: String,
 }
 
+/// A retry of the capture that happened: the same answer, if it asked the same.
+async fn captured_before(
+    conn: &mut Conn,
+    hold: HoldRow,
+    coins: Option<Coins>,
+) -> Result<(HoldRow, DebitRow), WalletError> {
+    let operation_id = hold.operation_id.as_str();
+    let debit = store::get_debit(conn, operation_id)
+        .await?
+        .ok_or_else(|| not_found("debit", operation_id))?;
+    if coins.is_none_or(|c| c.get() == hold.captured_coins) {
+        return Ok((hold, debit));
+    }
+    Err(WalletError::WrongState {
+        reason: reasons::wallet::HOLD_CAPTURED,
+        message: format!(
+            "hold {operation_id} was already captured for {} coins",
+            hold.captured_coins
+        ),
+    })
+}
+
 /// Spends an active hold (all or `coins` of it) and releases the rest.
 pub async fn capture(
     conn: &mut Conn,
@@ -440,20 +449,7 @@ pub async fn capture(
     let operation_id = id.as_str();
     let hold = hold_for_change(conn, operation_id, now).await?;
     if hold.state == HoldState::Captured {
-        // A retry of the capture that happened: same answer, if it asked the same.
-        let debit = store::get_debit(conn, operation_id)
-            .await?
-            .ok_or_else(|| not_found("debit", operation_id))?;
-        if coins.is_none_or(|c| c.get() == hold.captured_coins) {
-            return Ok((hold, debit));
-        }
-        return Err(WalletError::WrongState {
-            reason: reasons::wallet::HOLD_CAPTURED,
-            message: format!(
-                "hold {operation_id} was already captured for {} coins",
-                hold.captured_coins
-            ),
-        });
+        return captured_before(conn, hold, coins).await;
     }
     if hold.state != HoldState::Active {
         return Err(WalletError::WrongState {
