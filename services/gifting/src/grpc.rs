@@ -16,9 +16,10 @@ use ovation_auth::{Caller, Role};
 use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
 use ovation_proto::reasons;
+use ovation_server::IdempotentCall;
 use ovation_server::edge::{time_window, to_timestamp};
 use ovation_server::{ApiError, access};
-use ovation_store::{Db, Fingerprint, KeyScope, StoreError};
+use ovation_store::{Db, StoreError};
 use ovation_types::{
     IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, UnixMillis, Violations,
 };
@@ -26,7 +27,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{GiftOrder, Saga, Status as SagaStatus};
-use crate::saga::{DriveError, SagaEngine};
+use crate::saga::SagaEngine;
+use crate::sending::{GiftingError, RetrySagaCmd, SendGiftCmd, Sending};
 use crate::store::{self, EventRow, SagaRow, SentFilter};
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -65,8 +67,7 @@ const LEADERBOARD_MAX: i32 = 100;
 pub struct Gifting {
     db: Db,
     engine: SagaEngine,
-    /// Longest SendGift waits for its saga before answering PENDING.
-    send_wait_ms: u64,
+    sending: Sending,
     feed: FeedLimits,
     watchers: Arc<AtomicUsize>,
 }
@@ -74,9 +75,9 @@ pub struct Gifting {
 impl Gifting {
     pub fn new(db: Db, engine: SagaEngine, send_wait_ms: u64, feed: FeedLimits) -> Self {
         Gifting {
+            sending: Sending::new(db.clone(), engine.clone(), send_wait_ms),
             db,
             engine,
-            send_wait_ms,
             feed,
             watchers: Arc::new(AtomicUsize::new(0)),
         }
@@ -87,60 +88,20 @@ impl Gifting {
     ) -> Result<ovation_store::sqlx::pool::PoolConnection<ovation_store::sqlx::Any>, ApiError> {
         Ok(self.db.conn().await?)
     }
-
-    /// Runs the saga on a task of its own (it goes on if the caller goes away) and waits
-    /// up to `wait` for it to finish.
-    async fn drive_for(&self, drive: Drive, wait: Duration) -> Result<SagaRow, ApiError> {
-        let engine = self.engine.clone();
-        let saga_id = match &drive {
-            Drive::Recorded(row) => row.saga.saga_id.clone(),
-            Drive::Existing(id) => id.clone(),
-        };
-        let saga_id = saga_id.as_str();
-        let until = tokio::time::Instant::now() + wait;
-        // The saga runs under the request's span, so its calls to catalog, wallet and
-        // payout carry this request's trace: one SendGift, one trace.
-        let task = tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                match drive {
-                    Drive::Recorded(row) => engine.drive_recorded(*row).await,
-                    Drive::Existing(id) => engine.drive(&id).await,
-                }
-            },
-            tracing::Span::current(),
-        ));
-        let mut row = match tokio::time::timeout(wait, task).await {
-            Ok(Ok(Ok(row))) => row,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(saga_id, error = %e, "driving the saga failed; recovery will resume it");
-                self.load(saga_id).await?
-            }
-            Ok(Err(join)) => return Err(ApiError::Internal(format!("saga task failed: {join}"))),
-            Err(_) => self.load(saga_id).await?,
-        };
-        // Someone else drives it (another request of this replica, or the replica holding
-        // its lease): wait for their outcome within the same deadline.
-        while row.saga.status == SagaStatus::Pending && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            row = self.load(saga_id).await?;
-        }
-        Ok(row)
-    }
-
-    async fn load(&self, saga_id: &str) -> Result<SagaRow, ApiError> {
-        let mut conn = self.read().await?;
-        store::get_saga(&mut conn, saga_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("gift saga", saga_id))
-    }
 }
 
-/// Which saga [`Gifting::drive_for`] drives.
-enum Drive {
-    /// One this request just recorded (leased to this replica, as written).
-    Recorded(Box<SagaRow>),
-    /// One recorded earlier (a replayed request): claimed and read first.
-    Existing(String),
+impl From<GiftingError> for ApiError {
+    fn from(e: GiftingError) -> Self {
+        match e {
+            GiftingError::Store(e) => ApiError::from(e),
+            GiftingError::SagaNotFound(id) => ApiError::not_found("gift saga", id),
+            GiftingError::SagaTerminal(id) => ApiError::failed_precondition(
+                reasons::gifting::SAGA_TERMINAL,
+                format!("saga {id} is terminal; there is nothing to retry"),
+            ),
+            GiftingError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
 }
 
 /// The caller's deadline from `grpc-timeout`, if any.
@@ -182,10 +143,10 @@ impl GiftingService for Gifting {
         &self,
         request: Request<pb::SendGiftRequest>,
     ) -> Reply<pb::SendGiftResponse> {
-        access::require_user(&request, &request.get_ref().sender_user_id, &[])?;
+        let caller = access::require_user(&request, &request.get_ref().sender_user_id, &[])?;
         let deadline = caller_deadline(request.metadata());
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("SendGift", &req);
+        let call = IdempotentCall::new(&caller, "SendGift", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -206,59 +167,22 @@ impl GiftingService for Gifting {
         let (key, sender, creator, stream, gift, quantity, message) = v
             .finish(|| Some((key?, sender?, creator?, stream?, gift?, quantity?, message?)))
             .map_err(ApiError::from)?;
-
-        let now = UnixMillis::now();
-        // The key is the sender's own: another sender's saga under the same key is not a
-        // replay of this one.
-        let sender_user_id = sender.into_string();
-        let saga = Saga::start(
-            format!("sg_{}", uuid::Uuid::now_v7().simple()),
-            GiftOrder {
-                sender_user_id: sender_user_id.clone(),
+        let cmd = SendGiftCmd {
+            key,
+            order: GiftOrder {
+                sender_user_id: sender.into_string(),
                 creator_id: creator.into_string(),
                 stream_id: stream.into_string(),
                 gift_id: gift.into_string(),
                 quantity: quantity.get(),
                 message: message.into_string(),
             },
-            now,
-        );
-        let wait = Duration::from_millis(self.send_wait_ms);
-        let wait = deadline.map_or(wait, |d| {
-            wait.min(d.saturating_sub(Duration::from_millis(50)))
-        });
-        // Recorded before anything else happens, leased to this replica at once so recovery
-        // elsewhere does not race the caller's own drive. A new key (the usual case) is one
-        // insert; a key the sender already used reads the saga they recorded under it.
-        let recorded = self
-            .engine
-            .record(saga, key.as_str(), fingerprint.as_str())
-            .await
-            .map_err(|e| match e {
-                DriveError::Store(e) => ApiError::from(e),
-            })?;
-        let row = match recorded {
-            Some(row) => self.drive_for(Drive::Recorded(Box::new(row)), wait).await?,
-            None => {
-                let mut conn = self.read().await?;
-                let row = store::get_saga_by_key(&mut conn, &sender_user_id, key.as_str())
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or_else(|| {
-                        ApiError::Internal("saga vanished after it was recorded".into())
-                    })?;
-                drop(conn);
-                if row.fingerprint != fingerprint.as_str() {
-                    return Err(ApiError::from(StoreError::KeyReused).into());
-                }
-                if row.saga.status == SagaStatus::Pending {
-                    let id = row.saga.saga_id.clone();
-                    self.drive_for(Drive::Existing(id), wait).await?
-                } else {
-                    row
-                }
-            }
         };
+        let row = self
+            .sending
+            .send(&call, cmd, deadline)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::SendGiftResponse {
             receipt: Some(receipt(&row.saga, true)),
         }))
@@ -520,7 +444,7 @@ impl GiftingService for Gifting {
     ) -> Reply<pb::RetrySagaResponse> {
         let caller = access::require(&request, &[Role::Admin])?;
         let req = request.into_inner();
-        let fingerprint = Fingerprint::of("RetrySaga", &req);
+        let call = IdempotentCall::new(&caller, "RetrySaga", &req);
         let mut v = Violations::default();
         let key = v.check(
             "idempotency_key",
@@ -532,49 +456,21 @@ impl GiftingService for Gifting {
             &req.actor,
             caller.subject(),
         );
-        let (key, id, reason) = v
+        let (key, saga_id, reason) = v
             .finish(|| Some((key?, id?, reason?)))
             .map_err(ApiError::from)?;
         // The actor of record is the caller; the request's actor is only a note.
-        let actor = caller.subject().to_owned();
-        let saga_id = id.as_str().to_owned();
-        self.db
-            .idempotent(
-                &KeyScope::new(&caller.principal(), "RetrySaga"),
-                &key,
-                &fingerprint,
-                |conn| {
-                    Box::pin(async move {
-                        let now = UnixMillis::now();
-                        if store::get_saga(conn, id.as_str()).await?.is_none() {
-                            return Err(ApiError::not_found("gift saga", id.as_str()));
-                        }
-                        if !store::reset_for_retry(conn, id.as_str(), now).await? {
-                            return Err(ApiError::failed_precondition(
-                                reasons::gifting::SAGA_TERMINAL,
-                                format!("saga {id} is terminal; there is nothing to retry"),
-                            ));
-                        }
-                        store::record_action(
-                            conn,
-                            id.as_str(),
-                            "RETRY",
-                            &actor,
-                            reason.as_str(),
-                            now,
-                        )
-                        .await?;
-                        Ok::<_, ApiError>(pb::RetrySagaResponse { saga: None })
-                    })
-                },
-            )
-            .await?;
+        let cmd = RetrySagaCmd {
+            key,
+            saga_id,
+            reason,
+            actor: caller.subject().to_owned(),
+        };
         let row = self
-            .drive_for(
-                Drive::Existing(saga_id.clone()),
-                Duration::from_millis(self.send_wait_ms),
-            )
-            .await?;
+            .sending
+            .retry(&call, cmd)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::RetrySagaResponse {
             saga: Some(saga_to_proto(&row)),
         }))

@@ -17,6 +17,7 @@
 pub mod domain;
 pub mod grpc;
 pub mod saga;
+pub mod sending;
 pub mod store;
 pub mod writer;
 
