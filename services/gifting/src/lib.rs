@@ -232,7 +232,7 @@ pub async fn run(
         watchers_max: settings.watchers_max,
         ..FeedLimits::default()
     };
-    let service = GiftingServiceServer::new(grpc::Gifting::new(
+    let service = GiftingServiceServer::new(grpc::GiftingApi::new(
         db.clone(),
         engine,
         settings.send_wait_ms,
