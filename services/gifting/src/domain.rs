@@ -12,31 +12,51 @@
 //! small attempt budget. Either way, what is left goes to an operator (NEEDS_OPERATOR).
 
 use ovation_proto::reasons;
-use ovation_types::UnixMillis;
+use ovation_types::{Quantity, ResourceId, Text, UnixMillis};
 use tonic::Code;
 
-/// Status of a saga (values as in the contract).
+/// Gives an enum its stored codes (the contract's numbers) from one table, both ways:
+/// `code()` and `from_code()`.
+macro_rules! stored_codes {
+    ($ty:ident { $($variant:ident = $code:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The code stored (and sent in the contract) for this value.
+            pub fn code(self) -> i64 {
+                match self {
+                    $($ty::$variant => $code,)+
+                }
+            }
+
+            /// The value stored as `code`; `None` for a code no value has.
+            pub fn from_code(code: i64) -> Option<Self> {
+                match code {
+                    $($code => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+/// Status of a saga.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    Pending,
+    Completed,
+    Rejected,
+    Compensated,
+    NeedsOperator,
+}
+
+stored_codes!(Status {
     Pending = 1,
     Completed = 2,
     Rejected = 3,
     Compensated = 4,
     NeedsOperator = 5,
-}
+});
 
 impl Status {
-    pub fn from_code(code: i64) -> Option<Self> {
-        Some(match code {
-            1 => Status::Pending,
-            2 => Status::Completed,
-            3 => Status::Rejected,
-            4 => Status::Compensated,
-            5 => Status::NeedsOperator,
-            _ => return None,
-        })
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -45,32 +65,41 @@ impl Status {
     }
 }
 
-/// The step a saga runs next (values as in the contract).
+/// The step a saga runs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    ResolveGift,
+    DebitCoins,
+    CreditDiamonds,
+    RefundCoins,
+    Done,
+}
+
+stored_codes!(Step {
     ResolveGift = 1,
     DebitCoins = 2,
     CreditDiamonds = 3,
     RefundCoins = 4,
     Done = 5,
-}
+});
 
-impl Step {
-    pub fn from_code(code: i64) -> Option<Self> {
-        Some(match code {
-            1 => Step::ResolveGift,
-            2 => Step::DebitCoins,
-            3 => Step::CreditDiamonds,
-            4 => Step::RefundCoins,
-            5 => Step::Done,
-            _ => return None,
-        })
-    }
-}
-
-/// Why a saga was REJECTED or COMPENSATED (values as in the contract).
+/// Why a saga was REJECTED or COMPENSATED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
+    None,
+    InsufficientCoins,
+    SpendCapExceeded,
+    MinorAccount,
+    AccountInDebt,
+    SenderNotFound,
+    GiftNotFound,
+    GiftUnavailable,
+    CreatorNotFound,
+    CreatorSuspended,
+    Other,
+}
+
+stored_codes!(Rejection {
     None = 0,
     InsufficientCoins = 1,
     SpendCapExceeded = 2,
@@ -82,26 +111,7 @@ pub enum Rejection {
     CreatorNotFound = 8,
     CreatorSuspended = 9,
     Other = 10,
-}
-
-impl Rejection {
-    pub fn from_code(code: i64) -> Option<Self> {
-        Some(match code {
-            0 => Rejection::None,
-            1 => Rejection::InsufficientCoins,
-            2 => Rejection::SpendCapExceeded,
-            3 => Rejection::MinorAccount,
-            4 => Rejection::AccountInDebt,
-            5 => Rejection::SenderNotFound,
-            6 => Rejection::GiftNotFound,
-            7 => Rejection::GiftUnavailable,
-            8 => Rejection::CreatorNotFound,
-            9 => Rejection::CreatorSuspended,
-            10 => Rejection::Other,
-            _ => return None,
-        })
-    }
-}
+});
 
 /// What the catalog said a gift costs and earns, recorded at send time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,15 +275,16 @@ pub struct Saga {
     pub completed_at: Option<UnixMillis>,
 }
 
-/// What a sender asked for: the parts of a saga that come from the SendGift request.
+/// What a sender asked for: the parts of a saga that come from the SendGift request,
+/// as validated there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GiftOrder {
-    pub sender_user_id: String,
-    pub creator_id: String,
-    pub stream_id: String,
-    pub gift_id: String,
-    pub quantity: i32,
-    pub message: String,
+    pub sender_user_id: ResourceId,
+    pub creator_id: ResourceId,
+    pub stream_id: ResourceId,
+    pub gift_id: ResourceId,
+    pub quantity: Quantity,
+    pub message: Text,
 }
 
 impl Saga {
@@ -281,12 +292,12 @@ impl Saga {
     pub fn start(saga_id: String, order: GiftOrder, now: UnixMillis) -> Saga {
         Saga {
             saga_id,
-            sender_user_id: order.sender_user_id,
-            creator_id: order.creator_id,
-            stream_id: order.stream_id,
-            gift_id: order.gift_id,
-            quantity: order.quantity,
-            message: order.message,
+            sender_user_id: order.sender_user_id.into_string(),
+            creator_id: order.creator_id.into_string(),
+            stream_id: order.stream_id.into_string(),
+            gift_id: order.gift_id.into_string(),
+            quantity: order.quantity.get(),
+            message: order.message.into_string(),
             quote: None,
             status: Status::Pending,
             step: Step::ResolveGift,
@@ -478,19 +489,78 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn id(raw: &str) -> ResourceId {
+        ResourceId::parse(raw).unwrap()
+    }
+
     fn saga() -> Saga {
         Saga::start(
             "sg_1".into(),
             GiftOrder {
-                sender_user_id: "alice".into(),
-                creator_id: "bob".into(),
-                stream_id: "s1".into(),
-                gift_id: "rose".into(),
-                quantity: 3,
-                message: String::new(),
+                sender_user_id: id("alice"),
+                creator_id: id("bob"),
+                stream_id: id("s1"),
+                gift_id: id("rose"),
+                quantity: Quantity::parse(3).unwrap(),
+                message: Text::parse("").unwrap(),
             },
             UnixMillis(0),
         )
+    }
+
+    /// The stored codes are the contract's numbers, and each reads back as its value.
+    #[test]
+    fn stored_codes_read_back() {
+        let statuses = [
+            (Status::Pending, 1),
+            (Status::Completed, 2),
+            (Status::Rejected, 3),
+            (Status::Compensated, 4),
+            (Status::NeedsOperator, 5),
+        ];
+        for (status, code) in statuses {
+            assert_eq!(
+                (status.code(), Status::from_code(code)),
+                (code, Some(status))
+            );
+        }
+        let steps = [
+            (Step::ResolveGift, 1),
+            (Step::DebitCoins, 2),
+            (Step::CreditDiamonds, 3),
+            (Step::RefundCoins, 4),
+            (Step::Done, 5),
+        ];
+        for (step, code) in steps {
+            assert_eq!((step.code(), Step::from_code(code)), (code, Some(step)));
+        }
+        let rejections = [
+            (Rejection::None, 0),
+            (Rejection::InsufficientCoins, 1),
+            (Rejection::SpendCapExceeded, 2),
+            (Rejection::MinorAccount, 3),
+            (Rejection::AccountInDebt, 4),
+            (Rejection::SenderNotFound, 5),
+            (Rejection::GiftNotFound, 6),
+            (Rejection::GiftUnavailable, 7),
+            (Rejection::CreatorNotFound, 8),
+            (Rejection::CreatorSuspended, 9),
+            (Rejection::Other, 10),
+        ];
+        for (rejection, code) in rejections {
+            assert_eq!(
+                (rejection.code(), Rejection::from_code(code)),
+                (code, Some(rejection))
+            );
+        }
+        assert_eq!(
+            (
+                Status::from_code(0),
+                Step::from_code(6),
+                Rejection::from_code(11)
+            ),
+            (None, None, None)
+        );
     }
 
     const QUOTE: Quote = Quote {

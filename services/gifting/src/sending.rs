@@ -115,7 +115,7 @@ impl Sending {
                 // not a replay of this one.
                 let row = {
                     let mut conn = self.db.conn().await?;
-                    store::get_saga_by_key(&mut conn, &sender, key.as_str())
+                    store::get_saga_by_key(&mut conn, sender.as_str(), key.as_str())
                         .await?
                         .ok_or_else(|| {
                             GiftingError::Internal("saga vanished after it was recorded".into())

@@ -7,7 +7,7 @@
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
-use ovation_types::{TimeWindow, UnixMillis};
+use ovation_types::{ResourceId, TimeWindow, UnixMillis};
 
 use crate::domain::{Quote, Rejection, Saga, Status, Step};
 
@@ -109,8 +109,8 @@ pub async fn insert_saga(
     .bind(saga.gift_id.as_str())
     .bind(i64::from(saga.quantity))
     .bind(saga.message.as_str())
-    .bind(saga.status as i64)
-    .bind(saga.step as i64)
+    .bind(saga.status.code())
+    .bind(saga.step.code())
     .bind(saga.next_attempt_at.0)
     .bind(owner)
     .bind(lease_until.0)
@@ -193,12 +193,12 @@ pub async fn save_saga(
     .bind(q.total_coins)
     .bind(i64::from(q.creator_share_bps))
     .bind(q.economy_version)
-    .bind(saga.status as i64)
-    .bind(saga.step as i64)
+    .bind(saga.status.code())
+    .bind(saga.step.code())
     .bind(saga.coins_spent)
     .bind(saga.diamonds_credited)
     .bind(saga.sender_balance_after)
-    .bind(saga.rejection as i64)
+    .bind(saga.rejection.code())
     .bind(saga.rejection_detail.as_str())
     .bind(i64::from(saga.refund_started))
     .bind(saga.attempts)
@@ -372,9 +372,9 @@ pub async fn last_seq(conn: &mut Conn, stream: &str) -> Result<i64, StoreError> 
 /// Filters of ListSentGifts (at least one is set).
 #[derive(Clone, Debug, Default)]
 pub struct SentFilter {
-    pub stream_id: Option<String>,
-    pub sender_user_id: Option<String>,
-    pub creator_id: Option<String>,
+    pub stream_id: Option<ResourceId>,
+    pub sender_user_id: Option<ResourceId>,
+    pub creator_id: Option<ResourceId>,
     pub status: Option<Status>,
 }
 
@@ -393,10 +393,15 @@ pub async fn list_sent(
          AND (created_at_ms < $5 OR (created_at_ms = $5 AND saga_id < $6)) \
          ORDER BY created_at_ms DESC, saga_id DESC LIMIT $7"
     )))
-    .bind(filter.stream_id.as_deref().unwrap_or(""))
-    .bind(filter.sender_user_id.as_deref().unwrap_or(""))
-    .bind(filter.creator_id.as_deref().unwrap_or(""))
-    .bind(filter.status.map_or(0, |s| s as i64))
+    .bind(filter.stream_id.as_ref().map_or("", ResourceId::as_str))
+    .bind(
+        filter
+            .sender_user_id
+            .as_ref()
+            .map_or("", ResourceId::as_str),
+    )
+    .bind(filter.creator_id.as_ref().map_or("", ResourceId::as_str))
+    .bind(filter.status.map_or(0, Status::code))
     .bind(at)
     .bind(id)
     .bind(limit)
@@ -417,7 +422,7 @@ pub async fn list_sagas(
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
     let mut codes = [0i64; 5];
     for (slot, s) in codes.iter_mut().zip(statuses) {
-        *slot = *s as i64;
+        *slot = s.code();
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SAGA_COLUMNS} FROM sagas WHERE ($1 = 0 OR status IN ($1, $2, $3, $4, $5)) \

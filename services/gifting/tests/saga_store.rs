@@ -19,7 +19,7 @@ use ovation_server::Shutdown;
 use ovation_server::peer::{Outbound, ServiceIdentity};
 use ovation_store::{Db, DbOptions};
 use ovation_testkit::{TestDatabase, databases};
-use ovation_types::UnixMillis;
+use ovation_types::{Quantity, ResourceId, Text, UnixMillis};
 use tonic::transport::Channel;
 
 async fn open(db: &TestDatabase) -> Db {
@@ -36,12 +36,12 @@ fn new_saga(id: &str, now: UnixMillis) -> Saga {
     Saga::start(
         id.into(),
         GiftOrder {
-            sender_user_id: "alice".into(),
-            creator_id: "bob".into(),
-            stream_id: "s1".into(),
-            gift_id: "rose".into(),
-            quantity: 2,
-            message: String::new(),
+            sender_user_id: ResourceId::parse("alice").unwrap(),
+            creator_id: ResourceId::parse("bob").unwrap(),
+            stream_id: ResourceId::parse("s1").unwrap(),
+            gift_id: ResourceId::parse("rose").unwrap(),
+            quantity: Quantity::parse(2).unwrap(),
+            message: Text::parse("").unwrap(),
         },
         now,
     )

@@ -83,14 +83,10 @@ fn visibility(caller: &Caller, saga: &Saga) -> (bool, bool) {
 /// Whether the caller may list the gifts `filter` selects: their own, sent or received,
 /// unless they are an admin.
 fn may_list(caller: &Caller, filter: &SentFilter) -> Result<(), ApiError> {
-    let own = filter
-        .sender_user_id
-        .as_deref()
-        .is_some_and(|s| caller.is_user(s))
-        || filter
-            .creator_id
-            .as_deref()
-            .is_some_and(|c| caller.is_user(c));
+    let own = [&filter.sender_user_id, &filter.creator_id]
+        .into_iter()
+        .flatten()
+        .any(|user| caller.is_user(user.as_str()));
     if own || caller.has(Role::Admin) {
         Ok(())
     } else {

@@ -122,12 +122,12 @@ pub fn parse_send_gift(req: &pb::SendGiftRequest) -> Parsed<SendGiftCmd> {
         Some(SendGiftCmd {
             key: key?,
             order: GiftOrder {
-                sender_user_id: sender?.into_string(),
-                creator_id: creator?.into_string(),
-                stream_id: stream?.into_string(),
-                gift_id: gift?.into_string(),
-                quantity: quantity?.get(),
-                message: message?.into_string(),
+                sender_user_id: sender?,
+                creator_id: creator?,
+                stream_id: stream?,
+                gift_id: gift?,
+                quantity: quantity?,
+                message: message?,
             },
         })
     })
@@ -289,12 +289,12 @@ fn saga_status(raw: i32) -> Result<Status, String> {
         .and_then(Status::try_from)
 }
 
-fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<String>> {
+/// An id that may be left empty (`Some(None)`); `None` if it is set and invalid.
+fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ResourceId>> {
     if raw.is_empty() {
         Some(None)
     } else {
-        v.check(field, ResourceId::parse(raw))
-            .map(|id| Some(id.into_string()))
+        v.check(field, ResourceId::parse(raw)).map(Some)
     }
 }
 
@@ -335,12 +335,18 @@ mod tests {
     fn a_send_becomes_the_senders_order_under_their_key() {
         let cmd = parse_send_gift(&send()).expect("parses");
         assert_eq!(cmd.key.as_str(), "k-1");
-        assert_eq!(cmd.order.sender_user_id, "alice");
-        assert_eq!(cmd.order.creator_id, "bob");
-        assert_eq!(cmd.order.stream_id, "s-1");
-        assert_eq!(cmd.order.gift_id, "rose");
-        assert_eq!(cmd.order.quantity, 3);
-        assert_eq!(cmd.order.message, "hi");
+        let order = &cmd.order;
+        assert_eq!(
+            [
+                order.sender_user_id.as_str(),
+                order.creator_id.as_str(),
+                order.stream_id.as_str(),
+                order.gift_id.as_str(),
+                order.message.as_str(),
+            ],
+            ["alice", "bob", "s-1", "rose", "hi"]
+        );
+        assert_eq!(order.quantity.get(), 3);
     }
 
     #[test]
@@ -371,7 +377,10 @@ mod tests {
         };
         let query = parse_list_sent_gifts(&unspecified).expect("parses");
         assert_eq!(query.filter.status, None);
-        assert_eq!(query.filter.sender_user_id.as_deref(), Some("alice"));
+        assert_eq!(
+            query.filter.sender_user_id.as_ref().map(ResourceId::as_str),
+            Some("alice")
+        );
         let unknown = pb::ListSentGiftsRequest {
             status: 9,
             ..unspecified
