@@ -508,57 +508,53 @@ mod tests {
         )
     }
 
+    /// Each value's code, and that the code reads back as the value.
+    fn assert_codes<T: Copy + PartialEq + std::fmt::Debug>(
+        table: &[(T, i64)],
+        code: fn(T) -> i64,
+        from_code: fn(i64) -> Option<T>,
+    ) {
+        for &(value, expected) in table {
+            assert_eq!((code(value), from_code(expected)), (expected, Some(value)));
+        }
+    }
+
     /// The stored codes are the contract's numbers, and each reads back as its value.
     #[test]
     fn stored_codes_read_back() {
-        let statuses = [
-            (Status::Pending, 1),
-            (Status::Completed, 2),
-            (Status::Rejected, 3),
-            (Status::Compensated, 4),
-            (Status::NeedsOperator, 5),
-        ];
-        for (status, code) in statuses {
-            assert_eq!(
-                (status.code(), Status::from_code(code)),
-                (code, Some(status))
-            );
-        }
+        use Rejection as R;
+        use Status as S;
+        use Step as T;
+        let statuses = [(S::Pending, 1), (S::Completed, 2), (S::Rejected, 3)];
+        assert_codes(&statuses, S::code, S::from_code);
+        assert_codes(
+            &[(S::Compensated, 4), (S::NeedsOperator, 5)],
+            S::code,
+            S::from_code,
+        );
         let steps = [
-            (Step::ResolveGift, 1),
-            (Step::DebitCoins, 2),
-            (Step::CreditDiamonds, 3),
-            (Step::RefundCoins, 4),
-            (Step::Done, 5),
+            (T::ResolveGift, 1),
+            (T::DebitCoins, 2),
+            (T::CreditDiamonds, 3),
         ];
-        for (step, code) in steps {
-            assert_eq!((step.code(), Step::from_code(code)), (code, Some(step)));
-        }
-        let rejections = [
-            (Rejection::None, 0),
-            (Rejection::InsufficientCoins, 1),
-            (Rejection::SpendCapExceeded, 2),
-            (Rejection::MinorAccount, 3),
-            (Rejection::AccountInDebt, 4),
-            (Rejection::SenderNotFound, 5),
-            (Rejection::GiftNotFound, 6),
-            (Rejection::GiftUnavailable, 7),
-            (Rejection::CreatorNotFound, 8),
-            (Rejection::CreatorSuspended, 9),
-            (Rejection::Other, 10),
+        assert_codes(&steps, T::code, T::from_code);
+        assert_codes(&[(T::RefundCoins, 4), (T::Done, 5)], T::code, T::from_code);
+        let refusals = [
+            (R::None, 0),
+            (R::InsufficientCoins, 1),
+            (R::SpendCapExceeded, 2),
+            (R::MinorAccount, 3),
+            (R::AccountInDebt, 4),
+            (R::SenderNotFound, 5),
+            (R::GiftNotFound, 6),
+            (R::GiftUnavailable, 7),
+            (R::CreatorNotFound, 8),
+            (R::CreatorSuspended, 9),
+            (R::Other, 10),
         ];
-        for (rejection, code) in rejections {
-            assert_eq!(
-                (rejection.code(), Rejection::from_code(code)),
-                (code, Some(rejection))
-            );
-        }
+        assert_codes(&refusals, R::code, R::from_code);
         assert_eq!(
-            (
-                Status::from_code(0),
-                Step::from_code(6),
-                Rejection::from_code(11)
-            ),
+            (S::from_code(0), T::from_code(6), R::from_code(11)),
             (None, None, None)
         );
     }
