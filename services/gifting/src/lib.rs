@@ -5,8 +5,11 @@
 //! - [`domain`]: the saga as a state machine (pure, property-tested for I3).
 //! - [`store`]: all of its SQL: sagas (with leases), the outbox of gift events.
 //! - [`saga`]: the driver that runs steps against the peers, and the recovery loop.
+//! - [`sending`]: the use cases: send a gift, retry a saga (domain commands in, domain
+//!   errors out).
 //! - [`writer`]: group commit of the saga writes of sagas driven at the same time.
-//! - [`grpc`]: the thin gRPC layer, including the WatchStreamGifts feed.
+//! - [`grpc`]: the thin gRPC edge: `parse` (requests to commands), `to_proto`, the
+//!   WatchStreamGifts `feed`, and [`grpc::GiftingApi`], the service.
 //!
 //! Limits: quantity 1..=99; a step that gets no answer (a peer down, slow or shedding
 //! load) is retried until the saga is `saga_max_age_ms` old, one that gets unexpected

@@ -1,5 +1,5 @@
 //! The gRPC layer, kept thin: who may call (each handler's first line), parse
-//! ([`parse`]), send or retry ([`crate::sending`]) or read, answer ([`to_proto`]).
+//! (`parse`), send or retry ([`crate::sending`]) or read, answer (`to_proto`).
 //! Proto types stop here.
 //!
 //! Authorization: only the sender (or the gateway for them) sends a gift; a receipt is
