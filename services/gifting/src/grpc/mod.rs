@@ -27,7 +27,6 @@ use tonic::{Request, Response, Status};
 
 pub use self::feed::FeedLimits;
 use self::feed::{FeedPosition, Watcher, WatcherSlot};
-use self::parse::FeedStart;
 use crate::domain::Saga;
 use crate::saga::SagaEngine;
 use crate::sending::{GiftingError, Sending};
@@ -195,16 +194,11 @@ impl GiftingService for GiftingApi {
                 .await
                 .map_err(ApiError::from)?
         };
-        let seq = match query.start {
-            FeedStart::Newest => last,
-            FeedStart::Beginning => 0,
-            FeedStart::After(Some(seq)) if (0..=last).contains(&seq) => seq,
-            FeedStart::After(_) => {
-                return Err(Status::out_of_range(
-                    "resume_cursor is not a cursor of this stream's feed; start without one",
-                ));
-            }
-        };
+        let seq = query.start.after(last).ok_or_else(|| {
+            Status::out_of_range(
+                "resume_cursor is not a cursor of this stream's feed; start without one",
+            )
+        })?;
         let slot = WatcherSlot::take(&self.watchers, self.feed.watchers_max).ok_or_else(|| {
             Status::resource_exhausted(format!(
                 "too many watchers on this replica (at most {}); retry shortly",

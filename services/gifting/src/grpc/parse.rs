@@ -59,6 +59,18 @@ pub enum FeedStart {
     After(Option<i64>),
 }
 
+impl FeedStart {
+    /// The event the feed goes on after, given the stream's newest (`last`); `None` if a
+    /// cursor named no event of this stream's feed.
+    pub fn after(self, last: i64) -> Option<i64> {
+        match self {
+            FeedStart::Newest => Some(last),
+            FeedStart::Beginning => Some(0),
+            FeedStart::After(seq) => seq.filter(|seq| (0..=last).contains(seq)),
+        }
+    }
+}
+
 /// WatchStreamGifts, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchQuery {
@@ -421,6 +433,9 @@ mod tests {
             start(req(&feed::cursor("s-2", 7), false)),
             FeedStart::After(None)
         );
+        assert_eq!(FeedStart::After(Some(8)).after(7), None);
+        assert_eq!(FeedStart::After(Some(-1)).after(7), None);
+        assert_eq!(FeedStart::Newest.after(7), Some(7));
         let long = "x".repeat(256);
         assert_eq!(
             fields(&parse_watch_stream_gifts(&req(&long, false)).unwrap_err()),
