@@ -144,7 +144,8 @@ impl Sending {
     ) -> Result<SagaRow, GiftingError> {
         let saga_id = cmd.saga_id.as_str().to_owned();
         let key = cmd.key.clone();
-        // The stored response is empty: a replay only drives the saga again.
+        // The key's stored response is empty (the bytes an empty RetrySagaResponse encodes
+        // to, as stored before): a replay only drives the saga again.
         call.run(&self.db, &key, |conn| {
             async move { reopen(conn, &cmd, UnixMillis::now()).await }.boxed()
         })

@@ -378,6 +378,11 @@ pub struct SentFilter {
     pub status: Option<Status>,
 }
 
+/// A filter's id, or '' (which the query reads as "any").
+fn or_any(id: &Option<ResourceId>) -> &str {
+    id.as_ref().map_or("", ResourceId::as_str)
+}
+
 /// Sagas matching `filter`, older than (created_at, saga_id) `before`, newest first.
 pub async fn list_sent(
     conn: &mut Conn,
@@ -393,14 +398,9 @@ pub async fn list_sent(
          AND (created_at_ms < $5 OR (created_at_ms = $5 AND saga_id < $6)) \
          ORDER BY created_at_ms DESC, saga_id DESC LIMIT $7"
     )))
-    .bind(filter.stream_id.as_ref().map_or("", ResourceId::as_str))
-    .bind(
-        filter
-            .sender_user_id
-            .as_ref()
-            .map_or("", ResourceId::as_str),
-    )
-    .bind(filter.creator_id.as_ref().map_or("", ResourceId::as_str))
+    .bind(or_any(&filter.stream_id))
+    .bind(or_any(&filter.sender_user_id))
+    .bind(or_any(&filter.creator_id))
     .bind(filter.status.map_or(0, Status::code))
     .bind(at)
     .bind(id)
