@@ -2,8 +2,55 @@
 //! domain type or a [`ovation_types::Violation`] description; never panics.
 
 use ovation_proto::common::Money as ProtoMoney;
-use ovation_types::{Money, TimeWindow, UnixMillis, Violations};
+use std::time::Duration;
+
+use ovation_types::{
+    IdempotencyKey, Money, Parsed, ResourceId, TimeWindow, UnixMillis, Violations,
+};
 use prost_types::Timestamp;
+
+/// The `idempotency_key` field every mutating request carries.
+pub fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {
+    v.check("idempotency_key", IdempotencyKey::parse(raw))
+}
+
+/// A mutating request's key and command, or every violation collected in `v`.
+pub fn keyed<C>(
+    v: Violations,
+    key: Option<IdempotencyKey>,
+    build: impl FnOnce() -> Option<C>,
+) -> Parsed<(IdempotencyKey, C)> {
+    v.finish(|| Some((key?, build()?)))
+}
+
+/// An id field that may be empty (proto3 strings cannot be unset): empty is `None`.
+pub fn optional_id(raw: &str) -> Result<Option<ResourceId>, String> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        ResourceId::parse(raw).map(Some)
+    }
+}
+
+/// The deadline an incoming call carries (`grpc-timeout`: at most 8 digits and a unit, as
+/// the gRPC HTTP/2 protocol defines it), if any.
+pub fn incoming_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3_600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// A required timestamp field.
 pub fn timestamp(ts: Option<&Timestamp>) -> Result<UnixMillis, String> {
@@ -64,5 +111,28 @@ pub fn to_money(m: &Money) -> ProtoMoney {
     ProtoMoney {
         currency_code: m.currency.as_str().to_owned(),
         amount_minor: m.amount_minor(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_timeout_is_read_in_its_unit() {
+        let deadline = |raw: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("grpc-timeout", raw.parse().expect("ascii"));
+            incoming_deadline(&metadata)
+        };
+        assert_eq!(deadline("1500m"), Some(Duration::from_millis(1_500)));
+        assert_eq!(deadline("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(deadline("3x"), None);
+        assert_eq!(deadline("bogus"), None);
+        assert_eq!(deadline("123456789m"), None, "more than 8 digits");
+        assert_eq!(
+            incoming_deadline(&tonic::metadata::MetadataMap::new()),
+            None
+        );
     }
 }

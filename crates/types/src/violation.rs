@@ -91,6 +91,9 @@ impl Violations {
     }
 }
 
+/// A request parsed into a domain value, or every field it violates.
+pub type Parsed<T> = Result<T, Vec<Violation>>;
+
 impl From<Violations> for Vec<Violation> {
     fn from(v: Violations) -> Self {
         v.0

@@ -63,25 +63,6 @@ impl Economy {
     }
 }
 
-/// The deadline an incoming request carries (`grpc-timeout`: digits and a unit), if any.
-pub fn incoming_deadline<T>(request: &tonic::Request<T>) -> Option<Duration> {
-    let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3_600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 fn rate_from(e: &catalog_pb::EconomyParameters) -> Result<PayoutRate, String> {
     let per_unit = e.payout_per_unit.as_ref().ok_or("no payout_per_unit")?;
     if e.version < 1 {
@@ -149,27 +130,6 @@ mod tests {
         assert_eq!(rate.per_unit.amount_minor(), 500);
         e.diamonds_per_payout_unit = 0;
         assert!(rate_from(&e).is_err());
-    }
-
-    #[test]
-    fn incoming_deadlines_are_read_from_grpc_timeout() {
-        let mut request = tonic::Request::new(());
-        assert_eq!(incoming_deadline(&request), None);
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "1500m".parse().unwrap());
-        assert_eq!(
-            incoming_deadline(&request),
-            Some(Duration::from_millis(1_500))
-        );
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "2S".parse().unwrap());
-        assert_eq!(incoming_deadline(&request), Some(Duration::from_secs(2)));
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "bogus".parse().unwrap());
-        assert_eq!(incoming_deadline(&request), None);
     }
 
     #[test]

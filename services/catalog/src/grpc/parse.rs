@@ -3,9 +3,10 @@
 
 use ovation_proto::catalog as pb;
 use ovation_server::edge::{money, optional_timestamp, timestamp};
+use ovation_types::Parsed;
 use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, Quantity, ResourceId, Text,
-    UnixMillis, Violation, Violations,
+    UnixMillis, Violations,
 };
 
 use crate::domain::{
@@ -13,8 +14,6 @@ use crate::domain::{
     GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion, PromotionChange,
     TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids, parse_per_user_cap,
 };
-
-type Parsed<T> = Result<T, Vec<Violation>>;
 
 /// One item, at a version or (`None`) its latest.
 #[derive(Debug, PartialEq)]
@@ -473,7 +472,7 @@ mod tests {
     use super::*;
     use prost_types::Timestamp;
 
-    fn fields(violations: Vec<Violation>) -> Vec<String> {
+    fn fields(violations: Vec<ovation_types::Violation>) -> Vec<String> {
         violations.into_iter().map(|v| v.field).collect()
     }
 

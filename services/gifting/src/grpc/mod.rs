@@ -20,7 +20,7 @@ use ovation_auth::{Caller, Role};
 use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_server::GiftingService;
 use ovation_proto::reasons;
-use ovation_server::{ApiError, IdempotentCall, access};
+use ovation_server::{ApiError, IdempotentCall, access, edge};
 use ovation_store::Db;
 use ovation_types::UnixMillis;
 use tonic::{Request, Response, Status};
@@ -103,7 +103,7 @@ impl GiftingService for GiftingApi {
         request: Request<pb::SendGiftRequest>,
     ) -> Reply<pb::SendGiftResponse> {
         let caller = access::require_user(&request, &request.get_ref().sender_user_id, &[])?;
-        let deadline = parse::caller_deadline(request.metadata());
+        let deadline = edge::incoming_deadline(request.metadata());
         let call = IdempotentCall::new(&caller, "SendGift", request.get_ref());
         let cmd = parse::parse_send_gift(request.get_ref()).map_err(ApiError::from)?;
         let row = self

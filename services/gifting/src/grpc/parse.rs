@@ -1,11 +1,10 @@
 //! One `parse_*` per request: the proto request in, a domain command or query out, or every
 //! violated field (one INVALID_ARGUMENT names them all). No I/O: unit-tested below.
 
-use std::time::Duration;
-
 use ovation_auth::Caller;
 use ovation_proto::gifting as pb;
-use ovation_server::edge::time_window;
+use ovation_server::edge::{self, time_window};
+use ovation_types::Parsed;
 use ovation_types::{
     IdempotencyKey, PageSize, PageToken, Quantity, ResourceId, Text, TimeWindow, UnixMillis,
     Violation, Violations,
@@ -15,9 +14,6 @@ use super::feed;
 use crate::domain::{GiftOrder, Status};
 use crate::sending::{RetrySagaCmd, SendGiftCmd};
 use crate::store::SentFilter;
-
-/// A request, parsed; or every field it violates.
-pub type Parsed<T> = Result<T, Vec<Violation>>;
 
 /// Most entries a leaderboard returns.
 const LEADERBOARD_MAX: i32 = 100;
@@ -94,22 +90,6 @@ pub struct SagasQuery {
     pub statuses: Vec<Status>,
     pub page: Page,
     pub window: TimeWindow,
-}
-
-/// The caller's deadline from `grpc-timeout`, if any.
-pub fn caller_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3_600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 pub fn parse_send_gift(req: &pb::SendGiftRequest) -> Parsed<SendGiftCmd> {
@@ -303,11 +283,7 @@ fn saga_status(raw: i32) -> Result<Status, String> {
 
 /// An id that may be left empty (`Some(None)`); `None` if it is set and invalid.
 fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ResourceId>> {
-    if raw.is_empty() {
-        Some(None)
-    } else {
-        v.check(field, ResourceId::parse(raw)).map(Some)
-    }
+    v.check(field, edge::optional_id(raw))
 }
 
 /// `page_size` and `page_token` (a keyset cursor), each checked.
@@ -505,18 +481,5 @@ mod tests {
             fields(&parse_list_sagas(&req(vec![1; 6])).unwrap_err()),
             ["statuses"]
         );
-    }
-
-    #[test]
-    fn a_grpc_timeout_is_read_in_its_unit() {
-        let deadline = |raw: &str| {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            metadata.insert("grpc-timeout", raw.parse().expect("ascii"));
-            caller_deadline(&metadata)
-        };
-        assert_eq!(deadline("1500m"), Some(Duration::from_millis(1_500)));
-        assert_eq!(deadline("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(deadline("3x"), None);
-        assert_eq!(caller_deadline(&tonic::metadata::MetadataMap::new()), None);
     }
 }

@@ -45,7 +45,7 @@ use self::parse::{
 };
 use self::to_proto::CreatorReply;
 use crate::domain::Creator;
-use crate::economy::{Economy, incoming_deadline};
+use crate::economy::Economy;
 use crate::operations::creators::{self, Reviewer};
 use crate::operations::{PayoutError, Who, ledger, payouts};
 use crate::worker::Wakeup;
@@ -335,7 +335,7 @@ impl PayoutService for PayoutApi {
         request: Request<pb::RequestPayoutRequest>,
     ) -> Reply<pb::RequestPayoutResponse> {
         let caller = require_creator(&request, &request.get_ref().creator_id)?;
-        let deadline = incoming_deadline(&request);
+        let deadline = ovation_server::edge::incoming_deadline(request.metadata());
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "RequestPayout", &req);
         let (key, order) = parse_request_payout(&req).map_err(ApiError::from)?;

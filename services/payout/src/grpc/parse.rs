@@ -6,10 +6,10 @@
 //! never parsed from it (`subject` is only what a reported `actor` is compared with).
 
 use ovation_proto::payout as pb;
-use ovation_server::edge::time_window;
+use ovation_server::edge::{idempotency_key, keyed, optional_id, time_window};
+use ovation_types::Parsed;
 use ovation_types::{
-    Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, Violation,
-    Violations,
+    Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, Violations,
 };
 
 use crate::domain::{AccountReference, CreditRequest, Decision, PayoutState, ReviewedAccount};
@@ -20,18 +20,6 @@ use crate::operations::payouts::{PayoutOrder, PayoutsQuery};
 
 /// Most operation ids one ListCredits may name.
 pub const LIST_CREDITS_IDS_MAX: usize = 500;
-
-/// A parsed request, or every field it got wrong.
-pub type Parsed<T> = Result<T, Vec<Violation>>;
-
-/// An idempotent request's key and the command `build` makes, or every violation.
-fn keyed<C>(
-    v: Violations,
-    key: Option<IdempotencyKey>,
-    build: impl FnOnce() -> Option<C>,
-) -> Parsed<(IdempotencyKey, C)> {
-    v.finish(|| Some((key?, build()?)))
-}
 
 pub fn parse_register_creator(
     req: &pb::RegisterCreatorRequest,
@@ -246,22 +234,10 @@ pub fn parse_list_credits(req: &pb::ListCreditsRequest) -> Parsed<CreditsQuery> 
 
 // ---- fields ------------------------------------------------------------------------
 
-fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {
-    v.check("idempotency_key", IdempotencyKey::parse(raw))
-}
-
 fn creator_id(raw: &str) -> Parsed<ResourceId> {
     let mut v = Violations::default();
     let id = v.check("creator_id", ResourceId::parse(raw));
     v.finish(|| id)
-}
-
-fn optional_id(raw: &str) -> Result<Option<ResourceId>, String> {
-    if raw.is_empty() {
-        Ok(None)
-    } else {
-        ResourceId::parse(raw).map(Some)
-    }
 }
 
 /// `page_size` and `page_token` (a keyset cursor this service issued).

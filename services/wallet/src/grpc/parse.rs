@@ -7,8 +7,9 @@
 
 use ovation_auth::Caller;
 use ovation_proto::wallet as pb;
-use ovation_server::edge::{money, time_window};
+use ovation_server::edge::{idempotency_key, keyed, money, optional_id, time_window};
 use ovation_store::Fingerprint;
+use ovation_types::Parsed;
 use ovation_types::limits::AMOUNT_MAX;
 use ovation_types::{
     Coins, CurrencyCode, IdempotencyKey, PageSize, PageToken, ResourceId, Text, TimeWindow,
@@ -22,9 +23,6 @@ use crate::domain::{
 };
 use crate::ledger::{CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd};
 use crate::purchases::PurchaseCmd;
-
-/// A request as domain values, or every bad field.
-pub type Parsed<T> = Result<T, Vec<Violation>>;
 
 /// Longest payment token a provider may hand out, in bytes.
 const PAYMENT_TOKEN_BYTES_MAX: usize = 255;
@@ -363,19 +361,6 @@ pub fn parse_list_debits(req: &pb::ListDebitsRequest) -> Parsed<DebitsQuery> {
     })
 }
 
-/// An idempotent request's key and the command `build` makes, or every violation.
-fn keyed<C>(
-    v: Violations,
-    key: Option<IdempotencyKey>,
-    build: impl FnOnce() -> Option<C>,
-) -> Parsed<(IdempotencyKey, C)> {
-    v.finish(|| Some((key?, build()?)))
-}
-
-fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {
-    v.check("idempotency_key", IdempotencyKey::parse(raw))
-}
-
 /// A request whose only field is one id.
 fn id(field: &str, raw: &str) -> Parsed<ResourceId> {
     ResourceId::parse(raw).map_err(|e| vec![Violation::new(field, e)])
@@ -395,14 +380,6 @@ fn verified_age_of(caller: &Caller, user: &str) -> Option<VerifiedAge> {
 }
 
 /// An optional id field: empty means none.
-fn optional_id(raw: &str) -> Result<Option<ResourceId>, String> {
-    if raw.is_empty() {
-        Ok(None)
-    } else {
-        ResourceId::parse(raw).map(Some)
-    }
-}
-
 /// An optional `coins` field: unset means "all of it".
 fn optional_coins(raw: Option<i64>) -> Result<Option<Coins>, String> {
     raw.map(Coins::parse).transpose()
