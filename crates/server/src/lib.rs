@@ -21,7 +21,7 @@
 //! - [`idempotency`]: [`IdempotentCall`], an idempotent RPC's key scope and fingerprint
 //!   named once, run through the shared key store.
 //! - [`lifecycle`]: a service process from `main` to stop ([`service_main`],
-//!   [`open_database`], [`serve_until_shutdown`]), the same for every service.
+//!   [`ServiceStart`]), the same for every service.
 //!
 //! Limits: every request is bounded in time (`request_timeout_ms`), in size
 //! (`request_bytes_max`) and in concurrency (`concurrency_max`, then RESOURCE_EXHAUSTED).
@@ -41,6 +41,6 @@ pub mod tls;
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use idempotency::IdempotentCall;
-pub use lifecycle::{open_database, serve_until_shutdown, service_main};
+pub use lifecycle::{ServiceStart, service_main};
 pub use serve::{Next, ServiceSpec, StartError, bind, prepare_database, serve};
 pub use shutdown::Shutdown;

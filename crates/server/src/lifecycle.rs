@@ -1,7 +1,7 @@
 //! A service process from start to stop, the same for the four services: the binary's
-//! `main`, opening the database, and the tail of `run` (serve, then stop the service's
-//! workers and close the database). `ovation up` calls the services' `run` functions,
-//! which use the last two; each service's own binary uses all three.
+//! `main` ([`service_main`]) and its `run` ([`ServiceStart`]: open the database, serve,
+//! then stop the service's workers and close the database). `ovation up` calls the
+//! services' `run` functions; each service's own binary is `service_main` around one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,49 +44,85 @@ where
     }
 }
 
-/// Connects to the service's database and applies its migrations as the settings say
-/// ([`prepare_database`]), then runs `after_migrations` (the catalog seeds there, so a
-/// migration job seeds too). `None`: `--migrate-only` did its work and the database is
-/// closed; the service exits.
-pub async fn open_database<A>(
-    config: &ServerConfig,
-    migrations: &Migrator,
-    after_migrations: A,
-) -> Result<Option<Db>, StartError>
-where
-    A: AsyncFnOnce(&Db) -> Result<(), StartError>,
-{
-    let db = Db::connect(&config.database_url, &config.args.db_options()).await?;
-    let next = prepare_database(&db, migrations, &config.args).await?;
-    after_migrations(&db).await?;
-    if next == Next::Exit {
-        db.close().await;
-        return Ok(None);
-    }
-    Ok(Some(db))
-}
-
-/// Serves `routes` until `shutdown` trips (or the server fails), then stops the service's
-/// background `workers` (they watch `shutdown`), waits for them and closes the database.
-pub async fn serve_until_shutdown(
+/// One service starting: what it serves as, its settings, where it listens and the
+/// shutdown it obeys. A service's `run` makes one, opens its database through it, starts its
+/// workers (watching [`shutdown`](Self::shutdown)) and ends with [`serve`](Self::serve).
+pub struct ServiceStart<'a> {
     spec: ServiceSpec,
-    routes: Routes,
-    db: Db,
-    config: &ServerConfig,
+    config: &'a ServerConfig,
     listener: TcpListener,
     shutdown: Shutdown,
-    workers: Vec<JoinHandle<()>>,
-) -> Result<(), StartError> {
-    let result = serve(spec, routes, db.clone(), config, listener, shutdown.clone()).await;
-    if !workers.is_empty() {
-        // A server that failed must not leave its workers running.
-        shutdown.trigger();
-        for worker in workers {
-            if let Err(e) = worker.await {
-                tracing::error!(service = spec.name, error = %e, "worker task failed");
-            }
+}
+
+impl<'a> ServiceStart<'a> {
+    pub fn new(
+        spec: ServiceSpec,
+        config: &'a ServerConfig,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> Self {
+        ServiceStart {
+            spec,
+            config,
+            listener,
+            shutdown,
         }
     }
-    db.close().await;
-    Ok(result?)
+
+    /// The shutdown the service's workers watch.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Connects to the service's database and applies its migrations as the settings say
+    /// ([`prepare_database`]), then runs `after_migrations` (the catalog seeds there, so a
+    /// migration job seeds too). `None`: `--migrate-only` did its work and the database is
+    /// closed; the service exits.
+    pub async fn open_database<A>(
+        &self,
+        migrations: &Migrator,
+        after_migrations: A,
+    ) -> Result<Option<Db>, StartError>
+    where
+        A: AsyncFnOnce(&Db) -> Result<(), StartError>,
+    {
+        let config = self.config;
+        let db = Db::connect(&config.database_url, &config.args.db_options()).await?;
+        let next = prepare_database(&db, migrations, &config.args).await?;
+        after_migrations(&db).await?;
+        if next == Next::Exit {
+            db.close().await;
+            return Ok(None);
+        }
+        Ok(Some(db))
+    }
+
+    /// Serves `routes` until the shutdown trips (or the server fails), then stops the
+    /// service's background `workers` (they watch the shutdown), waits for them and closes
+    /// the database.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        db: Db,
+        workers: Vec<JoinHandle<()>>,
+    ) -> Result<(), StartError> {
+        let ServiceStart {
+            spec,
+            config,
+            listener,
+            shutdown,
+        } = self;
+        let result = serve(spec, routes, db.clone(), config, listener, shutdown.clone()).await;
+        if !workers.is_empty() {
+            // A server that failed must not leave its workers running.
+            shutdown.trigger();
+            for worker in workers {
+                if let Err(e) = worker.await {
+                    tracing::error!(service = spec.name, error = %e, "worker task failed");
+                }
+            }
+        }
+        db.close().await;
+        Ok(result?)
+    }
 }

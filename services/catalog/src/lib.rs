@@ -24,9 +24,7 @@ use std::net::SocketAddr;
 
 use ovation_proto::catalog::catalog_service_server::CatalogServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
-use ovation_server::{
-    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
-};
+use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -89,20 +87,21 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let seed_demo = config.seed_demo;
-    let opened = open_database(&config.server, &MIGRATIONS, async |db: &Db| {
-        if seed_demo {
-            seed::seed_if_empty(db).await?;
-        }
-        Ok(())
-    })
-    .await?;
+    let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
+    let opened = start
+        .open_database(&MIGRATIONS, async |db: &Db| {
+            if seed_demo {
+                seed::seed_if_empty(db).await?;
+            }
+            Ok(())
+        })
+        .await?;
     let Some(db) = opened else {
         return Ok(());
     };
     let service = CatalogServiceServer::new(grpc::CatalogApi::new(db.clone()))
         .max_decoding_message_size(config.server.args.request_bytes_max);
-    let routes = Routes::new(service);
-    serve_until_shutdown(SPEC, routes, db, &config.server, listener, shutdown, vec![]).await
+    start.serve(Routes::new(service), db, vec![]).await
 }
 
 #[cfg(test)]

@@ -36,9 +36,7 @@ use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{
     self, CatalogPeerArgs, IdentityArgs, Outbound, PayoutPeerArgs, ServiceIdentity, WalletPeerArgs,
 };
-use ovation_server::{
-    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
-};
+use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -202,7 +200,8 @@ pub async fn run(
             outbound,
         ),
     };
-    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
+    let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
+    let Some(db) = start.open_database(&MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
     };
     let settings = &config.gifting;
@@ -221,13 +220,13 @@ pub async fn run(
             recovery_interval_ms: settings.recovery_interval_ms,
             ..SagaSettings::default()
         },
-        shutdown.clone(),
+        start.shutdown().clone(),
     );
     let recovery = tokio::spawn(engine.clone().run_recovery());
     ovation_server::gauges::spawn_refresher(
         "saga backlog",
         config.server.args.db_gauges_interval_ms,
-        shutdown.clone(),
+        start.shutdown().clone(),
         db.clone(),
         saga::refresh_backlog_gauges,
     );
@@ -242,18 +241,7 @@ pub async fn run(
         feed,
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    let routes = Routes::new(service);
-    let workers = vec![recovery];
-    serve_until_shutdown(
-        SPEC,
-        routes,
-        db,
-        &config.server,
-        listener,
-        shutdown,
-        workers,
-    )
-    .await
+    start.serve(Routes::new(service), db, vec![recovery]).await
 }
 
 #[cfg(test)]

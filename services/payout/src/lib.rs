@@ -35,9 +35,7 @@ use ovation_auth::Role;
 use ovation_proto::payout::payout_service_server::PayoutServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, ServiceIdentity};
-use ovation_server::{
-    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
-};
+use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -234,7 +232,8 @@ pub async fn run(
         Role::PayoutService,
     )?;
     let economy = economy::Economy::connect(&config.catalog.address(), Arc::new(identity))?;
-    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
+    let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
+    let Some(db) = start.open_database(&MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
     };
 
@@ -244,30 +243,19 @@ pub async fn run(
         config.provider.clone(),
         config.worker.clone(),
         wakeup.clone(),
-        shutdown.clone(),
+        start.shutdown().clone(),
     );
     ovation_server::gauges::spawn_refresher(
         "ledger",
         config.server.args.db_gauges_interval_ms,
-        shutdown.clone(),
+        start.shutdown().clone(),
         db.clone(),
         refresh_gauges,
     );
     let service = PayoutServiceServer::new(grpc::PayoutApi::new(db.clone(), economy, wakeup))
         .max_decoding_message_size(config.server.args.request_bytes_max);
-    let routes = Routes::new(service);
     // Serving ended (shutdown, or an error): the worker drains and stops too.
-    let workers = vec![worker];
-    serve_until_shutdown(
-        SPEC,
-        routes,
-        db,
-        &config.server,
-        listener,
-        shutdown,
-        workers,
-    )
-    .await
+    start.serve(Routes::new(service), db, vec![worker]).await
 }
 
 /// The diamond ledger's totals per account kind and the payouts awaiting an operator.

@@ -37,9 +37,7 @@ use ovation_auth::Role;
 use ovation_proto::wallet::wallet_service_server::WalletServiceServer;
 use ovation_server::config::{ServerArgs, default_sqlite_url};
 use ovation_server::peer::{self, CatalogPeerArgs, IdentityArgs, Outbound, ServiceIdentity};
-use ovation_server::{
-    ServerConfig, ServiceSpec, Shutdown, StartError, open_database, serve_until_shutdown,
-};
+use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -195,7 +193,8 @@ pub async fn run(
         Role::WalletService,
     )?;
     let channel = peer::channel(&config.catalog.address())?;
-    let Some(db) = open_database(&config.server, &MIGRATIONS, async |_| Ok(())).await? else {
+    let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
+    let Some(db) = start.open_database(&MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
     };
     let catalog = catalog::CatalogReader::new(
@@ -215,11 +214,11 @@ pub async fn run(
             ..PurchaseSettings::default()
         },
     );
-    let recovery = tokio::spawn(purchases.clone().run_recovery(shutdown.clone()));
+    let recovery = tokio::spawn(purchases.clone().run_recovery(start.shutdown().clone()));
     ovation_server::gauges::spawn_refresher(
         "ledger",
         config.server.args.db_gauges_interval_ms,
-        shutdown.clone(),
+        start.shutdown().clone(),
         db.clone(),
         refresh_ledger_gauges,
     );
@@ -230,18 +229,7 @@ pub async fn run(
         config.wallet.age_rule(),
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    let routes = Routes::new(service);
-    let workers = vec![recovery];
-    serve_until_shutdown(
-        SPEC,
-        routes,
-        db,
-        &config.server,
-        listener,
-        shutdown,
-        workers,
-    )
-    .await
+    start.serve(Routes::new(service), db, vec![recovery]).await
 }
 
 /// The coin ledger's totals per account kind into `ovation_ledger_coins`.
