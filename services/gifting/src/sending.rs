@@ -102,9 +102,7 @@ impl Sending {
             order,
             UnixMillis::now(),
         );
-        let wait = deadline.map_or(self.wait, |d| {
-            self.wait.min(d.saturating_sub(Duration::from_millis(50)))
-        });
+        let wait = deadline.map_or(self.wait, |d| self.wait.min(answer_by(d)));
         // Recorded before anything else happens, leased to this replica at once so recovery
         // elsewhere does not race the caller's own drive. A new key (the usual case) is one
         // insert; a key the sender already used reads the saga they recorded under it.
@@ -214,4 +212,31 @@ async fn reopen(conn: &mut Conn, cmd: &RetrySagaCmd, now: UnixMillis) -> Result<
     }
     store::record_action(conn, id, "RETRY", &cmd.actor, cmd.reason.as_str(), now).await?;
     Ok(())
+}
+
+/// How long SendGift may drive a saga within a caller's deadline `d`: the answer must be on
+/// the wire before the caller gives up, so a tenth of the deadline (at least 50 ms) is kept
+/// for the reply and for the time the request spent before the wait began. A fixed 50 ms
+/// was not enough on a loaded machine: callers saw DEADLINE_EXCEEDED instead of PENDING.
+fn answer_by(d: Duration) -> Duration {
+    let margin = (d / 10).max(Duration::from_millis(50));
+    d.saturating_sub(margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_leaves_a_tenth_of_the_deadline_for_the_reply() {
+        assert_eq!(
+            answer_by(Duration::from_millis(1_500)),
+            Duration::from_millis(1_350)
+        );
+        assert_eq!(
+            answer_by(Duration::from_millis(200)),
+            Duration::from_millis(150)
+        );
+        assert_eq!(answer_by(Duration::from_millis(30)), Duration::ZERO);
+    }
 }
