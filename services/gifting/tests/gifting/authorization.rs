@@ -1,34 +1,26 @@
 //! Gifting's rows of the authorization matrix (ARCHITECTURE.md), over real gRPC.
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_proto::gifting as pb;
-use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
-use ovation_testkit::{Bearer, TestDatabase, token};
+use ovation_testkit::{Bearer, TestDatabase, code};
 use tonic::Code;
 
-fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
-    r.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
-}
+use crate::suite::{send, start};
 
 #[tokio::test]
 async fn each_role_reaches_exactly_its_rows() {
-    let suite = Suite::start(TestDatabase::sqlite()).await;
+    let suite = start(TestDatabase::sqlite()).await;
     suite.funded_viewer("alice", "coins_1000").await;
     suite.creator("bob").await;
-    let as_role = |subject: &str, role: Role| Bearer::new(&token(subject, &[role]));
-    let client = |bearer: Bearer| {
-        let channel = suite.gifting.channel();
-        async move { GiftingServiceClient::with_interceptor(channel.await, bearer) }
-    };
-    let mut alice = client(as_role("alice", Role::Viewer)).await;
-    let mut gateway = client(as_role("alice", Role::Gateway)).await;
-    let mut mallory = client(as_role("mallory", Role::Viewer)).await;
-    let mut bob = client(as_role("bob", Role::Creator)).await;
-    let mut admin = client(Bearer::admin()).await;
-    let mut wallet_service = client(as_role("wallet", Role::WalletService)).await;
+    let clients = &suite.clients;
+    let mut alice = clients.gifting_as("alice").await;
+    let mut gateway = clients.gifting(Bearer::role("alice", Role::Gateway)).await;
+    let mut mallory = clients.gifting_as("mallory").await;
+    let mut bob = clients.gifting(Bearer::creator("bob")).await;
+    let mut admin = clients.gifting_admin().await;
+    let mut wallet_service = clients
+        .gifting(Bearer::role("wallet", Role::WalletService))
+        .await;
 
     // Sending: the sender (or the gateway for them) only.
     let sent = alice

@@ -3,8 +3,6 @@
 //! taken over) writes nothing, even though it ran a step on the lease it held in memory.
 //! On SQLite and (when configured) PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 
 use ovation_auth::Role;
@@ -240,7 +238,7 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
 fn unreachable_peers() -> Peers {
     let identity = Arc::new(
         ServiceIdentity::new(
-            &common::identity(),
+            &ovation_testkit::services::identity(),
             &Default::default(),
             "gifting",
             Role::GiftingService,

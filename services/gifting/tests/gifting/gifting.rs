@@ -1,15 +1,14 @@
 //! The gift saga over real gRPC, with catalog, wallet and payout running beside gifting,
 //! on SQLite and (when configured) PostgreSQL.
 
-mod common;
-
-use common::*;
 use ovation_gifting::GiftingSettings;
 use ovation_proto::gifting as pb;
 use ovation_proto::payout as payout_pb;
-use ovation_testkit::databases;
+use ovation_testkit::{GiftingClient, InProcessSuite, Service, TestDatabase, databases};
 use tokio_stream::StreamExt;
 use tonic::Code;
+
+use crate::suite::{fast_retries, send, settled, start};
 
 const COMPLETED: i32 = pb::SagaStatus::Completed as i32;
 const REJECTED: i32 = pb::SagaStatus::Rejected as i32;
@@ -18,11 +17,11 @@ const COMPENSATED: i32 = pb::SagaStatus::Compensated as i32;
 #[tokio::test]
 async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         let funded = suite.funded_viewer("alice", "coins_1000").await;
         assert_eq!(funded, 1_100);
         suite.creator("bob").await;
-        let mut alice = suite.gifting_as("alice").await;
+        let mut alice = suite.clients.gifting_as("alice").await;
         let receipt = alice
             .send_gift(send("g1", "alice", "bob", "doughnut", 3))
             .await
@@ -80,10 +79,10 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
 #[tokio::test]
 async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         suite.funded_viewer("carol", "coins_100").await; // 110 coins
         suite.creator("dan").await;
-        let mut carol = suite.gifting_as("carol").await;
+        let mut carol = suite.clients.gifting_as("carol").await;
 
         let poor = carol
             .send_gift(send("p1", "carol", "dan", "galaxy", 1))
@@ -118,7 +117,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
         );
         assert_eq!(suite.coins("carol").await, 110, "the coins came back");
 
-        let mut admin = suite.payout_admin().await;
+        let mut admin = suite.clients.payout_admin().await;
         admin
             .suspend_creator(payout_pb::SuspendCreatorRequest {
                 idempotency_key: "susp".into(),
@@ -183,10 +182,10 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
 #[tokio::test]
 async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         suite.funded_viewer("erin", "coins_100").await; // 110
         suite.creator("fay").await;
-        let mut erin = suite.gifting_as("erin").await;
+        let mut erin = suite.clients.gifting_as("erin").await;
         let first = erin
             .send_gift(send("warmup", "erin", "fay", "doughnut", 2))
             .await
@@ -236,14 +235,14 @@ async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_ex
 #[tokio::test]
 async fn history_leaderboard_and_the_live_feed_show_completed_gifts() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         suite.funded_viewer("gus", "coins_1000").await;
         suite.funded_viewer("hana", "coins_1000").await;
         suite.creator("ivy").await;
-        let mut gus = suite.gifting_as("gus").await;
-        let mut hana = suite.gifting_as("hana").await;
+        let mut gus = suite.clients.gifting_as("gus").await;
+        let mut hana = suite.clients.gifting_as("hana").await;
 
-        let mut watcher = suite.gifting_as("someone").await;
+        let mut watcher = suite.clients.gifting_as("someone").await;
         let mut feed = watcher
             .watch_stream_gifts(pb::WatchStreamGiftsRequest {
                 stream_id: "stream-1".into(),
@@ -360,73 +359,29 @@ async fn sagas_resume_after_a_gifting_restart_once_payout_is_back() {
             retry_attempts_max: 100_000,
             ..fast_retries()
         };
-        let suite = Suite::start_with(db, patient.clone()).await;
+        let mut suite = InProcessSuite::start(db, patient).await;
+        let backend = suite.backend;
         suite.funded_viewer("jo", "coins_1000").await;
         suite.creator("kim").await;
-        let Suite {
-            catalog,
-            wallet,
-            wallet_addr: _,
-            wallet_db: _wallet_db,
-            payout,
-            payout_addr,
-            payout_db,
-            gifting,
-            gifting_db,
-            backend,
-            _dbs,
-        } = suite;
-        payout.stop().await.unwrap();
+        suite.stop_service(Service::Payout).await;
 
-        let mut jo =
-            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-                gifting.channel().await,
-                ovation_testkit::Bearer::new(&ovation_testkit::token(
-                    "jo",
-                    &[ovation_auth::Role::Viewer],
-                )),
-            );
-        let mut request = tonic::Request::new(send("r1", "jo", "kim", "confetti", 1));
-        request.set_timeout(std::time::Duration::from_millis(1_500));
-        let pending = jo
-            .send_gift(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let mut jo = suite.clients.gifting_as("jo").await;
+        let pending = send_briefly(&mut jo, send("r1", "jo", "kim", "confetti", 1)).await;
         assert_eq!(
             pending.status,
             pb::SagaStatus::Pending as i32,
             "[{backend}] {pending:?}"
         );
-        gifting.stop().await.unwrap();
+        suite.stop_service(Service::Gifting).await;
 
         // Coins are debited, diamonds not yet: the saga is mid-flight, not half done.
-        let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
-        let restarted = start_gifting(gifting_config(
-            &gifting_db,
-            &catalog.endpoint(),
-            &wallet.endpoint(),
-            &payout.endpoint(),
-            patient,
-        ))
-        .await;
-        let mut jo =
-            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-                restarted.channel().await,
-                ovation_testkit::Bearer::new(&ovation_testkit::token(
-                    "jo",
-                    &[ovation_auth::Role::Viewer],
-                )),
-            );
+        suite.start_service(Service::Payout).await;
+        suite.start_service(Service::Gifting).await;
+        let mut jo = suite.clients.gifting_as("jo").await;
         let done = settled(&mut jo, &pending.saga_id).await;
         assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
         assert_eq!(done.diamonds_credited, 50);
-        restarted.stop().await.unwrap();
-        payout.stop().await.unwrap();
-        wallet.stop().await.unwrap();
-        catalog.stop().await.unwrap();
+        suite.stop().await;
     }
 }
 
@@ -434,36 +389,16 @@ async fn sagas_resume_after_a_gifting_restart_once_payout_is_back() {
 /// visible in ListStuckSagas; RetrySaga with the peer back finishes it.
 #[tokio::test]
 async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() {
-    let db = ovation_testkit::TestDatabase::sqlite();
+    let db = TestDatabase::sqlite();
     let impatient = GiftingSettings {
         saga_max_age_ms: 1_000,
         ..fast_retries()
     };
-    let suite = Suite::start_with(db, impatient).await;
+    let mut suite = InProcessSuite::start(db, impatient).await;
     suite.funded_viewer("lu", "coins_1000").await;
     suite.creator("max").await;
-    let Suite {
-        catalog,
-        wallet,
-        wallet_addr: _,
-        wallet_db: _wallet_db,
-        payout,
-        payout_addr,
-        payout_db,
-        gifting,
-        gifting_db,
-        backend: _,
-        _dbs,
-    } = suite;
-    payout.stop().await.unwrap();
-    let mut lu =
-        ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-            gifting.channel().await,
-            ovation_testkit::Bearer::new(&ovation_testkit::token(
-                "lu",
-                &[ovation_auth::Role::Viewer],
-            )),
-        );
+    suite.stop_service(Service::Payout).await;
+    let mut lu = suite.clients.gifting_as("lu").await;
     let stuck = lu
         .send_gift(send("s1", "lu", "max", "confetti", 1))
         .await
@@ -476,11 +411,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
         pb::SagaStatus::NeedsOperator as i32,
         "{stuck:?}"
     );
-    let mut admin =
-        ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-            gifting.channel().await,
-            ovation_testkit::Bearer::admin(),
-        );
+    let mut admin = suite.clients.gifting_admin().await;
     let listed = admin
         .list_stuck_sagas(pb::ListStuckSagasRequest::default())
         .await
@@ -499,7 +430,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
         listed[0].last_error
     );
 
-    let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
+    suite.start_service(Service::Payout).await;
     let retried = admin
         .retry_saga(pb::RetrySagaRequest {
             idempotency_key: "retry-1".into(),
@@ -521,7 +452,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
     let journaled = {
         use ovation_store::sqlx::{self, Connection, Row};
         sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(gifting_db.url())
+        let mut conn = sqlx::AnyConnection::connect(suite.db(Service::Gifting).url())
             .await
             .unwrap();
         let row = sqlx::query("SELECT actor, reason FROM saga_actions WHERE saga_id = $1")
@@ -551,10 +482,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
         .await
         .unwrap_err();
     assert_eq!(terminal.code(), Code::FailedPrecondition);
-    gifting.stop().await.unwrap();
-    payout.stop().await.unwrap();
-    wallet.stop().await.unwrap();
-    catalog.stop().await.unwrap();
+    suite.stop().await;
 }
 
 /// The audit's view: sagas listed by creation time, the window kept across pages; an empty
@@ -562,10 +490,10 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
 #[tokio::test]
 async fn sagas_are_listed_by_creation_time() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         suite.funded_viewer("gus", "coins_100").await;
         suite.creator("hal").await;
-        let mut gus = suite.gifting_as("gus").await;
+        let mut gus = suite.clients.gifting_as("gus").await;
         let mut created = Vec::new();
         for key in ["w1", "w2", "w3"] {
             let receipt = gus
@@ -579,7 +507,7 @@ async fn sagas_are_listed_by_creation_time() {
             // Distinct milliseconds, so each saga has its own instant.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let mut admin = suite.gifting_admin().await;
+        let mut admin = suite.clients.gifting_admin().await;
         let mut listed = async |start: Option<usize>, end: Option<usize>, size: i32| {
             let mut ids = Vec::new();
             let mut token = String::new();
@@ -634,17 +562,9 @@ async fn sagas_are_listed_by_creation_time() {
     }
 }
 
-/// A viewer's gifting client on `gifting`.
-async fn gifting_client(gifting: &ovation_testkit::Running, user: &str) -> Gifting {
-    ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-        gifting.channel().await,
-        ovation_testkit::Bearer::new(&ovation_testkit::token(user, &[ovation_auth::Role::Viewer])),
-    )
-}
-
 /// Sends a gift with a short deadline, so the answer comes back PENDING while the saga
 /// waits for a peer.
-async fn send_briefly(client: &mut Gifting, request: pb::SendGiftRequest) -> pb::GiftReceipt {
+async fn send_briefly(client: &mut GiftingClient, request: pb::SendGiftRequest) -> pb::GiftReceipt {
     let mut request = tonic::Request::new(request);
     request.set_timeout(std::time::Duration::from_millis(1_500));
     client
@@ -657,7 +577,7 @@ async fn send_briefly(client: &mut Gifting, request: pb::SendGiftRequest) -> pb:
 }
 
 /// The saga's status now, read by its sender.
-async fn status_now(client: &mut Gifting, saga_id: &str) -> i32 {
+async fn status_now(client: &mut GiftingClient, saga_id: &str) -> i32 {
     client
         .get_sent_gift(pb::GetSentGiftRequest {
             saga_id: saga_id.into(),
@@ -685,31 +605,15 @@ async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budge
             GiftingSettings::default().retry_attempts_max,
             "the shipped attempt budget"
         );
-        let suite = Suite::start_with(db, settings).await;
+        let mut suite = InProcessSuite::start(db, settings).await;
+        let backend = suite.backend;
         let funded = suite.funded_viewer("ann", "coins_1000").await;
         suite.creator("ben").await;
-        let Suite {
-            catalog,
-            wallet,
-            wallet_addr,
-            wallet_db,
-            payout,
-            payout_addr,
-            payout_db,
-            gifting,
-            gifting_db,
-            backend,
-            _dbs,
-        } = suite;
-        let mut ann = gifting_client(&gifting, "ann").await;
-        let mut admin =
-            ovation_proto::gifting::gifting_service_client::GiftingServiceClient::with_interceptor(
-                gifting.channel().await,
-                ovation_testkit::Bearer::admin(),
-            );
+        let mut ann = suite.clients.gifting_as("ann").await;
+        let mut admin = suite.clients.gifting_admin().await;
 
         // The wallet goes away: the saga waits before its debit.
-        wallet.stop().await.unwrap();
+        suite.stop_service(Service::Wallet).await;
         let first = send_briefly(&mut ann, send("outage-1", "ann", "ben", "confetti", 1)).await;
         assert_eq!(
             first.status,
@@ -722,12 +626,12 @@ async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budge
             pb::SagaStatus::Pending as i32,
             "[{backend}] a saga waiting for the wallet is still PENDING after the old budget"
         );
-        let wallet = start_wallet_on(wallet_addr, &wallet_db, &catalog).await;
+        suite.start_service(Service::Wallet).await;
         let done = settled(&mut ann, &first.saga_id).await;
         assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
 
         // Payout goes away: the saga has debited and waits at the pivot.
-        payout.stop().await.unwrap();
+        suite.stop_service(Service::Payout).await;
         let second = send_briefly(&mut ann, send("outage-2", "ann", "ben", "confetti", 1)).await;
         assert_eq!(
             second.status,
@@ -750,43 +654,31 @@ async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budge
             stuck.is_empty(),
             "[{backend}] nothing for an operator: {stuck:?}"
         );
-        let payout = start_payout_on(payout_addr, &payout_db, &catalog).await;
+        suite.start_service(Service::Payout).await;
         let done = settled(&mut ann, &second.saga_id).await;
         assert_eq!(done.status, COMPLETED, "[{backend}] {done:?}");
         assert_eq!(done.diamonds_credited, 50);
 
         // Both gifts moved coins and diamonds exactly once.
-        let suite = Suite {
-            catalog,
-            wallet,
-            wallet_addr,
-            wallet_db,
-            payout,
-            payout_addr,
-            payout_db,
-            gifting,
-            gifting_db,
-            backend,
-            _dbs,
-        };
         assert_eq!(suite.coins("ann").await, funded - 200, "[{backend}]");
         assert_eq!(suite.diamonds("ben").await, 100, "[{backend}]");
         suite.stop().await;
     }
 }
+
 /// Issue 11, item 3: an idempotency key is the sender's own. Two senders choosing the same
 /// key each get their gift; each sender's replay returns their own saga; a sender reusing
 /// their key for another gift is still refused.
 #[tokio::test]
 async fn two_senders_may_use_the_same_idempotency_key() {
     for db in databases().await {
-        let suite = Suite::start(db).await;
+        let suite = start(db).await;
         let backend = suite.backend;
         let amy_funded = suite.funded_viewer("amy", "coins_1000").await;
         let bo_funded = suite.funded_viewer("bo", "coins_1000").await;
         suite.creator("cy").await;
-        let mut amy = suite.gifting_as("amy").await;
-        let mut bo = suite.gifting_as("bo").await;
+        let mut amy = suite.clients.gifting_as("amy").await;
+        let mut bo = suite.clients.gifting_as("bo").await;
         let send_as =
             |who: &str, quantity: i32| send("shared-key", who, "cy", "doughnut", quantity);
 
