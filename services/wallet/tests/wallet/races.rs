@@ -3,15 +3,14 @@
 //! transaction, so these races can only be lost on PostgreSQL (READ COMMITTED): there,
 //! anything read before the user's row lock may be stale once the lock is granted.
 
-mod common;
-
-use common::*;
 use ovation_proto::wallet as pb;
 use ovation_store::Db;
-use ovation_testkit::databases;
+use ovation_testkit::{databases, reason};
 use ovation_types::UnixMillis;
 use ovation_wallet::payment::TOKEN_OK;
 use tonic::Code;
+
+use crate::suite::*;
 
 /// Twenty admins reverse one purchase at once, each under its own idempotency key: exactly
 /// one reversal happens (claw back what is there, the rest becomes debt, once), the others

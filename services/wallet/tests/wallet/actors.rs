@@ -2,15 +2,14 @@
 //! reversal record, the spending limits and the admin-action record name the token's
 //! subject; a request's `actor` is kept only as a note ("reported by: …").
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_proto::wallet as pb;
 use ovation_store::Db;
-use ovation_testkit::{Bearer, databases, token};
+use ovation_testkit::{Bearer, databases};
 use ovation_wallet::payment::TOKEN_OK;
 use sqlx::Row;
+
+use crate::suite::*;
 
 /// (action, actor, reason) of every admin action on `user`, oldest first.
 async fn admin_actions(db_url: &str, user: &str) -> Vec<(String, String, String)> {
@@ -36,9 +35,7 @@ async fn the_recorded_actor_is_the_authenticated_caller() {
     for db in databases().await {
         let suite = Suite::start(&db).await;
         let backend = suite.backend;
-        let mut admin = suite
-            .client(Bearer::new(&token("admin-1", &[Role::Admin])))
-            .await;
+        let mut admin = suite.client(Bearer::role("admin-1", Role::Admin)).await;
         let mut rita = suite.user("rita").await;
         open_account(&mut rita, "rita").await;
         let purchase = buy(&mut rita, "rita", "b1", "coins_100", TOKEN_OK).await;

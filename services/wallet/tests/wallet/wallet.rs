@@ -1,23 +1,13 @@
 //! The wallet over real gRPC on loopback, against SQLite and (when
 //! `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL, with a real catalog beside it.
 
-mod common;
-
-use common::*;
 use ovation_proto::wallet as pb;
-use ovation_testkit::databases;
+use ovation_testkit::{databases, reason, violated_fields};
 use ovation_wallet::WalletSettings;
 use ovation_wallet::payment::{TOKEN_DECLINE, TOKEN_LOST, TOKEN_OK};
 use tonic::Code;
-use tonic_types::StatusExt;
 
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+use crate::suite::*;
 
 #[tokio::test]
 async fn a_purchase_credits_package_and_bonus_once_per_key() {
@@ -117,7 +107,8 @@ async fn a_charge_whose_answer_was_lost_is_credited_once_after_a_restart() {
             charge_retry_base_ms: 1_000,
             ..WalletSettings::default()
         };
-        let suite = Suite::start_with(&db, slow_retry).await;
+        let mut suite = Suite::start_with(&db, slow_retry).await;
+        let backend = suite.backend;
         let mut carol = suite.user("carol").await;
         open_account(&mut carol, "carol").await;
         let pending = buy(&mut carol, "carol", "buy-lost", "coins_1000", TOKEN_LOST).await;
@@ -139,30 +130,8 @@ async fn a_charge_whose_answer_was_lost_is_credited_once_after_a_restart() {
         );
 
         // "Crash": stop the wallet before its retry, start a new one on the same database.
-        let common::Suite {
-            catalog,
-            wallet,
-            sandbox,
-            catalog_db,
-            wallet_db_url,
-            backend,
-        } = suite;
-        wallet.stop().await.unwrap();
-        let restarted = start_wallet(wallet_config(
-            &wallet_db_url,
-            &catalog,
-            sandbox.clone(),
-            WalletSettings::default(),
-        ))
-        .await;
-        let mut carol =
-            ovation_proto::wallet::wallet_service_client::WalletServiceClient::with_interceptor(
-                restarted.channel().await,
-                ovation_testkit::Bearer::new(&ovation_testkit::token(
-                    "carol",
-                    &[ovation_auth::Role::Viewer],
-                )),
-            );
+        suite.restart_wallet(WalletSettings::default()).await;
+        let mut carol = suite.user("carol").await;
         let mut completed = None;
         for _ in 0..200 {
             let p = carol
@@ -190,13 +159,11 @@ async fn a_charge_whose_answer_was_lost_is_credited_once_after_a_restart() {
             "[{backend}] credited exactly once"
         );
         assert_eq!(
-            sandbox.charges().len(),
+            suite.sandbox.charges().len(),
             1,
             "[{backend}] charged exactly once"
         );
-        restarted.stop().await.unwrap();
-        catalog.stop().await.unwrap();
-        drop(catalog_db);
+        suite.stop().await;
     }
 }
 
@@ -594,7 +561,7 @@ async fn bad_inputs_are_refused_and_write_nothing() {
                 .await
                 .unwrap_err();
             assert_eq!(
-                (s.code(), fields(&s)),
+                (s.code(), violated_fields(&s)),
                 (Code::InvalidArgument, vec!["coins".to_string()]),
                 "coins {coins}"
             );
@@ -606,12 +573,12 @@ async fn bad_inputs_are_refused_and_write_nothing() {
             })
             .await
             .unwrap_err();
-        assert_eq!(fields(&s), ["idempotency_key"]);
+        assert_eq!(violated_fields(&s), ["idempotency_key"]);
         let s = gifting
             .debit_coins(debit(&"o".repeat(65), "jay", 1))
             .await
             .unwrap_err();
-        assert_eq!(fields(&s), ["operation_id"]);
+        assert_eq!(violated_fields(&s), ["operation_id"]);
         let s = gifting
             .debit_coins(pb::DebitCoinsRequest {
                 note: "n".repeat(501),
@@ -619,7 +586,7 @@ async fn bad_inputs_are_refused_and_write_nothing() {
             })
             .await
             .unwrap_err();
-        assert_eq!(fields(&s), ["note"]);
+        assert_eq!(violated_fields(&s), ["note"]);
         let s = gifting
             .debit_coins(debit("x", "nobody", 1))
             .await
@@ -646,7 +613,10 @@ async fn bad_inputs_are_refused_and_write_nothing() {
             })
             .await
             .unwrap_err();
-        assert_eq!(fields(&bad_currency), ["currency_code", "payment_token"]);
+        assert_eq!(
+            violated_fields(&bad_currency),
+            ["currency_code", "payment_token"]
+        );
         let mut admin = suite.admin().await;
         let s = summary(&mut admin).await;
         assert_eq!(
@@ -731,7 +701,7 @@ async fn debits_are_listed_by_creation_time() {
             .await
             .unwrap_err();
         assert_eq!(empty.code(), Code::InvalidArgument);
-        assert_eq!(fields(&empty), ["end_time"]);
+        assert_eq!(violated_fields(&empty), ["end_time"]);
         let with_ids = admin
             .list_debits(pb::ListDebitsRequest {
                 operation_ids: vec!["w1".into()],
@@ -740,7 +710,7 @@ async fn debits_are_listed_by_creation_time() {
             })
             .await
             .unwrap_err();
-        assert_eq!(fields(&with_ids), ["start_time"]);
+        assert_eq!(violated_fields(&with_ids), ["start_time"]);
         let bad = admin
             .list_debits(pb::ListDebitsRequest {
                 start_time: Some(prost_types::Timestamp {
@@ -751,7 +721,7 @@ async fn debits_are_listed_by_creation_time() {
             })
             .await
             .unwrap_err();
-        assert_eq!(fields(&bad), ["start_time"]);
+        assert_eq!(violated_fields(&bad), ["start_time"]);
         suite.stop().await;
     }
 }

@@ -6,16 +6,15 @@
 //! nor spend. Over real gRPC, on SQLite and (when `OVATION_TEST_POSTGRES_URL` is set)
 //! PostgreSQL.
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_auth::keys::Claims;
 use ovation_proto::wallet as pb;
-use ovation_testkit::{Bearer, databases, signer};
+use ovation_testkit::{Bearer, databases, reason, signer};
 use ovation_wallet::WalletSettings;
 use ovation_wallet::payment::TOKEN_OK;
 use tonic::Code;
+
+use crate::suite::*;
 
 fn required() -> WalletSettings {
     WalletSettings {
@@ -251,31 +250,16 @@ async fn a_user_cannot_declare_themself_adult() {
 #[tokio::test]
 async fn turning_the_requirement_on_stops_unverified_spending() {
     for db in databases().await {
-        let Suite {
-            catalog,
-            wallet,
-            sandbox,
-            catalog_db,
-            wallet_db_url,
-            backend,
-        } = Suite::start(&db).await;
-        let mut vic = client_on(&wallet, token_with_age("vic", Role::Viewer, None)).await;
+        let mut suite = Suite::start(&db).await;
+        let backend = suite.backend;
+        let mut vic = suite
+            .client(token_with_age("vic", Role::Viewer, None))
+            .await;
         vic.create_account(open("vic", false)).await.unwrap();
         vic.purchase_coins(purchase("vic", "b1")).await.unwrap();
-        wallet.stop().await.unwrap();
 
-        let wallet = start_wallet(wallet_config(
-            &wallet_db_url,
-            &catalog,
-            sandbox.clone(),
-            required(),
-        ))
-        .await;
-        let mut gifting = client_on(
-            &wallet,
-            Bearer::new(&ovation_testkit::token("gifting", &[Role::GiftingService])),
-        )
-        .await;
+        suite.restart_wallet(required()).await;
+        let mut gifting = suite.gifting().await;
         let spending = gifting
             .debit_coins(debit("vic-1", "vic", 10))
             .await
@@ -299,14 +283,14 @@ async fn turning_the_requirement_on_stops_unverified_spending() {
             .unwrap_err();
         assert_eq!(reason(&holding), "AGE_NOT_VERIFIED", "[{backend}]");
         // Vic buys again through the identity provider's verified sign-in: recorded.
-        let mut vic = client_on(&wallet, token_with_age("vic", Role::Viewer, Some(true))).await;
+        let mut vic = suite
+            .client(token_with_age("vic", Role::Viewer, Some(true)))
+            .await;
         vic.purchase_coins(purchase("vic", "b2")).await.unwrap();
         gifting
             .debit_coins(debit("vic-2", "vic", 10))
             .await
             .unwrap();
-        wallet.stop().await.unwrap();
-        catalog.stop().await.unwrap();
-        drop(catalog_db);
+        suite.stop().await;
     }
 }

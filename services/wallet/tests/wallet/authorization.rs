@@ -1,22 +1,13 @@
 //! The wallet's rows of the authorization matrix (ARCHITECTURE.md), over real gRPC:
 //! each row allowed and denied; a denied call writes nothing.
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_proto::wallet as pb;
-use ovation_testkit::{Bearer, TestDatabase, token};
+use ovation_testkit::{Bearer, TestDatabase, code};
 use ovation_wallet::payment::TOKEN_OK;
 use tonic::Code;
 
-fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
-    r.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
-}
-
-async fn as_role(suite: &Suite, subject: &str, role: Role) -> Client {
-    suite.client(Bearer::new(&token(subject, &[role]))).await
-}
+use crate::suite::*;
 
 #[tokio::test]
 async fn each_role_reaches_exactly_its_rows() {
@@ -27,10 +18,12 @@ async fn each_role_reaches_exactly_its_rows() {
     let purchase = buy(&mut alice, "alice", "b1", "coins_100", TOKEN_OK).await;
     let mut mallory = suite.user("mallory").await;
     open_account(&mut mallory, "mallory").await;
-    let mut gateway = as_role(&suite, "alice", Role::Gateway).await;
+    let mut gateway = suite.client(Bearer::role("alice", Role::Gateway)).await;
     let mut gifting = suite.gifting().await;
     let mut admin = suite.admin().await;
-    let mut wallet_service = as_role(&suite, "wallet", Role::WalletService).await;
+    let mut wallet_service = suite
+        .client(Bearer::role("wallet", Role::WalletService))
+        .await;
 
     // Own account: the user, the gateway acting for them, an admin; not another viewer.
     let get = |user: &str| pb::GetBalanceRequest {

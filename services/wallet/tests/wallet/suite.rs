@@ -1,59 +1,24 @@
-//! A catalog and a wallet on loopback, on one test database each, and clients for the
-//! roles the tests play.
-#![allow(dead_code)]
+//! A catalog and a wallet on loopback, each on a test database, clients for the roles the
+//! tests play, and the wallet's requests and reads the tests share.
 
 use std::sync::Arc;
 
 use ovation_auth::Role;
-use ovation_catalog::CatalogConfig;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
-use ovation_server::peer::{CatalogPeerArgs, IdentityArgs};
-use ovation_testkit::{Bearer, Running, TestDatabase, server_config, test_keys_file, token};
+use ovation_testkit::services::{catalog_config, start_catalog, start_wallet, wallet_config};
+use ovation_testkit::{Bearer, Running, TestDatabase, WalletClient};
+use ovation_wallet::WalletSettings;
 use ovation_wallet::payment::SandboxProvider;
-use ovation_wallet::{WalletConfig, WalletSettings};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic_types::StatusExt;
-
-pub type Client = WalletServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct Suite {
-    pub catalog: Running,
-    pub wallet: Running,
+    catalog: Running,
+    /// None only while it restarts.
+    wallet: Option<Running>,
     pub sandbox: Arc<SandboxProvider>,
-    pub catalog_db: TestDatabase,
+    _catalog_db: TestDatabase,
     pub wallet_db_url: String,
     pub backend: &'static str,
-}
-
-pub fn wallet_config(
-    db_url: &str,
-    catalog: &Running,
-    sandbox: Arc<SandboxProvider>,
-    settings: WalletSettings,
-) -> WalletConfig {
-    WalletConfig {
-        server: server_config(db_url),
-        wallet: settings,
-        catalog: CatalogPeerArgs::plaintext(catalog.endpoint()),
-        identity: IdentityArgs {
-            service_keys_file: Some(test_keys_file()),
-            service_token_file: None,
-        },
-        provider: sandbox,
-    }
-}
-
-/// A client of the wallet `wallet`, presenting `bearer`.
-pub async fn client_on(wallet: &Running, bearer: Bearer) -> Client {
-    WalletServiceClient::with_interceptor(wallet.channel().await, bearer)
-}
-
-pub async fn start_wallet(config: WalletConfig) -> Running {
-    Running::start(|listener, shutdown| ovation_wallet::run(config, listener, shutdown))
-        .await
-        .expect("wallet starts")
 }
 
 impl Suite {
@@ -63,58 +28,67 @@ impl Suite {
 
     pub async fn start_with(wallet_db: &TestDatabase, settings: WalletSettings) -> Suite {
         let catalog_db = TestDatabase::sqlite();
-        let catalog_config = CatalogConfig {
-            server: server_config(catalog_db.url()),
-            seed_demo: true,
-        };
-        let catalog = Running::start(|listener, shutdown| {
-            ovation_catalog::run(catalog_config, listener, shutdown)
-        })
-        .await
-        .expect("catalog starts");
+        let catalog = start_catalog(catalog_config(catalog_db.url(), true)).await;
         let sandbox = Arc::new(SandboxProvider::new());
-        let wallet = start_wallet(wallet_config(
-            wallet_db.url(),
-            &catalog,
-            sandbox.clone(),
-            settings,
-        ))
-        .await;
-        Suite {
+        let mut suite = Suite {
             catalog,
-            wallet,
+            wallet: None,
             sandbox,
-            catalog_db,
+            _catalog_db: catalog_db,
             wallet_db_url: wallet_db.url().to_owned(),
             backend: wallet_db.backend(),
+        };
+        suite.start_wallet(settings).await;
+        suite
+    }
+
+    async fn start_wallet(&mut self, settings: WalletSettings) {
+        let config = wallet_config(
+            &self.wallet_db_url,
+            &self.catalog.endpoint(),
+            settings,
+            self.sandbox.clone(),
+        );
+        self.wallet = Some(start_wallet(config).await);
+    }
+
+    /// Stops the wallet and starts another on its database with `settings` and the same
+    /// payment provider: a crash and a restart, as far as the wallet's data can tell.
+    pub async fn restart_wallet(&mut self, settings: WalletSettings) {
+        if let Some(wallet) = self.wallet.take() {
+            wallet.stop().await.expect("wallet stops");
         }
+        self.start_wallet(settings).await;
     }
 
-    pub async fn client(&self, bearer: Bearer) -> Client {
-        client_on(&self.wallet, bearer).await
+    /// A client of the wallet, presenting `bearer`.
+    pub async fn client(&self, bearer: Bearer) -> WalletClient {
+        let wallet = self.wallet.as_ref().expect("the wallet runs");
+        WalletServiceClient::with_interceptor(wallet.channel().await, bearer)
     }
 
-    pub async fn user(&self, user: &str) -> Client {
-        self.client(Bearer::new(&token(user, &[Role::Viewer])))
+    pub async fn user(&self, user: &str) -> WalletClient {
+        self.client(Bearer::viewer(user)).await
+    }
+
+    pub async fn gifting(&self) -> WalletClient {
+        self.client(Bearer::role("gifting", Role::GiftingService))
             .await
     }
 
-    pub async fn gifting(&self) -> Client {
-        self.client(Bearer::new(&token("gifting", &[Role::GiftingService])))
-            .await
-    }
-
-    pub async fn admin(&self) -> Client {
+    pub async fn admin(&self) -> WalletClient {
         self.client(Bearer::admin()).await
     }
 
     pub async fn stop(self) {
-        self.wallet.stop().await.expect("wallet stops");
+        if let Some(wallet) = self.wallet {
+            wallet.stop().await.expect("wallet stops");
+        }
         self.catalog.stop().await.expect("catalog stops");
     }
 }
 
-pub async fn open_account(client: &mut Client, user: &str) {
+pub async fn open_account(client: &mut WalletClient, user: &str) {
     client
         .create_account(pb::CreateAccountRequest {
             idempotency_key: format!("open-{user}"),
@@ -143,7 +117,7 @@ pub fn purchase_request(
 }
 
 pub async fn buy(
-    client: &mut Client,
+    client: &mut WalletClient,
     user: &str,
     key: &str,
     package: &str,
@@ -159,7 +133,10 @@ pub async fn buy(
 }
 
 /// An admin reverses a purchase (a chargeback); the purchase as reversed.
-pub async fn reverse(admin: &mut Client, request: pb::ReversePurchaseRequest) -> pb::Purchase {
+pub async fn reverse(
+    admin: &mut WalletClient,
+    request: pb::ReversePurchaseRequest,
+) -> pb::Purchase {
     admin
         .reverse_purchase(request)
         .await
@@ -169,7 +146,7 @@ pub async fn reverse(admin: &mut Client, request: pb::ReversePurchaseRequest) ->
         .expect("purchase in the answer")
 }
 
-pub async fn account(client: &mut Client, user: &str) -> pb::Account {
+pub async fn account(client: &mut WalletClient, user: &str) -> pb::Account {
     client
         .get_account(pb::GetAccountRequest {
             user_id: user.into(),
@@ -181,7 +158,7 @@ pub async fn account(client: &mut Client, user: &str) -> pb::Account {
         .expect("account in the answer")
 }
 
-pub async fn balance(client: &mut Client, user: &str) -> pb::Balance {
+pub async fn balance(client: &mut WalletClient, user: &str) -> pb::Balance {
     client
         .get_balance(pb::GetBalanceRequest {
             user_id: user.into(),
@@ -220,7 +197,7 @@ pub fn reserve(op: &str, user: &str, coins: i64, ttl_s: i64) -> pb::ReserveCoins
     }
 }
 
-pub async fn hold(client: &mut Client, op: &str) -> pb::Hold {
+pub async fn hold(client: &mut WalletClient, op: &str) -> pb::Hold {
     client
         .get_hold(pb::GetHoldRequest {
             operation_id: op.into(),
@@ -233,7 +210,7 @@ pub async fn hold(client: &mut Client, op: &str) -> pb::Hold {
 }
 
 /// Every journal entry of `user`, newest first.
-pub async fn all_transactions(client: &mut Client, user: &str) -> Vec<pb::Transaction> {
+pub async fn all_transactions(client: &mut WalletClient, user: &str) -> Vec<pb::Transaction> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -254,16 +231,7 @@ pub async fn all_transactions(client: &mut Client, user: &str) -> Vec<pb::Transa
     }
 }
 
-/// The ErrorInfo reason of a refusal ("" if it has none).
-pub fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-pub async fn summary(admin: &mut Client) -> pb::GetLedgerSummaryResponse {
+pub async fn summary(admin: &mut WalletClient) -> pb::GetLedgerSummaryResponse {
     admin
         .get_ledger_summary(pb::GetLedgerSummaryRequest {})
         .await
@@ -272,7 +240,7 @@ pub async fn summary(admin: &mut Client) -> pb::GetLedgerSummaryResponse {
 }
 
 /// I1 and I2 hold: every entry balanced, the ledger sums to zero, no negative balance.
-pub async fn assert_ledger_sound(admin: &mut Client, context: &str) {
+pub async fn assert_ledger_sound(admin: &mut WalletClient, context: &str) {
     let s = summary(admin).await;
     assert_eq!(
         s.total_coins, 0,

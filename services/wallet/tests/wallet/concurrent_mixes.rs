@@ -12,19 +12,18 @@
 //!
 //! Seeded: `OVATION_TEST_SEED=<u64>` replays a failing run (the seed is in every message).
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
 use ovation_proto::wallet as pb;
 use ovation_store::Db;
-use ovation_testkit::databases;
+use ovation_testkit::{WalletClient, databases, reason};
 use ovation_types::UnixMillis;
 use ovation_wallet::payment::TOKEN_OK;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
+
+use crate::suite::*;
 
 const USERS: usize = 3;
 const ROUNDS: usize = 12;
@@ -241,9 +240,9 @@ async fn apply(
 
 #[derive(Clone)]
 struct Clients {
-    users: Vec<Client>,
-    gifting: Client,
-    admin: Client,
+    users: Vec<WalletClient>,
+    gifting: WalletClient,
+    admin: WalletClient,
 }
 
 fn seed() -> u64 {
@@ -409,7 +408,7 @@ async fn check(clients: &Clients, known: &Known, at: &str) {
     }
 }
 
-async fn all_purchases(client: &mut Client, user: &str) -> Vec<pb::Purchase> {
+async fn all_purchases(client: &mut WalletClient, user: &str) -> Vec<pb::Purchase> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
