@@ -2,13 +2,12 @@
 //! gRPC: each row allowed and denied, with nothing written by a denied call; and every RPC
 //! refusing callers without valid credentials.
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_proto::payout as pb;
-use ovation_testkit::{Bearer, TestDatabase, databases};
+use ovation_testkit::{Bearer, PayoutClient, TestDatabase, code, databases};
 use tonic::Code;
+
+use crate::suite::*;
 
 /// ann: verified (sandbox-ok) with 10 000 diamonds and one payout; bob: registered.
 struct Fixture {
@@ -39,20 +38,32 @@ async fn fixture(db: &TestDatabase) -> Fixture {
 /// The callers who may never act on ann's records.
 fn strangers_to_ann() -> Vec<(&'static str, Bearer)> {
     vec![
-        ("bob, another creator", as_creator("bob")),
-        ("a viewer token for ann", as_role("ann", Role::Viewer)),
-        ("the gateway acting for bob", as_gateway_for("bob")),
+        ("bob, another creator", Bearer::creator("bob")),
+        ("a viewer token for ann", Bearer::role("ann", Role::Viewer)),
+        (
+            "the gateway acting for bob",
+            Bearer::role("bob", Role::Gateway),
+        ),
         ("service:gifting", as_gifting()),
-        ("service:payout", as_role("payout", Role::PayoutService)),
-        ("service:wallet", as_role("wallet", Role::WalletService)),
+        (
+            "service:payout",
+            Bearer::role("payout", Role::PayoutService),
+        ),
+        (
+            "service:wallet",
+            Bearer::role("wallet", Role::WalletService),
+        ),
     ]
 }
 
 /// Ann herself (creator token or gateway for her) and an admin.
 fn ann_or_admin() -> Vec<(&'static str, Bearer)> {
     vec![
-        ("ann, a creator", as_creator("ann")),
-        ("the gateway acting for ann", as_gateway_for("ann")),
+        ("ann, a creator", Bearer::creator("ann")),
+        (
+            "the gateway acting for ann",
+            Bearer::role("ann", Role::Gateway),
+        ),
         ("an admin", Bearer::admin()),
     ]
 }
@@ -68,7 +79,7 @@ enum Own {
     SetPayoutAccount,
 }
 
-async fn own(rpc: Own, client: &mut Client, fixture: &Fixture, tag: &str) -> Code {
+async fn own(rpc: Own, client: &mut PayoutClient, fixture: &Fixture, tag: &str) -> Code {
     let ann = || "ann".to_string();
     match rpc {
         Own::GetCreator => code(
@@ -207,17 +218,20 @@ async fn a_creators_own_records_are_for_that_creator_and_admins_only() {
             };
             async move { code(client.register_creator(request).await) }
         };
-        assert_eq!(register_as("new-1", as_creator("new-1")).await, Code::Ok);
         assert_eq!(
-            register_as("new-2", as_gateway_for("new-2")).await,
+            register_as("new-1", Bearer::creator("new-1")).await,
+            Code::Ok
+        );
+        assert_eq!(
+            register_as("new-2", Bearer::role("new-2", Role::Gateway)).await,
             Code::Ok
         );
         assert_eq!(register_as("new-3", Bearer::admin()).await, Code::Ok);
         for (id, bearer) in [
-            ("new-4", as_creator("bob")),
-            ("new-5", as_role("new-5", Role::Viewer)),
+            ("new-4", Bearer::creator("bob")),
+            ("new-5", Bearer::role("new-5", Role::Viewer)),
             ("new-6", as_gifting()),
-            ("new-7", as_gateway_for("bob")),
+            ("new-7", Bearer::role("bob", Role::Gateway)),
         ] {
             assert_eq!(
                 register_as(id, bearer).await,
@@ -269,7 +283,7 @@ enum AdminRpc {
     ListCredits,
 }
 
-async fn admin_rpc(rpc: AdminRpc, client: &mut Client, tag: &str) -> Code {
+async fn admin_rpc(rpc: AdminRpc, client: &mut PayoutClient, tag: &str) -> Code {
     match rpc {
         AdminRpc::Verify => code(
             client

@@ -4,17 +4,17 @@
 //! verification names the account version it approves and is refused if the account
 //! changed since; the one who set the account cannot verify it.
 
-mod common;
-
-use common::*;
 use ovation_auth::Role;
 use ovation_proto::payout as pb;
 
-use ovation_testkit::{Bearer, TestDatabase, databases};
+use ovation_testkit::services::{payout_config, start_payout};
+use ovation_testkit::{Bearer, PayoutClient, TestDatabase, databases, reason, violated_fields};
 use tonic::Code;
 
+use crate::suite::*;
+
 /// ann, registered by `client`, with the account `reference` that `client` set for her.
-async fn ann_with_an_account(client: &mut Client, reference: &str) -> pb::PayoutAccount {
+async fn ann_with_an_account(client: &mut PayoutClient, reference: &str) -> pb::PayoutAccount {
     client
         .register_creator(pb::RegisterCreatorRequest {
             idempotency_key: "reg".into(),
@@ -48,7 +48,7 @@ async fn the_journal_records_the_authenticated_caller_and_a_named_actor_only_as_
             .payout_account
             .unwrap()
             .version;
-        let mut admin_1 = c.with(as_role("admin-1", Role::Admin));
+        let mut admin_1 = c.with(Bearer::role("admin-1", Role::Admin));
 
         let verified = account_reviewed(
             &mut admin_1,
@@ -145,7 +145,7 @@ async fn only_the_creator_or_the_gateway_for_them_sets_the_payout_account() {
         assert_eq!(creator(&mut admin, "ann").await, before, "nothing changed");
 
         // The gateway for ann may; the account is recorded as set by ann.
-        let mut gateway = c.with(as_gateway_for("ann"));
+        let mut gateway = c.with(Bearer::role("ann", Role::Gateway));
         let account = account_set(
             &mut gateway,
             account_request("new-bank", "sandbox-ok-ann-2", "Ann"),
@@ -272,7 +272,7 @@ async fn the_one_who_set_the_account_cannot_verify_it() {
             rejected.verification_status,
             pb::VerificationStatus::Rejected as i32
         );
-        let mut other = c.with(as_role("admin-2", Role::Admin));
+        let mut other = c.with(Bearer::role("admin-2", Role::Admin));
         let verified =
             account_reviewed(&mut other, review("v-other", "ann", account.version)).await;
         assert_eq!(

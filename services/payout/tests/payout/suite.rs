@@ -1,28 +1,21 @@
 //! What the payout tests share: a real catalog and a real payout service in this process,
-//! on loopback, with a sandbox provider the test can look into, and clients per role.
-
-#![allow(dead_code)]
+//! on loopback, with a sandbox provider the test can look into, clients per role, and the
+//! payout requests and reads the tests repeat.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ovation_auth::Role;
-use ovation_catalog::CatalogConfig;
 use ovation_payout::provider::SandboxProvider;
+use ovation_payout::store;
 use ovation_payout::worker::WorkerConfig;
-use ovation_payout::{PayoutConfig, run, store};
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
-use ovation_server::peer::{CatalogPeerArgs, IdentityArgs};
 use ovation_store::{Db, DbOptions};
-use ovation_testkit::{Bearer, Running, TestDatabase, server_config, token};
-use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
+use ovation_testkit::services::{catalog_config, payout_config, start_payout};
+use ovation_testkit::{Bearer, PayoutClient, Running, TestDatabase};
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
-
-pub type Client = PayoutServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Longest any condition is polled for.
 pub const EVENTUALLY: Duration = Duration::from_secs(30);
@@ -36,38 +29,9 @@ pub struct Catalog {
 
 pub async fn start_catalog() -> Catalog {
     let db = TestDatabase::sqlite();
-    let config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo: true,
-    };
-    let running =
-        Running::start(|listener, shutdown| ovation_catalog::run(config, listener, shutdown))
-            .await
-            .expect("the catalog starts");
+    let config = catalog_config(db.url(), true);
+    let running = ovation_testkit::services::start_catalog(config).await;
     Catalog { running, _db: db }
-}
-
-pub fn payout_config(
-    db_url: &str,
-    catalog_url: &str,
-    sandbox: Arc<SandboxProvider>,
-) -> PayoutConfig {
-    PayoutConfig {
-        server: server_config(db_url),
-        catalog: CatalogPeerArgs::plaintext(catalog_url),
-        identity: IdentityArgs {
-            service_keys_file: Some(ovation_testkit::test_keys_file()),
-            service_token_file: None,
-        },
-        provider: sandbox,
-        worker: WorkerConfig::FAST_TESTS,
-    }
-}
-
-pub async fn start_payout(config: PayoutConfig) -> Running {
-    Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .expect("the payout service starts")
 }
 
 /// A payout service on `db` next to `catalog`, with a fresh in-memory sandbox.
@@ -88,30 +52,19 @@ pub async fn start_with_worker(
     (running, sandbox)
 }
 
-pub async fn client(running: &Running, bearer: Bearer) -> Client {
+pub async fn client(running: &Running, bearer: Bearer) -> PayoutClient {
     PayoutServiceClient::with_interceptor(running.channel().await, bearer)
 }
 
-pub fn as_creator(id: &str) -> Bearer {
-    Bearer::new(&token(id, &[Role::Creator]))
-}
-
-pub fn as_gateway_for(id: &str) -> Bearer {
-    Bearer::new(&token(id, &[Role::Gateway]))
-}
-
-pub fn as_role(subject: &str, role: Role) -> Bearer {
-    Bearer::new(&token(subject, &[role]))
-}
-
+/// The gifting service's token, the only caller that credits diamonds.
 pub fn as_gifting() -> Bearer {
-    as_role("gifting", Role::GiftingService)
+    Bearer::role("gifting", Role::GiftingService)
 }
 
 /// The clients a test needs: admin, gifting, and one per creator on demand.
 pub struct Clients {
-    pub admin: Client,
-    pub gifting: Client,
+    pub admin: PayoutClient,
+    pub gifting: PayoutClient,
     channel: Channel,
 }
 
@@ -125,11 +78,11 @@ impl Clients {
         }
     }
 
-    pub fn creator(&self, id: &str) -> Client {
-        PayoutServiceClient::with_interceptor(self.channel.clone(), as_creator(id))
+    pub fn creator(&self, id: &str) -> PayoutClient {
+        PayoutServiceClient::with_interceptor(self.channel.clone(), Bearer::creator(id))
     }
 
-    pub fn with(&self, bearer: Bearer) -> Client {
+    pub fn with(&self, bearer: Bearer) -> PayoutClient {
         PayoutServiceClient::with_interceptor(self.channel.clone(), bearer)
     }
 }
@@ -164,7 +117,7 @@ pub async fn set_account(c: &Clients, id: &str, reference: &str) -> pb::Creator 
 }
 
 /// `id` as `client` reads it (GetCreator).
-pub async fn creator(client: &mut Client, id: &str) -> pb::Creator {
+pub async fn creator(client: &mut PayoutClient, id: &str) -> pb::Creator {
     client
         .get_creator(pb::GetCreatorRequest {
             creator_id: id.into(),
@@ -190,7 +143,7 @@ pub fn review(key: &str, id: &str, version: i64) -> pb::VerifyPayoutAccountReque
 
 /// `client` sets a payout account; the account as recorded.
 pub async fn account_set(
-    client: &mut Client,
+    client: &mut PayoutClient,
     request: pb::SetPayoutAccountRequest,
 ) -> pb::PayoutAccount {
     client
@@ -206,7 +159,7 @@ pub async fn account_set(
 
 /// `client` reviews a payout account; the account as reviewed.
 pub async fn account_reviewed(
-    client: &mut Client,
+    client: &mut PayoutClient,
     request: pb::VerifyPayoutAccountRequest,
 ) -> pb::PayoutAccount {
     client
@@ -270,7 +223,7 @@ pub async fn earn(c: &Clients, operation: &str, creator: &str, diamonds: i64) ->
         .unwrap()
 }
 
-pub async fn balance(client: &mut Client, id: &str) -> pb::DiamondBalance {
+pub async fn balance(client: &mut PayoutClient, id: &str) -> pb::DiamondBalance {
     client
         .get_diamond_balance(pb::GetDiamondBalanceRequest {
             creator_id: id.into(),
@@ -292,7 +245,7 @@ pub fn request_payout(key: &str, creator: &str, diamonds: i64) -> pb::RequestPay
 
 /// `client` asks to pay `creator` `diamonds`; the payout as requested.
 pub async fn requested_payout(
-    client: &mut Client,
+    client: &mut PayoutClient,
     key: &str,
     creator: &str,
     diamonds: i64,
@@ -326,7 +279,7 @@ pub fn reinstate_request(id: &str, key: &str) -> pb::ReinstateCreatorRequest {
     }
 }
 
-pub async fn get_payout(client: &mut Client, id: &str) -> pb::Payout {
+pub async fn get_payout(client: &mut PayoutClient, id: &str) -> pb::Payout {
     client
         .get_payout(pb::GetPayoutRequest {
             payout_id: id.into(),
@@ -358,7 +311,7 @@ where
 }
 
 /// Waits for payout `id` to leave HELD; returns it settled.
-pub async fn settled(client: &Client, id: &str) -> pb::Payout {
+pub async fn settled(client: &PayoutClient, id: &str) -> pb::Payout {
     eventually(&format!("payout {id} settles"), || {
         let mut client = client.clone();
         let id = id.to_owned();
@@ -368,22 +321,6 @@ pub async fn settled(client: &Client, id: &str) -> pb::Payout {
         }
     })
     .await
-}
-
-pub fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 /// I1 and I2 over gRPC (GetLedgerSummary) and the balance rows against the postings
@@ -444,13 +381,6 @@ pub fn kind_balance(summary: &pb::GetLedgerSummaryResponse, kind: pb::AccountKin
         .find(|k| k.kind == kind as i32)
         .map(|k| k.balance_diamonds)
         .unwrap_or_default()
-}
-
-pub fn code<T>(result: Result<T, tonic::Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
 }
 
 pub fn uuid() -> String {

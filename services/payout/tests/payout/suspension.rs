@@ -4,16 +4,15 @@
 //! provider is settled by the provider's answer (never released on a guess), and
 //! RequestPayout / CreditDiamonds / SuspendCreator serialize on the creator's row.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ovation_payout::worker::WorkerConfig;
 use ovation_proto::payout as pb;
-use ovation_testkit::{TestDatabase, databases};
+use ovation_testkit::{TestDatabase, databases, reason};
 use tokio::task::JoinHandle;
 use tonic::Code;
+
+use crate::suite::*;
 
 /// What one racer's call answered.
 type Answer<T> = Result<tonic::Response<T>, tonic::Status>;

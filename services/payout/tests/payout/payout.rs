@@ -1,18 +1,18 @@
 //! The payout service over real gRPC on loopback, next to a real catalog, against SQLite
 //! and (when `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL: the same assertions on both.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use ovation_payout::provider::SandboxProvider;
 use ovation_proto::catalog as catalog_pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::payout as pb;
 use ovation_store::{Db, DbOptions};
-use ovation_testkit::{Bearer, TestDatabase, databases};
+use ovation_testkit::services::{payout_config, start_payout};
+use ovation_testkit::{Bearer, PayoutClient, TestDatabase, databases, reason, violated_fields};
 use tonic::Code;
+
+use crate::suite::*;
 
 #[tokio::test]
 async fn creators_register_get_accounts_reviewed_and_suspended_with_a_journal() {
@@ -402,7 +402,7 @@ async fn credits_apply_once_per_operation_id_and_refuse_unknown_or_suspended_cre
 /// One page of a list: the ids served, and the next page's token.
 type Page = Result<(Vec<String>, String), tonic::Status>;
 
-async fn earnings_page(mut client: Client, page_size: i32, page_token: String) -> Page {
+async fn earnings_page(mut client: PayoutClient, page_size: i32, page_token: String) -> Page {
     let request = pb::ListEarningsRequest {
         creator_id: "ann".into(),
         stream_id: String::new(),
@@ -414,13 +414,13 @@ async fn earnings_page(mut client: Client, page_size: i32, page_token: String) -
     Ok((ids, page.next_page_token))
 }
 
-async fn credits_page(admin: Client, page_size: i32, page_token: String) -> Page {
+async fn credits_page(admin: PayoutClient, page_size: i32, page_token: String) -> Page {
     credits_in(admin, (None, None), page_size, page_token).await
 }
 
 /// A page of the credits created in `[start_ms, end_ms)` (either bound open).
 async fn credits_in(
-    mut admin: Client,
+    mut admin: PayoutClient,
     (start_ms, end_ms): (Option<i64>, Option<i64>),
     page_size: i32,
     page_token: String,
@@ -442,7 +442,12 @@ async fn credits_in(
 }
 
 /// PAID payouts of `creator_id` (every creator's when empty).
-async fn paid_page(mut client: Client, creator_id: &str, page_size: i32, token: String) -> Page {
+async fn paid_page(
+    mut client: PayoutClient,
+    creator_id: &str,
+    page_size: i32,
+    token: String,
+) -> Page {
     let request = pb::ListPayoutsRequest {
         creator_id: creator_id.into(),
         state: pb::PayoutState::Paid as i32,
