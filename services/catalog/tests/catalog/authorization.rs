@@ -3,63 +3,45 @@
 
 use ovation_auth::Role;
 use ovation_auth::keys::Claims;
-use ovation_catalog::{CatalogConfig, run};
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
-use ovation_testkit::{Bearer, Running, TestDatabase, server_config, token};
+use ovation_testkit::services::{catalog_config, start_catalog};
+use ovation_testkit::{Bearer, CatalogClient, Running, TestDatabase, code};
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-
-type Client = CatalogServiceClient<InterceptedService<Channel, Bearer>>;
 
 async fn start() -> (Running, TestDatabase) {
     let db = TestDatabase::sqlite();
-    let config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo: true,
-    };
-    let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .unwrap();
+    let running = start_catalog(catalog_config(db.url(), true)).await;
     (running, db)
 }
 
-async fn client(running: &Running, bearer: Bearer) -> Client {
+async fn client(running: &Running, bearer: Bearer) -> CatalogClient {
     CatalogServiceClient::with_interceptor(running.channel().await, bearer)
 }
 
 fn as_role(role: Role) -> Bearer {
-    Bearer::new(&token(
+    Bearer::role(
         &format!("someone-{}", role.as_str().replace(':', "-")),
-        &[role],
-    ))
+        role,
+    )
 }
 
-async fn read(client: &mut Client) -> Code {
-    match client
-        .get_gift(pb::GetGiftRequest {
-            gift_id: "rose".into(),
-            version: 0,
-        })
-        .await
-    {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
+async fn read(client: &mut CatalogClient) -> Code {
+    let request = pb::GetGiftRequest {
+        gift_id: "rose".into(),
+        version: 0,
+    };
+    code(client.get_gift(request).await)
 }
 
-async fn write(client: &mut Client, key: &str) -> Code {
+async fn write(client: &mut CatalogClient, key: &str) -> Code {
     let request = pb::UpdateGiftRequest {
         idempotency_key: key.into(),
         gift_id: "rose".into(),
         asset_url: Some(format!("https://assets.example/{key}.webp")),
         ..Default::default()
     };
-    match client.update_gift(request).await {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
+    code(client.update_gift(request).await)
 }
 
 #[tokio::test]
@@ -158,15 +140,10 @@ async fn bad_credentials_are_unauthenticated_on_reads_and_writes() {
 #[tokio::test]
 async fn mutating_calls_are_rate_limited_per_caller() {
     let db = TestDatabase::sqlite();
-    let mut config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo: true,
-    };
+    let mut config = catalog_config(db.url(), true);
     config.server.args.auth.rate_limit_per_second = 1;
     config.server.args.auth.rate_limit_burst = 3;
-    let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .unwrap();
+    let running = start_catalog(config).await;
     let mut admin = client(&running, Bearer::admin()).await;
     let mut codes = Vec::new();
     for i in 0..6 {
@@ -176,7 +153,7 @@ async fn mutating_calls_are_rate_limited_per_caller() {
     assert!(codes[3..].contains(&Code::ResourceExhausted), "{codes:?}");
     // Reads are not rate limited, and another caller has its own bucket.
     assert_eq!(read(&mut admin).await, Code::Ok);
-    let mut other = client(&running, Bearer::new(&token("other-admin", &[Role::Admin]))).await;
+    let mut other = client(&running, Bearer::role("other-admin", Role::Admin)).await;
     assert_eq!(write(&mut other, "other-1").await, Code::Ok);
     running.stop().await.unwrap();
 }

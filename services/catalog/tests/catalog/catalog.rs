@@ -1,27 +1,18 @@
 //! The catalog over real gRPC on loopback, against SQLite and (when
 //! `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL: the same assertions on both.
 
-use ovation_catalog::{CatalogConfig, run};
+use ovation_catalog::run;
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::common::Money;
-use ovation_testkit::{Bearer, Running, TestDatabase, databases, server_config};
+use ovation_testkit::services::{catalog_config, start_catalog};
+use ovation_testkit::{Bearer, CatalogClient, Running, TestDatabase, databases, violated_fields};
 use prost_types::Timestamp;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-type Client = CatalogServiceClient<InterceptedService<Channel, Bearer>>;
-
-async fn start(db: &TestDatabase, seed_demo: bool) -> (Running, Client) {
-    let config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo,
-    };
-    let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .unwrap_or_else(|e| panic!("catalog did not start on {}: {e}", db.backend()));
+async fn start(db: &TestDatabase, seed_demo: bool) -> (Running, CatalogClient) {
+    let running = start_catalog(catalog_config(db.url(), seed_demo)).await;
     let client = CatalogServiceClient::with_interceptor(running.channel().await, Bearer::admin());
     (running, client)
 }
@@ -37,14 +28,6 @@ fn create_star(key: &str, price: i64) -> pb::CreateGiftRequest {
         active_from: None,
         active_until: None,
     }
-}
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -530,10 +513,7 @@ async fn packages_promotions_and_economy_are_validated_and_versioned() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_start_up_error() {
-    let mut config = CatalogConfig {
-        server: server_config("postgres://postgres@127.0.0.1:1/nowhere"),
-        seed_demo: true,
-    };
+    let mut config = catalog_config("postgres://postgres@127.0.0.1:1/nowhere", true);
     config.server.args.db_connect_timeout_ms = 300;
     let listener = ovation_server::bind(config.server.listen_addr)
         .await
@@ -552,14 +532,9 @@ async fn health_turns_not_serving_when_the_database_goes_away() {
     let Some(db) = TestDatabase::postgres().await else {
         return;
     };
-    let mut config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo: false,
-    };
+    let mut config = catalog_config(db.url(), false);
     config.server.args.health_probe_interval_ms = 100;
-    let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .unwrap();
+    let running = start_catalog(config).await;
     assert!(ovation_testkit::serving(running.addr).await);
     drop(db); // DROP DATABASE … WITH (FORCE)
     let mut not_serving = false;
