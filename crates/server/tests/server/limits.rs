@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use ovation_server::{ServiceSpec, Shutdown, serve};
 use ovation_store::Db;
-use ovation_testkit::{Bearer, Running, TestDatabase, server_config};
+use ovation_testkit::{Bearer, Running, TestDatabase, code, server_config};
 use tonic::Code;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -83,17 +83,8 @@ async fn call(running: &Running) -> Code {
     ));
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    match grpc
-        .unary(
-            tonic::Request::new(()),
-            PathAndQuery::from_static("/test.Slow/Call"),
-            codec,
-        )
-        .await
-    {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
+    let path = PathAndQuery::from_static("/test.Slow/Call");
+    code(grpc.unary(tonic::Request::new(()), path, codec).await)
 }
 
 #[tokio::test]
