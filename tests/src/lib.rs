@@ -1,5 +1,5 @@
-//! Helpers for process-level end-to-end tests: the workspace's binaries run as separate
-//! processes, the way a container runs them.
+//! Helpers for end-to-end tests: the workspace's binaries run as separate processes, the way
+//! a container runs them, and the four services in this process.
 //!
 //! - [`binary`]: the path of a workspace binary, built (or brought up to date) first with
 //!   `cargo build`, so a test never runs a stale executable.
@@ -8,6 +8,9 @@
 //!   grpc.health.v1 to report SERVING (or for given output), stops it with SIGTERM and
 //!   waits for its exit within a bound, and kills it when dropped so a failing test leaves
 //!   nothing running.
+//! - [`process_suite`]: the four services as processes, the faults done to them, loads of
+//!   gifts and the checks that hold after them.
+//! - [`in_process`]: the four services in this process, for tests that need no processes.
 //!
 //! Limits: [`free_addr`] is check-then-use (another process may take the port between the
 //! check and the service's bind; the service then fails to start, loudly). SIGTERM is sent
@@ -26,6 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub mod in_process;
+pub mod process_suite;
 
 /// Longest a service may take from spawn to SERVING before a test gives up on it.
 pub const START_BOUND: Duration = Duration::from_secs(60);

@@ -22,15 +22,14 @@
 //! the dependency's return (the backoff cap), [`RECOVERY_BOUND`] at most; about 5.5 minutes
 //! in all once the binaries are built.
 
-mod process_suite;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
-use process_suite::*;
+use ovation_testkit::GiftingClient;
 use tokio::task::JoinHandle;
 
 /// How long each dependency stays down.
@@ -299,7 +298,7 @@ struct PacedLoad {
 impl PacedLoad {
     fn start(suite: &Suite) -> PacedLoad {
         let viewers: Vec<&'static str> = RICH.iter().copied().chain([POOR]).collect();
-        let clients: BTreeMap<&str, Gifting> =
+        let clients: BTreeMap<&str, GiftingClient> =
             viewers.iter().map(|v| (*v, suite.gifting_as(v))).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicUsize::new(0));
@@ -364,7 +363,7 @@ impl PacedLoad {
 }
 
 /// One SendGift; gifting stays up throughout, so any error is a failure.
-async fn send(mut client: Gifting, plan: GiftPlan, phase: usize) -> Sent {
+async fn send(mut client: GiftingClient, plan: GiftPlan, phase: usize) -> Sent {
     let mut call = tonic::Request::new(pb::SendGiftRequest {
         idempotency_key: plan.key.clone(),
         sender_user_id: plan.sender.clone(),

@@ -21,11 +21,9 @@
 //! refused for lack of coins) and one in ten to a creator payout does not know
 //! (compensated), so every saga outcome is exercised under the fault.
 
-mod process_suite;
-
 use std::collections::BTreeMap;
 
-use process_suite::*;
+use ovation_e2e::process_suite::*;
 
 const VIEWERS: [&str; 3] = ["vera", "walt", "xena"];
 const CREATORS: [&str; 2] = ["cleo", "dax"];

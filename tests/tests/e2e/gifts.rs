@@ -12,13 +12,11 @@
 //!
 //! After each, `ovation audit` (the real binary) must report no violation.
 
-mod process_suite;
-
 use std::collections::BTreeMap;
 
+use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
 use ovation_proto::payout as payout_pb;
-use process_suite::*;
 use tonic::Code;
 
 /// The demo catalog's creator share, in basis points.
@@ -263,6 +261,7 @@ async fn a_refused_credit_is_compensated(backend: Backend) {
 
     if let Err(e) = suite
         .payout_admin()
+        .await
         .suspend_creator(payout_pb::SuspendCreatorRequest {
             idempotency_key: "susp".into(),
             creator_id: "fay".into(),

@@ -3,10 +3,11 @@
 //! suite of the four services (the walkthrough's steps build on each other), and each
 //! `<!-- expect: TEXT -->` line after the block must appear in the command's output.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
+
+use ovation_e2e::{binary, in_process};
+use ovation_testkit::Service;
 
 /// The section of the README this test runs.
 const SECTION: &str = "## Walkthrough with grpcurl";
@@ -190,12 +191,22 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
         );
     }
 
-    let suite = common::InProcessSuite::start().await;
-    let addrs = suite.addresses();
+    let suite = in_process::start().await;
+    let services = [
+        Service::Wallet,
+        Service::Catalog,
+        Service::Gifting,
+        Service::Payout,
+    ];
+    let addrs: Vec<(&str, String)> = README_ADDRS
+        .into_iter()
+        .zip(services)
+        .map(|(readme, service)| (readme, suite.addr(service).to_string()))
+        .collect();
 
     // `export NAME=$(cargo run -q -p ovation -- token …)` steps run the real `ovation`
     // binary, signing with the test catalog's keys, and set NAME for the steps after them.
-    let ovation = ovation_e2e::binary("ovation", "ovation");
+    let ovation = binary("ovation", "ovation");
     let keys_file = ovation_testkit::test_keys_file();
     let mut env: Vec<(String, String)> = Vec::new();
 

@@ -8,41 +8,19 @@
 //! database pools.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use ovation_auth::Role;
-use ovation_e2e::{EXIT_BOUND, ServiceProcess, binary, free_addr};
+use ovation_e2e::process_suite::{TempDir, clean_env};
+use ovation_e2e::{EXIT_BOUND, START_BOUND, ServiceProcess, binary, free_addr};
 use ovation_proto::gifting as pb;
-use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
-use ovation_proto::payout as payout_pb;
-use ovation_proto::payout::payout_service_client::PayoutServiceClient;
-use ovation_proto::wallet as wallet_pb;
-use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
-use ovation_testkit::{Bearer, test_keys_file, token};
+use ovation_testkit::{Bearer, SuiteClients, test_keys_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tonic::transport::Channel;
 
 /// Gifts sent; each must end COMPLETED.
 const GIFTS: usize = 3;
 /// Longest the metrics may take to show the gifts.
 const METRICS_BOUND: Duration = Duration::from_secs(30);
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("a loopback URL")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy()
-}
 
 /// `GET /metrics` over a fresh HTTP/1.1 connection; the response, head and body.
 async fn scrape(addr: SocketAddr) -> String {
@@ -76,19 +54,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
-    let data =
-        TempDir(std::env::temp_dir().join(format!("ovation-e2e-metrics-{}", uuid::Uuid::new_v4())));
-    std::fs::create_dir_all(&data.0).expect("temp dir is writable");
+    let data = TempDir::new("metrics");
     let [catalog, wallet, gifting, payout, metrics] = std::array::from_fn(|_| free_addr());
 
     let mut command = Command::new(binary("ovation", "ovation"));
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with("OVATION_") || key_text.starts_with("OTEL_") {
-            command.env_remove(key);
-        }
-    }
-    command.env_remove("RUST_LOG");
+    clean_env(&mut command);
     command
         .arg("up")
         .arg("--data-dir")
@@ -104,7 +74,7 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
         .args(["--db-gauges-interval-ms", "200"]);
     let mut up = ServiceProcess::start(command, gifting).await;
     for addr in [catalog, wallet, payout] {
-        up.wait_serving(addr, ovation_e2e::START_BOUND)
+        up.wait_serving(addr, START_BOUND)
             .await
             .unwrap_or_else(|e| panic!("{addr} not SERVING: {e}\n{}", up.stderr()));
     }
@@ -117,48 +87,24 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
     // A funded viewer and a registered creator.
     let viewer = "mia";
     let creator = "max";
-    let mut wallet_client = WalletServiceClient::with_interceptor(
-        channel(wallet),
-        Bearer::new(&token(viewer, &[Role::Viewer])),
-    );
-    wallet_client
-        .create_account(wallet_pb::CreateAccountRequest {
-            idempotency_key: format!("open-{viewer}"),
-            user_id: viewer.into(),
-            minor: false,
-        })
+    let url = |addr: SocketAddr| format!("http://{addr}");
+    let clients = SuiteClients {
+        catalog: url(catalog),
+        wallet: url(wallet),
+        payout: url(payout),
+        gifting: url(gifting),
+    };
+    let purchased_coins = clients
+        .funded_viewer(viewer, "coins_1000")
         .await
-        .unwrap_or_else(|e| panic!("CreateAccount: {e}\n{}", up.stderr()));
-    let purchase = wallet_client
-        .purchase_coins(wallet_pb::PurchaseCoinsRequest {
-            idempotency_key: format!("buy-{viewer}"),
-            user_id: viewer.into(),
-            package_id: "coins_1000".into(),
-            currency_code: "USD".into(),
-            payment_token: ovation_wallet::payment::TOKEN_OK.into(),
-            expected_price: None,
-        })
+        .unwrap_or_else(|e| panic!("funding {viewer}: {e}\n{}", up.stderr()));
+    assert!(purchased_coins > 0, "{viewer} got no coins");
+    clients
+        .register_creator(creator)
         .await
-        .unwrap_or_else(|e| panic!("PurchaseCoins: {e}\n{}", up.stderr()))
-        .into_inner();
-    let purchased_coins = purchase.purchase.as_ref().map_or(0, |p| p.coins_credited);
-    assert!(purchased_coins > 0, "{purchase:?}");
-    PayoutServiceClient::with_interceptor(
-        channel(payout),
-        Bearer::new(&token(creator, &[Role::Creator])),
-    )
-    .register_creator(payout_pb::RegisterCreatorRequest {
-        idempotency_key: format!("reg-{creator}"),
-        creator_id: creator.into(),
-        display_name: "Max".into(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("RegisterCreator: {e}\n{}", up.stderr()));
+        .unwrap_or_else(|e| panic!("RegisterCreator: {e}\n{}", up.stderr()));
 
-    let mut gifting_client = GiftingServiceClient::with_interceptor(
-        channel(gifting),
-        Bearer::new(&token(viewer, &[Role::Viewer])),
-    );
+    let mut gifting_client = clients.gifting_as(viewer).await;
     // A live watcher of the stream, opened before the gifts: their delivery lag is measured.
     let mut feed = gifting_client
         .watch_stream_gifts(pb::WatchStreamGiftsRequest {
@@ -339,7 +285,9 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
     );
 
     // Errors carry their code: an unauthenticated call.
-    let refused = GiftingServiceClient::new(channel(gifting))
+    let refused = clients
+        .gifting(Bearer::none())
+        .await
         .send_gift(pb::SendGiftRequest::default())
         .await
         .expect_err("no token, no gift");

@@ -6,7 +6,6 @@
 //! SendGifts, wait for every saga to end, and run the real `ovation audit`.
 //!
 //! Every wait is bounded; a test that fails says why and shows the services' logs.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -16,24 +15,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ovation_auth::Role;
-use ovation_e2e::{EXIT_BOUND, ServiceProcess, binary, free_addr};
 use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
 use ovation_proto::payout as payout_pb;
-use ovation_proto::payout::payout_service_client::PayoutServiceClient;
-use ovation_proto::wallet as wallet_pb;
-use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
-use ovation_testkit::{Bearer, TestDatabase, test_keys_file, token};
+use ovation_testkit::{
+    Bearer, GiftingClient, PayoutClient, SuiteClients, TestDatabase, lazy_channel, test_keys_file,
+    token,
+};
 use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-pub type Gifting = GiftingServiceClient<InterceptedService<Channel, Bearer>>;
-pub type Wallet = WalletServiceClient<InterceptedService<Channel, Bearer>>;
-pub type Payout = PayoutServiceClient<InterceptedService<Channel, Bearer>>;
+use crate::{EXIT_BOUND, ServiceProcess, binary, free_addr};
 
 /// Longest the sagas of a test may take to end after the fault is over.
 pub const SETTLE_BOUND: Duration = Duration::from_secs(90);
@@ -235,6 +229,8 @@ pub struct Suite {
     pub wallet: Node,
     pub payout: Node,
     pub gifting: Vec<Node>,
+    /// Clients of catalog, wallet, payout and gifting replica 0, as the roles tests play.
+    pub clients: SuiteClients,
     pub backend: &'static str,
     _dbs: Vec<TestDatabase>,
     _sandbox: TempDir,
@@ -340,11 +336,18 @@ impl Suite {
             join_all(starts).await;
             join_all(others.iter_mut().map(Node::start).collect()).await;
         }
+        let clients = SuiteClients {
+            catalog: catalog.url(),
+            wallet: wallet.url(),
+            payout: payout.url(),
+            gifting: gifting[0].url(),
+        };
         Some(Suite {
             catalog,
             wallet,
             payout,
             gifting,
+            clients,
             backend: match backend {
                 Backend::Sqlite => "sqlite",
                 Backend::Postgres => "postgres",
@@ -395,114 +398,55 @@ impl Suite {
         self.catalog.stop().await;
     }
 
-    pub fn gifting_client(&self, replica: usize, token: &str) -> Gifting {
+    pub fn gifting_client(&self, replica: usize, token: &str) -> GiftingClient {
         GiftingServiceClient::with_interceptor(
-            lazy(&self.gifting[replica].url()),
+            lazy_channel(&self.gifting[replica].url()),
             Bearer::new(token),
         )
     }
 
-    pub fn gifting_as(&self, user: &str) -> Gifting {
+    pub fn gifting_as(&self, user: &str) -> GiftingClient {
         self.gifting_client(0, &token(user, &[Role::Viewer]))
     }
 
-    pub fn gifting_admin(&self, replica: usize) -> Gifting {
+    pub fn gifting_admin(&self, replica: usize) -> GiftingClient {
         self.gifting_client(replica, &admin_token())
     }
 
-    pub fn wallet_as(&self, user: &str) -> Wallet {
-        WalletServiceClient::with_interceptor(
-            lazy(&self.wallet.url()),
-            Bearer::new(&token(user, &[Role::Viewer])),
-        )
-    }
-
-    pub fn payout_as(&self, creator: &str) -> Payout {
-        PayoutServiceClient::with_interceptor(
-            lazy(&self.payout.url()),
-            Bearer::new(&token(creator, &[Role::Creator])),
-        )
-    }
-
-    pub fn payout_admin(&self) -> Payout {
-        PayoutServiceClient::with_interceptor(lazy(&self.payout.url()), Bearer::new(&admin_token()))
+    /// Payout as the operator "ops".
+    pub async fn payout_admin(&self) -> PayoutClient {
+        self.clients.payout(Bearer::new(&admin_token())).await
     }
 
     /// Opens `user`'s account and buys `package`; returns the coins credited.
     pub async fn funded_viewer(&self, user: &str, package: &str) -> i64 {
-        let mut w = self.wallet_as(user);
-        if let Err(e) = w
-            .create_account(wallet_pb::CreateAccountRequest {
-                idempotency_key: format!("open-{user}"),
-                user_id: user.into(),
-                minor: false,
-            })
+        let coins = self
+            .clients
+            .funded_viewer(user, package)
             .await
-        {
-            self.fail(format!("CreateAccount {user}: {e}"));
-        }
-        let purchase = w
-            .purchase_coins(wallet_pb::PurchaseCoinsRequest {
-                idempotency_key: format!("buy-{user}-{package}"),
-                user_id: user.into(),
-                package_id: package.into(),
-                currency_code: "USD".into(),
-                payment_token: ovation_wallet::payment::TOKEN_OK.into(),
-                expected_price: None,
-            })
-            .await
-            .unwrap_or_else(|e| self.fail(format!("PurchaseCoins {user}: {e}")))
-            .into_inner()
-            .purchase
-            .unwrap_or_else(|| self.fail("PurchaseCoins answered without a purchase"));
-        assert!(purchase.coins_credited > 0, "{purchase:?}");
-        purchase.coins_credited
+            .unwrap_or_else(|e| self.fail(format!("funding {user} with {package}: {e}")));
+        assert!(coins > 0, "{user} got no coins for {package}");
+        coins
     }
 
     /// Registers creator `id` with payout (as the creator).
     pub async fn creator(&self, id: &str) {
-        if let Err(e) = self
-            .payout_as(id)
-            .register_creator(payout_pb::RegisterCreatorRequest {
-                idempotency_key: format!("reg-{id}"),
-                creator_id: id.into(),
-                display_name: format!("Creator {id}"),
-            })
-            .await
-        {
+        if let Err(e) = self.clients.register_creator(id).await {
             self.fail(format!("RegisterCreator {id}: {e}"));
         }
     }
 
     pub async fn coins(&self, user: &str) -> i64 {
-        self.wallet_as(user)
-            .get_balance(wallet_pb::GetBalanceRequest {
-                user_id: user.into(),
-            })
+        self.clients
+            .coins(user)
             .await
             .unwrap_or_else(|e| self.fail(format!("GetBalance {user}: {e}")))
-            .into_inner()
-            .balance
-            .unwrap_or_default()
-            .posted_coins
     }
 
     /// A creator's available diamonds; 0 for one payout does not know.
     pub async fn diamonds(&self, creator: &str) -> i64 {
-        match self
-            .payout_as(creator)
-            .get_diamond_balance(payout_pb::GetDiamondBalanceRequest {
-                creator_id: creator.into(),
-            })
-            .await
-        {
-            Ok(reply) => {
-                reply
-                    .into_inner()
-                    .balance
-                    .unwrap_or_default()
-                    .available_diamonds
-            }
+        match self.clients.diamonds(creator).await {
+            Ok(diamonds) => diamonds,
             Err(e) if e.code() == Code::NotFound => 0,
             Err(e) => self.fail(format!("GetDiamondBalance {creator}: {e}")),
         }
@@ -534,7 +478,7 @@ impl Suite {
     /// The payout credits whose operation ids are in `ids` (admin ListCredits, which
     /// answers up to 500 ids at once, unpaginated).
     pub async fn credits_of(&self, ids: &[String]) -> Vec<payout_pb::Credit> {
-        let mut client = self.payout_admin();
+        let mut client = self.payout_admin().await;
         let mut all = Vec::new();
         for chunk in ids.chunks(500) {
             let page = client
@@ -752,14 +696,6 @@ async fn join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
     .await;
 }
 
-/// A channel that connects on first use and reconnects after its peer restarts.
-pub fn lazy(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned())
-        .expect("a loopback URL")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy()
-}
-
 pub fn admin_token() -> String {
     token("ops", &[Role::Admin])
 }
@@ -882,14 +818,14 @@ impl Load {
         let phase_seen = phase.clone();
         let task = tokio::spawn(async move {
             // One client per replica per sender, shared by the workers.
-            let mut clients: BTreeMap<(usize, String), Gifting> = BTreeMap::new();
+            let mut clients: BTreeMap<(usize, String), GiftingClient> = BTreeMap::new();
             {
                 let q = queue.lock().await;
                 for g in q.iter() {
                     for &r in &g.replicas {
                         clients.entry((r, g.sender.clone())).or_insert_with(|| {
                             GiftingServiceClient::with_interceptor(
-                                lazy(&urls[r]),
+                                lazy_channel(&urls[r]),
                                 Bearer::new(&token(&g.sender, &[Role::Viewer])),
                             )
                         });
@@ -986,7 +922,7 @@ fn transport_error(status: &tonic::Status) -> bool {
 }
 
 async fn send_one(
-    clients: &BTreeMap<(usize, String), Gifting>,
+    clients: &BTreeMap<(usize, String), GiftingClient>,
     plan: GiftPlan,
     phase: usize,
 ) -> Sent {

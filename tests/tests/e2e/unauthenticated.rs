@@ -2,10 +2,9 @@
 //! no token, garbage, expired, wrong signature, unknown key id. The RPC list comes from the
 //! contracts' descriptor set, so a new RPC is covered the day it is added.
 
-mod common;
-
 use ovation_auth::{Role, Signer};
-use ovation_testkit::{Bearer, signer};
+use ovation_e2e::in_process;
+use ovation_testkit::{Bearer, Service, signer};
 use prost::Message;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -25,9 +24,7 @@ fn methods(service: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn every_rpc_refuses_bad_credentials() {
-    let suite = common::InProcessSuite::start().await;
-    let (catalog, wallet, payout, gifting) =
-        (&suite.catalog, &suite.wallet, &suite.payout, &suite.gifting);
+    let suite = in_process::start().await;
 
     let now = ovation_auth::keys::now_secs();
     let credentials = [
@@ -51,11 +48,11 @@ async fn every_rpc_refuses_bad_credentials() {
         ),
     ];
     let mut checked = 0;
-    for (service, running) in [
-        ("ovation.catalog.v1.CatalogService", catalog),
-        ("ovation.wallet.v1.WalletService", wallet),
-        ("ovation.payout.v1.PayoutService", payout),
-        ("ovation.gifting.v1.GiftingService", gifting),
+    for (service, under_test) in [
+        ("ovation.catalog.v1.CatalogService", Service::Catalog),
+        ("ovation.wallet.v1.WalletService", Service::Wallet),
+        ("ovation.payout.v1.PayoutService", Service::Payout),
+        ("ovation.gifting.v1.GiftingService", Service::Gifting),
     ] {
         let rpcs = methods(service);
         assert!(
@@ -65,7 +62,7 @@ async fn every_rpc_refuses_bad_credentials() {
         for (method, streaming) in rpcs {
             for (what, bearer) in &credentials {
                 let mut grpc = tonic::client::Grpc::new(InterceptedService::new(
-                    running.channel().await,
+                    suite.channel(under_test).await,
                     bearer.clone(),
                 ));
                 grpc.ready().await.unwrap();

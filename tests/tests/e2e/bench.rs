@@ -6,19 +6,17 @@
 //! a saga of the bench (before a mark) and one orphan debit after the mark; a window finds
 //! the one in it and not the other, and an audit without a window finds both.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ovation_auth::Role;
-use ovation_e2e::binary;
+use ovation_e2e::{binary, in_process};
 use ovation_proto::{gifting as gpb, wallet as wpb};
-use ovation_testkit::{Bearer, token};
+use ovation_testkit::{Bearer, InProcessSuite, Service, token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_bench_runs_and_its_audit_is_clean() {
-    let suite = common::InProcessSuite::start().await;
-    let url = |running: &ovation_testkit::Running| running.endpoint();
+    let suite = in_process::start().await;
+    let url = |service| suite.endpoint(service);
     let output = tokio::process::Command::new(binary("ovation", "ovation"))
         .args([
             "bench",
@@ -32,10 +30,10 @@ async fn a_small_bench_runs_and_its_audit_is_clean() {
             "4",
         ])
         .args(["--gift", "finger_heart"])
-        .args(["--wallet-url", &url(&suite.wallet)])
-        .args(["--catalog-url", &url(&suite.catalog)])
-        .args(["--gifting-url", &url(&suite.gifting)])
-        .args(["--payout-url", &url(&suite.payout)])
+        .args(["--wallet-url", &url(Service::Wallet)])
+        .args(["--catalog-url", &url(Service::Catalog)])
+        .args(["--gifting-url", &url(Service::Gifting)])
+        .args(["--payout-url", &url(Service::Payout)])
         .arg("--keys-file")
         .arg(ovation_testkit::test_keys_file())
         .kill_on_drop(true)
@@ -93,14 +91,14 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// Runs `ovation audit` with `window` flags; (exit 0, stdout and stderr).
-async fn audit(suite: &common::InProcessSuite, window: &[&str]) -> (bool, String) {
-    let url = |running: &ovation_testkit::Running| running.endpoint();
+async fn audit(suite: &InProcessSuite, window: &[&str]) -> (bool, String) {
+    let url = |service| suite.endpoint(service);
     let output = tokio::process::Command::new(binary("ovation", "ovation"))
         .arg("audit")
         .args(window)
-        .args(["--wallet-url", &url(&suite.wallet)])
-        .args(["--payout-url", &url(&suite.payout)])
-        .args(["--gifting-url", &url(&suite.gifting)])
+        .args(["--wallet-url", &url(Service::Wallet)])
+        .args(["--payout-url", &url(Service::Payout)])
+        .args(["--gifting-url", &url(Service::Gifting)])
         .args(["--token", &token("ops", &[Role::Admin])])
         .kill_on_drop(true)
         .output();
@@ -117,7 +115,7 @@ async fn audit(suite: &common::InProcessSuite, window: &[&str]) -> (bool, String
     (output.status.success(), printed)
 }
 
-async fn audit_windows_see_what_is_in_them(suite: &common::InProcessSuite) {
+async fn audit_windows_see_what_is_in_them(suite: &InProcessSuite) {
     let bench_start = now_ms() - 10 * 60_000;
     // A clean suite: clean in a window too.
     let (ok, printed) = audit(suite, &["--since", &rfc3339(bench_start)]).await;
@@ -131,10 +129,7 @@ async fn audit_windows_see_what_is_in_them(suite: &common::InProcessSuite) {
     );
 
     // One violation in the bench's window: a completed gift's coins given back.
-    let mut gifting = gpb::gifting_service_client::GiftingServiceClient::with_interceptor(
-        suite.gifting.channel().await,
-        Bearer::admin(),
-    );
+    let mut gifting = suite.clients.gifting_admin().await;
     let sagas = gifting
         .list_sagas(gpb::ListSagasRequest {
             page_size: 1,
@@ -149,10 +144,10 @@ async fn audit_windows_see_what_is_in_them(suite: &common::InProcessSuite) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mark = now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut wallet = wpb::wallet_service_client::WalletServiceClient::with_interceptor(
-        suite.wallet.channel().await,
-        Bearer::new(&token("gifting", &[Role::GiftingService])),
-    );
+    let mut wallet = suite
+        .clients
+        .wallet(Bearer::role("gifting", Role::GiftingService))
+        .await;
     wallet
         .refund_coins(wpb::RefundCoinsRequest {
             idempotency_key: "audit-window-refund".into(),

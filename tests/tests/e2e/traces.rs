@@ -6,8 +6,6 @@
 //! And a saga resumed by another gifting process after a crash continues the trace of the
 //! request that started it.
 
-mod process_suite;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +17,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
-use process_suite::*;
 
 /// An OTLP/gRPC trace collector keeping everything it receives.
 #[derive(Clone, Default)]
