@@ -19,8 +19,8 @@ use ovation_proto::gifting as pb;
 use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
 use ovation_proto::payout as payout_pb;
 use ovation_testkit::{
-    Bearer, GiftingClient, PayoutClient, SuiteClients, TestDatabase, lazy_channel, test_keys_file,
-    token,
+    Bearer, GiftingClient, PayoutClient, SuiteClients, TestDatabase, gift_request, lazy_channel,
+    test_keys_file, token,
 };
 use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
@@ -49,6 +49,23 @@ pub const COMPLETED: i32 = pb::SagaStatus::Completed as i32;
 pub const REJECTED: i32 = pb::SagaStatus::Rejected as i32;
 pub const COMPENSATED: i32 = pb::SagaStatus::Compensated as i32;
 pub const NEEDS_OPERATOR: i32 = pb::SagaStatus::NeedsOperator as i32;
+
+/// Two tests of `$scenario` (an `async fn(Backend)`): `$sqlite` on SQLite and `$postgres` on
+/// PostgreSQL (which testkit skips without a server, and fails under CI without one).
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    ($scenario:ident, $sqlite:ident, $postgres:ident $(,)?) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $scenario($crate::process_suite::Backend::Sqlite).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            $scenario($crate::process_suite::Backend::Postgres).await;
+        }
+    };
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -747,6 +764,20 @@ pub struct GiftPlan {
     pub replicas: Vec<usize>,
 }
 
+impl GiftPlan {
+    /// The SendGift of this gift, on [`LOAD_STREAM`].
+    pub fn request(&self) -> pb::SendGiftRequest {
+        gift_request(
+            LOAD_STREAM,
+            &self.key,
+            &self.sender,
+            &self.creator,
+            &self.gift,
+            self.quantity,
+        )
+    }
+}
+
 /// What one gift of a load got: a receipt per replica it was sent to; errors retried
 /// (transport errors while a replica was down); a final error if it never got an answer.
 #[derive(Clone, Debug)]
@@ -927,15 +958,7 @@ async fn send_one(
     phase: usize,
 ) -> Sent {
     let deadline = tokio::time::Instant::now() + SEND_BOUND;
-    let request = pb::SendGiftRequest {
-        idempotency_key: plan.key.clone(),
-        sender_user_id: plan.sender.clone(),
-        creator_id: plan.creator.clone(),
-        stream_id: LOAD_STREAM.into(),
-        gift_id: plan.gift.clone(),
-        quantity: plan.quantity,
-        message: String::new(),
-    };
+    let request = plan.request();
     let mut calls = tokio::task::JoinSet::new();
     for &replica in &plan.replicas {
         let mut client = clients[&(replica, plan.sender.clone())].clone();

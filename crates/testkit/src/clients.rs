@@ -1,9 +1,11 @@
-//! Clients of the services under test, each presenting a caller's token, and what most
-//! tests do first through them: fund a viewer, register a creator, read coins and diamonds.
+//! Clients of the services under test, each presenting a caller's token, what most tests do
+//! first through them (fund a viewer, register a creator, read coins and diamonds), and a
+//! gift to send.
 
 use std::time::Duration;
 
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
+use ovation_proto::gifting as gifting_pb;
 use ovation_proto::gifting::gifting_service_client::GiftingServiceClient;
 use ovation_proto::payout as payout_pb;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
@@ -160,6 +162,27 @@ impl SuiteClients {
             .balance
             .ok_or_else(|| missing("GetDiamondBalance", "balance"))?;
         Ok(balance.available_diamonds)
+    }
+}
+
+/// A SendGift of `quantity` × `gift` from `sender` to `creator` on `stream`, under `key`,
+/// without a message.
+pub fn gift_request(
+    stream: &str,
+    key: &str,
+    sender: &str,
+    creator: &str,
+    gift: &str,
+    quantity: i32,
+) -> gifting_pb::SendGiftRequest {
+    gifting_pb::SendGiftRequest {
+        idempotency_key: key.into(),
+        sender_user_id: sender.into(),
+        creator_id: creator.into(),
+        stream_id: stream.into(),
+        gift_id: gift.into(),
+        quantity,
+        message: String::new(),
     }
 }
 

@@ -41,7 +41,8 @@ pub mod services;
 mod suite;
 #[cfg(feature = "services")]
 pub use clients::{
-    CatalogClient, GiftingClient, PayoutClient, SuiteClients, WalletClient, channel, lazy_channel,
+    CatalogClient, GiftingClient, PayoutClient, SuiteClients, WalletClient, channel, gift_request,
+    lazy_channel,
 };
 #[cfg(feature = "services")]
 pub use suite::{InProcessSuite, Service};

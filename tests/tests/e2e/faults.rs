@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use ovation_e2e::on_sqlite_and_postgres;
 use ovation_e2e::process_suite::*;
 
 const VIEWERS: [&str; 3] = ["vera", "walt", "xena"];
@@ -129,15 +130,11 @@ async fn payout_killed_during_a_load(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn payout_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_sqlite() {
-    payout_killed_during_a_load(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn payout_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_postgres() {
-    payout_killed_during_a_load(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    payout_killed_during_a_load,
+    payout_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_sqlite,
+    payout_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Gifting killed during a load
@@ -169,15 +166,11 @@ async fn gifting_killed_during_a_load(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn gifting_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_sqlite() {
-    gifting_killed_during_a_load(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn gifting_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_postgres() {
-    gifting_killed_during_a_load(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    gifting_killed_during_a_load,
+    gifting_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_sqlite,
+    gifting_killed_during_a_load_every_saga_ends_and_the_audit_is_clean_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Wallet unreachable for a while
@@ -270,15 +263,11 @@ fn pb_status(code: i32) -> ovation_proto::gifting::SagaStatus {
     ovation_proto::gifting::SagaStatus::try_from(code).unwrap_or_default()
 }
 
-#[tokio::test]
-async fn wallet_unreachable_for_a_while_leaves_no_gift_half_done_sqlite() {
-    wallet_unreachable_for_a_while(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn wallet_unreachable_for_a_while_leaves_no_gift_half_done_postgres() {
-    wallet_unreachable_for_a_while(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    wallet_unreachable_for_a_while,
+    wallet_unreachable_for_a_while_leaves_no_gift_half_done_sqlite,
+    wallet_unreachable_for_a_while_leaves_no_gift_half_done_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Two gifting replicas on one database
@@ -322,15 +311,11 @@ async fn two_gifting_replicas_share_a_load(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn two_gifting_replicas_on_one_database_drive_every_saga_once_sqlite() {
-    two_gifting_replicas_share_a_load(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn two_gifting_replicas_on_one_database_drive_every_saga_once_postgres() {
-    two_gifting_replicas_share_a_load(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    two_gifting_replicas_share_a_load,
+    two_gifting_replicas_on_one_database_drive_every_saga_once_sqlite,
+    two_gifting_replicas_on_one_database_drive_every_saga_once_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Two gifting replicas started together on a fresh database
@@ -349,12 +334,8 @@ async fn two_gifting_replicas_start_together(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn two_gifting_replicas_started_together_on_a_fresh_database_both_serve_sqlite() {
-    two_gifting_replicas_start_together(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn two_gifting_replicas_started_together_on_a_fresh_database_both_serve_postgres() {
-    two_gifting_replicas_start_together(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    two_gifting_replicas_start_together,
+    two_gifting_replicas_started_together_on_a_fresh_database_both_serve_sqlite,
+    two_gifting_replicas_started_together_on_a_fresh_database_both_serve_postgres
+);

@@ -14,31 +14,15 @@
 
 use std::collections::BTreeMap;
 
+use ovation_e2e::on_sqlite_and_postgres;
 use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
 use ovation_proto::payout as payout_pb;
+use ovation_testkit::gift_request;
 use tonic::Code;
 
 /// The demo catalog's creator share, in basis points.
 const SHARE_BPS: i64 = 5_000;
-
-fn request(
-    key: &str,
-    sender: &str,
-    creator: &str,
-    gift: &str,
-    quantity: i32,
-) -> pb::SendGiftRequest {
-    pb::SendGiftRequest {
-        idempotency_key: key.into(),
-        sender_user_id: sender.into(),
-        creator_id: creator.into(),
-        stream_id: LOAD_STREAM.into(),
-        gift_id: gift.into(),
-        quantity,
-        message: String::new(),
-    }
-}
 
 /// Sends one gift as `sender` and returns its receipt; any error fails the test.
 async fn send(
@@ -51,7 +35,14 @@ async fn send(
 ) -> pb::GiftReceipt {
     suite
         .gifting_as(sender)
-        .send_gift(request(key, sender, creator, gift, quantity))
+        .send_gift(gift_request(
+            LOAD_STREAM,
+            key,
+            sender,
+            creator,
+            gift,
+            quantity,
+        ))
         .await
         .unwrap_or_else(|e| suite.fail(format!("SendGift {key}: {e}")))
         .into_inner()
@@ -122,15 +113,11 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn a_gift_moves_coins_and_diamonds_by_the_share_sqlite() {
-    a_gift_moves_coins_and_diamonds_by_the_share(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_gift_moves_coins_and_diamonds_by_the_share_postgres() {
-    a_gift_moves_coins_and_diamonds_by_the_share(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    a_gift_moves_coins_and_diamonds_by_the_share,
+    a_gift_moves_coins_and_diamonds_by_the_share_sqlite,
+    a_gift_moves_coins_and_diamonds_by_the_share_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Insufficient coins
@@ -163,15 +150,11 @@ async fn insufficient_coins_is_rejected_and_moves_nothing(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn insufficient_coins_is_rejected_and_moves_nothing_sqlite() {
-    insufficient_coins_is_rejected_and_moves_nothing(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn insufficient_coins_is_rejected_and_moves_nothing_postgres() {
-    insufficient_coins_is_rejected_and_moves_nothing(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    insufficient_coins_is_rejected_and_moves_nothing,
+    insufficient_coins_is_rejected_and_moves_nothing_sqlite,
+    insufficient_coins_is_rejected_and_moves_nothing_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Idempotency
@@ -202,7 +185,7 @@ async fn the_same_key_is_one_gift(backend: Backend) {
     // The same key, other parameters: refused.
     let other = suite
         .gifting_as("gus")
-        .send_gift(request("k1", "gus", "ivy", "doughnut", 4))
+        .send_gift(gift_request(LOAD_STREAM, "k1", "gus", "ivy", "doughnut", 4))
         .await
         .err()
         .unwrap_or_else(|| suite.fail("the same key with another quantity was accepted"));
@@ -219,15 +202,11 @@ async fn the_same_key_is_one_gift(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn the_same_key_twice_is_one_gift_and_other_parameters_already_exist_sqlite() {
-    the_same_key_is_one_gift(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_same_key_twice_is_one_gift_and_other_parameters_already_exist_postgres() {
-    the_same_key_is_one_gift(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    the_same_key_is_one_gift,
+    the_same_key_twice_is_one_gift_and_other_parameters_already_exist_sqlite,
+    the_same_key_twice_is_one_gift_and_other_parameters_already_exist_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // Unknown or suspended creator
@@ -296,15 +275,11 @@ async fn a_refused_credit_is_compensated(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_or_suspended_creator_is_compensated_and_the_coins_refunded_sqlite() {
-    a_refused_credit_is_compensated(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn unknown_or_suspended_creator_is_compensated_and_the_coins_refunded_postgres() {
-    a_refused_credit_is_compensated(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    a_refused_credit_is_compensated,
+    unknown_or_suspended_creator_is_compensated_and_the_coins_refunded_sqlite,
+    unknown_or_suspended_creator_is_compensated_and_the_coins_refunded_postgres
+);
 
 // ---------------------------------------------------------------------------------------
 // 200 concurrent sends from a viewer funded for 50
@@ -380,14 +355,8 @@ async fn two_hundred_concurrent_sends(backend: Backend) {
     suite.stop().await;
 }
 
-#[tokio::test]
-async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty_sqlite()
-{
-    two_hundred_concurrent_sends(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty_postgres()
- {
-    two_hundred_concurrent_sends(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    two_hundred_concurrent_sends,
+    two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty_sqlite,
+    two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_exactly_fifty_postgres
+);

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ovation_e2e::on_sqlite_and_postgres;
 use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
 use ovation_testkit::GiftingClient;
@@ -58,15 +59,11 @@ const PAYOUT_DOWN: usize = 4;
 /// Longer than gifting's send wait in the suite (1 s).
 const ANSWERS_IN: Duration = Duration::from_secs(2);
 
-#[tokio::test]
-async fn sagas_outlast_two_minute_wallet_and_payout_outages_without_an_operator_sqlite() {
-    outages(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn sagas_outlast_two_minute_wallet_and_payout_outages_without_an_operator_postgres() {
-    outages(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    outages,
+    sagas_outlast_two_minute_wallet_and_payout_outages_without_an_operator_sqlite,
+    sagas_outlast_two_minute_wallet_and_payout_outages_without_an_operator_postgres
+);
 
 async fn outages(backend: Backend) {
     let options = SuiteOptions {
@@ -364,15 +361,7 @@ impl PacedLoad {
 
 /// One SendGift; gifting stays up throughout, so any error is a failure.
 async fn send(mut client: GiftingClient, plan: GiftPlan, phase: usize) -> Sent {
-    let mut call = tonic::Request::new(pb::SendGiftRequest {
-        idempotency_key: plan.key.clone(),
-        sender_user_id: plan.sender.clone(),
-        creator_id: plan.creator.clone(),
-        stream_id: LOAD_STREAM.into(),
-        gift_id: plan.gift.clone(),
-        quantity: plan.quantity,
-        message: String::new(),
-    });
+    let mut call = tonic::Request::new(plan.request());
     call.set_timeout(Duration::from_secs(10));
     let (receipts, failed) = match client.send_gift(call).await {
         Ok(reply) => match reply.into_inner().receipt {

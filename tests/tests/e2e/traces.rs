@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ovation_e2e::on_sqlite_and_postgres;
 use ovation_e2e::process_suite::*;
 use ovation_proto::gifting as pb;
 
@@ -245,15 +246,11 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_sqlite() {
-    one_send_gift_is_one_trace_across_four_services(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_postgres() {
-    one_send_gift_is_one_trace_across_four_services(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    one_send_gift_is_one_trace_across_four_services,
+    one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_sqlite,
+    one_send_gift_yields_spans_from_all_four_services_under_one_trace_id_postgres
+);
 
 /// Payout is down, so the saga stops at the credit (PENDING); the gifting process is killed;
 /// payout comes back; a new gifting process resumes the saga from the database. Payout's
@@ -323,12 +320,8 @@ async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn a_resumed_saga_continues_the_trace_of_its_request_sqlite() {
-    a_resumed_saga_continues_the_trace_of_its_request(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_resumed_saga_continues_the_trace_of_its_request_postgres() {
-    a_resumed_saga_continues_the_trace_of_its_request(Backend::Postgres).await;
-}
+on_sqlite_and_postgres!(
+    a_resumed_saga_continues_the_trace_of_its_request,
+    a_resumed_saga_continues_the_trace_of_its_request_sqlite,
+    a_resumed_saga_continues_the_trace_of_its_request_postgres
+);

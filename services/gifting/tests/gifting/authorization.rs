@@ -5,7 +5,7 @@ use ovation_proto::gifting as pb;
 use ovation_testkit::{Bearer, TestDatabase, code};
 use tonic::Code;
 
-use crate::suite::{send, start};
+use crate::suite::{receipt_of, send, start};
 
 #[tokio::test]
 async fn each_role_reaches_exactly_its_rows() {
@@ -23,13 +23,7 @@ async fn each_role_reaches_exactly_its_rows() {
         .await;
 
     // Sending: the sender (or the gateway for them) only.
-    let sent = alice
-        .send_gift(send("k1", "alice", "bob", "rose", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap();
+    let sent = receipt_of(&mut alice, send("k1", "alice", "bob", "rose", 1)).await;
     assert_eq!(
         code(
             gateway

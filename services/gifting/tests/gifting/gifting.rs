@@ -8,7 +8,7 @@ use ovation_testkit::{GiftingClient, InProcessSuite, Service, TestDatabase, data
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::suite::{fast_retries, send, settled, start};
+use crate::suite::{fast_retries, receipt_of, send, settled, start};
 
 const COMPLETED: i32 = pb::SagaStatus::Completed as i32;
 const REJECTED: i32 = pb::SagaStatus::Rejected as i32;
@@ -22,13 +22,7 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
         assert_eq!(funded, 1_100);
         suite.creator("bob").await;
         let mut alice = suite.clients.gifting_as("alice").await;
-        let receipt = alice
-            .send_gift(send("g1", "alice", "bob", "doughnut", 3))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let receipt = receipt_of(&mut alice, send("g1", "alice", "bob", "doughnut", 3)).await;
         assert_eq!(receipt.status, COMPLETED, "[{}] {receipt:?}", suite.backend);
         assert_eq!(
             (
@@ -51,13 +45,7 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
         assert_eq!(suite.diamonds("bob").await, 45);
 
         // The same key again: the same saga, nothing moves twice.
-        let again = alice
-            .send_gift(send("g1", "alice", "bob", "doughnut", 3))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let again = receipt_of(&mut alice, send("g1", "alice", "bob", "doughnut", 3)).await;
         assert_eq!(again.saga_id, receipt.saga_id);
         assert_eq!(
             suite.coins("alice").await,
@@ -84,13 +72,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
         suite.creator("dan").await;
         let mut carol = suite.clients.gifting_as("carol").await;
 
-        let poor = carol
-            .send_gift(send("p1", "carol", "dan", "galaxy", 1))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let poor = receipt_of(&mut carol, send("p1", "carol", "dan", "galaxy", 1)).await;
         assert_eq!(poor.status, REJECTED, "[{}]", suite.backend);
         assert_eq!(
             poor.rejection_reason,
@@ -99,13 +81,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
         assert_eq!((poor.coins_spent, poor.diamonds_credited), (0, 0));
         assert_eq!(suite.coins("carol").await, 110);
 
-        let unknown = carol
-            .send_gift(send("p2", "carol", "nobody", "rose", 5))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let unknown = receipt_of(&mut carol, send("p2", "carol", "nobody", "rose", 5)).await;
         assert_eq!(
             unknown.status, COMPENSATED,
             "[{}] {unknown:?}",
@@ -127,13 +103,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
             })
             .await
             .unwrap();
-        let suspended = carol
-            .send_gift(send("p3", "carol", "dan", "rose", 5))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let suspended = receipt_of(&mut carol, send("p3", "carol", "dan", "rose", 5)).await;
         assert_eq!(suspended.status, COMPENSATED);
         assert_eq!(
             suspended.rejection_reason,
@@ -142,13 +112,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
         assert_eq!(suite.coins("carol").await, 110);
         assert_eq!(suite.diamonds("dan").await, 0);
 
-        let missing_gift = carol
-            .send_gift(send("p4", "carol", "dan", "unicorn", 1))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let missing_gift = receipt_of(&mut carol, send("p4", "carol", "dan", "unicorn", 1)).await;
         assert_eq!(
             missing_gift.rejection_reason,
             pb::RejectionReason::GiftNotFound as i32
@@ -186,13 +150,7 @@ async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_ex
         suite.funded_viewer("erin", "coins_100").await; // 110
         suite.creator("fay").await;
         let mut erin = suite.clients.gifting_as("erin").await;
-        let first = erin
-            .send_gift(send("warmup", "erin", "fay", "doughnut", 2))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let first = receipt_of(&mut erin, send("warmup", "erin", "fay", "doughnut", 2)).await;
         assert_eq!(first.status, COMPLETED);
         assert_eq!(suite.coins("erin").await, 50);
 
@@ -399,13 +357,7 @@ async fn a_saga_past_its_maximum_age_asks_an_operator_and_a_retry_finishes_it() 
     suite.creator("max").await;
     suite.stop_service(Service::Payout).await;
     let mut lu = suite.clients.gifting_as("lu").await;
-    let stuck = lu
-        .send_gift(send("s1", "lu", "max", "confetti", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap();
+    let stuck = receipt_of(&mut lu, send("s1", "lu", "max", "confetti", 1)).await;
     assert_eq!(
         stuck.status,
         pb::SagaStatus::NeedsOperator as i32,
@@ -496,13 +448,7 @@ async fn sagas_are_listed_by_creation_time() {
         let mut gus = suite.clients.gifting_as("gus").await;
         let mut created = Vec::new();
         for key in ["w1", "w2", "w3"] {
-            let receipt = gus
-                .send_gift(send(key, "gus", "hal", "rose", 1))
-                .await
-                .unwrap()
-                .into_inner()
-                .receipt
-                .unwrap();
+            let receipt = receipt_of(&mut gus, send(key, "gus", "hal", "rose", 1)).await;
             created.push((receipt.saga_id, receipt.create_time.unwrap()));
             // Distinct milliseconds, so each saga has its own instant.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

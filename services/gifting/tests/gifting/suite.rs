@@ -3,7 +3,7 @@
 
 use ovation_gifting::GiftingSettings;
 use ovation_proto::gifting as pb;
-use ovation_testkit::{GiftingClient, InProcessSuite, TestDatabase};
+use ovation_testkit::{GiftingClient, InProcessSuite, TestDatabase, gift_request};
 
 /// Saga steps retried within milliseconds, recovery every 50 ms.
 pub fn fast_retries() -> GiftingSettings {
@@ -20,6 +20,7 @@ pub async fn start(db: TestDatabase) -> InProcessSuite {
     InProcessSuite::start(db, fast_retries()).await
 }
 
+/// A gift on "stream-1".
 pub fn send(
     key: &str,
     sender: &str,
@@ -27,15 +28,21 @@ pub fn send(
     gift: &str,
     quantity: i32,
 ) -> pb::SendGiftRequest {
-    pb::SendGiftRequest {
-        idempotency_key: key.into(),
-        sender_user_id: sender.into(),
-        creator_id: creator.into(),
-        stream_id: "stream-1".into(),
-        gift_id: gift.into(),
-        quantity,
-        message: String::new(),
-    }
+    gift_request("stream-1", key, sender, creator, gift, quantity)
+}
+
+/// Sends `request` as `client`'s caller; its receipt (a refusal fails the test).
+pub async fn receipt_of(
+    client: &mut GiftingClient,
+    request: pb::SendGiftRequest,
+) -> pb::GiftReceipt {
+    client
+        .send_gift(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap()
 }
 
 /// Polls a saga until it is terminal (bounded), returning its receipt.
