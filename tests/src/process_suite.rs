@@ -430,6 +430,24 @@ impl Suite {
         self.gifting_client(replica, &admin_token())
     }
 
+    /// Sends `request` as its sender through gifting replica 0; the receipt (an error fails
+    /// the test).
+    pub async fn receipt_of(
+        &self,
+        request: impl tonic::IntoRequest<pb::SendGiftRequest>,
+    ) -> pb::GiftReceipt {
+        let request = request.into_request();
+        let sent = request.get_ref();
+        let (key, sender) = (sent.idempotency_key.clone(), sent.sender_user_id.clone());
+        self.gifting_as(&sender)
+            .send_gift(request)
+            .await
+            .unwrap_or_else(|e| self.fail(format!("SendGift {key}: {e}")))
+            .into_inner()
+            .receipt
+            .unwrap_or_else(|| self.fail(format!("SendGift {key} answered without a receipt")))
+    }
+
     /// Payout as the operator "ops".
     pub async fn payout_admin(&self) -> PayoutClient {
         self.clients.payout(Bearer::new(&admin_token())).await

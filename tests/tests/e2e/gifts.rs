@@ -24,7 +24,8 @@ use tonic::Code;
 /// The demo catalog's creator share, in basis points.
 const SHARE_BPS: i64 = 5_000;
 
-/// Sends one gift as `sender` and returns its receipt; any error fails the test.
+/// Sends one gift as `sender` on the load's stream and returns its receipt; any error fails
+/// the test.
 async fn send(
     suite: &Suite,
     key: &str,
@@ -33,21 +34,8 @@ async fn send(
     gift: &str,
     quantity: i32,
 ) -> pb::GiftReceipt {
-    suite
-        .gifting_as(sender)
-        .send_gift(gift_request(
-            LOAD_STREAM,
-            key,
-            sender,
-            creator,
-            gift,
-            quantity,
-        ))
-        .await
-        .unwrap_or_else(|e| suite.fail(format!("SendGift {key}: {e}")))
-        .into_inner()
-        .receipt
-        .unwrap_or_else(|| suite.fail(format!("SendGift {key} answered without a receipt")))
+    let request = gift_request(LOAD_STREAM, key, sender, creator, gift, quantity);
+    suite.receipt_of(request).await
 }
 
 /// Every saga ended (ListSagas polled, bounded), there are `expected` of them, and the audit

@@ -94,39 +94,9 @@ async fn outages(backend: Backend) {
     let load = PacedLoad::start(&suite);
     tokio::time::sleep(CALM).await;
 
-    // 1. The wallet is away for two minutes.
-    suite.wallet.kill_hard().await;
-    load.set_phase(WALLET_DOWN);
-    tokio::time::sleep(OUTAGE - ANSWERS_IN).await;
-    load.set_phase(WALLET_DOWN + 1);
-    tokio::time::sleep(ANSWERS_IN).await;
-    let back = assert_waiting(&suite, "the wallet").await;
-    suite.wallet.start().await;
-    load.set_phase(WALLET_DOWN + 2);
-    let ended = settle_created_before(&suite, back, "the wallet's return").await;
-    eprintln!(
-        "[{}] wallet outage over: {} sagas so far, {:?}",
-        suite.backend,
-        ended.len(),
-        tally(&ended)
-    );
-
-    // 2. Payout is away for two minutes.
-    suite.payout.kill_hard().await;
-    load.set_phase(PAYOUT_DOWN);
-    tokio::time::sleep(OUTAGE - ANSWERS_IN).await;
-    load.set_phase(PAYOUT_DOWN + 1);
-    tokio::time::sleep(ANSWERS_IN).await;
-    let back = assert_waiting(&suite, "payout").await;
-    suite.payout.start().await;
-    load.set_phase(PAYOUT_DOWN + 2);
-    let ended = settle_created_before(&suite, back, "payout's return").await;
-    eprintln!(
-        "[{}] payout outage over: {} sagas so far, {:?}",
-        suite.backend,
-        ended.len(),
-        tally(&ended)
-    );
+    // 1. The wallet is away for two minutes; 2. then payout.
+    outage(&mut suite, &load, Away::Wallet).await;
+    outage(&mut suite, &load, Away::Payout).await;
     tokio::time::sleep(CALM).await;
     let sent = load.finish(&suite).await;
 
@@ -150,7 +120,7 @@ async fn outages(backend: Backend) {
             ));
         }
     }
-    for (phase, what) in [(WALLET_DOWN, "the wallet"), (PAYOUT_DOWN, "payout")] {
+    for (phase, what) in [Away::Wallet, Away::Payout].map(|away| (away.phase(), away.name())) {
         // (The poor viewer's gifts are refused at the debit once their coins are gone,
         // with payout away too: a definite answer.)
         let during: Vec<&Sent> = sent
@@ -185,6 +155,59 @@ async fn outages(backend: Backend) {
         began.elapsed().as_secs_f64()
     );
     suite.stop().await;
+}
+
+/// The peer an outage takes away.
+#[derive(Clone, Copy)]
+enum Away {
+    Wallet,
+    Payout,
+}
+
+impl Away {
+    fn node(self, suite: &mut Suite) -> &mut Node {
+        match self {
+            Away::Wallet => &mut suite.wallet,
+            Away::Payout => &mut suite.payout,
+        }
+    }
+
+    /// The load's phase while it is away (then + 1 in its last seconds, + 2 once back).
+    fn phase(self) -> usize {
+        match self {
+            Away::Wallet => WALLET_DOWN,
+            Away::Payout => PAYOUT_DOWN,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Away::Wallet => "the wallet",
+            Away::Payout => "payout",
+        }
+    }
+}
+
+/// `away` is killed for [`OUTAGE`] under the load, then started again; the sagas created
+/// before it came back all end.
+async fn outage(suite: &mut Suite, load: &PacedLoad, away: Away) {
+    away.node(suite).kill_hard().await;
+    load.set_phase(away.phase());
+    tokio::time::sleep(OUTAGE - ANSWERS_IN).await;
+    load.set_phase(away.phase() + 1);
+    tokio::time::sleep(ANSWERS_IN).await;
+    let back = assert_waiting(suite, away.name()).await;
+    away.node(suite).start().await;
+    load.set_phase(away.phase() + 2);
+    let what = format!("{}'s return", away.name());
+    let ended = settle_created_before(suite, back, &what).await;
+    eprintln!(
+        "[{}] {} outage over: {} sagas so far, {:?}",
+        suite.backend,
+        away.name(),
+        ended.len(),
+        tally(&ended)
+    );
 }
 
 /// Just before the dependency comes back: sagas are waiting for it, none was handed to an

@@ -175,14 +175,7 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
 
     // The caller's trace: a trace id and parent span id of the test's choosing, sampled.
     let (request, trace_id, parent_span_id) = traced_send("traced-gift", "tess", "uma");
-    let receipt = suite
-        .gifting_as("tess")
-        .send_gift(request)
-        .await
-        .unwrap_or_else(|e| suite.fail(format!("SendGift: {e}")))
-        .into_inner()
-        .receipt
-        .unwrap_or_else(|| suite.fail("SendGift answered without a receipt"));
+    let receipt = suite.receipt_of(request).await;
     if receipt.status != COMPLETED {
         suite.fail(format!("the traced gift did not complete: {receipt:?}"));
     }
@@ -268,14 +261,7 @@ async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
     suite.payout.kill_hard().await;
 
     let (request, trace_id, _) = traced_send("resumed-gift", "vic", "wes");
-    let receipt = suite
-        .gifting_as("vic")
-        .send_gift(request)
-        .await
-        .unwrap_or_else(|e| suite.fail(format!("SendGift: {e}")))
-        .into_inner()
-        .receipt
-        .unwrap_or_else(|| suite.fail("SendGift answered without a receipt"));
+    let receipt = suite.receipt_of(request).await;
     if receipt.status != PENDING {
         suite.fail(format!(
             "with payout down the gift must wait at the credit: {receipt:?}"
