@@ -257,6 +257,42 @@ fn kv(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
+/// Gifting's retries, leases and waits in these tests.
+fn gifting_pace(options: &SuiteOptions) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if !options.gifting_shipped_retries {
+        env.extend([
+            // A budget that outlasts every outage of these tests: a saga waits, it is
+            // never handed to an operator here.
+            kv("OVATION_GIFTING_RETRY_ATTEMPTS_MAX", "100000"),
+            kv("OVATION_GIFTING_RETRY_BASE_MS", "20"),
+            kv("OVATION_GIFTING_RETRY_MAX_MS", "250"),
+        ]);
+    }
+    env.extend([
+        // A dead replica's sagas are taken over soon.
+        kv("OVATION_GIFTING_LEASE_MS", "2000"),
+        kv("OVATION_GIFTING_RECOVERY_INTERVAL_MS", "100"),
+        kv("OVATION_GIFTING_STEP_TIMEOUT_MS", "2000"),
+        // During an outage SendGift answers PENDING after a second.
+        kv("OVATION_GIFTING_SEND_WAIT_MS", "1000"),
+    ]);
+    env
+}
+
+/// Builds (or checks) every binary once, before anything is timed by [`crate::START_BOUND`].
+fn build_binaries() {
+    for package in [
+        "ovation-catalog",
+        "ovation-wallet",
+        "ovation-payout",
+        "ovation-gifting",
+    ] {
+        binary(package, package);
+    }
+    binary("ovation", "ovation");
+}
+
 impl Suite {
     /// Starts catalog, then wallet, payout and the gifting replicas (concurrently), each
     /// its own process with its own database of `backend` (the replicas share one).
@@ -305,23 +341,7 @@ impl Suite {
             kv("OVATION_WALLET_URL", wallet.url()),
             kv("OVATION_PAYOUT_URL", payout.url()),
         ]);
-        if !options.gifting_shipped_retries {
-            gifting_env.extend([
-                // A budget that outlasts every outage of these tests: a saga waits, it is
-                // never handed to an operator here.
-                kv("OVATION_GIFTING_RETRY_ATTEMPTS_MAX", "100000"),
-                kv("OVATION_GIFTING_RETRY_BASE_MS", "20"),
-                kv("OVATION_GIFTING_RETRY_MAX_MS", "250"),
-            ]);
-        }
-        gifting_env.extend([
-            // A dead replica's sagas are taken over soon.
-            kv("OVATION_GIFTING_LEASE_MS", "2000"),
-            kv("OVATION_GIFTING_RECOVERY_INTERVAL_MS", "100"),
-            kv("OVATION_GIFTING_STEP_TIMEOUT_MS", "2000"),
-            // During an outage SendGift answers PENDING after a second.
-            kv("OVATION_GIFTING_SEND_WAIT_MS", "1000"),
-        ]);
+        gifting_env.extend(gifting_pace(&options));
         let mut gifting: Vec<Node> = (0..options.gifting_replicas.max(1))
             .map(|i| {
                 Node::new(
@@ -332,17 +352,7 @@ impl Suite {
             })
             .collect();
 
-        // Build (or check) every binary once, before anything is timed by START_BOUND.
-        for package in [
-            "ovation-catalog",
-            "ovation-wallet",
-            "ovation-payout",
-            "ovation-gifting",
-        ] {
-            binary(package, package);
-        }
-        binary("ovation", "ovation");
-
+        build_binaries();
         catalog.start().await;
         let (first, others) = gifting.split_at_mut(1);
         let mut starts: Vec<_> = vec![wallet.start(), payout.start(), first[0].start()];
