@@ -367,12 +367,7 @@ impl ServiceProcess {
     /// Sends SIGTERM and waits up to `bound` for the process to exit; returns its exit
     /// status. Returns the status at once if it has already exited.
     pub async fn terminate(&mut self, bound: Duration) -> Result<ExitStatus, ProcessError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if let Some(status) = self.child.try_wait()? {
-            self.status = Some(status);
-            self.finish_output(bound).await;
+        if let Some(status) = self.exited(bound).await? {
             return Ok(status);
         }
         self.send_sigterm()?;
@@ -384,17 +379,24 @@ impl ServiceProcess {
     /// `bound` for it to be reaped; returns its exit status. Returns the status at once if
     /// it has already exited.
     pub async fn kill_hard(&mut self, bound: Duration) -> Result<ExitStatus, ProcessError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if let Some(status) = self.child.try_wait()? {
-            self.status = Some(status);
-            self.finish_output(bound).await;
+        if let Some(status) = self.exited(bound).await? {
             return Ok(status);
         }
         // tokio's `start_kill` is SIGKILL on Unix (TerminateProcess elsewhere).
         self.child.start_kill()?;
         self.wait_exit(bound).await
+    }
+
+    /// The exit status if the process has already exited (its output then read to the end,
+    /// up to `bound`), without waiting for it.
+    async fn exited(&mut self, bound: Duration) -> Result<Option<ExitStatus>, ProcessError> {
+        if self.status.is_none()
+            && let Some(status) = self.child.try_wait()?
+        {
+            self.status = Some(status);
+            self.finish_output(bound).await;
+        }
+        Ok(self.status)
     }
 
     #[cfg(unix)]

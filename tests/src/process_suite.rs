@@ -554,18 +554,10 @@ impl Suite {
         loop {
             let last = match self.sagas(replica).await {
                 Ok(sagas) => {
-                    let stuck: Vec<&pb::Saga> = sagas
-                        .iter()
-                        .filter(|s| status(s) == NEEDS_OPERATOR)
-                        .collect();
-                    if !stuck.is_empty() {
-                        self.fail(format!(
-                            "{} sagas were handed to an operator (retry budget 100000, so \
-                             something refused definitely): {}",
-                            stuck.len(),
-                            describe(&stuck)
-                        ));
-                    }
+                    self.assert_none_for_an_operator(
+                        &sagas,
+                        "while settling (retry budget 100000, so something refused definitely)",
+                    );
                     let pending: Vec<&pb::Saga> =
                         sagas.iter().filter(|s| status(s) == PENDING).collect();
                     let count_ok = expected.is_none_or(|n| n == sagas.len());
@@ -588,6 +580,22 @@ impl Suite {
                 ));
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Fails, naming them, if any of `sagas` was handed to an operator (`when` says at
+    /// which point of the test).
+    pub fn assert_none_for_an_operator(&self, sagas: &[pb::Saga], when: &str) {
+        let stuck: Vec<&pb::Saga> = sagas
+            .iter()
+            .filter(|s| status(s) == NEEDS_OPERATOR)
+            .collect();
+        if !stuck.is_empty() {
+            self.fail(format!(
+                "{when}, {} sagas were handed to an operator:{}",
+                stuck.len(),
+                describe(&stuck)
+            ));
         }
     }
 

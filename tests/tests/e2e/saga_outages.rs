@@ -218,17 +218,7 @@ async fn assert_waiting(suite: &Suite, what: &str) -> i64 {
         .sagas(0)
         .await
         .unwrap_or_else(|e| suite.fail(format!("ListSagas while {what} is away: {e}")));
-    let stuck: Vec<&pb::Saga> = sagas
-        .iter()
-        .filter(|s| status(s) == NEEDS_OPERATOR)
-        .collect();
-    if !stuck.is_empty() {
-        suite.fail(format!(
-            "after {OUTAGE:?} with {what} away, {} sagas were handed to an operator:{}",
-            stuck.len(),
-            describe(&stuck)
-        ));
-    }
+    suite.assert_none_for_an_operator(&sagas, &format!("after {OUTAGE:?} with {what} away"));
     let waiting = sagas.iter().filter(|s| status(s) == PENDING).count();
     if waiting < 100 {
         suite.fail(format!(
@@ -257,17 +247,7 @@ async fn settle_created_before(suite: &Suite, before: i64, what: &str) -> Vec<pb
             .into_iter()
             .filter(|s| created_ms(s) < before)
             .collect();
-        let stuck: Vec<&pb::Saga> = sagas
-            .iter()
-            .filter(|s| status(s) == NEEDS_OPERATOR)
-            .collect();
-        if !stuck.is_empty() {
-            suite.fail(format!(
-                "after {what}, {} sagas were handed to an operator:{}",
-                stuck.len(),
-                describe(&stuck)
-            ));
-        }
+        suite.assert_none_for_an_operator(&sagas, &format!("after {what}"));
         let pending: Vec<&pb::Saga> = sagas.iter().filter(|s| status(s) == PENDING).collect();
         if pending.is_empty() {
             eprintln!(

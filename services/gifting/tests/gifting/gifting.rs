@@ -513,13 +513,7 @@ async fn sagas_are_listed_by_creation_time() {
 async fn send_briefly(client: &mut GiftingClient, request: pb::SendGiftRequest) -> pb::GiftReceipt {
     let mut request = tonic::Request::new(request);
     request.set_timeout(std::time::Duration::from_millis(1_500));
-    client
-        .send_gift(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap()
+    receipt_of(client, request).await
 }
 
 /// The saga's status now, read by its sender.
@@ -628,13 +622,7 @@ async fn two_senders_may_use_the_same_idempotency_key() {
         let send_as =
             |who: &str, quantity: i32| send("shared-key", who, "cy", "doughnut", quantity);
 
-        let a = amy
-            .send_gift(send_as("amy", 1))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let a = receipt_of(&mut amy, send_as("amy", 1)).await;
         assert_eq!(a.status, COMPLETED, "[{backend}] {a:?}");
         let b = bo
             .send_gift(send_as("bo", 2))
@@ -648,20 +636,8 @@ async fn two_senders_may_use_the_same_idempotency_key() {
         assert_eq!(b.sender_user_id, "bo");
 
         // Replays: each sender gets their own saga back, nothing moves again.
-        let a2 = amy
-            .send_gift(send_as("amy", 1))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
-        let b2 = bo
-            .send_gift(send_as("bo", 2))
-            .await
-            .unwrap()
-            .into_inner()
-            .receipt
-            .unwrap();
+        let a2 = receipt_of(&mut amy, send_as("amy", 1)).await;
+        let b2 = receipt_of(&mut bo, send_as("bo", 2)).await;
         assert_eq!(
             (a2.saga_id, b2.saga_id),
             (a.saga_id, b.saga_id),

@@ -34,7 +34,7 @@ pub fn send(
 /// Sends `request` as `client`'s caller; its receipt (a refusal fails the test).
 pub async fn receipt_of(
     client: &mut GiftingClient,
-    request: pb::SendGiftRequest,
+    request: impl tonic::IntoRequest<pb::SendGiftRequest>,
 ) -> pb::GiftReceipt {
     client
         .send_gift(request)
