@@ -1,5 +1,5 @@
-//! Helpers for process-level end-to-end tests: the workspace's binaries run as separate
-//! processes, the way a container runs them.
+//! Helpers for end-to-end tests: the workspace's binaries run as separate processes, the way
+//! a container runs them, and the four services in this process.
 //!
 //! - [`binary`]: the path of a workspace binary, built (or brought up to date) first with
 //!   `cargo build`, so a test never runs a stale executable.
@@ -8,6 +8,9 @@
 //!   grpc.health.v1 to report SERVING (or for given output), stops it with SIGTERM and
 //!   waits for its exit within a bound, and kills it when dropped so a failing test leaves
 //!   nothing running.
+//! - [`process_suite`]: the four services as processes, the faults done to them, loads of
+//!   gifts and the checks that hold after them.
+//! - [`in_process`]: the four services in this process, for tests that need no processes.
 //!
 //! Limits: [`free_addr`] is check-then-use (another process may take the port between the
 //! check and the service's bind; the service then fails to start, loudly). SIGTERM is sent
@@ -26,6 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub mod in_process;
+pub mod process_suite;
 
 /// Longest a service may take from spawn to SERVING before a test gives up on it.
 pub const START_BOUND: Duration = Duration::from_secs(60);
@@ -361,12 +367,7 @@ impl ServiceProcess {
     /// Sends SIGTERM and waits up to `bound` for the process to exit; returns its exit
     /// status. Returns the status at once if it has already exited.
     pub async fn terminate(&mut self, bound: Duration) -> Result<ExitStatus, ProcessError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if let Some(status) = self.child.try_wait()? {
-            self.status = Some(status);
-            self.finish_output(bound).await;
+        if let Some(status) = self.exited(bound).await? {
             return Ok(status);
         }
         self.send_sigterm()?;
@@ -378,17 +379,24 @@ impl ServiceProcess {
     /// `bound` for it to be reaped; returns its exit status. Returns the status at once if
     /// it has already exited.
     pub async fn kill_hard(&mut self, bound: Duration) -> Result<ExitStatus, ProcessError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if let Some(status) = self.child.try_wait()? {
-            self.status = Some(status);
-            self.finish_output(bound).await;
+        if let Some(status) = self.exited(bound).await? {
             return Ok(status);
         }
         // tokio's `start_kill` is SIGKILL on Unix (TerminateProcess elsewhere).
         self.child.start_kill()?;
         self.wait_exit(bound).await
+    }
+
+    /// The exit status if the process has already exited (its output then read to the end,
+    /// up to `bound`), without waiting for it.
+    async fn exited(&mut self, bound: Duration) -> Result<Option<ExitStatus>, ProcessError> {
+        if self.status.is_none()
+            && let Some(status) = self.child.try_wait()?
+        {
+            self.status = Some(status);
+            self.finish_output(bound).await;
+        }
+        Ok(self.status)
     }
 
     #[cfg(unix)]

@@ -9,6 +9,10 @@
 //!   channel that is ready once the service reports SERVING.
 //! - Auth: [`server_config`] points services at a keys file made for this test process;
 //!   [`token`] mints tokens under it and [`Bearer`] attaches one to a client.
+//! - Answers: [`code`], [`reason`] and [`violated_fields`] read what a call answered.
+//! - With the `services` feature: [`services`] starts each service in this process,
+//!   [`SuiteClients`] calls them as the roles tests play (a funded viewer, a creator, an
+//!   admin), and [`InProcessSuite`] runs all four together.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +29,23 @@ use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
+
+mod refusal;
+pub use refusal::{code, reason, violated_fields};
+
+#[cfg(feature = "services")]
+mod clients;
+#[cfg(feature = "services")]
+pub mod services;
+#[cfg(feature = "services")]
+mod suite;
+#[cfg(feature = "services")]
+pub use clients::{
+    CatalogClient, GiftingClient, PayoutClient, SuiteClients, WalletClient, channel, gift_request,
+    lazy_channel,
+};
+#[cfg(feature = "services")]
+pub use suite::{InProcessSuite, Service};
 
 /// The variable naming the PostgreSQL server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "OVATION_TEST_POSTGRES_URL";
@@ -303,6 +324,21 @@ impl Bearer {
     /// An admin's token.
     pub fn admin() -> Self {
         Bearer::new(&token("test-admin", &[Role::Admin]))
+    }
+
+    /// A token for `subject` in `role`.
+    pub fn role(subject: &str, role: Role) -> Self {
+        Bearer::new(&token(subject, &[role]))
+    }
+
+    /// Viewer `user`'s token.
+    pub fn viewer(user: &str) -> Self {
+        Bearer::role(user, Role::Viewer)
+    }
+
+    /// Creator `id`'s token.
+    pub fn creator(id: &str) -> Self {
+        Bearer::role(id, Role::Creator)
     }
 }
 

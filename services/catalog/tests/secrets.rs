@@ -1,14 +1,16 @@
 //! Secrets never reach a log or an error: every log line (at TRACE) of a catalog that
 //! serves good and bad tokens is captured and searched for tokens and key material.
+//!
+//! A binary of its own: it installs the process-wide log subscriber, once per process.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use ovation_auth::Role;
-use ovation_catalog::{CatalogConfig, run};
 use ovation_proto::catalog as pb;
 use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
-use ovation_testkit::{Bearer, Running, TestDatabase, server_config, signer, token};
+use ovation_testkit::services::{catalog_config, start_catalog};
+use ovation_testkit::{Bearer, TestDatabase, signer, token};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -34,13 +36,7 @@ async fn tokens_and_keys_appear_in_no_log_line_and_no_error() {
         .init();
 
     let db = TestDatabase::sqlite();
-    let config = CatalogConfig {
-        server: server_config(db.url()),
-        seed_demo: true,
-    };
-    let running = Running::start(|listener, shutdown| run(config, listener, shutdown))
-        .await
-        .unwrap();
+    let running = start_catalog(catalog_config(db.url(), true)).await;
 
     let admin = token("ops", &[Role::Admin]);
     let viewer = token("alice", &[Role::Viewer]);

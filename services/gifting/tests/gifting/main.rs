@@ -1,0 +1,7 @@
+//! Gifting's tests, one binary: the gift saga over real gRPC beside catalog, wallet and
+//! payout, the authorization matrix, and the saga store's fenced writes.
+
+mod authorization;
+mod gifting;
+mod saga_store;
+mod suite;
