@@ -83,6 +83,23 @@ pub struct ServerConfig {
     pub args: ServerArgs,
 }
 
+impl ServerConfig {
+    /// A service's settings from its command line: `database_url` unset is the service's
+    /// own SQLite file ([`default_sqlite_url`]).
+    pub fn from_args(
+        service: &str,
+        listen_addr: SocketAddr,
+        database_url: Option<String>,
+        args: ServerArgs,
+    ) -> Self {
+        ServerConfig {
+            listen_addr,
+            database_url: database_url.unwrap_or_else(|| default_sqlite_url(service)),
+            args,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {

@@ -23,7 +23,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use ovation_proto::catalog::catalog_service_server::CatalogServiceServer;
-use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::config::ServerArgs;
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
 use tokio::net::TcpListener;
@@ -67,13 +67,7 @@ pub struct CatalogConfig {
 impl From<CatalogArgs> for CatalogConfig {
     fn from(args: CatalogArgs) -> Self {
         CatalogConfig {
-            server: ServerConfig {
-                listen_addr: args.listen,
-                database_url: args
-                    .database_url
-                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
-                args: args.server,
-            },
+            server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             seed_demo: !args.no_seed,
         }
     }

@@ -32,7 +32,7 @@ use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::gifting::gifting_service_server::GiftingServiceServer;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
 use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
-use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::config::ServerArgs;
 use ovation_server::peer::{
     self, CatalogPeerArgs, IdentityArgs, Outbound, PayoutPeerArgs, ServiceIdentity, WalletPeerArgs,
 };
@@ -155,13 +155,7 @@ pub struct GiftingConfig {
 impl From<GiftingArgs> for GiftingConfig {
     fn from(args: GiftingArgs) -> Self {
         GiftingConfig {
-            server: ServerConfig {
-                listen_addr: args.listen,
-                database_url: args
-                    .database_url
-                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
-                args: args.server,
-            },
+            server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             gifting: args.gifting,
             catalog: args.catalog,
             wallet: args.wallet_peer,

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use ovation_auth::Role;
 use ovation_proto::payout::payout_service_server::PayoutServiceServer;
-use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::config::ServerArgs;
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, ServiceIdentity};
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
@@ -202,13 +202,7 @@ pub struct PayoutConfig {
 impl From<PayoutArgs> for PayoutConfig {
     fn from(args: PayoutArgs) -> Self {
         PayoutConfig {
-            server: ServerConfig {
-                listen_addr: args.listen,
-                database_url: args
-                    .database_url
-                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
-                args: args.server,
-            },
+            server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             catalog: args.catalog.into(),
             identity: args.identity,
             provider: Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use ovation_auth::Role;
 use ovation_proto::wallet::wallet_service_server::WalletServiceServer;
-use ovation_server::config::{ServerArgs, default_sqlite_url};
+use ovation_server::config::ServerArgs;
 use ovation_server::peer::{self, CatalogPeerArgs, IdentityArgs, Outbound, ServiceIdentity};
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
@@ -164,13 +164,7 @@ pub struct WalletConfig {
 impl From<WalletArgs> for WalletConfig {
     fn from(args: WalletArgs) -> Self {
         WalletConfig {
-            server: ServerConfig {
-                listen_addr: args.listen,
-                database_url: args
-                    .database_url
-                    .unwrap_or_else(|| default_sqlite_url(SPEC.name)),
-                args: args.server,
-            },
+            server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             wallet: args.wallet,
             catalog: args.catalog,
             identity: args.identity,
