@@ -167,6 +167,38 @@ impl From<ApiError> for Status {
     }
 }
 
+/// One item of a batch RPC refused: what the single-item RPC would have answered, as an
+/// `ItemError` in the batch's response (the batch itself succeeds).
+impl From<ApiError> for ovation_proto::common::ItemError {
+    fn from(e: ApiError) -> Self {
+        let message = match &e {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error in a batch item");
+                "internal error; it has been logged".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        ovation_proto::common::ItemError {
+            code: i32::from(e.code()),
+            reason: e.reason().to_owned(),
+            message,
+        }
+    }
+}
+
+/// Refuses a batch RPC's request whose item count is out of bounds (1..=`BATCH_ITEMS_MAX`).
+pub fn check_batch_len(items: usize) -> Result<(), ApiError> {
+    let max = ovation_types::limits::BATCH_ITEMS_MAX;
+    if (1..=max).contains(&items) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "items",
+            format!("must hold 1..={max} items, not {items}"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +224,23 @@ mod tests {
         let status: Status = ApiError::Internal("table gifts is gone".into()).into();
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("gifts"));
+    }
+
+    #[test]
+    fn a_batch_item_error_carries_the_single_rpcs_code_and_reason() {
+        let item: ovation_proto::common::ItemError =
+            ApiError::failed_precondition(reasons::wallet::INSUFFICIENT_COINS, "not enough coins")
+                .into();
+        assert_eq!(item.code, i32::from(Code::FailedPrecondition));
+        assert_eq!(item.reason, "INSUFFICIENT_COINS");
+        assert_eq!(item.message, "not enough coins");
+        let hidden: ovation_proto::common::ItemError =
+            ApiError::Internal("disk on fire".into()).into();
+        assert!(!hidden.message.contains("disk"));
+        assert!(check_batch_len(0).is_err());
+        assert!(check_batch_len(1).is_ok());
+        assert!(check_batch_len(ovation_types::limits::BATCH_ITEMS_MAX).is_ok());
+        assert!(check_batch_len(ovation_types::limits::BATCH_ITEMS_MAX + 1).is_err());
     }
 
     #[test]

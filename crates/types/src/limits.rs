@@ -22,3 +22,5 @@ pub const BPS_WHOLE: i32 = 10_000;
 pub const GIFT_QUANTITY_MAX: i32 = 99;
 /// Longest page token, in characters (tokens are ours; anything longer is forged).
 pub const PAGE_TOKEN_CHARS_MAX: usize = 256;
+/// Most items in one batch RPC (DebitCoinsBatch, CreditDiamondsBatch).
+pub const BATCH_ITEMS_MAX: usize = 256;

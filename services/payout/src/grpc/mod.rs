@@ -305,6 +305,16 @@ impl PayoutService for PayoutApi {
         Ok(Response::new(response))
     }
 
+    async fn credit_diamonds_batch(
+        &self,
+        _request: Request<pb::CreditDiamondsBatchRequest>,
+    ) -> Reply<pb::CreditDiamondsBatchResponse> {
+        // In progress (issue 13): replaced by the batch path in this branch's next commits.
+        Err(tonic::Status::unimplemented(
+            "credit_diamonds_batch is being built",
+        ))
+    }
+
     async fn get_diamond_balance(
         &self,
         request: Request<pb::GetDiamondBalanceRequest>,

@@ -283,6 +283,16 @@ impl WalletService for WalletApi {
         Ok(Response::new(response))
     }
 
+    async fn debit_coins_batch(
+        &self,
+        _request: Request<pb::DebitCoinsBatchRequest>,
+    ) -> Reply<pb::DebitCoinsBatchResponse> {
+        // In progress (issue 13): replaced by the batch path in this branch's next commits.
+        Err(tonic::Status::unimplemented(
+            "debit_coins_batch is being built",
+        ))
+    }
+
     async fn refund_coins(
         &self,
         request: Request<pb::RefundCoinsRequest>,
