@@ -76,9 +76,12 @@ pub mod names {
     pub const LEDGER_DIAMONDS: &str = "ovation_ledger_diamonds";
     /// Gauge: HELD payouts that exhausted their retry budget and await an operator.
     pub const PAYOUTS_NEEDING_ATTENTION: &str = "ovation_payouts_needing_attention";
+    /// Histogram `{hop}`: items per batch the gift saga sent to a peer (`debit`, `credit`):
+    /// how many gifts shared one RPC and one transaction.
+    pub const SAGA_HOP_BATCH_ITEMS: &str = "ovation_saga_hop_batch_items";
 
     /// Every name above (alert rules and dashboards are checked against it).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         RPC_REQUESTS_TOTAL,
         RPC_DURATION_SECONDS,
         SAGA_OUTCOMES_TOTAL,
@@ -92,6 +95,7 @@ pub mod names {
         LEDGER_COINS,
         LEDGER_DIAMONDS,
         PAYOUTS_NEEDING_ATTENTION,
+        SAGA_HOP_BATCH_ITEMS,
     ];
 }
 
@@ -121,6 +125,18 @@ pub struct StatusLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
     pub step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HopLabels {
+    pub hop: &'static str,
+}
+
+/// Histogram buckets for batch sizes, in items: 1 to 256 (the batch bound).
+pub const BATCH_ITEMS_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+fn batch_items_histogram() -> Histogram {
+    Histogram::new(BATCH_ITEMS_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,6 +173,7 @@ pub struct Metrics {
     pub ledger_coins: Family<AccountLabels, Gauge<i64, AtomicI64>>,
     pub ledger_diamonds: Family<AccountLabels, Gauge<i64, AtomicI64>>,
     pub payouts_needing_attention: Gauge<i64, AtomicI64>,
+    pub saga_hop_batch_items: HistogramFamily<HopLabels>,
 }
 
 /// prometheus-client appends `_total` to counters itself.
@@ -249,6 +266,13 @@ impl Metrics {
             "HELD payouts past their retry budget, awaiting an operator",
             payouts_needing_attention.clone(),
         );
+        let saga_hop_batch_items: HistogramFamily<HopLabels> =
+            Family::new_with_constructor(batch_items_histogram);
+        registry.register(
+            names::SAGA_HOP_BATCH_ITEMS,
+            "Items per batch the gift saga sent to a peer (debit, credit)",
+            saga_hop_batch_items.clone(),
+        );
         Metrics {
             registry,
             rpc_requests,
@@ -264,6 +288,7 @@ impl Metrics {
             ledger_coins,
             ledger_diamonds,
             payouts_needing_attention,
+            saga_hop_batch_items,
         }
     }
 
@@ -287,6 +312,13 @@ impl Metrics {
         self.saga_step_duration
             .get_or_create(&StepLabels { step })
             .observe(seconds);
+    }
+
+    /// The saga sent a batch of `items` on hop `hop` (`debit`, `credit`).
+    pub fn hop_batch(&self, hop: &'static str, items: usize) {
+        self.saga_hop_batch_items
+            .get_or_create(&HopLabels { hop })
+            .observe(items as f64);
     }
 
     pub fn set_sagas_needing_operator(&self, count: i64) {

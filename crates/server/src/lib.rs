@@ -4,6 +4,8 @@
 //!   (a tower layer over `ovation-auth`'s token verification), and the per-RPC
 //!   authorization checks (`access::require`).
 //! - [`config`]: the settings every service shares (`OVATION_*` variables and flags).
+//! - [`crash_point`]: `OVATION_CRASH_POINT`, an exact moment at which fault tests make a
+//!   process abort.
 //! - [`serve`]: the gRPC server: grpc.health.v1 following database reachability, server
 //!   reflection v1 and v1alpha, per-request timeout, a concurrency limit with load shedding,
 //!   a span per RPC with W3C trace context, RPC metrics and `/metrics` (when
@@ -28,6 +30,7 @@
 
 pub mod access;
 pub mod config;
+pub mod crash_point;
 pub mod edge;
 pub mod error;
 pub mod gauges;

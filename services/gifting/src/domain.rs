@@ -473,6 +473,25 @@ impl Saga {
         self.completed_at = Some(now);
     }
 
+    /// Whether the saga may go on to its next step without saving this transition (saves
+    /// are what a gift costs most besides the hops). Only one transition may: a debit's
+    /// success, moving on to the credit. Should the replica die before the next save,
+    /// recovery redoes the debit from the last save, and the wallet answers it by its
+    /// operation id with the original debit, whatever happened since; the credit had not
+    /// run (it is saved, with the completion, before anyone learns of it).
+    ///
+    /// Every other transition is saved first: a quote (re-quoted after a price change, the
+    /// debit's replay would carry other coins and be refused as a reused operation id), the
+    /// turn to compensation (replayed from the debit, a reinstated creator could be credited
+    /// after the refund), a wait (recovery must know when to resume) and an end.
+    pub fn may_go_on_unsaved(&self, step_before: Step, now: UnixMillis) -> bool {
+        step_before == Step::DebitCoins
+            && self.step == Step::CreditDiamonds
+            && self.status == Status::Pending
+            && !self.refund_started
+            && self.next_attempt_at.0 <= now.0
+    }
+
     /// An operator's retry: a fresh budget for the step the saga stopped at. (Not a fresh
     /// age: past its maximum age a saga gets one attempt per operator retry.)
     pub fn retry(&mut self, now: UnixMillis) {
@@ -488,6 +507,59 @@ impl Saga {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_a_debits_success_goes_on_unsaved() {
+        let policy = RetryPolicy::default();
+        let now = UnixMillis(1_000);
+        let quote = Quote {
+            gift_version: 1,
+            unit_price_coins: 10,
+            total_coins: 10,
+            creator_share_bps: 5_000,
+            economy_version: 1,
+        };
+        let mut saga = saga();
+        saga.apply(Outcome::Quoted(quote), now, &policy, 0.5);
+        assert!(
+            !saga.may_go_on_unsaved(Step::ResolveGift, now),
+            "a quote is saved"
+        );
+        let mut waiting = saga.clone();
+        waiting.apply(
+            Outcome::Transient {
+                detail: "down".into(),
+            },
+            now,
+            &policy,
+            0.5,
+        );
+        assert!(
+            !waiting.may_go_on_unsaved(Step::DebitCoins, now),
+            "a wait is saved"
+        );
+        saga.apply(Outcome::Debited { available_after: 0 }, now, &policy, 0.5);
+        assert!(saga.may_go_on_unsaved(Step::DebitCoins, now));
+        let mut refused = saga.clone();
+        refused.apply(
+            Outcome::Refused {
+                reason: Rejection::CreatorSuspended,
+                detail: "suspended".into(),
+            },
+            now,
+            &policy,
+            0.5,
+        );
+        assert!(
+            !refused.may_go_on_unsaved(Step::CreditDiamonds, now),
+            "the turn to compensation is saved"
+        );
+        saga.apply(Outcome::Credited { diamonds: 5 }, now, &policy, 0.5);
+        assert!(
+            !saga.may_go_on_unsaved(Step::CreditDiamonds, now),
+            "an end is saved"
+        );
+    }
 
     fn id(raw: &str) -> ResourceId {
         ResourceId::parse(raw).unwrap()

@@ -19,6 +19,8 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod hops;
+pub mod quotes;
 pub mod saga;
 pub mod sending;
 pub mod store;
@@ -42,6 +44,7 @@ use tonic::service::Routes;
 
 use crate::domain::RetryPolicy;
 use crate::grpc::FeedLimits;
+use crate::hops::HopLimits;
 use crate::saga::{Peers, SagaEngine, SagaSettings};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -123,6 +126,18 @@ pub struct GiftingSettings {
     /// Most concurrent WatchStreamGifts calls per replica.
     #[arg(long, env = "OVATION_GIFTING_WATCHERS_MAX", default_value_t = 1_000)]
     pub watchers_max: usize,
+    /// How long a gift's quote from the catalog serves other sends of that gift, in ms
+    /// (0: ask the catalog for every gift). A price change reaches sends within it.
+    #[arg(long, env = "OVATION_GIFTING_QUOTE_CACHE_MS", default_value_t = 1_000)]
+    pub quote_cache_ms: u64,
+    /// Batches of debits (and of credits) on the wire at once; the sagas' hops queued
+    /// meanwhile travel in the next batch.
+    #[arg(
+        long,
+        env = "OVATION_GIFTING_HOP_BATCHES_IN_FLIGHT_MAX",
+        default_value_t = 4
+    )]
+    pub hop_batches_in_flight_max: usize,
 }
 
 impl Default for GiftingSettings {
@@ -137,6 +152,8 @@ impl Default for GiftingSettings {
             step_timeout_ms: 5_000,
             recovery_interval_ms: 500,
             watchers_max: 1_000,
+            quote_cache_ms: 1_000,
+            hop_batches_in_flight_max: 4,
         }
     }
 }
@@ -212,6 +229,10 @@ pub async fn run(
             lease_ms: settings.lease_ms.max(100),
             step_timeout_ms: settings.step_timeout_ms.max(10),
             recovery_interval_ms: settings.recovery_interval_ms,
+            quote_cache_ms: settings.quote_cache_ms,
+            hops: HopLimits {
+                in_flight_max: settings.hop_batches_in_flight_max.clamp(1, 64),
+            },
             ..SagaSettings::default()
         },
         start.shutdown().clone(),

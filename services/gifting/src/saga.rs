@@ -20,15 +20,12 @@ use ovation_server::peer::Outbound;
 use ovation_store::{Db, StoreError};
 use ovation_types::UnixMillis;
 use tokio::sync::watch;
-use tonic::Status as RpcStatus;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
-use crate::domain::{
-    CallFailure, DETAIL_CHARS_MAX, Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step,
-    judge, truncate,
-};
+use crate::domain::{Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step, judge, truncate};
+use crate::hops::{BatchReply, HopBatcher, HopLimits, call_failure, timed};
+use crate::quotes::QuoteCache;
 use crate::store::{self, LeaseAfter, SagaRow};
 use crate::writer::{SagaWriter, Write};
 
@@ -52,6 +49,10 @@ pub struct SagaSettings {
     pub recovery_interval_ms: u64,
     /// Most sagas one recovery pass resumes.
     pub recovery_batch_max: i64,
+    /// How the debits and credits of concurrent sagas are batched.
+    pub hops: HopLimits,
+    /// How long a quote the catalog gave is used for other sends of the same gift.
+    pub quote_cache_ms: u64,
 }
 
 impl Default for SagaSettings {
@@ -62,6 +63,8 @@ impl Default for SagaSettings {
             step_timeout_ms: 5_000,
             recovery_interval_ms: 500,
             recovery_batch_max: 64,
+            hops: HopLimits::default(),
+            quote_cache_ms: 1_000,
         }
     }
 }
@@ -88,6 +91,11 @@ pub struct SagaEngine {
     driving: Arc<Mutex<HashSet<String>>>,
     /// Commits this replica's saga writes, many sagas' in one transaction.
     writer: SagaWriter,
+    /// The debits of the sagas driven at the moment, sent to the wallet together.
+    debits: HopBatcher<wallet_pb::DebitCoinsItem, wallet_pb::Debit>,
+    /// Their credits, sent to payout together.
+    credits: HopBatcher<payout_pb::CreditDiamondsItem, payout_pb::Credit>,
+    quotes: Arc<QuoteCache>,
     shutdown: Shutdown,
 }
 
@@ -109,7 +117,13 @@ impl Drop for Driving {
 impl SagaEngine {
     pub fn new(db: Db, peers: Peers, settings: SagaSettings, shutdown: Shutdown) -> Self {
         let (published, _) = watch::channel(0);
+        let hop_timeout = Duration::from_millis(settings.step_timeout_ms);
         SagaEngine {
+            debits: debit_batcher(peers.wallet.clone(), settings.hops, hop_timeout),
+            credits: credit_batcher(peers.payout.clone(), settings.hops, hop_timeout),
+            quotes: Arc::new(QuoteCache::new(Duration::from_millis(
+                settings.quote_cache_ms,
+            ))),
             peers,
             owner: format!(
                 "gifting-{}",
@@ -130,6 +144,18 @@ impl SagaEngine {
 
     pub fn lease_until(&self, now: UnixMillis) -> UnixMillis {
         UnixMillis(now.0.saturating_add(self.settings.lease_ms))
+    }
+
+    /// Quotes a new saga from a price the catalog gave a moment ago, if there is one, so it
+    /// is recorded at its debit (one saga write and one catalog call fewer).
+    pub fn quote_from_cache(&self, saga: &mut Saga) {
+        if saga.step != Step::ResolveGift {
+            return;
+        }
+        let now = UnixMillis::now();
+        if let Some(quote) = self.quotes.quote(&saga.gift_id, saga.quantity, now) {
+            saga.apply(Outcome::Quoted(quote), now, &self.settings.retry, 0.0);
+        }
     }
 
     /// A receiver that changes whenever this replica publishes a gift event.
@@ -248,7 +274,8 @@ impl SagaEngine {
                 mut saga,
                 idempotency_key,
                 fingerprint,
-                ..
+                lease_owner,
+                lease_expires_at,
             } = row;
             let step = saga.step;
             let started = std::time::Instant::now();
@@ -256,6 +283,18 @@ impl SagaEngine {
             ovation_metrics::global().saga_step(step_name(step), started.elapsed().as_secs_f64());
             let now = UnixMillis::now();
             saga.apply(outcome, now, &self.settings.retry, rand::random::<f64>());
+            if saga.may_go_on_unsaved(step, now) {
+                // Recovery would redo the step from the last save, and that replay is
+                // answered as the original (see `Saga::may_go_on_unsaved`).
+                held = Some(SagaRow {
+                    saga,
+                    idempotency_key,
+                    fingerprint,
+                    lease_owner,
+                    lease_expires_at,
+                });
+                continue;
+            }
             // The outcome, the lease's renewal (or release, once the saga stops here) and,
             // for a completed saga, its gift event: one transaction (shared with other
             // sagas' writes of the moment), fenced by the lease.
@@ -331,15 +370,22 @@ impl SagaEngine {
     }
 
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(Duration::from_millis(self.settings.step_timeout_ms));
-        request
+        timed(
+            message,
+            Duration::from_millis(self.settings.step_timeout_ms),
+        )
     }
 
     /// Runs the saga's current step once and classifies its answer.
     async fn run_step(&self, saga: &Saga) -> Outcome {
         match saga.step {
             Step::ResolveGift => {
+                if let Some(quote) =
+                    self.quotes
+                        .quote(&saga.gift_id, saga.quantity, UnixMillis::now())
+                {
+                    return Outcome::Quoted(quote);
+                }
                 let reply = self
                     .peers
                     .catalog
@@ -352,6 +398,7 @@ impl SagaEngine {
                 match reply {
                     Ok(r) => {
                         let q = r.into_inner();
+                        self.quotes.remember(&saga.gift_id, &q);
                         let unit = q.gift.as_ref().map_or(0, |g| g.coin_price);
                         Outcome::Quoted(Quote {
                             gift_version: q.gift.as_ref().map_or(0, |g| g.version),
@@ -361,7 +408,7 @@ impl SagaEngine {
                             economy_version: q.economy_version,
                         })
                     }
-                    Err(s) => judge(saga.step, &failure("catalog", &s)),
+                    Err(s) => judge(saga.step, &call_failure("catalog", &s)),
                 }
             }
             Step::DebitCoins => {
@@ -371,30 +418,21 @@ impl SagaEngine {
                         detail: "no quote recorded".into(),
                     };
                 };
-                let reply = self
-                    .peers
-                    .wallet
-                    .clone()
-                    .debit_coins(self.timed(wallet_pb::DebitCoinsRequest {
-                        idempotency_key: format!("{}.debit", saga.saga_id),
-                        operation_id: saga.operation_id().to_owned(),
-                        user_id: saga.sender_user_id.clone(),
-                        coins: quote.total_coins,
-                        saga_id: saga.saga_id.clone(),
-                        note: format!(
-                            "gift {} x{} to {} in {}",
-                            saga.gift_id, saga.quantity, saga.creator_id, saga.stream_id
-                        ),
-                    }))
-                    .await;
-                match reply {
-                    Ok(r) => Outcome::Debited {
-                        available_after: r
-                            .into_inner()
-                            .debit
-                            .map_or(0, |d| d.available_coins_after),
+                let item = wallet_pb::DebitCoinsItem {
+                    operation_id: saga.operation_id().to_owned(),
+                    user_id: saga.sender_user_id.clone(),
+                    coins: quote.total_coins,
+                    saga_id: saga.saga_id.clone(),
+                    note: format!(
+                        "gift {} x{} to {} in {}",
+                        saga.gift_id, saga.quantity, saga.creator_id, saga.stream_id
+                    ),
+                };
+                match self.debits.call(item).await {
+                    Ok(debit) => Outcome::Debited {
+                        available_after: debit.available_coins_after,
                     },
-                    Err(s) => judge(saga.step, &failure("wallet", &s)),
+                    Err(failure) => judge(saga.step, &failure),
                 }
             }
             Step::CreditDiamonds => {
@@ -404,27 +442,21 @@ impl SagaEngine {
                         detail: "no quote recorded".into(),
                     };
                 };
-                let reply = self
-                    .peers
-                    .payout
-                    .clone()
-                    .credit_diamonds(self.timed(payout_pb::CreditDiamondsRequest {
-                        idempotency_key: format!("{}.credit", saga.saga_id),
-                        operation_id: saga.operation_id().to_owned(),
-                        creator_id: saga.creator_id.clone(),
-                        coins: quote.total_coins,
-                        creator_share_bps: quote.creator_share_bps,
-                        sender_user_id: saga.sender_user_id.clone(),
-                        stream_id: saga.stream_id.clone(),
-                        gift_id: saga.gift_id.clone(),
-                        gift_version: quote.gift_version,
-                    }))
-                    .await;
-                match reply {
-                    Ok(r) => Outcome::Credited {
-                        diamonds: r.into_inner().credit.map_or(0, |c| c.diamonds),
+                let item = payout_pb::CreditDiamondsItem {
+                    operation_id: saga.operation_id().to_owned(),
+                    creator_id: saga.creator_id.clone(),
+                    coins: quote.total_coins,
+                    creator_share_bps: quote.creator_share_bps,
+                    sender_user_id: saga.sender_user_id.clone(),
+                    stream_id: saga.stream_id.clone(),
+                    gift_id: saga.gift_id.clone(),
+                    gift_version: quote.gift_version,
+                };
+                match self.credits.call(item).await {
+                    Ok(credit) => Outcome::Credited {
+                        diamonds: credit.diamonds,
                     },
-                    Err(s) => judge(saga.step, &failure("payout", &s)),
+                    Err(failure) => judge(saga.step, &failure),
                 }
             }
             Step::RefundCoins => {
@@ -447,7 +479,7 @@ impl SagaEngine {
                             .refund
                             .map_or(0, |f| f.available_coins_after),
                     },
-                    Err(s) => judge(saga.step, &failure("wallet", &s)),
+                    Err(s) => judge(saga.step, &call_failure("wallet", &s)),
                 }
             }
             Step::Done => Outcome::Refused {
@@ -545,20 +577,161 @@ fn outcome_name(status: Status) -> Option<&'static str> {
     }
 }
 
-/// What the saga needs to know of a failed call (the judgement is the domain's).
-fn failure(peer: &'static str, status: &RpcStatus) -> CallFailure {
-    CallFailure {
-        peer,
-        code: status.code(),
+type WalletClient = WalletServiceClient<InterceptedService<Channel, Outbound>>;
+type PayoutClient = PayoutServiceClient<InterceptedService<Channel, Outbound>>;
+
+/// The wallet's batcher: `DebitCoinsBatch`, or, from a wallet that predates it (a rolling
+/// upgrade), each item as its own `DebitCoins` under the key the saga always used.
+fn debit_batcher(
+    wallet: WalletClient,
+    limits: HopLimits,
+    timeout: Duration,
+) -> HopBatcher<wallet_pb::DebitCoinsItem, wallet_pb::Debit> {
+    HopBatcher::start(
+        "wallet",
+        "debit",
+        limits,
+        Arc::new(move |items: Vec<wallet_pb::DebitCoinsItem>| {
+            let mut wallet = wallet.clone();
+            Box::pin(async move {
+                let request = wallet_pb::DebitCoinsBatchRequest {
+                    items: items.clone(),
+                };
+                match wallet.debit_coins_batch(timed(request, timeout)).await {
+                    Ok(reply) => Ok(reply
+                        .into_inner()
+                        .results
+                        .into_iter()
+                        .map(|r| match r.outcome {
+                            Some(wallet_pb::debit_coins_result::Outcome::Debit(d)) => Ok(d),
+                            Some(wallet_pb::debit_coins_result::Outcome::Error(e)) => Err(e),
+                            None => Err(empty_result()),
+                        })
+                        .collect()),
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        one_by_one(items, |item| {
+                            let mut wallet = wallet.clone();
+                            async move {
+                                let request = wallet_pb::DebitCoinsRequest {
+                                    idempotency_key: format!("{}.debit", item.saga_id),
+                                    operation_id: item.operation_id,
+                                    user_id: item.user_id,
+                                    coins: item.coins,
+                                    saga_id: item.saga_id,
+                                    note: item.note,
+                                };
+                                let reply = wallet.debit_coins(timed(request, timeout)).await?;
+                                reply.into_inner().debit.ok_or_else(empty_reply)
+                            }
+                        })
+                        .await
+                    }
+                    Err(status) => Err(status),
+                }
+            })
+        }),
+    )
+}
+
+/// Payout's batcher: `CreditDiamondsBatch`, or `CreditDiamonds` per item from a payout
+/// service that predates it.
+fn credit_batcher(
+    payout: PayoutClient,
+    limits: HopLimits,
+    timeout: Duration,
+) -> HopBatcher<payout_pb::CreditDiamondsItem, payout_pb::Credit> {
+    HopBatcher::start(
+        "payout",
+        "credit",
+        limits,
+        Arc::new(move |items: Vec<payout_pb::CreditDiamondsItem>| {
+            let mut payout = payout.clone();
+            Box::pin(async move {
+                let request = payout_pb::CreditDiamondsBatchRequest {
+                    items: items.clone(),
+                };
+                match payout.credit_diamonds_batch(timed(request, timeout)).await {
+                    Ok(reply) => Ok(reply
+                        .into_inner()
+                        .results
+                        .into_iter()
+                        .map(|r| match r.outcome {
+                            Some(payout_pb::credit_diamonds_result::Outcome::Credit(c)) => Ok(c),
+                            Some(payout_pb::credit_diamonds_result::Outcome::Error(e)) => Err(e),
+                            None => Err(empty_result()),
+                        })
+                        .collect()),
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        one_by_one(items, |item| {
+                            let mut payout = payout.clone();
+                            async move {
+                                let request = payout_pb::CreditDiamondsRequest {
+                                    idempotency_key: format!("{}.credit", item.operation_id),
+                                    operation_id: item.operation_id,
+                                    creator_id: item.creator_id,
+                                    coins: item.coins,
+                                    creator_share_bps: item.creator_share_bps,
+                                    sender_user_id: item.sender_user_id,
+                                    stream_id: item.stream_id,
+                                    gift_id: item.gift_id,
+                                    gift_version: item.gift_version,
+                                };
+                                let reply = payout.credit_diamonds(timed(request, timeout)).await?;
+                                reply.into_inner().credit.ok_or_else(empty_reply)
+                            }
+                        })
+                        .await
+                    }
+                    Err(status) => Err(status),
+                }
+            })
+        }),
+    )
+}
+
+/// Each item as its own call, all at once; a call's failure is its item's.
+async fn one_by_one<I, R, F, Fut>(items: Vec<I>, call: F) -> BatchReply<R>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = Result<R, tonic::Status>>,
+{
+    let answers = futures::future::join_all(items.into_iter().map(call)).await;
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.map_err(|status| item_error_of(&status)))
+        .collect())
+}
+
+/// A single call's failure as the batch item error it stands for.
+fn item_error_of(status: &tonic::Status) -> ovation_proto::common::ItemError {
+    use tonic_types::StatusExt;
+    if std::error::Error::source(status).is_some() {
+        // No answer at all: keep it transient, as the whole batch's failure would be.
+        return ovation_proto::common::ItemError {
+            code: i32::from(tonic::Code::Unavailable),
+            reason: String::new(),
+            message: status.message().to_owned(),
+        };
+    }
+    ovation_proto::common::ItemError {
+        code: i32::from(status.code()),
         reason: status
             .get_error_details()
             .error_info()
             .map(|i| i.reason.clone())
             .unwrap_or_default(),
-        message: truncate(status.message(), DETAIL_CHARS_MAX),
-        // tonic attaches the underlying error to a status it made itself from a transport
-        // failure (connect, reset, broken stream, the call's own timeout); a status the peer
-        // sent has none.
-        no_answer: std::error::Error::source(status).is_some(),
+        message: status.message().to_owned(),
     }
+}
+
+fn empty_result() -> ovation_proto::common::ItemError {
+    ovation_proto::common::ItemError {
+        code: i32::from(tonic::Code::Internal),
+        reason: String::new(),
+        message: "the peer answered an item with neither a result nor an error".into(),
+    }
+}
+
+fn empty_reply() -> tonic::Status {
+    tonic::Status::internal("the peer answered without the posted record")
 }

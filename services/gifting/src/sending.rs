@@ -97,11 +97,12 @@ impl Sending {
         let SendGiftCmd { key, order } = cmd;
         let fingerprint = call.fingerprint().as_str();
         let sender = order.sender_user_id.clone();
-        let saga = Saga::start(
+        let mut saga = Saga::start(
             format!("sg_{}", uuid::Uuid::now_v7().simple()),
             order,
             UnixMillis::now(),
         );
+        self.engine.quote_from_cache(&mut saga);
         let wait = deadline.map_or(self.wait, |d| self.wait.min(answer_by(d)));
         // Recorded before anything else happens, leased to this replica at once so recovery
         // elsewhere does not race the caller's own drive. A new key (the usual case) is one
