@@ -1281,13 +1281,20 @@ mod tests {
         creators
             .iter()
             .map(|&(name, suspended, lifetime_earned)| {
-                let creator = Creator::register(id(name), Name::parse("Ann").unwrap(), UnixMillis(1));
+                let creator =
+                    Creator::register(id(name), Name::parse("Ann").unwrap(), UnixMillis(1));
                 let creator = if suspended {
                     creator.suspended(review(2)).unwrap()
                 } else {
                     creator
                 };
-                (id(name), CreditTarget { creator, lifetime_earned })
+                (
+                    id(name),
+                    CreditTarget {
+                        creator,
+                        lifetime_earned,
+                    },
+                )
             })
             .collect()
     }
@@ -1324,7 +1331,11 @@ mod tests {
     #[test]
     fn an_operation_id_repeated_in_a_batch_is_credited_once() {
         let outcomes = judge_credits(
-            vec![gift("a", "ann", 4), gift("a", "ann", 4), gift("a", "ann", 6)],
+            vec![
+                gift("a", "ann", 4),
+                gift("a", "ann", 4),
+                gift("a", "ann", 6),
+            ],
             Vec::new(),
             &targets(&[("ann", false, 0)]),
             UnixMillis(9),
@@ -1345,7 +1356,10 @@ mod tests {
             &targets(&[("ann", false, 0)]),
             UnixMillis(9),
         );
-        assert_eq!(outcomes[0], CreditOutcome::Refused(CreditRefusal::UnknownCreator));
+        assert_eq!(
+            outcomes[0],
+            CreditOutcome::Refused(CreditRefusal::UnknownCreator)
+        );
         assert!(matches!(outcomes[1], CreditOutcome::New(_)));
     }
 
@@ -1375,10 +1389,15 @@ mod tests {
 
     #[test]
     fn credits_move_each_creator_by_their_sum() {
-        let credits: Vec<Credit> = [("a", "ann", 4), ("b", "bob", 6), ("c", "ann", 10), ("d", "cat", 1)]
-            .iter()
-            .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1)).unwrap())
-            .collect();
+        let credits: Vec<Credit> = [
+            ("a", "ann", 4),
+            ("b", "bob", 6),
+            ("c", "ann", 10),
+            ("d", "cat", 1),
+        ]
+        .iter()
+        .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1)).unwrap())
+        .collect();
         let refs: Vec<&Credit> = credits.iter().collect();
         let sums = credited_per_creator(&refs).unwrap();
         assert_eq!(

@@ -638,10 +638,7 @@ pub async fn lifetime_earned(
 }
 
 /// The credits recorded under operation ids `ids` (distinct; the ones that exist).
-pub async fn get_credits(
-    conn: &mut Conn,
-    ids: &[&ResourceId],
-) -> Result<Vec<Credit>, StoreError> {
+pub async fn get_credits(conn: &mut Conn, ids: &[&ResourceId]) -> Result<Vec<Credit>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

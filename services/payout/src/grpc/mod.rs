@@ -40,10 +40,10 @@ use tonic::{Request, Response, Status};
 
 pub use self::parse::LIST_CREDITS_IDS_MAX;
 use self::parse::{
-    parse_credit_diamonds, parse_credit_item, parse_get_creator, parse_get_diamond_balance, parse_get_payout,
-    parse_list_credits, parse_list_earnings, parse_list_payouts, parse_register_creator,
-    parse_reinstate_creator, parse_request_payout, parse_set_payout_account, parse_suspend_creator,
-    parse_verify_payout_account,
+    parse_credit_diamonds, parse_credit_item, parse_get_creator, parse_get_diamond_balance,
+    parse_get_payout, parse_list_credits, parse_list_earnings, parse_list_payouts,
+    parse_register_creator, parse_reinstate_creator, parse_request_payout,
+    parse_set_payout_account, parse_suspend_creator, parse_verify_payout_account,
 };
 use self::to_proto::CreatorReply;
 use crate::domain::Creator;
@@ -331,7 +331,9 @@ impl PayoutService for PayoutApi {
         } else {
             let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
             let results = ledger::credit_batch(&mut tx, credits).await?;
-            tx.commit().await.map_err(|e| ApiError::from(StoreError::from(e)))?;
+            tx.commit()
+                .await
+                .map_err(|e| ApiError::from(StoreError::from(e)))?;
             results.into_iter()
         };
         let results = outcomes

@@ -92,7 +92,10 @@ pub async fn credit_batch(
             _ => None,
         })
         .collect();
-    let inserted: BTreeSet<String> = store::insert_credits(conn, &new).await?.into_iter().collect();
+    let inserted: BTreeSet<String> = store::insert_credits(conn, &new)
+        .await?
+        .into_iter()
+        .collect();
     if inserted.len() < new.len() {
         // A concurrent transaction recorded some of these operation ids first (under
         // another creator's lock): answer them as a retry of its credit would be.

@@ -118,8 +118,16 @@ async fn a_batch_applies_its_good_items_and_refuses_each_bad_one_alone() {
         assert_eq!((good1.creator_id.as_str(), good1.diamonds), ("ann", 50));
         assert_eq!(credited[1].as_ref().map(|c| c.diamonds), Some(20));
         assert_eq!(credited[6].as_ref().map(|c| c.diamonds), Some(30));
-        assert_eq!(credited[7].as_ref(), Some(&used), "a replay of the recorded credit");
-        assert_eq!(credited[8].as_ref(), Some(&good1), "a repeat within the batch");
+        assert_eq!(
+            credited[7].as_ref(),
+            Some(&used),
+            "a replay of the recorded credit"
+        );
+        assert_eq!(
+            credited[8].as_ref(),
+            Some(&good1),
+            "a repeat within the batch"
+        );
 
         // Each refusal is what CreditDiamonds answers for that item alone.
         let single = |item: &pb::CreditDiamondsItem, key: &str| pb::CreditDiamondsRequest {
@@ -134,10 +142,30 @@ async fn a_batch_applies_its_good_items_and_refuses_each_bad_one_alone() {
             gift_version: item.gift_version,
         };
         for (i, item, code_expected, reason_expected) in [
-            (2, credit_item("unknown", "nobody", 10), Code::FailedPrecondition, "CREATOR_NOT_FOUND"),
-            (3, credit_item("suspended", "sue", 10), Code::FailedPrecondition, "CREATOR_SUSPENDED"),
-            (4, credit_item("used", "ann", 999), Code::AlreadyExists, "OPERATION_ID_REUSED"),
-            (5, malformed.clone(), Code::InvalidArgument, "INVALID_ARGUMENT"),
+            (
+                2,
+                credit_item("unknown", "nobody", 10),
+                Code::FailedPrecondition,
+                "CREATOR_NOT_FOUND",
+            ),
+            (
+                3,
+                credit_item("suspended", "sue", 10),
+                Code::FailedPrecondition,
+                "CREATOR_SUSPENDED",
+            ),
+            (
+                4,
+                credit_item("used", "ann", 999),
+                Code::AlreadyExists,
+                "OPERATION_ID_REUSED",
+            ),
+            (
+                5,
+                malformed.clone(),
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
         ] {
             let error = outcomes[i].clone().expect_err("refused");
             let alone = gifting
@@ -152,7 +180,11 @@ async fn a_batch_applies_its_good_items_and_refuses_each_bad_one_alone() {
             );
             assert_eq!(
                 (error.code, error.reason.as_str(), error.message.as_str()),
-                (i32::from(alone.code()), reason(&alone).as_str(), alone.message()),
+                (
+                    i32::from(alone.code()),
+                    reason(&alone).as_str(),
+                    alone.message()
+                ),
                 "item {i} answers as CreditDiamonds does on {}",
                 db.backend()
             );
@@ -227,7 +259,11 @@ async fn a_hundred_credits_to_one_creator_are_one_sum_and_a_hundred_entries_once
         assert_eq!(recorded(&c, &ids).await.len(), 100);
         let summary = assert_ledger_sound(&c, &db).await;
         assert_eq!(
-            (summary.credit_count, summary.journal_entry_count, summary.credited_diamonds),
+            (
+                summary.credit_count,
+                summary.journal_entry_count,
+                summary.credited_diamonds
+            ),
             (100, 100, expected),
             "a journal entry per gift on {}",
             db.backend()
@@ -242,7 +278,10 @@ async fn a_hundred_credits_to_one_creator_are_one_sum_and_a_hundred_entries_once
         assert_eq!(again, first, "on {}", db.backend());
         assert_earned(&c, "star", expected, &db).await;
         let summary = assert_ledger_sound(&c, &db).await;
-        assert_eq!((summary.credit_count, summary.journal_entry_count), (100, 100));
+        assert_eq!(
+            (summary.credit_count, summary.journal_entry_count),
+            (100, 100)
+        );
         running.stop().await.unwrap();
     }
 }
