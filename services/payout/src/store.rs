@@ -76,8 +76,9 @@ pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, 
 /// creator cannot lose a concurrent change, and whatever depends on the creator's state
 /// (a credit, a payout request, handing a payout to the provider, settling one) is
 /// ordered against a suspension. Every write transaction that takes it takes it first
-/// (before the creator's balance or payout rows), so they cannot deadlock. `false` if
-/// there is no such creator.
+/// (before the creator's balance or payout rows), so they cannot deadlock; one that needs
+/// several creators (a batch of credits) takes them all at once, in key order
+/// ([`lock_creators`]). `false` if there is no such creator.
 pub async fn lock_creator(conn: &mut Conn, id: &ResourceId) -> Result<bool, StoreError> {
     let done =
         sqlx::query("UPDATE creators SET updated_at_ms = updated_at_ms WHERE creator_id = $1")
@@ -511,19 +512,6 @@ pub async fn insert_credit(conn: &mut Conn, credit: &Credit) -> Result<bool, Sto
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-pub async fn get_credit(
-    conn: &mut Conn,
-    operation_id: &ResourceId,
-) -> Result<Option<Credit>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CREDIT_COLUMNS} FROM credits WHERE operation_id = $1"
-    )))
-    .bind(operation_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(credit_from_row).transpose()
 }
 
 /// A creator's credits, newest first, before (created_at_ms, operation_id) `before`,

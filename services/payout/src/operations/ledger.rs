@@ -1,11 +1,11 @@
 //! The diamond ledger: crediting diamonds for gifts (at most once per operation id),
 //! and what the ledger shows: balances, earnings, credits and its summary.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use ovation_store::Db;
 use ovation_store::db::Conn;
 use ovation_types::{ResourceId, TimeWindow, UnixMillis};
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Page, PageRequest, PayoutError, require_registered};
 use crate::domain::{
@@ -105,11 +105,10 @@ pub async fn credit_batch(
             .filter(|id| !inserted.contains(id.as_str()))
             .collect();
         let twins = store::get_credits(conn, &lost.iter().collect::<Vec<_>>()).await?;
+        // Every item under a lost operation id is judged again, as if the twin had been
+        // recorded before the batch (as it was, from where the batch stands).
         for (outcome, request) in outcomes.iter_mut().zip(&requests) {
-            // The lost credit, and any later item of the batch answered as its replay.
-            if let CreditOutcome::New(credit) | CreditOutcome::Replay(credit) = outcome
-                && lost.contains(&credit.request.operation_id)
-            {
+            if lost.contains(&request.operation_id) {
                 *outcome = match twins
                     .iter()
                     .find(|t| t.request.operation_id == request.operation_id)

@@ -7,10 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use ovation_payout::domain::CreditRequest;
+use ovation_payout::operations::{PayoutError, ledger};
 use ovation_proto::common::ItemError;
 use ovation_proto::payout as pb;
 use ovation_proto::payout::credit_diamonds_result::Outcome;
+use ovation_store::sqlx;
+use ovation_store::{Db, DbOptions};
 use ovation_testkit::{TestDatabase, code, databases, reason};
+use ovation_types::{Bps, Coins, ResourceId};
 use tonic::Code;
 
 use crate::suite::*;
@@ -552,4 +557,76 @@ async fn single_credits_racing_batches_with_the_same_operation_ids_apply_each_on
         );
         running.stop().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_operation_id_a_concurrent_credit_records_first_for_another_creator_is_refused_alone() {
+    // PostgreSQL only: SQLite runs one write transaction at a time, so a batch there always
+    // sees a twin before it writes.
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let catalog = start_catalog().await;
+    let (running, _sandbox) = start(&db, &catalog).await;
+    let c = Clients::new(&running).await;
+    register(&c, "ann").await;
+    register(&c, "bob").await;
+    let store = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+    let request = |op: &str, creator: &str| CreditRequest {
+        operation_id: ResourceId::parse(op).unwrap(),
+        creator_id: ResourceId::parse(creator).unwrap(),
+        coins: Coins::parse(10).unwrap(),
+        share: Bps::parse(5_000).unwrap(),
+        sender_user_id: None,
+        stream_id: None,
+        gift_id: None,
+        gift_version: 0,
+    };
+
+    // The twin credits "x" to bob and stays uncommitted; the batch credits "x" and "y" to
+    // ann under ann's lock, does not see the twin, and waits on its row of "x".
+    let mut twin = store.begin_write().await.unwrap();
+    let credited = ledger::credit_batch(&mut twin, vec![request("x", "bob")])
+        .await
+        .unwrap();
+    assert!(credited[0].is_ok());
+    let batch = {
+        let store = store.clone();
+        let requests = vec![request("x", "ann"), request("y", "ann")];
+        tokio::spawn(async move {
+            let mut tx = store.begin_write().await.unwrap();
+            let results = ledger::credit_batch(&mut tx, requests).await.unwrap();
+            tx.commit().await.unwrap();
+            results
+        })
+    };
+    eventually("the batch waits on the twin's row", || {
+        let store = store.clone();
+        async move {
+            let mut conn = store.conn().await.unwrap();
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    twin.commit().await.unwrap();
+
+    let results = batch.await.unwrap();
+    assert!(
+        matches!(&results[0], Err(PayoutError::OperationIdReused(id)) if id.as_str() == "x"),
+        "{results:?}"
+    );
+    assert_eq!(results[1].as_ref().map(|c| c.diamonds).ok(), Some(5));
+    assert_earned(&c, "ann", 5, &db).await;
+    assert_earned(&c, "bob", 5, &db).await;
+    let summary = assert_ledger_sound(&c, &db).await;
+    assert_eq!((summary.credit_count, summary.journal_entry_count), (2, 2));
+    store.close().await;
+    running.stop().await.unwrap();
 }
