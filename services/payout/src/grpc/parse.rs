@@ -529,6 +529,43 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_item_is_read_by_the_rules_of_a_single_credit() {
+        let single = credit_request();
+        let item = |r: &pb::CreditDiamondsRequest| pb::CreditDiamondsItem {
+            operation_id: r.operation_id.clone(),
+            creator_id: r.creator_id.clone(),
+            coins: r.coins,
+            creator_share_bps: r.creator_share_bps,
+            sender_user_id: r.sender_user_id.clone(),
+            stream_id: r.stream_id.clone(),
+            gift_id: r.gift_id.clone(),
+            gift_version: r.gift_version,
+        };
+        assert_eq!(
+            parse_credit_item(&item(&single)).unwrap(),
+            parse_credit_diamonds(&single).unwrap().1
+        );
+        let bad = pb::CreditDiamondsRequest {
+            operation_id: String::new(),
+            coins: 0,
+            creator_share_bps: 10_001,
+            stream_id: "no space".into(),
+            gift_version: -1,
+            ..credit_request()
+        };
+        assert_eq!(
+            fields(parse_credit_item(&item(&bad))),
+            [
+                "operation_id",
+                "coins",
+                "creator_share_bps",
+                "stream_id",
+                "gift_version"
+            ]
+        );
+    }
+
+    #[test]
     fn a_payout_request_needs_diamonds() {
         let req = pb::RequestPayoutRequest {
             idempotency_key: "k1".into(),
