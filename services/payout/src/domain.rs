@@ -344,6 +344,103 @@ impl Credit {
     }
 }
 
+/// A creator as a batch of credits finds them, under their row lock: who they are and
+/// what they have earned so far (the lifetime limit counts from it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditTarget {
+    pub creator: Creator,
+    pub lifetime_earned: i64,
+}
+
+/// Why one credit of a batch is refused (nothing of it is written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreditRefusal {
+    /// The creator is not registered.
+    UnknownCreator,
+    /// The creator may not receive credits ([`Creator::check_may_receive_credit`]).
+    NotReceiving(PayoutRule),
+    /// A rule of the credit itself: its price overflows, or the lifetime limit.
+    Rule(PayoutRule),
+    /// The operation id was credited with other parameters.
+    OperationIdReused,
+}
+
+/// What becomes of one credit of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreditOutcome {
+    /// A new credit, to be recorded and posted.
+    New(Credit),
+    /// Recorded already (before, or by an earlier item of the batch): answered with the
+    /// original credit, nothing written.
+    Replay(Credit),
+    Refused(CreditRefusal),
+}
+
+/// Judges a batch of credits as if each were asked alone, one after the other, in the
+/// batch's order: a recorded operation id answers its original credit (the same request)
+/// or is refused (other parameters), whatever has happened to the creator since; an
+/// unknown or suspended creator is refused; the lifetime limit counts every earlier new
+/// credit of the batch. `recorded` holds the credits already recorded under the batch's
+/// operation ids, `targets` the batch's registered creators (read under their locks),
+/// `now` the instant of the new credits.
+pub fn judge_credits(
+    requests: Vec<CreditRequest>,
+    recorded: Vec<Credit>,
+    targets: &BTreeMap<ResourceId, CreditTarget>,
+    now: UnixMillis,
+) -> Vec<CreditOutcome> {
+    let mut known: BTreeMap<ResourceId, Credit> = recorded
+        .into_iter()
+        .map(|c| (c.request.operation_id.clone(), c))
+        .collect();
+    let mut earned: BTreeMap<&ResourceId, i64> = targets
+        .iter()
+        .map(|(id, t)| (id, t.lifetime_earned))
+        .collect();
+    requests
+        .into_iter()
+        .map(|request| {
+            if let Some(existing) = known.get(&request.operation_id) {
+                return if existing.is_same_request(&request) {
+                    CreditOutcome::Replay(existing.clone())
+                } else {
+                    CreditOutcome::Refused(CreditRefusal::OperationIdReused)
+                };
+            }
+            let Some((id, target)) = targets.get_key_value(&request.creator_id) else {
+                return CreditOutcome::Refused(CreditRefusal::UnknownCreator);
+            };
+            if let Err(rule) = target.creator.check_may_receive_credit() {
+                return CreditOutcome::Refused(CreditRefusal::NotReceiving(rule));
+            }
+            let credit = match Credit::new(request, now) {
+                Ok(credit) => credit,
+                Err(rule) => return CreditOutcome::Refused(CreditRefusal::Rule(rule)),
+            };
+            let so_far = earned.get(id).copied().unwrap_or(0);
+            let after = match so_far.checked_add(credit.diamonds) {
+                Some(after) if after <= CREATOR_LIFETIME_DIAMONDS_MAX => after,
+                _ => return CreditOutcome::Refused(CreditRefusal::Rule(PayoutRule::LifetimeLimit)),
+            };
+            earned.insert(id, after);
+            known.insert(credit.request.operation_id.clone(), credit.clone());
+            CreditOutcome::New(credit)
+        })
+        .collect()
+}
+
+/// What `credits` add to each creator's balance: the sum of their diamonds per creator
+/// (creators whose credits are all worth 0 move nothing and are left out). `None` if a
+/// sum overflows.
+pub fn credited_per_creator(credits: &[&Credit]) -> Option<BTreeMap<ResourceId, i64>> {
+    let mut sums: BTreeMap<ResourceId, i64> = BTreeMap::new();
+    for credit in credits.iter().filter(|c| c.diamonds > 0) {
+        let sum = sums.entry(credit.request.creator_id.clone()).or_insert(0);
+        *sum = sum.checked_add(credit.diamonds)?;
+    }
+    Some(sums)
+}
+
 // ---- the ledger --------------------------------------------------------------------
 
 /// An account of the diamond ledger.
@@ -1164,6 +1261,149 @@ mod tests {
             sent.stopped_by_suspension(UnixMillis(9)),
             Err(PayoutRule::AlreadySent),
             "the provider may have paid it"
+        );
+    }
+
+    fn gift(operation: &str, creator: &str, coins: i64) -> CreditRequest {
+        CreditRequest {
+            operation_id: id(operation),
+            creator_id: id(creator),
+            coins: Coins::parse(coins).unwrap(),
+            share: Bps::parse(5_000).unwrap(),
+            sender_user_id: None,
+            stream_id: None,
+            gift_id: None,
+            gift_version: 0,
+        }
+    }
+
+    fn targets(creators: &[(&str, bool, i64)]) -> BTreeMap<ResourceId, CreditTarget> {
+        creators
+            .iter()
+            .map(|&(name, suspended, lifetime_earned)| {
+                let creator =
+                    Creator::register(id(name), Name::parse("Ann").unwrap(), UnixMillis(1));
+                let creator = if suspended {
+                    creator.suspended(review(2)).unwrap()
+                } else {
+                    creator
+                };
+                (
+                    id(name),
+                    CreditTarget {
+                        creator,
+                        lifetime_earned,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_credits_is_judged_item_by_item_as_if_each_came_alone() {
+        let recorded = Credit::new(gift("old", "ann", 10), UnixMillis(5)).unwrap();
+        let outcomes = judge_credits(
+            vec![
+                gift("a", "ann", 4),
+                gift("old", "ann", 10),
+                gift("old", "ann", 12),
+                gift("b", "nobody", 4),
+                gift("c", "sue", 4),
+                gift("d", "ann", 1),
+            ],
+            vec![recorded.clone()],
+            &targets(&[("ann", false, 0), ("sue", true, 0)]),
+            UnixMillis(9),
+        );
+        assert_eq!(
+            outcomes,
+            vec![
+                CreditOutcome::New(Credit::new(gift("a", "ann", 4), UnixMillis(9)).unwrap()),
+                CreditOutcome::Replay(recorded),
+                CreditOutcome::Refused(CreditRefusal::OperationIdReused),
+                CreditOutcome::Refused(CreditRefusal::UnknownCreator),
+                CreditOutcome::Refused(CreditRefusal::NotReceiving(PayoutRule::CreatorSuspended)),
+                CreditOutcome::New(Credit::new(gift("d", "ann", 1), UnixMillis(9)).unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_operation_id_repeated_in_a_batch_is_credited_once() {
+        let outcomes = judge_credits(
+            vec![
+                gift("a", "ann", 4),
+                gift("a", "ann", 4),
+                gift("a", "ann", 6),
+            ],
+            Vec::new(),
+            &targets(&[("ann", false, 0)]),
+            UnixMillis(9),
+        );
+        let first = Credit::new(gift("a", "ann", 4), UnixMillis(9)).unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                CreditOutcome::New(first.clone()),
+                CreditOutcome::Replay(first),
+                CreditOutcome::Refused(CreditRefusal::OperationIdReused),
+            ]
+        );
+        // A refused item records nothing: its repeat is judged afresh.
+        let outcomes = judge_credits(
+            vec![gift("a", "nobody", 4), gift("a", "ann", 4)],
+            Vec::new(),
+            &targets(&[("ann", false, 0)]),
+            UnixMillis(9),
+        );
+        assert_eq!(
+            outcomes[0],
+            CreditOutcome::Refused(CreditRefusal::UnknownCreator)
+        );
+        assert!(matches!(outcomes[1], CreditOutcome::New(_)));
+    }
+
+    #[test]
+    fn the_lifetime_limit_counts_the_earlier_credits_of_the_batch() {
+        // 2 diamonds from the limit: the first credit (2) fits, the second (1) does not;
+        // another creator is unaffected.
+        let near = CREATOR_LIFETIME_DIAMONDS_MAX - 2;
+        let outcomes = judge_credits(
+            vec![
+                gift("a", "ann", 4),
+                gift("b", "ann", 2),
+                gift("c", "ann", 1),
+                gift("d", "bob", 2),
+            ],
+            Vec::new(),
+            &targets(&[("ann", false, near), ("bob", false, near)]),
+            UnixMillis(9),
+        );
+        assert!(matches!(outcomes[0], CreditOutcome::New(_)));
+        let limit = CreditOutcome::Refused(CreditRefusal::Rule(PayoutRule::LifetimeLimit));
+        assert_eq!(outcomes[1], limit);
+        // Worth 0 diamonds: recorded, nothing moves, the limit does not stop it.
+        assert!(matches!(outcomes[2], CreditOutcome::New(ref c) if c.diamonds == 0));
+        assert!(matches!(outcomes[3], CreditOutcome::New(_)));
+    }
+
+    #[test]
+    fn credits_move_each_creator_by_their_sum() {
+        let credits: Vec<Credit> = [
+            ("a", "ann", 4),
+            ("b", "bob", 6),
+            ("c", "ann", 10),
+            ("d", "cat", 1),
+        ]
+        .iter()
+        .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1)).unwrap())
+        .collect();
+        let refs: Vec<&Credit> = credits.iter().collect();
+        let sums = credited_per_creator(&refs).unwrap();
+        assert_eq!(
+            sums.into_iter().collect::<Vec<_>>(),
+            vec![(id("ann"), 7), (id("bob"), 3)],
+            "cat's credit is worth 0 diamonds and moves nothing"
         );
     }
 

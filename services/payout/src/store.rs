@@ -11,7 +11,10 @@
 //!
 //! Rows are ordered by (created_at_ms, id); pages continue after the last row's pair.
 
+use std::collections::BTreeMap;
+
 use ovation_store::StoreError;
+use ovation_store::batch;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, TimeWindow, UnixMillis};
@@ -73,8 +76,9 @@ pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, 
 /// creator cannot lose a concurrent change, and whatever depends on the creator's state
 /// (a credit, a payout request, handing a payout to the provider, settling one) is
 /// ordered against a suspension. Every write transaction that takes it takes it first
-/// (before the creator's balance or payout rows), so they cannot deadlock. `false` if
-/// there is no such creator.
+/// (before the creator's balance or payout rows), so they cannot deadlock; one that needs
+/// several creators (a batch of credits) takes them all at once, in key order
+/// ([`lock_creators`]). `false` if there is no such creator.
 pub async fn lock_creator(conn: &mut Conn, id: &ResourceId) -> Result<bool, StoreError> {
     let done =
         sqlx::query("UPDATE creators SET updated_at_ms = updated_at_ms WHERE creator_id = $1")
@@ -510,19 +514,6 @@ pub async fn insert_credit(conn: &mut Conn, credit: &Credit) -> Result<bool, Sto
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn get_credit(
-    conn: &mut Conn,
-    operation_id: &ResourceId,
-) -> Result<Option<Credit>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CREDIT_COLUMNS} FROM credits WHERE operation_id = $1"
-    )))
-    .bind(operation_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(credit_from_row).transpose()
-}
-
 /// A creator's credits, newest first, before (created_at_ms, operation_id) `before`,
 /// optionally one stream's.
 pub async fn list_earnings(
@@ -572,6 +563,210 @@ pub async fn list_credits(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(credit_from_row).collect()
+}
+
+// ---- credits in batches -------------------------------------------------------------
+//
+// A batch of credits is a few statements whatever its size: each function below is one
+// multi-row statement over the whole batch (`ovation_store::batch`). Batches are bounded
+// (`BATCH_ITEMS_MAX`), so every statement stays far below the engines' parameter limits.
+
+/// Locks the rows of creators `ids` (distinct) for the rest of the transaction, in one
+/// statement and in key order (so two batches sharing creators cannot deadlock), and
+/// reads them as locked: the registered ones, by id. The lock is the one
+/// [`lock_creator`] takes, so a batch of credits serializes with suspensions, payout
+/// requests and the worker's hand-over of each creator it credits.
+pub async fn lock_creators(
+    conn: &mut Conn,
+    ids: &[&ResourceId],
+) -> Result<Vec<Creator>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {CREATOR_COLUMNS} FROM creators WHERE creator_id IN ({}) \
+         ORDER BY creator_id{}",
+        batch::placeholders(1, ids.len()),
+        batch::row_lock(conn)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(creator_from_row).collect()
+}
+
+/// The lifetime earnings of creators `ids` (those with a balance row), by id.
+pub async fn lifetime_earned(
+    conn: &mut Conn,
+    ids: &[&ResourceId],
+) -> Result<Vec<(ResourceId, i64)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT creator_id, lifetime_earned_diamonds FROM creator_balances \
+         WHERE creator_id IN ({})",
+        batch::placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
+                row.try_get("lifetime_earned_diamonds")?,
+            ))
+        })
+        .collect()
+}
+
+/// The credits recorded under operation ids `ids` (distinct; the ones that exist).
+pub async fn get_credits(conn: &mut Conn, ids: &[&ResourceId]) -> Result<Vec<Credit>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {CREDIT_COLUMNS} FROM credits WHERE operation_id IN ({})",
+        batch::placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(credit_from_row).collect()
+}
+
+/// Records `credits` (distinct operation ids) in one statement, in operation-id order
+/// (two batches inserting the same ids then queue instead of deadlocking); the operation
+/// ids recorded. One missing was recorded already, by a concurrent transaction that
+/// committed first (PostgreSQL waits for it, then skips the row).
+pub async fn insert_credits(
+    conn: &mut Conn,
+    credits: &[&Credit],
+) -> Result<Vec<String>, StoreError> {
+    if credits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sorted = credits.to_vec();
+    sorted.sort_by(|a, b| a.request.operation_id.cmp(&b.request.operation_id));
+    let sql = format!(
+        "INSERT INTO credits (operation_id, creator_id, coins, creator_share_bps, diamonds, \
+         sender_user_id, stream_id, gift_id, gift_version, created_at_ms) VALUES {} \
+         ON CONFLICT (operation_id) DO NOTHING RETURNING operation_id",
+        batch::rows(1, sorted.len(), 10)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for credit in sorted {
+        let r = &credit.request;
+        query = query
+            .bind(r.operation_id.as_str())
+            .bind(r.creator_id.as_str())
+            .bind(r.coins.get())
+            .bind(i64::from(r.share.get()))
+            .bind(credit.diamonds)
+            .bind(optional_id(&r.sender_user_id))
+            .bind(optional_id(&r.stream_id))
+            .bind(optional_id(&r.gift_id))
+            .bind(r.gift_version)
+            .bind(credit.created_at.0);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
+/// Appends credit entries (balanced; distinct ids) and their postings: two statements,
+/// whatever the number of entries. The balances move separately
+/// ([`add_credited_diamonds`]), once per creator.
+pub async fn insert_credit_entries(
+    conn: &mut Conn,
+    entries: &[JournalEntry],
+    at: UnixMillis,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if let Some(entry) = entries.iter().find(|e| !e.is_balanced()) {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "journal entry {} does not balance",
+            entry.id
+        ))));
+    }
+    let sql = format!(
+        "INSERT INTO journal_entries (entry_id, kind, creator_id, reference, created_at_ms) \
+         VALUES {}",
+        batch::rows(1, entries.len(), 5)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for entry in entries {
+        query = query
+            .bind(entry.id.as_str())
+            .bind(entry.kind.as_str())
+            .bind(entry.creator_id.as_str())
+            .bind(entry.reference.as_str())
+            .bind(at.0);
+    }
+    query.execute(&mut *conn).await?;
+    let postings: Vec<(&str, String, i64)> = entries
+        .iter()
+        .flat_map(|e| {
+            e.postings
+                .iter()
+                .map(|p| (e.id.as_str(), p.account.id(), p.amount))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO postings (entry_id, account_id, amount_diamonds) VALUES {}",
+        batch::rows(1, postings.len(), 3)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (entry, account, amount) in postings {
+        query = query.bind(entry).bind(account).bind(amount);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Adds each creator's credited diamonds (`sums`: creator → diamonds > 0) to their
+/// available and lifetime diamonds: one UPDATE for every creator of a batch, guarded by
+/// the lifetime limit. [`Posted::Refused`] if any creator's row did not move (the limit,
+/// or no balance row): the caller must roll back.
+pub async fn add_credited_diamonds(
+    conn: &mut Conn,
+    sums: &BTreeMap<ResourceId, i64>,
+) -> Result<Posted, StoreError> {
+    if sums.is_empty() {
+        return Ok(Posted::Yes);
+    }
+    // $1 is the limit; then (creator, diamonds) pairs from $2.
+    let mut case = String::from("CASE creator_id");
+    for n in 0..sums.len() {
+        let at = 2 + 2 * n;
+        case.push_str(&format!(" WHEN ${at} THEN ${}", at + 1));
+    }
+    case.push_str(" END");
+    let ids: Vec<String> = (0..sums.len()).map(|n| format!("${}", 2 + 2 * n)).collect();
+    let sql = format!(
+        "UPDATE creator_balances SET available_diamonds = available_diamonds + {case}, \
+         lifetime_earned_diamonds = lifetime_earned_diamonds + {case} \
+         WHERE creator_id IN ({}) AND lifetime_earned_diamonds <= $1 - {case}",
+        ids.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(CREATOR_LIFETIME_DIAMONDS_MAX);
+    for (creator, diamonds) in sums {
+        query = query.bind(creator.as_str()).bind(*diamonds);
+    }
+    let moved = query.execute(&mut *conn).await?;
+    Ok(if moved.rows_affected() == sums.len() as u64 {
+        Posted::Yes
+    } else {
+        Posted::Refused
+    })
 }
 
 fn credit_from_row(row: &AnyRow) -> Result<Credit, StoreError> {

@@ -12,7 +12,8 @@
 //! - operations on creators and audit reads (VerifyPayoutAccount, SuspendCreator,
 //!   ReinstateCreator, GetLedgerSummary, ListCredits, ListPayouts of every creator):
 //!   `admin`;
-//! - CreditDiamonds: `service:gifting` only; diamonds are minted by gifts, not by people.
+//! - CreditDiamonds, CreditDiamondsBatch: `service:gifting` only; diamonds are minted by
+//!   gifts, not by people.
 //!
 //! Idempotency keys are scoped to the caller and the RPC ([`IdempotentCall`]) and to the
 //! creator a request is about (`<creator>/<key>`), so two creators choosing the same key
@@ -29,19 +30,20 @@ use futures::future::BoxFuture;
 use ovation_auth::{Caller, Role};
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_server::PayoutService;
+use ovation_server::error::check_batch_len;
 use ovation_server::{ApiError, IdempotentCall, access};
 use ovation_store::db::Conn;
-use ovation_store::{Db, Replayed};
+use ovation_store::{Db, Replayed, StoreError};
 use ovation_types::{IdempotencyKey, Name, ResourceId, UnixMillis};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 pub use self::parse::LIST_CREDITS_IDS_MAX;
 use self::parse::{
-    parse_credit_diamonds, parse_get_creator, parse_get_diamond_balance, parse_get_payout,
-    parse_list_credits, parse_list_earnings, parse_list_payouts, parse_register_creator,
-    parse_reinstate_creator, parse_request_payout, parse_set_payout_account, parse_suspend_creator,
-    parse_verify_payout_account,
+    parse_credit_diamonds, parse_credit_item, parse_get_creator, parse_get_diamond_balance,
+    parse_get_payout, parse_list_credits, parse_list_earnings, parse_list_payouts,
+    parse_register_creator, parse_reinstate_creator, parse_request_payout,
+    parse_set_payout_account, parse_suspend_creator, parse_verify_payout_account,
 };
 use self::to_proto::CreatorReply;
 use crate::domain::Creator;
@@ -307,12 +309,56 @@ impl PayoutService for PayoutApi {
 
     async fn credit_diamonds_batch(
         &self,
-        _request: Request<pb::CreditDiamondsBatchRequest>,
+        request: Request<pb::CreditDiamondsBatchRequest>,
     ) -> Reply<pb::CreditDiamondsBatchResponse> {
-        // In progress (issue 13): replaced by the batch path in this branch's next commits.
-        Err(tonic::Status::unimplemented(
-            "credit_diamonds_batch is being built",
-        ))
+        access::require(&request, &[Role::GiftingService])?;
+        let items = request.into_inner().items;
+        check_batch_len(items.len())?;
+        // A malformed item is its own INVALID_ARGUMENT; the others go on.
+        let mut outcomes: Vec<Option<Result<pb::Credit, ApiError>>> = Vec::new();
+        let mut credits = Vec::with_capacity(items.len());
+        for item in &items {
+            match parse_credit_item(item) {
+                Ok(credit) => {
+                    credits.push(credit);
+                    outcomes.push(None);
+                }
+                Err(violations) => outcomes.push(Some(Err(ApiError::from(violations)))),
+            }
+        }
+        let mut credited = if credits.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
+            let results = ledger::credit_batch(&mut tx, credits).await?;
+            tx.commit()
+                .await
+                .map_err(|e| ApiError::from(StoreError::from(e)))?;
+            results.into_iter()
+        };
+        let results = outcomes
+            .into_iter()
+            .map(|parsed| {
+                let outcome = match parsed {
+                    Some(refused) => refused,
+                    None => match credited.next() {
+                        Some(result) => result
+                            .map(|credit| to_proto::credit(&credit))
+                            .map_err(ApiError::from),
+                        None => Err(ApiError::Internal(
+                            "the batch answered fewer credits than it was given".into(),
+                        )),
+                    },
+                };
+                pb::CreditDiamondsResult {
+                    outcome: Some(match outcome {
+                        Ok(credit) => pb::credit_diamonds_result::Outcome::Credit(credit),
+                        Err(e) => pb::credit_diamonds_result::Outcome::Error(e.into()),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CreditDiamondsBatchResponse { results }))
     }
 
     async fn get_diamond_balance(

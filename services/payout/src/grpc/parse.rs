@@ -128,27 +128,74 @@ pub fn parse_credit_diamonds(
 ) -> Parsed<(IdempotencyKey, CreditRequest)> {
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
-    let operation = v.check("operation_id", ResourceId::parse(&req.operation_id));
-    let creator = v.check("creator_id", ResourceId::parse(&req.creator_id));
-    let coins = v.check("coins", Coins::parse(req.coins));
-    let share = v.check("creator_share_bps", Bps::parse(req.creator_share_bps));
-    let sender = v.check("sender_user_id", optional_id(&req.sender_user_id));
-    let stream = v.check("stream_id", optional_id(&req.stream_id));
-    let gift = v.check("gift_id", optional_id(&req.gift_id));
-    if req.gift_version < 0 {
+    let credit = credit_fields(
+        &mut v,
+        CreditFields {
+            operation_id: &req.operation_id,
+            creator_id: &req.creator_id,
+            coins: req.coins,
+            creator_share_bps: req.creator_share_bps,
+            sender_user_id: &req.sender_user_id,
+            stream_id: &req.stream_id,
+            gift_id: &req.gift_id,
+            gift_version: req.gift_version,
+        },
+    );
+    keyed(v, key, || credit)
+}
+
+/// One item of a CreditDiamondsBatch: CreditDiamonds' fields and rules, without the key.
+pub fn parse_credit_item(item: &pb::CreditDiamondsItem) -> Parsed<CreditRequest> {
+    let mut v = Violations::default();
+    let credit = credit_fields(
+        &mut v,
+        CreditFields {
+            operation_id: &item.operation_id,
+            creator_id: &item.creator_id,
+            coins: item.coins,
+            creator_share_bps: item.creator_share_bps,
+            sender_user_id: &item.sender_user_id,
+            stream_id: &item.stream_id,
+            gift_id: &item.gift_id,
+            gift_version: item.gift_version,
+        },
+    );
+    v.finish(|| credit)
+}
+
+/// The fields of a credit, as CreditDiamonds and a batch's item both carry them.
+struct CreditFields<'a> {
+    operation_id: &'a str,
+    creator_id: &'a str,
+    coins: i64,
+    creator_share_bps: i32,
+    sender_user_id: &'a str,
+    stream_id: &'a str,
+    gift_id: &'a str,
+    gift_version: i64,
+}
+
+/// A credit's fields checked once for both RPCs, each bad one added to `v`.
+fn credit_fields(v: &mut Violations, f: CreditFields<'_>) -> Option<CreditRequest> {
+    let operation = v.check("operation_id", ResourceId::parse(f.operation_id));
+    let creator = v.check("creator_id", ResourceId::parse(f.creator_id));
+    let coins = v.check("coins", Coins::parse(f.coins));
+    let share = v.check("creator_share_bps", Bps::parse(f.creator_share_bps));
+    let sender = v.check("sender_user_id", optional_id(f.sender_user_id));
+    let stream = v.check("stream_id", optional_id(f.stream_id));
+    let gift = v.check("gift_id", optional_id(f.gift_id));
+    if f.gift_version < 0 {
         v.add("gift_version", "must not be negative");
     }
-    keyed(v, key, || {
-        Some(CreditRequest {
-            operation_id: operation?,
-            creator_id: creator?,
-            coins: coins?,
-            share: share?,
-            sender_user_id: sender?,
-            stream_id: stream?,
-            gift_id: gift?,
-            gift_version: req.gift_version,
-        })
+    Some(CreditRequest {
+        operation_id: operation?,
+        creator_id: creator?,
+        coins: coins?,
+        share: share?,
+        sender_user_id: sender?,
+        stream_id: stream?,
+        gift_id: gift?,
+        gift_version: f.gift_version,
     })
 }
 
@@ -478,6 +525,43 @@ mod tests {
         assert_eq!(
             fields(parse_credit_diamonds(&bad)),
             ["coins", "creator_share_bps", "stream_id", "gift_version"]
+        );
+    }
+
+    #[test]
+    fn a_batch_item_is_read_by_the_rules_of_a_single_credit() {
+        let single = credit_request();
+        let item = |r: &pb::CreditDiamondsRequest| pb::CreditDiamondsItem {
+            operation_id: r.operation_id.clone(),
+            creator_id: r.creator_id.clone(),
+            coins: r.coins,
+            creator_share_bps: r.creator_share_bps,
+            sender_user_id: r.sender_user_id.clone(),
+            stream_id: r.stream_id.clone(),
+            gift_id: r.gift_id.clone(),
+            gift_version: r.gift_version,
+        };
+        assert_eq!(
+            parse_credit_item(&item(&single)).unwrap(),
+            parse_credit_diamonds(&single).unwrap().1
+        );
+        let bad = pb::CreditDiamondsRequest {
+            operation_id: String::new(),
+            coins: 0,
+            creator_share_bps: 10_001,
+            stream_id: "no space".into(),
+            gift_version: -1,
+            ..credit_request()
+        };
+        assert_eq!(
+            fields(parse_credit_item(&item(&bad))),
+            [
+                "operation_id",
+                "coins",
+                "creator_share_bps",
+                "stream_id",
+                "gift_version"
+            ]
         );
     }
 

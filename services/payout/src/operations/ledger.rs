@@ -1,12 +1,17 @@
 //! The diamond ledger: crediting diamonds for gifts (at most once per operation id),
 //! and what the ledger shows: balances, earnings, credits and its summary.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use ovation_store::Db;
 use ovation_store::db::Conn;
-use ovation_types::{ResourceId, TimeWindow};
+use ovation_types::{ResourceId, TimeWindow, UnixMillis};
 
-use super::{Page, PageRequest, PayoutError, locked_creator, require_registered};
-use crate::domain::{Balance, Credit, CreditRequest, PayoutRule};
+use super::{Page, PageRequest, PayoutError, require_registered};
+use crate::domain::{
+    Balance, Credit, CreditOutcome, CreditRefusal, CreditRequest, CreditTarget, PayoutRule,
+    credited_per_creator, judge_credits,
+};
 use crate::store::{self, LedgerSummary, Posted};
 
 /// ListEarnings: a creator's credits, newest first, optionally one stream's.
@@ -30,44 +35,135 @@ pub enum CreditsQuery {
 
 /// Credits a creator for one gift, at most once per operation id: a retry of a recorded
 /// operation answers the original credit, whatever has happened to the creator since;
-/// other parameters under the same operation id are refused.
+/// other parameters under the same operation id are refused. The batch path with one
+/// item, so CreditDiamonds and CreditDiamondsBatch cannot disagree.
 pub async fn credit(conn: &mut Conn, request: CreditRequest) -> Result<Credit, PayoutError> {
-    if let Some(existing) = store::get_credit(conn, &request.operation_id).await? {
-        return replay(existing, &request);
-    }
-    // Locked, so a credit lands wholly before a suspension or is refused by it.
-    let (creator, now) = locked_creator(conn, &request.creator_id)
-        .await
-        .map_err(|e| match e {
-            PayoutError::CreatorNotFound(id) => PayoutError::CreditForUnknownCreator(id),
-            other => other,
-        })?;
-    creator
-        .check_may_receive_credit()
-        .map_err(PayoutError::CreditRefused)?;
-    let credit = Credit::new(request.clone(), now)?;
-    if !store::insert_credit(conn, &credit).await? {
-        // A concurrent request with the same operation id committed first.
-        let existing = store::get_credit(conn, &request.operation_id)
-            .await?
-            .ok_or(PayoutError::ConcurrentCredit)?;
-        return replay(existing, &request);
-    }
-    if let Some(entry) = credit.entry()
-        && store::post_entry(conn, &entry).await? == Posted::Refused
-    {
-        return Err(PayoutRule::LifetimeLimit.into());
-    }
-    Ok(credit)
+    credit_batch(conn, vec![request])
+        .await?
+        .pop()
+        .ok_or_else(|| PayoutError::Broken("a batch of one credit answered nothing".into()))?
 }
 
-/// The recorded credit, if `request` asks for exactly it.
-fn replay(existing: Credit, request: &CreditRequest) -> Result<Credit, PayoutError> {
-    if existing.is_same_request(request) {
-        Ok(existing)
-    } else {
-        Err(PayoutError::OperationIdReused(request.operation_id.clone()))
+/// Credits creators for many gifts in the caller's write transaction, each item applied
+/// or refused exactly as [`credit`] would alone, in the batch's order: one result per
+/// item. An `Err` of the whole (a database fault, a broken invariant) means nothing may
+/// be committed.
+///
+/// A few statements whatever the batch's size: the batch's creators are locked and read
+/// in one statement (so each credit lands wholly before a suspension or is refused by
+/// it), their lifetime earnings and the batch's recorded credits in one each, the domain
+/// judges every item ([`judge_credits`]), then one multi-row statement each records the
+/// new credits, their journal entries and their postings, and one UPDATE moves every
+/// creator's balance by the sum of their new credits: a creator gifted many times in a
+/// batch is one balance update, not a queue on their row.
+pub async fn credit_batch(
+    conn: &mut Conn,
+    requests: Vec<CreditRequest>,
+) -> Result<Vec<Result<Credit, PayoutError>>, PayoutError> {
+    let creator_ids = distinct(requests.iter().map(|r| &r.creator_id));
+    let creators = store::lock_creators(conn, &creator_ids).await?;
+    // Taken after the locks: whatever held a creator before happened before these credits.
+    let now = UnixMillis::now();
+    let earned: BTreeMap<ResourceId, i64> = store::lifetime_earned(conn, &creator_ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut targets = BTreeMap::new();
+    for creator in creators {
+        let lifetime_earned = *earned.get(&creator.id).ok_or_else(|| {
+            PayoutError::Broken(format!("creator {} has no balance row", creator.id))
+        })?;
+        targets.insert(
+            creator.id.clone(),
+            CreditTarget {
+                creator,
+                lifetime_earned,
+            },
+        );
     }
+    let operation_ids = distinct(requests.iter().map(|r| &r.operation_id));
+    let recorded = store::get_credits(conn, &operation_ids).await?;
+    let mut outcomes = judge_credits(requests.clone(), recorded, &targets, now);
+
+    let new: Vec<&Credit> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            CreditOutcome::New(credit) => Some(credit),
+            _ => None,
+        })
+        .collect();
+    let inserted: BTreeSet<String> = store::insert_credits(conn, &new)
+        .await?
+        .into_iter()
+        .collect();
+    if inserted.len() < new.len() {
+        // A concurrent transaction recorded some of these operation ids first (under
+        // another creator's lock): answer them as a retry of its credit would be.
+        let lost: BTreeSet<ResourceId> = new
+            .iter()
+            .map(|c| c.request.operation_id.clone())
+            .filter(|id| !inserted.contains(id.as_str()))
+            .collect();
+        let twins = store::get_credits(conn, &lost.iter().collect::<Vec<_>>()).await?;
+        // Every item under a lost operation id is judged again, as if the twin had been
+        // recorded before the batch (as it was, from where the batch stands).
+        for (outcome, request) in outcomes.iter_mut().zip(&requests) {
+            if lost.contains(&request.operation_id) {
+                *outcome = match twins
+                    .iter()
+                    .find(|t| t.request.operation_id == request.operation_id)
+                {
+                    Some(twin) if twin.is_same_request(request) => {
+                        CreditOutcome::Replay(twin.clone())
+                    }
+                    Some(_) => CreditOutcome::Refused(CreditRefusal::OperationIdReused),
+                    None => return Err(PayoutError::ConcurrentCredit),
+                };
+            }
+        }
+    }
+
+    let written: Vec<&Credit> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            CreditOutcome::New(credit) => Some(credit),
+            _ => None,
+        })
+        .collect();
+    let entries: Vec<_> = written.iter().filter_map(|c| c.entry()).collect();
+    store::insert_credit_entries(conn, &entries, now).await?;
+    let sums = credited_per_creator(&written).ok_or(PayoutRule::Overflow)?;
+    if store::add_credited_diamonds(conn, &sums).await? == Posted::Refused {
+        // The domain judged the limit on the balances read under the locks: a balance
+        // that moved anyway is a broken invariant, not the caller's fault.
+        return Err(PayoutError::Broken(
+            "a creator balance refused credits judged under its lock".into(),
+        ));
+    }
+
+    Ok(outcomes
+        .into_iter()
+        .zip(requests)
+        .map(|(outcome, request)| match outcome {
+            CreditOutcome::New(credit) | CreditOutcome::Replay(credit) => Ok(credit),
+            CreditOutcome::Refused(refusal) => Err(refused(refusal, request)),
+        })
+        .collect())
+}
+
+/// The error a refused credit answers, as the single CreditDiamonds always has.
+fn refused(refusal: CreditRefusal, request: CreditRequest) -> PayoutError {
+    match refusal {
+        CreditRefusal::UnknownCreator => PayoutError::CreditForUnknownCreator(request.creator_id),
+        CreditRefusal::NotReceiving(rule) => PayoutError::CreditRefused(rule),
+        CreditRefusal::Rule(rule) => PayoutError::Rule(rule),
+        CreditRefusal::OperationIdReused => PayoutError::OperationIdReused(request.operation_id),
+    }
+}
+
+/// Each id once, sorted.
+fn distinct<'a>(ids: impl Iterator<Item = &'a ResourceId>) -> Vec<&'a ResourceId> {
+    ids.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// A registered creator's diamond balance.
@@ -97,14 +193,8 @@ pub async fn credits(db: &Db, query: CreditsQuery) -> Result<Page<Credit>, Payou
     let mut conn = db.conn().await?;
     match query {
         CreditsQuery::ByOperation(ids) => {
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in &ids {
-                if let Some(credit) = store::get_credit(&mut conn, id).await? {
-                    rows.push(credit);
-                }
-            }
+            let mut rows = store::get_credits(&mut conn, &distinct(ids.iter())).await?;
             rows.sort_by(|a, b| credit_key(a).cmp(&credit_key(b)));
-            rows.dedup_by(|a, b| a.request.operation_id == b.request.operation_id);
             Ok(Page {
                 rows,
                 next_page_token: String::new(),

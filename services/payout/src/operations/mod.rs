@@ -7,12 +7,14 @@
 //!
 //! - [`creators`]: registering creators, their payout accounts and the four-eyes review
 //!   of them, suspension and reinstatement (each journaled).
-//! - [`ledger`]: crediting diamonds (at most once per operation id), balances, earnings,
-//!   credits and the ledger's summary.
+//! - [`ledger`]: crediting diamonds (at most once per operation id; one gift or a batch
+//!   of them, on one path), balances, earnings, credits and the ledger's summary.
 //! - [`payouts`]: requesting a payout (the hold), reading payouts.
 //!
-//! Every write on a creator locks the creator's row first (`store::lock_creator`), so
-//! credits, payout requests, suspensions and the worker's hand-over serialize per creator.
+//! Every write on a creator locks the creator's row first (`store::lock_creator`; a batch
+//! of credits locks all of its creators in one statement, in key order,
+//! `store::lock_creators`), so credits, payout requests, suspensions and the worker's
+//! hand-over serialize per creator.
 
 pub mod creators;
 pub mod ledger;

@@ -399,6 +399,20 @@ async fn only_the_gifting_service_credits_diamonds() {
                 "{who} credits diamonds on {}",
                 db.backend()
             );
+            assert_eq!(
+                code(
+                    client
+                        .credit_diamonds_batch(credit_batch(vec![credit_item(
+                            &format!("denied-batch-{i}"),
+                            "ann",
+                            100
+                        )]))
+                        .await
+                ),
+                Code::PermissionDenied,
+                "{who} credits diamonds in a batch on {}",
+                db.backend()
+            );
         }
         // (The fixture's payout may settle meanwhile: compare what credits move.)
         let after = balance(&mut admin, "ann").await;
@@ -417,8 +431,20 @@ async fn only_the_gifting_service_credits_diamonds() {
             Code::Ok
         );
         assert_eq!(
+            code(
+                gifting
+                    .credit_diamonds_batch(credit_batch(vec![credit_item(
+                        "allowed-batch",
+                        "ann",
+                        100
+                    )]))
+                    .await
+            ),
+            Code::Ok
+        );
+        assert_eq!(
             balance(&mut admin, "ann").await.lifetime_earned_diamonds,
-            before.lifetime_earned_diamonds + 50
+            before.lifetime_earned_diamonds + 100
         );
         f.running.stop().await.unwrap();
     }
@@ -466,6 +492,11 @@ async fn bad_credentials_are_unauthenticated_on_every_rpc() {
             admin_rpc(AdminRpc::GetLedgerSummary, &mut client, "x").await,
             admin_rpc(AdminRpc::ListCredits, &mut client, "x").await,
             code(client.credit_diamonds(credit_request("x", "ann", 10)).await),
+            code(
+                client
+                    .credit_diamonds_batch(credit_batch(vec![credit_item("x", "ann", 10)]))
+                    .await,
+            ),
         ];
         assert!(
             codes.iter().all(|c| *c == Code::Unauthenticated),

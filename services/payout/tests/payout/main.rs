@@ -4,6 +4,7 @@
 
 mod accounts;
 mod authorization;
+mod batch;
 mod payout;
 mod suite;
 mod suspension;

@@ -211,6 +211,25 @@ pub fn credit_request(operation: &str, creator: &str, coins: i64) -> pb::CreditD
     }
 }
 
+/// One credit of a batch, as [`credit_request`] without the key.
+pub fn credit_item(operation: &str, creator: &str, coins: i64) -> pb::CreditDiamondsItem {
+    let r = credit_request(operation, creator, coins);
+    pb::CreditDiamondsItem {
+        operation_id: r.operation_id,
+        creator_id: r.creator_id,
+        coins: r.coins,
+        creator_share_bps: r.creator_share_bps,
+        sender_user_id: r.sender_user_id,
+        stream_id: r.stream_id,
+        gift_id: r.gift_id,
+        gift_version: r.gift_version,
+    }
+}
+
+pub fn credit_batch(items: Vec<pb::CreditDiamondsItem>) -> pb::CreditDiamondsBatchRequest {
+    pb::CreditDiamondsBatchRequest { items }
+}
+
 /// Credits `creator` with `diamonds` (as a gift of twice as many coins at 50 %).
 pub async fn earn(c: &Clients, operation: &str, creator: &str, diamonds: i64) -> pb::Credit {
     let mut gifting = c.gifting.clone();
