@@ -185,6 +185,36 @@ impl Node {
         );
     }
 
+    /// Sets (or with `None` removes) a variable of this node's environment, for its next
+    /// start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push(kv(key, value));
+        }
+    }
+
+    /// Waits up to `bound` for the running process to end by itself (a crash point);
+    /// returns what it wrote to stderr.
+    pub async fn wait_crashed(&mut self, bound: Duration) -> String {
+        let mut process = self
+            .process
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let status = process
+            .wait_exit(bound)
+            .await
+            .unwrap_or_else(|e| panic!("{} did not crash in time: {e}", self.name));
+        let stderr = process.stderr();
+        self.past_logs.push(stderr.clone());
+        assert!(
+            !status.success(),
+            "{} exited cleanly instead of crashing",
+            self.name
+        );
+        stderr
+    }
+
     /// Everything every incarnation wrote to stderr.
     pub fn logs(&self) -> String {
         let mut all = self.past_logs.join("\n----- (restarted) -----\n");

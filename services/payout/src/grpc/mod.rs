@@ -334,6 +334,7 @@ impl PayoutService for PayoutApi {
             tx.commit()
                 .await
                 .map_err(|e| ApiError::from(StoreError::from(e)))?;
+            ovation_server::crash_point::reached("batch_committed");
             results.into_iter()
         };
         let results = outcomes
