@@ -3,8 +3,9 @@
 //!
 //! Concurrency: every operation on a user first takes the user's row ([`lock_account`]:
 //! an UPDATE, so PostgreSQL holds the row lock until commit, and SQLite's write
-//! transactions are serialized anyway). Checks that read other rows (caps, holds) are
-//! therefore consistent with the balance change that follows them.
+//! transactions are serialized anyway; debits take all of a batch's users at once,
+//! in user order, with [`lock_accounts`]). Checks that read other rows (caps, holds,
+//! operation ids) are therefore consistent with the balance change that follows them.
 
 use ovation_store::StoreError;
 use ovation_store::batch;
