@@ -778,17 +778,13 @@ pub async fn expire_holds(
     now: UnixMillis,
     limit: i64,
 ) -> Result<usize, WalletError> {
-    let mut holds = store::expired_holds(conn, now, limit).await?;
-    // One pass locks several users' rows: always in user order, so two passes running at
-    // once (every replica's worker, an operator's) cannot lock A then B against B then A
-    // (a deadlock PostgreSQL broke by failing one, seen in concurrent_mixes).
-    holds.sort_by(|a, b| (&a.user_id, &a.operation_id).cmp(&(&b.user_id, &b.operation_id)));
-    let mut locked: Option<&ResourceId> = None;
+    let holds = store::expired_holds(conn, now, limit).await?;
+    // One pass locks several users' rows: all at once, in the database's user order, as a
+    // batch of debits does, so two passes (every replica's worker, an operator's) or a
+    // pass and a batch cannot lock A then B against B then A (a deadlock PostgreSQL broke
+    // by failing one, seen in concurrent_mixes).
+    store::lock_accounts(conn, &distinct(holds.iter().map(|h| h.user_id.as_str()))).await?;
     for hold in &holds {
-        if locked != Some(&hold.user_id) {
-            store::lock_account(conn, hold.user_id.as_str(), now).await?;
-            locked = Some(&hold.user_id);
-        }
         expire(conn, hold, now).await?;
     }
     Ok(holds.len())
