@@ -392,9 +392,21 @@ pub async fn debit_batch_committed(
 ) -> Result<Vec<Result<DebitRow, WalletError>>, WalletError> {
     once_more_if_a_twin_won(|| async {
         let mut tx = db.begin_write().await?;
-        let answers = debit_batch(&mut tx, cmds, age_rule, UnixMillis::now()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(answers)
+        match debit_batch(&mut tx, cmds, age_rule, UnixMillis::now()).await {
+            Ok(answers) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(answers)
+            }
+            Err(e) => {
+                // At once, so a retry does not wait for this attempt's row locks. A failed
+                // rollback leaves the connection to the pool, which discards it; the
+                // batch's own error is the one to report.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rolling back a batch of debits failed");
+                }
+                Err(e)
+            }
+        }
     })
     .await
 }
