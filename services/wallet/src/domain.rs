@@ -1,7 +1,9 @@
 //! The wallet's domain: plain values and rules, no I/O. The gRPC layer parses into these
 //! types; `ledger` and `purchases` apply them to the database.
 
-use ovation_types::{Coins, CurrencyCode, ResourceId, UnixMillis};
+use std::collections::HashMap;
+
+use ovation_types::{Coins, CurrencyCode, ResourceId, Text, UnixMillis};
 
 /// Longest a hold may live.
 pub const HOLD_TTL_MS_MAX: i64 = 3_600_000;
@@ -517,6 +519,178 @@ pub fn split_reversal(credited: i64, available: i64) -> (i64, i64) {
     (clawed, credited - clawed)
 }
 
+// ---- a batch of debits ----------------------------------------------------------------
+
+/// What a debit asks for besides its operation id: what a repeat of the id must ask
+/// again to be answered with the debit it made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebitTerms {
+    pub user_id: ResourceId,
+    pub coins: Coins,
+    pub saga_id: Option<ResourceId>,
+    pub note: Text,
+}
+
+/// How an operation id was used before a batch (debits, holds and refunds share one
+/// namespace of operation ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PriorUse {
+    /// A debit with these terms; `from_hold` if a captured hold made it, which a plain
+    /// debit never repeats.
+    Debit { terms: DebitTerms, from_hold: bool },
+    /// A hold or a refund.
+    HoldOrRefund,
+}
+
+/// A spender as a batch finds it, read under the row lock: the account, its spend caps
+/// in force and (only when a cap is in force) what was spent against them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spender {
+    pub age: AgeStatus,
+    pub balance: Balance,
+    /// Entries in the user's history so far; the next one is `entry_count + 1`.
+    pub entry_count: i64,
+    pub daily_cap: Option<i64>,
+    pub monthly_cap: Option<i64>,
+    /// Spent today and this month; read only when a cap is in force (otherwise zero and
+    /// never looked at).
+    pub spent: Usage,
+}
+
+/// What becomes of one item of a batch of debits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DebitPlan {
+    /// Post it: the user's balance and history position right after it.
+    Post {
+        posted_after: i64,
+        available_after: i64,
+        user_seq: i64,
+    },
+    /// Its operation id's stored debit, asked for again: answer that debit.
+    Stored,
+    /// A repeat of the earlier item at this index of the batch, which is posted: answer
+    /// what that one posts.
+    SameAs(usize),
+    /// Not applied.
+    Refused(DebitRefusal),
+}
+
+/// Why an item of a batch of debits is not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DebitRefusal {
+    /// The user has no account.
+    NoAccount,
+    /// The spend rules refuse it (age, debt, caps, coins).
+    Refused(Refusal),
+    /// Its operation id made a debit with other terms.
+    OtherTerms,
+    /// Its operation id is a hold's or a refund's.
+    TakenByHoldOrRefund,
+}
+
+/// Plans a batch of debits, in request order, each against the state the items before it
+/// leave: exactly what DebitCoins called once per item, in that order, would answer. So a
+/// repeated operation id is answered like DebitCoins answers a retry: the debit an earlier
+/// item posts (same terms) or ALREADY_EXISTS (other terms); an item whose earlier twin was
+/// refused is planned afresh, as a retried DebitCoins after a refusal would be.
+///
+/// `spenders` holds the users that have an account; `prior` the operation ids of the batch
+/// already used before it. Checks in the single debit's order: the operation id, the
+/// account, the age rule, debt, the spend caps (counting the earlier items), the coins.
+pub fn plan_debits(
+    items: &[(ResourceId, DebitTerms)],
+    prior: &HashMap<ResourceId, PriorUse>,
+    spenders: &HashMap<ResourceId, Spender>,
+    age_rule: AgeRule,
+) -> Vec<DebitPlan> {
+    let mut state = spenders.clone();
+    // Operation id -> index of the item that posts it in this batch.
+    let mut posted_here: HashMap<&ResourceId, usize> = HashMap::new();
+    let mut plans = Vec::with_capacity(items.len());
+    for (index, (operation_id, terms)) in items.iter().enumerate() {
+        let plan = match prior.get(operation_id) {
+            Some(PriorUse::Debit {
+                terms: stored,
+                from_hold,
+            }) => {
+                if !from_hold && stored == terms {
+                    DebitPlan::Stored
+                } else {
+                    DebitPlan::Refused(DebitRefusal::OtherTerms)
+                }
+            }
+            Some(PriorUse::HoldOrRefund) => DebitPlan::Refused(DebitRefusal::TakenByHoldOrRefund),
+            None => match posted_here.get(operation_id) {
+                Some(&earlier) if items[earlier].1 == *terms => DebitPlan::SameAs(earlier),
+                Some(_) => DebitPlan::Refused(DebitRefusal::OtherTerms),
+                None => match state.get_mut(&terms.user_id) {
+                    None => DebitPlan::Refused(DebitRefusal::NoAccount),
+                    Some(spender) => match spend(spender, terms, age_rule) {
+                        Ok(plan) => {
+                            posted_here.insert(operation_id, index);
+                            plan
+                        }
+                        Err(refusal) => DebitPlan::Refused(DebitRefusal::Refused(refusal)),
+                    },
+                },
+            },
+        };
+        plans.push(plan);
+    }
+    plans
+}
+
+/// One debit against a spender's running state: the single debit's rules, in its order.
+fn spend(
+    spender: &mut Spender,
+    terms: &DebitTerms,
+    age_rule: AgeRule,
+) -> Result<DebitPlan, Refusal> {
+    let user = terms.user_id.as_str();
+    let coins = terms.coins.get();
+    age_rule.check(user, spender.age)?;
+    if spender.balance.debt > 0 {
+        return Err(Refusal::InDebt {
+            user: user.to_owned(),
+            debt: spender.balance.debt,
+        });
+    }
+    if spender.daily_cap.is_some() || spender.monthly_cap.is_some() {
+        check_caps(
+            spender.daily_cap,
+            spender.monthly_cap,
+            spender.spent,
+            coins,
+            false,
+        )?;
+    }
+    let available = spender.balance.available();
+    let insufficient = Refusal::InsufficientCoins {
+        available,
+        wanted: coins,
+    };
+    if available < coins {
+        return Err(insufficient);
+    }
+    let (Some(posted_after), Some(user_seq)) = (
+        spender.balance.posted.checked_sub(coins),
+        spender.entry_count.checked_add(1),
+    ) else {
+        return Err(insufficient);
+    };
+    spender.balance.posted = posted_after;
+    spender.entry_count = user_seq;
+    // Caps compare with saturating sums (check_caps), so saturating here is exact enough:
+    // a saturated figure is over every cap.
+    spender.spent.today = spender.spent.today.saturating_add(coins);
+    spender.spent.this_month = spender.spent.this_month.saturating_add(coins);
+    Ok(DebitPlan::Post {
+        posted_after,
+        available_after: spender.balance.available(),
+        user_seq,
+    })
+}
+
 /// Lifecycle of a purchase (the contract's `PurchaseState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurchaseState {
@@ -754,6 +928,296 @@ mod tests {
         let (start, end) = month_window(UnixMillis(1_798_675_200_000)); // 2026-12-31
         assert_eq!(start, UnixMillis(1_796_083_200_000));
         assert_eq!(end, UnixMillis(1_798_761_600_000)); // 2027-01-01
+    }
+
+    fn rid(s: &str) -> ResourceId {
+        ResourceId::parse(s).unwrap()
+    }
+
+    fn terms(user: &str, coins: i64, note: &str) -> DebitTerms {
+        DebitTerms {
+            user_id: rid(user),
+            coins: Coins::parse(coins).unwrap(),
+            saga_id: None,
+            note: Text::parse(note).unwrap(),
+        }
+    }
+
+    fn spender(posted: i64, held: i64, entry_count: i64) -> Spender {
+        Spender {
+            age: AgeStatus::default(),
+            balance: Balance {
+                posted,
+                held,
+                debt: 0,
+            },
+            entry_count,
+            daily_cap: None,
+            monthly_cap: None,
+            spent: Usage::default(),
+        }
+    }
+
+    #[test]
+    fn a_batch_plans_each_item_against_what_the_earlier_ones_left() {
+        let spenders = HashMap::from([
+            (rid("ann"), spender(120, 20, 4)),
+            (
+                rid("bob"),
+                Spender {
+                    age: AgeStatus::set_by_operator(true),
+                    ..spender(100, 0, 0)
+                },
+            ),
+            (
+                rid("cy"),
+                Spender {
+                    balance: Balance {
+                        posted: 100,
+                        held: 0,
+                        debt: 5,
+                    },
+                    ..spender(100, 0, 0)
+                },
+            ),
+            (
+                rid("dee"),
+                Spender {
+                    daily_cap: Some(50),
+                    spent: Usage {
+                        today: 40,
+                        this_month: 40,
+                    },
+                    ..spender(1_000, 0, 0)
+                },
+            ),
+        ]);
+        let prior = HashMap::from([
+            (
+                rid("s1"),
+                PriorUse::Debit {
+                    terms: terms("ann", 7, ""),
+                    from_hold: false,
+                },
+            ),
+            (
+                rid("c1"),
+                PriorUse::Debit {
+                    terms: terms("ann", 7, ""),
+                    from_hold: true,
+                },
+            ),
+            (rid("h1"), PriorUse::HoldOrRefund),
+        ]);
+        let items = [
+            (rid("op1"), terms("ann", 30, "")),
+            (rid("op2"), terms("ann", 50, "")),
+            (rid("op3"), terms("ann", 30, "")),
+            (rid("op1"), terms("ann", 30, "")),
+            (rid("op1"), terms("ann", 30, "other note")),
+            (rid("s1"), terms("ann", 7, "")),
+            (rid("s1"), terms("ann", 8, "")),
+            (rid("c1"), terms("ann", 7, "")),
+            (rid("h1"), terms("ann", 1, "")),
+            (rid("x1"), terms("nobody", 1, "")),
+            (rid("b1"), terms("bob", 1, "")),
+            (rid("d1"), terms("cy", 1, "")),
+            (rid("e1"), terms("dee", 11, "")),
+            (rid("e2"), terms("dee", 10, "")),
+            (rid("e3"), terms("dee", 1, "")),
+            (rid("op3"), terms("ann", 20, "")),
+        ];
+        let plans = plan_debits(&items, &prior, &spenders, AgeRule::MinorsRefused);
+        let refused = |r: Refusal| DebitPlan::Refused(DebitRefusal::Refused(r));
+        let cap = |used| {
+            refused(Refusal::SpendCap {
+                window: "daily",
+                cap: 50,
+                used,
+                wanted: if used == 40 { 11 } else { 1 },
+            })
+        };
+        assert_eq!(
+            plans,
+            [
+                DebitPlan::Post {
+                    posted_after: 90,
+                    available_after: 70,
+                    user_seq: 5
+                },
+                DebitPlan::Post {
+                    posted_after: 40,
+                    available_after: 20,
+                    user_seq: 6
+                },
+                refused(Refusal::InsufficientCoins {
+                    available: 20,
+                    wanted: 30
+                }),
+                DebitPlan::SameAs(0),
+                DebitPlan::Refused(DebitRefusal::OtherTerms),
+                DebitPlan::Stored,
+                DebitPlan::Refused(DebitRefusal::OtherTerms),
+                DebitPlan::Refused(DebitRefusal::OtherTerms),
+                DebitPlan::Refused(DebitRefusal::TakenByHoldOrRefund),
+                DebitPlan::Refused(DebitRefusal::NoAccount),
+                refused(Refusal::Minor("bob".into())),
+                refused(Refusal::InDebt {
+                    user: "cy".into(),
+                    debt: 5
+                }),
+                cap(40),
+                DebitPlan::Post {
+                    posted_after: 990,
+                    available_after: 990,
+                    user_seq: 1
+                },
+                cap(50),
+                // A refused item's operation id is planned afresh when it comes again.
+                DebitPlan::Post {
+                    posted_after: 20,
+                    available_after: 0,
+                    user_seq: 7
+                },
+            ]
+        );
+    }
+
+    const USERS: [&str; 4] = ["u0", "u1", "u2", "gone"];
+    const OPS: [&str; 8] = ["o0", "o1", "o2", "o3", "o4", "o5", "o6", "o7"];
+
+    fn arb_spender() -> impl Strategy<Value = Spender> {
+        (
+            0i64..400,
+            0i64..100,
+            0i64..3,
+            0u8..10,
+            proptest::option::of(0i64..300),
+            proptest::option::of(0i64..600),
+            0i64..200,
+            0i64..5,
+        )
+            .prop_map(|(posted, held, debt, age, daily, monthly, spent, count)| {
+                Spender {
+                    age: AgeStatus {
+                        minor: age == 0,
+                        adult_verified: age > 4,
+                    },
+                    balance: Balance {
+                        posted,
+                        held: held.min(posted),
+                        // Mostly debt-free, so most items get as far as the coins.
+                        debt: if debt == 2 { 10 } else { 0 },
+                    },
+                    entry_count: count,
+                    daily_cap: daily,
+                    monthly_cap: monthly,
+                    spent: Usage {
+                        today: spent,
+                        this_month: spent * 2,
+                    },
+                }
+            })
+    }
+
+    fn arb_item() -> impl Strategy<Value = (ResourceId, DebitTerms)> {
+        (0..OPS.len(), 0..USERS.len(), 1i64..150, 0u8..2).prop_map(|(op, user, coins, note)| {
+            (
+                rid(OPS[op]),
+                terms(USERS[user], coins, if note == 0 { "" } else { "rose" }),
+            )
+        })
+    }
+
+    fn arb_prior() -> impl Strategy<Value = HashMap<ResourceId, PriorUse>> {
+        proptest::collection::vec((0..OPS.len(), 0u8..3, arb_item()), 0..3).prop_map(|uses| {
+            uses.into_iter()
+                .map(|(op, kind, (_, terms))| {
+                    let used = match kind {
+                        0 => PriorUse::HoldOrRefund,
+                        k => PriorUse::Debit {
+                            terms,
+                            from_hold: k == 2,
+                        },
+                    };
+                    (rid(OPS[op]), used)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// A batch answers every item as DebitCoins called once per item, in order, would.
+        #[test]
+        fn a_batch_plans_as_single_debits_in_order_would(
+            spenders in proptest::collection::vec(arb_spender(), 3),
+            prior in arb_prior(),
+            items in proptest::collection::vec(arb_item(), 1..40),
+            verified_only in proptest::bool::ANY,
+        ) {
+            let rule = if verified_only { AgeRule::VerifiedAdultsOnly } else { AgeRule::MinorsRefused };
+            // "gone" has no account.
+            let spenders: HashMap<ResourceId, Spender> =
+                spenders.into_iter().enumerate().map(|(i, s)| (rid(USERS[i]), s)).collect();
+            let batch = plan_debits(&items, &prior, &spenders, rule);
+            prop_assert_eq!(batch.len(), items.len());
+
+            let (mut state, mut used) = (spenders.clone(), prior.clone());
+            for (i, item) in items.iter().enumerate() {
+                let single = plan_debits(std::slice::from_ref(item), &used, &state, rule);
+                prop_assert_eq!(single.len(), 1);
+                let single = single[0].clone();
+                if let DebitPlan::Post { posted_after, user_seq, .. } = single {
+                    let s = state.get_mut(&item.1.user_id).unwrap();
+                    s.balance.posted = posted_after;
+                    s.entry_count = user_seq;
+                    s.spent.today += item.1.coins.get();
+                    s.spent.this_month += item.1.coins.get();
+                    used.insert(item.0.clone(), PriorUse::Debit { terms: item.1.clone(), from_hold: false });
+                }
+                let expected = match (&batch[i], &single) {
+                    // A repeat of an item posted earlier in the batch is, one call later,
+                    // a repeat of a stored debit.
+                    (DebitPlan::SameAs(j), DebitPlan::Stored) => {
+                        prop_assert!(*j < i && items[*j] == *item);
+                        let earlier_posted = matches!(batch[*j], DebitPlan::Post { .. });
+                        prop_assert!(earlier_posted, "item {} repeats an item not posted", i);
+                        batch[i].clone()
+                    }
+                    _ => single,
+                };
+                prop_assert_eq!(&batch[i], &expected, "item {}", i);
+            }
+        }
+
+        /// Whatever the batch, no spender goes below its held coins (I2) and each one's
+        /// posted items take the next places of its history, in request order.
+        #[test]
+        fn a_batch_never_overdraws_and_numbers_each_history_contiguously(
+            spenders in proptest::collection::vec(arb_spender(), 3),
+            items in proptest::collection::vec(arb_item(), 1..60),
+        ) {
+            let spenders: HashMap<ResourceId, Spender> =
+                spenders.into_iter().enumerate().map(|(i, s)| (rid(USERS[i]), s)).collect();
+            let plans = plan_debits(&items, &HashMap::new(), &spenders, AgeRule::MinorsRefused);
+            for (user, start) in &spenders {
+                let mut expected_seq = start.entry_count;
+                let mut posted = start.balance.posted;
+                for (item, plan) in items.iter().zip(&plans) {
+                    if item.1.user_id != *user {
+                        continue;
+                    }
+                    if let DebitPlan::Post { posted_after, available_after, user_seq } = *plan {
+                        expected_seq += 1;
+                        posted -= item.1.coins.get();
+                        prop_assert_eq!(user_seq, expected_seq);
+                        prop_assert_eq!(posted_after, posted);
+                        prop_assert_eq!(available_after, posted - start.balance.held);
+                        prop_assert!(available_after >= 0);
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

@@ -5,15 +5,21 @@
 //! Every operation on a user starts by locking the user's row, so concurrent operations
 //! on one user are serialized and every check sees the state the change applies to.
 
+use std::collections::HashMap;
+use std::future::Future;
+
 use ovation_proto::reasons;
-use ovation_store::StoreError;
 use ovation_store::db::Conn;
+use ovation_store::{Db, StoreError};
 use ovation_types::{Coins, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    AgeRule, HoldState, PurchaseState, Reason, Refusal, VerifiedAge, check_caps, split_reversal,
+    AgeRule, DebitPlan, DebitRefusal, DebitTerms, HoldState, Limits, PriorUse, PurchaseState,
+    Reason, Refusal, Spender, Usage, VerifiedAge, check_caps, plan_debits, split_reversal,
 };
-use crate::store::{self, AccountRow, DebitRow, EntryRefs, HoldRow, PurchaseRow, RefundRow};
+use crate::store::{
+    self, AccountRow, BalanceMove, DebitRow, EntryRefs, EntryRow, HoldRow, PurchaseRow, RefundRow,
+};
 
 /// Why an operation did not happen. Nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,19 @@ pub enum WalletError {
         reason: &'static str,
         message: String,
     },
+    /// Rows changed under a lock that should have kept them still: a bug, reported as
+    /// INTERNAL. Nothing was written.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl WalletError {
+    /// True when a debit lost a race to a concurrent twin: another transaction committed
+    /// a debit under the same operation id between this one's check and its insert (the
+    /// primary key refused it). Run again, the check sees the twin and answers it.
+    pub fn lost_to_a_twin(&self) -> bool {
+        matches!(self, WalletError::Store(e) if e.is_unique_violation())
+    }
 }
 
 pub(crate) fn not_found(kind: &'static str, id: &str) -> WalletError {
@@ -54,10 +73,15 @@ fn replay<T>(existing: T, same: bool, op: &ResourceId, what: &str) -> Result<T, 
     if same {
         Ok(existing)
     } else {
-        Err(WalletError::Conflict(format!(
-            "operation {op} was already used for a different {what}"
-        )))
+        Err(other_terms(op, what))
     }
+}
+
+/// An operation id reused for another `what` (ALREADY_EXISTS).
+fn other_terms(op: &ResourceId, what: &str) -> WalletError {
+    WalletError::Conflict(format!(
+        "operation {op} was already used for a different {what}"
+    ))
 }
 
 /// An operation id taken by another kind of operation (they share one namespace).
@@ -160,64 +184,253 @@ pub struct DebitCmd {
     pub actor: String,
 }
 
-/// Spends coins, at most once per operation id.
+impl DebitCmd {
+    fn terms(&self) -> DebitTerms {
+        DebitTerms {
+            user_id: self.user_id.clone(),
+            coins: self.coins,
+            saga_id: self.saga_id.clone(),
+            note: self.note.clone(),
+        }
+    }
+}
+
+/// Spends coins, at most once per operation id: a batch of one.
 pub async fn debit(
     conn: &mut Conn,
     cmd: &DebitCmd,
     age_rule: AgeRule,
     now: UnixMillis,
 ) -> Result<DebitRow, WalletError> {
-    // One query answers "is this operation id new?" for debits, holds and refunds alike
-    // (the hot path of every gift); only an id already in use is looked at further.
-    if store::operation_id_taken(conn, cmd.operation_id.as_str()).await? {
-        if let Some(existing) = store::get_debit(conn, cmd.operation_id.as_str()).await? {
-            let same = existing.user_id == cmd.user_id
-                && existing.coins == cmd.coins
-                && existing.saga_id == cmd.saga_id
-                && existing.note == cmd.note
-                && !existing.from_hold;
-            return replay(existing, same, &cmd.operation_id, "debit");
-        }
-        return Err(taken(&cmd.operation_id, "hold or refund"));
-    }
-    let account = lock_spender(conn, &cmd.user_id, age_rule, now).await?;
-    check_spend_caps(conn, &cmd.user_id, cmd.coins, now).await?;
-    let refs = EntryRefs {
-        operation_id: Some(&cmd.operation_id),
-        saga_id: cmd.saga_id.as_ref(),
-        actor: &cmd.actor,
-        note: cmd.note.as_str(),
-        ..Default::default()
-    };
-    let posted = store::post(
+    debit_batch(conn, std::slice::from_ref(cmd), age_rule, now)
+        .await?
+        .pop()
+        .unwrap_or_else(|| {
+            Err(WalletError::Inconsistent(
+                "a batch of one gave no answer".into(),
+            ))
+        })
+}
+
+/// Spends coins for many operations in the caller's one write transaction, each item
+/// applied or refused on its own as [`debit`] would (the rules are
+/// [`crate::domain::plan_debits`]'s), at most once per operation id. Set-based: a fixed
+/// number of statements whatever the batch's size (users locked, operation ids looked up,
+/// caps read, then debits, entries, postings and balances written, each in one statement),
+/// plus two usage reads per user with a spend cap in force.
+///
+/// `Err` fails the whole batch (the caller rolls back); a twin committed concurrently
+/// under one of the operation ids fails it with [`WalletError::lost_to_a_twin`], and the
+/// batch run again answers that item as a repeat.
+pub async fn debit_batch(
+    conn: &mut Conn,
+    cmds: &[DebitCmd],
+    age_rule: AgeRule,
+    now: UnixMillis,
+) -> Result<Vec<Result<DebitRow, WalletError>>, WalletError> {
+    // 1. The users' rows, locked in user order (see store::lock_accounts). Every later
+    //    read is under these locks, so a twin under the same operation id for the same
+    //    user has either committed (and is seen) or waits for this transaction.
+    let users = distinct(cmds.iter().map(|c| c.user_id.as_str()));
+    let accounts = store::lock_accounts(conn, &users).await?;
+    // 2. The operation ids already used.
+    let used = store::used_operation_ids(
         conn,
-        cmd.user_id.as_str(),
-        Reason::GiftDebit,
-        cmd.coins.get(),
-        0,
-        &refs,
-        now,
+        &distinct(cmds.iter().map(|c| c.operation_id.as_str())),
     )
-    .await?
-    .ok_or(Refusal::InsufficientCoins {
-        available: account.balance.available(),
-        wanted: cmd.coins.get(),
-    })?;
-    let row = DebitRow {
-        operation_id: cmd.operation_id.clone(),
-        user_id: cmd.user_id.clone(),
-        coins: cmd.coins,
-        saga_id: cmd.saga_id.clone(),
-        note: cmd.note.clone(),
-        from_hold: false,
-        available_after: posted.available_after,
-        refunded_coins: 0,
-        refund_operation_id: None,
-        created_at: now,
-        refunded_at: None,
-    };
-    store::insert_debit(conn, &row).await?;
-    Ok(row)
+    .await?;
+    let mut stored: HashMap<ResourceId, DebitRow> = HashMap::new();
+    let mut prior: HashMap<ResourceId, PriorUse> = HashMap::new();
+    for row in used.debits {
+        prior.insert(
+            row.operation_id.clone(),
+            PriorUse::Debit {
+                terms: DebitTerms {
+                    user_id: row.user_id.clone(),
+                    coins: row.coins,
+                    saga_id: row.saga_id.clone(),
+                    note: row.note.clone(),
+                },
+                from_hold: row.from_hold,
+            },
+        );
+        stored.insert(row.operation_id.clone(), row);
+    }
+    for id in used.holds_and_refunds {
+        prior.entry(id).or_insert(PriorUse::HoldOrRefund);
+    }
+    // 3. Spend caps; what was spent is read only for users with a cap in force (rare).
+    let locked: Vec<&str> = accounts.iter().map(|a| a.user_id.as_str()).collect();
+    let limits: HashMap<ResourceId, Limits> =
+        store::limits_of(conn, &locked).await?.into_iter().collect();
+    let mut spenders = HashMap::with_capacity(accounts.len());
+    for account in &accounts {
+        let caps = limits
+            .get(&account.user_id)
+            .map(|l| l.at(now).effective)
+            .unwrap_or_default();
+        let capped = caps.daily_spend.is_some() || caps.monthly_spend.is_some();
+        let spent = if capped {
+            store::usage(conn, account.user_id.as_str(), now, false).await?
+        } else {
+            Usage::default()
+        };
+        spenders.insert(
+            account.user_id.clone(),
+            Spender {
+                age: account.age,
+                balance: account.balance,
+                entry_count: account.entry_count,
+                daily_cap: caps.daily_spend,
+                monthly_cap: caps.monthly_spend,
+                spent,
+            },
+        );
+    }
+    // 4. The plan, pure.
+    let items: Vec<(ResourceId, DebitTerms)> = cmds
+        .iter()
+        .map(|c| (c.operation_id.clone(), c.terms()))
+        .collect();
+    let plans = plan_debits(&items, &prior, &spenders, age_rule);
+    // 5. Its answers and its rows.
+    let mut answers: Vec<Result<DebitRow, WalletError>> = Vec::with_capacity(cmds.len());
+    let (mut debits, mut entries) = (Vec::new(), Vec::new());
+    // Per user: (posted, entries) after its last posted item.
+    let mut after: HashMap<&ResourceId, (i64, i64)> = HashMap::new();
+    for (cmd, plan) in cmds.iter().zip(plans) {
+        let answer = match plan {
+            DebitPlan::Post {
+                posted_after,
+                available_after,
+                user_seq,
+            } => {
+                let row = DebitRow {
+                    operation_id: cmd.operation_id.clone(),
+                    user_id: cmd.user_id.clone(),
+                    coins: cmd.coins,
+                    saga_id: cmd.saga_id.clone(),
+                    note: cmd.note.clone(),
+                    from_hold: false,
+                    available_after,
+                    refunded_coins: 0,
+                    refund_operation_id: None,
+                    created_at: now,
+                    refunded_at: None,
+                };
+                entries.push(EntryRow {
+                    entry_id: uuid::Uuid::now_v7().to_string(),
+                    user_id: cmd.user_id.clone(),
+                    user_seq,
+                    reason: Reason::GiftDebit,
+                    delta: -cmd.coins.get(),
+                    posted_after,
+                    purchase_id: None,
+                    operation_id: Some(cmd.operation_id.clone()),
+                    saga_id: cmd.saga_id.clone(),
+                    actor: cmd.actor.clone(),
+                    note: cmd.note.as_str().to_owned(),
+                    created_at: now,
+                });
+                after.insert(&cmd.user_id, (posted_after, user_seq));
+                debits.push(row.clone());
+                Ok(row)
+            }
+            DebitPlan::Stored => stored
+                .get(&cmd.operation_id)
+                .cloned()
+                .ok_or_else(|| WalletError::Inconsistent("a stored debit went missing".into())),
+            DebitPlan::SameAs(earlier) => match answers.get(earlier) {
+                Some(Ok(row)) => Ok(row.clone()),
+                _ => Err(WalletError::Inconsistent(
+                    "a repeated item's twin was not posted".into(),
+                )),
+            },
+            DebitPlan::Refused(refusal) => Err(match refusal {
+                DebitRefusal::NoAccount => not_found("account", cmd.user_id.as_str()),
+                DebitRefusal::Refused(r) => r.into(),
+                DebitRefusal::OtherTerms => other_terms(&cmd.operation_id, "debit"),
+                DebitRefusal::TakenByHoldOrRefund => taken(&cmd.operation_id, "hold or refund"),
+            }),
+        };
+        answers.push(answer);
+    }
+    if debits.is_empty() {
+        return Ok(answers);
+    }
+    // 6. The writes. Debits first: their primary key is where a concurrent twin shows.
+    store::insert_debits(conn, &debits).await?;
+    store::insert_entries(conn, &entries).await?;
+    let moves: Vec<BalanceMove<'_>> = accounts
+        .iter()
+        .filter_map(|a| {
+            after
+                .get(&a.user_id)
+                .map(|&(posted_after, entries_after)| BalanceMove {
+                    user_id: a.user_id.as_str(),
+                    posted_before: a.balance.posted,
+                    posted_after,
+                    entries_before: a.entry_count,
+                    entries_after,
+                })
+        })
+        .collect();
+    if !store::move_balances(conn, &moves, now).await? {
+        return Err(WalletError::Inconsistent(
+            "an account changed under its lock during a batch of debits".into(),
+        ));
+    }
+    Ok(answers)
+}
+
+/// Runs [`debit_batch`] in a write transaction of its own and commits it; once more if
+/// it lost a race to a concurrent twin.
+pub async fn debit_batch_committed(
+    db: &Db,
+    cmds: &[DebitCmd],
+    age_rule: AgeRule,
+) -> Result<Vec<Result<DebitRow, WalletError>>, WalletError> {
+    once_more_if_a_twin_won(|| async {
+        let mut tx = db.begin_write().await?;
+        match debit_batch(&mut tx, cmds, age_rule, UnixMillis::now()).await {
+            Ok(answers) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(answers)
+            }
+            Err(e) => {
+                // At once, so a retry does not wait for this attempt's row locks. A failed
+                // rollback leaves the connection to the pool, which discards it; the
+                // batch's own error is the one to report.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rolling back a batch of debits failed");
+                }
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `attempt` (a whole transaction that debits) and, if it lost a race to a
+/// concurrent twin ([`WalletError::lost_to_a_twin`]), once more: the second run sees the
+/// twin. Once is enough: the twin has committed by the time the first run fails.
+pub async fn once_more_if_a_twin_won<T, F, Fut>(mut attempt: F) -> Result<T, WalletError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, WalletError>>,
+{
+    match attempt().await {
+        Err(e) if e.lost_to_a_twin() => attempt().await,
+        done => done,
+    }
+}
+
+/// Sorted, without repeats.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut values: Vec<&str> = values.collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 #[derive(Clone, Debug)]
@@ -577,17 +790,13 @@ pub async fn expire_holds(
     now: UnixMillis,
     limit: i64,
 ) -> Result<usize, WalletError> {
-    let mut holds = store::expired_holds(conn, now, limit).await?;
-    // One pass locks several users' rows: always in user order, so two passes running at
-    // once (every replica's worker, an operator's) cannot lock A then B against B then A
-    // (a deadlock PostgreSQL broke by failing one, seen in concurrent_mixes).
-    holds.sort_by(|a, b| (&a.user_id, &a.operation_id).cmp(&(&b.user_id, &b.operation_id)));
-    let mut locked: Option<&ResourceId> = None;
+    let holds = store::expired_holds(conn, now, limit).await?;
+    // One pass locks several users' rows: all at once, in the database's user order, as a
+    // batch of debits does, so two passes (every replica's worker, an operator's) or a
+    // pass and a batch cannot lock A then B against B then A (a deadlock PostgreSQL broke
+    // by failing one, seen in concurrent_mixes).
+    store::lock_accounts(conn, &distinct(holds.iter().map(|h| h.user_id.as_str()))).await?;
     for hold in &holds {
-        if locked != Some(&hold.user_id) {
-            store::lock_account(conn, hold.user_id.as_str(), now).await?;
-            locked = Some(&hold.user_id);
-        }
         expire(conn, hold, now).await?;
     }
     Ok(holds.len())

@@ -3,10 +3,12 @@
 //!
 //! Concurrency: every operation on a user first takes the user's row ([`lock_account`]:
 //! an UPDATE, so PostgreSQL holds the row lock until commit, and SQLite's write
-//! transactions are serialized anyway). Checks that read other rows (caps, holds) are
-//! therefore consistent with the balance change that follows them.
+//! transactions are serialized anyway; debits take all of a batch's users at once,
+//! in user order, with [`lock_accounts`]). Checks that read other rows (caps, holds,
+//! operation ids) are therefore consistent with the balance change that follows them.
 
 use ovation_store::StoreError;
+use ovation_store::batch;
 use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{
@@ -96,6 +98,86 @@ pub async fn lock_account(
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(account_from_row).transpose()
+}
+
+/// Takes the rows of `users` (sorted, distinct) for the rest of the transaction, in one
+/// statement and in user order, and reads them; users without an account are absent.
+/// Locking one batch's users in one global order keeps two batches that share users, in
+/// whatever order they name them, from deadlocking.
+pub async fn lock_accounts(conn: &mut Conn, users: &[&str]) -> Result<Vec<AccountRow>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id IN ({}) ORDER BY user_id{}",
+        batch::placeholders(1, users.len()),
+        batch::row_lock(conn)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for user in users {
+        query = query.bind(*user);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(account_from_row).collect()
+}
+
+/// The new balances and entry counts of users a batch posts to, each guarded by the
+/// values it was planned from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceMove<'a> {
+    pub user_id: &'a str,
+    pub posted_before: i64,
+    pub posted_after: i64,
+    pub entries_before: i64,
+    pub entries_after: i64,
+}
+
+/// Sets the balances and entry counts of several users in one statement, each only if
+/// its row still holds the values it was planned from; `false` if any did not (nothing
+/// should have changed them under the lock: the caller rolls back).
+pub async fn move_balances(
+    conn: &mut Conn,
+    moves: &[BalanceMove<'_>],
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    if moves.is_empty() {
+        return Ok(true);
+    }
+    // Per user: $u (user), then posted after, entries after, posted before, entries before.
+    const PER_USER: usize = 5;
+    let case = |offset: usize| {
+        let mut text = String::from("CASE user_id");
+        for i in 0..moves.len() {
+            let base = 1 + i * PER_USER;
+            text.push_str(&format!(" WHEN ${base} THEN ${}", base + offset));
+        }
+        text.push_str(" END");
+        text
+    };
+    let users = (0..moves.len())
+        .map(|i| format!("${}", 1 + i * PER_USER))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let now_param = moves.len() * PER_USER + 1;
+    let sql = format!(
+        "UPDATE accounts SET balance_coins = {}, entry_count = {}, updated_at_ms = ${now_param} \
+         WHERE user_id IN ({users}) AND balance_coins = {} AND entry_count = {}",
+        case(1),
+        case(2),
+        case(3),
+        case(4),
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for m in moves {
+        query = query
+            .bind(m.user_id)
+            .bind(m.posted_after)
+            .bind(m.entries_after)
+            .bind(m.posted_before)
+            .bind(m.entries_before);
+    }
+    let done = query.bind(now.0).execute(&mut *conn).await?;
+    Ok(done.rows_affected() == moves.len() as u64)
 }
 
 pub async fn set_age(conn: &mut Conn, user: &str, age: AgeStatus) -> Result<(), StoreError> {
@@ -233,6 +315,53 @@ pub async fn post(
     }))
 }
 
+/// Writes journal entries and their postings (two each, +x and −x: I1) in two
+/// statements. The caller moves the users' balances to match ([`move_balances`]).
+pub async fn insert_entries(conn: &mut Conn, entries: &[EntryRow]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO journal_entries (entry_id, user_id, user_seq, reason, user_delta_coins, \
+         balance_after_coins, purchase_id, operation_id, saga_id, actor, note, created_at_ms) \
+         VALUES {}",
+        batch::rows(1, entries.len(), 12)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in entries {
+        query = query
+            .bind(e.entry_id.as_str())
+            .bind(e.user_id.as_str())
+            .bind(e.user_seq)
+            .bind(e.reason.code())
+            .bind(e.delta)
+            .bind(e.posted_after)
+            .bind(or_empty(e.purchase_id.as_ref()))
+            .bind(or_empty(e.operation_id.as_ref()))
+            .bind(or_empty(e.saga_id.as_ref()))
+            .bind(e.actor.as_str())
+            .bind(e.note.as_str())
+            .bind(e.created_at.0);
+    }
+    query.execute(&mut *conn).await?;
+    let sql = format!(
+        "INSERT INTO postings (entry_id, account, amount_coins) VALUES {}",
+        batch::rows(1, entries.len() * 2, 3)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in entries {
+        query = query
+            .bind(e.entry_id.as_str())
+            .bind(crate::domain::user_account(e.user_id.as_str()))
+            .bind(e.delta)
+            .bind(e.entry_id.as_str())
+            .bind(e.reason.counterparty().system_account())
+            .bind(-e.delta);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// One journal entry as the user's history shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryRow {
@@ -328,19 +457,35 @@ fn debit_from_row(r: &AnyRow) -> Result<DebitRow, StoreError> {
 }
 
 pub async fn insert_debit(conn: &mut Conn, d: &DebitRow) -> Result<(), StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO debits ({DEBIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '', $8, NULL)"
-    )))
-    .bind(d.operation_id.as_str())
-    .bind(d.user_id.as_str())
-    .bind(d.coins.get())
-    .bind(or_empty(d.saga_id.as_ref()))
-    .bind(d.note.as_str())
-    .bind(i64::from(d.from_hold))
-    .bind(d.available_after)
-    .bind(d.created_at.0)
-    .execute(&mut *conn)
-    .await?;
+    insert_debits(conn, std::slice::from_ref(d)).await
+}
+
+/// Records debits, in one statement. A debit's operation id is its primary key: a twin
+/// committed concurrently under the same id fails this with a unique violation.
+pub async fn insert_debits(conn: &mut Conn, debits: &[DebitRow]) -> Result<(), StoreError> {
+    if debits.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO debits ({DEBIT_COLUMNS}) VALUES {}",
+        batch::rows(1, debits.len(), 11)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for d in debits {
+        query = query
+            .bind(d.operation_id.as_str())
+            .bind(d.user_id.as_str())
+            .bind(d.coins.get())
+            .bind(or_empty(d.saga_id.as_ref()))
+            .bind(d.note.as_str())
+            .bind(i64::from(d.from_hold))
+            .bind(d.available_after)
+            .bind(d.refunded_coins)
+            .bind(or_empty(d.refund_operation_id.as_ref()))
+            .bind(d.created_at.0)
+            .bind(d.refunded_at.map(|t| t.0));
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -571,6 +716,49 @@ pub async fn operation_id_taken(conn: &mut Conn, operation_id: &str) -> Result<b
     Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
+/// The operation ids among `ids` (distinct) already used: the debits they made, and
+/// those used by holds and refunds. One statement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsedOperationIds {
+    pub debits: Vec<DebitRow>,
+    pub holds_and_refunds: Vec<ResourceId>,
+}
+
+pub async fn used_operation_ids(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<UsedOperationIds, StoreError> {
+    let mut used = UsedOperationIds::default();
+    if ids.is_empty() {
+        return Ok(used);
+    }
+    let list = batch::placeholders(1, ids.len());
+    // The hold and refund branches fill the debit columns they lack with placeholders;
+    // only their operation ids are read.
+    let sql = format!(
+        "SELECT CAST(1 AS BIGINT) AS used_by, {DEBIT_COLUMNS} FROM debits \
+         WHERE operation_id IN ({list}) \
+         UNION ALL SELECT CAST(2 AS BIGINT), operation_id, user_id, coins, saga_id, note, \
+         CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT), '', created_at_ms, \
+         CAST(NULL AS BIGINT) FROM holds WHERE operation_id IN ({list}) \
+         UNION ALL SELECT CAST(3 AS BIGINT), operation_id, user_id, coins, '', note, \
+         CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT), '', created_at_ms, \
+         CAST(NULL AS BIGINT) FROM refunds WHERE operation_id IN ({list})"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        if row.try_get::<i64, _>("used_by")? == 1 {
+            used.debits.push(debit_from_row(&row)?);
+        } else {
+            used.holds_and_refunds.push(id(&row, "operation_id")?);
+        }
+    }
+    Ok(used)
+}
+
 // ---- usage against caps ---------------------------------------------------------------
 
 /// Coins spent by the user in [from, now]: debits net of refunds, plus active holds.
@@ -628,19 +816,44 @@ pub async fn usage(
 
 // ---- spending limits ------------------------------------------------------------------
 
+const LIMITS_COLUMNS: &str = "daily_spend_coins, monthly_spend_coins, daily_purchase_coins, \
+     monthly_purchase_coins, has_pending, pending_daily_spend_coins, pending_monthly_spend_coins, \
+     pending_daily_purchase_coins, pending_monthly_purchase_coins, pending_effective_at_ms, \
+     updated_by, updated_at_ms";
+
 pub async fn get_limits(conn: &mut Conn, user: &str) -> Result<Limits, StoreError> {
-    let row = sqlx::query(
-        "SELECT daily_spend_coins, monthly_spend_coins, daily_purchase_coins, monthly_purchase_coins, \
-         has_pending, pending_daily_spend_coins, pending_monthly_spend_coins, \
-         pending_daily_purchase_coins, pending_monthly_purchase_coins, pending_effective_at_ms, \
-         updated_by, updated_at_ms FROM spending_limits WHERE user_id = $1",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LIMITS_COLUMNS} FROM spending_limits WHERE user_id = $1"
+    )))
     .bind(user)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(r) = row else {
-        return Ok(Limits::default());
-    };
+    row.as_ref().map_or(Ok(Limits::default()), limits_from_row)
+}
+
+/// The spending limits of those of `users` (distinct) who set any, in one statement.
+pub async fn limits_of(
+    conn: &mut Conn,
+    users: &[&str],
+) -> Result<Vec<(ResourceId, Limits)>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT user_id, {LIMITS_COLUMNS} FROM spending_limits WHERE user_id IN ({})",
+        batch::placeholders(1, users.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for user in users {
+        query = query.bind(*user);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| Ok((id(r, "user_id")?, limits_from_row(r)?)))
+        .collect()
+}
+
+fn limits_from_row(r: &AnyRow) -> Result<Limits, StoreError> {
     let caps = |prefix: &str| -> Result<Caps, StoreError> {
         Ok(Caps {
             daily_spend: r.try_get(format!("{prefix}daily_spend_coins").as_str())?,

@@ -16,22 +16,23 @@ use ovation_auth::Role;
 use ovation_proto::reasons;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
+use ovation_server::error::check_batch_len;
 use ovation_server::{ApiError, IdempotentCall, access};
 use ovation_store::Db;
 use ovation_types::{PageToken, UnixMillis};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{AgeRule, Refusal};
-use crate::ledger::{self, WalletError};
+use crate::ledger::{self, DebitCmd, WalletError};
 use crate::purchases::Purchases;
 use crate::{accounts, audit};
 
 use self::parse::{
-    DebitsQuery, parse_capture_hold, parse_create_account, parse_debit_coins, parse_get_account,
-    parse_get_balance, parse_get_hold, parse_get_purchase, parse_get_spending_limits,
-    parse_list_debits, parse_list_purchases, parse_list_transactions, parse_purchase_coins,
-    parse_refund_coins, parse_release_hold, parse_reserve_coins, parse_reverse_purchase,
-    parse_set_account_minor, parse_set_spending_limits,
+    DebitsQuery, parse_capture_hold, parse_create_account, parse_debit_coins, parse_debit_item,
+    parse_get_account, parse_get_balance, parse_get_hold, parse_get_purchase,
+    parse_get_spending_limits, parse_list_debits, parse_list_purchases, parse_list_transactions,
+    parse_purchase_coins, parse_refund_coins, parse_release_hold, parse_reserve_coins,
+    parse_reverse_purchase, parse_set_account_minor, parse_set_spending_limits,
 };
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -107,6 +108,7 @@ impl From<WalletError> for ApiError {
             WalletError::WrongState { reason, message } => {
                 ApiError::failed_precondition(reason, message)
             }
+            WalletError::Inconsistent(detail) => ApiError::Internal(detail),
         }
     }
 }
@@ -269,28 +271,72 @@ impl WalletService for WalletApi {
         let req = request.into_inner();
         let (key, cmd) = parse_debit_coins(&req, &caller).map_err(ApiError::from)?;
         let age_rule = self.age_rule;
-        let response = IdempotentCall::new(&caller, "DebitCoins", &req)
-            .run(&self.db, &key, |conn| {
+        let call = IdempotentCall::new(&caller, "DebitCoins", &req);
+        // A batch of one, on the batch's path, inside the key's transaction.
+        let response = ledger::once_more_if_a_twin_won(|| {
+            let cmd = cmd.clone();
+            call.run(&self.db, &key, |conn| {
                 async move {
                     let debit = ledger::debit(conn, &cmd, age_rule, UnixMillis::now()).await?;
-                    Ok::<_, ApiError>(pb::DebitCoinsResponse {
+                    Ok::<_, WalletError>(pb::DebitCoinsResponse {
                         debit: Some(to_proto::debit(&debit)),
                     })
                 }
                 .boxed()
             })
-            .await?;
+        })
+        .await
+        .map_err(status)?;
         Ok(Response::new(response))
     }
 
     async fn debit_coins_batch(
         &self,
-        _request: Request<pb::DebitCoinsBatchRequest>,
+        request: Request<pb::DebitCoinsBatchRequest>,
     ) -> Reply<pb::DebitCoinsBatchResponse> {
-        // In progress (issue 13): replaced by the batch path in this branch's next commits.
-        Err(tonic::Status::unimplemented(
-            "debit_coins_batch is being built",
-        ))
+        let caller = access::require(&request, SPENDERS)?;
+        let req = request.into_inner();
+        check_batch_len(req.items.len())?;
+        // A malformed item is that item's INVALID_ARGUMENT; the others go on.
+        let parsed: Vec<_> = req
+            .items
+            .iter()
+            .map(|item| parse_debit_item(item, &caller))
+            .collect();
+        let cmds: Vec<DebitCmd> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let mut outcomes = if cmds.is_empty() {
+            Vec::new()
+        } else {
+            ledger::debit_batch_committed(&self.db, &cmds, self.age_rule)
+                .await
+                .map_err(status)?
+        }
+        .into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|p| {
+                let outcome = match p {
+                    Err(violations) => Err(ApiError::from(violations)),
+                    Ok(_) => match outcomes.next() {
+                        Some(Ok(debit)) => Ok(debit),
+                        Some(Err(e)) => Err(ApiError::from(e)),
+                        None => Err(ApiError::Internal("a batch item got no answer".into())),
+                    },
+                };
+                pb::DebitCoinsResult {
+                    outcome: Some(match outcome {
+                        Ok(debit) => {
+                            pb::debit_coins_result::Outcome::Debit(to_proto::debit(&debit))
+                        }
+                        Err(e) => pb::debit_coins_result::Outcome::Error(e.into()),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::DebitCoinsBatchResponse { results }))
     }
 
     async fn refund_coins(

@@ -192,20 +192,62 @@ pub fn parse_debit_coins(
 ) -> Parsed<(IdempotencyKey, DebitCmd)> {
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
-    let op = v.check("operation_id", ResourceId::parse(&req.operation_id));
-    let user = v.check("user_id", ResourceId::parse(&req.user_id));
-    let coins = v.check("coins", Coins::parse(req.coins));
-    let saga = v.check("saga_id", optional_id(&req.saga_id));
-    let note = v.check("note", Text::parse(&req.note));
-    keyed(v, key, || {
-        Some(DebitCmd {
-            operation_id: op?,
-            user_id: user?,
-            coins: coins?,
-            saga_id: saga?,
-            note: note?,
-            actor: caller.subject().to_owned(),
-        })
+    let cmd = debit_fields(
+        &mut v,
+        DebitFields {
+            operation_id: &req.operation_id,
+            user_id: &req.user_id,
+            coins: req.coins,
+            saga_id: &req.saga_id,
+            note: &req.note,
+        },
+        caller,
+    );
+    keyed(v, key, || cmd)
+}
+
+/// One item of a DebitCoinsBatch: DebitCoins' fields and rules, without a key (the
+/// operation id is the item's key).
+pub fn parse_debit_item(item: &pb::DebitCoinsItem, caller: &Caller) -> Parsed<DebitCmd> {
+    let mut v = Violations::default();
+    let cmd = debit_fields(
+        &mut v,
+        DebitFields {
+            operation_id: &item.operation_id,
+            user_id: &item.user_id,
+            coins: item.coins,
+            saga_id: &item.saga_id,
+            note: &item.note,
+        },
+        caller,
+    );
+    v.finish(|| cmd)
+}
+
+/// The fields a debit has, in DebitCoins and in each item of DebitCoinsBatch.
+struct DebitFields<'a> {
+    operation_id: &'a str,
+    user_id: &'a str,
+    coins: i64,
+    saga_id: &'a str,
+    note: &'a str,
+}
+
+/// Checks a debit's fields into `v`; the command if all of them are good. The actor of
+/// record is the caller.
+fn debit_fields(v: &mut Violations, f: DebitFields<'_>, caller: &Caller) -> Option<DebitCmd> {
+    let op = v.check("operation_id", ResourceId::parse(f.operation_id));
+    let user = v.check("user_id", ResourceId::parse(f.user_id));
+    let coins = v.check("coins", Coins::parse(f.coins));
+    let saga = v.check("saga_id", optional_id(f.saga_id));
+    let note = v.check("note", Text::parse(f.note));
+    Some(DebitCmd {
+        operation_id: op?,
+        user_id: user?,
+        coins: coins?,
+        saga_id: saga?,
+        note: note?,
+        actor: caller.subject().to_owned(),
     })
 }
 
@@ -516,6 +558,38 @@ mod tests {
                 "saga_id",
                 "note"
             ]
+        );
+    }
+
+    #[test]
+    fn a_batch_item_has_the_debits_fields_and_rules() {
+        let item = pb::DebitCoinsItem {
+            operation_id: "op-1".into(),
+            user_id: "ann".into(),
+            coins: 5,
+            saga_id: "saga-1".into(),
+            note: "rose".into(),
+        };
+        let cmd = parse_debit_item(&item, &gifting()).unwrap();
+        assert_eq!(
+            (
+                cmd.operation_id.as_str(),
+                cmd.user_id.as_str(),
+                cmd.coins.get()
+            ),
+            ("op-1", "ann", 5)
+        );
+        assert_eq!(cmd.saga_id.as_ref().map(ResourceId::as_str), Some("saga-1"));
+        assert_eq!(cmd.actor, "gifting");
+        let bad = pb::DebitCoinsItem {
+            operation_id: String::new(),
+            coins: -1,
+            note: "\u{0}".into(),
+            ..item
+        };
+        assert_eq!(
+            fields(parse_debit_item(&bad, &gifting())),
+            ["operation_id", "coins", "note"]
         );
     }
 

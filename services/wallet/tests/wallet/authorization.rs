@@ -97,6 +97,26 @@ async fn each_role_reaches_exactly_its_rows() {
         code(gifting.debit_coins(debit("g1", "alice", 1)).await),
         Code::Ok
     );
+    let batch = |op: &str| pb::DebitCoinsBatchRequest {
+        items: vec![pb::DebitCoinsItem {
+            operation_id: op.into(),
+            user_id: "alice".into(),
+            coins: 1,
+            ..Default::default()
+        }],
+    };
+    for (denied, op) in [
+        (&mut alice, "bu1"),
+        (&mut admin, "ba1"),
+        (&mut wallet_service, "bw1"),
+        (&mut gateway, "bg1"),
+    ] {
+        assert_eq!(
+            code(denied.debit_coins_batch(batch(op)).await),
+            Code::PermissionDenied,
+            "{op}"
+        );
+    }
 
     // Spending limits: the user or an admin.
     let caps = |key: &str, user: &str| pb::SetSpendingLimitsRequest {

@@ -1,4 +1,5 @@
-//! Random concurrent mixes of the wallet's writes — purchases, debits, refunds, reversals,
+//! Random concurrent mixes of the wallet's writes — purchases, debits (single and
+//! batched), refunds, reversals,
 //! holds (reserve, capture, release) and the expiry worker — over real gRPC, on SQLite and
 //! (when `OVATION_TEST_POSTGRES_URL` is set) PostgreSQL, where READ COMMITTED lets these
 //! operations really interleave. Each round fires a batch at once, often on the same
@@ -39,6 +40,10 @@ enum Op {
     Debit {
         user: usize,
         coins: i64,
+    },
+    /// A DebitCoinsBatch: (user, coins) per item.
+    DebitBatch {
+        items: Vec<(usize, i64)>,
     },
     Refund {
         debit: usize,
@@ -82,7 +87,7 @@ fn user(i: usize) -> String {
 /// round often touch the same purchase, debit or hold.
 fn random_op(rng: &mut StdRng, known: &Known) -> Op {
     loop {
-        let op = match rng.random_range(0..8) {
+        let op = match rng.random_range(0..9) {
             0 => Op::Buy {
                 user: rng.random_range(0..USERS),
                 package: if rng.random_bool(0.5) {
@@ -121,6 +126,11 @@ fn random_op(rng: &mut StdRng, known: &Known) -> Op {
             7 => Op::Expire {
                 skew_ms: rng.random_range(0..=90_000),
             },
+            8 => Op::DebitBatch {
+                items: (0..rng.random_range(2..=6))
+                    .map(|_| (rng.random_range(0..USERS), rng.random_range(1..=150)))
+                    .collect(),
+            },
             _ => continue,
         };
         return op;
@@ -131,6 +141,7 @@ fn random_op(rng: &mut StdRng, known: &Known) -> Op {
 enum Created {
     Purchase(String),
     Debit(String),
+    Debits(Vec<String>),
     Hold(usize, String),
     Nothing,
 }
@@ -172,6 +183,42 @@ async fn apply(
             let op = format!("debit-{tag}");
             gifting.debit_coins(debit(&op, &user(u), coins)).await?;
             Ok(Created::Debit(op))
+        }
+        Op::DebitBatch { items } => {
+            let items: Vec<_> = items
+                .iter()
+                .enumerate()
+                .map(|(j, &(u, coins))| pb::DebitCoinsItem {
+                    operation_id: format!("batch-{tag}-{j}"),
+                    user_id: user(u),
+                    coins,
+                    saga_id: String::new(),
+                    note: String::new(),
+                })
+                .collect();
+            let results = gifting
+                .debit_coins_batch(pb::DebitCoinsBatchRequest {
+                    items: items.clone(),
+                })
+                .await?
+                .into_inner()
+                .results;
+            let mut applied = Vec::new();
+            for (item, result) in items.into_iter().zip(results) {
+                match result.outcome {
+                    Some(pb::debit_coins_result::Outcome::Debit(_)) => {
+                        applied.push(item.operation_id)
+                    }
+                    // The same business refusals as a single debit, per item.
+                    Some(pb::debit_coins_result::Outcome::Error(e)) => assert_eq!(
+                        Code::from(e.code),
+                        Code::FailedPrecondition,
+                        "batch {tag}: {e:?}"
+                    ),
+                    None => panic!("batch {tag}: an item without an outcome"),
+                }
+            }
+            Ok(Created::Debits(applied))
         }
         Op::Refund { debit, coins } => {
             gifting
@@ -311,6 +358,7 @@ async fn random_concurrent_operations_keep_the_ledger_sound() {
                         match created {
                             Created::Purchase(id) => known.purchases.push(id),
                             Created::Debit(id) => known.debits.push(id),
+                            Created::Debits(ids) => known.debits.extend(ids),
                             Created::Hold(u, id) => known.holds.push((u, id)),
                             Created::Nothing => {}
                         }

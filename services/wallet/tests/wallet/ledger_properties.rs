@@ -12,13 +12,37 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Buy { user: usize, coins: i64, bonus: i64 },
-    Debit { user: usize, coins: i64 },
-    Refund { debit: usize, coins: Option<i64> },
-    Reverse { purchase: usize },
-    Reserve { user: usize, coins: i64 },
-    Capture { hold: usize, coins: Option<i64> },
-    Release { hold: usize },
+    Buy {
+        user: usize,
+        coins: i64,
+        bonus: i64,
+    },
+    Debit {
+        user: usize,
+        coins: i64,
+    },
+    /// One transaction of several debits: (user, coins) per item.
+    DebitBatch {
+        items: Vec<(usize, i64)>,
+    },
+    Refund {
+        debit: usize,
+        coins: Option<i64>,
+    },
+    Reverse {
+        purchase: usize,
+    },
+    Reserve {
+        user: usize,
+        coins: i64,
+    },
+    Capture {
+        hold: usize,
+        coins: Option<i64>,
+    },
+    Release {
+        hold: usize,
+    },
 }
 
 const USERS: usize = 3;
@@ -31,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
             bonus
         }),
         (0..USERS, 1i64..400).prop_map(|(user, coins)| Op::Debit { user, coins }),
+        proptest::collection::vec((0..USERS, 1i64..200), 1..6)
+            .prop_map(|items| Op::DebitBatch { items }),
         (0usize..20, proptest::option::of(1i64..400))
             .prop_map(|(debit, coins)| Op::Refund { debit, coins }),
         (0usize..10).prop_map(|purchase| Op::Reverse { purchase }),
@@ -89,6 +115,31 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     debits.push(cmd.operation_id);
                 }
                 done
+            }
+            Op::DebitBatch { items } => {
+                let cmds: Vec<DebitCmd> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(user, coins))| DebitCmd {
+                        operation_id: id(format!("b{i}-{j}")),
+                        user_id: id(format!("u{user}")),
+                        coins: Coins::parse(coins).unwrap(),
+                        saga_id: None,
+                        note: Text::default(),
+                        actor: "prop".into(),
+                    })
+                    .collect();
+                match ledger::debit_batch(&mut tx, &cmds, AgeRule::default(), now).await {
+                    Ok(answers) => {
+                        for (cmd, answer) in cmds.iter().zip(&answers) {
+                            if answer.is_ok() {
+                                debits.push(cmd.operation_id.clone());
+                            }
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                }
             }
             Op::Refund { debit, coins } => match debits.get(debit) {
                 Some(d) => {

@@ -5,6 +5,7 @@
 mod actors;
 mod age;
 mod authorization;
+mod batch;
 mod concurrent_mixes;
 mod ledger_properties;
 mod migrations;
