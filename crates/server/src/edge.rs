@@ -9,6 +9,8 @@ use ovation_types::{
 };
 use prost_types::Timestamp;
 
+use crate::ApiError;
+
 /// The `idempotency_key` field every mutating request carries.
 pub fn idempotency_key(v: &mut Violations, raw: &str) -> Option<IdempotencyKey> {
     v.check("idempotency_key", IdempotencyKey::parse(raw))
@@ -134,5 +136,84 @@ mod tests {
             incoming_deadline(&tonic::metadata::MetadataMap::new()),
             None
         );
+    }
+}
+
+/// A batch RPC's items answered in the request's order: each item as parsed (a malformed
+/// one is answered with its own INVALID_ARGUMENT), the well-formed ones run together by
+/// `run`, whose answers (one per item it was given, in order) are put back in place.
+/// `Err` only when the batch as a whole failed (nothing was applied).
+pub async fn answer_batch<C, T, E, Fut>(
+    parsed: Vec<Parsed<C>>,
+    run: impl FnOnce(Vec<C>) -> Fut,
+) -> Result<Vec<Result<T, ApiError>>, ApiError>
+where
+    Fut: std::future::Future<Output = Result<Vec<Result<T, E>>, ApiError>>,
+    ApiError: From<E>,
+{
+    let mut well_formed = Vec::with_capacity(parsed.len());
+    let mut slots = Vec::with_capacity(parsed.len());
+    for item in parsed {
+        match item {
+            Ok(cmd) => {
+                well_formed.push(cmd);
+                slots.push(None);
+            }
+            Err(violations) => slots.push(Some(ApiError::InvalidArgument(violations))),
+        }
+    }
+    let mut answers = if well_formed.is_empty() {
+        Vec::new()
+    } else {
+        run(well_formed).await?
+    }
+    .into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(refused) => Err(refused),
+            None => match answers.next() {
+                Some(answer) => answer.map_err(ApiError::from),
+                None => Err(ApiError::Internal(
+                    "a batch answered fewer items than it was given".into(),
+                )),
+            },
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use ovation_types::Violation;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_items_are_answered_in_place_and_the_rest_run_together() {
+        let parsed: Vec<Parsed<u32>> = vec![
+            Ok(1),
+            Err(vec![Violation::new("items[1].coins", "must be > 0")]),
+            Ok(3),
+        ];
+        let answers = answer_batch(parsed, |cmds: Vec<u32>| async move {
+            assert_eq!(cmds, vec![1, 3], "only the well-formed items run");
+            Ok::<_, ApiError>(cmds.into_iter().map(Ok::<u32, ApiError>).collect())
+        })
+        .await
+        .unwrap();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].as_ref().unwrap(), &1);
+        assert_eq!(
+            answers[1].as_ref().unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(answers[2].as_ref().unwrap(), &3);
+
+        let short = answer_batch(vec![Ok(1u32), Ok(2)], |_cmds: Vec<u32>| async {
+            Ok::<_, ApiError>(vec![Ok::<u32, ApiError>(1)])
+        })
+        .await
+        .unwrap();
+        assert_eq!(short[1].as_ref().unwrap_err().code(), tonic::Code::Internal);
     }
 }

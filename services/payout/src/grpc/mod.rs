@@ -31,7 +31,7 @@ use ovation_auth::{Caller, Role};
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_server::PayoutService;
 use ovation_server::error::check_batch_len;
-use ovation_server::{ApiError, IdempotentCall, access};
+use ovation_server::{ApiError, IdempotentCall, access, edge};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Replayed, StoreError};
 use ovation_types::{IdempotencyKey, Name, ResourceId, UnixMillis};
@@ -314,49 +314,26 @@ impl PayoutService for PayoutApi {
         access::require(&request, &[Role::GiftingService])?;
         let items = request.into_inner().items;
         check_batch_len(items.len())?;
-        // A malformed item is its own INVALID_ARGUMENT; the others go on.
-        let mut outcomes: Vec<Option<Result<pb::Credit, ApiError>>> = Vec::new();
-        let mut credits = Vec::with_capacity(items.len());
-        for item in &items {
-            match parse_credit_item(item) {
-                Ok(credit) => {
-                    credits.push(credit);
-                    outcomes.push(None);
-                }
-                Err(violations) => outcomes.push(Some(Err(ApiError::from(violations)))),
-            }
-        }
-        let mut credited = if credits.is_empty() {
-            Vec::new().into_iter()
-        } else {
+        let parsed = items.iter().map(parse_credit_item).collect();
+        let answers = edge::answer_batch(parsed, async |credits| {
             let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
             let results = ledger::credit_batch(&mut tx, credits).await?;
             tx.commit()
                 .await
                 .map_err(|e| ApiError::from(StoreError::from(e)))?;
             ovation_server::crash_point::reached("batch_committed");
-            results.into_iter()
-        };
-        let results = outcomes
+            Ok(results)
+        })
+        .await?;
+        let results = answers
             .into_iter()
-            .map(|parsed| {
-                let outcome = match parsed {
-                    Some(refused) => refused,
-                    None => match credited.next() {
-                        Some(result) => result
-                            .map(|credit| to_proto::credit(&credit))
-                            .map_err(ApiError::from),
-                        None => Err(ApiError::Internal(
-                            "the batch answered fewer credits than it was given".into(),
-                        )),
-                    },
-                };
-                pb::CreditDiamondsResult {
-                    outcome: Some(match outcome {
-                        Ok(credit) => pb::credit_diamonds_result::Outcome::Credit(credit),
-                        Err(e) => pb::credit_diamonds_result::Outcome::Error(e.into()),
-                    }),
-                }
+            .map(|answer| pb::CreditDiamondsResult {
+                outcome: Some(match answer {
+                    Ok(credit) => {
+                        pb::credit_diamonds_result::Outcome::Credit(to_proto::credit(&credit))
+                    }
+                    Err(e) => pb::credit_diamonds_result::Outcome::Error(e.into()),
+                }),
             })
             .collect();
         Ok(Response::new(pb::CreditDiamondsBatchResponse { results }))

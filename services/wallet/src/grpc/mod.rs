@@ -17,7 +17,7 @@ use ovation_proto::reasons;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_server::WalletService;
 use ovation_server::error::check_batch_len;
-use ovation_server::{ApiError, IdempotentCall, access};
+use ovation_server::{ApiError, IdempotentCall, access, edge};
 use ovation_store::Db;
 use ovation_types::{PageToken, UnixMillis};
 use tonic::{Request, Response, Status};
@@ -297,43 +297,26 @@ impl WalletService for WalletApi {
         let caller = access::require(&request, SPENDERS)?;
         let req = request.into_inner();
         check_batch_len(req.items.len())?;
-        // A malformed item is that item's INVALID_ARGUMENT; the others go on.
-        let parsed: Vec<_> = req
+        let parsed = req
             .items
             .iter()
             .map(|item| parse_debit_item(item, &caller))
             .collect();
-        let cmds: Vec<DebitCmd> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
-            .collect();
-        let mut outcomes = if cmds.is_empty() {
-            Vec::new()
-        } else {
-            ledger::debit_batch_committed(&self.db, &cmds, self.age_rule)
+        let answers = edge::answer_batch(parsed, async |cmds: Vec<DebitCmd>| {
+            let debits = ledger::debit_batch_committed(&self.db, &cmds, self.age_rule)
                 .await
-                .map_err(status)?
-        }
-        .into_iter();
-        let results = parsed
+                .map_err(ApiError::from)?;
+            ovation_server::crash_point::reached("batch_committed");
+            Ok(debits)
+        })
+        .await?;
+        let results = answers
             .into_iter()
-            .map(|p| {
-                let outcome = match p {
-                    Err(violations) => Err(ApiError::from(violations)),
-                    Ok(_) => match outcomes.next() {
-                        Some(Ok(debit)) => Ok(debit),
-                        Some(Err(e)) => Err(ApiError::from(e)),
-                        None => Err(ApiError::Internal("a batch item got no answer".into())),
-                    },
-                };
-                pb::DebitCoinsResult {
-                    outcome: Some(match outcome {
-                        Ok(debit) => {
-                            pb::debit_coins_result::Outcome::Debit(to_proto::debit(&debit))
-                        }
-                        Err(e) => pb::debit_coins_result::Outcome::Error(e.into()),
-                    }),
-                }
+            .map(|answer| pb::DebitCoinsResult {
+                outcome: Some(match answer {
+                    Ok(debit) => pb::debit_coins_result::Outcome::Debit(to_proto::debit(&debit)),
+                    Err(e) => pb::debit_coins_result::Outcome::Error(e.into()),
+                }),
             })
             .collect();
         Ok(Response::new(pb::DebitCoinsBatchResponse { results }))
