@@ -95,9 +95,10 @@ pub async fn insert_saga(
     lease_until: UnixMillis,
     trace_parent: &str,
 ) -> Result<bool, StoreError> {
+    let q = stored_quote(saga);
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, 0, 0, \
-         $10, $11, 0, 0, NULL, 0, '', 0, 0, '', $12, $13, $14, $15, $15, NULL, 0, $16) \
+        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, 0, 0, NULL, 0, '', 0, 0, '', $17, $18, $19, $20, $20, NULL, 0, $21) \
          ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING"
     )))
     .bind(saga.saga_id.as_str())
@@ -109,6 +110,12 @@ pub async fn insert_saga(
     .bind(saga.gift_id.as_str())
     .bind(i64::from(saga.quantity))
     .bind(saga.message.as_str())
+    // A saga recorded already quoted (from the quote cache) is recorded with its quote.
+    .bind(q.gift_version)
+    .bind(q.unit_price_coins)
+    .bind(q.total_coins)
+    .bind(i64::from(q.creator_share_bps))
+    .bind(q.economy_version)
     .bind(saga.status.code())
     .bind(saga.step.code())
     .bind(saga.next_attempt_at.0)
@@ -161,6 +168,17 @@ pub enum LeaseAfter {
 /// renews or releases that lease. `false` (nothing written) if another replica took the
 /// lease over, or it was freed (an operator's retry, a terminal saga): a freed lease is
 /// nobody's, not even the empty owner's.
+/// The quote columns of a saga: zeros until it is quoted (a quote's gift version is > 0).
+fn stored_quote(saga: &Saga) -> Quote {
+    saga.quote.unwrap_or(Quote {
+        gift_version: 0,
+        unit_price_coins: 0,
+        total_coins: 0,
+        creator_share_bps: 0,
+        economy_version: 0,
+    })
+}
+
 pub async fn save_saga(
     conn: &mut Conn,
     saga: &Saga,
@@ -171,13 +189,7 @@ pub async fn save_saga(
         LeaseAfter::Renew(until) => (owner, until.0),
         LeaseAfter::Release => ("", 0),
     };
-    let q = saga.quote.unwrap_or(Quote {
-        gift_version: 0,
-        unit_price_coins: 0,
-        total_coins: 0,
-        creator_share_bps: 0,
-        economy_version: 0,
-    });
+    let q = stored_quote(saga);
     let done = sqlx::query(
         "UPDATE sagas SET gift_version = $2, unit_price_coins = $3, total_coins = $4, \
          creator_share_bps = $5, economy_version = $6, status = $7, step = $8, coins_spent = $9, \

@@ -808,3 +808,36 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
         db.close().await;
     }
 }
+
+/// A send quoted from the quote cache is recorded at its debit: the quote must be in the
+/// row, or a replica resuming the saga after a crash finds a debit step without a price.
+/// (Failed before the insert wrote the quote: the saga read back unquoted.)
+#[tokio::test]
+async fn a_saga_recorded_already_quoted_reads_back_with_its_quote() {
+    for tdb in databases().await {
+        let db = open(&tdb).await;
+        let now = UnixMillis::now();
+        let saga = quoted(&new_saga("sg_quoted", now), now);
+        assert_eq!(saga.step, Step::DebitCoins);
+        let mut conn = db.conn().await.unwrap();
+        assert!(
+            store::insert_saga(
+                &mut conn,
+                &saga,
+                "kq",
+                "fp",
+                "me",
+                UnixMillis(now.0 + 10_000),
+                ""
+            )
+            .await
+            .unwrap()
+        );
+        let row = store::get_saga(&mut conn, "sg_quoted")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.saga.step, Step::DebitCoins, "{}", tdb.backend());
+        assert_eq!(row.saga.quote, Some(QUOTE), "{}", tdb.backend());
+    }
+}
