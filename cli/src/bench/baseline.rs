@@ -12,7 +12,7 @@ use ovation_store::db::{redact, with_database};
 use sqlx::Connection;
 
 use super::args::BenchArgs;
-use super::cost::BaselineCpu;
+use super::cost::{BaselineCpu, postmaster_of};
 use super::load::{Call, Pace, drive};
 use super::pgstats::PgStats;
 use super::plan::{LoadLimit, assign, coins_per_viewer, creator_ids, gift_key, viewer_ids};
@@ -190,10 +190,11 @@ async fn baseline_in(
         .await
         .map_err(|e| format!("cannot open the baseline database {}: {e}", redact(url)))?;
     prepare(&pool, run, plan).await?;
-    let before = BaselineCpu::read();
+    let postmaster = postmaster_of(url);
+    let before = BaselineCpu::read(postmaster);
     let result = send_gifts(&pool, run, plan).await;
     // Before the pool closes: its backends' CPU is still their own.
-    let after = BaselineCpu::read();
+    let after = BaselineCpu::read(postmaster);
     pool.close().await;
     Ok(Measured {
         result: result?,

@@ -96,7 +96,8 @@ pub struct CostProbe {
     databases: Vec<String>,
     /// Why transactions per gift are not measured (SQLite, no server…).
     no_db_counts: Option<String>,
-    postgres_cpu: bool,
+    /// The suite's PostgreSQL server's main process, when it runs on this machine.
+    postmaster: Option<u32>,
 }
 
 impl CostProbe {
@@ -133,7 +134,7 @@ impl CostProbe {
             pg: None,
             databases: Vec::new(),
             no_db_counts: None,
-            postgres_cpu: false,
+            postmaster: None,
         };
         probe.print_processes();
         if !sqlite_files.is_empty() {
@@ -177,8 +178,7 @@ impl CostProbe {
                 );
                 self.databases = existing;
                 self.pg = Some(pg);
-                // The server's processes, if it runs on this machine (else n/a).
-                self.postgres_cpu = true;
+                self.postmaster = postmaster_of(url);
             }
             Ok(_) => {
                 self.no_db_counts = Some(format!(
@@ -236,11 +236,7 @@ impl CostProbe {
                 .filter_map(|p| Some((p.pid, procfs::stat(p.pid)?.cpu_ticks)))
                 .collect(),
             client: procfs::self_stat().map(|s| s.cpu_ticks),
-            postgres: if self.postgres_cpu {
-                procfs::postgres_cpu_ticks()
-            } else {
-                None
-            },
+            postgres: self.postmaster.and_then(procfs::server_cpu_ticks),
             rpcs: scrape::rpc_counts(&self.metrics_urls).await,
         }
     }
@@ -273,10 +269,7 @@ impl CostProbe {
             "cost of the suite's {calls} SendGift calls ({:.2} s):",
             wall.as_secs_f64()
         );
-        let _ = writeln!(
-            s,
-            "  CPU (utime+stime, /proc)            ms per 1,000 gifts    cores busy"
-        );
+        let _ = writeln!(s, "{}", cpu_header());
         let cpu_line = |s: &mut String, label: &str, ticks: Option<u64>| {
             let _ = writeln!(
                 s,
@@ -293,12 +286,12 @@ impl CostProbe {
                 .map(|(a, b)| a.saturating_sub(*b));
             cpu_line(&mut s, &p.label(), ticks);
         }
-        if self.postgres_cpu {
-            cpu_line(
-                &mut s,
-                "postgres (every process of the server, summed)",
-                diff(cpu.0.postgres, cpu.1.postgres),
-            );
+        if self.pg.is_some() {
+            let label = match self.postmaster {
+                Some(pid) => format!("PostgreSQL server, pid {pid} and its children"),
+                None => "PostgreSQL server (not on this machine)".to_owned(),
+            };
+            cpu_line(&mut s, &label, diff(cpu.0.postgres, cpu.1.postgres));
         }
         cpu_line(
             &mut s,
@@ -333,8 +326,37 @@ impl CostProbe {
     }
 }
 
+/// The main process of the PostgreSQL server at `url`, if it listens on this machine.
+pub fn postmaster_of(url: &str) -> Option<u32> {
+    let socket = postgres_socket(url)?;
+    procfs::listeners(&[socket]).get(&socket).copied()
+}
+
+/// `postgres://user@127.0.0.1:5432/db` → 127.0.0.1:5432 (5432 when the port is not
+/// given; `localhost` is 127.0.0.1; a Unix socket host or a name is not resolved).
+pub fn postgres_socket(url: &str) -> Option<SocketAddr> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let with_port = if host_port.ends_with(']') || !host_port.contains(':') {
+        format!("{host_port}:5432")
+    } else {
+        host_port.to_owned()
+    };
+    socket_of_url(&format!("http://{with_port}"))
+}
+
 fn diff(before: Option<u64>, after: Option<u64>) -> Option<u64> {
     Some(after?.saturating_sub(before?))
+}
+
+fn cpu_header() -> String {
+    format!(
+        "  {:<58}{:>12}{:>12}",
+        "CPU, utime+stime from /proc", "ms/1k gifts", "cores busy"
+    )
 }
 
 /// One CPU row: ms per 1,000 gifts and the cores it kept busy over `wall`.
@@ -358,9 +380,9 @@ pub fn cpu_row(
             } else {
                 cpu_ms / 1_000.0 / wall.as_secs_f64()
             };
-            format!("    {label:<50}{per_1000:>10.0}{cores:>14.2}")
+            format!("    {label:<56}{per_1000:>12.0}{cores:>12.2}")
         }
-        None => format!("    {label:<50}{:>10}", "n/a"),
+        None => format!("    {label:<56}{:>12}", "n/a"),
     }
 }
 
@@ -413,8 +435,9 @@ fn render_db(before: &DbCounts, after: &DbCounts, calls: u64) -> String {
     }
     let _ = writeln!(
         s,
-        "    (commits + rollbacks, including the services' background work during the load and \
-         the {} s after it)",
+        "    (transactions: commits + rollbacks, a statement outside a transaction being one; \
+         statements: BEGIN and COMMIT included; both with the services' background work during \
+         the load and the {} s after it)",
         STATS_SETTLE.as_secs()
     );
     if let Err(e) = statements {
@@ -468,10 +491,11 @@ pub struct BaselineCpu {
 }
 
 impl BaselineCpu {
-    pub fn read() -> BaselineCpu {
+    /// The bench client's and the server's (`postmaster`) CPU now.
+    pub fn read(postmaster: Option<u32>) -> BaselineCpu {
         BaselineCpu {
             client: procfs::self_stat().map(|s| s.cpu_ticks),
-            postgres: procfs::postgres_cpu_ticks(),
+            postgres: postmaster.and_then(procfs::server_cpu_ticks),
         }
     }
 
@@ -479,14 +503,15 @@ impl BaselineCpu {
     pub fn render(before: BaselineCpu, after: BaselineCpu, calls: u64, wall: Duration) -> String {
         let ticks = procfs::clock_ticks_per_sec();
         let mut s = format!(
-            "cost of the baseline's {calls} transactions ({:.2} s):\n  CPU (utime+stime, /proc)            ms per 1,000 gifts    cores busy\n",
-            wall.as_secs_f64()
+            "cost of the baseline's {calls} transactions ({:.2} s):\n{}\n",
+            wall.as_secs_f64(),
+            cpu_header()
         );
         let _ = writeln!(
             s,
             "{}",
             cpu_row(
-                "postgres (every process of the server, summed)",
+                "PostgreSQL server (postmaster and its children)",
                 diff(before.postgres, after.postgres),
                 ticks,
                 calls,
@@ -542,6 +567,22 @@ mod tests {
         );
         assert_eq!(socket_of_url("http://wallet.svc:50051"), None);
         assert_eq!(socket_of_url("grpc://127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn postgres_urls_name_their_server_socket() {
+        let s = |u| postgres_socket(u).map(|a| a.to_string());
+        assert_eq!(
+            s("postgres://postgres@127.0.0.1:5432/postgres").as_deref(),
+            Some("127.0.0.1:5432")
+        );
+        assert_eq!(
+            s("postgresql://u:p@localhost/db?sslmode=disable").as_deref(),
+            Some("127.0.0.1:5432")
+        );
+        assert_eq!(s("postgres://[::1]:6543/x").as_deref(), Some("[::1]:6543"));
+        assert_eq!(s("postgres://db.internal:5432/x"), None);
+        assert_eq!(s("mysql://127.0.0.1/x"), None);
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn serves(socket: SocketAddr, wanted: SocketAddr) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcStat {
     pub comm: String,
+    pub ppid: u32,
     /// utime + stime: the process's own CPU time (all its threads).
     pub cpu_ticks: u64,
     /// cutime + cstime: CPU time of its children that exited and were reaped.
@@ -95,6 +96,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let field = |n: usize| rest.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     Some(ProcStat {
         comm,
+        ppid: rest.get(1)?.parse().ok()?,
         cpu_ticks: field(14)?.checked_add(field(15)?)?,
         children_cpu_ticks: field(16)?.checked_add(field(17)?)?,
     })
@@ -177,19 +179,19 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
     parse_vm_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// CPU ticks of every process named `postgres`: each one's own time plus its reaped
-/// children's, so backends that ended between two readings still count (in the
-/// postmaster's, which reaps them).
-pub fn postgres_cpu_ticks() -> Option<u64> {
-    let mut total = 0u64;
-    let mut any = false;
+/// CPU ticks of a PostgreSQL server: its postmaster (`postmaster`, found by the port it
+/// listens on) with its reaped children's time, and every live child (backends, the
+/// checkpointer…). Backends that ended between two readings still count: in the
+/// postmaster's children time, which grows when it reaps them.
+pub fn server_cpu_ticks(postmaster: u32) -> Option<u64> {
+    let own = stat(postmaster)?;
+    let mut total = own.cpu_ticks.saturating_add(own.children_cpu_ticks);
     for pid in pids() {
-        if let Some(s) = stat(pid).filter(|s| s.comm == "postgres") {
-            any = true;
-            total = total.saturating_add(s.cpu_ticks.saturating_add(s.children_cpu_ticks));
+        if let Some(s) = stat(pid).filter(|s| s.ppid == postmaster) {
+            total = total.saturating_add(s.cpu_ticks);
         }
     }
-    any.then_some(total)
+    Some(total)
 }
 
 /// The SQLite files a process holds open (`*.db`), which tells the engine its services
@@ -274,6 +276,7 @@ mod tests {
             parse_stat(text),
             Some(ProcStat {
                 comm: "ovation (x) y".into(),
+                ppid: 1,
                 cpu_ticks: 1_750,
                 children_cpu_ticks: 42,
             })
