@@ -75,6 +75,10 @@ pub fn socket_of_url(url: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port.parse().ok()?))
 }
 
+/// The database statistics at one instant: `None` when they are not read (SQLite, no
+/// server), `Err` when reading failed.
+pub type DbReading = Option<Result<DbCounts, String>>;
+
 /// CPU time in clock ticks and the RPC counters at one instant.
 #[derive(Clone, Debug)]
 pub struct CpuReading {
@@ -241,7 +245,7 @@ impl CostProbe {
         }
     }
 
-    pub async fn read_db(&mut self) -> Option<Result<DbCounts, String>> {
+    pub async fn read_db(&mut self) -> DbReading {
         let pg = self.pg.as_mut()?;
         Some(pg.counts(&self.databases).await)
     }
@@ -258,10 +262,7 @@ impl CostProbe {
         calls: u64,
         wall: Duration,
         cpu: (&CpuReading, &CpuReading),
-        db: (
-            Option<&Result<DbCounts, String>>,
-            Option<&Result<DbCounts, String>>,
-        ),
+        db: (&DbReading, &DbReading),
     ) -> String {
         let mut s = String::new();
         let _ = writeln!(

@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(stats.existing(&names).await.unwrap(), vec![name.clone()]);
         let before = stats.counts(&names).await.unwrap();
         // Five transactions in the database; the backend reports them when it exits.
-        let mut conn = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
         for _ in 0..5 {
             sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
         }

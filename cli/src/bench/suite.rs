@@ -72,7 +72,7 @@ pub async fn run(
             result.outcomes.total(),
             result.wall,
             (&cpu_before, &cpu_after),
-            (db_before.as_ref(), db_after.as_ref())
+            (&db_before, &db_after)
         )
     );
     probe.close().await;
