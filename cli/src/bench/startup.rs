@@ -135,20 +135,21 @@ pub async fn run(args: &StartupArgs) -> Result<bool, Box<dyn std::error::Error>>
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
+    let ok = match outcome {
+        Ok(table) => {
+            print!("{table}");
+            true
+        }
+        Err(e) => {
+            println!("startup bench FAILED: {e}");
+            false
+        }
+    };
     println!(
         "load average after: {}",
         machine::load_average().unwrap_or_else(|| "n/a".into())
     );
-    match outcome {
-        Ok(table) => {
-            print!("{table}");
-            Ok(true)
-        }
-        Err(e) => {
-            println!("startup bench FAILED: {e}");
-            Ok(false)
-        }
-    }
+    Ok(ok)
 }
 
 /// Creates the throwaway databases, measures, drops them (also on failure).
