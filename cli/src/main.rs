@@ -8,8 +8,11 @@
 //! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
 //! - `ovation audit`: proves I1–I5 on a running suite through its admin reads, for every
 //!   gift saga or for those created in a window (`--since`/`--until`, RFC 3339).
-//! - `ovation bench`: gifts/s and SendGift latency against a running suite (and a
-//!   one-transaction-per-gift PostgreSQL baseline with `--baseline`), then the audit.
+//! - `ovation bench`: gifts/s and SendGift latency against a running suite, closed loop
+//!   (`--concurrency`) or open loop (`--rate`), where each gift's cost goes (CPU per
+//!   process, RPCs, database transactions), a one-transaction-per-gift PostgreSQL baseline
+//!   with `--baseline`, then the audit; `ovation bench startup`: each service binary's time
+//!   to SERVING and idle RSS.
 
 mod audit;
 mod bench;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ovation_types::ResourceId;
 
+use super::load::Pace;
 use super::plan::LoadLimit;
+use super::startup::StartupArgs;
 use crate::audit::Addresses;
 
 /// Most viewers one run creates.
@@ -22,12 +24,22 @@ pub const DURATION_SECS_MAX: u64 = 3_600;
 pub const GIFTS_DEFAULT: u64 = 2_000;
 /// Longest a single RPC or baseline transaction may take (`--rpc-timeout-secs`).
 pub const RPC_TIMEOUT_SECS_MAX: u64 = 120;
+/// Highest open-loop rate, gifts per second.
+pub const RATE_MAX: u32 = 100_000;
+/// Most open-loop sends in flight (`--rate-inflight-max`).
+pub const RATE_INFLIGHT_MAX: u32 = 65_536;
+/// Most metrics endpoints scraped.
+const METRICS_URLS_MAX: usize = 16;
 /// Baseline connections when `--baseline-connections` is not given: min(C, this), the
 /// same as one service's default pool (`OVATION_DB_CONNECTIONS_MAX`).
 const BASELINE_CONNECTIONS_DEFAULT: u32 = 16;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// Another bench instead of the load: `startup` measures each service's time to
+    /// SERVING and idle memory.
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     // Wallet, payout and gifting: the addresses the audit takes too.
     #[command(flatten)]
     pub addresses: Addresses,
@@ -59,10 +71,20 @@ pub struct BenchArgs {
     /// Send every gift to one creator (contention on one diamond balance).
     #[arg(long)]
     pub hot_creator: bool,
-    /// Concurrent senders.
+    /// Concurrent senders (closed loop: each sends its next gift when the last is
+    /// answered; for max throughput).
     #[arg(long, default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=CONCURRENCY_MAX as i64))]
     pub concurrency: u32,
+    /// Open loop: send this many gifts per second on a fixed schedule whatever comes back,
+    /// latency measured from each gift's due time (instead of --concurrency).
+    #[arg(long, conflicts_with = "concurrency",
+          value_parser = clap::value_parser!(u32).range(1..=RATE_MAX as i64))]
+    pub rate: Option<u32>,
+    /// Open loop: most sends in flight; a gift due beyond it is dropped (and counted).
+    #[arg(long, default_value_t = 4_096, requires = "rate",
+          value_parser = clap::value_parser!(u32).range(1..=RATE_INFLIGHT_MAX as i64))]
+    pub rate_inflight_max: u32,
     /// Gifts to send (default 2000 when --duration-secs is not given).
     #[arg(long, conflicts_with = "duration_secs",
           value_parser = clap::value_parser!(u64).range(1..=GIFTS_MAX))]
@@ -103,6 +125,20 @@ pub struct BenchArgs {
     /// Connections of the baseline's pool (default: min(concurrency, 16), one service's pool).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub baseline_connections: Option<u32>,
+    /// The suite's Prometheus endpoints (RPCs per gift are read from them before and after
+    /// the load), comma-separated: `ovation up` serves all four services on one; separate
+    /// processes each have their own (`OVATION_METRICS_ADDR`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9464/metrics"
+    )]
+    pub metrics_url: Vec<String>,
+    /// The PostgreSQL server the suite runs on (`ovation up --postgres-url`): its
+    /// statistics give transactions (and, with pg_stat_statements, statements) per gift in
+    /// each service's database `ovation_<service>`. Default: `--baseline`'s server.
+    #[arg(long, env = "OVATION_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
     /// Coins per gift unit in the baseline when the catalog is not consulted
     /// (--baseline-only); with the suite, the catalog's quote is used.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..=50_000))]
@@ -125,10 +161,20 @@ impl BenchArgs {
         if self.payment_token.is_empty() || self.payment_token.len() > 255 {
             return Err("--payment-token must be 1..=255 characters".into());
         }
-        if let Some(url) = &self.baseline
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
+        let postgres =
+            |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if self.baseline.as_deref().is_some_and(|u| !postgres(u)) {
             return Err("--baseline must be a postgres:// URL".into());
+        }
+        if self.postgres_url.as_deref().is_some_and(|u| !postgres(u)) {
+            return Err("--postgres-url must be a postgres:// URL".into());
+        }
+        if self.metrics_url.len() > METRICS_URLS_MAX
+            || self.metrics_url.iter().any(|u| !u.starts_with("http://"))
+        {
+            return Err(format!(
+                "--metrics-url takes 1..={METRICS_URLS_MAX} http:// URLs"
+            ));
         }
         Ok(match (self.gifts, self.duration_secs) {
             (Some(_), Some(_)) => {
@@ -145,10 +191,36 @@ impl BenchArgs {
         Duration::from_secs(self.rpc_timeout_secs)
     }
 
+    /// Closed loop at `--concurrency`, or open loop at `--rate`.
+    pub fn pace(&self) -> Pace {
+        match self.rate {
+            Some(rate) => Pace::Open {
+                rate,
+                inflight_max: self.rate_inflight_max,
+            },
+            None => Pace::Closed {
+                concurrency: self.concurrency,
+            },
+        }
+    }
+
+    /// The server whose statistics describe the suite's databases.
+    pub fn suite_postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref().or(self.baseline.as_deref())
+    }
+
     pub fn baseline_connections(&self) -> u32 {
         self.baseline_connections
             .unwrap_or_else(|| self.concurrency.min(BASELINE_CONNECTIONS_DEFAULT))
     }
+}
+
+/// `ovation bench <mode>`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchMode {
+    /// Start each service's own binary on an existing (migrated) database: time from
+    /// spawn to grpc.health SERVING and idle RSS, per service.
+    Startup(StartupArgs),
 }
 
 #[cfg(test)]
@@ -180,6 +252,19 @@ mod tests {
         assert_eq!(a.seed_package, "coins_10000");
         assert_eq!(a.validate(), Ok(LoadLimit::Gifts(2_000)));
         assert_eq!(a.baseline_connections(), 16);
+        assert_eq!(a.pace(), Pace::Closed { concurrency: 32 });
+        assert_eq!(a.metrics_url, vec!["http://127.0.0.1:9464/metrics"]);
+        assert!(a.mode.is_none());
+        let a = parse(&["--rate", "500", "--duration-secs", "10"]).unwrap();
+        assert_eq!(
+            a.pace(),
+            Pace::Open {
+                rate: 500,
+                inflight_max: 4_096
+            }
+        );
+        let a = parse(&["startup", "--database", "sqlite"]).unwrap();
+        assert!(matches!(a.mode, Some(BenchMode::Startup(_))));
     }
 
     #[test]
@@ -197,6 +282,11 @@ mod tests {
             &["--rpc-timeout-secs", "0"],
             &["--gifts", "10", "--duration-secs", "5"],
             &["--baseline-only"],
+            &["--rate", "0"],
+            &["--rate", "100001"],
+            &["--rate", "10", "--concurrency", "8"],
+            &["--rate-inflight-max", "10"],
+            &["--rate", "10", "--rate-inflight-max", "0"],
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }
@@ -217,6 +307,8 @@ mod tests {
             &["--seed-package", ""],
             &["--currency", "usd"],
             &["--baseline", "mysql://x"],
+            &["--postgres-url", "sqlite://x.db"],
+            &["--metrics-url", "https://x/metrics"],
         ] {
             let a = parse(bad).unwrap();
             assert!(a.validate().is_err(), "accepted {bad:?}");

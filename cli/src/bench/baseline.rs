@@ -12,7 +12,9 @@ use ovation_store::db::{redact, with_database};
 use sqlx::Connection;
 
 use super::args::BenchArgs;
-use super::load::{Call, drive};
+use super::cost::{BaselineCpu, postmaster_of};
+use super::load::{Call, Pace, drive};
+use super::pgstats::PgStats;
 use super::plan::{LoadLimit, assign, coins_per_viewer, creator_ids, gift_key, viewer_ids};
 use super::report::{LoadResult, render_result};
 use super::suite::SuiteRun;
@@ -28,7 +30,7 @@ struct BaselinePlan {
     viewers: u32,
     creators: u32,
     hot_creator: bool,
-    concurrency: u32,
+    pace: Pace,
     connections: u32,
     coins_per_gift: i64,
     share_bps: i32,
@@ -56,7 +58,7 @@ impl BaselinePlan {
             viewers: args.viewers,
             creators: args.creators,
             hot_creator: args.hot_creator,
-            concurrency: args.concurrency,
+            pace: args.pace(),
             connections: args.baseline_connections(),
             coins_per_gift,
             share_bps,
@@ -74,18 +76,36 @@ pub async fn run(
     suite: Option<&SuiteRun>,
 ) -> Result<LoadResult, Box<dyn Error>> {
     let plan = BaselinePlan::new(args, limit, suite);
+    let settings = match PgStats::connect(server_url).await {
+        Ok(mut pg) => {
+            let s = pg.settings().await;
+            pg.close().await;
+            s
+        }
+        Err(e) => Err(e),
+    };
     eprintln!("bench: running the PostgreSQL baseline…");
-    let (result, db) = baseline(server_url, run, &plan).await?;
+    let (measured, db) = baseline(server_url, run, &plan).await?;
+    let Measured { result, cpu } = measured;
     println!();
     println!(
-        "baseline: one PostgreSQL transaction per gift at {db} (dropped afterwards), \
-         {} connections, {} workers, {} coins -> {} diamonds per gift",
+        "baseline: one PostgreSQL transaction per gift (3 statements: debit, credit, journal) \
+         at {db} (dropped afterwards), {} connections, {}, {} coins -> {} diamonds per gift",
         plan.connections,
-        plan.concurrency,
+        plan.pace.describe(),
         plan.coins_per_gift,
         diamonds_for(plan.coins_per_gift, plan.share_bps)
     );
+    match settings {
+        Ok(s) => println!("baseline database: {s}"),
+        Err(e) => println!("baseline database: settings unreadable: {e}"),
+    }
     print!("{}", render_result("baseline transactions", &result));
+    println!();
+    print!(
+        "{}",
+        BaselineCpu::render(cpu.0, cpu.1, result.outcomes.total(), result.wall)
+    );
     Ok(result)
 }
 
@@ -108,13 +128,19 @@ CREATE TABLE journal (
 );
 ";
 
+/// A baseline load and the CPU readings around it.
+struct Measured {
+    result: LoadResult,
+    cpu: (BaselineCpu, BaselineCpu),
+}
+
 /// Creates the throwaway database, runs the baseline in it, drops it (also on failure);
 /// the result and the database's URL, redacted.
 async fn baseline(
     server_url: &str,
     run: &str,
     plan: &BaselinePlan,
-) -> Result<(LoadResult, String), Box<dyn Error>> {
+) -> Result<(Measured, String), Box<dyn Error>> {
     let name = format!("ovation_bench_baseline_{run}");
     let mut admin = connect(server_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -156,7 +182,7 @@ async fn baseline_in(
     url: &str,
     run: &str,
     plan: &BaselinePlan,
-) -> Result<LoadResult, Box<dyn Error>> {
+) -> Result<Measured, Box<dyn Error>> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(plan.connections)
         .acquire_timeout(plan.timeout)
@@ -164,9 +190,16 @@ async fn baseline_in(
         .await
         .map_err(|e| format!("cannot open the baseline database {}: {e}", redact(url)))?;
     prepare(&pool, run, plan).await?;
+    let postmaster = postmaster_of(url);
+    let before = BaselineCpu::read(postmaster);
     let result = send_gifts(&pool, run, plan).await;
+    // Before the pool closes: its backends' CPU is still their own.
+    let after = BaselineCpu::read(postmaster);
     pool.close().await;
-    result
+    Ok(Measured {
+        result: result?,
+        cpu: (before, after),
+    })
 }
 
 /// The schema, every viewer funded for its share of the gifts, every creator at 0
@@ -179,7 +212,10 @@ async fn prepare(
 ) -> Result<(), Box<dyn Error>> {
     sqlx::raw_sql(BASELINE_SCHEMA).execute(pool).await?;
     let coins_each = coins_per_viewer(
-        plan.limit.planned_gifts(),
+        plan.limit.planned_gifts_at(match plan.pace {
+            Pace::Open { rate, .. } => Some(rate),
+            Pace::Closed { .. } => None,
+        }),
         plan.viewers,
         plan.coins_per_gift,
     )
@@ -221,7 +257,7 @@ async fn send_gifts(
     let creator_ids = Arc::new(creator_ids(run, plan.creators));
     let diamonds = diamonds_for(plan.coins_per_gift, plan.share_bps);
     let (pool, run, plan) = (pool.clone(), run.to_owned(), plan.clone());
-    let (concurrency, limit) = (plan.concurrency, plan.limit);
+    let (pace, limit) = (plan.pace, plan.limit);
     let send = move |i: u64| {
         let (v, c) = assign(i, plan.viewers, plan.creators, plan.hot_creator);
         let (pool, key) = (pool.clone(), gift_key(&run, i));
@@ -243,7 +279,7 @@ async fn send_gifts(
             }
         }
     };
-    drive(concurrency, limit, send).await
+    drive(pace, limit, send).await
 }
 
 enum TxOutcome {

@@ -21,7 +21,7 @@ pub enum LoadLimit {
 
 impl LoadLimit {
     /// The most gifts the phase may send.
-    fn gift_cap(self) -> u64 {
+    pub fn gift_cap(self) -> u64 {
         match self {
             LoadLimit::Gifts(n) => n,
             LoadLimit::Duration(_) => GIFTS_MAX,
@@ -36,6 +36,18 @@ impl LoadLimit {
                 .as_secs()
                 .saturating_mul(DURATION_FUNDING_GIFTS_PER_SEC)
                 .min(GIFTS_MAX),
+        }
+    }
+
+    /// The gifts viewers are funded for when an open loop sends `rate` gifts per second
+    /// (a duration run sends about rate × duration).
+    pub fn planned_gifts_at(self, rate: Option<u32>) -> u64 {
+        match (self, rate) {
+            (LoadLimit::Duration(d), Some(rate)) => d
+                .as_secs()
+                .saturating_mul(u64::from(rate))
+                .clamp(1, GIFTS_MAX),
+            _ => self.planned_gifts(),
         }
     }
 
@@ -176,6 +188,14 @@ mod tests {
             LoadLimit::Duration(Duration::from_secs(10)).planned_gifts(),
             10 * DURATION_FUNDING_GIFTS_PER_SEC
         );
+        // An open loop funds for its rate; a count run for its count.
+        let ten_secs = LoadLimit::Duration(Duration::from_secs(10));
+        assert_eq!(ten_secs.planned_gifts_at(Some(50)), 500);
+        assert_eq!(
+            ten_secs.planned_gifts_at(None),
+            10 * DURATION_FUNDING_GIFTS_PER_SEC
+        );
+        assert_eq!(LoadLimit::Gifts(7).planned_gifts_at(Some(1_000)), 7);
     }
 
     #[test]

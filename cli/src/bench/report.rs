@@ -101,7 +101,32 @@ impl Outcomes {
 pub struct LoadResult {
     pub latency_us: Histogram<u64>,
     pub outcomes: Outcomes,
+    /// From the first send to the last answer.
     pub wall: Duration,
+    /// What an open-loop phase scheduled and dropped (`None`: closed loop).
+    pub open_loop: Option<OpenLoop>,
+}
+
+/// An open-loop phase's schedule, as it went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenLoop {
+    /// Offered rate, gifts per second.
+    pub rate: u32,
+    /// Gifts that came due.
+    pub scheduled: u64,
+    /// Gifts not sent because `--rate-inflight-max` sends were outstanding.
+    pub dropped: u64,
+    /// From the start to the last gift's due time (its send).
+    pub sending: Duration,
+}
+
+impl OpenLoop {
+    /// Sends made per second: over the sending window plus one interval (N sends on
+    /// schedule span N - 1 intervals), so a run on schedule achieves its offered rate.
+    pub fn achieved_rate(&self) -> f64 {
+        let interval = Duration::from_secs(1) / self.rate.max(1);
+        per_second(self.scheduled - self.dropped, self.sending + interval)
+    }
 }
 
 /// The figures compared between the suite and the baseline.
@@ -204,6 +229,19 @@ pub fn render_result(label: &str, result: &LoadResult) -> String {
     for (kind, message) in &result.outcomes.error_samples {
         let _ = writeln!(s, "  e.g. {kind}: {}", truncate(message, 200));
     }
+    if let Some(open) = &result.open_loop {
+        let _ = writeln!(
+            s,
+            "  open loop   offered {} gifts/s, sent {} of {} due ({:.1}/s over {:.2} s), \
+             dropped {} (in-flight bound full); latency from each gift's due time",
+            open.rate,
+            open.scheduled - open.dropped,
+            open.scheduled,
+            open.achieved_rate(),
+            open.sending.as_secs_f64(),
+            open.dropped
+        );
+    }
     let _ = writeln!(s, "  throughput  {:.1} completed gifts/s", f.gifts_per_sec);
     let _ = writeln!(
         s,
@@ -241,6 +279,7 @@ mod tests {
                 ..Outcomes::default()
             },
             wall: Duration::from_secs(2),
+            open_loop: None,
         };
         let f = Figures::of(&result);
         assert_eq!(f.gifts_per_sec, 250.0);
@@ -265,6 +304,7 @@ mod tests {
             latency_us: histogram().unwrap(),
             outcomes: Outcomes::default(),
             wall: Duration::ZERO,
+            open_loop: None,
         };
         let e = Figures::of(&empty);
         assert_eq!((e.gifts_per_sec, e.p99_us), (0.0, 0));
@@ -273,6 +313,24 @@ mod tests {
         assert!(table.contains("n/a"), "{table}");
         let table = render_comparison(&f, &f);
         assert!(table.contains("1.00x"), "{table}");
+        let text = render_result("suite SendGift", &result);
+        assert!(!text.contains("open loop"), "{text}");
+        let open = LoadResult {
+            open_loop: Some(OpenLoop {
+                rate: 100,
+                scheduled: 1_000,
+                dropped: 10,
+                sending: Duration::from_millis(9_990),
+            }),
+            ..result
+        };
+        let text = render_result("suite SendGift", &open);
+        assert!(
+            text.contains(
+                "offered 100 gifts/s, sent 990 of 1000 due (99.0/s over 9.99 s), dropped 10"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

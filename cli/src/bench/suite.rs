@@ -18,6 +18,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use super::args::BenchArgs;
+use super::cost::CostProbe;
 use super::load::{Call, drive};
 use super::plan::{LoadLimit, assign, creator_ids, gift_key, purchases_needed, viewer_ids};
 use super::report::{LoadResult, render_result};
@@ -51,12 +52,30 @@ pub async fn run(
     let signer = signer(args)?;
     let cast = Arc::new(Cast::new(&signer, run, args, limit.secs() + 3_600)?);
     let suite = Suite::connect(args).await?;
+    let mut probe = CostProbe::discover(args).await;
     let prepared = setup(args, &suite, &cast, run, limit).await?;
     prepared.print(args);
+    probe.settle().await;
+    let db_before = probe.read_db().await;
+    let cpu_before = probe.read_cpu().await;
     eprintln!("bench: sending gifts…");
     let result = send_gifts(args, &suite.gifting, cast, run, stream, limit).await?;
+    let cpu_after = probe.read_cpu().await;
+    probe.settle().await;
+    let db_after = probe.read_db().await;
     println!();
     print!("{}", render_result("suite SendGift", &result));
+    println!();
+    print!(
+        "{}",
+        probe.render(
+            result.outcomes.total(),
+            result.wall,
+            (&cpu_before, &cpu_after),
+            (&db_before, &db_after)
+        )
+    );
+    probe.close().await;
     if result.outcomes.pending > 0 {
         println!(
             "  note: {} gifts were still PENDING at their deadline; the suite finishes them \
@@ -255,7 +274,7 @@ async fn setup(
     let quote = quote_gift(args, suite, reader).await?;
     let package_coins = package_coins(args, suite, reader).await?;
     let purchases = purchases_needed(
-        limit.planned_gifts(),
+        limit.planned_gifts_at(args.rate),
         args.viewers,
         quote.total_coins,
         package_coins,
@@ -449,5 +468,5 @@ async fn send_gifts(
             }
         }
     };
-    drive(args.concurrency, limit, send).await
+    drive(args.pace(), limit, send).await
 }
