@@ -182,14 +182,45 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
     );
     // The saga's calls to the other services are RPCs of those services, in the same
     // process-wide registry.
+    // The sagas' debits and credits travel in batches: at least one call each, and
+    // every gift an item of one.
+    for (service, method) in [
+        ("ovation.wallet.v1.WalletService", "DebitCoinsBatch"),
+        ("ovation.payout.v1.PayoutService", "CreditDiamondsBatch"),
+    ] {
+        assert!(
+            sample(
+                text,
+                &format!(
+                    "ovation_rpc_requests_total{{service=\"{service}\",method=\"{method}\",code=\"OK\"}}"
+                )
+            ) >= Some(1.0),
+            "{method} from the sagas:\n{text}"
+        );
+    }
+    for hop in ["debit", "credit"] {
+        assert_eq!(
+            sample(
+                text,
+                &format!("ovation_saga_hop_batch_items_sum{{hop=\"{hop}\"}}")
+            ),
+            Some(GIFTS as f64),
+            "every gift's {hop} an item of one batch:\n{text}"
+        );
+    }
+    // A gift's price comes from the catalog at least once; later sends may reuse it.
     assert!(
         sample(
             text,
-            "ovation_rpc_requests_total{service=\"ovation.wallet.v1.WalletService\",method=\"DebitCoins\",code=\"OK\"}"
-        ) >= Some(GIFTS as f64),
-        "wallet DebitCoins from the sagas:\n{text}"
+            "ovation_saga_step_duration_seconds_count{step=\"resolve_gift\"}"
+        ) >= Some(1.0)
+            || sample(
+                text,
+                "ovation_rpc_requests_total{service=\"ovation.catalog.v1.CatalogService\",method=\"QuoteGift\",code=\"OK\"}"
+            ) >= Some(1.0),
+        "the price was never asked:\n{text}"
     );
-    for step in ["resolve_gift", "debit_coins", "credit_diamonds"] {
+    for step in ["debit_coins", "credit_diamonds"] {
         assert!(
             sample(
                 text,

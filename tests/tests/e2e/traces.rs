@@ -227,8 +227,8 @@ async fn one_send_gift_is_one_trace_across_four_services(backend: Backend) {
     // The saga's three calls are in the trace, one per service.
     for (service, method) in [
         ("catalog", "/QuoteGift"),
-        ("wallet", "/DebitCoins"),
-        ("payout", "/CreditDiamonds"),
+        ("wallet", "/DebitCoinsBatch"),
+        ("payout", "/CreditDiamondsBatch"),
     ] {
         assert!(
             in_trace
@@ -287,14 +287,14 @@ async fn a_resumed_saga_continues_the_trace_of_its_request(backend: Backend) {
     let in_trace: Vec<&Exported> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let credit = in_trace
         .iter()
-        .find(|s| s.service == "payout" && s.name.ends_with("/CreditDiamonds"));
+        .find(|s| s.service == "payout" && s.name.ends_with("/CreditDiamondsBatch"));
     let resume = in_trace
         .iter()
         .find(|s| s.service == "gifting" && s.name == "resume_saga");
     if credit.is_none() || resume.is_none() {
         let elsewhere: Vec<String> = spans
             .iter()
-            .filter(|s| s.name.ends_with("/CreditDiamonds") || s.name == "resume_saga")
+            .filter(|s| s.name.ends_with("/CreditDiamondsBatch") || s.name == "resume_saga")
             .map(|s| format!("{} {} trace {}", s.service, s.name, s.trace_id))
             .collect();
         panic!(
