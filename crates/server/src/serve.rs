@@ -6,7 +6,6 @@ use std::time::Duration;
 use ovation_store::Db;
 use ovation_types::UnixMillis;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -124,7 +123,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(accepting(listener), async {
                     let _ = probe_stopped.await;
                 })
                 .await;
@@ -186,7 +185,7 @@ pub async fn serve(
             set_health(&reporter, spec, ServingStatus::NotServing).await;
         }
     };
-    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+    let serving = router.serve_with_incoming_shutdown(accepting(listener), stopping);
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     tokio::select! {
         result = serving => result?,
@@ -346,4 +345,12 @@ pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, StartErr
     TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Bind { address, source })
+}
+
+/// The connections `listener` accepts, with TCP_NODELAY: a reply is a few small HTTP/2
+/// frames, and with Nagle's algorithm on, the last one waited for the peer's delayed ACK
+/// (40 ms on Linux) whenever an earlier one was unacknowledged — every saga hop and most
+/// SendGift answers paid it under load (issue 13's profile).
+fn accepting(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
