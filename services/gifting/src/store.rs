@@ -84,6 +84,19 @@ fn saga_from_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
     })
 }
 
+/// A saga to record: the saga, its sender's idempotency key and request fingerprint, and
+/// the lease it starts under.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSaga<'a> {
+    pub saga: &'a Saga,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub owner: &'a str,
+    pub lease_until: UnixMillis,
+    /// The W3C traceparent of the request that started it ('' if none).
+    pub trace_parent: &'a str,
+}
+
 /// Records a new saga leased to `owner`; `false` if its sender already used its
 /// idempotency key (keys are unique per sender, not globally).
 pub async fn insert_saga(
@@ -95,37 +108,86 @@ pub async fn insert_saga(
     lease_until: UnixMillis,
     trace_parent: &str,
 ) -> Result<bool, StoreError> {
-    let q = stored_quote(saga);
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $14, $15, $16, 0, 0, NULL, 0, '', 0, 0, '', $17, $18, $19, $20, $20, NULL, 0, $21) \
-         ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING"
-    )))
-    .bind(saga.saga_id.as_str())
-    .bind(key)
-    .bind(fingerprint)
-    .bind(saga.sender_user_id.as_str())
-    .bind(saga.creator_id.as_str())
-    .bind(saga.stream_id.as_str())
-    .bind(saga.gift_id.as_str())
-    .bind(i64::from(saga.quantity))
-    .bind(saga.message.as_str())
-    // A saga recorded already quoted (from the quote cache) is recorded with its quote.
-    .bind(q.gift_version)
-    .bind(q.unit_price_coins)
-    .bind(q.total_coins)
-    .bind(i64::from(q.creator_share_bps))
-    .bind(q.economy_version)
-    .bind(saga.status.code())
-    .bind(saga.step.code())
-    .bind(saga.next_attempt_at.0)
-    .bind(owner)
-    .bind(lease_until.0)
-    .bind(saga.created_at.0)
-    .bind(trace_parent)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let new = NewSaga {
+        saga,
+        key,
+        fingerprint,
+        owner,
+        lease_until,
+        trace_parent,
+    };
+    Ok(!insert_sagas(conn, &[new]).await?.is_empty())
+}
+
+/// Parameters [`insert_sagas`] binds per saga.
+const NEW_SAGA_PARAMS: usize = 21;
+
+/// Records new sagas in one statement; returns the ids of those recorded (a saga whose
+/// sender already used its key, in the table or earlier in `sagas`, is not).
+pub async fn insert_sagas(
+    conn: &mut Conn,
+    sagas: &[NewSaga<'_>],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if sagas.is_empty() {
+        return Ok(Default::default());
+    }
+    // Per row, in SAGA_COLUMNS order: $1..$16 (ids, order, quote, status, step), the
+    // outcome fields every new saga starts with, $17 next attempt, $18 lease owner, $19
+    // lease expiry, $20 created = updated, never completed, no failures, $21 traceparent.
+    let mut values = String::new();
+    for row in 0..sagas.len() {
+        let first = row * NEW_SAGA_PARAMS + 1;
+        let p = |n: usize| format!("${}", first + n - 1);
+        if row > 0 {
+            values.push_str(", ");
+        }
+        values.push_str(&format!(
+            "({}, 0, 0, NULL, 0, '', 0, 0, '', {}, {}, {}, {}, {}, NULL, 0, {})",
+            ovation_store::batch::placeholders(first, 16),
+            p(17),
+            p(18),
+            p(19),
+            p(20),
+            p(20),
+            p(21)
+        ));
+    }
+    let sql = format!(
+        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES {values} \
+         ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING RETURNING saga_id"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for new in sagas {
+        let saga = new.saga;
+        // A saga recorded already quoted (from the quote cache) is recorded with its quote.
+        let q = stored_quote(saga);
+        query = query
+            .bind(saga.saga_id.as_str())
+            .bind(new.key)
+            .bind(new.fingerprint)
+            .bind(saga.sender_user_id.as_str())
+            .bind(saga.creator_id.as_str())
+            .bind(saga.stream_id.as_str())
+            .bind(saga.gift_id.as_str())
+            .bind(i64::from(saga.quantity))
+            .bind(saga.message.as_str())
+            .bind(q.gift_version)
+            .bind(q.unit_price_coins)
+            .bind(q.total_coins)
+            .bind(i64::from(q.creator_share_bps))
+            .bind(q.economy_version)
+            .bind(saga.status.code())
+            .bind(saga.step.code())
+            .bind(saga.next_attempt_at.0)
+            .bind(new.owner)
+            .bind(new.lease_until.0)
+            .bind(saga.created_at.0)
+            .bind(new.trace_parent);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+        .collect()
 }
 
 pub async fn get_saga(conn: &mut Conn, saga_id: &str) -> Result<Option<SagaRow>, StoreError> {
@@ -279,40 +341,82 @@ pub async fn due_sagas(
         .collect()
 }
 
-/// Appends the saga's gift event to its stream's feed (the outbox); call in the same
-/// transaction that saves the saga COMPLETED.
+/// Publishes a completed saga's gift event: the next number of its stream, then the
+/// event. Run in the transaction that saves the saga COMPLETED (the outbox).
 pub async fn publish_event(conn: &mut Conn, saga: &Saga) -> Result<i64, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO stream_feeds (stream_id, last_seq) VALUES ($1, 1) \
-         ON CONFLICT (stream_id) DO UPDATE SET last_seq = stream_feeds.last_seq + 1 RETURNING last_seq",
-    )
-    .bind(saga.stream_id.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    let seq: i64 = row.try_get(0)?;
-    let quote = saga
-        .quote
-        .ok_or_else(|| corrupt("quote of a completed saga"))?;
-    sqlx::query(
+    let seqs = publish_events(conn, &[saga]).await?;
+    seqs.first()
+        .copied()
+        .ok_or_else(|| corrupt("event number of a published saga"))
+}
+
+/// Columns of one gift event row.
+const EVENT_PARAMS: usize = 12;
+
+/// Publishes the gift events of completed sagas, in the order given: each stream's
+/// numbers are taken in one statement (its feed row moved by the count), then every event
+/// is inserted in one statement. Returns each saga's event number. Callers give the
+/// sagas ordered by stream, so two transactions take feed rows in the same order.
+pub async fn publish_events(conn: &mut Conn, sagas: &[&Saga]) -> Result<Vec<i64>, StoreError> {
+    if sagas.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each stream's count, in first-appearance order.
+    let mut streams: Vec<(&str, i64)> = Vec::new();
+    for saga in sagas {
+        match streams.iter_mut().find(|(s, _)| *s == saga.stream_id) {
+            Some((_, n)) => *n += 1,
+            None => streams.push((saga.stream_id.as_str(), 1)),
+        }
+    }
+    let mut next: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (stream, count) in &streams {
+        let row = sqlx::query(
+            "INSERT INTO stream_feeds (stream_id, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (stream_id) DO UPDATE SET last_seq = stream_feeds.last_seq + $2 \
+             RETURNING last_seq",
+        )
+        .bind(*stream)
+        .bind(*count)
+        .fetch_one(&mut *conn)
+        .await?;
+        let last: i64 = row.try_get(0)?;
+        next.insert(stream, last - count + 1);
+    }
+    let mut seqs = Vec::with_capacity(sagas.len());
+    for saga in sagas {
+        let seq = next
+            .get_mut(saga.stream_id.as_str())
+            .ok_or_else(|| corrupt("stream of a published saga"))?;
+        seqs.push(*seq);
+        *seq += 1;
+    }
+    let sql = format!(
         "INSERT INTO gift_events (stream_id, seq, saga_id, sender_user_id, creator_id, gift_id, \
-         gift_version, quantity, coins, diamonds, message, completed_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(saga.stream_id.as_str())
-    .bind(seq)
-    .bind(saga.saga_id.as_str())
-    .bind(saga.sender_user_id.as_str())
-    .bind(saga.creator_id.as_str())
-    .bind(saga.gift_id.as_str())
-    .bind(quote.gift_version)
-    .bind(i64::from(saga.quantity))
-    .bind(saga.coins_spent)
-    .bind(saga.diamonds_credited)
-    .bind(saga.message.as_str())
-    .bind(saga.completed_at.map_or(0, |t| t.0))
-    .execute(&mut *conn)
-    .await?;
-    Ok(seq)
+         gift_version, quantity, coins, diamonds, message, completed_at_ms) VALUES {}",
+        ovation_store::batch::rows(1, sagas.len(), EVENT_PARAMS)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (saga, seq) in sagas.iter().zip(&seqs) {
+        let quote = saga
+            .quote
+            .ok_or_else(|| corrupt("quote of a completed saga"))?;
+        query = query
+            .bind(saga.stream_id.as_str())
+            .bind(*seq)
+            .bind(saga.saga_id.as_str())
+            .bind(saga.sender_user_id.as_str())
+            .bind(saga.creator_id.as_str())
+            .bind(saga.gift_id.as_str())
+            .bind(quote.gift_version)
+            .bind(i64::from(saga.quantity))
+            .bind(saga.coins_spent)
+            .bind(saga.diamonds_credited)
+            .bind(saga.message.as_str())
+            .bind(saga.completed_at.map_or(0, |t| t.0));
+    }
+    query.execute(&mut *conn).await?;
+    Ok(seqs)
 }
 
 /// One published gift event.

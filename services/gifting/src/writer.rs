@@ -9,7 +9,8 @@
 //! it commits. One transaction per batch takes the lock (and pays the commit) once for many
 //! sagas.
 //!
-//! What does not change: each write is exactly the statement it was alone. A save is fenced
+//! What does not change: each write does exactly what it did alone (the batch's records go in
+//! one multi-row insert, its gift events in one more, each stream's numbers in one upsert). A save is fenced
 //! by its saga's lease (`WHERE lease_owner = $me`) and is refused, inside the batch, to a
 //! replica that lost the lease; a completed saga's gift event is written in the transaction
 //! that saves it COMPLETED, and only if that save got through. A caller learns its write's
@@ -214,21 +215,53 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
     order.sort_by(|&a, &b| writes[a].order_key().cmp(&writes[b].order_key()));
     let mut results = vec![false; writes.len()];
     let mut tx = db.begin_write().await?;
+    // Records first, all in one statement (ordered by sender and key).
+    let records: Vec<(usize, store::NewSaga)> = order
+        .iter()
+        .filter_map(|&i| match writes[i] {
+            Write::Insert {
+                saga,
+                key,
+                fingerprint,
+                owner,
+                lease_until,
+                trace_parent,
+            } => Some((
+                i,
+                store::NewSaga {
+                    saga,
+                    key,
+                    fingerprint,
+                    owner,
+                    lease_until: *lease_until,
+                    trace_parent,
+                },
+            )),
+            Write::Save { .. } => None,
+        })
+        .collect();
+    if !records.is_empty() {
+        let new: Vec<store::NewSaga> = records.iter().map(|(_, n)| *n).collect();
+        let recorded = store::insert_sagas(&mut tx, &new).await?;
+        for (i, n) in &records {
+            results[*i] = recorded.contains(&n.saga.saga_id);
+        }
+    }
+    // Then the saves, each fenced by its own lease (one statement each: their values differ).
     let mut events: BTreeMap<(&str, &str), &Saga> = BTreeMap::new();
     for &i in &order {
-        results[i] = apply(&mut tx, writes[i]).await?;
-        if let Write::Save { saga, .. } = writes[i]
-            && results[i]
-            && saga.status == Status::Completed
-        {
-            events.insert((saga.stream_id.as_str(), saga.saga_id.as_str()), saga);
+        if let Write::Save { saga, owner, lease } = writes[i] {
+            results[i] = store::save_saga(&mut tx, saga, owner, *lease).await?;
+            if results[i] && saga.status == Status::Completed {
+                events.insert((saga.stream_id.as_str(), saga.saga_id.as_str()), saga);
+            }
         }
     }
     // The outbox, after every save and stream by stream: a feed row is locked for the
-    // shortest time, and always in the same order.
-    for saga in events.values() {
-        store::publish_event(&mut tx, saga).await?;
-    }
+    // shortest time, and always in the same order; one statement per stream for the
+    // numbers, one for all the events.
+    let completed: Vec<&Saga> = events.into_values().collect();
+    store::publish_events(&mut tx, &completed).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(results)
 }

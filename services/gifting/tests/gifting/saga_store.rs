@@ -841,3 +841,78 @@ async fn a_saga_recorded_already_quoted_reads_back_with_its_quote() {
         assert_eq!(row.saga.quote, Some(QUOTE), "{}", tdb.backend());
     }
 }
+
+/// One statement records a batch's sagas and one more publishes its events: a second
+/// saga under a key its sender already used in the same statement is not recorded, and
+/// each stream's events are numbered on from its last number, without gaps.
+#[tokio::test]
+async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_without_gaps() {
+    for tdb in databases().await {
+        let db = open(&tdb).await;
+        let backend = tdb.backend();
+        let now = UnixMillis::now();
+        let until = UnixMillis(now.0 + 10_000);
+        let sagas: Vec<Saga> = (0..4).map(|i| new_saga(&format!("sg_m{i}"), now)).collect();
+        let keys = ["k0", "k1", "k1", "k3"];
+        let new: Vec<store::NewSaga> = sagas
+            .iter()
+            .zip(keys)
+            .map(|(saga, key)| store::NewSaga {
+                saga,
+                key,
+                fingerprint: "fp",
+                owner: "me",
+                lease_until: until,
+                trace_parent: "",
+            })
+            .collect();
+        let mut tx = db.begin_write().await.unwrap();
+        let recorded = store::insert_sagas(&mut tx, &new).await.unwrap();
+        let mut recorded: Vec<String> = recorded.into_iter().collect();
+        recorded.sort();
+        assert_eq!(recorded, ["sg_m0", "sg_m1", "sg_m3"], "{backend}");
+
+        // Two streams: one with an event already, one new.
+        let mut earlier = completed(&new_saga("sg_earlier", now), now);
+        earlier.stream_id = "s2".into();
+        assert!(
+            store::insert_saga(&mut tx, &earlier, "ke", "fp", "me", until, "")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store::publish_event(&mut tx, &earlier).await.unwrap(), 1);
+        let mut done: Vec<Saga> = ["sg_m0", "sg_m1", "sg_m3"]
+            .iter()
+            .map(|id| completed(&new_saga(id, now), now))
+            .collect();
+        done[1].stream_id = "s2".into();
+        let refs: Vec<&Saga> = done.iter().collect();
+        let seqs = store::publish_events(&mut tx, &refs).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            seqs,
+            vec![1, 2, 2],
+            "{backend}: s1 gets 1 and 2, s2 goes on at 2"
+        );
+
+        let mut conn = db.conn().await.unwrap();
+        let s1 = store::events_after(&mut conn, "s1", 0, 10).await.unwrap();
+        let s2 = store::events_after(&mut conn, "s2", 0, 10).await.unwrap();
+        let ids = |events: &[store::EventRow]| {
+            events
+                .iter()
+                .map(|e| (e.seq, e.saga_id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(&s1),
+            [(1, "sg_m0".to_owned()), (2, "sg_m3".to_owned())],
+            "{backend}"
+        );
+        assert_eq!(
+            ids(&s2),
+            [(1, "sg_earlier".to_owned()), (2, "sg_m1".to_owned())],
+            "{backend}"
+        );
+    }
+}
