@@ -442,6 +442,7 @@ mod tests {
         m.set_ledger_coins(&[("user", 90), ("issuance", -100), ("gift_sink", 10)]);
         m.set_ledger_diamonds(&[("creator", 7), ("gift_issuance", -7)]);
         m.set_payouts_needing_attention(1);
+        m.hop_batch("debit", 3);
         let text = m.encode();
         for name in names::ALL {
             assert!(text.contains(name), "{name} missing from:\n{text}");
