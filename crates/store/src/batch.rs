@@ -44,6 +44,60 @@ pub fn rows(first: usize, rows: usize, columns: usize) -> String {
     text
 }
 
+/// A batch's keys for `IN (…)`: each once, in key order (the order rows are locked in).
+pub fn distinct<'a, T: Ord + ?Sized>(keys: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
+    let mut keys: Vec<&T> = keys.collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The parameters of a multi-row UPDATE keyed by one column, portable to both engines
+/// (SQLite has no `UPDATE … FROM (VALUES …)` with column names): row `i` binds its key and
+/// then its values, `per_row` parameters in all, the first row from `$first`. `case(v)` is the
+/// row's `v`-th value (1-based) chosen by key; `keys()` lists the keys for `WHERE key IN (…)`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyedRows {
+    pub key_column: &'static str,
+    pub first: usize,
+    pub rows: usize,
+    pub per_row: usize,
+}
+
+impl KeyedRows {
+    fn key(&self, row: usize) -> usize {
+        self.first + row * self.per_row
+    }
+
+    /// `CASE <key> WHEN $key THEN $value … END`.
+    pub fn case(&self, value: usize) -> String {
+        assert!(
+            value >= 1 && value < self.per_row,
+            "value {value} is not a row's value"
+        );
+        let mut text = format!("CASE {}", self.key_column);
+        for row in 0..self.rows {
+            let key = self.key(row);
+            text.push_str(&format!(" WHEN ${key} THEN ${}", key + value));
+        }
+        text.push_str(" END");
+        text
+    }
+
+    /// `$key, $key, …`: every row's key.
+    pub fn keys(&self) -> String {
+        (0..self.rows)
+            .map(|row| format!("${}", self.key(row)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The first parameter after the rows'.
+    pub fn next(&self) -> usize {
+        self.first + self.rows * self.per_row
+    }
+}
+
 /// What to append to a `SELECT … ORDER BY <key>` so that it locks the rows it reads, in
 /// key order, for the rest of the transaction. Locking several rows in one statement in
 /// one global order is what keeps two batches that share rows from deadlocking. On
@@ -68,6 +122,31 @@ mod tests {
     fn placeholders_are_numbered_from_the_first() {
         assert_eq!(placeholders(1, 1), "$1");
         assert_eq!(placeholders(3, 3), "$3, $4, $5");
+    }
+
+    #[test]
+    fn keyed_rows_choose_each_rows_value_by_its_key() {
+        let rows = KeyedRows {
+            key_column: "user_id",
+            first: 2,
+            rows: 2,
+            per_row: 3,
+        };
+        assert_eq!(
+            rows.case(1),
+            "CASE user_id WHEN $2 THEN $3 WHEN $5 THEN $6 END"
+        );
+        assert_eq!(
+            rows.case(2),
+            "CASE user_id WHEN $2 THEN $4 WHEN $5 THEN $7 END"
+        );
+        assert_eq!(rows.keys(), "$2, $5");
+        assert_eq!(rows.next(), 8);
+    }
+
+    #[test]
+    fn distinct_keys_are_sorted_once_each() {
+        assert_eq!(distinct(["b", "a", "b"].into_iter()), ["a", "b"]);
     }
 
     #[test]

@@ -126,6 +126,28 @@ impl SagaWriter {
 }
 
 impl Write {
+    /// A record, as the store takes it; `None` for a save.
+    fn as_new_saga(&self) -> Option<store::NewSaga<'_>> {
+        match self {
+            Write::Insert {
+                saga,
+                key,
+                fingerprint,
+                owner,
+                lease_until,
+                trace_parent,
+            } => Some(store::NewSaga {
+                saga,
+                key,
+                fingerprint,
+                owner,
+                lease_until: *lease_until,
+                trace_parent,
+            }),
+            Write::Save { .. } => None,
+        }
+    }
+
     /// A COMPLETED save also publishes the gift event: two statements, one transaction.
     fn publishes(&self) -> bool {
         matches!(self, Write::Save { saga, .. } if saga.status == Status::Completed)
@@ -136,24 +158,11 @@ impl Write {
 /// lease fenced it out.
 async fn apply(conn: &mut Conn, write: &Write) -> Result<bool, StoreError> {
     match write {
-        Write::Insert {
-            saga,
-            key,
-            fingerprint,
-            owner,
-            lease_until,
-            trace_parent,
-        } => {
-            store::insert_saga(
-                conn,
-                saga,
-                key,
-                fingerprint,
-                owner,
-                *lease_until,
-                trace_parent,
-            )
-            .await
+        Write::Insert { saga, .. } => {
+            let new: Vec<store::NewSaga> = write.as_new_saga().into_iter().collect();
+            Ok(store::insert_sagas(conn, &new)
+                .await?
+                .contains(&saga.saga_id))
         }
         Write::Save { saga, owner, lease } => store::save_saga(conn, saga, owner, *lease).await,
     }
@@ -218,27 +227,7 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
     // Records first, all in one statement (ordered by sender and key).
     let records: Vec<(usize, store::NewSaga)> = order
         .iter()
-        .filter_map(|&i| match writes[i] {
-            Write::Insert {
-                saga,
-                key,
-                fingerprint,
-                owner,
-                lease_until,
-                trace_parent,
-            } => Some((
-                i,
-                store::NewSaga {
-                    saga,
-                    key,
-                    fingerprint,
-                    owner,
-                    lease_until: *lease_until,
-                    trace_parent,
-                },
-            )),
-            Write::Save { .. } => None,
-        })
+        .filter_map(|&i| writes[i].as_new_saga().map(|new| (i, new)))
         .collect();
     if !records.is_empty() {
         let new: Vec<store::NewSaga> = records.iter().map(|(_, n)| *n).collect();

@@ -744,18 +744,18 @@ pub async fn add_credited_diamonds(
         return Ok(Posted::Yes);
     }
     // $1 is the limit; then (creator, diamonds) pairs from $2.
-    let mut case = String::from("CASE creator_id");
-    for n in 0..sums.len() {
-        let at = 2 + 2 * n;
-        case.push_str(&format!(" WHEN ${at} THEN ${}", at + 1));
-    }
-    case.push_str(" END");
-    let ids: Vec<String> = (0..sums.len()).map(|n| format!("${}", 2 + 2 * n)).collect();
+    let rows = batch::KeyedRows {
+        key_column: "creator_id",
+        first: 2,
+        rows: sums.len(),
+        per_row: 2,
+    };
+    let diamonds = rows.case(1);
     let sql = format!(
-        "UPDATE creator_balances SET available_diamonds = available_diamonds + {case}, \
-         lifetime_earned_diamonds = lifetime_earned_diamonds + {case} \
-         WHERE creator_id IN ({}) AND lifetime_earned_diamonds <= $1 - {case}",
-        ids.join(", ")
+        "UPDATE creator_balances SET available_diamonds = available_diamonds + {diamonds}, \
+         lifetime_earned_diamonds = lifetime_earned_diamonds + {diamonds} \
+         WHERE creator_id IN ({}) AND lifetime_earned_diamonds <= $1 - {diamonds}",
+        rows.keys()
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(CREATOR_LIFETIME_DIAMONDS_MAX);
     for (creator, diamonds) in sums {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use ovation_proto::reasons;
+use ovation_store::batch::distinct;
 use ovation_store::db::Conn;
 use ovation_store::{Db, StoreError};
 use ovation_types::{Coins, ResourceId, Text, UnixMillis};
@@ -423,14 +424,6 @@ where
         Err(e) if e.lost_to_a_twin() => attempt().await,
         done => done,
     }
-}
-
-/// Sorted, without repeats.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut values: Vec<&str> = values.collect();
-    values.sort_unstable();
-    values.dedup();
-    values
 }
 
 #[derive(Clone, Debug)]

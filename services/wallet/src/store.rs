@@ -144,28 +144,21 @@ pub async fn move_balances(
         return Ok(true);
     }
     // Per user: $u (user), then posted after, entries after, posted before, entries before.
-    const PER_USER: usize = 5;
-    let case = |offset: usize| {
-        let mut text = String::from("CASE user_id");
-        for i in 0..moves.len() {
-            let base = 1 + i * PER_USER;
-            text.push_str(&format!(" WHEN ${base} THEN ${}", base + offset));
-        }
-        text.push_str(" END");
-        text
+    let rows = batch::KeyedRows {
+        key_column: "user_id",
+        first: 1,
+        rows: moves.len(),
+        per_row: 5,
     };
-    let users = (0..moves.len())
-        .map(|i| format!("${}", 1 + i * PER_USER))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let now_param = moves.len() * PER_USER + 1;
     let sql = format!(
-        "UPDATE accounts SET balance_coins = {}, entry_count = {}, updated_at_ms = ${now_param} \
-         WHERE user_id IN ({users}) AND balance_coins = {} AND entry_count = {}",
-        case(1),
-        case(2),
-        case(3),
-        case(4),
+        "UPDATE accounts SET balance_coins = {}, entry_count = {}, updated_at_ms = ${} \
+         WHERE user_id IN ({}) AND balance_coins = {} AND entry_count = {}",
+        rows.case(1),
+        rows.case(2),
+        rows.next(),
+        rows.keys(),
+        rows.case(3),
+        rows.case(4),
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for m in moves {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ovation_store::Db;
+use ovation_store::batch::distinct;
 use ovation_store::db::Conn;
 use ovation_types::{ResourceId, TimeWindow, UnixMillis};
 
@@ -159,11 +160,6 @@ fn refused(refusal: CreditRefusal, request: CreditRequest) -> PayoutError {
         CreditRefusal::Rule(rule) => PayoutError::Rule(rule),
         CreditRefusal::OperationIdReused => PayoutError::OperationIdReused(request.operation_id),
     }
-}
-
-/// Each id once, sorted.
-fn distinct<'a>(ids: impl Iterator<Item = &'a ResourceId>) -> Vec<&'a ResourceId> {
-    ids.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// A registered creator's diamond balance.
