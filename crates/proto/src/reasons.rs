@@ -12,6 +12,9 @@ pub mod common {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
     /// ABORTED: a request with this idempotency key is still running; retry.
     pub const IDEMPOTENCY_KEY_IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
+    /// RESOURCE_EXHAUSTED: a velocity limit (purchases per hour, gifts from one sender to
+    /// one creator per minute) would be exceeded; nothing was recorded.
+    pub const VELOCITY_LIMIT: &str = "VELOCITY_LIMIT";
 }
 
 /// `ovation.catalog.v1`.
@@ -106,10 +109,24 @@ pub mod payout {
     pub const OPERATION_ID_REUSED: &str = "OPERATION_ID_REUSED";
     /// FAILED_PRECONDITION: the catalog has no payout rate.
     pub const ECONOMY_NOT_CONFIGURED: &str = "ECONOMY_NOT_CONFIGURED";
+    /// FAILED_PRECONDITION: the creator owes clawed-back diamonds; nothing is paid out
+    /// until later credits settle the debt.
+    pub const CREATOR_IN_DEBT: &str = "CREATOR_IN_DEBT";
+    /// FAILED_PRECONDITION: the creator has enough diamonds, but some are still pending
+    /// (not matured); the message says when the next ones mature.
+    pub const DIAMONDS_NOT_MATURE: &str = "DIAMONDS_NOT_MATURE";
+    /// NOT_FOUND: no credit with this operation id (a clawback's gift was never credited).
+    pub const CREDIT_NOT_FOUND: &str = "CREDIT_NOT_FOUND";
+    /// ALREADY_EXISTS: the clawback id was used before with other parameters.
+    pub const CLAWBACK_ID_REUSED: &str = "CLAWBACK_ID_REUSED";
 }
 
 /// `ovation.gifting.v1`.
 pub mod gifting {
     /// FAILED_PRECONDITION: the saga is terminal; there is nothing to retry.
     pub const SAGA_TERMINAL: &str = "SAGA_TERMINAL";
+    /// FAILED_PRECONDITION: only a COMPLETED gift can be reversed.
+    pub const GIFT_NOT_COMPLETED: &str = "GIFT_NOT_COMPLETED";
+    /// FAILED_PRECONDITION: the gift was reversed already (by another request).
+    pub const GIFT_ALREADY_REVERSED: &str = "GIFT_ALREADY_REVERSED";
 }

@@ -123,6 +123,7 @@ mod tests {
             }),
             diamonds_per_payout_unit: 1_000,
             payout_minimum_diamonds: 1_000,
+            diamond_maturity_hours: 0,
             create_time: None,
         };
         let rate = rate_from(&e).unwrap();

@@ -261,6 +261,13 @@ impl GiftingService for GiftingApi {
         }))
     }
 
+    async fn reverse_gift(
+        &self,
+        _request: Request<pb::ReverseGiftRequest>,
+    ) -> Reply<pb::ReverseGiftResponse> {
+        Err(Status::unimplemented("contract step: not built yet"))
+    }
+
     async fn list_sagas(
         &self,
         request: Request<pb::ListSagasRequest>,

@@ -94,6 +94,7 @@ pub fn receipt(s: &Saga, with_balance: bool) -> pb::GiftReceipt {
         rejection_detail: s.rejection_detail.clone(),
         create_time: Some(to_timestamp(s.created_at)),
         complete_time: s.completed_at.map(to_timestamp),
+        reversal: None,
     }
 }
 
@@ -134,6 +135,7 @@ pub fn event(e: &EventRow) -> pb::GiftEvent {
         diamonds: e.diamonds,
         message: e.message.clone(),
         complete_time: Some(to_timestamp(e.completed_at)),
+        kind: pb::GiftEventKind::Sent.into(),
     }
 }
 

@@ -439,6 +439,20 @@ impl PayoutService for PayoutApi {
         Ok(Response::new(to_proto::ledger_summary(&summary, as_of)))
     }
 
+    async fn clawback_diamonds(
+        &self,
+        _request: Request<pb::ClawbackDiamondsRequest>,
+    ) -> Result<Response<pb::ClawbackDiamondsResponse>, Status> {
+        Err(Status::unimplemented("contract step: not built yet"))
+    }
+
+    async fn list_clawbacks(
+        &self,
+        _request: Request<pb::ListClawbacksRequest>,
+    ) -> Result<Response<pb::ListClawbacksResponse>, Status> {
+        Err(Status::unimplemented("contract step: not built yet"))
+    }
+
     async fn list_credits(
         &self,
         request: Request<pb::ListCreditsRequest>,

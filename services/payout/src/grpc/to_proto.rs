@@ -117,6 +117,7 @@ pub fn balance(id: &ResourceId, b: &Balance) -> pb::DiamondBalance {
         held_diamonds: b.held,
         lifetime_earned_diamonds: b.lifetime_earned,
         paid_out_diamonds: b.paid_out,
+        ..Default::default()
     }
 }
 
@@ -139,6 +140,7 @@ pub fn ledger_summary(summary: &LedgerSummary, as_of: UnixMillis) -> pb::GetLedg
         credit_count: summary.credits,
         credited_diamonds: summary.credited_diamonds,
         as_of_time: Some(to_timestamp(as_of)),
+        ..Default::default()
     }
 }
 

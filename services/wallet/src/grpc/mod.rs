@@ -486,6 +486,13 @@ impl WalletService for WalletApi {
         )))
     }
 
+    async fn list_clawback_orders(
+        &self,
+        _request: Request<pb::ListClawbackOrdersRequest>,
+    ) -> Reply<pb::ListClawbackOrdersResponse> {
+        Err(Status::unimplemented("contract step: not built yet"))
+    }
+
     async fn list_debits(
         &self,
         request: Request<pb::ListDebitsRequest>,

@@ -55,6 +55,7 @@ pub fn purchase(p: &PurchaseRow) -> pb::Purchase {
             clawed_back_coins: p.reversal_clawed_back,
             debt_coins: p.reversal_debt,
             reverse_time: Some(to_timestamp(at)),
+            ..Default::default()
         }),
         create_time: Some(to_timestamp(p.created_at)),
         update_time: Some(to_timestamp(p.updated_at)),
