@@ -25,5 +25,5 @@ mod violation;
 pub use amount::{Bps, Coins, CurrencyCode, Diamonds, Money, Quantity};
 pub use page::{PageSize, PageToken};
 pub use text::{IdempotencyKey, Name, ResourceId, Text, reason_noting_reported_actor};
-pub use time::{TimeWindow, UnixMillis};
+pub use time::{Clock, TimeWindow, UnixMillis};
 pub use violation::{Parsed, Violation, Violations};
