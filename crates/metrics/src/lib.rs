@@ -79,9 +79,12 @@ pub mod names {
     /// Histogram `{hop}`: items per batch the gift saga sent to a peer (`debit`, `credit`):
     /// how many gifts shared one RPC and one transaction.
     pub const SAGA_HOP_BATCH_ITEMS: &str = "ovation_saga_hop_batch_items";
+    /// Counter `{limit}`: requests refused by a velocity limit (`purchases_per_hour`,
+    /// `purchase_money_per_hour`, `gifts_per_minute`); each wrote nothing.
+    pub const VELOCITY_LIMIT_REFUSALS_TOTAL: &str = "ovation_velocity_limit_refusals_total";
 
     /// Every name above (alert rules and dashboards are checked against it).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         RPC_REQUESTS_TOTAL,
         RPC_DURATION_SECONDS,
         SAGA_OUTCOMES_TOTAL,
@@ -96,6 +99,7 @@ pub mod names {
         LEDGER_DIAMONDS,
         PAYOUTS_NEEDING_ATTENTION,
         SAGA_HOP_BATCH_ITEMS,
+        VELOCITY_LIMIT_REFUSALS_TOTAL,
     ];
 }
 
@@ -130,6 +134,11 @@ pub struct StepLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HopLabels {
     pub hop: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
 /// Histogram buckets for batch sizes, in items: 1 to 256 (the batch bound).
@@ -174,6 +183,7 @@ pub struct Metrics {
     pub ledger_diamonds: Family<AccountLabels, Gauge<i64, AtomicI64>>,
     pub payouts_needing_attention: Gauge<i64, AtomicI64>,
     pub saga_hop_batch_items: HistogramFamily<HopLabels>,
+    pub velocity_limit_refusals: Family<LimitLabels, Counter>,
 }
 
 /// prometheus-client appends `_total` to counters itself.
@@ -273,6 +283,12 @@ impl Metrics {
             "Items per batch the gift saga sent to a peer (debit, credit)",
             saga_hop_batch_items.clone(),
         );
+        let velocity_limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            counter_name(names::VELOCITY_LIMIT_REFUSALS_TOTAL),
+            "Requests refused by a velocity limit, by limit",
+            velocity_limit_refusals.clone(),
+        );
         Metrics {
             registry,
             rpc_requests,
@@ -289,6 +305,7 @@ impl Metrics {
             ledger_diamonds,
             payouts_needing_attention,
             saga_hop_batch_items,
+            velocity_limit_refusals,
         }
     }
 
@@ -319,6 +336,14 @@ impl Metrics {
         self.saga_hop_batch_items
             .get_or_create(&HopLabels { hop })
             .observe(items as f64);
+    }
+
+    /// A request was refused by velocity limit `limit` (see
+    /// [`names::VELOCITY_LIMIT_REFUSALS_TOTAL`]).
+    pub fn velocity_limit_refused(&self, limit: &'static str) {
+        self.velocity_limit_refusals
+            .get_or_create(&LimitLabels { limit })
+            .inc();
     }
 
     pub fn set_sagas_needing_operator(&self, count: i64) {
@@ -443,6 +468,7 @@ mod tests {
         m.set_ledger_diamonds(&[("creator", 7), ("gift_issuance", -7)]);
         m.set_payouts_needing_attention(1);
         m.hop_batch("debit", 3);
+        m.velocity_limit_refused("gifts_per_minute");
         let text = m.encode();
         for name in names::ALL {
             assert!(text.contains(name), "{name} missing from:\n{text}");
