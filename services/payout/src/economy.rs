@@ -1,8 +1,11 @@
-//! The payout rate and minimum, read from the catalog (`GetEconomyParameters`) as
-//! `service:payout`, with this service's identity, the trace context and a deadline on
-//! every call (`ovation_server::peer::Outbound`). Read at every payout request, not
-//! cached: the rate is fixed at request time and recorded with its economy version, and
-//! payouts are rare enough that a read per request costs nothing.
+//! The payout rate and minimum and the diamond maturity, read from the catalog
+//! (`GetEconomyParameters`) as `service:payout`, with this service's identity, the trace
+//! context and a deadline on every call (`ovation_server::peer::Outbound`). Read at every
+//! payout request, clawback and balance read, not cached: the rate is fixed at request
+//! time and recorded with its economy version, maturity is judged by the current version,
+//! and these calls are rare enough that a read each costs nothing. Credits never read it
+//! (the gift's hot path gains no catalog call): a credit records its time, and maturity is
+//! judged when diamonds are read or moved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,15 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::domain::PayoutRate;
+use crate::domain::{Maturity, PayoutRate};
+
+/// The economy as payout uses it: the rate a payout is priced at, and how long credited
+/// diamonds stay pending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EconomyTerms {
+    pub rate: PayoutRate,
+    pub maturity: Maturity,
+}
 
 /// Longest one catalog read may take (the request's own deadline may be shorter).
 pub const CATALOG_DEADLINE: Duration = Duration::from_secs(5);
@@ -42,9 +53,9 @@ impl Economy {
         })
     }
 
-    /// The latest payout rate and minimum, within `left` (the incoming request's own
-    /// deadline, if it set one) and never longer than [`CATALOG_DEADLINE`].
-    pub async fn payout_rate(&self, left: Option<Duration>) -> Result<PayoutRate, ApiError> {
+    /// The latest payout rate, minimum and diamond maturity, within `left` (the incoming
+    /// request's own deadline, if it set one) and never longer than [`CATALOG_DEADLINE`].
+    pub async fn terms(&self, left: Option<Duration>) -> Result<EconomyTerms, ApiError> {
         let mut request =
             tonic::Request::new(catalog_pb::GetEconomyParametersRequest { version: 0 });
         request.set_timeout(left.map_or(CATALOG_DEADLINE, |l| l.min(CATALOG_DEADLINE)));
@@ -58,9 +69,16 @@ impl Economy {
             .into_inner()
             .economy_parameters
             .ok_or_else(|| ApiError::Internal("catalog returned no economy parameters".into()))?;
-        rate_from(&economy)
+        terms_from(&economy)
             .map_err(|e| ApiError::Internal(format!("catalog economy parameters are invalid: {e}")))
     }
+}
+
+fn terms_from(e: &catalog_pb::EconomyParameters) -> Result<EconomyTerms, String> {
+    Ok(EconomyTerms {
+        rate: rate_from(e)?,
+        maturity: Maturity::hours(i64::from(e.diamond_maturity_hours))?,
+    })
 }
 
 fn rate_from(e: &catalog_pb::EconomyParameters) -> Result<PayoutRate, String> {
@@ -123,14 +141,18 @@ mod tests {
             }),
             diamonds_per_payout_unit: 1_000,
             payout_minimum_diamonds: 1_000,
-            diamond_maturity_hours: 0,
+            diamond_maturity_hours: 72,
             create_time: None,
         };
-        let rate = rate_from(&e).unwrap();
-        assert_eq!(rate.economy_version, 2);
-        assert_eq!(rate.per_unit.amount_minor(), 500);
+        let terms = terms_from(&e).unwrap();
+        assert_eq!(terms.rate.economy_version, 2);
+        assert_eq!(terms.rate.per_unit.amount_minor(), 500);
+        assert_eq!(terms.maturity.get_hours(), 72);
+        e.diamond_maturity_hours = 8_761;
+        assert!(terms_from(&e).is_err());
+        e.diamond_maturity_hours = 0;
         e.diamonds_per_payout_unit = 0;
-        assert!(rate_from(&e).is_err());
+        assert!(terms_from(&e).is_err());
     }
 
     #[test]
