@@ -8,6 +8,7 @@
 //! judged when diamonds are read or moved.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use ovation_proto::catalog as catalog_pb;
@@ -37,6 +38,9 @@ pub const CATALOG_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Economy {
     client: CatalogServiceClient<InterceptedService<Channel, Outbound>>,
+    /// The diamond maturity last read (hours; -1 before the first read): what balance
+    /// reads and clawbacks go on with while the catalog is unreachable.
+    last_maturity_hours: Arc<AtomicI64>,
 }
 
 impl Economy {
@@ -50,7 +54,29 @@ impl Economy {
                 channel(catalog)?,
                 Outbound::new(identity),
             ),
+            last_maturity_hours: Arc::new(AtomicI64::new(-1)),
         })
+    }
+
+    /// The current diamond maturity; while the catalog cannot be read, the one last read
+    /// (maturity changes rarely, and only moves when diamonds become cashable, which a
+    /// payout request, reading the catalog itself, judges again). UNAVAILABLE if it was
+    /// never read.
+    pub async fn maturity(&self, left: Option<Duration>) -> Result<Maturity, ApiError> {
+        match self.terms(left).await {
+            Ok(terms) => Ok(terms.maturity),
+            Err(e) => {
+                let last = self.last_maturity_hours.load(Ordering::Relaxed);
+                match Maturity::hours(last) {
+                    Ok(maturity) if last >= 0 => {
+                        tracing::warn!(error = %e, hours = last,
+                            "catalog unreadable: judging maturity by the last value read");
+                        Ok(maturity)
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// The latest payout rate, minimum and diamond maturity, within `left` (the incoming
@@ -69,8 +95,12 @@ impl Economy {
             .into_inner()
             .economy_parameters
             .ok_or_else(|| ApiError::Internal("catalog returned no economy parameters".into()))?;
-        terms_from(&economy)
-            .map_err(|e| ApiError::Internal(format!("catalog economy parameters are invalid: {e}")))
+        let terms = terms_from(&economy).map_err(|e| {
+            ApiError::Internal(format!("catalog economy parameters are invalid: {e}"))
+        })?;
+        self.last_maturity_hours
+            .store(terms.maturity.get_hours(), Ordering::Relaxed);
+        Ok(terms)
     }
 }
 

@@ -364,9 +364,9 @@ impl PayoutService for PayoutApi {
         require_creator(&request, &request.get_ref().creator_id)?;
         let deadline = ovation_server::edge::incoming_deadline(request.metadata());
         let id = parse_get_diamond_balance(request.get_ref()).map_err(ApiError::from)?;
-        // Maturity is judged by the catalog's current economy: a balance cannot be told
-        // as of now without it (UNAVAILABLE while the catalog is).
-        let maturity = self.economy.terms(deadline).await?.maturity;
+        // Maturity is judged by the catalog's current economy (the last one read while
+        // the catalog is unreachable).
+        let maturity = self.economy.maturity(deadline).await?;
         let balance = ledger::balance(&self.db, &id, maturity, &self.clock).await?;
         Ok(Response::new(pb::GetDiamondBalanceResponse {
             balance: Some(to_proto::balance(&id, &balance)),
@@ -474,7 +474,7 @@ impl PayoutService for PayoutApi {
         let clawback = parse_clawback_diamonds(request.get_ref()).map_err(ApiError::from)?;
         // Read before the transaction (no network call holds a lock): due credits mature
         // before the clawback chooses where to take from.
-        let maturity = self.economy.terms(deadline).await?.maturity;
+        let maturity = self.economy.maturity(deadline).await?;
         let mut runs = 0;
         let (applied, balance) = loop {
             runs += 1;

@@ -295,7 +295,16 @@ pub async fn earn(c: &Clients, operation: &str, creator: &str, diamonds: i64) ->
         .unwrap()
 }
 
+/// `id`'s balance without its read time, so two reads of the same figures compare equal.
 pub async fn balance(client: &mut PayoutClient, id: &str) -> pb::DiamondBalance {
+    pb::DiamondBalance {
+        read_time: None,
+        ..balance_as_read(client, id).await
+    }
+}
+
+/// `id`'s balance as GetDiamondBalance answers it.
+pub async fn balance_as_read(client: &mut PayoutClient, id: &str) -> pb::DiamondBalance {
     client
         .get_diamond_balance(pb::GetDiamondBalanceRequest {
             creator_id: id.into(),
