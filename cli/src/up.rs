@@ -172,6 +172,7 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
                 args.data_dir.join("payout-sandbox"),
             )),
             worker: args.payout_worker.clone().into(),
+            clock: Default::default(),
         },
         payout_listener,
         shutdown.clone(),

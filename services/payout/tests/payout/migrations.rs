@@ -4,9 +4,9 @@
 
 use ovation_payout::store;
 use ovation_store::Db;
+use ovation_store::sqlx;
 use ovation_testkit::databases;
 use ovation_types::ResourceId;
-use ovation_store::sqlx;
 use sqlx::migrate::Migrator;
 
 fn migrations_up_to(version: i64) -> Migrator {
@@ -79,7 +79,11 @@ async fn ledger_rows_and_balances_survive_the_maturity_and_clawback_migration() 
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        assert_eq!((after.entries, entries_after), (2, entries_before), "on {backend}");
+        assert_eq!(
+            (after.entries, entries_after),
+            (2, entries_before),
+            "on {backend}"
+        );
         assert_eq!(after.total, 0);
         assert_eq!(
             (
@@ -108,7 +112,10 @@ async fn ledger_rows_and_balances_survive_the_maturity_and_clawback_migration() 
         )
         .execute(&mut *conn)
         .await;
-        assert!(raw.is_err(), "the lifetime identity is a CHECK on {backend}");
+        assert!(
+            raw.is_err(),
+            "the lifetime identity is a CHECK on {backend}"
+        );
         drop(conn);
         db.close().await;
     }
