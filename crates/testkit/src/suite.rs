@@ -52,6 +52,8 @@ pub struct InProcessSuite {
     /// "sqlite" or "postgres", for test output.
     pub backend: &'static str,
     gifting_settings: GiftingSettings,
+    /// Payout's clock (the system's unless a test set a manual one).
+    payout_clock: ovation_types::Clock,
     slots: [Slot; 4],
 }
 
@@ -59,6 +61,16 @@ impl InProcessSuite {
     /// Starts the four services; `gifting_db` is gifting's database and the others get
     /// fresh ones of the same backend.
     pub async fn start(gifting_db: TestDatabase, settings: GiftingSettings) -> InProcessSuite {
+        Self::start_with_payout_clock(gifting_db, settings, ovation_types::Clock::system()).await
+    }
+
+    /// [`InProcessSuite::start`], with payout on `payout_clock` (a manual clock lets a test
+    /// move diamond maturity and payout rules forward without sleeping).
+    pub async fn start_with_payout_clock(
+        gifting_db: TestDatabase,
+        settings: GiftingSettings,
+        payout_clock: ovation_types::Clock,
+    ) -> InProcessSuite {
         let backend = gifting_db.backend();
         let catalog_db = database_like(&gifting_db).await;
         let wallet_db = database_like(&gifting_db).await;
@@ -84,6 +96,7 @@ impl InProcessSuite {
             },
             backend,
             gifting_settings: settings,
+            payout_clock,
             slots,
         };
         for service in Service::ALL {
@@ -147,6 +160,7 @@ impl InProcessSuite {
                 let provider = Arc::new(ovation_payout::provider::SandboxProvider::in_memory());
                 let mut config = payout_config(&db_url, &catalog, provider);
                 config.server.listen_addr = addr;
+                config.clock = self.payout_clock.clone();
                 start_payout(config).await
             }
             Service::Gifting => {
