@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ovation_auth::Role;
-use ovation_gifting::domain::{GiftOrder, Quote, RetryPolicy, Saga, Status, Step};
+use ovation_gifting::domain::{EventKind, GiftOrder, Quote, RetryPolicy, Saga, Status, Step};
 use ovation_gifting::saga::{Peers, SagaEngine, SagaSettings};
 use ovation_gifting::store::{self, LeaseAfter};
 use ovation_gifting::writer::{self, SagaWriter, Write};
@@ -188,7 +188,7 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &done).await.unwrap();
+        store::publish_event(&mut tx, &done, EventKind::Sent).await.unwrap();
         tx.commit().await.unwrap();
         let mut conn = db.conn().await.unwrap();
         let row = store::get_saga(&mut conn, "sg_fence")
@@ -476,7 +476,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
             },
         ];
         let refs: Vec<&Write> = writes.iter().collect();
-        let results = writer::write_batch(&db, &refs).await.unwrap();
+        let results = writer::write_batch(&db, &refs, None).await.unwrap();
         assert_eq!(results, vec![true, false, true, true, false], "{backend}");
 
         let mut conn = db.conn().await.unwrap();
@@ -524,7 +524,7 @@ async fn a_bad_write_queued_with_others_fails_alone() {
     for tdb in databases().await {
         let db = open(&tdb).await;
         let backend = tdb.backend();
-        let writer = SagaWriter::start(db.clone());
+        let writer = SagaWriter::start(db.clone(), None);
         let now = UnixMillis::now();
         let until = UnixMillis(now.0 + 10_000);
         let mut bad = new_saga("sg_bad", now);
@@ -670,7 +670,7 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &done).await.unwrap();
+        store::publish_event(&mut tx, &done, EventKind::Sent).await.unwrap();
         tx.commit().await.unwrap();
         let mut conn = db.conn().await.unwrap();
         waiting = quoted(&waiting, now);
@@ -791,7 +791,7 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &bobs)
+        store::publish_event(&mut tx, &bobs, EventKind::Sent)
             .await
             .unwrap_or_else(|e| panic!("{backend}: an event after the migration: {e}"));
         tx.commit().await.unwrap();
@@ -867,7 +867,7 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
             })
             .collect();
         let mut tx = db.begin_write().await.unwrap();
-        let recorded = store::insert_sagas(&mut tx, &new).await.unwrap();
+        let recorded = store::insert_sagas(&mut tx, &new, None).await.unwrap();
         let mut recorded: Vec<String> = recorded.into_iter().collect();
         recorded.sort();
         assert_eq!(recorded, ["sg_m0", "sg_m1", "sg_m3"], "{backend}");
@@ -880,14 +880,14 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
                 .await
                 .unwrap()
         );
-        assert_eq!(store::publish_event(&mut tx, &earlier).await.unwrap(), 1);
+        assert_eq!(store::publish_event(&mut tx, &earlier, EventKind::Sent).await.unwrap(), 1);
         let mut done: Vec<Saga> = ["sg_m0", "sg_m1", "sg_m3"]
             .iter()
             .map(|id| completed(&new_saga(id, now), now))
             .collect();
         done[1].stream_id = "s2".into();
         let refs: Vec<&Saga> = done.iter().collect();
-        let seqs = store::publish_events(&mut tx, &refs).await.unwrap();
+        let seqs = store::publish_events(&mut tx, &refs, EventKind::Sent).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(
             seqs,
