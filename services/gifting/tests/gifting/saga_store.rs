@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use ovation_auth::Role;
-use ovation_gifting::domain::{EventKind, GiftOrder, Quote, RetryPolicy, Saga, Status, Step};
+use ovation_gifting::domain::{
+    EventKind, GiftOrder, Quote, RetryPolicy, Saga, Status, Step, VelocityLimit,
+};
 use ovation_gifting::saga::{Peers, SagaEngine, SagaSettings};
 use ovation_gifting::store::{self, LeaseAfter};
 use ovation_gifting::writer::{self, SagaWriter, Write};
@@ -940,5 +942,83 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
             [(1, "sg_earlier".to_owned()), (2, "sg_m1".to_owned())],
             "{backend}"
         );
+    }
+}
+
+/// The velocity limit's count cannot be raced under READ COMMITTED: a second transaction
+/// recording a saga of the same pair waits on the pair's row until the first commits,
+/// then counts its saga (limit 1: refused). A batch counts its own earlier rows of a pair.
+/// (Without the pair's lock, the second insert on PostgreSQL counted nothing and went in.)
+#[tokio::test]
+async fn a_record_under_the_velocity_limit_waits_for_and_counts_a_concurrent_one_of_its_pair() {
+    for tdb in databases().await {
+        let db = open(&tdb).await;
+        let backend = tdb.backend();
+        let limit = VelocityLimit::of_setting(1);
+        let now = UnixMillis::now();
+        let until = UnixMillis(now.0 + 10_000);
+        let first = new_saga("sg_v1", now);
+        let new = |saga, key| record(saga, key, until);
+        let mut tx = db.begin_write().await.unwrap();
+        store::lock_velocity_pairs(&mut tx, &[new(&first, "k1")], limit)
+            .await
+            .unwrap();
+        let recorded = store::insert_sagas(&mut tx, &[new(&first, "k1")], limit)
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), 1, "{backend}");
+
+        let racing = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let second = new_saga("sg_v2", UnixMillis(now.0 + 1));
+                let mut tx = db.begin_write().await.unwrap();
+                let n = record(&second, "k2", until);
+                store::lock_velocity_pairs(&mut tx, &[n], limit).await.unwrap();
+                let recorded = store::insert_sagas(&mut tx, &[n], limit).await.unwrap();
+                tx.commit().await.unwrap();
+                recorded.len()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "{backend}: the second waits for the first");
+        tx.commit().await.unwrap();
+        assert_eq!(racing.await.unwrap(), 0, "{backend}: and then counts it");
+
+        // In one statement: of three sagas of a fresh pair under a limit of 2, the third
+        // is refused; another pair's saga is not affected.
+        let limit = VelocityLimit::of_setting(2);
+        let mut sagas: Vec<Saga> = (0..3).map(|i| new_saga(&format!("sg_b{i}"), now)).collect();
+        for s in &mut sagas {
+            s.creator_id = "carl".into();
+        }
+        let mut other = new_saga("sg_b_other", now);
+        other.creator_id = "dora".into();
+        let keys = ["kb0", "kb1", "kb2", "kb3"];
+        let batch: Vec<store::NewSaga> = sagas
+            .iter()
+            .chain([&other])
+            .zip(keys)
+            .map(|(s, k)| new(s, k))
+            .collect();
+        let mut tx = db.begin_write().await.unwrap();
+        store::lock_velocity_pairs(&mut tx, &batch, limit).await.unwrap();
+        let recorded = store::insert_sagas(&mut tx, &batch, limit).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut ids: Vec<&str> = recorded.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["sg_b0", "sg_b1", "sg_b_other"], "{backend}");
+    }
+}
+
+/// A saga to record under `key`, leased to "me".
+fn record<'a>(saga: &'a Saga, key: &'a str, lease_until: UnixMillis) -> store::NewSaga<'a> {
+    store::NewSaga {
+        saga,
+        key,
+        fingerprint: "fp",
+        owner: "me",
+        lease_until,
+        trace_parent: "",
     }
 }
