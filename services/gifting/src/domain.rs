@@ -726,7 +726,11 @@ impl Reversal {
         policy: &RetryPolicy,
         jitter: f64,
     ) {
-        debug_assert_eq!(self.state, ReversalState::Pending, "only a pending reversal runs");
+        debug_assert_eq!(
+            self.state,
+            ReversalState::Pending,
+            "only a pending reversal runs"
+        );
         self.updated_at = now;
         match (self.step, outcome) {
             (_, ReversalOutcome::Transient { detail }) => {
@@ -1157,6 +1161,137 @@ mod tests {
                 Outcome::Transient { .. }
             ));
         }
+    }
+
+    fn reversal(return_coins: bool) -> Reversal {
+        Reversal::start(
+            "sg_1".into(),
+            "ops".into(),
+            "fraud".into(),
+            return_coins,
+            UnixMillis(0),
+        )
+    }
+
+    #[test]
+    fn a_reversal_claws_back_then_returns_the_coins_if_asked() {
+        let p = RetryPolicy::default();
+        let mut kept = reversal(false);
+        kept.apply(
+            ReversalOutcome::ClawedBack { diamonds: 50 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (
+                kept.state,
+                kept.step,
+                kept.clawed_back_diamonds,
+                kept.returned_coins
+            ),
+            (ReversalState::Done, ReversalStep::Done, 50, 0)
+        );
+        let mut returned = reversal(true);
+        returned.apply(
+            ReversalOutcome::ClawedBack { diamonds: 50 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        assert_eq!(returned.step, ReversalStep::ReturnCoins);
+        returned.apply(
+            ReversalOutcome::Transient {
+                detail: "down".into(),
+            },
+            UnixMillis(2),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (returned.state, returned.step, returned.attempts),
+            (ReversalState::Pending, ReversalStep::ReturnCoins, 1)
+        );
+        returned.apply(
+            ReversalOutcome::CoinsReturned { coins: 100 },
+            UnixMillis(3),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (returned.state, returned.returned_coins, returned.done_at),
+            (ReversalState::Done, 100, Some(UnixMillis(3)))
+        );
+        assert_eq!(
+            (returned.clawback_id(), returned.refund_operation_id()),
+            ("gift:sg_1".to_string(), "sg_1.reversal".to_string())
+        );
+    }
+
+    #[test]
+    fn a_reversal_step_refused_for_good_asks_an_operator_and_nothing_to_do_is_done() {
+        let p = RetryPolicy::default();
+        let payout = |code, reason: &str| CallFailure {
+            peer: "payout",
+            code,
+            reason: reason.into(),
+            message: "m".into(),
+            no_answer: false,
+        };
+        let no_credit = judge_reversal(
+            ReversalStep::Clawback,
+            &payout(Code::NotFound, reasons::payout::CREDIT_NOT_FOUND),
+        );
+        assert!(matches!(no_credit, ReversalOutcome::NothingToDo { .. }));
+        let refunded = judge_reversal(
+            ReversalStep::ReturnCoins,
+            &payout(Code::FailedPrecondition, reasons::wallet::ALREADY_REFUNDED),
+        );
+        assert!(matches!(refunded, ReversalOutcome::NothingToDo { .. }));
+        let mut r = reversal(true);
+        r.apply(no_credit, UnixMillis(1), &p, 0.5);
+        r.apply(refunded, UnixMillis(2), &p, 0.5);
+        assert_eq!(
+            (r.state, r.clawed_back_diamonds, r.returned_coins),
+            (ReversalState::Done, 0, 0)
+        );
+
+        let limit = judge_reversal(
+            ReversalStep::ReturnCoins,
+            &payout(Code::FailedPrecondition, reasons::wallet::BALANCE_LIMIT),
+        );
+        assert!(matches!(limit, ReversalOutcome::Refused { .. }));
+        let mut r = reversal(true);
+        r.apply(
+            ReversalOutcome::ClawedBack { diamonds: 5 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        r.apply(limit, UnixMillis(2), &p, 0.5);
+        assert_eq!(
+            (r.state, r.step, r.clawed_back_diamonds),
+            (ReversalState::NeedsOperator, ReversalStep::ReturnCoins, 5)
+        );
+        assert!(matches!(
+            judge_reversal(ReversalStep::Clawback, &payout(Code::Unavailable, "")),
+            ReversalOutcome::Transient { .. }
+        ));
+        assert!(matches!(
+            judge_reversal(ReversalStep::Clawback, &payout(Code::Unimplemented, "")),
+            ReversalOutcome::Unexpected { .. }
+        ));
+    }
+
+    #[test]
+    fn the_velocity_window_is_the_last_minute_and_zero_is_no_limit() {
+        assert_eq!(VelocityLimit::of_setting(0), None);
+        let limit = VelocityLimit::of_setting(3).unwrap();
+        assert_eq!(
+            VelocityLimit::window_after(UnixMillis(100_000)),
+            UnixMillis(40_000)
+        );
+        assert_eq!((limit.room_after(0), limit.room_after(3)), (3, 0));
     }
 
     fn step() -> impl Strategy<Value = Step> {

@@ -277,8 +277,9 @@ pub async fn run(
         settings.clock.clone(),
         velocity,
     );
-    let service = GiftingServiceServer::new(grpc::GiftingApi::new(db.clone(), engine, sending, feed))
-    .max_decoding_message_size(config.server.args.request_bytes_max);
+    let service =
+        GiftingServiceServer::new(grpc::GiftingApi::new(db.clone(), engine, sending, feed))
+            .max_decoding_message_size(config.server.args.request_bytes_max);
     start.serve(Routes::new(service), db, vec![recovery]).await
 }
 

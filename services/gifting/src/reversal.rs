@@ -38,8 +38,14 @@ impl SagaEngine {
             let claimed = {
                 let _turn = self.db.write_turn().await;
                 let mut conn = self.db.conn().await?;
-                store::claim_reversal_lease(&mut conn, saga_id, &self.owner, self.lease_until(now), now)
-                    .await?
+                store::claim_reversal_lease(
+                    &mut conn,
+                    saga_id,
+                    &self.owner,
+                    self.lease_until(now),
+                    now,
+                )
+                .await?
             };
             let row = self.load(saga_id).await?;
             let Some(mut reversal) = row.pending_reversal().cloned().filter(|_| claimed) else {

@@ -17,6 +17,10 @@
 //! result only after the batch commits, so "recorded before anything else" and "persisted
 //! before the next step" hold as before.
 //!
+//! The velocity limit rides on the record: each row of the batch's insert carries its
+//! pair's count as its condition, and on PostgreSQL the batch first locks its pairs' rows
+//! (one upsert), so a record refused by the limit is simply not inserted (docs/saga.md).
+//!
 //! Failure isolation: if a batch fails (a constraint, a deadlock, a lost connection), it is
 //! rolled back and each of its writes is tried again alone, so one bad write fails only
 //! itself. Re-running a write after an ambiguous commit is harmless: an insert of a recorded

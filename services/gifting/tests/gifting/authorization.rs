@@ -178,7 +178,11 @@ async fn each_role_reaches_exactly_its_rows() {
         );
     }
     let unreversed = admin.get_sent_gift(get()).await.unwrap().into_inner();
-    assert_eq!(unreversed.receipt.unwrap().reversal, None, "nothing recorded");
+    assert_eq!(
+        unreversed.receipt.unwrap().reversal,
+        None,
+        "nothing recorded"
+    );
     let reversed = admin
         .reverse_gift(reverse("rv"))
         .await

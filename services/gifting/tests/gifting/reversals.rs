@@ -144,19 +144,31 @@ async fn a_reversed_gift_leaves_the_leaderboard_and_the_feed_says_so_once() {
         let fraud = receipt_of(&mut hana, send("b", "hana", "ivy", "confetti", 2)).await;
         assert_eq!((kept.status, fraud.status), (COMPLETED, COMPLETED));
         let before = board(&mut gus).await.totals.unwrap();
-        assert_eq!((before.gift_count, before.coins, before.gifter_count), (2, 300, 2));
+        assert_eq!(
+            (before.gift_count, before.coins, before.gifter_count),
+            (2, 300, 2)
+        );
 
         let gift = reversed(&mut admin, reverse("rv-1", &fraud.saga_id, false)).await;
         let reversal = gift.reversal.clone().unwrap();
         assert_eq!(
-            (gift.status, reversal.actor.as_str(), reversal.reason.as_str()),
+            (
+                gift.status,
+                reversal.actor.as_str(),
+                reversal.reason.as_str()
+            ),
             (COMPLETED, "test-admin", "stolen card"),
             "[{backend}] the gift stays COMPLETED; its reversal is recorded as the caller"
         );
         let after = board(&mut gus).await;
         let totals = after.totals.unwrap();
         assert_eq!(
-            (totals.gift_count, totals.coins, totals.diamonds, totals.gifter_count),
+            (
+                totals.gift_count,
+                totals.coins,
+                totals.diamonds,
+                totals.gifter_count
+            ),
             (1, 100, 50, 1),
             "[{backend}] the reversed gift left the totals"
         );
@@ -177,7 +189,11 @@ async fn a_reversed_gift_leaves_the_leaderboard_and_the_feed_says_so_once() {
             [
                 (kept.saga_id.clone(), pb::GiftEventKind::Sent as i32, 100),
                 (fraud.saga_id.clone(), pb::GiftEventKind::Sent as i32, 200),
-                (fraud.saga_id.clone(), pb::GiftEventKind::Reversed as i32, 200),
+                (
+                    fraud.saga_id.clone(),
+                    pb::GiftEventKind::Reversed as i32,
+                    200
+                ),
             ],
             "[{backend}] REVERSED after SENT, with the gift's coins"
         );
@@ -202,7 +218,11 @@ async fn a_reversed_gift_leaves_the_leaderboard_and_the_feed_says_so_once() {
             .reverse_gift(reverse("rv-1", &fraud.saga_id, true))
             .await
             .unwrap_err();
-        assert_eq!(same_key_other_request.code(), Code::AlreadyExists, "[{backend}]");
+        assert_eq!(
+            same_key_other_request.code(),
+            Code::AlreadyExists,
+            "[{backend}]"
+        );
         let totals = board(&mut gus).await.totals.unwrap();
         assert_eq!(totals.gift_count, 1, "[{backend}] taken out once");
         suite.stop().await;
@@ -225,7 +245,11 @@ async fn reversals_of_unknown_unfinished_or_badly_named_gifts_are_refused() {
         assert_eq!(unknown.code(), Code::NotFound, "[{backend}]");
         // 110 coins cannot pay a 1,000-coin gift: REJECTED, nothing to reverse.
         let rejected = receipt_of(&mut jo, send("big", "jo", "kim", "galaxy", 1)).await;
-        assert_eq!(rejected.status, pb::SagaStatus::Rejected as i32, "[{backend}]");
+        assert_eq!(
+            rejected.status,
+            pb::SagaStatus::Rejected as i32,
+            "[{backend}]"
+        );
         let not_completed = admin
             .reverse_gift(reverse("r", &rejected.saga_id, false))
             .await
@@ -251,7 +275,10 @@ async fn reversals_of_unknown_unfinished_or_badly_named_gifts_are_refused() {
             ["idempotency_key", "saga_id", "reason"],
             "[{backend}]"
         );
-        assert_eq!(receipt_now(&mut admin, &rejected.saga_id).await.reversal, None);
+        assert_eq!(
+            receipt_now(&mut admin, &rejected.saga_id).await.reversal,
+            None
+        );
         suite.stop().await;
     }
 }
@@ -364,8 +391,16 @@ async fn concurrent_reversals_of_one_gift_reverse_it_once() {
         assert_eq!((won, refused), (1, 7), "[{backend}]");
         let mut admin = admin;
         let r = reversal_settled(&mut admin, &gift.saga_id).await;
-        assert_eq!((r.state, r.returned_coins), (DONE, 100), "[{backend}] {r:?}");
-        assert_eq!(clawbacks(&suite, &gift.saga_id).await.len(), 1, "[{backend}]");
+        assert_eq!(
+            (r.state, r.returned_coins),
+            (DONE, 100),
+            "[{backend}] {r:?}"
+        );
+        assert_eq!(
+            clawbacks(&suite, &gift.saga_id).await.len(),
+            1,
+            "[{backend}]"
+        );
         assert_eq!(suite.coins("ola").await, 1_100, "[{backend}] refunded once");
         let events = feed(&mut ola, 2).await;
         assert_eq!(events[1].kind, pb::GiftEventKind::Reversed as i32);
@@ -409,7 +444,11 @@ async fn a_reversal_resumes_after_a_gifting_restart_once_payout_is_back() {
             (DONE, 50, 100),
             "[{backend}] {r:?}"
         );
-        assert_eq!(clawbacks(&suite, &gift.saga_id).await.len(), 1, "[{backend}]");
+        assert_eq!(
+            clawbacks(&suite, &gift.saga_id).await.len(),
+            1,
+            "[{backend}]"
+        );
         assert_eq!(suite.coins("quin").await, 1_100, "[{backend}]");
         suite.stop().await;
     }

@@ -190,7 +190,9 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &done, EventKind::Sent).await.unwrap();
+        store::publish_event(&mut tx, &done, EventKind::Sent)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let mut conn = db.conn().await.unwrap();
         let row = store::get_saga(&mut conn, "sg_fence")
@@ -908,14 +910,21 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
                 .await
                 .unwrap()
         );
-        assert_eq!(store::publish_event(&mut tx, &earlier, EventKind::Sent).await.unwrap(), 1);
+        assert_eq!(
+            store::publish_event(&mut tx, &earlier, EventKind::Sent)
+                .await
+                .unwrap(),
+            1
+        );
         let mut done: Vec<Saga> = ["sg_m0", "sg_m1", "sg_m3"]
             .iter()
             .map(|id| completed(&new_saga(id, now), now))
             .collect();
         done[1].stream_id = "s2".into();
         let refs: Vec<&Saga> = done.iter().collect();
-        let seqs = store::publish_events(&mut tx, &refs, EventKind::Sent).await.unwrap();
+        let seqs = store::publish_events(&mut tx, &refs, EventKind::Sent)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(
             seqs,
@@ -974,14 +983,19 @@ async fn a_record_under_the_velocity_limit_waits_for_and_counts_a_concurrent_one
                 let second = new_saga("sg_v2", UnixMillis(now.0 + 1));
                 let mut tx = db.begin_write().await.unwrap();
                 let n = record(&second, "k2", until);
-                store::lock_velocity_pairs(&mut tx, &[n], limit).await.unwrap();
+                store::lock_velocity_pairs(&mut tx, &[n], limit)
+                    .await
+                    .unwrap();
                 let recorded = store::insert_sagas(&mut tx, &[n], limit).await.unwrap();
                 tx.commit().await.unwrap();
                 recorded.len()
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!racing.is_finished(), "{backend}: the second waits for the first");
+        assert!(
+            !racing.is_finished(),
+            "{backend}: the second waits for the first"
+        );
         tx.commit().await.unwrap();
         assert_eq!(racing.await.unwrap(), 0, "{backend}: and then counts it");
 
@@ -1002,7 +1016,9 @@ async fn a_record_under_the_velocity_limit_waits_for_and_counts_a_concurrent_one
             .map(|(s, k)| new(s, k))
             .collect();
         let mut tx = db.begin_write().await.unwrap();
-        store::lock_velocity_pairs(&mut tx, &batch, limit).await.unwrap();
+        store::lock_velocity_pairs(&mut tx, &batch, limit)
+            .await
+            .unwrap();
         let recorded = store::insert_sagas(&mut tx, &batch, limit).await.unwrap();
         tx.commit().await.unwrap();
         let mut ids: Vec<&str> = recorded.iter().map(String::as_str).collect();

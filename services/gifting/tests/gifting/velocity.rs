@@ -64,8 +64,16 @@ async fn a_sender_gifts_one_creator_at_most_the_limit_a_minute_and_a_replay_is_n
         // Three in the minute: allowed (a refusal by the wallet would count too).
         let mut first = None;
         for i in 0..3 {
-            let r = receipt_of(&mut alice, send(&format!("v{i}"), "alice", "bob", "rose", 1)).await;
-            assert_eq!(r.status, pb::SagaStatus::Completed as i32, "[{backend}] {r:?}");
+            let r = receipt_of(
+                &mut alice,
+                send(&format!("v{i}"), "alice", "bob", "rose", 1),
+            )
+            .await;
+            assert_eq!(
+                r.status,
+                pb::SagaStatus::Completed as i32,
+                "[{backend}] {r:?}"
+            );
             first.get_or_insert(r);
             clock.advance(10_000);
         }
@@ -77,30 +85,53 @@ async fn a_sender_gifts_one_creator_at_most_the_limit_a_minute_and_a_replay_is_n
             .send_gift(send("v3", "alice", "bob", "rose", 1))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), Code::ResourceExhausted, "[{backend}] {refused:?}");
+        assert_eq!(
+            refused.code(),
+            Code::ResourceExhausted,
+            "[{backend}] {refused:?}"
+        );
         assert_eq!(reason(&refused), "VELOCITY_LIMIT", "[{backend}]");
         assert_eq!(recorded(&mut alice, "alice").await, 3, "[{backend}]");
         assert_eq!(suite.coins("alice").await, coins, "[{backend}]");
-        assert!(refusals_counted() > counted, "[{backend}] the refusal is counted");
+        assert!(
+            refusals_counted() > counted,
+            "[{backend}] the refusal is counted"
+        );
 
         // A replay of a recorded key is answered as always.
         let replay = receipt_of(&mut alice, send("v0", "alice", "bob", "rose", 1)).await;
         assert_eq!(replay.saga_id, first.unwrap().saga_id, "[{backend}]");
         // Other creators, and other senders to this creator, have their own windows.
         let to_carl = receipt_of(&mut alice, send("c0", "alice", "carl", "rose", 1)).await;
-        assert_eq!(to_carl.status, pb::SagaStatus::Completed as i32, "[{backend}]");
+        assert_eq!(
+            to_carl.status,
+            pb::SagaStatus::Completed as i32,
+            "[{backend}]"
+        );
         let from_dan = receipt_of(&mut dan, send("d0", "dan", "bob", "rose", 1)).await;
-        assert_eq!(from_dan.status, pb::SagaStatus::Completed as i32, "[{backend}]");
+        assert_eq!(
+            from_dan.status,
+            pb::SagaStatus::Completed as i32,
+            "[{backend}]"
+        );
 
         // The window slides: 60 s after the first gift, one place is free again.
         clock.advance(30_000);
         let later = receipt_of(&mut alice, send("v4", "alice", "bob", "rose", 1)).await;
-        assert_eq!(later.status, pb::SagaStatus::Completed as i32, "[{backend}]");
+        assert_eq!(
+            later.status,
+            pb::SagaStatus::Completed as i32,
+            "[{backend}]"
+        );
         let again = alice
             .send_gift(send("v5", "alice", "bob", "rose", 1))
             .await
             .unwrap_err();
-        assert_eq!(reason(&again), "VELOCITY_LIMIT", "[{backend}] still three in the minute");
+        assert_eq!(
+            reason(&again),
+            "VELOCITY_LIMIT",
+            "[{backend}] still three in the minute"
+        );
         suite.stop().await;
     }
 }
