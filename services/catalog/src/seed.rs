@@ -7,8 +7,7 @@ use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMil
 
 use crate::domain::{
     CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, NewCoinPackage, NewGift,
-    NewPromotion, Prices,
-    Promotion, Window,
+    NewPromotion, Prices, Promotion, Window,
 };
 use crate::operations::{self, CatalogError};
 use crate::store::{self, VersionRows};

@@ -13,8 +13,7 @@ use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMil
 
 use crate::domain::{
     CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, Prices, Promotion, TheEconomy,
-    Versioned,
-    Window,
+    Versioned, Window,
 };
 
 /// A kind's head table: one row per item naming its latest version. The economy parameters

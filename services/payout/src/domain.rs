@@ -421,8 +421,7 @@ pub fn judge_credits(
         .iter()
         .map(|(id, t)| (id, t.lifetime_earned))
         .collect();
-    let mut owed: BTreeMap<&ResourceId, i64> =
-        targets.iter().map(|(id, t)| (id, t.debt)).collect();
+    let mut owed: BTreeMap<&ResourceId, i64> = targets.iter().map(|(id, t)| (id, t.debt)).collect();
     requests
         .into_iter()
         .map(|request| {
@@ -547,7 +546,9 @@ impl ClawbackId {
             return Err("is required".into());
         }
         if raw.len() > CLAWBACK_ID_CHARS_MAX {
-            return Err(format!("must be at most {CLAWBACK_ID_CHARS_MAX} characters"));
+            return Err(format!(
+                "must be at most {CLAWBACK_ID_CHARS_MAX} characters"
+            ));
         }
         if !raw
             .bytes()
@@ -1445,7 +1446,11 @@ impl Payout {
 
     /// The payout released before it was sent, for `reason` (a suspension, clawback
     /// debt), and the entry that releases the hold. Refused once it was sent.
-    pub fn stopped(&self, reason: &str, now: UnixMillis) -> Result<(Payout, JournalEntry), PayoutRule> {
+    pub fn stopped(
+        &self,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<(Payout, JournalEntry), PayoutRule> {
         if self.sent_at.is_some() {
             return Err(PayoutRule::AlreadySent);
         }
@@ -1925,7 +1930,9 @@ mod tests {
             ("d", "cat", 1),
         ]
         .iter()
-        .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1), 0).unwrap())
+        .map(|&(op, creator, coins)| {
+            Credit::new(gift(op, creator, coins), UnixMillis(1), 0).unwrap()
+        })
         .collect();
         let refs: Vec<&Credit> = credits.iter().collect();
         let sums = credited_per_creator(&refs).unwrap();
@@ -2085,9 +2092,7 @@ mod tests {
         ledger
             .post(&JournalEntry::credit(&ann, &id("op"), 5, 0))
             .unwrap();
-        ledger
-            .post(&JournalEntry::mature(&ann, "m1", 5))
-            .unwrap();
+        ledger.post(&JournalEntry::mature(&ann, "m1", 5)).unwrap();
         let hold = JournalEntry::hold(&ann, "p", Diamonds::parse(6).unwrap());
         assert!(ledger.post(&hold).is_err());
         assert_eq!(ledger.balance(&Account::Creator(ann.clone())), 5);
@@ -2111,7 +2116,10 @@ mod tests {
         assert_eq!(m.matures_at(credited), UnixMillis(1_000 + 72 * 3_600_000));
         let at_71h = UnixMillis(1_000 + 71 * 3_600_000);
         assert!(m.due_cutoff(at_71h) < credited, "not due at 71 h");
-        assert!(m.due_cutoff(m.matures_at(credited)) >= credited, "due at 72 h");
+        assert!(
+            m.due_cutoff(m.matures_at(credited)) >= credited,
+            "due at 72 h"
+        );
         assert_eq!(Maturity::hours(0).unwrap().due_cutoff(credited), credited);
         assert!(Maturity::hours(8_761).is_err() && Maturity::hours(-1).is_err());
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
@@ -2139,17 +2147,33 @@ mod tests {
             lifetime_earned: 1_100,
             ..Balance::default()
         };
-        assert_eq!(ask(b, 1_000).unwrap_err().to_string().contains("pending"), true);
+        assert_eq!(
+            ask(b, 1_000).unwrap_err().to_string().contains("pending"),
+            true
+        );
         assert!(matches!(
             ask(b, 1_000),
-            Err(PayoutRule::DiamondsNotMature { available: 500, pending: 600, .. })
+            Err(PayoutRule::DiamondsNotMature {
+                available: 500,
+                pending: 600,
+                ..
+            })
         ));
         assert_eq!(
             ask(b, 1_200),
             Err(PayoutRule::InsufficientDiamonds { available: 500 })
         );
-        let owing = Balance { debt: 1, available: 2_000, pending: 0, lifetime_earned: 2_000, ..b };
-        assert_eq!(ask(owing, 1_000), Err(PayoutRule::CreatorInDebt { debt: 1 }));
+        let owing = Balance {
+            debt: 1,
+            available: 2_000,
+            pending: 0,
+            lifetime_earned: 2_000,
+            ..b
+        };
+        assert_eq!(
+            ask(owing, 1_000),
+            Err(PayoutRule::CreatorInDebt { debt: 1 })
+        );
         assert_eq!(
             ask(owing, 1).unwrap_err(),
             PayoutRule::CreatorInDebt { debt: 1 },
@@ -2166,8 +2190,14 @@ mod tests {
         };
         let own = credit("own", 100, 20); // 50 diamonds minted, 20 still pending
         let others = [
-            PendingCredit { operation_id: id("late"), pending: 7 },
-            PendingCredit { operation_id: id("early"), pending: 9 },
+            PendingCredit {
+                operation_id: id("late"),
+                pending: 7,
+            },
+            PendingCredit {
+                operation_id: id("early"),
+                pending: 9,
+            },
         ];
         let balance = Balance {
             pending: 36,
@@ -2184,11 +2214,24 @@ mod tests {
             reason: Text::parse("chargeback").unwrap(),
         };
         // 100 coins at 50 % = 50 diamonds: 20 own + 7 late + 9 early + 10 available + 4 debt.
-        let plan = plan_clawback(request("c1", 100), &own, 0, &others, &balance, UnixMillis(9))
-            .unwrap();
+        let plan = plan_clawback(
+            request("c1", 100),
+            &own,
+            0,
+            &others,
+            &balance,
+            UnixMillis(9),
+        )
+        .unwrap();
         let c = &plan.clawback;
         assert_eq!(
-            (c.coins, c.diamonds, c.from_pending, c.from_available, c.to_debt),
+            (
+                c.coins,
+                c.diamonds,
+                c.from_pending,
+                c.from_available,
+                c.to_debt
+            ),
             (100, 50, 36, 10, 4)
         );
         assert_eq!(
@@ -2198,14 +2241,31 @@ mod tests {
         let entry = plan.entry.unwrap();
         assert!(entry.is_balanced());
         let after = balance.apply(&entry).unwrap();
-        assert_eq!((after.pending, after.available, after.lifetime_earned), (0, 0, 0));
+        assert_eq!(
+            (after.pending, after.available, after.lifetime_earned),
+            (0, 0, 0)
+        );
         // Earlier clawbacks took 90 of the credit's 100 coins: only 10 are left to apply.
-        let capped = plan_clawback(request("c2", 100), &own, 90, &others, &balance, UnixMillis(9))
-            .unwrap();
+        let capped = plan_clawback(
+            request("c2", 100),
+            &own,
+            90,
+            &others,
+            &balance,
+            UnixMillis(9),
+        )
+        .unwrap();
         assert_eq!((capped.clawback.coins, capped.clawback.diamonds), (10, 5));
         assert_eq!(capped.taken_from_credits, vec![(id("own"), 5)]);
-        let none = plan_clawback(request("c3", 5), &own, 100, &others, &balance, UnixMillis(9))
-            .unwrap();
+        let none = plan_clawback(
+            request("c3", 5),
+            &own,
+            100,
+            &others,
+            &balance,
+            UnixMillis(9),
+        )
+        .unwrap();
         assert_eq!((none.clawback.coins, none.clawback.diamonds), (0, 0));
         assert!(none.entry.is_none());
         // A retry is the same credit, coins, cause and cause id; the reason may differ.
@@ -2221,7 +2281,11 @@ mod tests {
         targets.get_mut(&id("ann")).unwrap().debt = 7;
         // 10, 4 and 6 coins at 50 %: 5 diamonds (all settle), 2 (settle), 3 (0 settle, 3 pending)
         let outcomes = judge_credits(
-            vec![gift("a", "ann", 10), gift("b", "ann", 4), gift("c", "ann", 6)],
+            vec![
+                gift("a", "ann", 10),
+                gift("b", "ann", 4),
+                gift("c", "ann", 6),
+            ],
             vec![],
             &targets,
             UnixMillis(9),
@@ -2234,10 +2298,16 @@ mod tests {
             })
             .collect();
         assert_eq!(split, [(5, 0), (2, 0), (0, 3)]);
-        let CreditOutcome::New(first) = &outcomes[0] else { unreachable!() };
+        let CreditOutcome::New(first) = &outcomes[0] else {
+            unreachable!()
+        };
         let entry = first.entry().unwrap();
         assert!(entry.is_balanced());
-        assert_eq!(entry.postings.len(), 2, "issuance and the clawback sink only");
+        assert_eq!(
+            entry.postings.len(),
+            2,
+            "issuance and the clawback sink only"
+        );
     }
 
     /// One step of a random history.
@@ -2287,7 +2357,8 @@ mod tests {
                 .prop_map(|(creator, diamonds)| Step::Request { creator, diamonds }),
             (0..64usize, any::<bool>()).prop_map(|(payout, paid)| Step::Settle { payout, paid }),
             (0..3usize).prop_map(|creator| Step::Mature { creator }),
-            (0..64usize, 1..=60_000i64).prop_map(|(credit, coins)| Step::Clawback { credit, coins }),
+            (0..64usize, 1..=60_000i64)
+                .prop_map(|(credit, coins)| Step::Clawback { credit, coins }),
         ]
     }
 

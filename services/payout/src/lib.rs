@@ -257,7 +257,7 @@ pub async fn run(
         wakeup,
         config.clock.clone(),
     ))
-        .max_decoding_message_size(config.server.args.request_bytes_max);
+    .max_decoding_message_size(config.server.args.request_bytes_max);
     // Serving ended (shutdown, or an error): the worker drains and stops too.
     start.serve(Routes::new(service), db, vec![worker]).await
 }

@@ -21,10 +21,10 @@ use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, TimeWindow, UnixMillis};
 
 use crate::domain::{
-    AccountKind, AccountReference, Balance, BalanceMove, BalanceView, CREATOR_LIFETIME_DIAMONDS_MAX,
-    Clawback, ClawbackCause, ClawbackId, ClawbackRequest, Creator, Credit, CreditRequest,
-    CreditSums, JournalEntry, Maturity, Payout, PayoutAccount, PayoutRate, PayoutState,
-    PendingCredit, Review, Verification,
+    AccountKind, AccountReference, Balance, BalanceMove, BalanceView,
+    CREATOR_LIFETIME_DIAMONDS_MAX, Clawback, ClawbackCause, ClawbackId, ClawbackRequest, Creator,
+    Credit, CreditRequest, CreditSums, JournalEntry, Maturity, Payout, PayoutAccount, PayoutRate,
+    PayoutState, PendingCredit, Review, Verification,
 };
 
 // ---- creators ----------------------------------------------------------------------
@@ -414,7 +414,10 @@ pub async fn pending_credits(
 
 /// Takes pending diamonds from credits (`takes`: distinct operation ids, each > 0) in one
 /// statement, guarded by what each still has; [`Posted::Refused`] if any had less.
-pub async fn take_pending(conn: &mut Conn, takes: &[(ResourceId, i64)]) -> Result<Posted, StoreError> {
+pub async fn take_pending(
+    conn: &mut Conn,
+    takes: &[(ResourceId, i64)],
+) -> Result<Posted, StoreError> {
     if takes.is_empty() {
         return Ok(Posted::Yes);
     }
@@ -1010,7 +1013,10 @@ pub async fn insert_clawback(conn: &mut Conn, c: &Clawback) -> Result<bool, Stor
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn get_clawback(conn: &mut Conn, id: &ClawbackId) -> Result<Option<Clawback>, StoreError> {
+pub async fn get_clawback(
+    conn: &mut Conn,
+    id: &ClawbackId,
+) -> Result<Option<Clawback>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CLAWBACK_COLUMNS} FROM clawbacks WHERE clawback_id = $1"
     )))

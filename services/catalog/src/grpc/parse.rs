@@ -12,8 +12,8 @@ use ovation_types::{
 use crate::domain::{
     CoinPackage, CoinPackageChange, EconomyChange, EconomyParameters, Edit, Gift, GiftChange,
     GiftPrice, MaturityHours, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
-    PromotionChange,
-    TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids, parse_per_user_cap,
+    PromotionChange, TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids,
+    parse_per_user_cap,
 };
 
 /// One item, at a version or (`None`) its latest.

@@ -43,8 +43,14 @@ pub async fn request(
         .await?
         .ok_or_else(|| PayoutError::Broken(format!("creator {id} has no balance row")))?;
     let payout_id = format!("po_{}", uuid::Uuid::now_v7().simple());
-    let (payout, hold) =
-        Payout::request(payout_id, &creator, &balance, order.diamonds, &terms.rate, now)?;
+    let (payout, hold) = Payout::request(
+        payout_id,
+        &creator,
+        &balance,
+        order.diamonds,
+        &terms.rate,
+        now,
+    )?;
     // The conditional update in post_entry is what stops concurrent requests from
     // holding more than is available; on refusal the whole transaction (payout row
     // included) rolls back.

@@ -478,7 +478,11 @@ async fn only_wallet_gifting_and_admins_claw_back_and_only_admins_list_clawbacks
                 db.backend()
             );
             assert_eq!(
-                code(client.list_clawbacks(pb::ListClawbacksRequest::default()).await),
+                code(
+                    client
+                        .list_clawbacks(pb::ListClawbacksRequest::default())
+                        .await
+                ),
                 Code::PermissionDenied,
                 "{who} lists clawbacks"
             );
@@ -488,7 +492,10 @@ async fn only_wallet_gifting_and_admins_claw_back_and_only_admins_list_clawbacks
             .await
             .unwrap()
             .into_inner();
-        assert!(none.clawbacks.is_empty(), "nothing written by a denied call");
+        assert!(
+            none.clawbacks.is_empty(),
+            "nothing written by a denied call"
+        );
         for (i, bearer) in [
             Bearer::role("wallet", Role::WalletService),
             as_gifting(),

@@ -595,7 +595,9 @@ async fn an_operation_id_a_concurrent_credit_records_first_for_another_creator_i
         let requests = vec![request("x", "ann"), request("y", "ann")];
         tokio::spawn(async move {
             let mut tx = store.begin_write().await.unwrap();
-            let results = ledger::credit_batch(&mut tx, requests, &Default::default()).await.unwrap();
+            let results = ledger::credit_batch(&mut tx, requests, &Default::default())
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
             results
         })

@@ -66,7 +66,12 @@ async fn a_clawback_takes_pending_then_available_then_debt_which_later_credits_s
         // All of g2's 600 coins: its own 300 pending diamonds.
         let (c1, b) = clawed(&mut wallet, clawback_request("cb-1", "g2", 600)).await;
         assert_eq!(
-            (c1.coins, c1.diamonds, c1.from_pending_diamonds, c1.from_available_diamonds),
+            (
+                c1.coins,
+                c1.diamonds,
+                c1.from_pending_diamonds,
+                c1.from_available_diamonds
+            ),
             (600, 300, 300, 0),
             "on {}",
             db.backend()
@@ -116,12 +121,19 @@ async fn a_clawback_takes_pending_then_available_then_debt_which_later_credits_s
             .await
             .unwrap();
         let b = balance(&mut ann, "ann").await;
-        assert_eq!(figures(&b), (100, 0, 0, 1_000, 0, 1_100), "on {}", db.backend());
+        assert_eq!(
+            figures(&b),
+            (100, 0, 0, 1_000, 0, 1_100),
+            "on {}",
+            db.backend()
+        );
         assert_eq!(b.clawed_back_diamonds, 1_300);
 
         let all = list_clawbacks(&c, of_creator("ann")).await;
         assert_eq!(
-            all.iter().map(|c| c.clawback_id.as_str()).collect::<Vec<_>>(),
+            all.iter()
+                .map(|c| c.clawback_id.as_str())
+                .collect::<Vec<_>>(),
             ["cb-1", "cb-2", "cb-3"]
         );
         let of_g2 = list_clawbacks(
@@ -153,9 +165,14 @@ async fn a_clawback_takes_pending_then_available_then_debt_which_later_credits_s
 async fn occupy_worker(c: &Clients) -> String {
     verified_creator(c, "blocker", "sandbox-slow-1500").await;
     earn(c, "blocker-credit", "blocker", 1_000).await;
-    requested_payout(&mut c.creator("blocker"), "blocker-payout", "blocker", 1_000)
-        .await
-        .payout_id
+    requested_payout(
+        &mut c.creator("blocker"),
+        "blocker-payout",
+        "blocker",
+        1_000,
+    )
+    .await
+    .payout_id
 }
 
 fn one_slot() -> WorkerConfig {
@@ -184,7 +201,11 @@ async fn debt_releases_held_unsent_payouts_whose_diamonds_settle_it() {
         let (cb, b) = clawed(&mut admin, clawback_request("cb-1", "g1", 2_000)).await;
         // 1000 diamonds: 100 available, 900 debt; the HELD 1100 are released and settle it.
         assert_eq!(
-            (cb.from_pending_diamonds, cb.from_available_diamonds, cb.to_debt_diamonds),
+            (
+                cb.from_pending_diamonds,
+                cb.from_available_diamonds,
+                cb.to_debt_diamonds
+            ),
             (0, 100, 900),
             "on {}",
             db.backend()
@@ -192,7 +213,10 @@ async fn debt_releases_held_unsent_payouts_whose_diamonds_settle_it() {
         assert_eq!(figures(&b), (0, 200, 0, 0, 0, 200), "on {}", db.backend());
         let released = get_payout(&mut admin, &held.payout_id).await;
         assert_eq!(released.state, pb::PayoutState::Released as i32);
-        assert!(released.failure_reason.contains("clawed-back"), "{released:?}");
+        assert!(
+            released.failure_reason.contains("clawed-back"),
+            "{released:?}"
+        );
 
         settled(&admin, &blocker).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -259,7 +283,12 @@ async fn a_clawback_id_applies_once_sequentially_and_concurrently() {
         let mut retry = clawback_request("cb-1", "g1", 500);
         retry.reason = "the same chargeback, other words".into();
         let (again, _) = clawed(&mut wallet, retry).await;
-        assert_eq!(again, first, "the reason is not compared on {}", db.backend());
+        assert_eq!(
+            again,
+            first,
+            "the reason is not compared on {}",
+            db.backend()
+        );
         for other in [
             clawback_request("cb-1", "g1", 501),
             pb::ClawbackDiamondsRequest {
@@ -350,7 +379,11 @@ async fn clawbacks_racing_credits_and_payouts_leave_exact_balances() {
             let mut wallet = c.with(as_wallet());
             tasks.push(tokio::spawn(async move {
                 wallet
-                    .clawback_diamonds(clawback_request(&format!("cb-{n}"), &format!("g{n}"), 1_000))
+                    .clawback_diamonds(clawback_request(
+                        &format!("cb-{n}"),
+                        &format!("g{n}"),
+                        1_000,
+                    ))
                     .await
                     .map(|_| ())
             }));

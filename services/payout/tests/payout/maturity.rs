@@ -32,7 +32,12 @@ async fn a_payout_is_refused_at_71_hours_and_accepted_at_72() {
         clock.advance(HOUR_MS);
         earn(&c, "g2", "ann", 500).await;
         let b = balance_as_read(&mut ann, "ann").await;
-        assert_eq!(figures(&b), (1_500, 0, 0, 0, 0, 1_500), "on {}", db.backend());
+        assert_eq!(
+            figures(&b),
+            (1_500, 0, 0, 0, 0, 1_500),
+            "on {}",
+            db.backend()
+        );
         assert_eq!(millis(&b.next_maturity_time), Some(START_MS + 72 * HOUR_MS));
         assert_eq!(millis(&b.read_time), Some(START_MS + HOUR_MS));
 
@@ -41,7 +46,12 @@ async fn a_payout_is_refused_at_71_hours_and_accepted_at_72() {
             .request_payout(request_payout("cash-71h", "ann", 1_000))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), Code::FailedPrecondition, "on {}", db.backend());
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "on {}",
+            db.backend()
+        );
         assert_eq!(reason(&refused), "DIAMONDS_NOT_MATURE");
         assert!(
             refused.message().contains("2027-01-18T08:00:00Z"),
@@ -57,7 +67,12 @@ async fn a_payout_is_refused_at_71_hours_and_accepted_at_72() {
 
         clock.advance(HOUR_MS); // 72 h after g1: g1 matured (read, not yet moved)
         let b = balance_as_read(&mut ann, "ann").await;
-        assert_eq!(figures(&b), (500, 1_000, 0, 0, 0, 1_500), "on {}", db.backend());
+        assert_eq!(
+            figures(&b),
+            (500, 1_000, 0, 0, 0, 1_500),
+            "on {}",
+            db.backend()
+        );
         assert_eq!(millis(&b.next_maturity_time), Some(START_MS + 73 * HOUR_MS));
         let payout = requested_payout(&mut ann, "cash-72h", "ann", 1_000).await;
         assert_eq!(payout.state, pb::PayoutState::Held as i32);
@@ -67,12 +82,21 @@ async fn a_payout_is_refused_at_71_hours_and_accepted_at_72() {
             .request_payout(request_payout("cash-more", "ann", 1_000))
             .await
             .unwrap_err();
-        assert_eq!(reason(&early), "INSUFFICIENT_DIAMONDS", "500 pending < 1000");
+        assert_eq!(
+            reason(&early),
+            "INSUFFICIENT_DIAMONDS",
+            "500 pending < 1000"
+        );
 
         // The current economy's maturity applies to every pending credit.
         catalog.set_maturity(0).await;
         let b = balance_as_read(&mut ann, "ann").await;
-        assert_eq!(figures(&b), (0, 500, 0, 1_000, 0, 1_500), "on {}", db.backend());
+        assert_eq!(
+            figures(&b),
+            (0, 500, 0, 1_000, 0, 1_500),
+            "on {}",
+            db.backend()
+        );
         assert_eq!(b.next_maturity_time, None);
         catalog.set_maturity(72).await;
         assert_ledger_sound(&c, &db).await;
@@ -117,7 +141,10 @@ async fn maturity_moves_pending_to_available_once_under_the_lock() {
         let b = balance(&mut ann, "ann").await;
         assert_identity(&b);
         assert_eq!(b.pending_diamonds, 0);
-        assert_eq!(b.available_diamonds + b.held_diamonds + b.paid_out_diamonds, 2_000);
+        assert_eq!(
+            b.available_diamonds + b.held_diamonds + b.paid_out_diamonds,
+            2_000
+        );
         assert_ledger_sound(&c, &db).await;
         running.stop().await.unwrap();
     }

@@ -15,9 +15,9 @@ use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
 use ovation_store::{Db, DbOptions};
-use ovation_types::Clock;
 use ovation_testkit::services::{catalog_config, payout_config, start_payout};
 use ovation_testkit::{Bearer, PayoutClient, Running, TestDatabase};
+use ovation_types::Clock;
 use tonic::transport::Channel;
 
 /// Longest any condition is polled for.
@@ -49,10 +49,8 @@ pub async fn start_catalog_with_maturity(hours: i32) -> Catalog {
 impl Catalog {
     /// An admin sets the economy's diamond maturity (a new economy version).
     pub async fn set_maturity(&self, hours: i32) {
-        let mut admin = CatalogServiceClient::with_interceptor(
-            self.running.channel().await,
-            Bearer::admin(),
-        );
+        let mut admin =
+            CatalogServiceClient::with_interceptor(self.running.channel().await, Bearer::admin());
         let economy = admin
             .update_economy_parameters(catalog_pb::UpdateEconomyParametersRequest {
                 idempotency_key: format!("maturity-{hours}-{}", uuid()),
@@ -421,7 +419,12 @@ pub async fn assert_ledger_sound(c: &Clients, db: &TestDatabase) -> pb::GetLedge
     );
     assert_eq!(summary.unbalanced_entry_count, 0, "I1 on {}", db.backend());
     assert_eq!(summary.negative_balance_count, 0, "I2 on {}", db.backend());
-    assert_eq!(summary.lifetime_mismatch_count, 0, "lifetime identity on {}", db.backend());
+    assert_eq!(
+        summary.lifetime_mismatch_count,
+        0,
+        "lifetime identity on {}",
+        db.backend()
+    );
     assert_eq!(summary.payouts_sent_in_debt_count, 0, "on {}", db.backend());
     // The clawback sink holds what was clawed back, less the debt still owed.
     assert_eq!(
@@ -486,7 +489,11 @@ pub async fn clawed(
     client: &mut PayoutClient,
     request: pb::ClawbackDiamondsRequest,
 ) -> (pb::Clawback, pb::DiamondBalance) {
-    let reply = client.clawback_diamonds(request).await.unwrap().into_inner();
+    let reply = client
+        .clawback_diamonds(request)
+        .await
+        .unwrap()
+        .into_inner();
     (reply.clawback.unwrap(), reply.balance.unwrap())
 }
 
