@@ -2147,10 +2147,7 @@ mod tests {
             lifetime_earned: 1_100,
             ..Balance::default()
         };
-        assert_eq!(
-            ask(b, 1_000).unwrap_err().to_string().contains("pending"),
-            true
-        );
+        assert!(ask(b, 1_000).unwrap_err().to_string().contains("pending"));
         assert!(matches!(
             ask(b, 1_000),
             Err(PayoutRule::DiamondsNotMature {

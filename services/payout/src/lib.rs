@@ -56,6 +56,12 @@ pub const DEFAULT_SANDBOX_DIR: &str = "data/payout-sandbox";
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The payout service's migrations (for tests that build a database as an older version
+/// left it).
+pub fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
+}
+
 /// The payout service's settings: the shared ones plus its own.
 #[derive(clap::Parser, Clone, Debug)]
 #[command(name = "ovation-payout", version, about = "Ovation's payout service")]
@@ -243,6 +249,7 @@ pub async fn run(
         config.worker.clone(),
         wakeup.clone(),
         start.shutdown().clone(),
+        config.clock.clone(),
     );
     ovation_server::gauges::spawn_refresher(
         "ledger",

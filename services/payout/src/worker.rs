@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use ovation_server::Shutdown;
 use ovation_store::{Db, StoreError};
-use ovation_types::UnixMillis;
+use ovation_types::{Clock, UnixMillis};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
@@ -132,14 +132,16 @@ impl Wakeup {
 }
 
 /// Starts the worker; it stops (draining as documented above) when `shutdown` trips.
+/// `clock` is the service's: payouts are due by the time they were recorded with.
 pub fn spawn(
     db: Db,
     provider: Arc<dyn PayoutProvider>,
     config: WorkerConfig,
     wakeup: Wakeup,
     shutdown: Shutdown,
+    clock: Clock,
 ) -> JoinHandle<()> {
-    tokio::spawn(work(db, provider, config, wakeup, shutdown))
+    tokio::spawn(work(db, provider, config, wakeup, shutdown, clock))
 }
 
 async fn work(
@@ -148,6 +150,7 @@ async fn work(
     config: WorkerConfig,
     wakeup: Wakeup,
     shutdown: Shutdown,
+    clock: Clock,
 ) {
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let concurrency = config.concurrency.max(1);
@@ -155,7 +158,7 @@ async fn work(
     tracing::info!(%owner, concurrency, "payout worker started");
     loop {
         while in_flight.len() < concurrency && !shutdown.is_triggered() {
-            let now = UnixMillis::now();
+            let now = clock.now();
             let lease_until = after(now, config.lease());
             let claimed = async {
                 let mut conn = db.pool().acquire().await?;
@@ -174,6 +177,7 @@ async fn work(
                             owner.clone(),
                             payout,
                             attempts,
+                            clock.clone(),
                         )
                         .instrument(span),
                     );
@@ -326,6 +330,7 @@ async fn attempt(
     owner: String,
     payout: Payout,
     attempts: i64,
+    clock: Clock,
 ) {
     let failure = match drive(&db, provider.as_ref(), &config, &owner, &payout).await {
         Ok(()) => return,
@@ -341,7 +346,7 @@ async fn attempt(
         tracing::warn!(payout_id = %payout.id, attempts, error = %failure,
             retry_in_ms = delay.as_millis() as u64, "payout attempt without a definite answer");
     }
-    let next = after(UnixMillis::now(), delay);
+    let next = after(clock.now(), delay);
     let scheduled = async {
         let mut conn = db.pool().acquire().await?;
         store::schedule_retry(&mut conn, &payout.id, &owner, next, &failure, attention).await

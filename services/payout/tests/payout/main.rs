@@ -7,6 +7,7 @@ mod authorization;
 mod batch;
 mod clawback;
 mod maturity;
+mod migrations;
 mod payout;
 mod suite;
 mod suspension;
