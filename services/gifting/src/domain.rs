@@ -184,13 +184,7 @@ pub fn judge(step: Step, failure: &CallFailure) -> Outcome {
         &format!("{}: {:?}: {}", failure.peer, failure.code, failure.message),
         DETAIL_CHARS_MAX,
     );
-    let transient = failure.no_answer
-        || matches!(
-            failure.code,
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted
-        )
-        || (failure.code == Code::ResourceExhausted && failure.reason.is_empty());
-    if transient {
+    if is_transient(failure) {
         return Outcome::Transient { detail };
     }
     let refusal = match (step, failure.code, failure.reason.as_str()) {
@@ -234,6 +228,18 @@ pub fn judge(step: Step, failure: &CallFailure) -> Outcome {
         },
         None => Outcome::Unexpected { detail },
     }
+}
+
+/// Whether a failed call is one waiting fixes: no answer, UNAVAILABLE, DEADLINE_EXCEEDED,
+/// CANCELLED, ABORTED, or RESOURCE_EXHAUSTED without a business reason (load shedding,
+/// rate limits).
+fn is_transient(failure: &CallFailure) -> bool {
+    failure.no_answer
+        || matches!(
+            failure.code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted
+        )
+        || (failure.code == Code::ResourceExhausted && failure.reason.is_empty())
 }
 
 /// Longest error text kept with a saga.
@@ -350,6 +356,24 @@ impl RetryPolicy {
         UnixMillis(created_at.0.saturating_add(self.max_age_ms.max(0)))
     }
 
+    /// When a step of something started at `created_at` that failed `attempts` times is
+    /// tried next (backoff, never past the maximum age); `None` once it has reached that
+    /// age: it goes to an operator.
+    pub fn next_attempt(
+        &self,
+        created_at: UnixMillis,
+        attempts: i64,
+        now: UnixMillis,
+        jitter: f64,
+    ) -> Option<UnixMillis> {
+        let give_up_at = self.give_up_at(created_at);
+        if now.0 >= give_up_at.0 {
+            return None;
+        }
+        let next = now.0.saturating_add(self.delay_ms(attempts, jitter));
+        Some(UnixMillis(next.min(give_up_at.0)))
+    }
+
     /// Exponential backoff with full jitter: uniform in [0, min(max, base × 2^attempt)].
     /// `jitter` is a uniform sample in [0, 1).
     pub fn delay_ms(&self, attempts: i64, jitter: f64) -> i64 {
@@ -454,17 +478,16 @@ impl Saga {
     /// with full jitter, never past the saga's maximum age), or hands the saga to an
     /// operator if it has reached that age.
     fn retry_later(&mut self, now: UnixMillis, policy: &RetryPolicy, jitter: f64) {
-        let give_up_at = policy.give_up_at(self.created_at);
-        if now.0 >= give_up_at.0 {
-            self.last_error = format!(
-                "{} (gave up: the saga reached its maximum age of {} ms)",
-                self.last_error, policy.max_age_ms
-            );
-            self.status = Status::NeedsOperator;
-            return;
+        match policy.next_attempt(self.created_at, self.attempts, now, jitter) {
+            Some(next) => self.next_attempt_at = next,
+            None => {
+                self.last_error = format!(
+                    "{} (gave up: the saga reached its maximum age of {} ms)",
+                    self.last_error, policy.max_age_ms
+                );
+                self.status = Status::NeedsOperator;
+            }
         }
-        let next = now.0.saturating_add(policy.delay_ms(self.attempts, jitter));
-        self.next_attempt_at = UnixMillis(next.min(give_up_at.0));
     }
 
     fn finish(&mut self, status: Status, now: UnixMillis) {
@@ -500,6 +523,295 @@ impl Saga {
         self.unexpected_failures = 0;
         self.next_attempt_at = now;
         self.updated_at = now;
+    }
+}
+
+/// What a feed event says about its gift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The gift completed.
+    Sent,
+    /// An admin reversed the completed gift.
+    Reversed,
+}
+
+stored_codes!(EventKind {
+    Sent = 1,
+    Reversed = 2,
+});
+
+/// The gift velocity limit: at most `max` sagas from one sender to one creator recorded
+/// within any [`VELOCITY_WINDOW_MS`] (a sliding window, every status counted). Checked
+/// when a new saga is recorded, in the same statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VelocityLimit {
+    pub max: i64,
+}
+
+/// The velocity limit's window: the last minute.
+pub const VELOCITY_WINDOW_MS: i64 = 60_000;
+
+impl VelocityLimit {
+    /// The limit of a setting: `None` (no limit) for 0 or less.
+    pub fn of_setting(max: i64) -> Option<VelocityLimit> {
+        (max > 0).then_some(VelocityLimit { max })
+    }
+
+    /// A saga recorded at `now` counts the pair's sagas created after this instant.
+    pub fn window_after(now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_sub(VELOCITY_WINDOW_MS))
+    }
+
+    /// How many more sagas of a pair may be recorded when `earlier` of the same pair
+    /// come before it in the same write: the limit's room, less those.
+    pub fn room_after(self, earlier: i64) -> i64 {
+        self.max.saturating_sub(earlier)
+    }
+}
+
+/// Where a gift's admin reversal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReversalState {
+    /// Recorded (the gift is out of leaderboards and the REVERSED event published); the
+    /// clawback (and refund) are being applied.
+    Pending,
+    /// Diamonds clawed back, and coins returned if asked.
+    Done,
+    /// A step got an answer no retry fixes, or ran out of retries: an operator looks
+    /// (ListStuckSagas shows it; RetrySaga resumes it).
+    NeedsOperator,
+}
+
+stored_codes!(ReversalState {
+    Pending = 1,
+    Done = 2,
+    NeedsOperator = 3,
+});
+
+/// The step a reversal runs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReversalStep {
+    /// Payout takes back the diamonds the gift minted (`ClawbackDiamonds`).
+    Clawback,
+    /// The wallet refunds the gift's coins to the sender (`RefundCoins`), if asked.
+    ReturnCoins,
+    Done,
+}
+
+stored_codes!(ReversalStep {
+    Clawback = 1,
+    ReturnCoins = 2,
+    Done = 3,
+});
+
+/// What one reversal step's call came back with, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReversalOutcome {
+    /// Payout applied the clawback (or answered the original one to a retry).
+    ClawedBack { diamonds: i64 },
+    /// The wallet refunded the coins (or answered the original refund to a retry).
+    CoinsReturned { coins: i64 },
+    /// A definite answer that there is nothing to do at this step: payout has no credit for
+    /// the gift (nothing was minted, nothing to take back), or the wallet says the debit was
+    /// refunded already (the coins are back). The step counts as done with 0.
+    NothingToDo { detail: String },
+    /// Any other definite refusal (the debit unknown, the balance limit, an id reused with
+    /// other parameters, ...): retrying with the same ids gets the same answer, so an
+    /// operator looks at once.
+    Refused { detail: String },
+    /// As for a saga step: the peer is down, slow or shedding load; retried until the
+    /// reversal's maximum age.
+    Transient { detail: String },
+    /// As for a saga step: retried within the attempt budget, then an operator looks.
+    Unexpected { detail: String },
+}
+
+/// Classifies a failed call of a reversal step as the saga's [`judge`] does: waiting
+/// fixes the transient failures; of the definite answers, "no credit" (clawback) and
+/// "already refunded" (refund) leave nothing to do, the others need an operator.
+pub fn judge_reversal(step: ReversalStep, failure: &CallFailure) -> ReversalOutcome {
+    let detail = truncate(
+        &format!("{}: {:?}: {}", failure.peer, failure.code, failure.message),
+        DETAIL_CHARS_MAX,
+    );
+    if is_transient(failure) {
+        return ReversalOutcome::Transient { detail };
+    }
+    match (step, failure.code, failure.reason.as_str()) {
+        (ReversalStep::Clawback, Code::NotFound, reasons::payout::CREDIT_NOT_FOUND)
+        | (
+            ReversalStep::ReturnCoins,
+            Code::FailedPrecondition,
+            reasons::wallet::ALREADY_REFUNDED,
+        ) => ReversalOutcome::NothingToDo { detail },
+        (
+            _,
+            Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument | Code::AlreadyExists,
+            _,
+        ) => ReversalOutcome::Refused { detail },
+        _ => ReversalOutcome::Unexpected { detail },
+    }
+}
+
+/// An admin's reversal of a completed gift, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    pub saga_id: String,
+    /// Who: the authenticated caller.
+    pub actor: String,
+    /// Why, with any "reported by" note.
+    pub reason: String,
+    pub return_coins: bool,
+    pub state: ReversalState,
+    pub step: ReversalStep,
+    /// Diamonds payout took back (its answer); 0 until the clawback is done.
+    pub clawed_back_diamonds: i64,
+    /// Coins the wallet refunded; 0 unless asked and done.
+    pub returned_coins: i64,
+    /// Failed attempts of the current step.
+    pub attempts: i64,
+    /// Of those, the unexpected ones (the attempt budget).
+    pub unexpected_failures: i64,
+    pub last_error: String,
+    pub next_attempt_at: UnixMillis,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub done_at: Option<UnixMillis>,
+}
+
+impl Reversal {
+    /// A new reversal of `saga_id`: PENDING at the clawback, nothing applied.
+    pub fn start(
+        saga_id: String,
+        actor: String,
+        reason: String,
+        return_coins: bool,
+        now: UnixMillis,
+    ) -> Reversal {
+        Reversal {
+            saga_id,
+            actor,
+            reason,
+            return_coins,
+            state: ReversalState::Pending,
+            step: ReversalStep::Clawback,
+            clawed_back_diamonds: 0,
+            returned_coins: 0,
+            attempts: 0,
+            unexpected_failures: 0,
+            last_error: String::new(),
+            next_attempt_at: now,
+            created_at: now,
+            updated_at: now,
+            done_at: None,
+        }
+    }
+
+    /// Payout's clawback id: one per gift, so a retried clawback is applied once.
+    pub fn clawback_id(&self) -> String {
+        format!("gift:{}", self.saga_id)
+    }
+
+    /// The wallet's operation id of the coins returned (the saga's compensation is
+    /// `<saga>.refund`; a completed gift never had one).
+    pub fn refund_operation_id(&self) -> String {
+        format!("{}.reversal", self.saga_id)
+    }
+
+    /// Applies the outcome of the current step.
+    pub fn apply(
+        &mut self,
+        outcome: ReversalOutcome,
+        now: UnixMillis,
+        policy: &RetryPolicy,
+        jitter: f64,
+    ) {
+        debug_assert_eq!(
+            self.state,
+            ReversalState::Pending,
+            "only a pending reversal runs"
+        );
+        self.updated_at = now;
+        match (self.step, outcome) {
+            (_, ReversalOutcome::Transient { detail }) => {
+                self.attempts = self.attempts.saturating_add(1);
+                self.last_error = detail;
+                self.retry_later(now, policy, jitter);
+                return;
+            }
+            (_, ReversalOutcome::Unexpected { detail }) => {
+                self.attempts = self.attempts.saturating_add(1);
+                self.unexpected_failures = self.unexpected_failures.saturating_add(1);
+                self.last_error = detail;
+                if self.unexpected_failures >= policy.attempts_max {
+                    self.last_error = format!(
+                        "{} (gave up after {} unexpected answers)",
+                        self.last_error, self.unexpected_failures
+                    );
+                    self.state = ReversalState::NeedsOperator;
+                } else {
+                    self.retry_later(now, policy, jitter);
+                }
+                return;
+            }
+            (_, ReversalOutcome::Refused { detail }) => {
+                self.last_error = detail;
+                self.state = ReversalState::NeedsOperator;
+                return;
+            }
+            (ReversalStep::Clawback, ReversalOutcome::ClawedBack { diamonds }) => {
+                self.clawed_back_diamonds = diamonds;
+                self.after_clawback(now);
+            }
+            (ReversalStep::Clawback, ReversalOutcome::NothingToDo { .. }) => {
+                self.clawed_back_diamonds = 0;
+                self.after_clawback(now);
+            }
+            (ReversalStep::ReturnCoins, ReversalOutcome::CoinsReturned { coins }) => {
+                self.returned_coins = coins;
+                self.finish(now);
+            }
+            (ReversalStep::ReturnCoins, ReversalOutcome::NothingToDo { .. }) => {
+                self.returned_coins = 0;
+                self.finish(now);
+            }
+            (step, outcome) => {
+                self.last_error = format!("unexpected outcome {outcome:?} at step {step:?}");
+                self.state = ReversalState::NeedsOperator;
+                return;
+            }
+        }
+        self.attempts = 0;
+        self.unexpected_failures = 0;
+        self.last_error.clear();
+        self.next_attempt_at = now;
+    }
+
+    fn after_clawback(&mut self, now: UnixMillis) {
+        if self.return_coins {
+            self.step = ReversalStep::ReturnCoins;
+        } else {
+            self.finish(now);
+        }
+    }
+
+    fn finish(&mut self, now: UnixMillis) {
+        self.state = ReversalState::Done;
+        self.step = ReversalStep::Done;
+        self.done_at = Some(now);
+    }
+
+    fn retry_later(&mut self, now: UnixMillis, policy: &RetryPolicy, jitter: f64) {
+        match policy.next_attempt(self.created_at, self.attempts, now, jitter) {
+            Some(next) => self.next_attempt_at = next,
+            None => {
+                self.last_error = format!(
+                    "{} (gave up: the reversal reached its maximum age of {} ms)",
+                    self.last_error, policy.max_age_ms
+                );
+                self.state = ReversalState::NeedsOperator;
+            }
+        }
     }
 }
 
@@ -849,6 +1161,137 @@ mod tests {
                 Outcome::Transient { .. }
             ));
         }
+    }
+
+    fn reversal(return_coins: bool) -> Reversal {
+        Reversal::start(
+            "sg_1".into(),
+            "ops".into(),
+            "fraud".into(),
+            return_coins,
+            UnixMillis(0),
+        )
+    }
+
+    #[test]
+    fn a_reversal_claws_back_then_returns_the_coins_if_asked() {
+        let p = RetryPolicy::default();
+        let mut kept = reversal(false);
+        kept.apply(
+            ReversalOutcome::ClawedBack { diamonds: 50 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (
+                kept.state,
+                kept.step,
+                kept.clawed_back_diamonds,
+                kept.returned_coins
+            ),
+            (ReversalState::Done, ReversalStep::Done, 50, 0)
+        );
+        let mut returned = reversal(true);
+        returned.apply(
+            ReversalOutcome::ClawedBack { diamonds: 50 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        assert_eq!(returned.step, ReversalStep::ReturnCoins);
+        returned.apply(
+            ReversalOutcome::Transient {
+                detail: "down".into(),
+            },
+            UnixMillis(2),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (returned.state, returned.step, returned.attempts),
+            (ReversalState::Pending, ReversalStep::ReturnCoins, 1)
+        );
+        returned.apply(
+            ReversalOutcome::CoinsReturned { coins: 100 },
+            UnixMillis(3),
+            &p,
+            0.5,
+        );
+        assert_eq!(
+            (returned.state, returned.returned_coins, returned.done_at),
+            (ReversalState::Done, 100, Some(UnixMillis(3)))
+        );
+        assert_eq!(
+            (returned.clawback_id(), returned.refund_operation_id()),
+            ("gift:sg_1".to_string(), "sg_1.reversal".to_string())
+        );
+    }
+
+    #[test]
+    fn a_reversal_step_refused_for_good_asks_an_operator_and_nothing_to_do_is_done() {
+        let p = RetryPolicy::default();
+        let payout = |code, reason: &str| CallFailure {
+            peer: "payout",
+            code,
+            reason: reason.into(),
+            message: "m".into(),
+            no_answer: false,
+        };
+        let no_credit = judge_reversal(
+            ReversalStep::Clawback,
+            &payout(Code::NotFound, reasons::payout::CREDIT_NOT_FOUND),
+        );
+        assert!(matches!(no_credit, ReversalOutcome::NothingToDo { .. }));
+        let refunded = judge_reversal(
+            ReversalStep::ReturnCoins,
+            &payout(Code::FailedPrecondition, reasons::wallet::ALREADY_REFUNDED),
+        );
+        assert!(matches!(refunded, ReversalOutcome::NothingToDo { .. }));
+        let mut r = reversal(true);
+        r.apply(no_credit, UnixMillis(1), &p, 0.5);
+        r.apply(refunded, UnixMillis(2), &p, 0.5);
+        assert_eq!(
+            (r.state, r.clawed_back_diamonds, r.returned_coins),
+            (ReversalState::Done, 0, 0)
+        );
+
+        let limit = judge_reversal(
+            ReversalStep::ReturnCoins,
+            &payout(Code::FailedPrecondition, reasons::wallet::BALANCE_LIMIT),
+        );
+        assert!(matches!(limit, ReversalOutcome::Refused { .. }));
+        let mut r = reversal(true);
+        r.apply(
+            ReversalOutcome::ClawedBack { diamonds: 5 },
+            UnixMillis(1),
+            &p,
+            0.5,
+        );
+        r.apply(limit, UnixMillis(2), &p, 0.5);
+        assert_eq!(
+            (r.state, r.step, r.clawed_back_diamonds),
+            (ReversalState::NeedsOperator, ReversalStep::ReturnCoins, 5)
+        );
+        assert!(matches!(
+            judge_reversal(ReversalStep::Clawback, &payout(Code::Unavailable, "")),
+            ReversalOutcome::Transient { .. }
+        ));
+        assert!(matches!(
+            judge_reversal(ReversalStep::Clawback, &payout(Code::Unimplemented, "")),
+            ReversalOutcome::Unexpected { .. }
+        ));
+    }
+
+    #[test]
+    fn the_velocity_window_is_the_last_minute_and_zero_is_no_limit() {
+        assert_eq!(VelocityLimit::of_setting(0), None);
+        let limit = VelocityLimit::of_setting(3).unwrap();
+        assert_eq!(
+            VelocityLimit::window_after(UnixMillis(100_000)),
+            UnixMillis(40_000)
+        );
+        assert_eq!((limit.room_after(0), limit.room_after(3)), (3, 0));
     }
 
     fn step() -> impl Strategy<Value = Step> {

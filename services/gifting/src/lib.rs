@@ -5,8 +5,9 @@
 //! - [`domain`]: the saga as a state machine (pure, property-tested for I3).
 //! - [`store`]: all of its SQL: sagas (with leases), the outbox of gift events.
 //! - [`saga`]: the driver that runs steps against the peers, and the recovery loop.
-//! - [`sending`]: the use cases: send a gift, retry a saga (domain commands in, domain
-//!   errors out).
+//! - [`reversal`]: the driver of a gift's admin reversal (clawback, coins returned).
+//! - [`sending`]: the use cases: send a gift, retry a saga, reverse a gift (domain
+//!   commands in, domain errors out).
 //! - [`writer`]: group commit of the saga writes of sagas driven at the same time.
 //! - [`grpc`]: the thin gRPC edge: `parse` (requests to commands), `to_proto`, the
 //!   WatchStreamGifts `feed`, and [`grpc::GiftingApi`], the service.
@@ -15,12 +16,15 @@
 //! load) is retried until the saga is `saga_max_age_ms` old, one that gets unexpected
 //! answers at most `retry_attempts_max` times, before the saga is handed to an operator;
 //! SendGift waits at most `send_wait_ms`; at most
-//! `watchers_max` feed watchers per replica, each with a bounded buffer.
+//! `watchers_max` feed watchers per replica, each with a bounded buffer; at most
+//! `gifts_per_sender_creator_per_minute_max` sagas from one sender to one creator in any
+//! minute.
 
 pub mod domain;
 pub mod grpc;
 pub mod hops;
 pub mod quotes;
+pub mod reversal;
 pub mod saga;
 pub mod sending;
 pub mod store;
@@ -42,7 +46,7 @@ use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartErr
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use crate::domain::RetryPolicy;
+use crate::domain::{RetryPolicy, VelocityLimit};
 use crate::grpc::FeedLimits;
 use crate::hops::HopLimits;
 use crate::saga::{Peers, SagaEngine, SagaSettings};
@@ -138,6 +142,19 @@ pub struct GiftingSettings {
         default_value_t = 4
     )]
     pub hop_batches_in_flight_max: usize,
+    /// Most gifts one sender may send one creator within any minute (a sliding window
+    /// over the sagas recorded, whatever became of them); one more is refused with
+    /// RESOURCE_EXHAUSTED (VELOCITY_LIMIT) and nothing is recorded. 0: no limit.
+    #[arg(
+        long,
+        env = "OVATION_GIFTING_GIFTS_PER_SENDER_CREATOR_PER_MINUTE_MAX",
+        default_value_t = 60
+    )]
+    pub gifts_per_sender_creator_per_minute_max: i64,
+    /// Where new sagas take their creation time from (and so the velocity window): the
+    /// system clock; tests move a manual one instead of sleeping.
+    #[arg(skip)]
+    pub clock: ovation_types::Clock,
 }
 
 impl Default for GiftingSettings {
@@ -154,6 +171,8 @@ impl Default for GiftingSettings {
             watchers_max: 1_000,
             quote_cache_ms: 1_000,
             hop_batches_in_flight_max: 4,
+            gifts_per_sender_creator_per_minute_max: 60,
+            clock: ovation_types::Clock::system(),
         }
     }
 }
@@ -216,6 +235,7 @@ pub async fn run(
         return Ok(());
     };
     let settings = &config.gifting;
+    let velocity = VelocityLimit::of_setting(settings.gifts_per_sender_creator_per_minute_max);
     let engine = SagaEngine::new(
         db.clone(),
         peers,
@@ -233,6 +253,7 @@ pub async fn run(
             hops: HopLimits {
                 in_flight_max: settings.hop_batches_in_flight_max.clamp(1, 64),
             },
+            velocity,
             ..SagaSettings::default()
         },
         start.shutdown().clone(),
@@ -249,13 +270,16 @@ pub async fn run(
         watchers_max: settings.watchers_max,
         ..FeedLimits::default()
     };
-    let service = GiftingServiceServer::new(grpc::GiftingApi::new(
+    let sending = sending::Sending::new(
         db.clone(),
-        engine,
+        engine.clone(),
         settings.send_wait_ms,
-        feed,
-    ))
-    .max_decoding_message_size(config.server.args.request_bytes_max);
+        settings.clock.clone(),
+        velocity,
+    );
+    let service =
+        GiftingServiceServer::new(grpc::GiftingApi::new(db.clone(), engine, sending, feed))
+            .max_decoding_message_size(config.server.args.request_bytes_max);
     start.serve(Routes::new(service), db, vec![recovery]).await
 }
 

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::domain::{Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step, judge, truncate};
+use crate::domain::{
+    Outcome, Quote, Rejection, RetryPolicy, Saga, Status, Step, VelocityLimit, judge, truncate,
+};
 use crate::hops::{BatchReply, HopBatcher, HopLimits, call_failure, timed};
 use crate::quotes::QuoteCache;
 use crate::store::{self, LeaseAfter, SagaRow};
@@ -53,6 +55,8 @@ pub struct SagaSettings {
     pub hops: HopLimits,
     /// How long a quote the catalog gave is used for other sends of the same gift.
     pub quote_cache_ms: u64,
+    /// The gift velocity limit new sagas are recorded under; `None`: no limit.
+    pub velocity: Option<VelocityLimit>,
 }
 
 impl Default for SagaSettings {
@@ -65,6 +69,7 @@ impl Default for SagaSettings {
             recovery_batch_max: 64,
             hops: HopLimits::default(),
             quote_cache_ms: 1_000,
+            velocity: VelocityLimit::of_setting(60),
         }
     }
 }
@@ -79,11 +84,11 @@ pub enum DriveError {
 /// Runs sagas.
 #[derive(Clone, Debug)]
 pub struct SagaEngine {
-    db: Db,
-    peers: Peers,
+    pub(crate) db: Db,
+    pub(crate) peers: Peers,
     /// This replica's name in leases.
-    owner: String,
-    settings: SagaSettings,
+    pub(crate) owner: String,
+    pub(crate) settings: SagaSettings,
     /// Bumped after every published gift event, so feed watchers wake at once.
     published: Arc<watch::Sender<u64>>,
     /// Sagas this replica is driving now: one driver per saga per replica (the lease
@@ -96,11 +101,11 @@ pub struct SagaEngine {
     /// Their credits, sent to payout together.
     credits: HopBatcher<payout_pb::CreditDiamondsItem, payout_pb::Credit>,
     quotes: Arc<QuoteCache>,
-    shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
-/// This replica's claim to drive one saga, given back on drop.
-struct Driving {
+/// This replica's claim to drive one saga (or one reversal), given back on drop.
+pub(crate) struct Driving {
     set: Arc<Mutex<HashSet<String>>>,
     saga_id: String,
 }
@@ -117,6 +122,7 @@ impl Drop for Driving {
 impl SagaEngine {
     pub fn new(db: Db, peers: Peers, settings: SagaSettings, shutdown: Shutdown) -> Self {
         let (published, _) = watch::channel(0);
+        let velocity = settings.velocity;
         let hop_timeout = Duration::from_millis(settings.step_timeout_ms);
         SagaEngine {
             debits: debit_batcher(peers.wallet.clone(), settings.hops, hop_timeout),
@@ -132,7 +138,7 @@ impl SagaEngine {
             settings,
             published: Arc::new(published),
             driving: Arc::new(Mutex::new(HashSet::new())),
-            writer: SagaWriter::start(db.clone()),
+            writer: SagaWriter::start(db.clone(), velocity),
             db,
             shutdown,
         }
@@ -175,8 +181,9 @@ impl SagaEngine {
     }
 
     /// Records a new saga under its sender's idempotency key, leased to this replica: `None`
-    /// if the sender already used the key (the caller reads the saga recorded under it).
-    /// Nothing else happens before this commits.
+    /// if the sender already used the key (the caller reads the saga recorded under it) or
+    /// the velocity limit refused it (then there is none to read). Nothing else happens
+    /// before this commits.
     pub async fn record(
         &self,
         saga: Saga,
@@ -201,6 +208,7 @@ impl SagaEngine {
             fingerprint: fingerprint.to_owned(),
             lease_owner: self.owner.clone(),
             lease_expires_at: lease_until,
+            reversal: None,
         }))
     }
 
@@ -276,6 +284,7 @@ impl SagaEngine {
                 fingerprint,
                 lease_owner,
                 lease_expires_at,
+                reversal,
             } = row;
             let step = saga.step;
             let started = std::time::Instant::now();
@@ -292,6 +301,7 @@ impl SagaEngine {
                     fingerprint,
                     lease_owner,
                     lease_expires_at,
+                    reversal,
                 });
                 continue;
             }
@@ -330,6 +340,7 @@ impl SagaEngine {
                 fingerprint,
                 lease_owner,
                 lease_expires_at,
+                reversal,
             };
             match row.saga.status {
                 Status::Pending => held = Some(row),
@@ -347,7 +358,7 @@ impl SagaEngine {
         }
     }
 
-    fn start_driving(&self, saga_id: &str) -> Option<Driving> {
+    pub(crate) fn start_driving(&self, saga_id: &str) -> Option<Driving> {
         let mut set = self.driving.lock().unwrap_or_else(|p| p.into_inner());
         set.insert(saga_id.to_owned()).then(|| Driving {
             set: self.driving.clone(),
@@ -369,7 +380,7 @@ impl SagaEngine {
         Ok(())
     }
 
-    fn timed<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn timed<T>(&self, message: T) -> tonic::Request<T> {
         timed(
             message,
             Duration::from_millis(self.settings.step_timeout_ms),
@@ -517,24 +528,49 @@ impl SagaEngine {
             ));
         }
         while running.join_next().await.is_some() {}
-        Ok(count)
+        Ok(count + self.recover_reversals_once().await?)
     }
 
     /// Resumes sagas until shutdown: at start (sagas of a process that died) and then
     /// every `recovery_interval_ms`.
     pub async fn run_recovery(self) {
         let interval = Duration::from_millis(self.settings.recovery_interval_ms.max(10));
+        let mut pruned_at = UnixMillis(0);
         loop {
             match self.recover_once().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(resumed = n, "recovery pass"),
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed; will retry"),
             }
+            let now = UnixMillis::now();
+            if now.0.saturating_sub(pruned_at.0) >= VELOCITY_PRUNE_INTERVAL_MS {
+                pruned_at = now;
+                if let Err(e) = self.prune_velocity_locks().await {
+                    tracing::warn!(error = %e, "pruning velocity rows failed; will retry");
+                }
+            }
             tokio::select! {
                 _ = self.shutdown.wait() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+/// How often idle velocity rows are pruned.
+const VELOCITY_PRUNE_INTERVAL_MS: i64 = 60_000;
+/// Most velocity rows one prune deletes.
+const VELOCITY_PRUNE_BATCH_MAX: i64 = 1_000;
+
+impl SagaEngine {
+    /// Forgets the velocity rows of pairs idle for longer than the window (bounded; the
+    /// next pass takes the rest). Their next record makes them again.
+    async fn prune_velocity_locks(&self) -> Result<(), DriveError> {
+        let before = VelocityLimit::window_after(UnixMillis::now());
+        let _turn = self.db.write_turn().await;
+        let mut conn = self.db.conn().await?;
+        store::prune_velocity_locks(&mut conn, before, VELOCITY_PRUNE_BATCH_MAX).await?;
+        Ok(())
     }
 }
 

@@ -9,7 +9,10 @@ use ovation_store::db::Conn;
 use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{ResourceId, TimeWindow, UnixMillis};
 
-use crate::domain::{Quote, Rejection, Saga, Status, Step};
+use crate::domain::{
+    EventKind, Quote, Rejection, Reversal, ReversalState, ReversalStep, Saga, Status, Step,
+    VelocityLimit,
+};
 
 /// A saga with what only the store knows about it.
 #[derive(Clone, Debug)]
@@ -19,6 +22,40 @@ pub struct SagaRow {
     pub fingerprint: String,
     pub lease_owner: String,
     pub lease_expires_at: UnixMillis,
+    /// The gift's admin reversal, if any.
+    pub reversal: Option<ReversalRow>,
+}
+
+/// A gift reversal with its lease.
+#[derive(Clone, Debug)]
+pub struct ReversalRow {
+    pub reversal: Reversal,
+    pub lease_owner: String,
+    pub lease_expires_at: UnixMillis,
+}
+
+impl SagaRow {
+    /// The reversal, while it is still to be driven (PENDING).
+    pub fn pending_reversal(&self) -> Option<&Reversal> {
+        self.reversal
+            .as_ref()
+            .map(|r| &r.reversal)
+            .filter(|r| r.state == ReversalState::Pending)
+    }
+
+    /// Whether an operator should look at it: the saga, or its reversal, needs one.
+    fn attention_at(&self) -> UnixMillis {
+        match &self.reversal {
+            Some(r) if r.reversal.state != ReversalState::Done => r.reversal.updated_at,
+            _ => self.saga.updated_at,
+        }
+    }
+
+    /// The keyset position of a stuck saga in ListStuckSagas: when it (or its reversal in
+    /// trouble) last changed, then its id.
+    pub fn stuck_position(&self) -> (i64, &str) {
+        (self.attention_at().0, self.saga.saga_id.as_str())
+    }
 }
 
 const SAGA_COLUMNS: &str = "saga_id, idempotency_key, fingerprint, sender_user_id, creator_id, stream_id, \
@@ -26,6 +63,24 @@ const SAGA_COLUMNS: &str = "saga_id, idempotency_key, fingerprint, sender_user_i
      economy_version, status, step, coins_spent, diamonds_credited, sender_balance_after_coins, \
      rejection_reason, rejection_detail, refund_started, attempts, last_error, next_attempt_at_ms, \
      lease_owner, lease_expires_at_ms, created_at_ms, updated_at_ms, completed_at_ms, unexpected_failures";
+
+/// A saga read: its columns (qualified: the reversal shares names) and its reversal's,
+/// prefixed `r_` (NULL when there is none).
+const SAGA_SELECT: &str = "SELECT s.saga_id, s.idempotency_key, s.fingerprint, s.sender_user_id, \
+     s.creator_id, s.stream_id, s.gift_id, s.quantity, s.message, s.gift_version, s.unit_price_coins, \
+     s.total_coins, s.creator_share_bps, s.economy_version, s.status, s.step, s.coins_spent, \
+     s.diamonds_credited, s.sender_balance_after_coins, s.rejection_reason, s.rejection_detail, \
+     s.refund_started, s.attempts, s.last_error, s.next_attempt_at_ms, s.lease_owner, \
+     s.lease_expires_at_ms, s.created_at_ms, s.updated_at_ms, s.completed_at_ms, \
+     s.unexpected_failures, r.actor AS r_actor, r.reason AS r_reason, \
+     r.return_coins AS r_return_coins, r.state AS r_state, r.step AS r_step, \
+     r.clawed_back_diamonds AS r_clawed_back_diamonds, r.returned_coins AS r_returned_coins, \
+     r.attempts AS r_attempts, r.unexpected_failures AS r_unexpected_failures, \
+     r.last_error AS r_last_error, r.next_attempt_at_ms AS r_next_attempt_at_ms, \
+     r.lease_owner AS r_lease_owner, r.lease_expires_at_ms AS r_lease_expires_at_ms, \
+     r.created_at_ms AS r_created_at_ms, r.updated_at_ms AS r_updated_at_ms, \
+     r.done_at_ms AS r_done_at_ms \
+     FROM sagas s LEFT JOIN gift_reversals r ON r.saga_id = s.saga_id";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(
@@ -81,7 +136,46 @@ fn saga_from_row(r: &AnyRow) -> Result<SagaRow, StoreError> {
         fingerprint: r.try_get("fingerprint")?,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires_at: UnixMillis(r.try_get("lease_expires_at_ms")?),
+        reversal: reversal_from_row(r)?,
     })
+}
+
+/// The `r_` columns of [`SAGA_SELECT`]: `None` when the gift has no reversal.
+fn reversal_from_row(r: &AnyRow) -> Result<Option<ReversalRow>, StoreError> {
+    let Some(state) = r.try_get::<Option<i64>, _>("r_state")? else {
+        return Ok(None);
+    };
+    let saga_id: String = r.try_get("saga_id")?;
+    let get = |column: &str| -> Result<i64, StoreError> {
+        r.try_get::<Option<i64>, _>(column)?
+            .ok_or_else(|| corrupt(column))
+    };
+    let text = |column: &str| -> Result<String, StoreError> {
+        r.try_get::<Option<String>, _>(column)?
+            .ok_or_else(|| corrupt(column))
+    };
+    Ok(Some(ReversalRow {
+        reversal: Reversal {
+            saga_id,
+            actor: text("r_actor")?,
+            reason: text("r_reason")?,
+            return_coins: get("r_return_coins")? == 1,
+            state: ReversalState::from_code(state).ok_or_else(|| corrupt("reversal state"))?,
+            step: ReversalStep::from_code(get("r_step")?)
+                .ok_or_else(|| corrupt("reversal step"))?,
+            clawed_back_diamonds: get("r_clawed_back_diamonds")?,
+            returned_coins: get("r_returned_coins")?,
+            attempts: get("r_attempts")?,
+            unexpected_failures: get("r_unexpected_failures")?,
+            last_error: text("r_last_error")?,
+            next_attempt_at: UnixMillis(get("r_next_attempt_at_ms")?),
+            created_at: UnixMillis(get("r_created_at_ms")?),
+            updated_at: UnixMillis(get("r_updated_at_ms")?),
+            done_at: r.try_get::<Option<i64>, _>("r_done_at_ms")?.map(UnixMillis),
+        },
+        lease_owner: text("r_lease_owner")?,
+        lease_expires_at: UnixMillis(get("r_lease_expires_at_ms")?),
+    }))
 }
 
 /// A saga to record: the saga, its sender's idempotency key and request fingerprint, and
@@ -97,8 +191,8 @@ pub struct NewSaga<'a> {
     pub trace_parent: &'a str,
 }
 
-/// Records a new saga leased to `owner`; `false` if its sender already used its
-/// idempotency key (keys are unique per sender, not globally).
+/// Records a new saga leased to `owner` (no velocity limit); `false` if its sender
+/// already used its idempotency key (keys are unique per sender, not globally).
 pub async fn insert_saga(
     conn: &mut Conn,
     saga: &Saga,
@@ -116,33 +210,54 @@ pub async fn insert_saga(
         lease_until,
         trace_parent,
     };
-    Ok(!insert_sagas(conn, &[new]).await?.is_empty())
+    Ok(!insert_sagas(conn, &[new], None).await?.is_empty())
 }
 
 /// Parameters [`insert_sagas`] binds per saga.
-const NEW_SAGA_PARAMS: usize = 21;
+const NEW_SAGA_PARAMS: usize = 23;
 
-/// Records new sagas in one statement; returns the ids of those recorded (a saga whose
-/// sender already used its key, in the table or earlier in `sagas`, is not).
+/// Records new sagas in one statement; returns the ids of those recorded. Not recorded: a
+/// saga whose sender already used its key (in the table or earlier in `sagas`), and, under
+/// a `velocity` limit, one whose sender has as many sagas to its creator created within
+/// the window before it (counting those earlier in `sagas`). On PostgreSQL, run it after
+/// [`lock_velocity_pairs`] in the same transaction, so the count sees every saga of the
+/// pair committed before.
 pub async fn insert_sagas(
     conn: &mut Conn,
     sagas: &[NewSaga<'_>],
+    velocity: Option<VelocityLimit>,
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     if sagas.is_empty() {
         return Ok(Default::default());
     }
     // Per row, in SAGA_COLUMNS order: $1..$16 (ids, order, quote, status, step), the
     // outcome fields every new saga starts with, $17 next attempt, $18 lease owner, $19
-    // lease expiry, $20 created = updated, never completed, no failures, $21 traceparent.
-    let mut values = String::new();
+    // lease expiry, $20 created = updated, never completed, no failures, $21 traceparent;
+    // then the velocity check: $22 the window's start, $23 the pair's room. One SELECT per
+    // row (not VALUES), so each row carries its own condition; a statement does not see
+    // its own rows, so the room of a row is the limit less the pair's earlier rows here.
+    let mut selects = String::new();
     for row in 0..sagas.len() {
         let first = row * NEW_SAGA_PARAMS + 1;
         let p = |n: usize| format!("${}", first + n - 1);
         if row > 0 {
-            values.push_str(", ");
+            selects.push_str(" UNION ALL ");
         }
-        values.push_str(&format!(
-            "({}, 0, 0, NULL, 0, '', 0, 0, '', {}, {}, {}, {}, {}, NULL, 0, {})",
+        let admitted = match velocity {
+            Some(_) => format!(
+                "(SELECT COUNT(*) FROM sagas v WHERE v.sender_user_id = {} AND v.creator_id = {} \
+                 AND v.created_at_ms > {}) < {}",
+                p(4),
+                p(5),
+                p(22),
+                p(23)
+            ),
+            // Both parameters are still used (SQLite refuses unused ones): always true.
+            None => format!("{} <= {}", p(22), p(23)),
+        };
+        selects.push_str(&format!(
+            "SELECT {}, 0, 0, CAST(NULL AS BIGINT), 0, '', 0, 0, '', {}, {}, {}, {}, {}, \
+             CAST(NULL AS BIGINT), 0, {} WHERE {admitted}",
             ovation_store::batch::placeholders(first, 16),
             p(17),
             p(18),
@@ -153,10 +268,11 @@ pub async fn insert_sagas(
         ));
     }
     let sql = format!(
-        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) VALUES {values} \
+        "INSERT INTO sagas ({SAGA_COLUMNS}, trace_parent) {selects} \
          ON CONFLICT (sender_user_id, idempotency_key) DO NOTHING RETURNING saga_id"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut earlier: std::collections::HashMap<(&str, &str), i64> = Default::default();
     for new in sagas {
         let saga = new.saga;
         // A saga recorded already quoted (from the quote cache) is recorded with its quote.
@@ -183,6 +299,18 @@ pub async fn insert_sagas(
             .bind(new.lease_until.0)
             .bind(saga.created_at.0)
             .bind(new.trace_parent);
+        query = match velocity {
+            Some(limit) => {
+                let pair = (saga.sender_user_id.as_str(), saga.creator_id.as_str());
+                let before = earlier.entry(pair).or_insert(0);
+                let room = limit.room_after(*before);
+                *before += 1;
+                query
+                    .bind(VelocityLimit::window_after(saga.created_at).0)
+                    .bind(room)
+            }
+            None => query.bind(0i64).bind(0i64),
+        };
     }
     let rows = query.fetch_all(&mut *conn).await?;
     rows.iter()
@@ -190,9 +318,61 @@ pub async fn insert_sagas(
         .collect()
 }
 
+/// Locks the velocity rows of the pairs (sender, creator) of `sagas`, each once, in
+/// order, for the rest of the transaction (PostgreSQL; SQLite's write transaction holds
+/// the database already, so nothing is run there). Concurrent records of one pair queue
+/// here, and the count in [`insert_sagas`] that follows sees what each one before committed.
+pub async fn lock_velocity_pairs(
+    conn: &mut Conn,
+    sagas: &[NewSaga<'_>],
+    velocity: Option<VelocityLimit>,
+) -> Result<(), StoreError> {
+    if velocity.is_none() || sagas.is_empty() || ovation_store::batch::row_lock(conn).is_empty() {
+        return Ok(());
+    }
+    // Each pair once (an upsert may not touch a row twice), in one order for everyone.
+    let mut pairs: Vec<(&str, &str)> = sagas
+        .iter()
+        .map(|n| (n.saga.sender_user_id.as_str(), n.saga.creator_id.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let sql = format!(
+        "INSERT INTO gift_velocity_locks (sender_user_id, creator_id, last_send_at_ms) VALUES {} \
+         ON CONFLICT (sender_user_id, creator_id) \
+         DO UPDATE SET last_send_at_ms = excluded.last_send_at_ms",
+        ovation_store::batch::rows(1, pairs.len(), 3)
+    );
+    let latest = sagas.iter().map(|n| n.saga.created_at.0).max().unwrap_or(0);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (sender, creator) in pairs {
+        query = query.bind(sender).bind(creator).bind(latest);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Forgets velocity rows idle since before `before` (at most `limit`): their pairs have
+/// nothing in the window left. Returns how many went.
+pub async fn prune_velocity_locks(
+    conn: &mut Conn,
+    before: UnixMillis,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM gift_velocity_locks WHERE last_send_at_ms < $1 AND (sender_user_id, creator_id) IN \
+         (SELECT sender_user_id, creator_id FROM gift_velocity_locks WHERE last_send_at_ms < $1 LIMIT $2)",
+    )
+    .bind(before.0)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn get_saga(conn: &mut Conn, saga_id: &str) -> Result<Option<SagaRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE saga_id = $1"
+        "{SAGA_SELECT} WHERE s.saga_id = $1"
     )))
     .bind(saga_id)
     .fetch_optional(&mut *conn)
@@ -207,7 +387,7 @@ pub async fn get_saga_by_key(
     key: &str,
 ) -> Result<Option<SagaRow>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE sender_user_id = $1 AND idempotency_key = $2"
+        "{SAGA_SELECT} WHERE s.sender_user_id = $1 AND s.idempotency_key = $2"
     )))
     .bind(sender)
     .bind(key)
@@ -341,23 +521,33 @@ pub async fn due_sagas(
         .collect()
 }
 
-/// Publishes a completed saga's gift event: the next number of its stream, then the
-/// event. Run in the transaction that saves the saga COMPLETED (the outbox).
-pub async fn publish_event(conn: &mut Conn, saga: &Saga) -> Result<i64, StoreError> {
-    let seqs = publish_events(conn, &[saga]).await?;
+/// Publishes a gift event of `kind` about a completed saga: the next number of its
+/// stream, then the event. Run in the transaction that saves the saga COMPLETED (SENT) or
+/// records its reversal (REVERSED): the outbox.
+pub async fn publish_event(
+    conn: &mut Conn,
+    saga: &Saga,
+    kind: EventKind,
+) -> Result<i64, StoreError> {
+    let seqs = publish_events(conn, &[saga], kind).await?;
     seqs.first()
         .copied()
         .ok_or_else(|| corrupt("event number of a published saga"))
 }
 
 /// Columns of one gift event row.
-const EVENT_PARAMS: usize = 12;
+const EVENT_PARAMS: usize = 13;
 
-/// Publishes the gift events of completed sagas, in the order given: each stream's
-/// numbers are taken in one statement (its feed row moved by the count), then every event
-/// is inserted in one statement. Returns each saga's event number. Callers give the
-/// sagas ordered by stream, so two transactions take feed rows in the same order.
-pub async fn publish_events(conn: &mut Conn, sagas: &[&Saga]) -> Result<Vec<i64>, StoreError> {
+/// Publishes gift events of `kind` about completed sagas, in the order given: each
+/// stream's numbers are taken in one statement (its feed row moved by the count), then
+/// every event is inserted in one statement. Returns each saga's event number. Callers
+/// give the sagas ordered by stream, so two transactions take feed rows in the same order.
+/// A REVERSED event carries the gift as it completed (coins, diamonds, completion time).
+pub async fn publish_events(
+    conn: &mut Conn,
+    sagas: &[&Saga],
+    kind: EventKind,
+) -> Result<Vec<i64>, StoreError> {
     if sagas.is_empty() {
         return Ok(Vec::new());
     }
@@ -393,7 +583,7 @@ pub async fn publish_events(conn: &mut Conn, sagas: &[&Saga]) -> Result<Vec<i64>
     }
     let sql = format!(
         "INSERT INTO gift_events (stream_id, seq, saga_id, sender_user_id, creator_id, gift_id, \
-         gift_version, quantity, coins, diamonds, message, completed_at_ms) VALUES {}",
+         gift_version, quantity, coins, diamonds, message, completed_at_ms, kind) VALUES {}",
         ovation_store::batch::rows(1, sagas.len(), EVENT_PARAMS)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -413,7 +603,8 @@ pub async fn publish_events(conn: &mut Conn, sagas: &[&Saga]) -> Result<Vec<i64>
             .bind(saga.coins_spent)
             .bind(saga.diamonds_credited)
             .bind(saga.message.as_str())
-            .bind(saga.completed_at.map_or(0, |t| t.0));
+            .bind(saga.completed_at.map_or(0, |t| t.0))
+            .bind(kind.code());
     }
     query.execute(&mut *conn).await?;
     Ok(seqs)
@@ -434,6 +625,7 @@ pub struct EventRow {
     pub diamonds: i64,
     pub message: String,
     pub completed_at: UnixMillis,
+    pub kind: EventKind,
 }
 
 /// A stream's events after `seq`, in order.
@@ -445,7 +637,7 @@ pub async fn events_after(
 ) -> Result<Vec<EventRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT stream_id, seq, saga_id, sender_user_id, creator_id, gift_id, gift_version, quantity, \
-         coins, diamonds, message, completed_at_ms FROM gift_events WHERE stream_id = $1 AND seq > $2 \
+         coins, diamonds, message, completed_at_ms, kind FROM gift_events WHERE stream_id = $1 AND seq > $2 \
          ORDER BY seq LIMIT $3",
     )
     .bind(stream)
@@ -468,6 +660,8 @@ pub async fn events_after(
                 diamonds: r.try_get("diamonds")?,
                 message: r.try_get("message")?,
                 completed_at: UnixMillis(r.try_get("completed_at_ms")?),
+                kind: EventKind::from_code(r.try_get("kind")?)
+                    .ok_or_else(|| corrupt("event kind"))?,
             })
         })
         .collect()
@@ -508,11 +702,11 @@ pub async fn list_sent(
 ) -> Result<Vec<SagaRow>, StoreError> {
     let (at, id) = before.unwrap_or((i64::MAX, String::new()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE ($1 = '' OR stream_id = $1) \
-         AND ($2 = '' OR sender_user_id = $2) AND ($3 = '' OR creator_id = $3) \
-         AND ($4 = 0 OR status = $4) \
-         AND (created_at_ms < $5 OR (created_at_ms = $5 AND saga_id < $6)) \
-         ORDER BY created_at_ms DESC, saga_id DESC LIMIT $7"
+        "{SAGA_SELECT} WHERE ($1 = '' OR s.stream_id = $1) \
+         AND ($2 = '' OR s.sender_user_id = $2) AND ($3 = '' OR s.creator_id = $3) \
+         AND ($4 = 0 OR s.status = $4) \
+         AND (s.created_at_ms < $5 OR (s.created_at_ms = $5 AND s.saga_id < $6)) \
+         ORDER BY s.created_at_ms DESC, s.saga_id DESC LIMIT $7"
     )))
     .bind(or_any(&filter.stream_id))
     .bind(or_any(&filter.sender_user_id))
@@ -541,10 +735,10 @@ pub async fn list_sagas(
         *slot = s.code();
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE ($1 = 0 OR status IN ($1, $2, $3, $4, $5)) \
-         AND (created_at_ms > $6 OR (created_at_ms = $6 AND saga_id > $7)) \
-         AND created_at_ms >= $8 AND created_at_ms < $9 \
-         ORDER BY created_at_ms, saga_id LIMIT $10"
+        "{SAGA_SELECT} WHERE ($1 = 0 OR s.status IN ($1, $2, $3, $4, $5)) \
+         AND (s.created_at_ms > $6 OR (s.created_at_ms = $6 AND s.saga_id > $7)) \
+         AND s.created_at_ms >= $8 AND s.created_at_ms < $9 \
+         ORDER BY s.created_at_ms, s.saga_id LIMIT $10"
     )))
     .bind(codes[0])
     .bind(codes[1])
@@ -561,8 +755,10 @@ pub async fn list_sagas(
     rows.iter().map(saga_from_row).collect()
 }
 
-/// NEEDS_OPERATOR sagas, and PENDING ones not updated since `pending_before` (if given),
-/// oldest update first, after (updated_at, saga_id) `after`.
+/// NEEDS_OPERATOR sagas, and PENDING ones not updated since `pending_before` (if given);
+/// with them, completed gifts whose reversal needs an operator (or is PENDING and not
+/// updated since then). Oldest update (of the saga, or of the reversal in trouble) first,
+/// after (that update, saga_id) `after` ([`SagaRow::stuck_position`]).
 pub async fn stuck_sagas(
     conn: &mut Conn,
     pending_before: Option<UnixMillis>,
@@ -570,10 +766,18 @@ pub async fn stuck_sagas(
     limit: i64,
 ) -> Result<Vec<SagaRow>, StoreError> {
     let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+    // Two indexed sets (a reversal exists only for a COMPLETED saga, so they never
+    // overlap), each with the time it is ordered by.
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE (status = 5 OR (status = 1 AND updated_at_ms < $1)) \
-         AND (updated_at_ms > $2 OR (updated_at_ms = $2 AND saga_id > $3)) \
-         ORDER BY updated_at_ms, saga_id LIMIT $4"
+        "{SAGA_SELECT} JOIN (\
+           SELECT saga_id, updated_at_ms AS stuck_at FROM sagas \
+             WHERE status = 5 OR (status = 1 AND updated_at_ms < $1) \
+           UNION ALL \
+           SELECT saga_id, updated_at_ms AS stuck_at FROM gift_reversals \
+             WHERE state = 3 OR (state = 1 AND updated_at_ms < $1)\
+         ) x ON x.saga_id = s.saga_id \
+         WHERE (x.stuck_at > $2 OR (x.stuck_at = $2 AND x.saga_id > $3)) \
+         ORDER BY x.stuck_at, x.saga_id LIMIT $4"
     )))
     .bind(pending_before.map_or(i64::MIN, |t| t.0))
     .bind(at)
@@ -591,7 +795,7 @@ pub struct SagaBacklog {
     pub in_flight: i64,
     /// When the oldest PENDING saga was created, if any.
     pub oldest_in_flight_created_at: Option<UnixMillis>,
-    /// Sagas in NEEDS_OPERATOR.
+    /// Sagas in NEEDS_OPERATOR, and gift reversals in NEEDS_OPERATOR.
     pub needing_operator: i64,
 }
 
@@ -600,7 +804,8 @@ pub async fn saga_backlog(conn: &mut Conn) -> Result<SagaBacklog, StoreError> {
     let row = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM sagas WHERE status = 1), \
                 (SELECT MIN(created_at_ms) FROM sagas WHERE status = 1), \
-                (SELECT COUNT(*) FROM sagas WHERE status = 5)",
+                (SELECT COUNT(*) FROM sagas WHERE status = 5) \
+                + (SELECT COUNT(*) FROM gift_reversals WHERE state = 3)",
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -653,7 +858,14 @@ pub async fn record_action(
     Ok(())
 }
 
-/// A stream's top gifters by coins (ties by id) and its totals, from COMPLETED gifts.
+/// A stream's SENT events whose gift was not reversed (the feed's REVERSED event of a
+/// saga is published in the transaction that records the reversal, so a reversed gift
+/// leaves the leaderboard and totals in that commit).
+const STANDING_GIFTS: &str = "gift_events e WHERE e.stream_id = $1 AND e.kind = 1 \
+     AND NOT EXISTS (SELECT 1 FROM gift_events x WHERE x.saga_id = e.saga_id AND x.kind = 2)";
+
+/// A stream's top gifters by coins (ties by id) and its totals, from COMPLETED gifts not
+/// reversed.
 pub struct Leaderboard {
     /// (sender, coins, gift count)
     pub entries: Vec<(String, i64, i64)>,
@@ -670,10 +882,10 @@ pub async fn leaderboard(
     stream: &str,
     top: i64,
 ) -> Result<Leaderboard, StoreError> {
-    let rows = sqlx::query(
-        "SELECT sender_user_id, CAST(SUM(coins) AS BIGINT) AS coins, COUNT(*) AS gifts FROM gift_events \
-         WHERE stream_id = $1 GROUP BY sender_user_id ORDER BY coins DESC, sender_user_id LIMIT $2",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT e.sender_user_id, CAST(SUM(e.coins) AS BIGINT) AS coins, COUNT(*) AS gifts \
+         FROM {STANDING_GIFTS} GROUP BY e.sender_user_id ORDER BY coins DESC, e.sender_user_id LIMIT $2"
+    )))
     .bind(stream)
     .bind(top)
     .fetch_all(&mut *conn)
@@ -682,11 +894,11 @@ pub async fn leaderboard(
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let t = sqlx::query(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(quantity), 0) AS BIGINT), CAST(COALESCE(SUM(coins), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(diamonds), 0) AS BIGINT), COUNT(DISTINCT sender_user_id), MAX(completed_at_ms) \
-         FROM gift_events WHERE stream_id = $1",
-    )
+    let t = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(e.quantity), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(e.coins), 0) AS BIGINT), CAST(COALESCE(SUM(e.diamonds), 0) AS BIGINT), \
+         COUNT(DISTINCT e.sender_user_id), MAX(e.completed_at_ms) FROM {STANDING_GIFTS}"
+    )))
     .bind(stream)
     .fetch_one(&mut *conn)
     .await?;
@@ -699,4 +911,149 @@ pub async fn leaderboard(
         gifters: t.try_get(4)?,
         last_gift_at: t.try_get::<Option<i64>, _>(5)?.map(UnixMillis),
     })
+}
+
+/// Records a gift's reversal, leased to `owner` until `lease_until`; `false` if the gift
+/// has one already (one per gift: the saga id is the key; a concurrent second waits for
+/// the first to commit, then finds it).
+pub async fn insert_reversal(
+    conn: &mut Conn,
+    r: &Reversal,
+    owner: &str,
+    lease_until: UnixMillis,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO gift_reversals (saga_id, actor, reason, return_coins, state, step, \
+         clawed_back_diamonds, returned_coins, attempts, unexpected_failures, last_error, \
+         next_attempt_at_ms, lease_owner, lease_expires_at_ms, created_at_ms, updated_at_ms, done_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0, '', $7, $8, $9, $10, $10, NULL) \
+         ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id",
+    )
+    .bind(r.saga_id.as_str())
+    .bind(r.actor.as_str())
+    .bind(r.reason.as_str())
+    .bind(i64::from(r.return_coins))
+    .bind(r.state.code())
+    .bind(r.step.code())
+    .bind(r.next_attempt_at.0)
+    .bind(owner)
+    .bind(lease_until.0)
+    .bind(r.created_at.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Persists a reversal's progress if `owner` holds its lease, renewing or releasing it in
+/// the same statement; `false` (nothing written) if it does not.
+pub async fn save_reversal(
+    conn: &mut Conn,
+    r: &Reversal,
+    owner: &str,
+    lease: LeaseAfter,
+) -> Result<bool, StoreError> {
+    let (next_owner, next_expiry) = match lease {
+        LeaseAfter::Renew(until) => (owner, until.0),
+        LeaseAfter::Release => ("", 0),
+    };
+    let done = sqlx::query(
+        "UPDATE gift_reversals SET state = $2, step = $3, clawed_back_diamonds = $4, \
+         returned_coins = $5, attempts = $6, unexpected_failures = $7, last_error = $8, \
+         next_attempt_at_ms = $9, updated_at_ms = $10, done_at_ms = $11, lease_owner = $13, \
+         lease_expires_at_ms = $14 WHERE saga_id = $1 AND lease_owner = $12 AND lease_owner <> ''",
+    )
+    .bind(r.saga_id.as_str())
+    .bind(r.state.code())
+    .bind(r.step.code())
+    .bind(r.clawed_back_diamonds)
+    .bind(r.returned_coins)
+    .bind(r.attempts)
+    .bind(r.unexpected_failures)
+    .bind(r.last_error.as_str())
+    .bind(r.next_attempt_at.0)
+    .bind(r.updated_at.0)
+    .bind(r.done_at.map(|t| t.0))
+    .bind(owner)
+    .bind(next_owner)
+    .bind(next_expiry)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes (or renews) a reversal's lease: only a PENDING one whose lease is free, expired or
+/// already `owner`'s. `false` if another replica holds it (or it is not PENDING).
+pub async fn claim_reversal_lease(
+    conn: &mut Conn,
+    saga_id: &str,
+    owner: &str,
+    until: UnixMillis,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE gift_reversals SET lease_owner = $2, lease_expires_at_ms = $3 WHERE saga_id = $1 \
+         AND state = 1 AND (lease_owner = '' OR lease_owner = $2 OR lease_expires_at_ms < $4)",
+    )
+    .bind(saga_id)
+    .bind(owner)
+    .bind(until.0)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a reversal's lease up (shutdown, or a long wait for a retry).
+pub async fn release_reversal_lease(
+    conn: &mut Conn,
+    saga_id: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE gift_reversals SET lease_owner = '', lease_expires_at_ms = 0 \
+         WHERE saga_id = $1 AND lease_owner = $2",
+    )
+    .bind(saga_id)
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// PENDING reversals due for a step whose lease is free or expired, oldest due first.
+pub async fn due_reversals(
+    conn: &mut Conn,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT saga_id FROM gift_reversals WHERE state = 1 AND next_attempt_at_ms <= $1 \
+         AND (lease_owner = '' OR lease_expires_at_ms < $1) ORDER BY next_attempt_at_ms LIMIT $2",
+    )
+    .bind(now.0)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+        .collect()
+}
+
+/// Puts a PENDING or NEEDS_OPERATOR reversal back to PENDING with a fresh attempt budget,
+/// its lease freed (an operator's RetrySaga). `false` if there is none or it is DONE.
+pub async fn reset_reversal_for_retry(
+    conn: &mut Conn,
+    saga_id: &str,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE gift_reversals SET state = 1, attempts = 0, unexpected_failures = 0, \
+         next_attempt_at_ms = $2, updated_at_ms = $2, lease_owner = '', lease_expires_at_ms = 0 \
+         WHERE saga_id = $1 AND state IN (1, 3)",
+    )
+    .bind(saga_id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -17,6 +17,10 @@
 //! result only after the batch commits, so "recorded before anything else" and "persisted
 //! before the next step" hold as before.
 //!
+//! The velocity limit rides on the record: each row of the batch's insert carries its
+//! pair's count as its condition, and on PostgreSQL the batch first locks its pairs' rows
+//! (one upsert), so a record refused by the limit is simply not inserted (docs/saga.md).
+//!
 //! Failure isolation: if a batch fails (a constraint, a deadlock, a lost connection), it is
 //! rolled back and each of its writes is tried again alone, so one bad write fails only
 //! itself. Re-running a write after an ambiguous commit is harmless: an insert of a recorded
@@ -35,7 +39,7 @@ use ovation_store::{Db, StoreError};
 use ovation_types::UnixMillis;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::domain::{Saga, Status};
+use crate::domain::{EventKind, Saga, Status, VelocityLimit};
 use crate::store::{self, LeaseAfter};
 
 /// Most writes committed in one transaction.
@@ -92,11 +96,13 @@ struct Job {
 pub struct SagaWriter {
     db: Db,
     jobs: mpsc::Sender<Job>,
+    velocity: Option<VelocityLimit>,
 }
 
 impl SagaWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn start(db: Db) -> SagaWriter {
+    /// Starts the writer task on the current runtime. Records are held to the `velocity`
+    /// limit, if any.
+    pub fn start(db: Db, velocity: Option<VelocityLimit>) -> SagaWriter {
         let (jobs, queue) = mpsc::channel(QUEUE_MAX);
         let writers = match db.backend() {
             Backend::Sqlite => 1,
@@ -104,9 +110,9 @@ impl SagaWriter {
         };
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..writers {
-            tokio::spawn(run(db.clone(), queue.clone()));
+            tokio::spawn(run(db.clone(), queue.clone(), velocity));
         }
-        SagaWriter { db, jobs }
+        SagaWriter { db, jobs, velocity }
     }
 
     /// Commits `write` (with whatever else is queued) and returns its result. Should the
@@ -120,7 +126,9 @@ impl SagaWriter {
                     "the saga writer stopped before answering".into(),
                 )),
             },
-            Err(mpsc::error::SendError(job)) => write_alone(&self.db, &job.write).await,
+            Err(mpsc::error::SendError(job)) => {
+                write_alone(&self.db, &job.write, self.velocity).await
+            }
         }
     }
 }
@@ -154,13 +162,17 @@ impl Write {
     }
 }
 
-/// The write's own statement (not the gift event): `false` if the key was taken or the
-/// lease fenced it out.
-async fn apply(conn: &mut Conn, write: &Write) -> Result<bool, StoreError> {
+/// The write's own statement (not the gift event), when it is one statement: `false` if
+/// the key was taken, the velocity limit refused the record, or the lease fenced it out.
+async fn apply(
+    conn: &mut Conn,
+    write: &Write,
+    velocity: Option<VelocityLimit>,
+) -> Result<bool, StoreError> {
     match write {
         Write::Insert { saga, .. } => {
             let new: Vec<store::NewSaga> = write.as_new_saga().into_iter().collect();
-            Ok(store::insert_sagas(conn, &new)
+            Ok(store::insert_sagas(conn, &new, velocity)
                 .await?
                 .contains(&saga.saga_id))
         }
@@ -170,14 +182,14 @@ async fn apply(conn: &mut Conn, write: &Write) -> Result<bool, StoreError> {
 
 /// One writer task: takes every write queued (up to [`BATCH_MAX`]) and commits them
 /// together, until every [`SagaWriter`] is gone. Writer tasks take turns at the queue.
-async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<Job>>>, velocity: Option<VelocityLimit>) {
     loop {
         let mut jobs = Vec::with_capacity(BATCH_MAX);
         if queue.lock().await.recv_many(&mut jobs, BATCH_MAX).await == 0 {
             return;
         }
         let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
-        match write_batch(&db, &writes).await {
+        match write_batch(&db, &writes, velocity).await {
             Ok(results) => {
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(result));
@@ -192,7 +204,7 @@ async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 tracing::warn!(writes = jobs.len(), error = %e,
                     "a batch of saga writes failed; writing each alone");
                 for job in jobs {
-                    let result = write_alone(&db, &job.write).await;
+                    let result = write_alone(&db, &job.write, velocity).await;
                     let _ = job.reply.send(result);
                 }
             }
@@ -201,24 +213,36 @@ async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
 }
 
 /// One write in a transaction of its own.
-pub async fn write_alone(db: &Db, write: &Write) -> Result<bool, StoreError> {
-    let results = write_batch(db, &[write]).await?;
+pub async fn write_alone(
+    db: &Db,
+    write: &Write,
+    velocity: Option<VelocityLimit>,
+) -> Result<bool, StoreError> {
+    let results = write_batch(db, &[write], velocity).await?;
     Ok(results.first().copied().unwrap_or(false))
 }
 
 /// Every write in one transaction (a lone single-statement write: that statement alone);
 /// their results in the order given. All or nothing: an error rolls the whole batch back.
-pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreError> {
+/// Records are held to the `velocity` limit, if any.
+pub async fn write_batch(
+    db: &Db,
+    writes: &[&Write],
+    velocity: Option<VelocityLimit>,
+) -> Result<Vec<bool>, StoreError> {
     // A write that is one statement (a record, a save that publishes nothing) needs no
     // transaction of its own: the statement is atomic, and BEGIN and COMMIT would be two
-    // more round trips.
+    // more round trips. A record under a velocity limit on PostgreSQL is two (the pair's
+    // lock, then the insert that counts): it needs the transaction.
+    let locks_pairs = velocity.is_some() && matches!(db.backend(), Backend::Postgres);
     if let [write] = writes
         && !write.publishes()
+        && !(locks_pairs && write.as_new_saga().is_some())
     {
         // Outside a transaction, so it takes this process's write turn itself (SQLite).
         let _turn = db.write_turn().await;
         let mut conn = db.conn().await?;
-        return Ok(vec![apply(&mut conn, write).await?]);
+        return Ok(vec![apply(&mut conn, write, velocity).await?]);
     }
     let mut order: Vec<usize> = (0..writes.len()).collect();
     order.sort_by(|&a, &b| writes[a].order_key().cmp(&writes[b].order_key()));
@@ -231,7 +255,10 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
         .collect();
     if !records.is_empty() {
         let new: Vec<store::NewSaga> = records.iter().map(|(_, n)| *n).collect();
-        let recorded = store::insert_sagas(&mut tx, &new).await?;
+        // Under the velocity limit (PostgreSQL): the pairs' rows locked first, so the
+        // insert's count sees every saga of each pair committed before.
+        store::lock_velocity_pairs(&mut tx, &new, velocity).await?;
+        let recorded = store::insert_sagas(&mut tx, &new, velocity).await?;
         for (i, n) in &records {
             results[*i] = recorded.contains(&n.saga.saga_id);
         }
@@ -250,7 +277,7 @@ pub async fn write_batch(db: &Db, writes: &[&Write]) -> Result<Vec<bool>, StoreE
     // shortest time, and always in the same order; one statement per stream for the
     // numbers, one for all the events.
     let completed: Vec<&Saga> = events.into_values().collect();
-    store::publish_events(&mut tx, &completed).await?;
+    store::publish_events(&mut tx, &completed, EventKind::Sent).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(results)
 }

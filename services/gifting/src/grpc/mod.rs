@@ -5,7 +5,8 @@
 //! Authorization: only the sender (or the gateway for them) sends a gift; a receipt is
 //! visible to its sender, its creator and admins (balances only to the sender and admins);
 //! leaderboards and the live feed are open to every authenticated caller (they are what a
-//! stream overlay shows, and carry no balances); operator views and retries are admin-only.
+//! stream overlay shows, and carry no balances); operator views, retries and gift
+//! reversals are admin-only.
 
 mod feed;
 mod parse;
@@ -46,9 +47,9 @@ pub struct GiftingApi {
 }
 
 impl GiftingApi {
-    pub fn new(db: Db, engine: SagaEngine, send_wait_ms: u64, feed: FeedLimits) -> Self {
+    pub fn new(db: Db, engine: SagaEngine, sending: Sending, feed: FeedLimits) -> Self {
         GiftingApi {
-            sending: Sending::new(db.clone(), engine.clone(), send_wait_ms),
+            sending,
             db,
             engine,
             feed,
@@ -66,6 +67,18 @@ impl From<GiftingError> for ApiError {
                 reasons::gifting::SAGA_TERMINAL,
                 format!("saga {id} is terminal; there is nothing to retry"),
             ),
+            GiftingError::GiftNotCompleted(id) => ApiError::failed_precondition(
+                reasons::gifting::GIFT_NOT_COMPLETED,
+                format!("gift {id} is not COMPLETED; only a completed gift can be reversed"),
+            ),
+            GiftingError::GiftAlreadyReversed(id) => ApiError::failed_precondition(
+                reasons::gifting::GIFT_ALREADY_REVERSED,
+                format!("gift {id} was reversed already"),
+            ),
+            e @ GiftingError::VelocityLimit { .. } => ApiError::ResourceExhausted {
+                reason: reasons::common::VELOCITY_LIMIT,
+                message: e.to_string(),
+            },
             GiftingError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -112,7 +125,7 @@ impl GiftingService for GiftingApi {
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SendGiftResponse {
-            receipt: Some(to_proto::receipt(&row.saga, true)),
+            receipt: Some(to_proto::receipt(&row, true)),
         }))
     }
 
@@ -134,7 +147,7 @@ impl GiftingService for GiftingApi {
             })
             .ok_or_else(|| ApiError::not_found("gift saga", id.as_str()))?;
         Ok(Response::new(pb::GetSentGiftResponse {
-            receipt: Some(to_proto::receipt(&row.saga, balances)),
+            receipt: Some(to_proto::receipt(&row, balances)),
         }))
     }
 
@@ -156,7 +169,7 @@ impl GiftingService for GiftingApi {
         Ok(Response::new(pb::ListSentGiftsResponse {
             receipts: rows
                 .iter()
-                .map(|r| to_proto::receipt(&r.saga, visibility(&caller, &r.saga).1))
+                .map(|r| to_proto::receipt(r, visibility(&caller, &r.saga).1))
                 .collect(),
             next_page_token,
         }))
@@ -236,7 +249,8 @@ impl GiftingService for GiftingApi {
                 .await
                 .map_err(ApiError::from)?;
         let next_page_token = size.cut(&mut rows, |r| {
-            format!("{}:{}", r.saga.updated_at.0, r.saga.saga_id)
+            let (at, id) = r.stuck_position();
+            format!("{at}:{id}")
         });
         Ok(Response::new(pb::ListStuckSagasResponse {
             sagas: rows.iter().map(to_proto::saga).collect(),
@@ -263,9 +277,20 @@ impl GiftingService for GiftingApi {
 
     async fn reverse_gift(
         &self,
-        _request: Request<pb::ReverseGiftRequest>,
+        request: Request<pb::ReverseGiftRequest>,
     ) -> Reply<pb::ReverseGiftResponse> {
-        Err(Status::unimplemented("contract step: not built yet"))
+        let caller = access::require(&request, &[Role::Admin])?;
+        let deadline = edge::incoming_deadline(request.metadata());
+        let call = IdempotentCall::new(&caller, "ReverseGift", request.get_ref());
+        let cmd = parse::parse_reverse_gift(request.get_ref(), &caller).map_err(ApiError::from)?;
+        let row = self
+            .sending
+            .reverse(&call, cmd, deadline)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ReverseGiftResponse {
+            gift: Some(to_proto::receipt(&row, true)),
+        }))
     }
 
     async fn list_sagas(

@@ -12,7 +12,7 @@ use ovation_types::{
 
 use super::feed;
 use crate::domain::{GiftOrder, Status};
-use crate::sending::{RetrySagaCmd, SendGiftCmd};
+use crate::sending::{RetrySagaCmd, ReverseGiftCmd, SendGiftCmd};
 use crate::store::SentFilter;
 
 /// Most entries a leaderboard returns.
@@ -225,18 +225,27 @@ pub fn parse_list_stuck_sagas(
     })
 }
 
+/// What every operator action on a saga names: `[idempotency_key, saga_id, reason,
+/// actor]` of the request parsed into its key, the saga, and the reason of record (a
+/// reported actor other than the caller is only a note in it).
+fn operator_action(
+    v: &mut Violations,
+    [key, saga_id, reason, reported]: [&str; 4],
+    caller: &Caller,
+) -> (Option<IdempotencyKey>, Option<ResourceId>, Option<Text>) {
+    let key = v.check("idempotency_key", IdempotencyKey::parse(key));
+    let saga_id = v.check("saga_id", ResourceId::parse(saga_id));
+    let reason = v.noted_reason(Text::parse_required(reason), reported, caller.subject());
+    (key, saga_id, reason)
+}
+
 /// The actor of record is `caller`; the request's actor is only a note in the reason.
 pub fn parse_retry_saga(req: &pb::RetrySagaRequest, caller: &Caller) -> Parsed<RetrySagaCmd> {
     let mut v = Violations::default();
-    let key = v.check(
-        "idempotency_key",
-        IdempotencyKey::parse(&req.idempotency_key),
-    );
-    let saga_id = v.check("saga_id", ResourceId::parse(&req.saga_id));
-    let reason = v.noted_reason(
-        Text::parse_required(&req.reason),
-        &req.actor,
-        caller.subject(),
+    let (key, saga_id, reason) = operator_action(
+        &mut v,
+        [&req.idempotency_key, &req.saga_id, &req.reason, &req.actor],
+        caller,
     );
     v.finish(|| {
         Some(RetrySagaCmd {
@@ -296,6 +305,25 @@ fn keyset_page(v: &mut Violations, page_size: i32, page_token: &str) -> Option<P
     Some(Page {
         size: size?,
         after: after?,
+    })
+}
+
+/// The actor of record is `caller`; the request's actor is only a note in the reason.
+pub fn parse_reverse_gift(req: &pb::ReverseGiftRequest, caller: &Caller) -> Parsed<ReverseGiftCmd> {
+    let mut v = Violations::default();
+    let (key, saga_id, reason) = operator_action(
+        &mut v,
+        [&req.idempotency_key, &req.saga_id, &req.reason, &req.actor],
+        caller,
+    );
+    v.finish(|| {
+        Some(ReverseGiftCmd {
+            key: key?,
+            saga_id: saga_id?,
+            reason: reason?,
+            actor: caller.subject().to_owned(),
+            return_coins: req.return_coins,
+        })
     })
 }
 
@@ -460,6 +488,34 @@ mod tests {
         assert_eq!(
             fields(&parse_retry_saga(&no_reason, &admin).unwrap_err()),
             ["reason"]
+        );
+    }
+
+    #[test]
+    fn a_reversal_is_recorded_as_the_caller_and_names_every_bad_field() {
+        let admin = Caller::new("ops-1", vec![ovation_auth::Role::Admin], None);
+        let req = pb::ReverseGiftRequest {
+            idempotency_key: "k-1".into(),
+            saga_id: "sg_1".into(),
+            actor: "fraud-bot".into(),
+            reason: "stolen card".into(),
+            return_coins: true,
+        };
+        let cmd = parse_reverse_gift(&req, &admin).expect("parses");
+        assert_eq!(
+            (cmd.saga_id.as_str(), cmd.actor.as_str(), cmd.return_coins),
+            ("sg_1", "ops-1", true)
+        );
+        assert_eq!(cmd.reason.as_str(), "stolen card (reported by: fraud-bot)");
+        let bad = pb::ReverseGiftRequest {
+            idempotency_key: String::new(),
+            saga_id: "no spaces".into(),
+            reason: String::new(),
+            ..req
+        };
+        assert_eq!(
+            fields(&parse_reverse_gift(&bad, &admin).unwrap_err()),
+            ["idempotency_key", "saga_id", "reason"]
         );
     }
 

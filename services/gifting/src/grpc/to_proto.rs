@@ -1,11 +1,11 @@
-//! Domain → proto: receipts, operator views of sagas, gift events, leaderboards, and the
-//! saga enums both ways (each value named, never cast).
+//! Domain → proto: receipts (with their reversal), operator views of sagas, gift events,
+//! leaderboards, and the saga enums both ways (each value named, never cast).
 
 use ovation_proto::gifting as pb;
 use ovation_server::edge::to_timestamp;
 
 use super::feed;
-use crate::domain::{Rejection, Saga, Status, Step};
+use crate::domain::{EventKind, Rejection, Reversal, ReversalState, Status, Step};
 use crate::store::{EventRow, Leaderboard, SagaRow};
 
 impl From<Status> for pb::SagaStatus {
@@ -66,8 +66,42 @@ impl From<Rejection> for pb::RejectionReason {
     }
 }
 
-/// The receipt of a saga; the sender's balance only for those who may see it.
-pub fn receipt(s: &Saga, with_balance: bool) -> pb::GiftReceipt {
+impl From<ReversalState> for pb::GiftReversalState {
+    fn from(s: ReversalState) -> Self {
+        match s {
+            ReversalState::Pending => pb::GiftReversalState::Pending,
+            ReversalState::Done => pb::GiftReversalState::Done,
+            ReversalState::NeedsOperator => pb::GiftReversalState::NeedsOperator,
+        }
+    }
+}
+
+impl From<EventKind> for pb::GiftEventKind {
+    fn from(k: EventKind) -> Self {
+        match k {
+            EventKind::Sent => pb::GiftEventKind::Sent,
+            EventKind::Reversed => pb::GiftEventKind::Reversed,
+        }
+    }
+}
+
+fn reversal(r: &Reversal) -> pb::GiftReversal {
+    pb::GiftReversal {
+        actor: r.actor.clone(),
+        reason: r.reason.clone(),
+        return_coins: r.return_coins,
+        state: pb::GiftReversalState::from(r.state).into(),
+        clawed_back_diamonds: r.clawed_back_diamonds,
+        returned_coins: r.returned_coins,
+        create_time: Some(to_timestamp(r.created_at)),
+        done_time: r.done_at.map(to_timestamp),
+    }
+}
+
+/// The receipt of a saga, with its reversal; the sender's balance only for those who may
+/// see it.
+pub fn receipt(row: &SagaRow, with_balance: bool) -> pb::GiftReceipt {
+    let s = &row.saga;
     let q = s.quote;
     pb::GiftReceipt {
         saga_id: s.saga_id.clone(),
@@ -94,16 +128,39 @@ pub fn receipt(s: &Saga, with_balance: bool) -> pb::GiftReceipt {
         rejection_detail: s.rejection_detail.clone(),
         create_time: Some(to_timestamp(s.created_at)),
         complete_time: s.completed_at.map(to_timestamp),
-        reversal: None,
+        reversal: row.reversal.as_ref().map(|r| reversal(&r.reversal)),
     }
 }
 
 /// A saga as operators see it: its receipt (with the balance), step, operations, lease.
+/// For a completed gift whose reversal is not done, the attempts, last error, next attempt
+/// and lease are the reversal's: that is what runs, or waits for the operator.
 pub fn saga(r: &SagaRow) -> pb::Saga {
+    if let Some(rev) = r
+        .reversal
+        .as_ref()
+        .filter(|rev| rev.reversal.state != ReversalState::Done)
+    {
+        let live = rev.reversal.state == ReversalState::Pending;
+        return pb::Saga {
+            attempts: i32::try_from(rev.reversal.attempts).unwrap_or(i32::MAX),
+            last_error: rev.reversal.last_error.clone(),
+            next_attempt_time: live.then(|| to_timestamp(rev.reversal.next_attempt_at)),
+            lease_owner: rev.lease_owner.clone(),
+            lease_expire_time: (!rev.lease_owner.is_empty())
+                .then(|| to_timestamp(rev.lease_expires_at)),
+            update_time: Some(to_timestamp(rev.reversal.updated_at)),
+            ..saga_itself(r)
+        };
+    }
+    saga_itself(r)
+}
+
+fn saga_itself(r: &SagaRow) -> pb::Saga {
     let s = &r.saga;
     let live = s.status == Status::Pending;
     pb::Saga {
-        receipt: Some(receipt(s, true)),
+        receipt: Some(receipt(r, true)),
         step: pb::SagaStep::from(s.step).into(),
         debit_operation_id: s.operation_id().to_owned(),
         credit_operation_id: s.operation_id().to_owned(),
@@ -135,7 +192,7 @@ pub fn event(e: &EventRow) -> pb::GiftEvent {
         diamonds: e.diamonds,
         message: e.message.clone(),
         complete_time: Some(to_timestamp(e.completed_at)),
-        kind: pb::GiftEventKind::Sent.into(),
+        kind: pb::GiftEventKind::from(e.kind).into(),
     }
 }
 

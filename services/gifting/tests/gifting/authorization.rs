@@ -157,6 +157,47 @@ async fn each_role_reaches_exactly_its_rows() {
         "terminal sagas are not retried"
     );
 
+    // Reversing a gift (fraud review): admins only; a refusal records nothing.
+    let reverse = |key: &str| pb::ReverseGiftRequest {
+        idempotency_key: key.into(),
+        saga_id: sent.saga_id.clone(),
+        actor: String::new(),
+        reason: "fraud review".into(),
+        return_coins: false,
+    };
+    for (who, client) in [
+        ("the sender", &mut alice),
+        ("the creator", &mut bob),
+        ("the gateway", &mut gateway),
+        ("a service", &mut wallet_service),
+    ] {
+        assert_eq!(
+            code(client.reverse_gift(reverse("rv")).await),
+            Code::PermissionDenied,
+            "{who} may not reverse a gift"
+        );
+    }
+    let unreversed = admin.get_sent_gift(get()).await.unwrap().into_inner();
+    assert_eq!(
+        unreversed.receipt.unwrap().reversal,
+        None,
+        "nothing recorded"
+    );
+    let reversed = admin
+        .reverse_gift(reverse("rv"))
+        .await
+        .unwrap()
+        .into_inner()
+        .gift
+        .unwrap()
+        .reversal
+        .unwrap();
+    assert_eq!(
+        (reversed.actor.as_str(), reversed.return_coins),
+        ("test-admin", false),
+        "the actor recorded is the caller"
+    );
+
     // Denied sends wrote nothing: two gifts of one rose.
     assert_eq!(suite.coins("alice").await, 1_100 - 2);
     suite.stop().await;

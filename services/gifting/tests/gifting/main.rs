@@ -1,7 +1,10 @@
 //! Gifting's tests, one binary: the gift saga over real gRPC beside catalog, wallet and
-//! payout, the authorization matrix, and the saga store's fenced writes.
+//! payout, gift reversals, the velocity limit, the authorization matrix, and the saga
+//! store's fenced writes.
 
 mod authorization;
 mod gifting;
+mod reversals;
 mod saga_store;
 mod suite;
+mod velocity;

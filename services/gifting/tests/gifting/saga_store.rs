@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use ovation_auth::Role;
-use ovation_gifting::domain::{GiftOrder, Quote, RetryPolicy, Saga, Status, Step};
+use ovation_gifting::domain::{
+    EventKind, GiftOrder, Quote, RetryPolicy, Saga, Status, Step, VelocityLimit,
+};
 use ovation_gifting::saga::{Peers, SagaEngine, SagaSettings};
 use ovation_gifting::store::{self, LeaseAfter};
 use ovation_gifting::writer::{self, SagaWriter, Write};
@@ -188,7 +190,9 @@ async fn a_save_that_renews_or_releases_the_lease_is_fenced_by_it() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &done).await.unwrap();
+        store::publish_event(&mut tx, &done, EventKind::Sent)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let mut conn = db.conn().await.unwrap();
         let row = store::get_saga(&mut conn, "sg_fence")
@@ -476,7 +480,7 @@ async fn a_batch_fences_each_write_on_its_own_lease_and_publishes_only_what_it_s
             },
         ];
         let refs: Vec<&Write> = writes.iter().collect();
-        let results = writer::write_batch(&db, &refs).await.unwrap();
+        let results = writer::write_batch(&db, &refs, None).await.unwrap();
         assert_eq!(results, vec![true, false, true, true, false], "{backend}");
 
         let mut conn = db.conn().await.unwrap();
@@ -524,7 +528,7 @@ async fn a_bad_write_queued_with_others_fails_alone() {
     for tdb in databases().await {
         let db = open(&tdb).await;
         let backend = tdb.backend();
-        let writer = SagaWriter::start(db.clone());
+        let writer = SagaWriter::start(db.clone(), None);
         let now = UnixMillis::now();
         let until = UnixMillis(now.0 + 10_000);
         let mut bad = new_saga("sg_bad", now);
@@ -670,7 +674,29 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &done).await.unwrap();
+        // Its gift event as that code published it (no kind yet: migration 104 adds it).
+        sqlx::query("INSERT INTO stream_feeds (stream_id, last_seq) VALUES ($1, 1)")
+            .bind(done.stream_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO gift_events (stream_id, seq, saga_id, sender_user_id, creator_id, \
+             gift_id, gift_version, quantity, coins, diamonds, message, completed_at_ms) \
+             VALUES ($1, 1, $2, $3, $4, $5, 1, $6, $7, $8, '', $9)",
+        )
+        .bind(done.stream_id.as_str())
+        .bind(done.saga_id.as_str())
+        .bind(done.sender_user_id.as_str())
+        .bind(done.creator_id.as_str())
+        .bind(done.gift_id.as_str())
+        .bind(i64::from(done.quantity))
+        .bind(done.coins_spent)
+        .bind(done.diamonds_credited)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         let mut conn = db.conn().await.unwrap();
         waiting = quoted(&waiting, now);
@@ -716,7 +742,11 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
         );
         let events = store::events_after(&mut conn, "s1", 0, 10).await.unwrap();
         assert_eq!(events.len(), 1, "{backend}");
-        assert_eq!(events[0].saga_id, "sg_old_done", "{backend}");
+        assert_eq!(
+            (events[0].saga_id.as_str(), events[0].kind),
+            ("sg_old_done", EventKind::Sent),
+            "{backend}: an event of before migration 104 is a SENT one"
+        );
         let due = store::due_sagas(&mut conn, UnixMillis(until.0 + 1), 10)
             .await
             .unwrap();
@@ -791,7 +821,7 @@ async fn sagas_recorded_before_keys_were_per_sender_survive_the_migration() {
                 .await
                 .unwrap()
         );
-        store::publish_event(&mut tx, &bobs)
+        store::publish_event(&mut tx, &bobs, EventKind::Sent)
             .await
             .unwrap_or_else(|e| panic!("{backend}: an event after the migration: {e}"));
         tx.commit().await.unwrap();
@@ -867,7 +897,7 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
             })
             .collect();
         let mut tx = db.begin_write().await.unwrap();
-        let recorded = store::insert_sagas(&mut tx, &new).await.unwrap();
+        let recorded = store::insert_sagas(&mut tx, &new, None).await.unwrap();
         let mut recorded: Vec<String> = recorded.into_iter().collect();
         recorded.sort();
         assert_eq!(recorded, ["sg_m0", "sg_m1", "sg_m3"], "{backend}");
@@ -880,14 +910,21 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
                 .await
                 .unwrap()
         );
-        assert_eq!(store::publish_event(&mut tx, &earlier).await.unwrap(), 1);
+        assert_eq!(
+            store::publish_event(&mut tx, &earlier, EventKind::Sent)
+                .await
+                .unwrap(),
+            1
+        );
         let mut done: Vec<Saga> = ["sg_m0", "sg_m1", "sg_m3"]
             .iter()
             .map(|id| completed(&new_saga(id, now), now))
             .collect();
         done[1].stream_id = "s2".into();
         let refs: Vec<&Saga> = done.iter().collect();
-        let seqs = store::publish_events(&mut tx, &refs).await.unwrap();
+        let seqs = store::publish_events(&mut tx, &refs, EventKind::Sent)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(
             seqs,
@@ -914,5 +951,90 @@ async fn a_batch_records_in_one_statement_and_numbers_each_streams_events_withou
             [(1, "sg_earlier".to_owned()), (2, "sg_m1".to_owned())],
             "{backend}"
         );
+    }
+}
+
+/// The velocity limit's count cannot be raced under READ COMMITTED: a second transaction
+/// recording a saga of the same pair waits on the pair's row until the first commits,
+/// then counts its saga (limit 1: refused). A batch counts its own earlier rows of a pair.
+/// (Without the pair's lock, the second insert on PostgreSQL counted nothing and went in.)
+#[tokio::test]
+async fn a_record_under_the_velocity_limit_waits_for_and_counts_a_concurrent_one_of_its_pair() {
+    for tdb in databases().await {
+        let db = open(&tdb).await;
+        let backend = tdb.backend();
+        let limit = VelocityLimit::of_setting(1);
+        let now = UnixMillis::now();
+        let until = UnixMillis(now.0 + 10_000);
+        let first = new_saga("sg_v1", now);
+        let new = |saga, key| record(saga, key, until);
+        let mut tx = db.begin_write().await.unwrap();
+        store::lock_velocity_pairs(&mut tx, &[new(&first, "k1")], limit)
+            .await
+            .unwrap();
+        let recorded = store::insert_sagas(&mut tx, &[new(&first, "k1")], limit)
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), 1, "{backend}");
+
+        let racing = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let second = new_saga("sg_v2", UnixMillis(now.0 + 1));
+                let mut tx = db.begin_write().await.unwrap();
+                let n = record(&second, "k2", until);
+                store::lock_velocity_pairs(&mut tx, &[n], limit)
+                    .await
+                    .unwrap();
+                let recorded = store::insert_sagas(&mut tx, &[n], limit).await.unwrap();
+                tx.commit().await.unwrap();
+                recorded.len()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !racing.is_finished(),
+            "{backend}: the second waits for the first"
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(racing.await.unwrap(), 0, "{backend}: and then counts it");
+
+        // In one statement: of three sagas of a fresh pair under a limit of 2, the third
+        // is refused; another pair's saga is not affected.
+        let limit = VelocityLimit::of_setting(2);
+        let mut sagas: Vec<Saga> = (0..3).map(|i| new_saga(&format!("sg_b{i}"), now)).collect();
+        for s in &mut sagas {
+            s.creator_id = "carl".into();
+        }
+        let mut other = new_saga("sg_b_other", now);
+        other.creator_id = "dora".into();
+        let keys = ["kb0", "kb1", "kb2", "kb3"];
+        let batch: Vec<store::NewSaga> = sagas
+            .iter()
+            .chain([&other])
+            .zip(keys)
+            .map(|(s, k)| new(s, k))
+            .collect();
+        let mut tx = db.begin_write().await.unwrap();
+        store::lock_velocity_pairs(&mut tx, &batch, limit)
+            .await
+            .unwrap();
+        let recorded = store::insert_sagas(&mut tx, &batch, limit).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut ids: Vec<&str> = recorded.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["sg_b0", "sg_b1", "sg_b_other"], "{backend}");
+    }
+}
+
+/// A saga to record under `key`, leased to "me".
+fn record<'a>(saga: &'a Saga, key: &'a str, lease_until: UnixMillis) -> store::NewSaga<'a> {
+    store::NewSaga {
+        saga,
+        key,
+        fingerprint: "fp",
+        owner: "me",
+        lease_until,
+        trace_parent: "",
     }
 }
