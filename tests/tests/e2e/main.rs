@@ -9,6 +9,7 @@ mod faults;
 mod gifts;
 mod k8s_manifests;
 mod metrics;
+mod money_risk;
 mod readme;
 mod saga_outages;
 mod traces;

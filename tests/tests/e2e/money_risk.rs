@@ -18,7 +18,7 @@ use ovation_proto::common::Money;
 use ovation_proto::gifting as gifting_pb;
 use ovation_proto::payout as payout_pb;
 use ovation_proto::wallet as wallet_pb;
-use ovation_testkit::refusal::reason;
+use ovation_testkit::reason;
 use ovation_testkit::{Bearer, InProcessSuite, Service, TestDatabase, gift_request, token};
 use ovation_types::{Clock, UnixMillis};
 use tonic::Code;
