@@ -371,6 +371,8 @@ pub enum Refusal {
         used: i64,
         wanted: i64,
     },
+    #[error("velocity limit {}: {detail}; nothing was recorded", limit.name())]
+    Velocity { limit: VelocityLimit, detail: String },
 }
 
 /// Coins used in the current day and month.
@@ -764,6 +766,192 @@ impl HoldState {
             4 => HoldState::Expired,
             _ => return None,
         })
+    }
+}
+
+// ---- attributing a reversed purchase's spent coins --------------------------------------
+
+/// Where a clawback order is (the contract's `ClawbackOrderState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClawbackOrderState {
+    /// Recorded; the worker delivers it to payout.
+    Pending,
+    /// Payout took the diamonds back.
+    Applied,
+    /// Payout has no credit for the gift (it was compensated): nothing to take back.
+    NoCredit,
+}
+
+impl ClawbackOrderState {
+    pub const ALL: [ClawbackOrderState; 3] = [
+        ClawbackOrderState::Pending,
+        ClawbackOrderState::Applied,
+        ClawbackOrderState::NoCredit,
+    ];
+
+    /// The stored value (the contract's, too).
+    pub fn code(self) -> i64 {
+        match self {
+            ClawbackOrderState::Pending => 1,
+            ClawbackOrderState::Applied => 2,
+            ClawbackOrderState::NoCredit => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => ClawbackOrderState::Pending,
+            2 => ClawbackOrderState::Applied,
+            3 => ClawbackOrderState::NoCredit,
+            _ => return None,
+        })
+    }
+}
+
+/// A debit as the attribution walk sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkedDebit {
+    pub operation_id: ResourceId,
+    /// Its entry's position in the buyer's ledger.
+    pub seq: i64,
+    pub coins: i64,
+    pub refunded_coins: i64,
+    /// Coins earlier reversals attributed to it.
+    pub attributed_coins: i64,
+    /// A gift's debit (it has a saga id): its coins minted diamonds a clawback can reach.
+    pub gift: bool,
+}
+
+impl WalkedDebit {
+    /// Coins of it no refund gave back and no earlier reversal took: what a reversal may
+    /// still attribute to it.
+    pub fn attributable(&self) -> i64 {
+        (self.coins - self.refunded_coins - self.attributed_coins).max(0)
+    }
+}
+
+/// Coins of one reversal attributed to one debit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributed {
+    pub operation_id: ResourceId,
+    pub coins: i64,
+    /// A gift's debit: it gets a clawback order.
+    pub gift: bool,
+}
+
+/// The attribution rule, applied to one stretch of the walk: `left` coins still to
+/// attribute, `debits` in the buyer's ledger order. Each debit, in turn, takes
+/// min(left, its attributable coins) until nothing is left. Returns what each debit took
+/// (debits that take nothing are absent) and the coins left after.
+pub fn attribute(left: i64, debits: &[WalkedDebit]) -> (Vec<Attributed>, i64) {
+    let mut left = left.max(0);
+    let mut taken = Vec::new();
+    for debit in debits {
+        if left == 0 {
+            break;
+        }
+        let coins = left.min(debit.attributable());
+        if coins == 0 {
+            continue;
+        }
+        left -= coins;
+        taken.push(Attributed {
+            operation_id: debit.operation_id.clone(),
+            coins,
+            gift: debit.gift,
+        });
+    }
+    (taken, left)
+}
+
+/// payout's clawback id for coins of `purchase_id` attributed to debit `operation_id`:
+/// "purchase:<purchase_id>:<operation_id>" (≤ 9 + 64 + 1 + 64 = 138 characters for the
+/// longest ids; the wallet's purchase ids have 36, so ≤ 110 ≤ payout's 128).
+pub fn clawback_id(purchase_id: &ResourceId, operation_id: &ResourceId) -> String {
+    format!("purchase:{purchase_id}:{operation_id}")
+}
+
+// ---- purchase velocity limits -----------------------------------------------------------
+
+/// The sliding window the purchase velocity limits count over: the last hour.
+pub const VELOCITY_WINDOW_MS: i64 = 3_600_000;
+
+/// Which velocity limit refused a purchase (its name is the metric's `limit` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VelocityLimit {
+    /// Purchases recorded in the last hour, in any state (declines too: card testing
+    /// shows up as declines).
+    PurchasesPerHour,
+    /// Money of purchases in the last hour, per currency, in any state but DECLINED.
+    PurchaseMoneyPerHour,
+}
+
+impl VelocityLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            VelocityLimit::PurchasesPerHour => "purchases_per_hour",
+            VelocityLimit::PurchaseMoneyPerHour => "purchase_money_per_hour",
+        }
+    }
+}
+
+/// One buyer's purchase velocity limits; 0 turns a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PurchaseVelocity {
+    /// Most purchases recorded per buyer in the last hour.
+    pub purchases_per_hour_max: i64,
+    /// Most minor units of one currency bought per buyer in the last hour.
+    pub amount_minor_per_hour_max: i64,
+}
+
+impl Default for PurchaseVelocity {
+    fn default() -> Self {
+        PurchaseVelocity {
+            purchases_per_hour_max: 30,
+            amount_minor_per_hour_max: 100_000,
+        }
+    }
+}
+
+/// A buyer's purchases in the window: how many (every state) and how much of the new
+/// purchase's currency (every state but DECLINED).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentPurchases {
+    pub count: i64,
+    pub amount_minor: i64,
+}
+
+impl PurchaseVelocity {
+    /// Refuses a purchase of `amount_minor` in `currency` that would take the buyer past
+    /// a limit, given what they bought in the window.
+    pub fn check(
+        &self,
+        recent: RecentPurchases,
+        currency: &CurrencyCode,
+        amount_minor: i64,
+    ) -> Result<(), Refusal> {
+        if self.purchases_per_hour_max > 0 && recent.count >= self.purchases_per_hour_max {
+            return Err(Refusal::Velocity {
+                limit: VelocityLimit::PurchasesPerHour,
+                detail: format!(
+                    "{} purchases in the last hour already; at most {} per hour",
+                    recent.count, self.purchases_per_hour_max
+                ),
+            });
+        }
+        if self.amount_minor_per_hour_max > 0
+            && recent.amount_minor.saturating_add(amount_minor) > self.amount_minor_per_hour_max
+        {
+            return Err(Refusal::Velocity {
+                limit: VelocityLimit::PurchaseMoneyPerHour,
+                detail: format!(
+                    "{} {currency} minor units bought in the last hour; {amount_minor} more \
+                     would exceed {} per hour",
+                    recent.amount_minor, self.amount_minor_per_hour_max
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
