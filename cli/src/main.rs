@@ -6,7 +6,7 @@
 //!   database per service on the PostgreSQL server of `--postgres-url`.
 //!
 //! - `ovation token --sub alice --role viewer`: a bearer token for that suite.
-//! - `ovation audit`: proves I1–I5 on a running suite through its admin reads, for every
+//! - `ovation audit`: proves I1–I6 on a running suite through its admin reads, for every
 //!   gift saga or for those created in a window (`--since`/`--until`, RFC 3339).
 //! - `ovation bench`: gifts/s and SendGift latency against a running suite, closed loop
 //!   (`--concurrency`) or open loop (`--rate`), where each gift's cost goes (CPU per
@@ -39,7 +39,7 @@ enum Command {
     /// Mint a bearer token for a local suite (signed with the dev key `up` keeps in its
     /// data directory).
     Token(token::TokenArgs),
-    /// Prove I1–I5 on a running suite from the services' own data (exits 1 on a violation);
+    /// Prove I1–I6 on a running suite from the services' own data (exits 1 on a violation);
     /// `--since`/`--until` (RFC 3339) audit only the gift sagas created in that window.
     Audit(audit::AuditCommand),
     /// Measure SendGift throughput and latency, audit, and compare with a PostgreSQL baseline.

@@ -1,4 +1,4 @@
-//! The I1–I5 checks on what the audit read (pure: unit-tested below).
+//! The I1–I5 checks on what the audit read (I6: `clawbacks.rs`) (pure: unit-tested below).
 
 use std::collections::{HashMap, HashSet};
 
@@ -163,7 +163,8 @@ impl Tally {
         let (status, all_or_nothing) = match s.status {
             gpb::SagaStatus::Completed => {
                 self.add_completed(s, debit, credit);
-                let ok = debit.is_some_and(|d| d.coins == s.total_coins && d.refunded == 0)
+                let ok = debit
+                    .is_some_and(|d| d.coins == s.total_coins && refund_is_expected(s, d.refunded))
                     && credit.is_some_and(|c| c.coins == s.total_coins);
                 ("COMPLETED", ok)
             }
@@ -196,7 +197,12 @@ impl Tally {
         debit: Option<&DebitFacts>,
         credit: Option<&CreditFacts>,
     ) {
-        self.coins_recorded += s.total_coins;
+        // Coins an admin's reversal returned to the sender are no longer spent on the gift.
+        let returned = debit
+            .map(|d| d.refunded)
+            .filter(|&r| r > 0 && refund_is_expected(s, r))
+            .unwrap_or(0);
+        self.coins_recorded += s.total_coins - returned;
         self.coins_debited += debit.map_or(0, |d| d.coins - d.refunded);
         self.diamonds_expected += diamonds_for(s.total_coins, s.share_bps);
         self.diamonds_credited += credit.map_or(0, |c| c.diamonds);
@@ -248,6 +254,19 @@ impl Tally {
             format!("I5: diamonds credited = Σ floor(coins × share / 10000) ({expected})"),
             || format!("I5: expected {expected} diamonds from the recorded shares, payout credited {credited}"),
         );
+    }
+}
+
+/// Whether a completed gift's debit may have `refunded` coins given back: none, unless an
+/// admin reversed the gift with its coins returned (all of them once the reversal is
+/// done; none or all while it runs).
+fn refund_is_expected(s: &SagaFacts, refunded: i64) -> bool {
+    match &s.reversal {
+        Some(r) if r.return_coins && r.done => {
+            refunded == s.total_coins && r.returned_coins == s.total_coins
+        }
+        Some(r) if r.return_coins => refunded == 0 || refunded == s.total_coins,
+        _ => refunded == 0,
     }
 }
 
@@ -390,6 +409,40 @@ mod tests {
             let r = audit(&window(Some(0), Some(1)), &facts);
             assert!(!r.violations.is_empty(), "missed in a window: {facts:?}");
         }
+    }
+
+    /// A completed gift's debit is refunded only by an admin's reversal that returns the
+    /// coins: all of them once done, none or all while it runs; I5 then counts the gift's
+    /// coins as given back.
+    #[test]
+    fn only_a_reversal_returning_coins_refunds_a_completed_gift() {
+        use crate::audit::facts::ReversalFacts;
+        let reversal = |done: bool, return_coins: bool, returned: i64| ReversalFacts {
+            done,
+            return_coins,
+            clawed_back_diamonds: 1,
+            returned_coins: returned,
+        };
+        let reversed = |r: ReversalFacts| SagaFacts {
+            reversal: Some(r),
+            ..saga("a", gpb::SagaStatus::Completed, 3)
+        };
+        let judge = |s: SagaFacts, refunded: i64| {
+            let r = audit(
+                &Window::EVERYTHING,
+                &facts(vec![s], vec![debit("a", 3, refunded)], vec![credit("a", 3)]),
+            );
+            r.violations
+        };
+        assert!(judge(reversed(reversal(true, true, 3)), 3).is_empty());
+        assert!(judge(reversed(reversal(false, true, 0)), 3).is_empty());
+        assert!(judge(reversed(reversal(false, true, 0)), 0).is_empty());
+        assert!(judge(reversed(reversal(true, false, 0)), 0).is_empty());
+        // Refunded without a reversal asking for it, or only in part, or not yet although done.
+        assert!(!judge(reversed(reversal(true, false, 0)), 3).is_empty());
+        assert!(!judge(reversed(reversal(false, true, 0)), 2).is_empty());
+        assert!(!judge(reversed(reversal(true, true, 3)), 0).is_empty());
+        assert!(!judge(saga("a", gpb::SagaStatus::Completed, 3), 3).is_empty());
     }
 
     /// A window judges the sagas created in it and the debits and credits created in it;

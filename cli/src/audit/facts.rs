@@ -19,6 +19,18 @@ pub struct SagaFacts {
     pub diamonds_recorded: i64,
     /// When gifting recorded it (Unix ms).
     pub created_at_ms: i64,
+    /// An admin's reversal of the gift, if any.
+    pub reversal: Option<ReversalFacts>,
+}
+
+/// A gift reversal as the audit needs it (I3, I5 with returned coins; I6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReversalFacts {
+    /// DONE: the clawback (and refund) went through; otherwise still being applied.
+    pub done: bool,
+    pub return_coins: bool,
+    pub clawed_back_diamonds: i64,
+    pub returned_coins: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +67,12 @@ impl From<gpb::GiftReceipt> for SagaFacts {
             total_coins: r.total_coins,
             share_bps: r.creator_share_bps,
             diamonds_recorded: r.diamonds_credited,
+            reversal: r.reversal.map(|v| ReversalFacts {
+                done: gpb::GiftReversalState::try_from(v.state) == Ok(gpb::GiftReversalState::Done),
+                return_coins: v.return_coins,
+                clawed_back_diamonds: v.clawed_back_diamonds,
+                returned_coins: v.returned_coins,
+            }),
         }
     }
 }

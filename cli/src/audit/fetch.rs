@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 use super::Addresses;
 use super::checks::LedgerSummary;
+use super::clawbacks::{ClawbackEvidence, CreatorFacts};
 use super::facts::{CreditFacts, DebitFacts, Facts, SagaFacts};
 use super::report::Report;
 use super::window::{MILLIS_MAX, Window};
@@ -73,8 +74,9 @@ impl Suite {
         })
     }
 
-    /// Both ledgers' summaries (I1, I2 cover them whole): wallet's coins, payout's diamonds.
-    pub async fn ledgers(&self) -> Result<[LedgerSummary; 2], tonic::Status> {
+    /// Both ledgers' summaries (I1, I2 cover them whole): wallet's coins, payout's diamonds;
+    /// and payout's per-creator figures (I6).
+    pub async fn ledgers(&self) -> Result<([LedgerSummary; 2], CreatorFacts), tonic::Status> {
         let coins = (self.wallet.clone())
             .get_ledger_summary(wpb::GetLedgerSummaryRequest {})
             .await?
@@ -83,7 +85,66 @@ impl Suite {
             .get_ledger_summary(ppb::GetLedgerSummaryRequest {})
             .await?
             .into_inner();
-        Ok([coins.into(), diamonds.into()])
+        let creators = CreatorFacts::from(&diamonds);
+        Ok(([coins.into(), diamonds.into()], creators))
+    }
+
+    /// What I6 is judged on, read whole: payout's clawbacks, wallet's clawback orders, and
+    /// the credits they name (by id).
+    pub async fn clawback_evidence(
+        &self,
+        creators: CreatorFacts,
+        report: &mut Report,
+    ) -> Result<ClawbackEvidence, tonic::Status> {
+        let mut evidence = ClawbackEvidence {
+            creators,
+            ..ClawbackEvidence::default()
+        };
+        let page = |page_token: String| {
+            let mut payout = self.payout.clone();
+            async move {
+                let request = ppb::ListClawbacksRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                };
+                let page = payout.list_clawbacks(request).await?.into_inner();
+                Ok::<_, tonic::Status>((page.clawbacks, page.next_page_token))
+            }
+        };
+        page_through(page, |c: ppb::Clawback| {
+            evidence.clawbacks.push(c.into());
+            ControlFlow::Continue(())
+        })
+        .await?;
+        let page = |page_token: String| {
+            let mut wallet = self.wallet.clone();
+            async move {
+                let request = wpb::ListClawbackOrdersRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                };
+                let page = wallet.list_clawback_orders(request).await?.into_inner();
+                Ok::<_, tonic::Status>((page.orders, page.next_page_token))
+            }
+        };
+        page_through(page, |o: wpb::ClawbackOrder| {
+            evidence.orders.push(o.into());
+            ControlFlow::Continue(())
+        })
+        .await?;
+        let credits = by_ids(&self.payout, &evidence.credits_needed()).await?;
+        evidence.credits = credits
+            .into_iter()
+            .map(|c| (c.operation_id.clone(), c))
+            .collect();
+        report.notes.push(format!(
+            "read {} clawbacks and {} clawback orders (whole, not by window)",
+            evidence.clawbacks.len(),
+            evidence.orders.len()
+        ));
+        Ok(evidence)
     }
 
     /// What `window` is judged on: its sagas, the debits and credits read around it, and

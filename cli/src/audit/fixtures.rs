@@ -21,6 +21,7 @@ pub fn saga(id: &str, status: gpb::SagaStatus, coins: i64) -> SagaFacts {
         share_bps: 5_000,
         diamonds_recorded: diamonds,
         created_at_ms: 0,
+        reversal: None,
     }
 }
 

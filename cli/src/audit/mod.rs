@@ -1,4 +1,4 @@
-//! `ovation audit`: proves I1–I5 on a live suite from the three services' own data, read
+//! `ovation audit`: proves I1–I6 on a live suite from the three services' own data, read
 //! through their gRPC APIs (admin reads; no database is touched).
 //!
 //! - I1, I2: each ledger's summary (wallet coins, payout diamonds): sums to zero, every
@@ -8,8 +8,16 @@
 //!   and no credit; REJECTED has neither.
 //! - I4: no operation twice: at most one debit and one credit per saga (their ids are the
 //!   saga id), and no debit or credit without a saga.
-//! - I5: coins debited for completed gifts = coins gifting recorded for them; diamonds
-//!   credited = Σ floor(coins × recorded share / 10000).
+//! - I5: coins debited for completed gifts = coins gifting recorded for them (less coins an
+//!   admin's gift reversal returned); diamonds credited = Σ floor(coins × recorded share /
+//!   10000).
+//! - I6: each clawback took floor(coins attributed × the credit's recorded share / 10000)
+//!   diamonds, split into pending + available + debt, and no credit lost more coins than
+//!   it had; wallet's answered clawback orders (reversed purchases) and gifting's done gift
+//!   reversals are payout's clawbacks with the same figures, and payout has none nobody
+//!   ordered; every creator's lifetime = pending + available + held + paid out; no payout
+//!   was sent to a creator in debt. Clawbacks and orders are read whole (they are rare);
+//!   the gift reversals judged are the window's sagas'.
 //!
 //! # Time windows
 //!
@@ -40,6 +48,7 @@
 //! and stopping at its end.
 
 mod checks;
+mod clawbacks;
 mod facts;
 mod fetch;
 #[cfg(test)]
@@ -55,6 +64,7 @@ use ovation_auth::{Role, Signer};
 
 pub use checks::diamonds_for;
 use checks::{check_gifts, check_ledger};
+use clawbacks::check_clawbacks;
 use fetch::Suite;
 use report::Report;
 use window::{Window, WindowArgs};
@@ -123,11 +133,15 @@ pub async fn run_window(args: AuditArgs, window: Window) -> Result<bool, Box<dyn
     let token = admin_token(&args)?;
     let suite = Suite::connect(&args.addresses, &token).await?;
     let mut report = Report::default();
-    for ledger in suite.ledgers().await? {
+    let (ledgers, creators) = suite.ledgers().await?;
+    for ledger in ledgers {
         check_ledger(&ledger, &mut report);
     }
     let facts = suite.facts(&window, &mut report).await?;
     check_gifts(&window, &facts, &mut report);
+    let evidence = suite.clawback_evidence(creators, &mut report).await?;
+    let sagas: Vec<_> = facts.window_sagas(&window).collect();
+    check_clawbacks(&evidence, &sagas, window.is_everything(), &mut report);
     report.print();
     Ok(report.is_clean())
 }
