@@ -6,8 +6,8 @@ use ovation_store::Db;
 use ovation_store::db::Conn;
 use ovation_types::{ResourceId, TimeWindow};
 
-use crate::ledger::WalletError;
 use crate::domain::ClawbackOrderState;
+use crate::ledger::WalletError;
 use crate::store::{self, ClawbackOrderRow, DebitRow, LedgerSummary};
 
 /// The ledger-wide figures, all as of one instant.
@@ -53,5 +53,12 @@ pub async fn clawback_orders(
     after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<ClawbackOrderRow>, WalletError> {
-    Ok(store::list_clawback_orders(conn, purchase_id.map(ResourceId::as_str), state, after, limit).await?)
+    Ok(store::list_clawback_orders(
+        conn,
+        purchase_id.map(ResourceId::as_str),
+        state,
+        after,
+        limit,
+    )
+    .await?)
 }

@@ -169,8 +169,13 @@ impl Clawbacks {
             let now = UnixMillis::now();
             let mut tx = self.db.begin_write().await?;
             let lease_until = UnixMillis(now.0.saturating_add(lease_ms));
-            if !store::claim_clawback_order(&mut tx, &order.clawback_id, order.attempts, lease_until)
-                .await?
+            if !store::claim_clawback_order(
+                &mut tx,
+                &order.clawback_id,
+                order.attempts,
+                lease_until,
+            )
+            .await?
             {
                 return Ok(());
             }
@@ -311,7 +316,11 @@ mod tests {
         assert_eq!(backoff_ms(&settings, 5, 1.0), 1_000);
         assert_eq!(backoff_ms(&settings, 1_000, 1.0), 1_000);
         assert_eq!(backoff_ms(&settings, 2, 0.5), 100);
-        assert_eq!(backoff_ms(&settings, 2, 0.0), 100, "jitter is at least half");
+        assert_eq!(
+            backoff_ms(&settings, 2, 0.0),
+            100,
+            "jitter is at least half"
+        );
         assert_eq!(backoff_ms(&settings, 0, 1.0), 100);
     }
 }

@@ -372,7 +372,10 @@ pub enum Refusal {
         wanted: i64,
     },
     #[error("velocity limit {}: {detail}; nothing was recorded", limit.name())]
-    Velocity { limit: VelocityLimit, detail: String },
+    Velocity {
+        limit: VelocityLimit,
+        detail: String,
+    },
 }
 
 /// Coins used in the current day and month.
@@ -1446,6 +1449,132 @@ mod tests {
                 prop_assert_eq!(set.effective.daily_spend, Some(o.min(n)));
             }
             prop_assert_eq!(set.at(UnixMillis(100)).effective.daily_spend, new);
+        }
+    }
+
+    fn walked(id: &str, coins: i64, refunded: i64, attributed: i64, gift: bool) -> WalkedDebit {
+        WalkedDebit {
+            operation_id: ResourceId::parse(id).unwrap(),
+            seq: 0,
+            coins,
+            refunded_coins: refunded,
+            attributed_coins: attributed,
+            gift,
+        }
+    }
+
+    #[test]
+    fn attribution_takes_each_debit_in_turn_until_nothing_is_left() {
+        let debits = [
+            walked("g1", 200, 0, 0, true),
+            walked("cap", 100, 0, 0, false),
+            walked("refunded", 300, 300, 0, true),
+            walked("half-taken", 400, 0, 150, true),
+            walked("g3", 500, 0, 0, true),
+        ];
+        let (taken, left) = attribute(600, &debits);
+        let got: Vec<(&str, i64, bool)> = taken
+            .iter()
+            .map(|t| (t.operation_id.as_str(), t.coins, t.gift))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("g1", 200, true),
+                ("cap", 100, false),
+                ("half-taken", 250, true),
+                ("g3", 50, true)
+            ]
+        );
+        assert_eq!(left, 0);
+        let (taken, left) = attribute(10_000, &debits);
+        assert_eq!(taken.iter().map(|t| t.coins).sum::<i64>(), 1_050);
+        assert_eq!(left, 10_000 - 1_050, "what no debit can take is left");
+        assert_eq!(attribute(0, &debits), (vec![], 0));
+    }
+
+    #[test]
+    fn clawback_ids_name_the_purchase_and_the_debit() {
+        let purchase = ResourceId::parse("pur_0123").unwrap();
+        let op = ResourceId::parse("saga-9").unwrap();
+        assert_eq!(clawback_id(&purchase, &op), "purchase:pur_0123:saga-9");
+        let longest = ResourceId::parse(&format!("pur_{}", "f".repeat(32))).unwrap();
+        let op = ResourceId::parse(&"s".repeat(64)).unwrap();
+        assert!(
+            clawback_id(&longest, &op).len() <= 128,
+            "fits payout's clawback id"
+        );
+    }
+
+    #[test]
+    fn velocity_limits_count_purchases_and_money_and_zero_turns_them_off() {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let limits = PurchaseVelocity {
+            purchases_per_hour_max: 3,
+            amount_minor_per_hour_max: 2_000,
+        };
+        let recent = |count, amount_minor| RecentPurchases {
+            count,
+            amount_minor,
+        };
+        assert!(limits.check(recent(2, 0), &usd, 100).is_ok());
+        let refused = limits.check(recent(3, 0), &usd, 100).unwrap_err();
+        assert!(matches!(
+            refused,
+            Refusal::Velocity {
+                limit: VelocityLimit::PurchasesPerHour,
+                ..
+            }
+        ));
+        assert!(
+            refused.to_string().contains("purchases_per_hour"),
+            "{refused}"
+        );
+        assert!(
+            limits.check(recent(0, 1_900), &usd, 100).is_ok(),
+            "up to the limit"
+        );
+        let refused = limits.check(recent(0, 1_901), &usd, 100).unwrap_err();
+        assert!(
+            refused.to_string().contains("purchase_money_per_hour"),
+            "{refused}"
+        );
+        let off = PurchaseVelocity {
+            purchases_per_hour_max: 0,
+            amount_minor_per_hour_max: 0,
+        };
+        assert!(off.check(recent(1_000, i64::MAX), &usd, i64::MAX).is_ok());
+    }
+
+    proptest! {
+        /// Whatever the debits: never more than `left` in all, never more than a debit's
+        /// attributable coins, every debit before the last one reached taken whole, and
+        /// what is left is what no debit could take.
+        #[test]
+        fn attribution_is_exact(
+            left in 0i64..5_000,
+            debits in proptest::collection::vec((1i64..1_000, 0i64..1_000, 0i64..1_000, any::<bool>()), 0..20),
+        ) {
+            let debits: Vec<WalkedDebit> = debits
+                .iter()
+                .enumerate()
+                .map(|(i, &(coins, refunded, attributed, gift))| {
+                    walked(&format!("d{i}"), coins, refunded.min(coins), attributed.min(coins), gift)
+                })
+                .collect();
+            let (taken, left_after) = attribute(left, &debits);
+            let total: i64 = taken.iter().map(|t| t.coins).sum();
+            prop_assert_eq!(total + left_after, left);
+            let attributable: i64 = debits.iter().map(WalkedDebit::attributable).sum();
+            prop_assert_eq!(total, left.min(attributable));
+            for (i, t) in taken.iter().enumerate() {
+                let d = debits.iter().find(|d| d.operation_id == t.operation_id).unwrap();
+                prop_assert!(t.coins > 0 && t.coins <= d.attributable());
+                prop_assert_eq!(t.gift, d.gift);
+                if i + 1 < taken.len() {
+                    prop_assert_eq!(t.coins, d.attributable());
+                }
+            }
         }
     }
 }

@@ -15,8 +15,8 @@ use ovation_store::{Db, StoreError};
 use ovation_types::{Coins, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    AgeRule, ClawbackOrderState, DebitPlan, DebitRefusal, DebitTerms, HoldState, Limits,
-    PriorUse, PurchaseState, Reason, Refusal, Spender, Usage, VerifiedAge, attribute, check_caps,
+    AgeRule, ClawbackOrderState, DebitPlan, DebitRefusal, DebitTerms, HoldState, Limits, PriorUse,
+    PurchaseState, Reason, Refusal, Spender, Usage, VerifiedAge, attribute, check_caps,
     clawback_id, plan_debits, split_reversal,
 };
 use crate::store::{

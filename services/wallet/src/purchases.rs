@@ -201,7 +201,11 @@ impl Purchases {
             UnixMillis(now.0.saturating_sub(VELOCITY_WINDOW_MS)),
         )
         .await?;
-        if let Err(refusal) = self.settings.velocity.check(recent, &cmd.currency, amount_minor) {
+        if let Err(refusal) = self
+            .settings
+            .velocity
+            .check(recent, &cmd.currency, amount_minor)
+        {
             if let Refusal::Velocity { limit, .. } = &refusal {
                 ovation_metrics::global().velocity_limit_refused(limit.name());
             }

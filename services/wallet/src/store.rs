@@ -1361,10 +1361,7 @@ pub async fn attribution_walk(
 
 /// Adds attributed coins to debits, in one statement, each only while its attributed
 /// coins stay within its coins; `false` if any would not (the caller rolls back).
-pub async fn add_attributed(
-    conn: &mut Conn,
-    taken: &[Attributed],
-) -> Result<bool, StoreError> {
+pub async fn add_attributed(conn: &mut Conn, taken: &[Attributed]) -> Result<bool, StoreError> {
     if taken.is_empty() {
         return Ok(true);
     }

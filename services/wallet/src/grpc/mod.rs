@@ -30,9 +30,10 @@ use crate::{accounts, audit};
 use self::parse::{
     DebitsQuery, parse_capture_hold, parse_create_account, parse_debit_coins, parse_debit_item,
     parse_get_account, parse_get_balance, parse_get_hold, parse_get_purchase,
-    parse_get_spending_limits, parse_list_clawback_orders, parse_list_debits, parse_list_purchases, parse_list_transactions,
-    parse_purchase_coins, parse_refund_coins, parse_release_hold, parse_reserve_coins,
-    parse_reverse_purchase, parse_set_account_minor, parse_set_spending_limits,
+    parse_get_spending_limits, parse_list_clawback_orders, parse_list_debits, parse_list_purchases,
+    parse_list_transactions, parse_purchase_coins, parse_refund_coins, parse_release_hold,
+    parse_reserve_coins, parse_reverse_purchase, parse_set_account_minor,
+    parse_set_spending_limits,
 };
 
 type Reply<T> = Result<Response<T>, Status>;

@@ -18,8 +18,8 @@ use ovation_types::{
 
 use crate::accounts::{OpenAccountCmd, SetLimitsCmd, SetMinorCmd};
 use crate::domain::{
-    Caps, ClawbackOrderState, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, PurchaseState,
-    VerifiedAge,
+    Caps, ClawbackOrderState, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
+    PurchaseState, VerifiedAge,
 };
 use crate::ledger::{CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd};
 use crate::purchases::PurchaseCmd;

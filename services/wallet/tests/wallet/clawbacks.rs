@@ -124,7 +124,10 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             .await
             .unwrap();
         let second = buy(&mut nora, "nora", "p1", "coins_1000", TOKEN_OK).await;
-        gifting.debit_coins(gift("s-g1", "nora", 200)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-g1", "nora", 200))
+            .await
+            .unwrap();
         gifting
             .reserve_coins(reserve("h-1", "nora", 100, 60))
             .await
@@ -137,7 +140,10 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             })
             .await
             .unwrap();
-        gifting.debit_coins(gift("s-g2", "nora", 300)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-g2", "nora", 300))
+            .await
+            .unwrap();
         gifting
             .refund_coins(pb::RefundCoinsRequest {
                 idempotency_key: "ref-s-g2".into(),
@@ -148,7 +154,10 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             })
             .await
             .unwrap();
-        gifting.debit_coins(gift("s-g3", "nora", 400)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-g3", "nora", 400))
+            .await
+            .unwrap();
         gifting.debit_coins(debit("d-1", "nora", 50)).await.unwrap();
         gifting
             .reserve_coins(reserve("h-2", "nora", 30, 600))
@@ -163,7 +172,11 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             "[{backend}] the balance covered all but the spent and the held coins"
         );
         assert_eq!(
-            (r.attributed_coins, r.clawback_order_count, r.clawback_orders_done_count),
+            (
+                r.attributed_coins,
+                r.clawback_order_count,
+                r.clawback_orders_done_count
+            ),
             (750, 2, 0),
             "[{backend}] 750 coins reached debits (the 30 held reach none), two of them gifts"
         );
@@ -216,7 +229,10 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             .unwrap()
             .into_inner();
         assert_eq!(
-            (rest.orders[0].operation_id.as_str(), rest.next_page_token.as_str()),
+            (
+                rest.orders[0].operation_id.as_str(),
+                rest.next_page_token.as_str()
+            ),
             ("s-g3", ""),
             "[{backend}] the second page is the last"
         );
@@ -231,13 +247,20 @@ async fn a_reversal_attributes_its_spent_coins_to_the_debits_after_its_credit() 
             .unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument, "[{backend}] {bad:?}");
         for field in ["purchase_id", "state", "page_size", "page_token"] {
-            assert!(bad.message().contains(field), "[{backend}] {field}: {bad:?}");
+            assert!(
+                bad.message().contains(field),
+                "[{backend}] {field}: {bad:?}"
+            );
         }
         let denied = nora
             .list_clawback_orders(pb::ListClawbackOrdersRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(denied.code(), Code::PermissionDenied, "[{backend}] admins only");
+        assert_eq!(
+            denied.code(),
+            Code::PermissionDenied,
+            "[{backend}] admins only"
+        );
         assert_ledger_sound(&mut admin, backend).await;
         suite.stop().await;
     }
@@ -259,7 +282,10 @@ async fn two_reversals_never_attribute_the_same_coins_twice() {
         let both = a.coins_credited + b.coins_credited;
         // One gift spends all but 100 of both purchases.
         let spent = both - 100;
-        gifting.debit_coins(gift("s-big", "omar", spent)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-big", "omar", spent))
+            .await
+            .unwrap();
 
         let ra = reverse(&mut admin, reversal(&a.purchase_id, "ra"))
             .await
@@ -389,10 +415,12 @@ async fn a_long_walk_is_finished_by_the_worker() {
                 .await
                 .unwrap()
                 .into_inner();
-            assert!(answer.results.iter().all(|r| matches!(
-                r.outcome,
-                Some(pb::debit_coins_result::Outcome::Debit(_))
-            )));
+            assert!(
+                answer
+                    .results
+                    .iter()
+                    .all(|r| matches!(r.outcome, Some(pb::debit_coins_result::Outcome::Debit(_))))
+            );
         }
         let r = reverse(&mut admin, reversal(&purchase.purchase_id, "r"))
             .await
@@ -503,7 +531,10 @@ async fn orders_are_delivered_and_take_back_the_gifts_diamonds() {
         open_account(&mut rita, "rita").await;
         let purchase = buy(&mut rita, "rita", "p", "coins_1000", TOKEN_OK).await;
         for (saga, coins) in [("s-a", 401), ("s-b", 200)] {
-            gifting.debit_coins(gift(saga, "rita", coins)).await.unwrap();
+            gifting
+                .debit_coins(gift(saga, "rita", coins))
+                .await
+                .unwrap();
             credit(&mut payout_gifting, saga, "cara", coins).await;
         }
         reverse(&mut admin, reversal(&purchase.purchase_id, "r")).await;
@@ -581,7 +612,10 @@ async fn orders_are_delivered_and_take_back_the_gifts_diamonds() {
             .balance
             .unwrap();
         assert_eq!(
-            (balance.clawed_back_diamonds, balance.lifetime_earned_diamonds),
+            (
+                balance.clawed_back_diamonds,
+                balance.lifetime_earned_diamonds
+            ),
             (300, 0),
             "[{backend}] every diamond the gifts minted (200 + 100) was taken back"
         );
@@ -605,7 +639,10 @@ async fn an_order_waits_for_a_credit_still_to_come() {
         let mut admin = suite.admin().await;
         open_account(&mut sam, "sam").await;
         let purchase = buy(&mut sam, "sam", "p", "coins_1000", TOKEN_OK).await;
-        gifting.debit_coins(gift("s-late", "sam", 600)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-late", "sam", 600))
+            .await
+            .unwrap();
         reverse(&mut admin, reversal(&purchase.purchase_id, "r")).await;
         let purchase_id = purchase.purchase_id.clone();
         let waiting = eventually("the order was tried and refused", || {
@@ -651,7 +688,10 @@ async fn a_refunded_gifts_order_ends_with_no_credit() {
         let mut admin = suite.admin().await;
         open_account(&mut tess, "tess").await;
         let purchase = buy(&mut tess, "tess", "p", "coins_1000", TOKEN_OK).await;
-        gifting.debit_coins(gift("s-void", "tess", 700)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-void", "tess", 700))
+            .await
+            .unwrap();
         reverse(&mut admin, reversal(&purchase.purchase_id, "r")).await;
         gifting
             .refund_coins(pb::RefundCoinsRequest {
@@ -695,7 +735,10 @@ async fn orders_outlast_a_payout_outage() {
         let mut admin = suite.admin().await;
         open_account(&mut uma, "uma").await;
         let purchase = buy(&mut uma, "uma", "p", "coins_1000", TOKEN_OK).await;
-        gifting.debit_coins(gift("s-out", "uma", 800)).await.unwrap();
+        gifting
+            .debit_coins(gift("s-out", "uma", 800))
+            .await
+            .unwrap();
         credit(&mut payout_gifting, "s-out", "cara", 800).await;
         suite.stop_payout().await;
         reverse(&mut admin, reversal(&purchase.purchase_id, "r")).await;

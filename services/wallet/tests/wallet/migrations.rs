@@ -11,7 +11,18 @@ use sqlx::migrate::Migrator;
 
 /// Columns version 100 wrote: id, key, buyer, state, amount, coins, token, debt,
 /// reversal time, update time.
-type Recorded = (String, String, String, i64, i64, i64, String, i64, Option<i64>, i64);
+type Recorded = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+);
 
 /// What version 100 recorded of each purchase, by id.
 async fn recorded(conn: &mut ovation_store::db::Conn) -> Vec<Recorded> {

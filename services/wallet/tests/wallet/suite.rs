@@ -119,7 +119,10 @@ impl Suite {
     /// Starts payout (again) on its address and database.
     pub async fn start_payout(&mut self) {
         let catalog = self.catalog.endpoint();
-        let slot = self.payout.as_mut().expect("the suite has a payout service");
+        let slot = self
+            .payout
+            .as_mut()
+            .expect("the suite has a payout service");
         assert!(slot.running.is_none(), "payout is already running");
         let provider = Arc::new(ovation_payout::provider::SandboxProvider::in_memory());
         let mut config = payout_config(slot.db.url(), &catalog, provider);
@@ -129,14 +132,20 @@ impl Suite {
 
     /// Stops payout; its address and database stay for [`Suite::start_payout`].
     pub async fn stop_payout(&mut self) {
-        let slot = self.payout.as_mut().expect("the suite has a payout service");
+        let slot = self
+            .payout
+            .as_mut()
+            .expect("the suite has a payout service");
         let running = slot.running.take().expect("payout is running");
         running.stop().await.expect("payout stops");
     }
 
     /// A client of payout, presenting `bearer`.
     pub async fn payout(&self, bearer: Bearer) -> PayoutClient {
-        let slot = self.payout.as_ref().expect("the suite has a payout service");
+        let slot = self
+            .payout
+            .as_ref()
+            .expect("the suite has a payout service");
         let running = slot.running.as_ref().expect("payout is running");
         PayoutServiceClient::with_interceptor(running.channel().await, bearer)
     }

@@ -79,7 +79,11 @@ async fn purchases_beyond_the_hourly_count_are_refused_until_the_window_slides()
             .await
             .unwrap_err();
         assert_velocity(&refused, "purchases_per_hour", backend);
-        assert_eq!(recorded(&mut vic, "vic").await, 3, "[{backend}] nothing recorded");
+        assert_eq!(
+            recorded(&mut vic, "vic").await,
+            3,
+            "[{backend}] nothing recorded"
+        );
         let replay = buy(&mut vic, "vic", "k1", "coins_100", TOKEN_OK).await;
         assert_eq!(
             replay.purchase_id, first.purchase_id,
