@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The thing named does not exist (NOT_FOUND).
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
+    /// The thing named does not exist, with a contract reason of its own (NOT_FOUND).
+    #[error("{message}")]
+    NotFoundBecause {
+        reason: &'static str,
+        message: String,
+    },
     /// It exists already, or an idempotency key was reused (ALREADY_EXISTS).
     #[error("{message}")]
     AlreadyExists {
@@ -91,7 +97,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
-            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::NotFound { .. } | ApiError::NotFoundBecause { .. } => Code::NotFound,
             ApiError::AlreadyExists { .. } => Code::AlreadyExists,
             ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
@@ -108,6 +114,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => "INVALID_ARGUMENT",
             ApiError::NotFound { .. } => "NOT_FOUND",
             ApiError::AlreadyExists { reason, .. }
+            | ApiError::NotFoundBecause { reason, .. }
             | ApiError::FailedPrecondition { reason, .. }
             | ApiError::ResourceExhausted { reason, .. }
             | ApiError::Aborted { reason, .. } => reason,

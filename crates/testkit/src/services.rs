@@ -76,6 +76,7 @@ pub fn payout_config(
         identity: identity(),
         provider,
         worker: WorkerConfig::FAST_TESTS,
+        clock: Default::default(),
     }
 }
 

@@ -514,7 +514,33 @@ pub struct EconomyParameters {
     pub payout_per_unit: Money,
     pub diamonds_per_payout_unit: Diamonds,
     pub payout_minimum: Diamonds,
+    /// Hours a credited diamond stays pending before it can be cashed out (payout applies
+    /// the current version's value to every pending credit).
+    pub diamond_maturity: MaturityHours,
     pub created_at: UnixMillis,
+}
+
+/// Most hours diamonds may be kept pending: a year.
+pub const DIAMOND_MATURITY_HOURS_MAX: i64 = 8_760;
+
+/// Hours credited diamonds stay pending: 0 (cashable at once) ..= a year.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaturityHours(i64);
+
+impl MaturityHours {
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        if (0..=DIAMOND_MATURITY_HOURS_MAX).contains(&raw) {
+            Ok(MaturityHours(raw))
+        } else {
+            Err(format!(
+                "must be between 0 and {DIAMOND_MATURITY_HOURS_MAX} hours"
+            ))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -523,6 +549,7 @@ pub struct EconomyChange {
     pub payout_per_unit: Option<Money>,
     pub diamonds_per_payout_unit: Option<Diamonds>,
     pub payout_minimum: Option<Diamonds>,
+    pub diamond_maturity: Option<MaturityHours>,
 }
 
 impl Versioned for EconomyParameters {
@@ -551,6 +578,7 @@ impl Versioned for EconomyParameters {
                 .diamonds_per_payout_unit
                 .unwrap_or(self.diamonds_per_payout_unit),
             payout_minimum: change.payout_minimum.unwrap_or(self.payout_minimum),
+            diamond_maturity: change.diamond_maturity.unwrap_or(self.diamond_maturity),
             created_at: now,
         })
     }
@@ -582,6 +610,8 @@ impl Versioned for EconomyParameters {
                 payout_per_unit: change.payout_per_unit?,
                 diamonds_per_payout_unit: change.diamonds_per_payout_unit?,
                 payout_minimum: change.payout_minimum?,
+                // Optional even in the first update: 0, cashable at once, unless set.
+                diamond_maturity: change.diamond_maturity.unwrap_or_default(),
                 created_at: now,
             })
         });
@@ -681,8 +711,32 @@ mod tests {
             payout_per_unit: Money::parse("USD", 500).unwrap(),
             diamonds_per_payout_unit: Diamonds::parse(1000).unwrap(),
             payout_minimum: Diamonds::parse(1000).unwrap(),
+            diamond_maturity: MaturityHours::parse(72).unwrap(),
             created_at: UnixMillis(0),
         }
+    }
+
+    #[test]
+    fn diamond_maturity_is_zero_to_a_year_and_kept_when_unset() {
+        assert!(MaturityHours::parse(0).is_ok());
+        assert!(MaturityHours::parse(8_760).is_ok());
+        assert!(MaturityHours::parse(-1).is_err());
+        assert!(MaturityHours::parse(8_761).is_err());
+        let v1 = economy(5_000);
+        let v2 = v1
+            .next_version(EconomyChange::default(), UnixMillis(1))
+            .unwrap();
+        assert_eq!(v2.diamond_maturity.get(), 72);
+        let v3 = v2
+            .next_version(
+                EconomyChange {
+                    diamond_maturity: Some(MaturityHours::parse(0).unwrap()),
+                    ..EconomyChange::default()
+                },
+                UnixMillis(2),
+            )
+            .unwrap();
+        assert_eq!(v3.diamond_maturity.get(), 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use ovation_store::{Db, StoreError};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    CoinPackage, EconomyParameters, Gift, GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices,
+    CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, NewCoinPackage, NewGift,
+    NewPromotion, Prices,
     Promotion, Window,
 };
 use crate::operations::{self, CatalogError};
@@ -108,6 +109,8 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
             payout_per_unit: valid(Money::parse("USD", 500).map_err(|(_, e)| e))?,
             diamonds_per_payout_unit: valid(Diamonds::parse(1_000))?,
             payout_minimum: valid(Diamonds::parse(1_000))?,
+            // Three days pending before a cash-out, so a chargeback can claw them back.
+            diamond_maturity: valid(MaturityHours::parse(72))?,
             created_at: now,
         },
     )

@@ -12,7 +12,8 @@ use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    CoinPackage, EconomyParameters, Gift, GiftPrice, Prices, Promotion, TheEconomy, Versioned,
+    CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, Prices, Promotion, TheEconomy,
+    Versioned,
     Window,
 };
 
@@ -526,7 +527,8 @@ async fn promotion_from_row(conn: &mut Conn, row: &AnyRow) -> Result<Promotion, 
 // ---- economy parameters ------------------------------------------------------------
 
 const ECONOMY_COLUMNS: &str = "version, creator_share_bps, payout_currency, payout_amount_minor, \
-                               diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms";
+                               diamonds_per_payout_unit, payout_minimum_diamonds, diamond_maturity_hours, \
+                               created_at_ms";
 
 impl VersionRows for EconomyParameters {
     async fn get(
@@ -552,8 +554,9 @@ impl VersionRows for EconomyParameters {
     async fn write(&self, conn: &mut Conn) -> Result<VersionWrite, StoreError> {
         let done = sqlx::query(
             "INSERT INTO economy_versions (version, creator_share_bps, payout_currency, \
-             payout_amount_minor, diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (version) DO NOTHING",
+             payout_amount_minor, diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms, \
+             diamond_maturity_hours) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (version) DO NOTHING",
         )
         .bind(self.version)
         .bind(i64::from(self.creator_share.get()))
@@ -562,6 +565,7 @@ impl VersionRows for EconomyParameters {
         .bind(self.diamonds_per_payout_unit.get())
         .bind(self.payout_minimum.get())
         .bind(self.created_at.0)
+        .bind(self.diamond_maturity.get())
         .execute(&mut *conn)
         .await?;
         Ok(if done.rows_affected() == 1 {
@@ -599,6 +603,7 @@ fn economy_from_row(row: &AnyRow) -> Result<EconomyParameters, StoreError> {
             row.try_get("diamonds_per_payout_unit")?,
         ))?,
         payout_minimum: stored(Diamonds::parse(row.try_get("payout_minimum_diamonds")?))?,
+        diamond_maturity: stored(MaturityHours::parse(row.try_get("diamond_maturity_hours")?))?,
         created_at: UnixMillis(row.try_get("created_at_ms")?),
     })
 }

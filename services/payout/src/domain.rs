@@ -5,16 +5,23 @@
 //!
 //! The ledger: every movement of diamonds is a [`JournalEntry`] whose postings sum to
 //! zero (I1). Accounts:
-//! - `creator:<id>` ([`Account::Creator`]): the creator's available diamonds, never
-//!   negative (I2);
+//! - `creator_pending:<id>` ([`Account::CreatorPending`]): credited diamonds not yet
+//!   matured (they cannot be cashed out), never negative;
+//! - `creator:<id>` ([`Account::Creator`]): the creator's available (matured) diamonds,
+//!   never negative (I2);
 //! - `creator_held:<id>` ([`Account::CreatorHeld`]): diamonds held by payouts in flight,
 //!   never negative;
 //! - `system:gift_issuance` ([`Account::GiftIssuance`]): where credited diamonds come from
 //!   (its balance is minus everything ever credited);
-//! - `system:paid_out` ([`Account::PaidOut`]): where paid-out diamonds go.
+//! - `system:paid_out` ([`Account::PaidOut`]): where paid-out diamonds go;
+//! - `system:clawback` ([`Account::Clawback`]): where clawed-back diamonds go (taken from a
+//!   creator's balances, or from later credits settling a creator's debt).
 //!
-//! The four entries: credit (issuance → creator), hold (creator → held), capture (held →
-//! paid out) and release (held → creator).
+//! The entries: credit (issuance → pending, the part settling debt → clawback), mature
+//! (pending → creator), hold (creator → held), capture (held → paid out), release (held →
+//! creator), clawback (pending and creator → clawback) and debt settlement (creator →
+//! clawback). Debt itself is outside the ledger (a figure on the creator's balance row,
+//! like the wallet's coin debt): it is diamonds owed, not diamonds anyone holds.
 
 use std::collections::BTreeMap;
 
@@ -308,21 +315,34 @@ pub struct Credit {
     pub request: CreditRequest,
     /// `floor(coins × share / 10000)`; may be 0.
     pub diamonds: i64,
+    /// What of `diamonds` went to settle the creator's clawback debt (never pending).
+    pub debt_settled: i64,
+    /// What of `diamonds` is still pending (not matured, not clawed back) as last stored.
+    pub pending: i64,
     pub created_at: UnixMillis,
 }
 
 impl Credit {
-    /// Prices a credit: `floor(coins × share / 10000)`, checked.
-    pub fn new(request: CreditRequest, now: UnixMillis) -> Result<Credit, PayoutRule> {
+    /// Prices a credit: `floor(coins × share / 10000)`, checked; the creator's `debt` is
+    /// settled from it first, the rest is pending.
+    pub fn new(request: CreditRequest, now: UnixMillis, debt: i64) -> Result<Credit, PayoutRule> {
         let diamonds = request
             .share
             .share_of(request.coins.get())
             .ok_or(PayoutRule::Overflow)?;
+        let debt_settled = diamonds.min(debt.max(0));
         Ok(Credit {
             request,
             diamonds,
+            debt_settled,
+            pending: diamonds - debt_settled,
             created_at: now,
         })
+    }
+
+    /// Diamonds this credit added to the creator's balances (what did not settle debt).
+    pub fn kept(&self) -> i64 {
+        self.diamonds - self.debt_settled
     }
 
     /// True when `request` asks for exactly this credit (a retry), whatever its
@@ -339,17 +359,20 @@ impl Credit {
                 &self.request.creator_id,
                 &self.request.operation_id,
                 self.diamonds,
+                self.debt_settled,
             )
         })
     }
 }
 
-/// A creator as a batch of credits finds them, under their row lock: who they are and
-/// what they have earned so far (the lifetime limit counts from it).
+/// A creator as a batch of credits finds them, under their row lock: who they are, what
+/// they have earned so far (the lifetime limit counts from it) and what they owe (credits
+/// settle it first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreditTarget {
     pub creator: Creator,
     pub lifetime_earned: i64,
+    pub debt: i64,
 }
 
 /// Why one credit of a batch is refused (nothing of it is written).
@@ -380,7 +403,8 @@ pub enum CreditOutcome {
 /// batch's order: a recorded operation id answers its original credit (the same request)
 /// or is refused (other parameters), whatever has happened to the creator since; an
 /// unknown or suspended creator is refused; the lifetime limit counts every earlier new
-/// credit of the batch. `recorded` holds the credits already recorded under the batch's
+/// credit of the batch; each new credit settles what the creator still owes after the
+/// earlier ones of the batch first. `recorded` holds the credits already recorded under the batch's
 /// operation ids, `targets` the batch's registered creators (read under their locks),
 /// `now` the instant of the new credits.
 pub fn judge_credits(
@@ -397,6 +421,8 @@ pub fn judge_credits(
         .iter()
         .map(|(id, t)| (id, t.lifetime_earned))
         .collect();
+    let mut owed: BTreeMap<&ResourceId, i64> =
+        targets.iter().map(|(id, t)| (id, t.debt)).collect();
     requests
         .into_iter()
         .map(|request| {
@@ -413,32 +439,282 @@ pub fn judge_credits(
             if let Err(rule) = target.creator.check_may_receive_credit() {
                 return CreditOutcome::Refused(CreditRefusal::NotReceiving(rule));
             }
-            let credit = match Credit::new(request, now) {
+            let debt = owed.get(id).copied().unwrap_or(0);
+            let credit = match Credit::new(request, now, debt) {
                 Ok(credit) => credit,
                 Err(rule) => return CreditOutcome::Refused(CreditRefusal::Rule(rule)),
             };
             let so_far = earned.get(id).copied().unwrap_or(0);
-            let after = match so_far.checked_add(credit.diamonds) {
+            let after = match so_far.checked_add(credit.kept()) {
                 Some(after) if after <= CREATOR_LIFETIME_DIAMONDS_MAX => after,
                 _ => return CreditOutcome::Refused(CreditRefusal::Rule(PayoutRule::LifetimeLimit)),
             };
             earned.insert(id, after);
+            owed.insert(id, debt - credit.debt_settled);
             known.insert(credit.request.operation_id.clone(), credit.clone());
             CreditOutcome::New(credit)
         })
         .collect()
 }
 
-/// What `credits` add to each creator's balance: the sum of their diamonds per creator
-/// (creators whose credits are all worth 0 move nothing and are left out). `None` if a
-/// sum overflows.
-pub fn credited_per_creator(credits: &[&Credit]) -> Option<BTreeMap<ResourceId, i64>> {
-    let mut sums: BTreeMap<ResourceId, i64> = BTreeMap::new();
+/// What a creator's new credits move: diamonds now pending, and debt settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreditSums {
+    pub pending: i64,
+    pub debt_settled: i64,
+}
+
+/// What `credits` move on each creator's balance: the sums of their pending and
+/// debt-settling diamonds per creator (creators whose credits are all worth 0 move nothing
+/// and are left out). `None` if a sum overflows.
+pub fn credited_per_creator(credits: &[&Credit]) -> Option<BTreeMap<ResourceId, CreditSums>> {
+    let mut sums: BTreeMap<ResourceId, CreditSums> = BTreeMap::new();
     for credit in credits.iter().filter(|c| c.diamonds > 0) {
-        let sum = sums.entry(credit.request.creator_id.clone()).or_insert(0);
-        *sum = sum.checked_add(credit.diamonds)?;
+        let sum = sums.entry(credit.request.creator_id.clone()).or_default();
+        sum.pending = sum.pending.checked_add(credit.pending)?;
+        sum.debt_settled = sum.debt_settled.checked_add(credit.debt_settled)?;
     }
     Some(sums)
+}
+
+// ---- maturity ----------------------------------------------------------------------
+
+/// Milliseconds in an hour.
+const HOUR_MS: i64 = 3_600_000;
+
+/// How long credited diamonds stay pending: the current economy version's
+/// `diamond_maturity_hours`, applied to every pending credit (changing it changes when
+/// pending credits mature). A credit created at `t` is due once `t + hours <= now`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maturity {
+    hours: i64,
+}
+
+/// Most hours diamonds may stay pending (the catalog's bound): a year.
+pub const DIAMOND_MATURITY_HOURS_MAX: i64 = 8_760;
+
+impl Maturity {
+    pub fn hours(hours: i64) -> Result<Maturity, String> {
+        if (0..=DIAMOND_MATURITY_HOURS_MAX).contains(&hours) {
+            Ok(Maturity { hours })
+        } else {
+            Err(format!(
+                "diamond maturity must be 0..={DIAMOND_MATURITY_HOURS_MAX} hours, not {hours}"
+            ))
+        }
+    }
+
+    pub fn get_hours(self) -> i64 {
+        self.hours
+    }
+
+    fn span_ms(self) -> i64 {
+        // ≤ 8760 × 3.6e6: no overflow.
+        self.hours * HOUR_MS
+    }
+
+    /// Credits created at or before this instant are due at `now`.
+    pub fn due_cutoff(self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_sub(self.span_ms()))
+    }
+
+    /// When a credit created at `created` matures.
+    pub fn matures_at(self, created: UnixMillis) -> UnixMillis {
+        UnixMillis(created.0.saturating_add(self.span_ms()))
+    }
+}
+
+/// A creator's balance as of an instant, and when their next pending diamonds mature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceView {
+    pub balance: Balance,
+    pub next_maturity: Option<UnixMillis>,
+    pub as_of: UnixMillis,
+}
+
+// ---- clawbacks ---------------------------------------------------------------------
+
+/// Longest clawback id, in characters.
+pub const CLAWBACK_ID_CHARS_MAX: usize = 128;
+
+/// The caller's key of a clawback: 1..=128 characters of `[A-Za-z0-9_.:-]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClawbackId(String);
+
+impl ClawbackId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("is required".into());
+        }
+        if raw.len() > CLAWBACK_ID_CHARS_MAX {
+            return Err(format!("must be at most {CLAWBACK_ID_CHARS_MAX} characters"));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        {
+            return Err("may contain only letters, digits and _ - . :".into());
+        }
+        Ok(ClawbackId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why diamonds are clawed back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClawbackCause {
+    /// A purchase was reversed (chargeback) and its coins had been spent on the gift.
+    PurchaseReversal,
+    /// An admin reversed the gift for fraud review.
+    GiftReversal,
+}
+
+impl ClawbackCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClawbackCause::PurchaseReversal => "PURCHASE_REVERSAL",
+            ClawbackCause::GiftReversal => "GIFT_REVERSAL",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<ClawbackCause> {
+        match raw {
+            "PURCHASE_REVERSAL" => Some(ClawbackCause::PurchaseReversal),
+            "GIFT_REVERSAL" => Some(ClawbackCause::GiftReversal),
+            _ => None,
+        }
+    }
+}
+
+/// What a caller asks to claw back: diamonds minted by `coins` of the credit
+/// `operation_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClawbackRequest {
+    pub clawback_id: ClawbackId,
+    pub operation_id: ResourceId,
+    pub coins: Coins,
+    pub cause: ClawbackCause,
+    pub cause_id: ResourceId,
+    /// Recorded, but not part of what makes a retry the same clawback.
+    pub reason: Text,
+}
+
+/// A clawback as applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clawback {
+    pub request: ClawbackRequest,
+    pub creator_id: ResourceId,
+    /// Coins applied: the request's, capped by what earlier clawbacks left of the credit.
+    pub coins: i64,
+    /// The credit's recorded share.
+    pub share: Bps,
+    /// `floor(coins × share / 10000)` = from_pending + from_available + to_debt.
+    pub diamonds: i64,
+    pub from_pending: i64,
+    pub from_available: i64,
+    pub to_debt: i64,
+    pub created_at: UnixMillis,
+}
+
+impl Clawback {
+    /// True when `request` asks for this very clawback (a retry): the same credit, coins,
+    /// cause and cause id. The free-text reason is not compared.
+    pub fn is_same_request(&self, request: &ClawbackRequest) -> bool {
+        let mine = &self.request;
+        mine.clawback_id == request.clawback_id
+            && mine.operation_id == request.operation_id
+            && mine.coins == request.coins
+            && mine.cause == request.cause
+            && mine.cause_id == request.cause_id
+    }
+}
+
+/// A creator's pending credit, as a clawback finds it under the creator's lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCredit {
+    pub operation_id: ResourceId,
+    pub pending: i64,
+}
+
+/// Everything a clawback changes: the clawback, the pending diamonds it takes from each
+/// credit (the gift's own first, then the others, latest first), and its journal entry
+/// (`None` when it takes nothing from the balances).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClawbackPlan {
+    pub clawback: Clawback,
+    pub taken_from_credits: Vec<(ResourceId, i64)>,
+    pub entry: Option<JournalEntry>,
+}
+
+/// Plans a clawback of `request` against `credit` (as stored now), given the coins of it
+/// earlier clawbacks took (`already_clawed_coins`), the creator's other pending credits
+/// (`others`, latest first, `credit` itself not among them) and their balance (matured
+/// already). Coins applied = min(requested, credit coins − already); diamonds =
+/// floor(applied × share / 10000), taken from the credit's own pending diamonds, then the
+/// other pending credits, then available; the rest becomes debt.
+pub fn plan_clawback(
+    request: ClawbackRequest,
+    credit: &Credit,
+    already_clawed_coins: i64,
+    others: &[PendingCredit],
+    balance: &Balance,
+    now: UnixMillis,
+) -> Result<ClawbackPlan, PayoutRule> {
+    let left = credit
+        .request
+        .coins
+        .get()
+        .checked_sub(already_clawed_coins)
+        .ok_or(PayoutRule::Overflow)?
+        .max(0);
+    let coins = request.coins.get().min(left);
+    let share = credit.request.share;
+    let diamonds = share.share_of(coins).ok_or(PayoutRule::Overflow)?;
+    let mut rest = diamonds;
+    let mut taken_from_credits = Vec::new();
+    for (id, pending) in std::iter::once((&credit.request.operation_id, credit.pending))
+        .chain(others.iter().map(|c| (&c.operation_id, c.pending)))
+    {
+        if rest == 0 {
+            break;
+        }
+        let take = rest.min(pending.max(0));
+        if take > 0 {
+            taken_from_credits.push((id.clone(), take));
+            rest -= take;
+        }
+    }
+    let from_pending = diamonds - rest;
+    if from_pending > balance.pending {
+        return Err(PayoutRule::Overflow);
+    }
+    let from_available = rest.min(balance.available.max(0));
+    let to_debt = rest - from_available;
+    let creator_id = credit.request.creator_id.clone();
+    let entry = JournalEntry::clawback(
+        &creator_id,
+        &request.clawback_id,
+        from_pending,
+        from_available,
+    );
+    Ok(ClawbackPlan {
+        clawback: Clawback {
+            request,
+            creator_id,
+            coins,
+            share,
+            diamonds,
+            from_pending,
+            from_available,
+            to_debt,
+            created_at: now,
+        },
+        taken_from_credits,
+        entry,
+    })
 }
 
 // ---- the ledger --------------------------------------------------------------------
@@ -448,8 +724,10 @@ pub fn credited_per_creator(credits: &[&Credit]) -> Option<BTreeMap<ResourceId, 
 pub enum Account {
     Creator(ResourceId),
     CreatorHeld(ResourceId),
+    CreatorPending(ResourceId),
     GiftIssuance,
     PaidOut,
+    Clawback,
 }
 
 /// Kinds of ledger account.
@@ -459,14 +737,18 @@ pub enum AccountKind {
     CreatorHeld,
     GiftIssuance,
     PaidOut,
+    CreatorPending,
+    Clawback,
 }
 
 impl AccountKind {
-    pub const ALL: [AccountKind; 4] = [
+    pub const ALL: [AccountKind; 6] = [
         AccountKind::Creator,
         AccountKind::CreatorHeld,
         AccountKind::GiftIssuance,
         AccountKind::PaidOut,
+        AccountKind::CreatorPending,
+        AccountKind::Clawback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -475,6 +757,8 @@ impl AccountKind {
             AccountKind::CreatorHeld => "CREATOR_HELD",
             AccountKind::GiftIssuance => "GIFT_ISSUANCE",
             AccountKind::PaidOut => "PAID_OUT",
+            AccountKind::CreatorPending => "CREATOR_PENDING",
+            AccountKind::Clawback => "CLAWBACK",
         }
     }
 
@@ -485,12 +769,17 @@ impl AccountKind {
             AccountKind::CreatorHeld => "creator_held",
             AccountKind::GiftIssuance => "gift_issuance",
             AccountKind::PaidOut => "paid_out",
+            AccountKind::CreatorPending => "creator_pending",
+            AccountKind::Clawback => "clawback",
         }
     }
 
     /// Creator accounts may never go negative (I2).
     pub fn is_creator(self) -> bool {
-        matches!(self, AccountKind::Creator | AccountKind::CreatorHeld)
+        matches!(
+            self,
+            AccountKind::Creator | AccountKind::CreatorHeld | AccountKind::CreatorPending
+        )
     }
 }
 
@@ -500,8 +789,10 @@ impl Account {
         match self {
             Account::Creator(c) => format!("creator:{c}"),
             Account::CreatorHeld(c) => format!("creator_held:{c}"),
+            Account::CreatorPending(c) => format!("creator_pending:{c}"),
             Account::GiftIssuance => "system:gift_issuance".into(),
             Account::PaidOut => "system:paid_out".into(),
+            Account::Clawback => "system:clawback".into(),
         }
     }
 
@@ -509,8 +800,10 @@ impl Account {
         match self {
             Account::Creator(_) => AccountKind::Creator,
             Account::CreatorHeld(_) => AccountKind::CreatorHeld,
+            Account::CreatorPending(_) => AccountKind::CreatorPending,
             Account::GiftIssuance => AccountKind::GiftIssuance,
             Account::PaidOut => AccountKind::PaidOut,
+            Account::Clawback => AccountKind::Clawback,
         }
     }
 }
@@ -518,7 +811,7 @@ impl Account {
 /// What a journal entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// Diamonds for a gift: issuance → creator.
+    /// Diamonds for a gift: issuance → pending (and → clawback for debt it settles).
     Credit,
     /// A payout holds diamonds: creator → held.
     Hold,
@@ -526,6 +819,12 @@ pub enum EntryKind {
     Capture,
     /// A payout failed: held → creator.
     Release,
+    /// Due credits mature: pending → creator.
+    Mature,
+    /// Diamonds clawed back: pending and creator → clawback.
+    Clawback,
+    /// Available diamonds settle the creator's debt: creator → clawback.
+    SettleDebt,
 }
 
 impl EntryKind {
@@ -535,6 +834,9 @@ impl EntryKind {
             EntryKind::Hold => "HOLD",
             EntryKind::Capture => "CAPTURE",
             EntryKind::Release => "RELEASE",
+            EntryKind::Mature => "MATURE",
+            EntryKind::Clawback => "CLAWBACK",
+            EntryKind::SettleDebt => "SETTLE_DEBT",
         }
     }
 }
@@ -547,11 +849,12 @@ pub struct Posting {
     pub amount: i64,
 }
 
-/// One balanced movement of diamonds. Constructed only by the four constructors below,
-/// each of which posts `+n` to one account and `-n` to another, so every entry balances.
-/// Entry ids are derived from what caused them (`credit:<operation>`, `hold:<payout>`,
-/// `settle:<payout>`), so the database's primary key refuses a second posting of the same
-/// thing, and a payout can be settled (captured or released) only once.
+/// One balanced movement of diamonds. Constructed only by the constructors below, whose
+/// postings sum to zero, so every entry balances. Entry ids are derived from what caused
+/// them (`credit:<operation>`, `hold:<payout>`, `settle:<payout>`,
+/// `clawback:<clawback>`, `settle_debt:<cause>`; a maturation is unique by construction,
+/// `mature:<creator>:<uuid>`), so the database's primary key refuses a second posting of
+/// the same thing, and a payout can be settled (captured or released) only once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
     pub id: String,
@@ -590,15 +893,101 @@ impl JournalEntry {
         }
     }
 
-    /// Diamonds credited for a gift (`diamonds` > 0).
-    pub fn credit(creator: &ResourceId, operation: &ResourceId, diamonds: i64) -> JournalEntry {
+    /// Diamonds credited for a gift (`diamonds` > 0): `debt_settled` of them (≤
+    /// `diamonds`) to the clawback sink, the rest pending.
+    pub fn credit(
+        creator: &ResourceId,
+        operation: &ResourceId,
+        diamonds: i64,
+        debt_settled: i64,
+    ) -> JournalEntry {
+        let mut postings = vec![Posting {
+            account: Account::GiftIssuance,
+            amount: -diamonds,
+        }];
+        if debt_settled > 0 {
+            postings.push(Posting {
+                account: Account::Clawback,
+                amount: debt_settled,
+            });
+        }
+        if diamonds - debt_settled > 0 {
+            postings.push(Posting {
+                account: Account::CreatorPending(creator.clone()),
+                amount: diamonds - debt_settled,
+            });
+        }
+        JournalEntry {
+            id: format!("credit:{operation}"),
+            kind: EntryKind::Credit,
+            creator_id: creator.clone(),
+            reference: operation.as_str().to_owned(),
+            postings,
+        }
+    }
+
+    /// Due credits of `creator` mature: `diamonds` (> 0) pending → available. `unique`
+    /// makes the id unique (one maturation per creator per pass).
+    pub fn mature(creator: &ResourceId, unique: &str, diamonds: i64) -> JournalEntry {
         Self::transfer(
-            format!("credit:{operation}"),
-            EntryKind::Credit,
+            format!("mature:{creator}:{unique}"),
+            EntryKind::Mature,
             creator,
-            operation.as_str(),
-            Account::GiftIssuance,
+            creator.as_str(),
+            Account::CreatorPending(creator.clone()),
             Account::Creator(creator.clone()),
+            diamonds,
+        )
+    }
+
+    /// A clawback takes `from_pending` and `from_available` into the clawback sink;
+    /// `None` when both are 0.
+    pub fn clawback(
+        creator: &ResourceId,
+        clawback: &ClawbackId,
+        from_pending: i64,
+        from_available: i64,
+    ) -> Option<JournalEntry> {
+        let total = from_pending.checked_add(from_available)?;
+        if total <= 0 {
+            return None;
+        }
+        let mut postings = Vec::with_capacity(3);
+        if from_pending > 0 {
+            postings.push(Posting {
+                account: Account::CreatorPending(creator.clone()),
+                amount: -from_pending,
+            });
+        }
+        if from_available > 0 {
+            postings.push(Posting {
+                account: Account::Creator(creator.clone()),
+                amount: -from_available,
+            });
+        }
+        postings.push(Posting {
+            account: Account::Clawback,
+            amount: total,
+        });
+        Some(JournalEntry {
+            id: format!("clawback:{}", clawback.as_str()),
+            kind: EntryKind::Clawback,
+            creator_id: creator.clone(),
+            reference: clawback.as_str().to_owned(),
+            postings,
+        })
+    }
+
+    /// Available diamonds (> 0) settle the creator's debt; `cause` names what freed them
+    /// (`clawback:<id>`, `payout:<id>`), once.
+    pub fn settle_debt(creator: &ResourceId, cause: &str, diamonds: i64) -> JournalEntry {
+        Self::transfer(
+            format!("settle_debt:{cause}"),
+            EntryKind::SettleDebt,
+            creator,
+            cause,
+            Account::Creator(creator.clone()),
+            Account::Clawback,
             diamonds,
         )
     }
@@ -649,39 +1038,73 @@ impl JournalEntry {
     }
 }
 
-/// A creator's diamonds. `lifetime_earned = available + held + paid_out` always.
+/// A creator's diamonds. `lifetime_earned = pending + available + held + paid_out`
+/// always; `debt` (clawed back but not covered) is outside the ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Balance {
+    pub pending: i64,
     pub available: i64,
     pub held: i64,
     pub lifetime_earned: i64,
     pub paid_out: i64,
+    pub debt: i64,
+    /// Every clawback's diamonds, taken from the balances or turned into debt.
+    pub clawed_back: i64,
+}
+
+/// What one entry moves on its creator's balance row (debt aside).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalanceMove {
+    pub pending: i64,
+    pub available: i64,
+    pub held: i64,
+    pub paid_out: i64,
+}
+
+impl BalanceMove {
+    /// What `entry` moves on its creator's balance, or [`LedgerRule::ForeignAccount`] if it
+    /// posts to another creator's account.
+    pub fn of(entry: &JournalEntry) -> Result<BalanceMove, LedgerRule> {
+        let mut m = BalanceMove::default();
+        for posting in &entry.postings {
+            let slot = match &posting.account {
+                Account::Creator(c) if c == &entry.creator_id => &mut m.available,
+                Account::CreatorHeld(c) if c == &entry.creator_id => &mut m.held,
+                Account::CreatorPending(c) if c == &entry.creator_id => &mut m.pending,
+                Account::Creator(_) | Account::CreatorHeld(_) | Account::CreatorPending(_) => {
+                    return Err(LedgerRule::ForeignAccount);
+                }
+                Account::PaidOut => &mut m.paid_out,
+                Account::GiftIssuance | Account::Clawback => continue,
+            };
+            *slot = checked_add(*slot, posting.amount)?;
+        }
+        Ok(m)
+    }
+
+    /// How lifetime earnings move: whatever the creator's balances gain or lose.
+    pub fn lifetime(&self) -> Result<i64, LedgerRule> {
+        [self.available, self.held, self.paid_out]
+            .into_iter()
+            .try_fold(self.pending, checked_add)
+    }
 }
 
 impl Balance {
     /// The balance after `entry` (an entry of this creator), or why it cannot be posted:
-    /// no creator account may go negative (I2), no sum may overflow.
+    /// no creator account may go negative (I2), no sum may overflow. Lifetime earnings
+    /// move with the balances (credits kept add, clawbacks take away; moves between the
+    /// creator's own accounts and payouts leave it).
     pub fn apply(&self, entry: &JournalEntry) -> Result<Balance, LedgerRule> {
-        let mut next = *self;
-        for posting in &entry.postings {
-            match &posting.account {
-                Account::Creator(c) if c == &entry.creator_id => {
-                    next.available = checked_add(next.available, posting.amount)?;
-                }
-                Account::CreatorHeld(c) if c == &entry.creator_id => {
-                    next.held = checked_add(next.held, posting.amount)?;
-                }
-                Account::Creator(_) | Account::CreatorHeld(_) => {
-                    return Err(LedgerRule::ForeignAccount);
-                }
-                Account::GiftIssuance => {
-                    next.lifetime_earned = checked_add(next.lifetime_earned, -posting.amount)?;
-                }
-                Account::PaidOut => {
-                    next.paid_out = checked_add(next.paid_out, posting.amount)?;
-                }
-            }
-        }
+        let m = BalanceMove::of(entry)?;
+        let next = Balance {
+            pending: checked_add(self.pending, m.pending)?,
+            available: checked_add(self.available, m.available)?,
+            held: checked_add(self.held, m.held)?,
+            paid_out: checked_add(self.paid_out, m.paid_out)?,
+            lifetime_earned: checked_add(self.lifetime_earned, m.lifetime()?)?,
+            ..*self
+        };
         if next.available < 0 {
             return Err(LedgerRule::InsufficientAvailable {
                 available: self.available,
@@ -690,19 +1113,48 @@ impl Balance {
         if next.held < 0 {
             return Err(LedgerRule::InsufficientHeld { held: self.held });
         }
+        if next.pending < 0 {
+            return Err(LedgerRule::InsufficientPending {
+                pending: self.pending,
+            });
+        }
         if next.lifetime_earned > CREATOR_LIFETIME_DIAMONDS_MAX {
             return Err(LedgerRule::LifetimeLimit);
         }
         Ok(next)
     }
 
-    /// True when `lifetime_earned = available + held + paid_out` and nothing is negative.
+    /// True when `lifetime_earned = pending + available + held + paid_out` and nothing is
+    /// negative.
     pub fn is_consistent(&self) -> bool {
-        self.available >= 0
+        self.pending >= 0
+            && self.available >= 0
             && self.held >= 0
             && self.paid_out >= 0
+            && self.debt >= 0
             && i128::from(self.lifetime_earned)
-                == i128::from(self.available) + i128::from(self.held) + i128::from(self.paid_out)
+                == i128::from(self.pending)
+                    + i128::from(self.available)
+                    + i128::from(self.held)
+                    + i128::from(self.paid_out)
+    }
+
+    /// As of an instant at which `due` of the pending diamonds have matured (but were
+    /// not moved yet): counted as available.
+    pub fn with_matured(&self, due: i64) -> Balance {
+        let due = due.clamp(0, self.pending);
+        Balance {
+            pending: self.pending - due,
+            available: self.available + due,
+            ..*self
+        }
+    }
+
+    /// The entry by which available diamonds settle this creator's debt (as much of it
+    /// as they cover), freed by `cause`; `None` when there is no debt or nothing available.
+    pub fn debt_settlement(&self, cause: &str, creator: &ResourceId) -> Option<JournalEntry> {
+        let settled = self.debt.min(self.available);
+        (settled > 0).then(|| JournalEntry::settle_debt(creator, cause, settled))
     }
 }
 
@@ -719,6 +1171,8 @@ pub enum LedgerRule {
     InsufficientAvailable { available: i64 },
     #[error("only {held} diamonds are held")]
     InsufficientHeld { held: i64 },
+    #[error("only {pending} diamonds are pending")]
+    InsufficientPending { pending: i64 },
     #[error("the entry posts to another creator's account")]
     ForeignAccount,
     #[error("the creator's lifetime earnings limit is reached")]
@@ -749,6 +1203,9 @@ impl Ledger {
             if posting.account.kind().is_creator() && after < 0 {
                 return Err(match posting.account {
                     Account::CreatorHeld(_) => LedgerRule::InsufficientHeld { held: current },
+                    Account::CreatorPending(_) => {
+                        LedgerRule::InsufficientPending { pending: current }
+                    }
                     _ => LedgerRule::InsufficientAvailable { available: current },
                 });
             }
@@ -885,6 +1342,9 @@ pub enum NextStep {
 /// Why a payout stopped by a suspension was released.
 pub const RELEASED_BY_SUSPENSION: &str =
     "released: the creator was suspended before the payout was sent to the provider";
+/// Why a payout stopped by clawback debt was released.
+pub const RELEASED_BY_DEBT: &str = "released: the creator owes clawed-back diamonds; the held \
+     diamonds settle the debt";
 
 /// A provider's definite answer about a payout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -897,20 +1357,43 @@ impl Payout {
     /// A new payout of `diamonds` for `creator`, and the entry that holds them. Checks
     /// every rule against `balance` (the database re-checks the available diamonds with a
     /// conditional update, which is what stops two concurrent requests).
+    ///
+    /// The checks, in order: suspended, in clawback debt, payout account, minimum, then
+    /// the available (matured) diamonds; when they fall short but pending ones would
+    /// cover it, [`PayoutRule::DiamondsNotMature`] (saying when the next mature, from
+    /// `balance`'s view), otherwise [`PayoutRule::InsufficientDiamonds`].
     pub fn request(
         id: String,
         creator: &Creator,
-        balance: &Balance,
+        balance: &BalanceView,
         diamonds: Diamonds,
         rate: &PayoutRate,
         now: UnixMillis,
     ) -> Result<(Payout, JournalEntry), PayoutRule> {
+        if creator.is_suspended() {
+            return Err(PayoutRule::CreatorSuspended);
+        }
+        let view = balance;
+        let balance = &view.balance;
+        if balance.debt > 0 {
+            return Err(PayoutRule::CreatorInDebt { debt: balance.debt });
+        }
         let account = creator.payout_destination()?;
         let amount = rate.amount_for(diamonds)?;
         let entry = JournalEntry::hold(&creator.id, &id, diamonds);
         balance.apply(&entry).map_err(|e| match e {
             LedgerRule::InsufficientAvailable { available } => {
-                PayoutRule::InsufficientDiamonds { available }
+                let covered = i128::from(available) + i128::from(balance.pending)
+                    >= i128::from(diamonds.get());
+                if covered {
+                    PayoutRule::DiamondsNotMature {
+                        available,
+                        pending: balance.pending,
+                        next_maturity: view.next_maturity.map(|t| utc(t.0)).unwrap_or_default(),
+                    }
+                } else {
+                    PayoutRule::InsufficientDiamonds { available }
+                }
             }
             _ => PayoutRule::Overflow,
         })?;
@@ -932,9 +1415,10 @@ impl Payout {
         Ok((payout, entry))
     }
 
-    /// What to do with this HELD payout when its creator is `creator`.
-    pub fn next_step(&self, creator: &Creator) -> NextStep {
-        match (creator.is_suspended(), self.sent_at) {
+    /// What to do with this HELD payout when its creator is `creator`, owing `debt`
+    /// clawed-back diamonds: a creator in debt is paid nothing more, like a suspended one.
+    pub fn next_step(&self, creator: &Creator, debt: i64) -> NextStep {
+        match (creator.is_suspended() || debt > 0, self.sent_at) {
             (false, _) => NextStep::Pay,
             (true, None) => NextStep::Release,
             (true, Some(_)) => NextStep::Cancel,
@@ -956,12 +1440,18 @@ impl Payout {
         &self,
         now: UnixMillis,
     ) -> Result<(Payout, JournalEntry), PayoutRule> {
+        self.stopped(RELEASED_BY_SUSPENSION, now)
+    }
+
+    /// The payout released before it was sent, for `reason` (a suspension, clawback
+    /// debt), and the entry that releases the hold. Refused once it was sent.
+    pub fn stopped(&self, reason: &str, now: UnixMillis) -> Result<(Payout, JournalEntry), PayoutRule> {
         if self.sent_at.is_some() {
             return Err(PayoutRule::AlreadySent);
         }
         self.settle(
             Settlement::Failed {
-                reason: RELEASED_BY_SUSPENSION.into(),
+                reason: reason.into(),
             },
             now,
         )
@@ -1005,6 +1495,28 @@ impl Payout {
     }
 }
 
+/// `ms` (Unix milliseconds) as an RFC 3339 instant in UTC, to the second.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
 /// Provider texts are kept, but bounded.
 fn clip(text: &str) -> String {
     text.chars().take(PROVIDER_TEXT_CHARS_MAX).collect()
@@ -1030,6 +1542,21 @@ pub enum PayoutRule {
     BelowMinimum { minimum: i64 },
     #[error("only {available} diamonds are available")]
     InsufficientDiamonds { available: i64 },
+    #[error(
+        "the creator owes {debt} clawed-back diamonds: nothing is paid out until later \
+         credits settle the debt"
+    )]
+    CreatorInDebt { debt: i64 },
+    #[error(
+        "only {available} diamonds are available (matured); {pending} are still pending, \
+         the next mature at {next_maturity}"
+    )]
+    DiamondsNotMature {
+        available: i64,
+        pending: i64,
+        /// RFC 3339, UTC.
+        next_maturity: String,
+    },
     #[error("these diamonds are worth less than one minor unit of money at the current rate")]
     AmountTooSmall,
     #[error("the amount of money exceeds the bound of one operation")]
@@ -1232,22 +1759,22 @@ mod tests {
         let creator = verified("ann");
         let balance = Balance {
             available: 1_000,
-            held: 0,
             lifetime_earned: 1_000,
-            paid_out: 0,
+            ..Balance::default()
         };
         let (payout, hold) = Payout::request(
             "p1".into(),
             &creator,
-            &balance,
+            &view(balance),
             Diamonds::parse(1_000).unwrap(),
             &rate(500, 1_000, 1_000),
             UnixMillis(5),
         )
         .unwrap();
-        assert_eq!(payout.next_step(&creator), NextStep::Pay);
+        assert_eq!(payout.next_step(&creator, 0), NextStep::Pay);
+        assert_eq!(payout.next_step(&creator, 1), NextStep::Release, "in debt");
         let suspended = creator.suspended(review(6)).unwrap();
-        assert_eq!(payout.next_step(&suspended), NextStep::Release);
+        assert_eq!(payout.next_step(&suspended, 0), NextStep::Release);
         let (released, release) = payout.stopped_by_suspension(UnixMillis(7)).unwrap();
         assert_eq!(released.state, PayoutState::Released);
         assert_eq!(released.failure_reason, RELEASED_BY_SUSPENSION);
@@ -1256,7 +1783,8 @@ mod tests {
 
         let sent = payout.sent(UnixMillis(8));
         assert_eq!(sent.sent(UnixMillis(9)).sent_at, Some(UnixMillis(8)));
-        assert_eq!(sent.next_step(&suspended), NextStep::Cancel);
+        assert_eq!(sent.next_step(&suspended, 0), NextStep::Cancel);
+        assert_eq!(sent.next_step(&creator, 5), NextStep::Cancel, "in debt");
         assert_eq!(
             sent.stopped_by_suspension(UnixMillis(9)),
             Err(PayoutRule::AlreadySent),
@@ -1293,6 +1821,7 @@ mod tests {
                     CreditTarget {
                         creator,
                         lifetime_earned,
+                        debt: 0,
                     },
                 )
             })
@@ -1301,7 +1830,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_credits_is_judged_item_by_item_as_if_each_came_alone() {
-        let recorded = Credit::new(gift("old", "ann", 10), UnixMillis(5)).unwrap();
+        let recorded = Credit::new(gift("old", "ann", 10), UnixMillis(5), 0).unwrap();
         let outcomes = judge_credits(
             vec![
                 gift("a", "ann", 4),
@@ -1318,12 +1847,12 @@ mod tests {
         assert_eq!(
             outcomes,
             vec![
-                CreditOutcome::New(Credit::new(gift("a", "ann", 4), UnixMillis(9)).unwrap()),
+                CreditOutcome::New(Credit::new(gift("a", "ann", 4), UnixMillis(9), 0).unwrap()),
                 CreditOutcome::Replay(recorded),
                 CreditOutcome::Refused(CreditRefusal::OperationIdReused),
                 CreditOutcome::Refused(CreditRefusal::UnknownCreator),
                 CreditOutcome::Refused(CreditRefusal::NotReceiving(PayoutRule::CreatorSuspended)),
-                CreditOutcome::New(Credit::new(gift("d", "ann", 1), UnixMillis(9)).unwrap()),
+                CreditOutcome::New(Credit::new(gift("d", "ann", 1), UnixMillis(9), 0).unwrap()),
             ]
         );
     }
@@ -1340,7 +1869,7 @@ mod tests {
             &targets(&[("ann", false, 0)]),
             UnixMillis(9),
         );
-        let first = Credit::new(gift("a", "ann", 4), UnixMillis(9)).unwrap();
+        let first = Credit::new(gift("a", "ann", 4), UnixMillis(9), 0).unwrap();
         assert_eq!(
             outcomes,
             vec![
@@ -1396,13 +1925,28 @@ mod tests {
             ("d", "cat", 1),
         ]
         .iter()
-        .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1)).unwrap())
+        .map(|&(op, creator, coins)| Credit::new(gift(op, creator, coins), UnixMillis(1), 0).unwrap())
         .collect();
         let refs: Vec<&Credit> = credits.iter().collect();
         let sums = credited_per_creator(&refs).unwrap();
         assert_eq!(
             sums.into_iter().collect::<Vec<_>>(),
-            vec![(id("ann"), 7), (id("bob"), 3)],
+            vec![
+                (
+                    id("ann"),
+                    CreditSums {
+                        pending: 7,
+                        debt_settled: 0
+                    }
+                ),
+                (
+                    id("bob"),
+                    CreditSums {
+                        pending: 3,
+                        debt_settled: 0
+                    }
+                )
+            ],
             "cat's credit is worth 0 diamonds and moves nothing"
         );
     }
@@ -1419,13 +1963,13 @@ mod tests {
             gift_id: None,
             gift_version: 0,
         };
-        let c = Credit::new(request(3, 5_000), UnixMillis(1)).unwrap();
+        let c = Credit::new(request(3, 5_000), UnixMillis(1), 0).unwrap();
         assert_eq!(c.diamonds, 1);
         assert!(c.entry().unwrap().is_balanced());
-        let zero = Credit::new(request(1, 5_000), UnixMillis(1)).unwrap();
+        let zero = Credit::new(request(1, 5_000), UnixMillis(1), 0).unwrap();
         assert_eq!(zero.diamonds, 0);
         assert!(zero.entry().is_none());
-        let max = Credit::new(request(AMOUNT_MAX, 10_000), UnixMillis(1)).unwrap();
+        let max = Credit::new(request(AMOUNT_MAX, 10_000), UnixMillis(1), 0).unwrap();
         assert_eq!(max.diamonds, AMOUNT_MAX);
         assert!(c.is_same_request(&request(3, 5_000)));
         assert!(!c.is_same_request(&request(3, 4_000)));
@@ -1467,15 +2011,14 @@ mod tests {
         let creator = verified("ann");
         let balance = Balance {
             available: 1_500,
-            held: 0,
             lifetime_earned: 1_500,
-            paid_out: 0,
+            ..Balance::default()
         };
         let r = rate(500, 1_000, 1_000);
         let over = Payout::request(
             "p0".into(),
             &creator,
-            &balance,
+            &view(balance),
             Diamonds::parse(1_501).unwrap(),
             &r,
             UnixMillis(5),
@@ -1487,7 +2030,7 @@ mod tests {
         let (payout, hold) = Payout::request(
             "p1".into(),
             &creator,
-            &balance,
+            &view(balance),
             Diamonds::parse(1_000).unwrap(),
             &r,
             UnixMillis(5),
@@ -1536,18 +2079,165 @@ mod tests {
     fn the_ledger_refuses_unbalanced_entries_and_overdrafts_whole() {
         let mut ledger = Ledger::default();
         let ann = id("ann");
-        let mut bad = JournalEntry::credit(&ann, &id("op"), 5);
+        let mut bad = JournalEntry::credit(&ann, &id("op"), 5, 0);
         bad.postings[0].amount = -4;
         assert_eq!(ledger.post(&bad), Err(LedgerRule::Unbalanced));
         ledger
-            .post(&JournalEntry::credit(&ann, &id("op"), 5))
+            .post(&JournalEntry::credit(&ann, &id("op"), 5, 0))
+            .unwrap();
+        ledger
+            .post(&JournalEntry::mature(&ann, "m1", 5))
             .unwrap();
         let hold = JournalEntry::hold(&ann, "p", Diamonds::parse(6).unwrap());
         assert!(ledger.post(&hold).is_err());
         assert_eq!(ledger.balance(&Account::Creator(ann.clone())), 5);
         assert_eq!(ledger.balance(&Account::CreatorHeld(ann)), 0);
         assert_eq!(ledger.total(), 0);
-        assert_eq!(ledger.entry_count(), 1);
+        assert_eq!(ledger.entry_count(), 2);
+    }
+
+    fn view(balance: Balance) -> BalanceView {
+        BalanceView {
+            balance,
+            next_maturity: None,
+            as_of: UnixMillis(0),
+        }
+    }
+
+    #[test]
+    fn maturity_is_judged_from_the_credit_time() {
+        let m = Maturity::hours(72).unwrap();
+        let credited = UnixMillis(1_000);
+        assert_eq!(m.matures_at(credited), UnixMillis(1_000 + 72 * 3_600_000));
+        let at_71h = UnixMillis(1_000 + 71 * 3_600_000);
+        assert!(m.due_cutoff(at_71h) < credited, "not due at 71 h");
+        assert!(m.due_cutoff(m.matures_at(credited)) >= credited, "due at 72 h");
+        assert_eq!(Maturity::hours(0).unwrap().due_cutoff(credited), credited);
+        assert!(Maturity::hours(8_761).is_err() && Maturity::hours(-1).is_err());
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_796_250_601_000), "2026-12-02T22:30:01Z");
+    }
+
+    #[test]
+    fn a_payout_checks_debt_then_maturity() {
+        let creator = verified("ann");
+        let r = rate(500, 1_000, 1_000);
+        let ask = |b: Balance, d: i64| {
+            Payout::request(
+                "p".into(),
+                &creator,
+                &view(b),
+                Diamonds::parse(d).unwrap(),
+                &r,
+                UnixMillis(5),
+            )
+            .map(|_| ())
+        };
+        let b = Balance {
+            pending: 600,
+            available: 500,
+            lifetime_earned: 1_100,
+            ..Balance::default()
+        };
+        assert_eq!(ask(b, 1_000).unwrap_err().to_string().contains("pending"), true);
+        assert!(matches!(
+            ask(b, 1_000),
+            Err(PayoutRule::DiamondsNotMature { available: 500, pending: 600, .. })
+        ));
+        assert_eq!(
+            ask(b, 1_200),
+            Err(PayoutRule::InsufficientDiamonds { available: 500 })
+        );
+        let owing = Balance { debt: 1, available: 2_000, pending: 0, lifetime_earned: 2_000, ..b };
+        assert_eq!(ask(owing, 1_000), Err(PayoutRule::CreatorInDebt { debt: 1 }));
+        assert_eq!(
+            ask(owing, 1).unwrap_err(),
+            PayoutRule::CreatorInDebt { debt: 1 },
+            "debt is judged before the minimum"
+        );
+    }
+
+    #[test]
+    fn a_clawback_takes_own_pending_then_other_pending_latest_first_then_available_then_debt() {
+        let credit = |op: &str, coins: i64, pending: i64| {
+            let mut c = Credit::new(gift(op, "ann", coins), UnixMillis(1), 0).unwrap();
+            c.pending = pending;
+            c
+        };
+        let own = credit("own", 100, 20); // 50 diamonds minted, 20 still pending
+        let others = [
+            PendingCredit { operation_id: id("late"), pending: 7 },
+            PendingCredit { operation_id: id("early"), pending: 9 },
+        ];
+        let balance = Balance {
+            pending: 36,
+            available: 10,
+            lifetime_earned: 46,
+            ..Balance::default()
+        };
+        let request = |key: &str, coins: i64| ClawbackRequest {
+            clawback_id: ClawbackId::parse(key).unwrap(),
+            operation_id: id("own"),
+            coins: Coins::parse(coins).unwrap(),
+            cause: ClawbackCause::PurchaseReversal,
+            cause_id: id("p1"),
+            reason: Text::parse("chargeback").unwrap(),
+        };
+        // 100 coins at 50 % = 50 diamonds: 20 own + 7 late + 9 early + 10 available + 4 debt.
+        let plan = plan_clawback(request("c1", 100), &own, 0, &others, &balance, UnixMillis(9))
+            .unwrap();
+        let c = &plan.clawback;
+        assert_eq!(
+            (c.coins, c.diamonds, c.from_pending, c.from_available, c.to_debt),
+            (100, 50, 36, 10, 4)
+        );
+        assert_eq!(
+            plan.taken_from_credits,
+            vec![(id("own"), 20), (id("late"), 7), (id("early"), 9)]
+        );
+        let entry = plan.entry.unwrap();
+        assert!(entry.is_balanced());
+        let after = balance.apply(&entry).unwrap();
+        assert_eq!((after.pending, after.available, after.lifetime_earned), (0, 0, 0));
+        // Earlier clawbacks took 90 of the credit's 100 coins: only 10 are left to apply.
+        let capped = plan_clawback(request("c2", 100), &own, 90, &others, &balance, UnixMillis(9))
+            .unwrap();
+        assert_eq!((capped.clawback.coins, capped.clawback.diamonds), (10, 5));
+        assert_eq!(capped.taken_from_credits, vec![(id("own"), 5)]);
+        let none = plan_clawback(request("c3", 5), &own, 100, &others, &balance, UnixMillis(9))
+            .unwrap();
+        assert_eq!((none.clawback.coins, none.clawback.diamonds), (0, 0));
+        assert!(none.entry.is_none());
+        // A retry is the same credit, coins, cause and cause id; the reason may differ.
+        let mut retry = request("c1", 100);
+        retry.reason = Text::parse("other words").unwrap();
+        assert!(c.is_same_request(&retry));
+        assert!(!c.is_same_request(&request("c1", 99)));
+    }
+
+    #[test]
+    fn later_credits_settle_debt_first_even_within_one_batch() {
+        let mut targets = targets(&[("ann", false, 0)]);
+        targets.get_mut(&id("ann")).unwrap().debt = 7;
+        // 10, 4 and 6 coins at 50 %: 5 diamonds (all settle), 2 (settle), 3 (0 settle, 3 pending)
+        let outcomes = judge_credits(
+            vec![gift("a", "ann", 10), gift("b", "ann", 4), gift("c", "ann", 6)],
+            vec![],
+            &targets,
+            UnixMillis(9),
+        );
+        let split: Vec<(i64, i64)> = outcomes
+            .iter()
+            .map(|o| match o {
+                CreditOutcome::New(c) => (c.debt_settled, c.pending),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(split, [(5, 0), (2, 0), (0, 3)]);
+        let CreditOutcome::New(first) = &outcomes[0] else { unreachable!() };
+        let entry = first.entry().unwrap();
+        assert!(entry.is_balanced());
+        assert_eq!(entry.postings.len(), 2, "issuance and the clawback sink only");
     }
 
     /// One step of a random history.
@@ -1565,6 +2255,13 @@ mod tests {
         Settle {
             payout: usize,
             paid: bool,
+        },
+        Mature {
+            creator: usize,
+        },
+        Clawback {
+            credit: usize,
+            coins: i64,
         },
     }
 
@@ -1589,23 +2286,34 @@ mod tests {
             (0..3usize, 1..=20_000i64)
                 .prop_map(|(creator, diamonds)| Step::Request { creator, diamonds }),
             (0..64usize, any::<bool>()).prop_map(|(payout, paid)| Step::Settle { payout, paid }),
+            (0..3usize).prop_map(|creator| Step::Mature { creator }),
+            (0..64usize, 1..=60_000i64).prop_map(|(credit, coins)| Step::Clawback { credit, coins }),
         ]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
-        /// I1 and I2 over random credit / payout / provider-outcome histories: every entry
-        /// balances, the ledger sums to zero, no creator account goes negative, and each
-        /// creator's balance agrees with the ledger and with itself.
+        /// I1, I2 and the clawback rules over random histories of credits, maturations,
+        /// payouts, provider outcomes and clawbacks: every entry balances, the ledger sums
+        /// to zero, no creator account goes negative, each creator's balance agrees with
+        /// the ledger and with itself (lifetime = pending + available + held + paid out),
+        /// clawbacks never take more than their credit's coins, a creator in debt has
+        /// nothing pending or available, and the clawback sink holds exactly what was
+        /// clawed back minus the debt still owed.
         #[test]
         fn ledger_invariants_hold_over_random_histories(steps in prop::collection::vec(step(), 1..80)) {
             let creators: Vec<Creator> = ["ann", "bob", "cyd"].iter().map(|n| verified(n)).collect();
             let mut balances = vec![Balance::default(); creators.len()];
             let mut ledger = Ledger::default();
             let mut payouts: Vec<Payout> = Vec::new();
+            let mut credits: Vec<Credit> = Vec::new();
+            let mut clawed_coins: Vec<i64> = Vec::new();
+            let mut clawed_diamonds: i128 = 0;
             let r = rate(500, 1_000, 1_000);
-            let mut credited = vec![0i128; creators.len()];
+            let mut kept = vec![0i128; creators.len()];
+            let mut credited: i128 = 0;
+            let index_of = |c: &ResourceId| creators.iter().position(|x| &x.id == c).unwrap();
             for (n, step) in steps.into_iter().enumerate() {
                 let now = UnixMillis(1_000 + n as i64);
                 match step {
@@ -1616,41 +2324,63 @@ mod tests {
                             coins: Coins::parse(coins).unwrap(),
                             share: Bps::parse(bps).unwrap(),
                             sender_user_id: None, stream_id: None, gift_id: None, gift_version: 0,
-                        }, now).unwrap();
+                        }, now, balances[creator].debt).unwrap();
                         prop_assert!(credit.diamonds <= coins);
+                        prop_assert_eq!(credit.debt_settled, credit.diamonds.min(balances[creator].debt));
                         if let Some(entry) = credit.entry() {
                             prop_assert!(entry.is_balanced());
                             match balances[creator].apply(&entry) {
-                                Ok(next) => {
+                                Ok(mut next) => {
                                     ledger.post(&entry).unwrap();
+                                    next.debt -= credit.debt_settled;
                                     balances[creator] = next;
-                                    credited[creator] += i128::from(credit.diamonds);
+                                    kept[creator] += i128::from(credit.pending);
+                                    credited += i128::from(credit.diamonds);
                                 }
-                                Err(e) => prop_assert_eq!(e, LedgerRule::LifetimeLimit),
+                                Err(e) => { prop_assert_eq!(e, LedgerRule::LifetimeLimit); continue; }
                             }
+                        }
+                        credits.push(credit);
+                        clawed_coins.push(0);
+                    }
+                    Step::Mature { creator } => {
+                        let id_c = &creators[creator].id;
+                        let due: i64 = credits.iter_mut()
+                            .filter(|c| &c.request.creator_id == id_c)
+                            .map(|c| std::mem::take(&mut c.pending))
+                            .sum();
+                        if due > 0 {
+                            let entry = JournalEntry::mature(id_c, &n.to_string(), due);
+                            ledger.post(&entry).unwrap();
+                            balances[creator] = balances[creator].apply(&entry).unwrap();
                         }
                     }
                     Step::Request { creator, diamonds } => {
                         let before = ledger.clone();
+                        let b = balances[creator];
                         let result = Payout::request(
-                            format!("p-{n}"), &creators[creator], &balances[creator],
+                            format!("p-{n}"), &creators[creator], &view(b),
                             Diamonds::parse(diamonds).unwrap(), &r, now,
                         );
                         match result {
                             Ok((payout, entry)) => {
                                 prop_assert!(entry.is_balanced());
-                                prop_assert!(diamonds <= balances[creator].available);
+                                prop_assert!(diamonds <= b.available && b.debt == 0);
                                 ledger.post(&entry).unwrap();
-                                balances[creator] = balances[creator].apply(&entry).unwrap();
+                                balances[creator] = b.apply(&entry).unwrap();
                                 payouts.push(payout);
                             }
                             Err(PayoutRule::InsufficientDiamonds { available }) => {
-                                prop_assert_eq!(available, balances[creator].available);
-                                prop_assert!(diamonds > available);
+                                prop_assert_eq!(available, b.available);
+                                prop_assert!(diamonds > available + b.pending);
                                 // The ledger refuses the same hold on its own, too.
                                 let hold = JournalEntry::hold(&creators[creator].id, "x", Diamonds::parse(diamonds).unwrap());
                                 prop_assert!(ledger.clone().post(&hold).is_err());
                             }
+                            Err(PayoutRule::DiamondsNotMature { available, pending, .. }) => {
+                                prop_assert!(diamonds > available && diamonds <= available + pending);
+                            }
+                            Err(PayoutRule::CreatorInDebt { debt }) => prop_assert!(debt > 0),
                             Err(PayoutRule::BelowMinimum { .. }) => prop_assert!(diamonds < 1_000),
                             Err(e) => prop_assert!(false, "unexpected refusal {e}"),
                         }
@@ -1665,9 +2395,16 @@ mod tests {
                         };
                         match payouts[index].settle(settlement, now) {
                             Ok((settled, entry)) => {
-                                let c = creators.iter().position(|c| c.id == settled.creator_id).unwrap();
+                                let c = index_of(&settled.creator_id);
                                 ledger.post(&entry).unwrap();
                                 balances[c] = balances[c].apply(&entry).unwrap();
+                                // What a release returns settles debt first (the worker).
+                                if let Some(settle) = balances[c].debt_settlement(&settled.id, &settled.creator_id) {
+                                    let s = balances[c].debt.min(balances[c].available);
+                                    ledger.post(&settle).unwrap();
+                                    balances[c] = balances[c].apply(&settle).unwrap();
+                                    balances[c].debt -= s;
+                                }
                                 payouts[index] = settled;
                             }
                             Err(e) => {
@@ -1676,26 +2413,82 @@ mod tests {
                             }
                         }
                     }
+                    Step::Clawback { credit, coins } => {
+                        let Some(k) = (!credits.is_empty()).then(|| credit % credits.len()) else { continue };
+                        let creator_id = credits[k].request.creator_id.clone();
+                        let c = index_of(&creator_id);
+                        let others: Vec<PendingCredit> = credits.iter().enumerate().rev()
+                            .filter(|(i, x)| *i != k && x.request.creator_id == creator_id && x.pending > 0)
+                            .map(|(_, x)| PendingCredit { operation_id: x.request.operation_id.clone(), pending: x.pending })
+                            .collect();
+                        let request = ClawbackRequest {
+                            clawback_id: ClawbackId::parse(&format!("cb-{n}")).unwrap(),
+                            operation_id: credits[k].request.operation_id.clone(),
+                            coins: Coins::parse(coins).unwrap(),
+                            cause: ClawbackCause::GiftReversal,
+                            cause_id: id("g"),
+                            reason: Text::parse("r").unwrap(),
+                        };
+                        let plan = plan_clawback(request, &credits[k], clawed_coins[k], &others, &balances[c], now).unwrap();
+                        let cb = &plan.clawback;
+                        prop_assert_eq!(cb.diamonds, cb.from_pending + cb.from_available + cb.to_debt);
+                        prop_assert_eq!(cb.diamonds, credits[k].request.share.share_of(cb.coins).unwrap());
+                        clawed_coins[k] += cb.coins;
+                        prop_assert!(clawed_coins[k] <= credits[k].request.coins.get());
+                        for (op, take) in &plan.taken_from_credits {
+                            let x = credits.iter_mut().find(|x| &x.request.operation_id == op).unwrap();
+                            prop_assert!(*take <= x.pending);
+                            x.pending -= take;
+                        }
+                        if let Some(entry) = &plan.entry {
+                            ledger.post(entry).unwrap();
+                            balances[c] = balances[c].apply(entry).unwrap();
+                        }
+                        balances[c].debt += cb.to_debt;
+                        balances[c].clawed_back += cb.diamonds;
+                        clawed_diamonds += i128::from(cb.diamonds);
+                        if balances[c].debt > 0 {
+                            // Unsent payouts are released and settle the debt.
+                            for p in payouts.iter_mut().filter(|p| p.creator_id == creator_id && p.state == PayoutState::Held && p.sent_at.is_none()) {
+                                let (released, entry) = p.stopped(RELEASED_BY_DEBT, now).unwrap();
+                                ledger.post(&entry).unwrap();
+                                balances[c] = balances[c].apply(&entry).unwrap();
+                                *p = released;
+                            }
+                            if let Some(settle) = balances[c].debt_settlement(&format!("cb-{n}"), &creator_id) {
+                                let s = balances[c].debt.min(balances[c].available);
+                                ledger.post(&settle).unwrap();
+                                balances[c] = balances[c].apply(&settle).unwrap();
+                                balances[c].debt -= s;
+                            }
+                        }
+                    }
                 }
                 // I1: the ledger sums to zero.
                 prop_assert_eq!(ledger.total(), 0);
                 // I2: no creator account is negative.
                 prop_assert_eq!(ledger.negative_creator_accounts(), 0);
+                let mut debt: i128 = 0;
                 for (c, creator) in creators.iter().enumerate() {
                     let b = balances[c];
                     prop_assert!(b.is_consistent(), "{b:?}");
                     prop_assert_eq!(b.available, ledger.balance(&Account::Creator(creator.id.clone())));
                     prop_assert_eq!(b.held, ledger.balance(&Account::CreatorHeld(creator.id.clone())));
-                    prop_assert_eq!(i128::from(b.lifetime_earned), credited[c]);
+                    prop_assert_eq!(b.pending, ledger.balance(&Account::CreatorPending(creator.id.clone())));
+                    let pending: i64 = credits.iter().filter(|x| x.request.creator_id == creator.id).map(|x| x.pending).sum();
+                    prop_assert_eq!(b.pending, pending);
+                    if b.debt > 0 {
+                        prop_assert_eq!((b.pending, b.available), (0, 0), "a creator in debt keeps nothing cashable");
+                    }
                     let held: i64 = payouts.iter()
                         .filter(|p| p.creator_id == creator.id && p.state == PayoutState::Held)
                         .map(|p| p.diamonds.get()).sum();
                     prop_assert_eq!(b.held, held);
+                    debt += i128::from(b.debt);
+                    let _ = kept[c];
                 }
-                prop_assert_eq!(
-                    ledger.balance(&Account::GiftIssuance),
-                    -(credited.iter().sum::<i128>() as i64)
-                );
+                prop_assert_eq!(i128::from(ledger.balance(&Account::GiftIssuance)), -credited);
+                prop_assert_eq!(i128::from(ledger.balance(&Account::Clawback)), clawed_diamonds - debt);
             }
         }
     }

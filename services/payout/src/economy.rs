@@ -1,10 +1,14 @@
-//! The payout rate and minimum, read from the catalog (`GetEconomyParameters`) as
-//! `service:payout`, with this service's identity, the trace context and a deadline on
-//! every call (`ovation_server::peer::Outbound`). Read at every payout request, not
-//! cached: the rate is fixed at request time and recorded with its economy version, and
-//! payouts are rare enough that a read per request costs nothing.
+//! The payout rate and minimum and the diamond maturity, read from the catalog
+//! (`GetEconomyParameters`) as `service:payout`, with this service's identity, the trace
+//! context and a deadline on every call (`ovation_server::peer::Outbound`). Read at every
+//! payout request, clawback and balance read, not cached: the rate is fixed at request
+//! time and recorded with its economy version, maturity is judged by the current version,
+//! and these calls are rare enough that a read each costs nothing. Credits never read it
+//! (the gift's hot path gains no catalog call): a credit records its time, and maturity is
+//! judged when diamonds are read or moved.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use ovation_proto::catalog as catalog_pb;
@@ -17,7 +21,15 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::domain::PayoutRate;
+use crate::domain::{Maturity, PayoutRate};
+
+/// The economy as payout uses it: the rate a payout is priced at, and how long credited
+/// diamonds stay pending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EconomyTerms {
+    pub rate: PayoutRate,
+    pub maturity: Maturity,
+}
 
 /// Longest one catalog read may take (the request's own deadline may be shorter).
 pub const CATALOG_DEADLINE: Duration = Duration::from_secs(5);
@@ -26,6 +38,9 @@ pub const CATALOG_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Economy {
     client: CatalogServiceClient<InterceptedService<Channel, Outbound>>,
+    /// The diamond maturity last read (hours; -1 before the first read): what balance
+    /// reads and clawbacks go on with while the catalog is unreachable.
+    last_maturity_hours: Arc<AtomicI64>,
 }
 
 impl Economy {
@@ -39,12 +54,34 @@ impl Economy {
                 channel(catalog)?,
                 Outbound::new(identity),
             ),
+            last_maturity_hours: Arc::new(AtomicI64::new(-1)),
         })
     }
 
-    /// The latest payout rate and minimum, within `left` (the incoming request's own
-    /// deadline, if it set one) and never longer than [`CATALOG_DEADLINE`].
-    pub async fn payout_rate(&self, left: Option<Duration>) -> Result<PayoutRate, ApiError> {
+    /// The current diamond maturity; while the catalog cannot be read, the one last read
+    /// (maturity changes rarely, and only moves when diamonds become cashable, which a
+    /// payout request, reading the catalog itself, judges again). UNAVAILABLE if it was
+    /// never read.
+    pub async fn maturity(&self, left: Option<Duration>) -> Result<Maturity, ApiError> {
+        match self.terms(left).await {
+            Ok(terms) => Ok(terms.maturity),
+            Err(e) => {
+                let last = self.last_maturity_hours.load(Ordering::Relaxed);
+                match Maturity::hours(last) {
+                    Ok(maturity) if last >= 0 => {
+                        tracing::warn!(error = %e, hours = last,
+                            "catalog unreadable: judging maturity by the last value read");
+                        Ok(maturity)
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The latest payout rate, minimum and diamond maturity, within `left` (the incoming
+    /// request's own deadline, if it set one) and never longer than [`CATALOG_DEADLINE`].
+    pub async fn terms(&self, left: Option<Duration>) -> Result<EconomyTerms, ApiError> {
         let mut request =
             tonic::Request::new(catalog_pb::GetEconomyParametersRequest { version: 0 });
         request.set_timeout(left.map_or(CATALOG_DEADLINE, |l| l.min(CATALOG_DEADLINE)));
@@ -58,9 +95,20 @@ impl Economy {
             .into_inner()
             .economy_parameters
             .ok_or_else(|| ApiError::Internal("catalog returned no economy parameters".into()))?;
-        rate_from(&economy)
-            .map_err(|e| ApiError::Internal(format!("catalog economy parameters are invalid: {e}")))
+        let terms = terms_from(&economy).map_err(|e| {
+            ApiError::Internal(format!("catalog economy parameters are invalid: {e}"))
+        })?;
+        self.last_maturity_hours
+            .store(terms.maturity.get_hours(), Ordering::Relaxed);
+        Ok(terms)
     }
+}
+
+fn terms_from(e: &catalog_pb::EconomyParameters) -> Result<EconomyTerms, String> {
+    Ok(EconomyTerms {
+        rate: rate_from(e)?,
+        maturity: Maturity::hours(i64::from(e.diamond_maturity_hours))?,
+    })
 }
 
 fn rate_from(e: &catalog_pb::EconomyParameters) -> Result<PayoutRate, String> {
@@ -123,14 +171,18 @@ mod tests {
             }),
             diamonds_per_payout_unit: 1_000,
             payout_minimum_diamonds: 1_000,
-            diamond_maturity_hours: 0,
+            diamond_maturity_hours: 72,
             create_time: None,
         };
-        let rate = rate_from(&e).unwrap();
-        assert_eq!(rate.economy_version, 2);
-        assert_eq!(rate.per_unit.amount_minor(), 500);
+        let terms = terms_from(&e).unwrap();
+        assert_eq!(terms.rate.economy_version, 2);
+        assert_eq!(terms.rate.per_unit.amount_minor(), 500);
+        assert_eq!(terms.maturity.get_hours(), 72);
+        e.diamond_maturity_hours = 8_761;
+        assert!(terms_from(&e).is_err());
+        e.diamond_maturity_hours = 0;
         e.diamonds_per_payout_unit = 0;
-        assert!(rate_from(&e).is_err());
+        assert!(terms_from(&e).is_err());
     }
 
     #[test]

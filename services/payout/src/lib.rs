@@ -37,6 +37,7 @@ use ovation_server::config::ServerArgs;
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, ServiceIdentity};
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
+use ovation_types::Clock;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -197,6 +198,9 @@ pub struct PayoutConfig {
     /// keep one provider (an external system) across a restart of the service.
     pub provider: Arc<dyn PayoutProvider>,
     pub worker: WorkerConfig,
+    /// Where "now" comes from for the time rules (credit times, diamond maturity): the
+    /// system clock, or a manual one tests move.
+    pub clock: Clock,
 }
 
 impl From<PayoutArgs> for PayoutConfig {
@@ -207,6 +211,7 @@ impl From<PayoutArgs> for PayoutConfig {
             identity: args.identity,
             provider: Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
             worker: args.worker.into(),
+            clock: Clock::system(),
         }
     }
 }
@@ -246,7 +251,12 @@ pub async fn run(
         db.clone(),
         refresh_gauges,
     );
-    let service = PayoutServiceServer::new(grpc::PayoutApi::new(db.clone(), economy, wakeup))
+    let service = PayoutServiceServer::new(grpc::PayoutApi::new(
+        db.clone(),
+        economy,
+        wakeup,
+        config.clock.clone(),
+    ))
         .max_decoding_message_size(config.server.args.request_bytes_max);
     // Serving ended (shutdown, or an error): the worker drains and stops too.
     start.serve(Routes::new(service), db, vec![worker]).await

@@ -2,8 +2,9 @@
 //! the caller decides the transaction; the SQL text is portable (PostgreSQL and SQLite).
 //!
 //! The ledger is three tables: `ledger_accounts` (the chart of accounts), `journal_entries`
-//! and `postings` (append-only). `creator_balances` keeps each creator's available, held,
-//! lifetime-earned and paid-out diamonds next to it, updated in the same transaction as the
+//! and `postings` (append-only). `creator_balances` keeps each creator's pending,
+//! available, held, lifetime-earned and paid-out diamonds next to it (and their clawback
+//! debt, which is outside the ledger), updated in the same transaction as the
 //! postings by conditional updates (`… WHERE available_diamonds >= $n`): that update is
 //! what stops an overdraft under concurrency (I2), and CHECK constraints repeat it. System
 //! accounts keep no balance row (it would be one hot row every credit writes); their
@@ -20,9 +21,10 @@ use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, TimeWindow, UnixMillis};
 
 use crate::domain::{
-    AccountKind, AccountReference, Balance, CREATOR_LIFETIME_DIAMONDS_MAX, Creator, Credit,
-    CreditRequest, EntryKind, JournalEntry, Payout, PayoutAccount, PayoutRate, PayoutState, Review,
-    Verification,
+    AccountKind, AccountReference, Balance, BalanceMove, BalanceView, CREATOR_LIFETIME_DIAMONDS_MAX,
+    Clawback, ClawbackCause, ClawbackId, ClawbackRequest, Creator, Credit, CreditRequest,
+    CreditSums, JournalEntry, Maturity, Payout, PayoutAccount, PayoutRate, PayoutState,
+    PendingCredit, Review, Verification,
 };
 
 // ---- creators ----------------------------------------------------------------------
@@ -32,7 +34,7 @@ const CREATOR_COLUMNS: &str = "creator_id, display_name, state, suspended_by, su
      reviewed_at_ms, account_set_at_ms, account_version, account_set_by, created_at_ms, \
      updated_at_ms";
 
-/// Inserts a new creator with its two ledger accounts and a zero balance; `false` if
+/// Inserts a new creator with its three ledger accounts and a zero balance; `false` if
 /// the id is taken.
 pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
@@ -51,6 +53,7 @@ pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, 
     for (prefix, kind) in [
         ("creator", AccountKind::Creator),
         ("creator_held", AccountKind::CreatorHeld),
+        ("creator_pending", AccountKind::CreatorPending),
     ] {
         sqlx::query(
             "INSERT INTO ledger_accounts (account_id, kind, creator_id) VALUES ($1, $2, $3)",
@@ -62,8 +65,9 @@ pub async fn insert_creator(conn: &mut Conn, creator: &Creator) -> Result<bool, 
         .await?;
     }
     sqlx::query(
-        "INSERT INTO creator_balances (creator_id, available_diamonds, held_diamonds, \
-         lifetime_earned_diamonds, paid_out_diamonds) VALUES ($1, 0, 0, 0, 0)",
+        "INSERT INTO creator_balances (creator_id, pending_diamonds, available_diamonds, \
+         held_diamonds, lifetime_earned_diamonds, paid_out_diamonds, debt_diamonds, \
+         clawed_back_diamonds) VALUES ($1, 0, 0, 0, 0, 0, 0, 0)",
     )
     .bind(creator.id.as_str())
     .execute(&mut *conn)
@@ -280,23 +284,191 @@ pub async fn creator_events(
 
 // ---- balances and the journal -------------------------------------------------------
 
+const BALANCE_COLUMNS: &str = "b.pending_diamonds, b.available_diamonds, b.held_diamonds, \
+     b.lifetime_earned_diamonds, b.paid_out_diamonds, b.debt_diamonds, b.clawed_back_diamonds";
+
+fn balance_from_row(row: &AnyRow) -> Result<Balance, StoreError> {
+    Ok(Balance {
+        pending: row.try_get("pending_diamonds")?,
+        available: row.try_get("available_diamonds")?,
+        held: row.try_get("held_diamonds")?,
+        lifetime_earned: row.try_get("lifetime_earned_diamonds")?,
+        paid_out: row.try_get("paid_out_diamonds")?,
+        debt: row.try_get("debt_diamonds")?,
+        clawed_back: row.try_get("clawed_back_diamonds")?,
+    })
+}
+
+/// A creator's balance row as stored (due credits not yet matured count as pending).
 pub async fn get_balance(conn: &mut Conn, id: &ResourceId) -> Result<Option<Balance>, StoreError> {
-    let row = sqlx::query(
-        "SELECT available_diamonds, held_diamonds, lifetime_earned_diamonds, paid_out_diamonds \
-         FROM creator_balances WHERE creator_id = $1",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {BALANCE_COLUMNS} FROM creator_balances b WHERE b.creator_id = $1"
+    )))
     .bind(id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
+    row.as_ref().map(balance_from_row).transpose()
+}
+
+/// A creator's balance as of `now` under `maturity`, in one statement (one snapshot):
+/// the row, with the pending diamonds of credits due by then counted as available, and
+/// when the next pending credit matures.
+pub async fn balance_view(
+    conn: &mut Conn,
+    id: &ResourceId,
+    maturity: Maturity,
+    now: UnixMillis,
+) -> Result<Option<BalanceView>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {BALANCE_COLUMNS}, \
+         (SELECT CAST(COALESCE(SUM(c.pending_diamonds), 0) AS BIGINT) FROM credits c \
+            WHERE c.creator_id = b.creator_id AND c.pending_diamonds > 0 \
+            AND c.created_at_ms <= $2) AS due, \
+         (SELECT MIN(c.created_at_ms) FROM credits c \
+            WHERE c.creator_id = b.creator_id AND c.pending_diamonds > 0 \
+            AND c.created_at_ms > $2) AS next_created \
+         FROM creator_balances b WHERE b.creator_id = $1"
+    )))
+    .bind(id.as_str())
+    .bind(maturity.due_cutoff(now).0)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.map(|row| {
-        Ok(Balance {
-            available: row.try_get("available_diamonds")?,
-            held: row.try_get("held_diamonds")?,
-            lifetime_earned: row.try_get("lifetime_earned_diamonds")?,
-            paid_out: row.try_get("paid_out_diamonds")?,
+        let next_created: Option<i64> = row.try_get("next_created")?;
+        Ok(BalanceView {
+            balance: balance_from_row(&row)?.with_matured(row.try_get("due")?),
+            next_maturity: next_created.map(|t| maturity.matures_at(UnixMillis(t))),
+            as_of: now,
         })
     })
     .transpose()
+}
+
+/// Marks every credit of `creator` created at or before `cutoff` matured (pending 0);
+/// the pending diamonds that matured. The caller holds the creator's lock and posts the
+/// MATURE entry for them.
+pub async fn mature_credits(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    cutoff: UnixMillis,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(pending_diamonds), 0) AS BIGINT) FROM credits \
+         WHERE creator_id = $1 AND pending_diamonds > 0 AND created_at_ms <= $2",
+    )
+    .bind(creator.as_str())
+    .bind(cutoff.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let due: i64 = row.try_get(0)?;
+    if due > 0 {
+        sqlx::query(
+            "UPDATE credits SET pending_diamonds = 0 \
+             WHERE creator_id = $1 AND pending_diamonds > 0 AND created_at_ms <= $2",
+        )
+        .bind(creator.as_str())
+        .bind(cutoff.0)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(due)
+}
+
+/// Up to `limit` of `creator`'s credits with pending diamonds, latest first, other than
+/// `except`, before (created_at_ms, operation_id) `before`.
+pub async fn pending_credits(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    except: &ResourceId,
+    before: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<(PendingCredit, i64)>, StoreError> {
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+    let rows = sqlx::query(
+        "SELECT operation_id, pending_diamonds, created_at_ms FROM credits \
+         WHERE creator_id = $1 AND pending_diamonds > 0 AND operation_id <> $2 \
+         AND (created_at_ms < $3 OR (created_at_ms = $3 AND operation_id < $4)) \
+         ORDER BY created_at_ms DESC, operation_id DESC LIMIT $5",
+    )
+    .bind(creator.as_str())
+    .bind(except.as_str())
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                PendingCredit {
+                    operation_id: stored(ResourceId::parse(
+                        &row.try_get::<String, _>("operation_id")?,
+                    ))?,
+                    pending: row.try_get("pending_diamonds")?,
+                },
+                row.try_get("created_at_ms")?,
+            ))
+        })
+        .collect()
+}
+
+/// Takes pending diamonds from credits (`takes`: distinct operation ids, each > 0) in one
+/// statement, guarded by what each still has; [`Posted::Refused`] if any had less.
+pub async fn take_pending(conn: &mut Conn, takes: &[(ResourceId, i64)]) -> Result<Posted, StoreError> {
+    if takes.is_empty() {
+        return Ok(Posted::Yes);
+    }
+    let mut done = 0;
+    // Bounded statements: at most this many credits per UPDATE.
+    for chunk in takes.chunks(256) {
+        let rows = batch::KeyedRows {
+            key_column: "operation_id",
+            first: 1,
+            rows: chunk.len(),
+            per_row: 2,
+        };
+        let take = rows.case(1);
+        let sql = format!(
+            "UPDATE credits SET pending_diamonds = pending_diamonds - {take} \
+             WHERE operation_id IN ({}) AND pending_diamonds >= {take}",
+            rows.keys()
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, diamonds) in chunk {
+            query = query.bind(id.as_str()).bind(*diamonds);
+        }
+        done += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(if done == takes.len() as u64 {
+        Posted::Yes
+    } else {
+        Posted::Refused
+    })
+}
+
+/// Moves `creator`'s debt by `debt` and their clawed-back total by `clawed_back`,
+/// guarded so neither goes negative; [`Posted::Refused`] otherwise.
+pub async fn move_debt(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    debt: i64,
+    clawed_back: i64,
+) -> Result<Posted, StoreError> {
+    let done = sqlx::query(
+        "UPDATE creator_balances SET debt_diamonds = debt_diamonds + $2, \
+         clawed_back_diamonds = clawed_back_diamonds + $3 \
+         WHERE creator_id = $1 AND debt_diamonds + $2 >= 0 AND clawed_back_diamonds + $3 >= 0",
+    )
+    .bind(creator.as_str())
+    .bind(debt)
+    .bind(clawed_back)
+    .execute(&mut *conn)
+    .await?;
+    Ok(if done.rows_affected() == 1 {
+        Posted::Yes
+    } else {
+        Posted::Refused
+    })
 }
 
 /// Whether an entry was posted.
@@ -309,7 +481,7 @@ pub enum Posted {
     Refused,
 }
 
-/// Posts `entry`: moves the creator's balance with a conditional update (the I2 guard),
+/// Posts `entry`: moves the creator's balances with a conditional update (the I2 guard),
 /// then appends the entry and its postings.
 pub async fn post_entry(conn: &mut Conn, entry: &JournalEntry) -> Result<Posted, StoreError> {
     if !entry.is_balanced() {
@@ -318,43 +490,34 @@ pub async fn post_entry(conn: &mut Conn, entry: &JournalEntry) -> Result<Posted,
             entry.id
         ))));
     }
-    let amount: i64 = entry
-        .postings
-        .iter()
-        .map(|p| p.amount)
-        .filter(|a| *a > 0)
-        .sum();
-    let moved = match entry.kind {
-        EntryKind::Credit => sqlx::query(
-            "UPDATE creator_balances SET available_diamonds = available_diamonds + $2, \
-             lifetime_earned_diamonds = lifetime_earned_diamonds + $2 \
-             WHERE creator_id = $1 AND lifetime_earned_diamonds <= $3 - $2",
-        )
-        .bind(entry.creator_id.as_str())
-        .bind(amount)
-        .bind(CREATOR_LIFETIME_DIAMONDS_MAX),
-        EntryKind::Hold => sqlx::query(
-            "UPDATE creator_balances SET available_diamonds = available_diamonds - $2, \
-             held_diamonds = held_diamonds + $2 \
-             WHERE creator_id = $1 AND available_diamonds >= $2",
-        )
-        .bind(entry.creator_id.as_str())
-        .bind(amount),
-        EntryKind::Capture => sqlx::query(
-            "UPDATE creator_balances SET held_diamonds = held_diamonds - $2, \
-             paid_out_diamonds = paid_out_diamonds + $2 \
-             WHERE creator_id = $1 AND held_diamonds >= $2",
-        )
-        .bind(entry.creator_id.as_str())
-        .bind(amount),
-        EntryKind::Release => sqlx::query(
-            "UPDATE creator_balances SET held_diamonds = held_diamonds - $2, \
-             available_diamonds = available_diamonds + $2 \
-             WHERE creator_id = $1 AND held_diamonds >= $2",
-        )
-        .bind(entry.creator_id.as_str())
-        .bind(amount),
-    }
+    let Ok(m) = BalanceMove::of(entry) else {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "journal entry {} posts to another creator's account",
+            entry.id
+        ))));
+    };
+    let Ok(lifetime) = m.lifetime() else {
+        return Ok(Posted::Refused);
+    };
+    // One conditional update for every kind of entry: each balance moves by what the
+    // entry posts to it, lifetime earnings by their sum, and no balance may go below 0
+    // nor lifetime past the limit (I2: the guard that stops concurrent overdrafts).
+    let moved = sqlx::query(
+        "UPDATE creator_balances SET pending_diamonds = pending_diamonds + $2, \
+         available_diamonds = available_diamonds + $3, held_diamonds = held_diamonds + $4, \
+         paid_out_diamonds = paid_out_diamonds + $5, \
+         lifetime_earned_diamonds = lifetime_earned_diamonds + $6 \
+         WHERE creator_id = $1 AND pending_diamonds + $2 >= 0 \
+         AND available_diamonds + $3 >= 0 AND held_diamonds + $4 >= 0 \
+         AND lifetime_earned_diamonds <= $7 - $6",
+    )
+    .bind(entry.creator_id.as_str())
+    .bind(m.pending)
+    .bind(m.available)
+    .bind(m.held)
+    .bind(m.paid_out)
+    .bind(lifetime)
+    .bind(CREATOR_LIFETIME_DIAMONDS_MAX)
     .execute(&mut *conn)
     .await?;
     if moved.rows_affected() != 1 {
@@ -397,6 +560,15 @@ pub struct LedgerSummary {
     pub credited_diamonds: i64,
     /// Creator balance rows that disagree with the sums of their accounts' postings.
     pub balance_mismatches: i64,
+    /// Creator balance rows whose lifetime differs from pending + available + held +
+    /// paid out.
+    pub lifetime_mismatches: i64,
+    pub clawbacks: i64,
+    pub clawed_back_diamonds: i64,
+    /// Creator debt outstanding.
+    pub debt_diamonds: i64,
+    /// Payouts PAID, or HELD and sent, whose creator was in debt when they were sent.
+    pub payouts_sent_in_debt: i64,
 }
 
 /// The balance of every account kind (sum of its postings), in [`AccountKind::ALL`]
@@ -447,10 +619,10 @@ pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError
             HAVING SUM(amount_diamonds) <> 0) u) AS unbalanced, \
          (SELECT COUNT(*) FROM (SELECT p.account_id FROM postings p \
             JOIN ledger_accounts a ON a.account_id = p.account_id \
-            WHERE a.kind IN ('CREATOR', 'CREATOR_HELD') GROUP BY p.account_id \
-            HAVING SUM(p.amount_diamonds) < 0) n) \
-         + (SELECT COUNT(*) FROM creator_balances \
-            WHERE available_diamonds < 0 OR held_diamonds < 0) AS negative, \
+            WHERE a.kind IN ('CREATOR', 'CREATOR_HELD', 'CREATOR_PENDING') \
+            GROUP BY p.account_id HAVING SUM(p.amount_diamonds) < 0) n) \
+         + (SELECT COUNT(*) FROM creator_balances WHERE pending_diamonds < 0 \
+            OR available_diamonds < 0 OR held_diamonds < 0 OR debt_diamonds < 0) AS negative, \
          (SELECT COUNT(*) FROM journal_entries) AS entries, \
          (SELECT COUNT(*) FROM credits) AS credits, \
          (SELECT CAST(COALESCE(SUM(diamonds), 0) AS BIGINT) FROM credits) AS credited, \
@@ -458,7 +630,18 @@ pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError
             b.available_diamonds <> (SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) \
               FROM postings p WHERE p.account_id = 'creator:' || b.creator_id) \
             OR b.held_diamonds <> (SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) \
-              FROM postings p WHERE p.account_id = 'creator_held:' || b.creator_id)) AS mismatches",
+              FROM postings p WHERE p.account_id = 'creator_held:' || b.creator_id) \
+            OR b.pending_diamonds <> (SELECT CAST(COALESCE(SUM(p.amount_diamonds), 0) AS BIGINT) \
+              FROM postings p WHERE p.account_id = 'creator_pending:' || b.creator_id)) \
+            AS mismatches, \
+         (SELECT COUNT(*) FROM creator_balances WHERE lifetime_earned_diamonds \
+            <> pending_diamonds + available_diamonds + held_diamonds + paid_out_diamonds) \
+            AS lifetime_mismatches, \
+         (SELECT COUNT(*) FROM clawbacks) AS clawbacks, \
+         (SELECT CAST(COALESCE(SUM(diamonds), 0) AS BIGINT) FROM clawbacks) AS clawed_back, \
+         (SELECT CAST(COALESCE(SUM(debt_diamonds), 0) AS BIGINT) FROM creator_balances) AS debt, \
+         (SELECT COUNT(*) FROM payouts WHERE sent_in_debt = 1 \
+            AND (state = 'PAID' OR (state = 'HELD' AND sent_at_ms IS NOT NULL))) AS sent_in_debt",
         columns.join(", ")
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -482,37 +665,19 @@ pub async fn ledger_summary(conn: &mut Conn) -> Result<LedgerSummary, StoreError
         credits: row.try_get("credits")?,
         credited_diamonds: row.try_get("credited")?,
         balance_mismatches: row.try_get("mismatches")?,
+        lifetime_mismatches: row.try_get("lifetime_mismatches")?,
+        clawbacks: row.try_get("clawbacks")?,
+        clawed_back_diamonds: row.try_get("clawed_back")?,
+        debt_diamonds: row.try_get("debt")?,
+        payouts_sent_in_debt: row.try_get("sent_in_debt")?,
     })
 }
 
 // ---- credits -----------------------------------------------------------------------
 
 const CREDIT_COLUMNS: &str = "operation_id, creator_id, coins, creator_share_bps, diamonds, \
-     sender_user_id, stream_id, gift_id, gift_version, created_at_ms";
-
-/// Records a credit; `false` if its operation id is recorded already (by a concurrent
-/// transaction that committed first, on PostgreSQL).
-pub async fn insert_credit(conn: &mut Conn, credit: &Credit) -> Result<bool, StoreError> {
-    let r = &credit.request;
-    let done = sqlx::query(
-        "INSERT INTO credits (operation_id, creator_id, coins, creator_share_bps, diamonds, \
-         sender_user_id, stream_id, gift_id, gift_version, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (operation_id) DO NOTHING",
-    )
-    .bind(r.operation_id.as_str())
-    .bind(r.creator_id.as_str())
-    .bind(r.coins.get())
-    .bind(i64::from(r.share.get()))
-    .bind(credit.diamonds)
-    .bind(optional_id(&r.sender_user_id))
-    .bind(optional_id(&r.stream_id))
-    .bind(optional_id(&r.gift_id))
-    .bind(r.gift_version)
-    .bind(credit.created_at.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
+     sender_user_id, stream_id, gift_id, gift_version, created_at_ms, pending_diamonds, \
+     debt_settled_diamonds";
 
 /// A creator's credits, newest first, before (created_at_ms, operation_id) `before`,
 /// optionally one stream's.
@@ -597,16 +762,16 @@ pub async fn lock_creators(
     rows.iter().map(creator_from_row).collect()
 }
 
-/// The lifetime earnings of creators `ids` (those with a balance row), by id.
-pub async fn lifetime_earned(
+/// The lifetime earnings and debt of creators `ids` (those with a balance row), by id.
+pub async fn lifetime_and_debt(
     conn: &mut Conn,
     ids: &[&ResourceId],
-) -> Result<Vec<(ResourceId, i64)>, StoreError> {
+) -> Result<Vec<(ResourceId, i64, i64)>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT creator_id, lifetime_earned_diamonds FROM creator_balances \
+        "SELECT creator_id, lifetime_earned_diamonds, debt_diamonds FROM creator_balances \
          WHERE creator_id IN ({})",
         batch::placeholders(1, ids.len())
     );
@@ -620,6 +785,7 @@ pub async fn lifetime_earned(
             Ok((
                 stored(ResourceId::parse(&row.try_get::<String, _>("creator_id")?))?,
                 row.try_get("lifetime_earned_diamonds")?,
+                row.try_get("debt_diamonds")?,
             ))
         })
         .collect()
@@ -657,9 +823,10 @@ pub async fn insert_credits(
     sorted.sort_by(|a, b| a.request.operation_id.cmp(&b.request.operation_id));
     let sql = format!(
         "INSERT INTO credits (operation_id, creator_id, coins, creator_share_bps, diamonds, \
-         sender_user_id, stream_id, gift_id, gift_version, created_at_ms) VALUES {} \
+         sender_user_id, stream_id, gift_id, gift_version, created_at_ms, pending_diamonds, \
+         debt_settled_diamonds) VALUES {} \
          ON CONFLICT (operation_id) DO NOTHING RETURNING operation_id",
-        batch::rows(1, sorted.len(), 10)
+        batch::rows(1, sorted.len(), 12)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for credit in sorted {
@@ -674,7 +841,9 @@ pub async fn insert_credits(
             .bind(optional_id(&r.stream_id))
             .bind(optional_id(&r.gift_id))
             .bind(r.gift_version)
-            .bind(credit.created_at.0);
+            .bind(credit.created_at.0)
+            .bind(credit.pending)
+            .bind(credit.debt_settled);
     }
     let rows = query.fetch_all(&mut *conn).await?;
     rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
@@ -732,34 +901,41 @@ pub async fn insert_credit_entries(
     Ok(())
 }
 
-/// Adds each creator's credited diamonds (`sums`: creator → diamonds > 0) to their
-/// available and lifetime diamonds: one UPDATE for every creator of a batch, guarded by
-/// the lifetime limit. [`Posted::Refused`] if any creator's row did not move (the limit,
-/// or no balance row): the caller must roll back.
+/// Adds each creator's new credits (`sums`) to their balances: the pending diamonds to
+/// pending and lifetime, the debt-settling ones off their debt. One UPDATE for every
+/// creator of a batch, guarded by the lifetime limit and the debt. [`Posted::Refused`] if
+/// any creator's row did not move (the limit, the debt, or no balance row): the caller
+/// must roll back.
 pub async fn add_credited_diamonds(
     conn: &mut Conn,
-    sums: &BTreeMap<ResourceId, i64>,
+    sums: &BTreeMap<ResourceId, CreditSums>,
 ) -> Result<Posted, StoreError> {
     if sums.is_empty() {
         return Ok(Posted::Yes);
     }
-    // $1 is the limit; then (creator, diamonds) pairs from $2.
+    // $1 is the limit; then (creator, pending, debt settled) triples from $2.
     let rows = batch::KeyedRows {
         key_column: "creator_id",
         first: 2,
         rows: sums.len(),
-        per_row: 2,
+        per_row: 3,
     };
-    let diamonds = rows.case(1);
+    let pending = rows.case(1);
+    let settled = rows.case(2);
     let sql = format!(
-        "UPDATE creator_balances SET available_diamonds = available_diamonds + {diamonds}, \
-         lifetime_earned_diamonds = lifetime_earned_diamonds + {diamonds} \
-         WHERE creator_id IN ({}) AND lifetime_earned_diamonds <= $1 - {diamonds}",
+        "UPDATE creator_balances SET pending_diamonds = pending_diamonds + {pending}, \
+         lifetime_earned_diamonds = lifetime_earned_diamonds + {pending}, \
+         debt_diamonds = debt_diamonds - {settled} \
+         WHERE creator_id IN ({}) AND lifetime_earned_diamonds <= $1 - {pending} \
+         AND debt_diamonds >= {settled}",
         rows.keys()
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(CREATOR_LIFETIME_DIAMONDS_MAX);
-    for (creator, diamonds) in sums {
-        query = query.bind(creator.as_str()).bind(*diamonds);
+    for (creator, sum) in sums {
+        query = query
+            .bind(creator.as_str())
+            .bind(sum.pending)
+            .bind(sum.debt_settled);
     }
     let moved = query.execute(&mut *conn).await?;
     Ok(if moved.rows_affected() == sums.len() as u64 {
@@ -792,6 +968,136 @@ fn credit_from_row(row: &AnyRow) -> Result<Credit, StoreError> {
             gift_version: row.try_get("gift_version")?,
         },
         diamonds: row.try_get("diamonds")?,
+        debt_settled: row.try_get("debt_settled_diamonds")?,
+        pending: row.try_get("pending_diamonds")?,
+        created_at: UnixMillis(row.try_get("created_at_ms")?),
+    })
+}
+
+// ---- clawbacks ---------------------------------------------------------------------
+
+const CLAWBACK_COLUMNS: &str = "clawback_id, operation_id, creator_id, cause, cause_id, \
+     coins_requested, coins, creator_share_bps, diamonds, from_pending_diamonds, \
+     from_available_diamonds, to_debt_diamonds, reason, created_at_ms";
+
+/// Records a clawback; `false` if its id is recorded already (by a concurrent
+/// transaction that committed first, on PostgreSQL).
+pub async fn insert_clawback(conn: &mut Conn, c: &Clawback) -> Result<bool, StoreError> {
+    let r = &c.request;
+    let done = sqlx::query(
+        "INSERT INTO clawbacks (clawback_id, operation_id, creator_id, cause, cause_id, \
+         coins_requested, coins, creator_share_bps, diamonds, from_pending_diamonds, \
+         from_available_diamonds, to_debt_diamonds, reason, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (clawback_id) DO NOTHING",
+    )
+    .bind(r.clawback_id.as_str())
+    .bind(r.operation_id.as_str())
+    .bind(c.creator_id.as_str())
+    .bind(r.cause.as_str())
+    .bind(r.cause_id.as_str())
+    .bind(r.coins.get())
+    .bind(c.coins)
+    .bind(i64::from(c.share.get()))
+    .bind(c.diamonds)
+    .bind(c.from_pending)
+    .bind(c.from_available)
+    .bind(c.to_debt)
+    .bind(r.reason.as_str())
+    .bind(c.created_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_clawback(conn: &mut Conn, id: &ClawbackId) -> Result<Option<Clawback>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLAWBACK_COLUMNS} FROM clawbacks WHERE clawback_id = $1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(clawback_from_row).transpose()
+}
+
+/// Coins of credit `operation_id` that clawbacks took so far.
+pub async fn clawed_coins(conn: &mut Conn, operation_id: &ResourceId) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(coins), 0) AS BIGINT) FROM clawbacks WHERE operation_id = $1",
+    )
+    .bind(operation_id.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// The clawbacks of credits `ids` (distinct), oldest first.
+pub async fn clawbacks_of_credits(
+    conn: &mut Conn,
+    ids: &[&ResourceId],
+) -> Result<Vec<Clawback>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {CLAWBACK_COLUMNS} FROM clawbacks WHERE operation_id IN ({}) \
+         ORDER BY created_at_ms, clawback_id",
+        batch::placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(clawback_from_row).collect()
+}
+
+/// Clawbacks, oldest first, after (created_at_ms, clawback_id) `after`; one creator's
+/// when given.
+pub async fn list_clawbacks(
+    conn: &mut Conn,
+    creator_id: Option<&ResourceId>,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<Clawback>, StoreError> {
+    let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLAWBACK_COLUMNS} FROM clawbacks WHERE ($1 = '' OR creator_id = $1) \
+         AND (created_at_ms > $2 OR (created_at_ms = $2 AND clawback_id > $3)) \
+         ORDER BY created_at_ms, clawback_id LIMIT $4"
+    )))
+    .bind(creator_id.map(ResourceId::as_str).unwrap_or(""))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(clawback_from_row).collect()
+}
+
+fn clawback_from_row(row: &AnyRow) -> Result<Clawback, StoreError> {
+    let cause: String = row.try_get("cause")?;
+    let id = |column: &str| -> Result<ResourceId, StoreError> {
+        stored(ResourceId::parse(&row.try_get::<String, _>(column)?))
+    };
+    Ok(Clawback {
+        request: ClawbackRequest {
+            clawback_id: stored(ClawbackId::parse(&row.try_get::<String, _>("clawback_id")?))?,
+            operation_id: id("operation_id")?,
+            coins: stored(Coins::parse(row.try_get("coins_requested")?))?,
+            cause: stored(
+                ClawbackCause::parse(&cause).ok_or_else(|| format!("unknown cause {cause}")),
+            )?,
+            cause_id: id("cause_id")?,
+            reason: stored(Text::parse(&row.try_get::<String, _>("reason")?))?,
+        },
+        creator_id: id("creator_id")?,
+        coins: row.try_get("coins")?,
+        share: stored(Bps::parse(narrow(row.try_get("creator_share_bps")?)?))?,
+        diamonds: row.try_get("diamonds")?,
+        from_pending: row.try_get("from_pending_diamonds")?,
+        from_available: row.try_get("from_available_diamonds")?,
+        to_debt: row.try_get("to_debt_diamonds")?,
         created_at: UnixMillis(row.try_get("created_at_ms")?),
     })
 }
@@ -984,20 +1290,24 @@ pub async fn get_leased_payout(
 }
 
 /// Records that `owner` hands HELD payout `id` to the provider at `at` (the first time
-/// only); `false` if it is no longer HELD and leased to `owner`.
+/// only), and whether its creator was in debt then (`in_debt`, kept from the first time
+/// too); `false` if it is no longer HELD and leased to `owner`.
 pub async fn mark_sent(
     conn: &mut Conn,
     id: &str,
     owner: &str,
     at: UnixMillis,
+    in_debt: bool,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE payouts SET sent_at_ms = COALESCE(sent_at_ms, $3) \
+        "UPDATE payouts SET sent_in_debt = CASE WHEN sent_at_ms IS NULL THEN $4 \
+         ELSE sent_in_debt END, sent_at_ms = COALESCE(sent_at_ms, $3) \
          WHERE payout_id = $1 AND state = 'HELD' AND lease_owner = $2",
     )
     .bind(id)
     .bind(owner)
     .bind(at.0)
+    .bind(i64::from(in_debt))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

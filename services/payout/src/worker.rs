@@ -15,7 +15,10 @@
 //!   RELEASED if cancelled). SuspendCreator releases the unsent ones itself; the check
 //!   here catches any that a suspension did not see, and orders the send against it:
 //!   a payout is either sent before the suspension (and then settled by the provider)
-//!   or released.
+//!   or released. A creator who owes clawed-back diamonds (debt) is treated exactly like
+//!   a suspended one, and diamonds a release returns to them settle the debt at once;
+//!   whether the creator was in debt at the hand-over is recorded (`sent_in_debt`, 0 by
+//!   construction).
 //! - It calls the provider with the payout id (the provider's idempotency key) under a
 //!   deadline. A definite answer settles the payout in one transaction (creator row
 //!   locked first): state compare-and-set on HELD, plus the capture (PAID) or release
@@ -43,7 +46,10 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use crate::domain::{NextStep, Payout, Settlement};
+use crate::domain::{
+    NextStep, Payout, PayoutState, RELEASED_BY_DEBT, RELEASED_BY_SUSPENSION, Settlement,
+};
+use crate::operations::ledger;
 use crate::provider::{PayoutOrder, PayoutProvider, ProviderOutcome};
 use crate::store::{self, Settled};
 
@@ -245,10 +251,13 @@ async fn hand_over(db: &Db, payout: &Payout, owner: &str) -> Result<Handover, St
         tx.rollback().await?;
         return Ok(Handover::Done);
     };
+    let debt = store::get_balance(&mut tx, &payout.creator_id)
+        .await?
+        .map_or(0, |b| b.debt);
     let now = UnixMillis::now();
-    let step = match current.next_step(&creator) {
+    let step = match current.next_step(&creator, debt) {
         NextStep::Pay => {
-            if !store::mark_sent(&mut tx, &current.id, owner, now).await? {
+            if !store::mark_sent(&mut tx, &current.id, owner, now, debt > 0).await? {
                 tx.rollback().await?;
                 return Ok(Handover::Done);
             }
@@ -256,13 +265,20 @@ async fn hand_over(db: &Db, payout: &Payout, owner: &str) -> Result<Handover, St
         }
         NextStep::Cancel => Handover::Cancel,
         NextStep::Release => {
+            let reason = if creator.is_suspended() {
+                RELEASED_BY_SUSPENSION
+            } else {
+                RELEASED_BY_DEBT
+            };
             let (released, entry) = current
-                .stopped_by_suspension(now)
+                .stopped(reason, now)
                 .map_err(|e| broken(format!("payout {}: {e}", current.id)))?;
             match store::settle_payout(&mut tx, &released, &entry, true).await? {
                 Settled::Yes => {
+                    settle_debt(&mut tx, &current).await?;
                     tracing::info!(payout_id = %current.id, creator_id = %creator.id,
-                        "payout of a suspended creator released before it was sent");
+                        "payout of a suspended creator, or one in debt, released before it was \
+                         sent");
                 }
                 Settled::NotHeld => {}
                 Settled::HeldShort => return Err(held_short(&current)),
@@ -272,6 +288,22 @@ async fn hand_over(db: &Db, payout: &Payout, owner: &str) -> Result<Handover, St
     };
     tx.commit().await?;
     Ok(step)
+}
+
+/// Diamonds a release returned to `payout`'s creator settle their clawback debt first
+/// (the creator's row is locked).
+async fn settle_debt(
+    conn: &mut ovation_store::db::Conn,
+    payout: &Payout,
+) -> Result<(), StoreError> {
+    let cause = format!("payout:{}", payout.id);
+    ledger::settle_debt(conn, &payout.creator_id, &cause)
+        .await
+        .map_err(|e| match e {
+            crate::operations::PayoutError::Store(e) => e,
+            other => broken(other.to_string()),
+        })?;
+    Ok(())
 }
 
 fn broken(message: String) -> StoreError {
@@ -345,7 +377,8 @@ async fn drive(
         Handover::Pay => provider.pay(&order),
         Handover::Cancel => {
             tracing::info!(payout_id = %payout.id,
-                "creator suspended after the payout was sent: asking the provider to cancel it");
+                "creator suspended or in debt after the payout was sent: asking the provider to \
+                 cancel it");
             provider.cancel(&order)
         }
     };
@@ -378,6 +411,9 @@ async fn settle(db: &Db, payout: &Payout, settlement: Settlement) -> Result<(), 
     let mut tx = db.begin_write().await?;
     store::lock_creator(&mut tx, &payout.creator_id).await?;
     match store::settle_payout(&mut tx, &settled, &entry, false).await? {
+        Settled::Yes if settled.state == PayoutState::Released => {
+            settle_debt(&mut tx, &settled).await?;
+        }
         Settled::Yes => {}
         Settled::NotHeld => {
             // Settled meanwhile by another replica whose lease we outlived: its answer

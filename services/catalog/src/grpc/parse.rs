@@ -11,7 +11,8 @@ use ovation_types::{
 
 use crate::domain::{
     CoinPackage, CoinPackageChange, EconomyChange, EconomyParameters, Edit, Gift, GiftChange,
-    GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion, PromotionChange,
+    GiftPrice, MaturityHours, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
+    PromotionChange,
     TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids, parse_per_user_cap,
 };
 
@@ -444,12 +445,19 @@ pub fn parse_update_economy_parameters(
         req.payout_minimum_diamonds,
         Diamonds::parse,
     );
+    let maturity = optional(
+        &mut v,
+        "diamond_maturity_hours",
+        req.diamond_maturity_hours,
+        |h| MaturityHours::parse(i64::from(h)),
+    );
     v.finish(|| {
         let change = EconomyChange {
             creator_share: kept(share)?,
             payout_per_unit: kept(per_unit)?,
             diamonds_per_payout_unit: kept(per)?,
             payout_minimum: kept(minimum)?,
+            diamond_maturity: kept(maturity)?,
         };
         Some((key?, update(TheEconomy, expected?, change)))
     })
@@ -701,11 +709,25 @@ mod tests {
             creator_share_bps: Some(10_001),
             diamonds_per_payout_unit: Some(0),
             payout_minimum_diamonds: Some(1_000),
+            diamond_maturity_hours: Some(8_761),
             ..Default::default()
         };
         assert_eq!(
             fields(parse_update_economy_parameters(&req).unwrap_err()),
-            ["creator_share_bps", "diamonds_per_payout_unit"]
+            [
+                "creator_share_bps",
+                "diamonds_per_payout_unit",
+                "diamond_maturity_hours"
+            ]
+        );
+        let req = pb::UpdateEconomyParametersRequest {
+            idempotency_key: "k1".into(),
+            diamond_maturity_hours: Some(-1),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(parse_update_economy_parameters(&req).unwrap_err()),
+            ["diamond_maturity_hours"]
         );
         let req = pb::UpdateEconomyParametersRequest {
             idempotency_key: "k1".into(),
@@ -714,6 +736,7 @@ mod tests {
         };
         let (_, update) = parse_update_economy_parameters(&req).unwrap();
         assert_eq!(update.change.creator_share, None);
+        assert_eq!(update.change.diamond_maturity, None);
         assert_eq!(
             update.change.payout_per_unit.map(|m| m.amount_minor()),
             Some(500)

@@ -65,8 +65,8 @@ impl From<&EconomyParameters> for pb::EconomyParameters {
             payout_per_unit: Some(to_money(&e.payout_per_unit)),
             diamonds_per_payout_unit: e.diamonds_per_payout_unit.get(),
             payout_minimum_diamonds: e.payout_minimum.get(),
-            // (contract step: the catalog helper stores and returns the real value)
-            diamond_maturity_hours: 0,
+            // 0..=8760 (MaturityHours): always fits.
+            diamond_maturity_hours: i32::try_from(e.diamond_maturity.get()).unwrap_or(i32::MAX),
             create_time: Some(to_timestamp(e.created_at)),
         }
     }

@@ -507,6 +507,39 @@ async fn packages_promotions_and_economy_are_validated_and_versioned() {
             .economy_parameters
             .unwrap();
         assert_eq!(v1.creator_share_bps, 5_000, "on {}", db.backend());
+
+        // Diamond maturity: the demo economy's 72 h, kept by an update that leaves it
+        // unset, bounded to 0..=8760, and 0 allowed.
+        assert_eq!(v1.diamond_maturity_hours, 72, "on {}", db.backend());
+        assert_eq!(v2.diamond_maturity_hours, 72, "on {}", db.backend());
+        for bad in [-1, 8_761] {
+            let refused = client
+                .update_economy_parameters(pb::UpdateEconomyParametersRequest {
+                    idempotency_key: format!("e-bad-{bad}"),
+                    diamond_maturity_hours: Some(bad),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(violated_fields(&refused), ["diamond_maturity_hours"]);
+        }
+        let v3 = client
+            .update_economy_parameters(pb::UpdateEconomyParametersRequest {
+                idempotency_key: "e3".into(),
+                diamond_maturity_hours: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .economy_parameters
+            .unwrap();
+        assert_eq!(
+            (v3.version, v3.diamond_maturity_hours, v3.creator_share_bps),
+            (3, 0, 7_000),
+            "on {}",
+            db.backend()
+        );
         running.stop().await.unwrap();
     }
 }

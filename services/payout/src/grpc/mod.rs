@@ -14,6 +14,8 @@
 //!   `admin`;
 //! - CreditDiamonds, CreditDiamondsBatch: `service:gifting` only; diamonds are minted by
 //!   gifts, not by people.
+//! - ClawbackDiamonds: `service:wallet` (reversed purchases), `service:gifting` (reversed
+//!   gifts) and `admin`; ListClawbacks: `admin`.
 //!
 //! Idempotency keys are scoped to the caller and the RPC ([`IdempotentCall`]) and to the
 //! creator a request is about (`<creator>/<key>`), so two creators choosing the same key
@@ -34,22 +36,23 @@ use ovation_server::error::check_batch_len;
 use ovation_server::{ApiError, IdempotentCall, access, edge};
 use ovation_store::db::Conn;
 use ovation_store::{Db, Replayed, StoreError};
-use ovation_types::{IdempotencyKey, Name, ResourceId, UnixMillis};
+use ovation_types::{Clock, IdempotencyKey, Name, ResourceId};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 pub use self::parse::LIST_CREDITS_IDS_MAX;
 use self::parse::{
-    parse_credit_diamonds, parse_credit_item, parse_get_creator, parse_get_diamond_balance,
-    parse_get_payout, parse_list_credits, parse_list_earnings, parse_list_payouts,
-    parse_register_creator, parse_reinstate_creator, parse_request_payout,
-    parse_set_payout_account, parse_suspend_creator, parse_verify_payout_account,
+    parse_clawback_diamonds, parse_credit_diamonds, parse_credit_item, parse_get_creator,
+    parse_get_diamond_balance, parse_get_payout, parse_list_clawbacks, parse_list_credits,
+    parse_list_earnings, parse_list_payouts, parse_register_creator, parse_reinstate_creator,
+    parse_request_payout, parse_set_payout_account, parse_suspend_creator,
+    parse_verify_payout_account,
 };
 use self::to_proto::CreatorReply;
 use crate::domain::Creator;
 use crate::economy::Economy;
 use crate::operations::creators::{self, Reviewer};
-use crate::operations::{PayoutError, Who, ledger, payouts};
+use crate::operations::{PayoutError, Who, clawbacks, ledger, payouts};
 use crate::worker::Wakeup;
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -60,14 +63,20 @@ pub struct PayoutApi {
     db: Db,
     economy: Economy,
     wakeup: Wakeup,
+    clock: Clock,
 }
 
+/// Runs of a clawback when a concurrent twin (same id, another creator's credit) commits
+/// first: the second run answers it as a retry.
+const CLAWBACK_RUNS_MAX: usize = 2;
+
 impl PayoutApi {
-    pub fn new(db: Db, economy: Economy, wakeup: Wakeup) -> Self {
+    pub fn new(db: Db, economy: Economy, wakeup: Wakeup, clock: Clock) -> Self {
         PayoutApi {
             db,
             economy,
             wakeup,
+            clock,
         }
     }
 
@@ -196,8 +205,9 @@ impl PayoutService for PayoutApi {
         let (key, registration) = parse_register_creator(&req).map_err(ApiError::from)?;
         let key = scoped_key(&registration.creator_id, &key)?;
         let who = who(&caller);
+        let clock = self.clock.clone();
         self.change_creator(&call, &key, move |conn| {
-            creators::register(conn, registration, who).boxed()
+            async move { creators::register(conn, registration, who, &clock).await }.boxed()
         })
         .await
     }
@@ -224,8 +234,9 @@ impl PayoutService for PayoutApi {
         let (key, change) = parse_set_payout_account(&req).map_err(ApiError::from)?;
         let key = scoped_key(&change.creator_id, &key)?;
         let who = who(&caller);
+        let clock = self.clock.clone();
         self.change_creator(&call, &key, move |conn| {
-            creators::set_payout_account(conn, change, who).boxed()
+            async move { creators::set_payout_account(conn, change, who, &clock).await }.boxed()
         })
         .await
     }
@@ -244,8 +255,12 @@ impl PayoutService for PayoutApi {
         // four eyes cannot apply.
         let four_eyes = caller != Caller::unchecked();
         let key = scoped_key(&review.creator_id, &key)?;
+        let clock = self.clock.clone();
         self.change_creator(&call, &key, move |conn| {
-            creators::review_payout_account(conn, review, reviewer, four_eyes).boxed()
+            async move {
+                creators::review_payout_account(conn, review, reviewer, four_eyes, &clock).await
+            }
+            .boxed()
         })
         .await
     }
@@ -261,8 +276,9 @@ impl PayoutService for PayoutApi {
             parse_suspend_creator(&req, caller.subject()).map_err(ApiError::from)?;
         let reviewer = reviewer(&caller)?;
         let key = scoped_key(&change.creator_id, &key)?;
+        let clock = self.clock.clone();
         self.change_creator(&call, &key, move |conn| {
-            creators::suspend(conn, change, reviewer).boxed()
+            async move { creators::suspend(conn, change, reviewer, &clock).await }.boxed()
         })
         .await
     }
@@ -278,8 +294,9 @@ impl PayoutService for PayoutApi {
             parse_reinstate_creator(&req, caller.subject()).map_err(ApiError::from)?;
         let who = who(&caller);
         let key = scoped_key(&change.creator_id, &key)?;
+        let clock = self.clock.clone();
         self.change_creator(&call, &key, move |conn| {
-            creators::reinstate(conn, change, who).boxed()
+            async move { creators::reinstate(conn, change, who, &clock).await }.boxed()
         })
         .await
     }
@@ -293,10 +310,11 @@ impl PayoutService for PayoutApi {
         let call = IdempotentCall::new(&caller, "CreditDiamonds", &req);
         let (key, credit) = parse_credit_diamonds(&req).map_err(ApiError::from)?;
         let key = scoped_key(&credit.creator_id, &key)?;
+        let clock = self.clock.clone();
         let response = call
             .run(&self.db, &key, |conn: &mut Conn| {
                 async move {
-                    let credit = ledger::credit(conn, credit).await?;
+                    let credit = ledger::credit(conn, credit, &clock).await?;
                     Ok::<_, ApiError>(pb::CreditDiamondsResponse {
                         credit: Some(to_proto::credit(&credit)),
                     })
@@ -317,7 +335,7 @@ impl PayoutService for PayoutApi {
         let parsed = items.iter().map(parse_credit_item).collect();
         let answers = edge::answer_batch(parsed, async |credits| {
             let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
-            let results = ledger::credit_batch(&mut tx, credits).await?;
+            let results = ledger::credit_batch(&mut tx, credits, &self.clock).await?;
             tx.commit()
                 .await
                 .map_err(|e| ApiError::from(StoreError::from(e)))?;
@@ -344,8 +362,12 @@ impl PayoutService for PayoutApi {
         request: Request<pb::GetDiamondBalanceRequest>,
     ) -> Reply<pb::GetDiamondBalanceResponse> {
         require_creator(&request, &request.get_ref().creator_id)?;
+        let deadline = ovation_server::edge::incoming_deadline(request.metadata());
         let id = parse_get_diamond_balance(request.get_ref()).map_err(ApiError::from)?;
-        let balance = ledger::balance(&self.db, &id).await?;
+        // Maturity is judged by the catalog's current economy (the last one read while
+        // the catalog is unreachable).
+        let maturity = self.economy.maturity(deadline).await?;
+        let balance = ledger::balance(&self.db, &id, maturity, &self.clock).await?;
         Ok(Response::new(pb::GetDiamondBalanceResponse {
             balance: Some(to_proto::balance(&id, &balance)),
         }))
@@ -375,12 +397,13 @@ impl PayoutService for PayoutApi {
         let (key, order) = parse_request_payout(&req).map_err(ApiError::from)?;
         // The rate is read before the write transaction: no network call holds a lock. A
         // failure to read it only matters to a new request: a replay answers without it.
-        let rate = self.economy.payout_rate(deadline).await;
+        let terms = self.economy.terms(deadline).await;
         let key = scoped_key(&order.creator_id, &key)?;
+        let clock = self.clock.clone();
         let (response, replayed) = call
             .run_telling_replay(&self.db, &key, |conn: &mut Conn| {
                 async move {
-                    let payout = payouts::request(conn, order, rate?).await?;
+                    let payout = payouts::request(conn, order, terms?, &clock).await?;
                     Ok::<_, ApiError>(pb::RequestPayoutResponse {
                         payout: Some(to_proto::payout(&payout)),
                     })
@@ -434,23 +457,60 @@ impl PayoutService for PayoutApi {
         request: Request<pb::GetLedgerSummaryRequest>,
     ) -> Reply<pb::GetLedgerSummaryResponse> {
         access::require(&request, &[Role::Admin])?;
-        let as_of = UnixMillis::now();
+        let as_of = self.clock.now();
         let summary = ledger::summary(&self.db).await?;
         Ok(Response::new(to_proto::ledger_summary(&summary, as_of)))
     }
 
     async fn clawback_diamonds(
         &self,
-        _request: Request<pb::ClawbackDiamondsRequest>,
-    ) -> Result<Response<pb::ClawbackDiamondsResponse>, Status> {
-        Err(Status::unimplemented("contract step: not built yet"))
+        request: Request<pb::ClawbackDiamondsRequest>,
+    ) -> Reply<pb::ClawbackDiamondsResponse> {
+        access::require(
+            &request,
+            &[Role::WalletService, Role::GiftingService, Role::Admin],
+        )?;
+        let deadline = ovation_server::edge::incoming_deadline(request.metadata());
+        let clawback = parse_clawback_diamonds(request.get_ref()).map_err(ApiError::from)?;
+        // Read before the transaction (no network call holds a lock): due credits mature
+        // before the clawback chooses where to take from.
+        let maturity = self.economy.maturity(deadline).await?;
+        let mut runs = 0;
+        let (applied, balance) = loop {
+            runs += 1;
+            let mut tx = self.db.begin_write().await.map_err(ApiError::from)?;
+            match clawbacks::clawback(&mut tx, clawback.clone(), maturity, &self.clock).await {
+                Ok(done) => {
+                    tx.commit()
+                        .await
+                        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+                    break done;
+                }
+                Err(PayoutError::ConcurrentClawback) if runs < CLAWBACK_RUNS_MAX => {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(Response::new(pb::ClawbackDiamondsResponse {
+            clawback: Some(to_proto::clawback(&applied)),
+            balance: Some(to_proto::balance(&applied.creator_id, &balance)),
+        }))
     }
 
     async fn list_clawbacks(
         &self,
-        _request: Request<pb::ListClawbacksRequest>,
-    ) -> Result<Response<pb::ListClawbacksResponse>, Status> {
-        Err(Status::unimplemented("contract step: not built yet"))
+        request: Request<pb::ListClawbacksRequest>,
+    ) -> Reply<pb::ListClawbacksResponse> {
+        access::require(&request, &[Role::Admin])?;
+        let query = parse_list_clawbacks(request.get_ref()).map_err(ApiError::from)?;
+        let page = clawbacks::clawbacks(&self.db, query).await?;
+        Ok(Response::new(pb::ListClawbacksResponse {
+            clawbacks: page.rows.iter().map(to_proto::clawback).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn list_credits(

@@ -12,8 +12,12 @@ use ovation_types::{
     Bps, Coins, Diamonds, IdempotencyKey, Name, PageSize, PageToken, ResourceId, Text, Violations,
 };
 
-use crate::domain::{AccountReference, CreditRequest, Decision, PayoutState, ReviewedAccount};
+use crate::domain::{
+    AccountReference, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest, Decision,
+    PayoutState, ReviewedAccount,
+};
 use crate::operations::PageRequest;
+use crate::operations::clawbacks::ClawbacksQuery;
 use crate::operations::creators::{AccountChange, AccountReview, Registration, StatusChange};
 use crate::operations::ledger::{CreditsQuery, EarningsQuery};
 use crate::operations::payouts::{PayoutOrder, PayoutsQuery};
@@ -230,6 +234,62 @@ pub fn parse_request_payout(
             diamonds: diamonds?,
         })
     })
+}
+
+/// ClawbackDiamonds: keyed by its clawback id (no separate idempotency key).
+pub fn parse_clawback_diamonds(req: &pb::ClawbackDiamondsRequest) -> Parsed<ClawbackRequest> {
+    let mut v = Violations::default();
+    let clawback_id = v.check("clawback_id", ClawbackId::parse(&req.clawback_id));
+    let operation_id = v.check("operation_id", ResourceId::parse(&req.operation_id));
+    let coins = v.check("coins", Coins::parse(req.coins));
+    let cause = v.check("cause", clawback_cause(req.cause));
+    let cause_id = v.check("cause_id", ResourceId::parse(&req.cause_id));
+    let reason = v.check("reason", Text::parse_required(&req.reason));
+    v.finish(|| {
+        Some(ClawbackRequest {
+            clawback_id: clawback_id?,
+            operation_id: operation_id?,
+            coins: coins?,
+            cause: cause?,
+            cause_id: cause_id?,
+            reason: reason?,
+        })
+    })
+}
+
+pub fn parse_list_clawbacks(req: &pb::ListClawbacksRequest) -> Parsed<ClawbacksQuery> {
+    let mut v = Violations::default();
+    let ids = operation_ids(&mut v, &req.operation_ids);
+    if !req.operation_ids.is_empty() {
+        if !req.creator_id.is_empty() {
+            v.add("creator_id", "must be unset when operation_ids are given");
+        }
+        if req.page_size != 0 {
+            v.add("page_size", "must be unset when operation_ids are given");
+        }
+        if !req.page_token.is_empty() {
+            v.add("page_token", "must be unset when operation_ids are given");
+        }
+    }
+    let creator = v.check("creator_id", optional_id(&req.creator_id));
+    let page = page(&mut v, req.page_size, &req.page_token);
+    v.finish(|| {
+        let (ids, creator_id, page) = (ids?, creator?, page?);
+        Some(if ids.is_empty() {
+            ClawbacksQuery::Page { creator_id, page }
+        } else {
+            ClawbacksQuery::ByOperation(ids)
+        })
+    })
+}
+
+fn clawback_cause(raw: i32) -> Result<ClawbackCause, String> {
+    match pb::ClawbackCause::try_from(raw) {
+        Ok(pb::ClawbackCause::PurchaseReversal) => Ok(ClawbackCause::PurchaseReversal),
+        Ok(pb::ClawbackCause::GiftReversal) => Ok(ClawbackCause::GiftReversal),
+        Ok(pb::ClawbackCause::Unspecified) => Err("is required".into()),
+        Err(_) => Err(format!("{raw} is not a clawback cause")),
+    }
 }
 
 pub fn parse_get_payout(req: &pb::GetPayoutRequest) -> Parsed<ResourceId> {
@@ -648,6 +708,79 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fields(parse_list_credits(&too_many)), ["operation_ids"]);
+    }
+
+    fn clawback_request() -> pb::ClawbackDiamondsRequest {
+        pb::ClawbackDiamondsRequest {
+            clawback_id: "purchase:p1:saga-1".into(),
+            operation_id: "saga-1".into(),
+            coins: 10,
+            cause: pb::ClawbackCause::PurchaseReversal as i32,
+            cause_id: "p1".into(),
+            reason: "chargeback".into(),
+        }
+    }
+
+    #[test]
+    fn a_clawback_names_every_bad_field() {
+        let parsed = parse_clawback_diamonds(&clawback_request()).unwrap();
+        assert_eq!(parsed.clawback_id.as_str(), "purchase:p1:saga-1");
+        assert_eq!(parsed.cause, ClawbackCause::PurchaseReversal);
+        let bad = pb::ClawbackDiamondsRequest {
+            clawback_id: String::new(),
+            operation_id: String::new(),
+            coins: 0,
+            cause: 0,
+            cause_id: String::new(),
+            reason: String::new(),
+        };
+        assert_eq!(
+            fields(parse_clawback_diamonds(&bad)),
+            [
+                "clawback_id",
+                "operation_id",
+                "coins",
+                "cause",
+                "cause_id",
+                "reason"
+            ]
+        );
+        let bad = pb::ClawbackDiamondsRequest {
+            clawback_id: "c".repeat(129),
+            coins: 1_000_000_000_001,
+            cause: 7,
+            reason: "r".repeat(501),
+            ..clawback_request()
+        };
+        assert_eq!(
+            fields(parse_clawback_diamonds(&bad)),
+            ["clawback_id", "coins", "cause", "reason"]
+        );
+    }
+
+    #[test]
+    fn clawbacks_are_named_or_paged_never_both() {
+        let named = pb::ListClawbacksRequest {
+            operation_ids: vec!["saga-1".into()],
+            creator_id: "ann".into(),
+            page_size: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(parse_list_clawbacks(&named)),
+            ["creator_id", "page_size"]
+        );
+        let paged = pb::ListClawbacksRequest {
+            creator_id: "ann".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            parse_list_clawbacks(&paged).unwrap(),
+            ClawbacksQuery::Page {
+                creator_id: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use ovation_server::edge::{to_money, to_timestamp};
 use ovation_types::{ResourceId, UnixMillis};
 
 use crate::domain::{
-    AccountKind, Balance, Creator, Credit, Payout, PayoutAccount, PayoutRule, PayoutState,
-    Verification,
+    AccountKind, BalanceView, Clawback, ClawbackCause, Creator, Credit, Payout, PayoutAccount,
+    PayoutRule, PayoutState, Verification,
 };
 use crate::operations::PayoutError;
 use crate::store::LedgerSummary;
@@ -110,14 +110,46 @@ fn payout_state(state: PayoutState) -> pb::PayoutState {
     }
 }
 
-pub fn balance(id: &ResourceId, b: &Balance) -> pb::DiamondBalance {
+pub fn balance(id: &ResourceId, view: &BalanceView) -> pb::DiamondBalance {
+    let b = &view.balance;
     pb::DiamondBalance {
         creator_id: id.to_string(),
         available_diamonds: b.available,
         held_diamonds: b.held,
         lifetime_earned_diamonds: b.lifetime_earned,
         paid_out_diamonds: b.paid_out,
-        ..Default::default()
+        pending_diamonds: b.pending,
+        debt_diamonds: b.debt,
+        next_maturity_time: view.next_maturity.map(to_timestamp),
+        clawed_back_diamonds: b.clawed_back,
+        read_time: Some(to_timestamp(view.as_of)),
+    }
+}
+
+pub fn clawback(c: &Clawback) -> pb::Clawback {
+    let r = &c.request;
+    pb::Clawback {
+        clawback_id: r.clawback_id.as_str().to_owned(),
+        operation_id: r.operation_id.to_string(),
+        creator_id: c.creator_id.to_string(),
+        cause: clawback_cause(r.cause).into(),
+        cause_id: r.cause_id.to_string(),
+        coins_requested: r.coins.get(),
+        coins: c.coins,
+        creator_share_bps: c.share.get(),
+        diamonds: c.diamonds,
+        from_pending_diamonds: c.from_pending,
+        from_available_diamonds: c.from_available,
+        to_debt_diamonds: c.to_debt,
+        reason: r.reason.as_str().to_owned(),
+        create_time: Some(to_timestamp(c.created_at)),
+    }
+}
+
+fn clawback_cause(cause: ClawbackCause) -> pb::ClawbackCause {
+    match cause {
+        ClawbackCause::PurchaseReversal => pb::ClawbackCause::PurchaseReversal,
+        ClawbackCause::GiftReversal => pb::ClawbackCause::GiftReversal,
     }
 }
 
@@ -140,7 +172,11 @@ pub fn ledger_summary(summary: &LedgerSummary, as_of: UnixMillis) -> pb::GetLedg
         credit_count: summary.credits,
         credited_diamonds: summary.credited_diamonds,
         as_of_time: Some(to_timestamp(as_of)),
-        ..Default::default()
+        lifetime_mismatch_count: summary.lifetime_mismatches,
+        clawback_count: summary.clawbacks,
+        clawed_back_diamonds: summary.clawed_back_diamonds,
+        debt_diamonds: summary.debt_diamonds,
+        payouts_sent_in_debt_count: summary.payouts_sent_in_debt,
     }
 }
 
@@ -150,6 +186,8 @@ fn account_kind(kind: AccountKind) -> pb::AccountKind {
         AccountKind::CreatorHeld => pb::AccountKind::CreatorHeld,
         AccountKind::GiftIssuance => pb::AccountKind::GiftIssuance,
         AccountKind::PaidOut => pb::AccountKind::PaidOut,
+        AccountKind::CreatorPending => pb::AccountKind::CreatorPending,
+        AccountKind::Clawback => pb::AccountKind::Clawback,
     }
 }
 
@@ -204,6 +242,19 @@ impl From<PayoutError> for ApiError {
                 reason: reasons::payout::CONCURRENT_CREDIT,
                 message,
             },
+            PayoutError::CreditNotFound(_) => ApiError::NotFoundBecause {
+                reason: reasons::payout::CREDIT_NOT_FOUND,
+                message,
+            },
+            PayoutError::ClawbackIdReused(_) => ApiError::AlreadyExists {
+                reason: reasons::payout::CLAWBACK_ID_REUSED,
+                message,
+            },
+            // The clawback id is the request's idempotency key.
+            PayoutError::ConcurrentClawback => ApiError::Aborted {
+                reason: reasons::common::IDEMPOTENCY_KEY_IN_PROGRESS,
+                message,
+            },
             PayoutError::Broken(message) => ApiError::Internal(message),
         }
     }
@@ -225,6 +276,8 @@ fn rule_error(rule: PayoutRule) -> ApiError {
         PayoutRule::OwnChange { .. } => return ApiError::PermissionDenied(message),
         PayoutRule::BelowMinimum { .. } => reasons::payout::BELOW_PAYOUT_MINIMUM,
         PayoutRule::InsufficientDiamonds { .. } => reasons::payout::INSUFFICIENT_DIAMONDS,
+        PayoutRule::CreatorInDebt { .. } => reasons::payout::CREATOR_IN_DEBT,
+        PayoutRule::DiamondsNotMature { .. } => reasons::payout::DIAMONDS_NOT_MATURE,
         PayoutRule::AmountTooSmall => reasons::payout::AMOUNT_TOO_SMALL,
         PayoutRule::AmountTooLarge => reasons::payout::AMOUNT_TOO_LARGE,
         PayoutRule::LifetimeLimit => reasons::payout::LIFETIME_LIMIT_REACHED,

@@ -4,10 +4,12 @@
 
 use ovation_store::Db;
 use ovation_store::db::Conn;
-use ovation_types::{Name, ResourceId, Text, UnixMillis};
+use ovation_types::{Clock, Name, ResourceId, Text, UnixMillis};
 
 use super::{PayoutError, Who, locked_creator};
-use crate::domain::{AccountReference, Creator, Decision, Review, ReviewedAccount};
+use crate::domain::{
+    AccountReference, Creator, Decision, RELEASED_BY_SUSPENSION, Review, ReviewedAccount,
+};
 use crate::store::{self, CreatorEvent, Settled};
 
 /// RegisterCreator: a new creator, active, without a payout account.
@@ -124,8 +126,9 @@ pub async fn register(
     conn: &mut Conn,
     registration: Registration,
     who: Who,
+    clock: &Clock,
 ) -> Result<Creator, PayoutError> {
-    let now = UnixMillis::now();
+    let now = clock.now();
     let creator = Creator::register(registration.creator_id, registration.display_name, now);
     if !store::insert_creator(conn, &creator).await? {
         return Err(PayoutError::CreatorExists(creator.id));
@@ -140,8 +143,9 @@ pub async fn set_payout_account(
     conn: &mut Conn,
     change: AccountChange,
     who: Who,
+    clock: &Clock,
 ) -> Result<Creator, PayoutError> {
-    let (creator, now) = locked_creator(conn, &change.creator_id).await?;
+    let (creator, now) = locked_creator(conn, &change.creator_id, clock).await?;
     let next =
         creator.with_account(change.reference, change.holder_name, who.label.clone(), now)?;
     let note = Note::new("SET_PAYOUT_ACCOUNT", &who, "", account_detail(&next));
@@ -155,8 +159,9 @@ pub async fn review_payout_account(
     review: AccountReview,
     reviewer: Reviewer,
     four_eyes: bool,
+    clock: &Clock,
 ) -> Result<Creator, PayoutError> {
-    let (creator, now) = locked_creator(conn, &review.creator_id).await?;
+    let (creator, now) = locked_creator(conn, &review.creator_id, clock).await?;
     let next = creator.reviewed(
         review.decision,
         &review.reviewed,
@@ -183,13 +188,14 @@ pub async fn suspend(
     conn: &mut Conn,
     change: StatusChange,
     reviewer: Reviewer,
+    clock: &Clock,
 ) -> Result<Creator, PayoutError> {
-    let (creator, now) = locked_creator(conn, &change.creator_id).await?;
+    let (creator, now) = locked_creator(conn, &change.creator_id, clock).await?;
     let Some(next) = creator.suspended(reviewer.review(&change.reason, now)) else {
         return Ok(creator);
     };
     store::update_creator(conn, &next).await?;
-    let released = release_unsent_payouts(conn, &next.id, now).await?;
+    let released = release_unsent_payouts(conn, &next.id, now, RELEASED_BY_SUSPENSION).await?;
     let detail = if released.is_empty() {
         String::new()
     } else {
@@ -209,8 +215,9 @@ pub async fn reinstate(
     conn: &mut Conn,
     change: StatusChange,
     who: Who,
+    clock: &Clock,
 ) -> Result<Creator, PayoutError> {
-    let (creator, now) = locked_creator(conn, &change.creator_id).await?;
+    let (creator, now) = locked_creator(conn, &change.creator_id, clock).await?;
     let Some(next) = creator.reinstated(now) else {
         return Ok(creator);
     };
@@ -225,17 +232,18 @@ pub async fn creator(db: &Db, id: &ResourceId) -> Result<Creator, PayoutError> {
         .ok_or_else(|| PayoutError::CreatorNotFound(id.clone()))
 }
 
-/// Releases every HELD payout of `creator` not yet handed to the provider (inside the
-/// suspension's transaction, the creator's row locked); returns their ids. Payouts
-/// already sent are left to the worker, which asks the provider.
-async fn release_unsent_payouts(
+/// Releases every HELD payout of `creator` not yet handed to the provider, for `reason`
+/// (inside a suspension's or a clawback's transaction, the creator's row locked); returns
+/// their ids. Payouts already sent are left to the worker, which asks the provider.
+pub(crate) async fn release_unsent_payouts(
     conn: &mut Conn,
     creator: &ResourceId,
     now: UnixMillis,
+    reason: &str,
 ) -> Result<Vec<String>, PayoutError> {
     let mut released = Vec::new();
     for payout in store::unsent_payouts(conn, creator).await? {
-        let (settled, entry) = payout.stopped_by_suspension(now)?;
+        let (settled, entry) = payout.stopped(reason, now)?;
         match store::settle_payout(conn, &settled, &entry, true).await? {
             Settled::Yes => released.push(settled.id),
             Settled::NotHeld => {}

@@ -1,17 +1,19 @@
-//! The diamond ledger: crediting diamonds for gifts (at most once per operation id),
-//! and what the ledger shows: balances, earnings, credits and its summary.
+//! The diamond ledger: crediting diamonds for gifts (at most once per operation id; they
+//! settle clawback debt first, the rest is pending), maturing due credits, settling debt
+//! from available diamonds, and what the ledger shows: balances, earnings, credits and
+//! its summary.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ovation_store::Db;
 use ovation_store::batch::distinct;
 use ovation_store::db::Conn;
-use ovation_types::{ResourceId, TimeWindow, UnixMillis};
+use ovation_types::{Clock, ResourceId, TimeWindow, UnixMillis};
 
 use super::{Page, PageRequest, PayoutError, require_registered};
 use crate::domain::{
-    Balance, Credit, CreditOutcome, CreditRefusal, CreditRequest, CreditTarget, PayoutRule,
-    credited_per_creator, judge_credits,
+    BalanceView, Credit, CreditOutcome, CreditRefusal, CreditRequest, CreditTarget, JournalEntry,
+    Maturity, PayoutRule, credited_per_creator, judge_credits,
 };
 use crate::store::{self, LedgerSummary, Posted};
 
@@ -38,8 +40,12 @@ pub enum CreditsQuery {
 /// operation answers the original credit, whatever has happened to the creator since;
 /// other parameters under the same operation id are refused. The batch path with one
 /// item, so CreditDiamonds and CreditDiamondsBatch cannot disagree.
-pub async fn credit(conn: &mut Conn, request: CreditRequest) -> Result<Credit, PayoutError> {
-    credit_batch(conn, vec![request])
+pub async fn credit(
+    conn: &mut Conn,
+    request: CreditRequest,
+    clock: &Clock,
+) -> Result<Credit, PayoutError> {
+    credit_batch(conn, vec![request], clock)
         .await?
         .pop()
         .ok_or_else(|| PayoutError::Broken("a batch of one credit answered nothing".into()))?
@@ -60,18 +66,20 @@ pub async fn credit(conn: &mut Conn, request: CreditRequest) -> Result<Credit, P
 pub async fn credit_batch(
     conn: &mut Conn,
     requests: Vec<CreditRequest>,
+    clock: &Clock,
 ) -> Result<Vec<Result<Credit, PayoutError>>, PayoutError> {
     let creator_ids = distinct(requests.iter().map(|r| &r.creator_id));
     let creators = store::lock_creators(conn, &creator_ids).await?;
     // Taken after the locks: whatever held a creator before happened before these credits.
-    let now = UnixMillis::now();
-    let earned: BTreeMap<ResourceId, i64> = store::lifetime_earned(conn, &creator_ids)
+    let now = clock.now();
+    let balances: BTreeMap<ResourceId, (i64, i64)> = store::lifetime_and_debt(conn, &creator_ids)
         .await?
         .into_iter()
+        .map(|(id, lifetime, debt)| (id, (lifetime, debt)))
         .collect();
     let mut targets = BTreeMap::new();
     for creator in creators {
-        let lifetime_earned = *earned.get(&creator.id).ok_or_else(|| {
+        let (lifetime_earned, debt) = *balances.get(&creator.id).ok_or_else(|| {
             PayoutError::Broken(format!("creator {} has no balance row", creator.id))
         })?;
         targets.insert(
@@ -79,6 +87,7 @@ pub async fn credit_batch(
             CreditTarget {
                 creator,
                 lifetime_earned,
+                debt,
             },
         );
     }
@@ -162,11 +171,63 @@ fn refused(refusal: CreditRefusal, request: CreditRequest) -> PayoutError {
     }
 }
 
-/// A registered creator's diamond balance.
-pub async fn balance(db: &Db, id: &ResourceId) -> Result<Balance, PayoutError> {
-    store::get_balance(&mut *db.conn().await?, id)
+/// A registered creator's diamond balance as of now: nothing is written, credits due by
+/// now count as available.
+pub async fn balance(
+    db: &Db,
+    id: &ResourceId,
+    maturity: Maturity,
+    clock: &Clock,
+) -> Result<BalanceView, PayoutError> {
+    store::balance_view(&mut *db.conn().await?, id, maturity, clock.now())
         .await?
         .ok_or_else(|| PayoutError::CreatorNotFound(id.clone()))
+}
+
+/// Moves `creator`'s credits due at `now` from pending to available: one MATURE entry
+/// for all of them. The caller holds the creator's lock. The diamonds matured.
+pub async fn mature(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    maturity: Maturity,
+    now: UnixMillis,
+) -> Result<i64, PayoutError> {
+    let due = store::mature_credits(conn, creator, maturity.due_cutoff(now)).await?;
+    if due > 0 {
+        let unique = uuid::Uuid::now_v7().simple().to_string();
+        let entry = JournalEntry::mature(creator, &unique, due);
+        if store::post_entry(conn, &entry).await? == Posted::Refused {
+            return Err(PayoutError::Broken(format!(
+                "creator {creator}'s pending balance is short of their due credits ({due})"
+            )));
+        }
+    }
+    Ok(due)
+}
+
+/// Settles as much of `creator`'s debt as their available diamonds cover (freed by
+/// `cause`, e.g. `clawback:<id>`, `payout:<id>`): available → the clawback sink, debt
+/// down by as much. The caller holds the creator's lock. The diamonds settled.
+pub async fn settle_debt(
+    conn: &mut Conn,
+    creator: &ResourceId,
+    cause: &str,
+) -> Result<i64, PayoutError> {
+    let balance = store::get_balance(conn, creator)
+        .await?
+        .ok_or_else(|| PayoutError::Broken(format!("creator {creator} has no balance row")))?;
+    let Some(entry) = balance.debt_settlement(cause, creator) else {
+        return Ok(0);
+    };
+    let settled = balance.debt.min(balance.available);
+    if store::post_entry(conn, &entry).await? == Posted::Refused
+        || store::move_debt(conn, creator, -settled, 0).await? == Posted::Refused
+    {
+        return Err(PayoutError::Broken(format!(
+            "creator {creator}'s balance moved under their lock while settling debt"
+        )));
+    }
+    Ok(settled)
 }
 
 /// One page of a registered creator's earnings.
@@ -209,14 +270,21 @@ fn credit_key(c: &Credit) -> (i64, &str) {
     (c.created_at.0, c.request.operation_id.as_str())
 }
 
-/// The ledger's totals and its invariant checks (I1, I2), logged when a creator's
-/// balance row disagrees with their postings.
+/// The ledger's totals and its invariant checks (I1, I2, the lifetime identity, no
+/// payout sent in debt), logged when one fails.
 pub async fn summary(db: &Db) -> Result<LedgerSummary, PayoutError> {
     let summary = store::ledger_summary(&mut *db.conn().await?).await?;
     if summary.balance_mismatches != 0 {
         tracing::error!(
             mismatches = summary.balance_mismatches,
             "creator balance rows disagree with their postings"
+        );
+    }
+    if summary.lifetime_mismatches != 0 || summary.payouts_sent_in_debt != 0 {
+        tracing::error!(
+            lifetime_mismatches = summary.lifetime_mismatches,
+            payouts_sent_in_debt = summary.payouts_sent_in_debt,
+            "creator balances break the lifetime identity, or payouts were sent in debt"
         );
     }
     Ok(summary)

@@ -10,19 +10,25 @@
 //! - [`ledger`]: crediting diamonds (at most once per operation id; one gift or a batch
 //!   of them, on one path), balances, earnings, credits and the ledger's summary.
 //! - [`payouts`]: requesting a payout (the hold), reading payouts.
+//! - [`clawbacks`]: taking back a gift's diamonds (pending first, then available, then
+//!   debt), at most once per clawback id; reading clawbacks.
+//!
+//! Time comes from the service's [`Clock`] (the system's in production), so the rules
+//! that wait (diamond maturity) can be tested by moving a manual clock.
 //!
 //! Every write on a creator locks the creator's row first (`store::lock_creator`; a batch
 //! of credits locks all of its creators in one statement, in key order,
 //! `store::lock_creators`), so credits, payout requests, suspensions and the worker's
 //! hand-over serialize per creator.
 
+pub mod clawbacks;
 pub mod creators;
 pub mod ledger;
 pub mod payouts;
 
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
-use ovation_types::{PageSize, PageToken, ResourceId, UnixMillis};
+use ovation_types::{Clock, PageSize, PageToken, ResourceId, UnixMillis};
 
 use crate::domain::{Creator, PayoutRule};
 use crate::store;
@@ -54,6 +60,16 @@ pub enum PayoutError {
     /// A concurrent credit with the same operation id has not committed yet.
     #[error("a concurrent credit with this operation id is in progress; retry")]
     ConcurrentCredit,
+    /// A clawback names a credit that does not exist.
+    #[error("no credit with operation id {0}: nothing to claw back")]
+    CreditNotFound(ResourceId),
+    /// A clawback id already used with other parameters.
+    #[error("clawback {0} was already applied with other parameters")]
+    ClawbackIdReused(String),
+    /// A concurrent clawback with the same id committed first (another creator's lock):
+    /// run again, and it answers as a retry.
+    #[error("a concurrent clawback with this id committed first; retry")]
+    ConcurrentClawback,
     /// The stored ledger breaks an invariant: our bug, never the caller's.
     #[error("{0}")]
     Broken(String),
@@ -113,11 +129,12 @@ async fn require_registered(conn: &mut Conn, id: &ResourceId) -> Result<(), Payo
 async fn locked_creator(
     conn: &mut Conn,
     id: &ResourceId,
+    clock: &Clock,
 ) -> Result<(Creator, UnixMillis), PayoutError> {
     let not_found = || PayoutError::CreatorNotFound(id.clone());
     if !store::lock_creator(conn, id).await? {
         return Err(not_found());
     }
     let creator = store::get_creator(conn, id).await?.ok_or_else(not_found)?;
-    Ok((creator, UnixMillis::now()))
+    Ok((creator, clock.now()))
 }

@@ -3,10 +3,11 @@
 
 use ovation_store::Db;
 use ovation_store::db::Conn;
-use ovation_types::{Diamonds, ResourceId};
+use ovation_types::{Clock, Diamonds, ResourceId};
 
-use super::{Page, PageRequest, PayoutError, locked_creator, require_registered};
-use crate::domain::{Payout, PayoutRate, PayoutRule, PayoutState};
+use super::{Page, PageRequest, PayoutError, ledger, locked_creator, require_registered};
+use crate::domain::{Payout, PayoutRule, PayoutState};
+use crate::economy::EconomyTerms;
 use crate::store::{self, Posted};
 
 /// RequestPayout: cash `diamonds` of a creator's available diamonds out.
@@ -24,22 +25,26 @@ pub struct PayoutsQuery {
     pub page: PageRequest,
 }
 
-/// Records a payout, HELD, at `rate` (read before the transaction: no network call
-/// holds a lock), and holds its diamonds.
+/// Records a payout, HELD, at the economy's rate (`terms`, read before the transaction:
+/// no network call holds a lock), and holds its diamonds. The creator's due credits
+/// mature first, in this transaction (rolled back with it on a refusal).
 pub async fn request(
     conn: &mut Conn,
     order: PayoutOrder,
-    rate: PayoutRate,
+    terms: EconomyTerms,
+    clock: &Clock,
 ) -> Result<Payout, PayoutError> {
     let id = &order.creator_id;
-    // Locked, so a suspension is either seen here or sees this payout (and releases it).
-    let (creator, now) = locked_creator(conn, id).await?;
-    let balance = store::get_balance(conn, id)
+    // Locked, so a suspension or a clawback is either seen here or sees this payout (and
+    // releases it).
+    let (creator, now) = locked_creator(conn, id, clock).await?;
+    ledger::mature(conn, id, terms.maturity, now).await?;
+    let balance = store::balance_view(conn, id, terms.maturity, now)
         .await?
         .ok_or_else(|| PayoutError::Broken(format!("creator {id} has no balance row")))?;
     let payout_id = format!("po_{}", uuid::Uuid::now_v7().simple());
     let (payout, hold) =
-        Payout::request(payout_id, &creator, &balance, order.diamonds, &rate, now)?;
+        Payout::request(payout_id, &creator, &balance, order.diamonds, &terms.rate, now)?;
     // The conditional update in post_entry is what stops concurrent requests from
     // holding more than is available; on refusal the whole transaction (payout row
     // included) rolls back.

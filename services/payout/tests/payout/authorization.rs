@@ -451,6 +451,79 @@ async fn only_the_gifting_service_credits_diamonds() {
 }
 
 #[tokio::test]
+async fn only_wallet_gifting_and_admins_claw_back_and_only_admins_list_clawbacks() {
+    for db in databases().await {
+        let f = fixture(&db).await;
+        let mut admin = f.clients.admin.clone();
+        let allowed = ["service:wallet", "service:gifting", "an admin"];
+        for (i, (who, bearer)) in ann_or_admin()
+            .into_iter()
+            .chain(strangers_to_ann())
+            .filter(|(who, _)| !allowed.contains(who))
+            .enumerate()
+        {
+            let mut client = f.clients.with(bearer);
+            assert_eq!(
+                code(
+                    client
+                        .clawback_diamonds(clawback_request(
+                            &format!("denied-{i}"),
+                            "fixture-credit",
+                            100
+                        ))
+                        .await
+                ),
+                Code::PermissionDenied,
+                "{who} claws back on {}",
+                db.backend()
+            );
+            assert_eq!(
+                code(client.list_clawbacks(pb::ListClawbacksRequest::default()).await),
+                Code::PermissionDenied,
+                "{who} lists clawbacks"
+            );
+        }
+        let none = admin
+            .list_clawbacks(pb::ListClawbacksRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(none.clawbacks.is_empty(), "nothing written by a denied call");
+        for (i, bearer) in [
+            Bearer::role("wallet", Role::WalletService),
+            as_gifting(),
+            Bearer::admin(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut client = f.clients.with(bearer);
+            assert_eq!(
+                code(
+                    client
+                        .clawback_diamonds(clawback_request(
+                            &format!("allowed-{i}"),
+                            "fixture-credit",
+                            100
+                        ))
+                        .await
+                ),
+                Code::Ok,
+                "on {}",
+                db.backend()
+            );
+        }
+        let listed = admin
+            .list_clawbacks(pb::ListClawbacksRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.clawbacks.len(), 3);
+        f.running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn bad_credentials_are_unauthenticated_on_every_rpc() {
     let db = TestDatabase::sqlite();
     let f = fixture(&db).await;

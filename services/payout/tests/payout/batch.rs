@@ -586,7 +586,7 @@ async fn an_operation_id_a_concurrent_credit_records_first_for_another_creator_i
     // The twin credits "x" to bob and stays uncommitted; the batch credits "x" and "y" to
     // ann under ann's lock, does not see the twin, and waits on its row of "x".
     let mut twin = store.begin_write().await.unwrap();
-    let credited = ledger::credit_batch(&mut twin, vec![request("x", "bob")])
+    let credited = ledger::credit_batch(&mut twin, vec![request("x", "bob")], &Default::default())
         .await
         .unwrap();
     assert!(credited[0].is_ok());
@@ -595,7 +595,7 @@ async fn an_operation_id_a_concurrent_credit_records_first_for_another_creator_i
         let requests = vec![request("x", "ann"), request("y", "ann")];
         tokio::spawn(async move {
             let mut tx = store.begin_write().await.unwrap();
-            let results = ledger::credit_batch(&mut tx, requests).await.unwrap();
+            let results = ledger::credit_batch(&mut tx, requests, &Default::default()).await.unwrap();
             tx.commit().await.unwrap();
             results
         })

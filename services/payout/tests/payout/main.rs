@@ -5,6 +5,8 @@
 mod accounts;
 mod authorization;
 mod batch;
+mod clawback;
+mod maturity;
 mod payout;
 mod suite;
 mod suspension;

@@ -10,9 +10,12 @@ use ovation_auth::Role;
 use ovation_payout::provider::SandboxProvider;
 use ovation_payout::store;
 use ovation_payout::worker::WorkerConfig;
+use ovation_proto::catalog as catalog_pb;
+use ovation_proto::catalog::catalog_service_client::CatalogServiceClient;
 use ovation_proto::payout as pb;
 use ovation_proto::payout::payout_service_client::PayoutServiceClient;
 use ovation_store::{Db, DbOptions};
+use ovation_types::Clock;
 use ovation_testkit::services::{catalog_config, payout_config, start_payout};
 use ovation_testkit::{Bearer, PayoutClient, Running, TestDatabase};
 use tonic::transport::Channel;
@@ -27,11 +30,42 @@ pub struct Catalog {
     _db: TestDatabase,
 }
 
+/// The demo catalog with diamonds cashable at once (maturity 0 h, set by an admin's
+/// UpdateEconomyParameters), for the tests that are not about maturity.
 pub async fn start_catalog() -> Catalog {
+    start_catalog_with_maturity(0).await
+}
+
+/// The demo catalog with diamonds maturing after `hours` (the demo's own is 72).
+pub async fn start_catalog_with_maturity(hours: i32) -> Catalog {
     let db = TestDatabase::sqlite();
     let config = catalog_config(db.url(), true);
     let running = ovation_testkit::services::start_catalog(config).await;
-    Catalog { running, _db: db }
+    let catalog = Catalog { running, _db: db };
+    catalog.set_maturity(hours).await;
+    catalog
+}
+
+impl Catalog {
+    /// An admin sets the economy's diamond maturity (a new economy version).
+    pub async fn set_maturity(&self, hours: i32) {
+        let mut admin = CatalogServiceClient::with_interceptor(
+            self.running.channel().await,
+            Bearer::admin(),
+        );
+        let economy = admin
+            .update_economy_parameters(catalog_pb::UpdateEconomyParametersRequest {
+                idempotency_key: format!("maturity-{hours}-{}", uuid()),
+                diamond_maturity_hours: Some(hours),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .economy_parameters
+            .unwrap();
+        assert_eq!(economy.diamond_maturity_hours, hours);
+    }
 }
 
 /// A payout service on `db` next to `catalog`, with a fresh in-memory sandbox.
@@ -45,9 +79,28 @@ pub async fn start_with_worker(
     catalog: &Catalog,
     worker: WorkerConfig,
 ) -> (Running, Arc<SandboxProvider>) {
+    start_configured(db, catalog, worker, Clock::system()).await
+}
+
+/// [`start`], reading the time from `clock` (a manual one the test moves).
+pub async fn start_with_clock(
+    db: &TestDatabase,
+    catalog: &Catalog,
+    clock: Clock,
+) -> (Running, Arc<SandboxProvider>) {
+    start_configured(db, catalog, WorkerConfig::FAST_TESTS, clock).await
+}
+
+async fn start_configured(
+    db: &TestDatabase,
+    catalog: &Catalog,
+    worker: WorkerConfig,
+    clock: Clock,
+) -> (Running, Arc<SandboxProvider>) {
     let sandbox = Arc::new(SandboxProvider::in_memory());
     let mut config = payout_config(db.url(), &catalog.running.endpoint(), sandbox.clone());
     config.worker = worker;
+    config.clock = clock;
     let running = start_payout(config).await;
     (running, sandbox)
 }
@@ -242,7 +295,16 @@ pub async fn earn(c: &Clients, operation: &str, creator: &str, diamonds: i64) ->
         .unwrap()
 }
 
+/// `id`'s balance without its read time, so two reads of the same figures compare equal.
 pub async fn balance(client: &mut PayoutClient, id: &str) -> pb::DiamondBalance {
+    pb::DiamondBalance {
+        read_time: None,
+        ..balance_as_read(client, id).await
+    }
+}
+
+/// `id`'s balance as GetDiamondBalance answers it.
+pub async fn balance_as_read(client: &mut PayoutClient, id: &str) -> pb::DiamondBalance {
     client
         .get_diamond_balance(pb::GetDiamondBalanceRequest {
             creator_id: id.into(),
@@ -359,6 +421,15 @@ pub async fn assert_ledger_sound(c: &Clients, db: &TestDatabase) -> pb::GetLedge
     );
     assert_eq!(summary.unbalanced_entry_count, 0, "I1 on {}", db.backend());
     assert_eq!(summary.negative_balance_count, 0, "I2 on {}", db.backend());
+    assert_eq!(summary.lifetime_mismatch_count, 0, "lifetime identity on {}", db.backend());
+    assert_eq!(summary.payouts_sent_in_debt_count, 0, "on {}", db.backend());
+    // The clawback sink holds what was clawed back, less the debt still owed.
+    assert_eq!(
+        kind_balance(&summary, pb::AccountKind::Clawback),
+        summary.clawed_back_diamonds - summary.debt_diamonds,
+        "on {}",
+        db.backend()
+    );
     let store = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
     let mut conn = store.pool().acquire().await.unwrap();
     let direct = store::ledger_summary(&mut conn).await.unwrap();
@@ -391,6 +462,53 @@ pub async fn journal(db: &TestDatabase, id: &str) -> Vec<(String, String, String
         .into_iter()
         .map(|e| (e.action.to_owned(), e.actor, e.caller, e.reason))
         .collect()
+}
+
+/// A chargeback's clawback of `coins` of credit `operation`, keyed `id`.
+pub fn clawback_request(id: &str, operation: &str, coins: i64) -> pb::ClawbackDiamondsRequest {
+    pb::ClawbackDiamondsRequest {
+        clawback_id: id.into(),
+        operation_id: operation.into(),
+        coins,
+        cause: pb::ClawbackCause::PurchaseReversal as i32,
+        cause_id: "purchase-1".into(),
+        reason: "chargeback".into(),
+    }
+}
+
+/// The wallet service's token (it claws back for reversed purchases).
+pub fn as_wallet() -> Bearer {
+    Bearer::role("wallet", Role::WalletService)
+}
+
+/// `client` claws back; the clawback and the balance right after it.
+pub async fn clawed(
+    client: &mut PayoutClient,
+    request: pb::ClawbackDiamondsRequest,
+) -> (pb::Clawback, pb::DiamondBalance) {
+    let reply = client.clawback_diamonds(request).await.unwrap().into_inner();
+    (reply.clawback.unwrap(), reply.balance.unwrap())
+}
+
+/// (pending, available, held, paid out, debt, lifetime) of a balance.
+pub fn figures(b: &pb::DiamondBalance) -> (i64, i64, i64, i64, i64, i64) {
+    (
+        b.pending_diamonds,
+        b.available_diamonds,
+        b.held_diamonds,
+        b.paid_out_diamonds,
+        b.debt_diamonds,
+        b.lifetime_earned_diamonds,
+    )
+}
+
+/// The lifetime identity of one balance: lifetime = pending + available + held + paid out.
+pub fn assert_identity(b: &pb::DiamondBalance) {
+    assert_eq!(
+        b.lifetime_earned_diamonds,
+        b.pending_diamonds + b.available_diamonds + b.held_diamonds + b.paid_out_diamonds,
+        "{b:?}"
+    );
 }
 
 pub fn kind_balance(summary: &pb::GetLedgerSummaryResponse, kind: pb::AccountKind) -> i64 {
