@@ -175,6 +175,7 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
                 args.data_dir.join("payout-sandbox"),
             )),
             worker: args.payout_worker.clone().into(),
+            clock: ovation_types::Clock::system(),
         },
         payout_listener,
         shutdown.clone(),
