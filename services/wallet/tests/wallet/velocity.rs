@@ -55,6 +55,12 @@ fn assert_velocity(status: &tonic::Status, limit: &str, context: &str) {
         status.message().contains(limit),
         "{context}: the message names {limit}: {status:?}"
     );
+    // The wallet runs in this process: the refusal is counted in its registry.
+    let counted = format!("ovation_velocity_limit_refusals_total{{limit=\"{limit}\"}}");
+    assert!(
+        ovation_metrics::global().encode().contains(&counted),
+        "{context}: {counted} is counted"
+    );
 }
 
 /// The count limit: declines count (card testing), the next purchase is refused with
