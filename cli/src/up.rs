@@ -154,8 +154,11 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
             server: server(wallet_addr, wallet_db),
             wallet: ovation_wallet::WalletSettings::default(),
             catalog: CatalogPeerArgs::plaintext(format!("http://{catalog_addr}")),
+            // Clawback orders of reversed purchases go to this suite's payout.
+            payout: PayoutPeerArgs::plaintext(format!("http://{payout_addr}")),
             identity: args.identity.clone(),
             provider: Arc::new(ovation_wallet::payment::SandboxProvider::new()),
+            clock: ovation_types::Clock::system(),
         },
         wallet_listener,
         shutdown.clone(),

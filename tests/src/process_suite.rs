@@ -353,9 +353,6 @@ impl Suite {
         };
         let mut catalog = Node::new("catalog", "ovation-catalog", common(&catalog_db));
         let catalog_url = catalog.url();
-        let mut wallet_env = common(&wallet_db);
-        wallet_env.push(kv("OVATION_CATALOG_URL", &catalog_url));
-        let mut wallet = Node::new("wallet", "ovation-wallet", wallet_env);
         let mut payout_env = common(&payout_db);
         payout_env.extend([
             kv("OVATION_CATALOG_URL", &catalog_url),
@@ -365,6 +362,13 @@ impl Suite {
             ),
         ]);
         let mut payout = Node::new("payout", "ovation-payout", payout_env);
+        let mut wallet_env = common(&wallet_db);
+        wallet_env.extend([
+            kv("OVATION_CATALOG_URL", &catalog_url),
+            // Clawback orders of reversed purchases are delivered there.
+            kv("OVATION_PAYOUT_URL", payout.url()),
+        ]);
+        let mut wallet = Node::new("wallet", "ovation-wallet", wallet_env);
         let mut gifting_env = common(&gifting_db);
         gifting_env.extend([
             kv("OVATION_CATALOG_URL", &catalog_url),

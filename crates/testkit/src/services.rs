@@ -37,7 +37,14 @@ pub fn catalog_config(database_url: &str, seed_demo: bool) -> CatalogConfig {
     }
 }
 
-/// A wallet on `database_url` reading the catalog at `catalog_url`, paid through `provider`.
+/// Where a test wallet delivers clawback orders unless the test names a payout: an
+/// address nothing listens on, so its orders stay PENDING (retried) and never reach a
+/// stranger's payout.
+pub const NO_PAYOUT_URL: &str = "http://127.0.0.1:1";
+
+/// A wallet on `database_url` reading the catalog at `catalog_url`, paid through `provider`,
+/// on the system clock. Its clawback orders go to [`NO_PAYOUT_URL`]; a test that delivers
+/// them sets `config.payout` (`PayoutPeerArgs::plaintext(payout_url)`).
 pub fn wallet_config(
     database_url: &str,
     catalog_url: &str,
@@ -48,8 +55,11 @@ pub fn wallet_config(
         server: server_config(database_url),
         wallet: settings,
         catalog: CatalogPeerArgs::plaintext(catalog_url),
+        payout: PayoutPeerArgs::plaintext(NO_PAYOUT_URL),
         identity: identity(),
         provider,
+        // The system clock (Clock's default); a test that moves time sets its own.
+        clock: Default::default(),
     }
 }
 

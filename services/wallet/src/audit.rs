@@ -1,12 +1,14 @@
-//! The operators' views over the whole ledger: the summary that proves I1 and I2, and the
-//! debits (what gifting's sagas actually spent, to reconcile against them).
+//! The operators' views over the whole ledger: the summary that proves I1 and I2, the
+//! debits (what gifting's sagas actually spent, to reconcile against them) and the
+//! clawback orders of reversed purchases (I6).
 
 use ovation_store::Db;
 use ovation_store::db::Conn;
 use ovation_types::{ResourceId, TimeWindow};
 
+use crate::domain::ClawbackOrderState;
 use crate::ledger::WalletError;
-use crate::store::{self, DebitRow, LedgerSummary};
+use crate::store::{self, ClawbackOrderRow, DebitRow, LedgerSummary};
 
 /// The ledger-wide figures, all as of one instant.
 pub async fn ledger_summary(db: &Db) -> Result<LedgerSummary, WalletError> {
@@ -40,4 +42,23 @@ pub async fn debits(
     limit: i64,
 ) -> Result<Vec<DebitRow>, WalletError> {
     Ok(store::list_debits(conn, after, window, limit).await?)
+}
+
+/// Clawback orders of reversed purchases (one purchase's, or all; one state, or all)
+/// after (created_at, clawback id) `after`, oldest first (I6).
+pub async fn clawback_orders(
+    conn: &mut Conn,
+    purchase_id: Option<&ResourceId>,
+    state: Option<ClawbackOrderState>,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<ClawbackOrderRow>, WalletError> {
+    Ok(store::list_clawback_orders(
+        conn,
+        purchase_id.map(ResourceId::as_str),
+        state,
+        after,
+        limit,
+    )
+    .await?)
 }

@@ -371,6 +371,11 @@ pub enum Refusal {
         used: i64,
         wanted: i64,
     },
+    #[error("velocity limit {}: {detail}; nothing was recorded", limit.name())]
+    Velocity {
+        limit: VelocityLimit,
+        detail: String,
+    },
 }
 
 /// Coins used in the current day and month.
@@ -764,6 +769,192 @@ impl HoldState {
             4 => HoldState::Expired,
             _ => return None,
         })
+    }
+}
+
+// ---- attributing a reversed purchase's spent coins --------------------------------------
+
+/// Where a clawback order is (the contract's `ClawbackOrderState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClawbackOrderState {
+    /// Recorded; the worker delivers it to payout.
+    Pending,
+    /// Payout took the diamonds back.
+    Applied,
+    /// Payout has no credit for the gift (it was compensated): nothing to take back.
+    NoCredit,
+}
+
+impl ClawbackOrderState {
+    pub const ALL: [ClawbackOrderState; 3] = [
+        ClawbackOrderState::Pending,
+        ClawbackOrderState::Applied,
+        ClawbackOrderState::NoCredit,
+    ];
+
+    /// The stored value (the contract's, too).
+    pub fn code(self) -> i64 {
+        match self {
+            ClawbackOrderState::Pending => 1,
+            ClawbackOrderState::Applied => 2,
+            ClawbackOrderState::NoCredit => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => ClawbackOrderState::Pending,
+            2 => ClawbackOrderState::Applied,
+            3 => ClawbackOrderState::NoCredit,
+            _ => return None,
+        })
+    }
+}
+
+/// A debit as the attribution walk sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkedDebit {
+    pub operation_id: ResourceId,
+    /// Its entry's position in the buyer's ledger.
+    pub seq: i64,
+    pub coins: i64,
+    pub refunded_coins: i64,
+    /// Coins earlier reversals attributed to it.
+    pub attributed_coins: i64,
+    /// A gift's debit (it has a saga id): its coins minted diamonds a clawback can reach.
+    pub gift: bool,
+}
+
+impl WalkedDebit {
+    /// Coins of it no refund gave back and no earlier reversal took: what a reversal may
+    /// still attribute to it.
+    pub fn attributable(&self) -> i64 {
+        (self.coins - self.refunded_coins - self.attributed_coins).max(0)
+    }
+}
+
+/// Coins of one reversal attributed to one debit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributed {
+    pub operation_id: ResourceId,
+    pub coins: i64,
+    /// A gift's debit: it gets a clawback order.
+    pub gift: bool,
+}
+
+/// The attribution rule, applied to one stretch of the walk: `left` coins still to
+/// attribute, `debits` in the buyer's ledger order. Each debit, in turn, takes
+/// min(left, its attributable coins) until nothing is left. Returns what each debit took
+/// (debits that take nothing are absent) and the coins left after.
+pub fn attribute(left: i64, debits: &[WalkedDebit]) -> (Vec<Attributed>, i64) {
+    let mut left = left.max(0);
+    let mut taken = Vec::new();
+    for debit in debits {
+        if left == 0 {
+            break;
+        }
+        let coins = left.min(debit.attributable());
+        if coins == 0 {
+            continue;
+        }
+        left -= coins;
+        taken.push(Attributed {
+            operation_id: debit.operation_id.clone(),
+            coins,
+            gift: debit.gift,
+        });
+    }
+    (taken, left)
+}
+
+/// payout's clawback id for coins of `purchase_id` attributed to debit `operation_id`:
+/// "purchase:<purchase_id>:<operation_id>" (≤ 9 + 64 + 1 + 64 = 138 characters for the
+/// longest ids; the wallet's purchase ids have 36, so ≤ 110 ≤ payout's 128).
+pub fn clawback_id(purchase_id: &ResourceId, operation_id: &ResourceId) -> String {
+    format!("purchase:{purchase_id}:{operation_id}")
+}
+
+// ---- purchase velocity limits -----------------------------------------------------------
+
+/// The sliding window the purchase velocity limits count over: the last hour.
+pub const VELOCITY_WINDOW_MS: i64 = 3_600_000;
+
+/// Which velocity limit refused a purchase (its name is the metric's `limit` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VelocityLimit {
+    /// Purchases recorded in the last hour, in any state (declines too: card testing
+    /// shows up as declines).
+    PurchasesPerHour,
+    /// Money of purchases in the last hour, per currency, in any state but DECLINED.
+    PurchaseMoneyPerHour,
+}
+
+impl VelocityLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            VelocityLimit::PurchasesPerHour => "purchases_per_hour",
+            VelocityLimit::PurchaseMoneyPerHour => "purchase_money_per_hour",
+        }
+    }
+}
+
+/// One buyer's purchase velocity limits; 0 turns a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PurchaseVelocity {
+    /// Most purchases recorded per buyer in the last hour.
+    pub purchases_per_hour_max: i64,
+    /// Most minor units of one currency bought per buyer in the last hour.
+    pub amount_minor_per_hour_max: i64,
+}
+
+impl Default for PurchaseVelocity {
+    fn default() -> Self {
+        PurchaseVelocity {
+            purchases_per_hour_max: 30,
+            amount_minor_per_hour_max: 100_000,
+        }
+    }
+}
+
+/// A buyer's purchases in the window: how many (every state) and how much of the new
+/// purchase's currency (every state but DECLINED).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentPurchases {
+    pub count: i64,
+    pub amount_minor: i64,
+}
+
+impl PurchaseVelocity {
+    /// Refuses a purchase of `amount_minor` in `currency` that would take the buyer past
+    /// a limit, given what they bought in the window.
+    pub fn check(
+        &self,
+        recent: RecentPurchases,
+        currency: &CurrencyCode,
+        amount_minor: i64,
+    ) -> Result<(), Refusal> {
+        if self.purchases_per_hour_max > 0 && recent.count >= self.purchases_per_hour_max {
+            return Err(Refusal::Velocity {
+                limit: VelocityLimit::PurchasesPerHour,
+                detail: format!(
+                    "{} purchases in the last hour already; at most {} per hour",
+                    recent.count, self.purchases_per_hour_max
+                ),
+            });
+        }
+        if self.amount_minor_per_hour_max > 0
+            && recent.amount_minor.saturating_add(amount_minor) > self.amount_minor_per_hour_max
+        {
+            return Err(Refusal::Velocity {
+                limit: VelocityLimit::PurchaseMoneyPerHour,
+                detail: format!(
+                    "{} {currency} minor units bought in the last hour; {amount_minor} more \
+                     would exceed {} per hour",
+                    recent.amount_minor, self.amount_minor_per_hour_max
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -1258,6 +1449,132 @@ mod tests {
                 prop_assert_eq!(set.effective.daily_spend, Some(o.min(n)));
             }
             prop_assert_eq!(set.at(UnixMillis(100)).effective.daily_spend, new);
+        }
+    }
+
+    fn walked(id: &str, coins: i64, refunded: i64, attributed: i64, gift: bool) -> WalkedDebit {
+        WalkedDebit {
+            operation_id: ResourceId::parse(id).unwrap(),
+            seq: 0,
+            coins,
+            refunded_coins: refunded,
+            attributed_coins: attributed,
+            gift,
+        }
+    }
+
+    #[test]
+    fn attribution_takes_each_debit_in_turn_until_nothing_is_left() {
+        let debits = [
+            walked("g1", 200, 0, 0, true),
+            walked("cap", 100, 0, 0, false),
+            walked("refunded", 300, 300, 0, true),
+            walked("half-taken", 400, 0, 150, true),
+            walked("g3", 500, 0, 0, true),
+        ];
+        let (taken, left) = attribute(600, &debits);
+        let got: Vec<(&str, i64, bool)> = taken
+            .iter()
+            .map(|t| (t.operation_id.as_str(), t.coins, t.gift))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("g1", 200, true),
+                ("cap", 100, false),
+                ("half-taken", 250, true),
+                ("g3", 50, true)
+            ]
+        );
+        assert_eq!(left, 0);
+        let (taken, left) = attribute(10_000, &debits);
+        assert_eq!(taken.iter().map(|t| t.coins).sum::<i64>(), 1_050);
+        assert_eq!(left, 10_000 - 1_050, "what no debit can take is left");
+        assert_eq!(attribute(0, &debits), (vec![], 0));
+    }
+
+    #[test]
+    fn clawback_ids_name_the_purchase_and_the_debit() {
+        let purchase = ResourceId::parse("pur_0123").unwrap();
+        let op = ResourceId::parse("saga-9").unwrap();
+        assert_eq!(clawback_id(&purchase, &op), "purchase:pur_0123:saga-9");
+        let longest = ResourceId::parse(&format!("pur_{}", "f".repeat(32))).unwrap();
+        let op = ResourceId::parse(&"s".repeat(64)).unwrap();
+        assert!(
+            clawback_id(&longest, &op).len() <= 128,
+            "fits payout's clawback id"
+        );
+    }
+
+    #[test]
+    fn velocity_limits_count_purchases_and_money_and_zero_turns_them_off() {
+        let usd = CurrencyCode::parse("USD").unwrap();
+        let limits = PurchaseVelocity {
+            purchases_per_hour_max: 3,
+            amount_minor_per_hour_max: 2_000,
+        };
+        let recent = |count, amount_minor| RecentPurchases {
+            count,
+            amount_minor,
+        };
+        assert!(limits.check(recent(2, 0), &usd, 100).is_ok());
+        let refused = limits.check(recent(3, 0), &usd, 100).unwrap_err();
+        assert!(matches!(
+            refused,
+            Refusal::Velocity {
+                limit: VelocityLimit::PurchasesPerHour,
+                ..
+            }
+        ));
+        assert!(
+            refused.to_string().contains("purchases_per_hour"),
+            "{refused}"
+        );
+        assert!(
+            limits.check(recent(0, 1_900), &usd, 100).is_ok(),
+            "up to the limit"
+        );
+        let refused = limits.check(recent(0, 1_901), &usd, 100).unwrap_err();
+        assert!(
+            refused.to_string().contains("purchase_money_per_hour"),
+            "{refused}"
+        );
+        let off = PurchaseVelocity {
+            purchases_per_hour_max: 0,
+            amount_minor_per_hour_max: 0,
+        };
+        assert!(off.check(recent(1_000, i64::MAX), &usd, i64::MAX).is_ok());
+    }
+
+    proptest! {
+        /// Whatever the debits: never more than `left` in all, never more than a debit's
+        /// attributable coins, every debit before the last one reached taken whole, and
+        /// what is left is what no debit could take.
+        #[test]
+        fn attribution_is_exact(
+            left in 0i64..5_000,
+            debits in proptest::collection::vec((1i64..1_000, 0i64..1_000, 0i64..1_000, any::<bool>()), 0..20),
+        ) {
+            let debits: Vec<WalkedDebit> = debits
+                .iter()
+                .enumerate()
+                .map(|(i, &(coins, refunded, attributed, gift))| {
+                    walked(&format!("d{i}"), coins, refunded.min(coins), attributed.min(coins), gift)
+                })
+                .collect();
+            let (taken, left_after) = attribute(left, &debits);
+            let total: i64 = taken.iter().map(|t| t.coins).sum();
+            prop_assert_eq!(total + left_after, left);
+            let attributable: i64 = debits.iter().map(WalkedDebit::attributable).sum();
+            prop_assert_eq!(total, left.min(attributable));
+            for (i, t) in taken.iter().enumerate() {
+                let d = debits.iter().find(|d| d.operation_id == t.operation_id).unwrap();
+                prop_assert!(t.coins > 0 && t.coins <= d.attributable());
+                prop_assert_eq!(t.gift, d.gift);
+                if i + 1 < taken.len() {
+                    prop_assert_eq!(t.coins, d.attributable());
+                }
+            }
         }
     }
 }

@@ -15,11 +15,13 @@ use ovation_store::{Db, StoreError};
 use ovation_types::{Coins, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    AgeRule, DebitPlan, DebitRefusal, DebitTerms, HoldState, Limits, PriorUse, PurchaseState,
-    Reason, Refusal, Spender, Usage, VerifiedAge, check_caps, plan_debits, split_reversal,
+    AgeRule, ClawbackOrderState, DebitPlan, DebitRefusal, DebitTerms, HoldState, Limits, PriorUse,
+    PurchaseState, Reason, Refusal, Spender, Usage, VerifiedAge, attribute, check_caps,
+    clawback_id, plan_debits, split_reversal,
 };
 use crate::store::{
-    self, AccountRow, BalanceMove, DebitRow, EntryRefs, EntryRow, HoldRow, PurchaseRow, RefundRow,
+    self, AccountRow, AttributionStep, BalanceMove, ClawbackOrderRow, DebitRow, EntryRefs,
+    EntryRow, HoldRow, PurchaseRow, RefundRow, ReversalMarks,
 };
 
 /// Why an operation did not happen. Nothing was written.
@@ -826,7 +828,7 @@ pub async fn complete_purchase(
         reason: reasons::wallet::BALANCE_LIMIT,
         message: "the purchase would take the balance beyond its limit".into(),
     };
-    store::post(
+    let credit = store::post(
         conn,
         user,
         Reason::Purchase,
@@ -837,6 +839,8 @@ pub async fn complete_purchase(
     )
     .await?
     .ok_or_else(limit)?;
+    // Where a reversal's attribution walk starts.
+    store::set_credited_seq(conn, purchase.purchase_id.as_str(), credit.seq).await?;
     if purchase.bonus_coins > 0 {
         let bonus = EntryRefs {
             note: &purchase.promotion_id,
@@ -928,8 +932,20 @@ pub async fn reverse_purchase(
     }
     let credited = purchase.package_coins.get() + purchase.bonus_coins;
     let (clawed, debt) = split_reversal(credited, account.balance.available());
+    let walk_from_seq = purchase.credited_seq.ok_or_else(|| {
+        WalletError::Inconsistent(format!(
+            "completed purchase {purchase_id} has no credit entry recorded"
+        ))
+    })?;
+    let marks = ReversalMarks {
+        clawed_back: clawed,
+        debt,
+        walk_from_seq,
+        // The buyer's last entry before this reversal's own.
+        walk_end_seq: account.entry_count,
+    };
     // COMPLETED → REVERSED decides which reversal acts: only that one moves coins.
-    if !store::mark_reversed(conn, purchase_id, actor, reason, clawed, debt, now).await? {
+    if !store::mark_reversed(conn, purchase_id, actor, reason, marks, now).await? {
         return Err(not_completed(PurchaseState::Reversed));
     }
     if clawed > 0 {
@@ -956,8 +972,104 @@ pub async fn reverse_purchase(
     }
     if debt > 0 {
         store::adjust_debt(conn, purchase.user_id.as_str(), debt).await?;
+        // Under the buyer's lock, still: as far as one transaction's budget goes.
+        attribute_reversals(conn, &purchase.user_id, now).await?;
     }
     store::get_purchase(conn, purchase_id)
         .await?
         .ok_or_else(|| not_found("purchase", purchase_id))
+}
+
+/// Most debits one transaction attributes coins to, all of a buyer's reversals together;
+/// a reversal that reaches more goes on in the worker's next transaction.
+pub const ATTRIBUTION_DEBITS_MAX: i64 = 500;
+
+/// Attributes the debt coins of the buyer's reversed purchases to the debits that spent
+/// them, and orders payout to claw back what gifts minted. The caller holds the buyer's
+/// lock (every debit, refund, capture and reversal of the buyer takes it too, so nothing
+/// moves under the walk).
+///
+/// The rule (docs/economy.md): a reversal's spent coins — its `debt_coins`, what the
+/// balance did not cover — were spent by the buyer's debits posted after the purchase's
+/// credit and before the reversal. Walk those debits (direct debits and hold captures) in
+/// the order the buyer's ledger recorded them (`journal_entries.user_seq`; exact where
+/// milliseconds tie); each debit's attributable coins are its coins − refunded coins −
+/// coins earlier reversals attributed to it; attribute min(left, attributable) to each in
+/// turn until nothing is left or the walk ends (coins still held, or spent before a later
+/// purchase refilled the balance, reach no debit: `attributed_coins ≤ debt_coins`). A debit
+/// with a saga id (a gift) gets a clawback order for its coins
+/// ("purchase:<purchase_id>:<operation_id>", PENDING); other debits (hold captures,
+/// direct debits without a saga) take their coins but make no order. A buyer's reversals
+/// attribute in the order they were made (reversal time, then purchase id): a later one
+/// waits until every earlier one has finished its walk, so the outcome does not depend
+/// on how the walks were cut into transactions.
+///
+/// Bounded: at most [`ATTRIBUTION_DEBITS_MAX`] debits per call; a walk not finished keeps
+/// its place (`attribution_cursor_seq`) and stays pending for the worker.
+pub async fn attribute_reversals(
+    conn: &mut Conn,
+    buyer: &ResourceId,
+    now: UnixMillis,
+) -> Result<(), WalletError> {
+    let user = buyer.as_str();
+    let mut budget = ATTRIBUTION_DEBITS_MAX;
+    for purchase in store::pending_attributions(conn, user).await? {
+        let walk = &purchase.attribution;
+        let mut step = AttributionStep {
+            cursor_seq: walk.cursor_seq,
+            left_coins: walk.left_coins,
+            pending: walk.left_coins > 0,
+            attributed: 0,
+            orders: 0,
+        };
+        if step.pending {
+            // One read of up to the whole budget: the debits come back in ledger order,
+            // each with attributable coins, so the walk is done if it came back short.
+            let walked =
+                store::attribution_walk(conn, user, walk.cursor_seq, walk.end_seq, budget).await?;
+            let walked_count = walked.len() as i64;
+            let (taken, left) = attribute(walk.left_coins, &walked);
+            if !store::add_attributed(conn, &taken).await? {
+                return Err(WalletError::Inconsistent(
+                    "a debit changed under its buyer's lock during attribution".into(),
+                ));
+            }
+            let orders: Vec<ClawbackOrderRow> = taken
+                .iter()
+                .filter(|t| t.gift)
+                .map(|t| ClawbackOrderRow {
+                    clawback_id: clawback_id(&purchase.purchase_id, &t.operation_id),
+                    purchase_id: purchase.purchase_id.clone(),
+                    operation_id: t.operation_id.clone(),
+                    user_id: buyer.clone(),
+                    coins: t.coins,
+                    reason: purchase.reversal_reason.clone(),
+                    state: ClawbackOrderState::Pending,
+                    diamonds: 0,
+                    applied_coins: 0,
+                    attempts: 0,
+                    last_error: String::new(),
+                    next_attempt_at: now,
+                    created_at: now,
+                    done_at: None,
+                })
+                .collect();
+            store::insert_clawback_orders(conn, &orders).await?;
+            step = AttributionStep {
+                cursor_seq: walked.last().map_or(walk.cursor_seq, |d| d.seq),
+                left_coins: left,
+                pending: left > 0 && walked_count == budget,
+                attributed: walk.left_coins - left,
+                orders: orders.len() as i64,
+            };
+            budget -= walked_count;
+        }
+        store::advance_attribution(conn, purchase.purchase_id.as_str(), step).await?;
+        if step.pending || budget == 0 {
+            // The budget ran out: later reversals wait for this one (or for the next
+            // transaction).
+            break;
+        }
+    }
+    Ok(())
 }

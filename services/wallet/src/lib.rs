@@ -9,7 +9,9 @@
 //! - [`accounts`]: opening accounts, the age an operator sets, spending limits, and the
 //!   reads of one user's account and history.
 //! - [`audit`]: the operators' ledger-wide views (the I1/I2 summary, debits).
-//! - [`purchases`]: buying coins crash-safely, and the recovery worker.
+//! - [`purchases`]: buying coins crash-safely (velocity limits), and the recovery worker.
+//! - [`clawbacks`]: the worker that finishes reversals' attribution and delivers their
+//!   clawback orders to payout.
 //! - [`payment`]: the payment-provider trait and the sandbox provider.
 //! - [`catalog`]: reading packages and promotions from the catalog, cached.
 //! - [`grpc`]: the thin gRPC edge: `parse` (requests into commands), the handlers,
@@ -17,11 +19,13 @@
 //!
 //! Limits: amounts 1..=10^12 coins per operation; balances ≤ 10^15; holds live 1 s..=1 h;
 //! ≤ 500 ids per ListDebits; pages ≤ 500; a purchase's charge is retried at most
-//! `charge_attempts_max` times, then left PENDING for an operator.
+//! `charge_attempts_max` times, then left PENDING for an operator; a reversal attributes
+//! its coins to at most `ledger::ATTRIBUTION_DEBITS_MAX` debits per transaction.
 
 pub mod accounts;
 pub mod audit;
 pub mod catalog;
+pub mod clawbacks;
 pub mod domain;
 pub mod grpc;
 pub mod ledger;
@@ -34,14 +38,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ovation_auth::Role;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
 use ovation_proto::wallet::wallet_service_server::WalletServiceServer;
 use ovation_server::config::ServerArgs;
-use ovation_server::peer::{self, CatalogPeerArgs, IdentityArgs, Outbound, ServiceIdentity};
+use ovation_server::peer::{
+    self, CatalogPeerArgs, IdentityArgs, Outbound, PayoutPeerArgs, ServiceIdentity,
+};
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
+use ovation_types::Clock;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+use crate::clawbacks::{ClawbackSettings, Clawbacks};
+use crate::domain::PurchaseVelocity;
 use crate::payment::PaymentProvider;
 use crate::purchases::{PurchaseSettings, Purchases};
 
@@ -74,6 +84,9 @@ pub struct WalletArgs {
     pub wallet: WalletSettings,
     #[command(flatten)]
     pub catalog: CatalogPeerArgs,
+    /// Where payout is: clawback orders of reversed purchases are delivered there.
+    #[command(flatten)]
+    pub payout: PayoutPeerArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
@@ -124,6 +137,43 @@ pub struct WalletSettings {
     /// refused. Production turns it on.
     #[arg(long, env = "OVATION_WALLET_REQUIRE_AGE_VERIFICATION")]
     pub require_age_verification: bool,
+    /// Most purchases one buyer may record in any 60 minutes (every state, declines too:
+    /// card testing shows up as declines); 0: no limit.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_PURCHASES_PER_HOUR_MAX",
+        default_value_t = 30
+    )]
+    pub purchases_per_hour_max: i64,
+    /// Most money one buyer may spend on coins in any 60 minutes, in minor units of each
+    /// currency separately (every state but DECLINED); 0: no limit.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_PURCHASE_AMOUNT_MINOR_PER_HOUR_MAX",
+        default_value_t = 100_000
+    )]
+    pub purchase_amount_minor_per_hour_max: i64,
+    /// How often the clawback worker looks for orders to deliver to payout.
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CLAWBACK_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub clawback_interval_ms: u64,
+    /// First retry delay of an undelivered clawback order (doubles per attempt, jittered).
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CLAWBACK_RETRY_BASE_MS",
+        default_value_t = 500
+    )]
+    pub clawback_retry_base_ms: u64,
+    /// Longest retry delay of an undelivered clawback order (it is retried forever).
+    #[arg(
+        long,
+        env = "OVATION_WALLET_CLAWBACK_RETRY_MAX_MS",
+        default_value_t = 300_000
+    )]
+    pub clawback_retry_max_ms: u64,
 }
 
 impl Default for WalletSettings {
@@ -135,6 +185,11 @@ impl Default for WalletSettings {
             charge_retry_base_ms: 200,
             recovery_interval_ms: 500,
             require_age_verification: false,
+            purchases_per_hour_max: 30,
+            purchase_amount_minor_per_hour_max: 100_000,
+            clawback_interval_ms: 1_000,
+            clawback_retry_base_ms: 500,
+            clawback_retry_max_ms: 300_000,
         }
     }
 }
@@ -148,6 +203,24 @@ impl WalletSettings {
             domain::AgeRule::MinorsRefused
         }
     }
+
+    /// The purchase velocity limits (negative values count as 0: no limit).
+    pub fn velocity(&self) -> PurchaseVelocity {
+        PurchaseVelocity {
+            purchases_per_hour_max: self.purchases_per_hour_max.max(0),
+            amount_minor_per_hour_max: self.purchase_amount_minor_per_hour_max.max(0),
+        }
+    }
+
+    /// The clawback worker's pace.
+    pub fn clawbacks(&self) -> ClawbackSettings {
+        ClawbackSettings {
+            interval_ms: self.clawback_interval_ms,
+            retry_base_ms: self.clawback_retry_base_ms.max(1),
+            retry_max_ms: self.clawback_retry_max_ms.max(1),
+            ..ClawbackSettings::default()
+        }
+    }
 }
 
 /// Everything the wallet needs to start.
@@ -156,9 +229,13 @@ pub struct WalletConfig {
     pub server: ServerConfig,
     pub wallet: WalletSettings,
     pub catalog: CatalogPeerArgs,
+    /// Where clawback orders are delivered.
+    pub payout: PayoutPeerArgs,
     pub identity: IdentityArgs,
     /// The payment provider: the sandbox unless a real one is plugged in.
     pub provider: Arc<dyn PaymentProvider>,
+    /// Where purchases read the time (velocity windows, caps): the system's, or a test's.
+    pub clock: Clock,
 }
 
 impl From<WalletArgs> for WalletConfig {
@@ -167,14 +244,17 @@ impl From<WalletArgs> for WalletConfig {
             server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             wallet: args.wallet,
             catalog: args.catalog,
+            payout: args.payout,
             identity: args.identity,
             provider: Arc::new(payment::SandboxProvider::new()),
+            clock: Clock::system(),
         }
     }
 }
 
 /// Runs the wallet on `listener` until `shutdown` trips: database, migrations, the
-/// recovery worker (pending purchases, expired holds), then the server.
+/// recovery worker (pending purchases, expired holds), the clawback worker (reversals'
+/// attribution, orders to payout), then the server.
 pub async fn run(
     config: WalletConfig,
     listener: TcpListener,
@@ -187,13 +267,15 @@ pub async fn run(
         Role::WalletService,
     )?;
     let channel = peer::channel(&config.catalog.address())?;
+    let payout_channel = peer::channel(&config.payout.address())?;
     let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
     let Some(db) = start.open_database(&MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
     };
+    let outbound = Outbound::new(Arc::new(identity));
     let catalog = catalog::CatalogReader::new(
         channel,
-        Outbound::new(Arc::new(identity)),
+        outbound.clone(),
         Duration::from_millis(config.wallet.catalog_cache_ttl_ms),
     );
     let purchases = Purchases::new(
@@ -205,10 +287,18 @@ pub async fn run(
             retry_base_ms: config.wallet.charge_retry_base_ms,
             recovery_interval_ms: config.wallet.recovery_interval_ms,
             age_rule: config.wallet.age_rule(),
+            velocity: config.wallet.velocity(),
+            clock: config.clock.clone(),
             ..PurchaseSettings::default()
         },
     );
     let recovery = tokio::spawn(purchases.clone().run_recovery(start.shutdown().clone()));
+    let clawbacks = Clawbacks::new(
+        db.clone(),
+        PayoutServiceClient::with_interceptor(payout_channel, outbound),
+        config.wallet.clawbacks(),
+    );
+    let clawback_worker = tokio::spawn(clawbacks.run(start.shutdown().clone()));
     ovation_server::gauges::spawn_refresher(
         "ledger",
         config.server.args.db_gauges_interval_ms,
@@ -223,7 +313,9 @@ pub async fn run(
         config.wallet.age_rule(),
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    start.serve(Routes::new(service), db, vec![recovery]).await
+    start
+        .serve(Routes::new(service), db, vec![recovery, clawback_worker])
+        .await
 }
 
 /// The coin ledger's totals per account kind into `ovation_ledger_coins`.

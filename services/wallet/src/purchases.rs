@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use ovation_proto::reasons;
 use ovation_store::Db;
-use ovation_types::{Coins, CurrencyCode, IdempotencyKey, Money, ResourceId, UnixMillis};
+use ovation_types::{Clock, Coins, CurrencyCode, IdempotencyKey, Money, ResourceId, UnixMillis};
 
 use crate::catalog::{CatalogError, CatalogReader};
 use crate::domain::{
-    AgeRule, PromotionOffer, PurchaseState, VerifiedAge, check_caps, choose_promotion,
+    AgeRule, PromotionOffer, PurchaseState, PurchaseVelocity, Refusal, VELOCITY_WINDOW_MS,
+    VerifiedAge, check_caps, choose_promotion,
 };
 use crate::ledger::{self, WalletError};
 use crate::payment::{ChargeOutcome, ChargeRequest, PaymentProvider};
@@ -41,6 +42,10 @@ pub struct PurchaseSettings {
     pub recovery_interval_ms: u64,
     /// Who may buy.
     pub age_rule: AgeRule,
+    /// Per-buyer purchase velocity limits (last hour).
+    pub velocity: PurchaseVelocity,
+    /// Where purchases read the time (recording, caps, velocity windows).
+    pub clock: Clock,
 }
 
 impl Default for PurchaseSettings {
@@ -52,6 +57,8 @@ impl Default for PurchaseSettings {
             charge_attempts_max: 100,
             recovery_interval_ms: 500,
             age_rule: AgeRule::default(),
+            velocity: PurchaseVelocity::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -169,11 +176,41 @@ impl Purchases {
             ),
         })?;
 
-        let now = UnixMillis::now();
+        let now = self.settings.clock.now();
         let mut tx = self.db.begin_write().await?;
         let user = cmd.user_id.as_str();
         let account = ledger::lock_account(&mut tx, user, now).await?;
+        // A twin under the same key that committed while this one waited for the lock is
+        // answered as the original, never counted against the velocity limits.
+        if store::get_purchase_by_key(&mut tx, user, cmd.idempotency_key.as_str())
+            .await?
+            .is_some()
+        {
+            drop(tx);
+            return self.by_key(&cmd).await?.ok_or_else(|| {
+                WalletError::Conflict("concurrent purchase vanished; retry".into())
+            });
+        }
         self.settings.age_rule.check(user, account.age)?;
+        // Under the buyer's lock: concurrent purchases of one buyer are counted one after
+        // the other, so together they cannot slip past a limit.
+        let recent = store::recent_purchases(
+            &mut tx,
+            user,
+            cmd.currency.as_str(),
+            UnixMillis(now.0.saturating_sub(VELOCITY_WINDOW_MS)),
+        )
+        .await?;
+        if let Err(refusal) = self
+            .settings
+            .velocity
+            .check(recent, &cmd.currency, amount_minor)
+        {
+            if let Refusal::Velocity { limit, .. } = &refusal {
+                ovation_metrics::global().velocity_limit_refused(limit.name());
+            }
+            return Err(refusal.into());
+        }
         let caps = store::get_limits(&mut tx, user).await?.at(now).effective;
         if caps.daily_purchase.is_some() || caps.monthly_purchase.is_some() {
             let usage = store::usage(&mut tx, user, now, true).await?;
@@ -228,6 +265,8 @@ impl Purchases {
             reversed_at: None,
             created_at: now,
             updated_at: now,
+            credited_seq: None,
+            attribution: store::AttributionRow::default(),
         };
         if !store::insert_purchase(&mut tx, &row).await? {
             // A concurrent request with the same key recorded it first: answer as it does.

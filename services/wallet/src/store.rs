@@ -16,7 +16,8 @@ use ovation_types::{
 };
 
 use crate::domain::{
-    AccountKind, AgeStatus, Balance, Caps, HoldState, Limits, PurchaseState, Reason, Usage,
+    AccountKind, AgeStatus, Attributed, Balance, Caps, ClawbackOrderState, HoldState, Limits,
+    PurchaseState, Reason, RecentPurchases, Usage, WalkedDebit,
 };
 
 /// Largest balance an account may reach: far above any real balance, far below overflow.
@@ -216,9 +217,10 @@ pub struct EntryRefs<'a> {
     pub note: &'a str,
 }
 
-/// A posted entry: its id and the user's balance after it.
+/// A posted entry: its place in the user's ledger and the user's balance after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Posted {
+    pub seq: i64,
     pub posted_after: i64,
     pub available_after: i64,
 }
@@ -303,6 +305,7 @@ pub async fn post(
             .await?;
     }
     Ok(Some(Posted {
+        seq,
         posted_after,
         available_after: posted_after - held_after,
     }))
@@ -957,13 +960,52 @@ pub struct PurchaseRow {
     pub reversed_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+    /// The purchase's credit entry in the buyer's ledger; `None` until credited.
+    pub credited_seq: Option<i64>,
+    /// A reversal's attribution of its debt coins (see `ledger::attribute_reversals`).
+    pub attribution: AttributionRow,
 }
 
-const PURCHASE_COLUMNS: &str = "purchase_id, idempotency_key, fingerprint, user_id, package_id, \
-     package_version, currency_code, amount_minor, package_coins, bonus_coins, promotion_id, \
-     promotion_version, payment_token, state, decline_reason, provider_reference, charge_attempts, \
-     next_attempt_at_ms, reversal_actor, reversal_reason, reversal_clawed_back_coins, \
-     reversal_debt_coins, reversed_at_ms, created_at_ms, updated_at_ms";
+/// Where a reversed purchase's attribution is; all zero until reversed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributionRow {
+    /// The walk is not finished: the worker goes on with it.
+    pub pending: bool,
+    /// The buyer's last entry before the reversal: the walk ends there.
+    pub end_seq: i64,
+    /// The walk has looked at the buyer's entries up to this one.
+    pub cursor_seq: i64,
+    /// Debt coins not attributed yet.
+    pub left_coins: i64,
+    /// Debt coins attributed to debits (gifts and others).
+    pub attributed_coins: i64,
+    /// Clawback orders made (one per gift debit reached).
+    pub order_count: i64,
+    /// Of those, orders payout answered (APPLIED or NO_CREDIT).
+    pub orders_done_count: i64,
+}
+
+/// The columns a purchase is recorded with.
+macro_rules! purchase_record_columns {
+    () => {
+        "purchase_id, idempotency_key, fingerprint, user_id, package_id, \
+         package_version, currency_code, amount_minor, package_coins, bonus_coins, promotion_id, \
+         promotion_version, payment_token, state, decline_reason, provider_reference, \
+         charge_attempts, next_attempt_at_ms, reversal_actor, reversal_reason, \
+         reversal_clawed_back_coins, reversal_debt_coins, reversed_at_ms, created_at_ms, \
+         updated_at_ms"
+    };
+}
+
+const PURCHASE_RECORD_COLUMNS: &str = purchase_record_columns!();
+
+/// Every column of a purchase: the record's, then the credit's place in the ledger and
+/// the reversal's attribution (migration 103).
+const PURCHASE_COLUMNS: &str = concat!(
+    purchase_record_columns!(),
+    ", credited_seq, attribution_pending, attribution_end_seq, attribution_cursor_seq, \
+     attribution_left_coins, attributed_coins, clawback_order_count, clawback_orders_done_count"
+);
 
 fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
     Ok(PurchaseRow {
@@ -999,6 +1041,16 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
             .map(UnixMillis),
         created_at: UnixMillis(r.try_get("created_at_ms")?),
         updated_at: UnixMillis(r.try_get("updated_at_ms")?),
+        credited_seq: r.try_get("credited_seq")?,
+        attribution: AttributionRow {
+            pending: r.try_get::<i64, _>("attribution_pending")? == 1,
+            end_seq: r.try_get("attribution_end_seq")?,
+            cursor_seq: r.try_get("attribution_cursor_seq")?,
+            left_coins: r.try_get("attribution_left_coins")?,
+            attributed_coins: r.try_get("attributed_coins")?,
+            order_count: r.try_get("clawback_order_count")?,
+            orders_done_count: r.try_get("clawback_orders_done_count")?,
+        },
     })
 }
 
@@ -1006,7 +1058,7 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
 /// concurrent duplicate). Keys are per buyer: another user's key never collides.
 pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+        "INSERT INTO purchases ({PURCHASE_RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, $19) \
          ON CONFLICT (user_id, idempotency_key) DO NOTHING"
     )))
@@ -1179,30 +1231,414 @@ pub async fn settle_purchase(
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks a COMPLETED purchase reversed; `false` if it was not completed.
+/// What a reversal records besides who and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReversalMarks {
+    pub clawed_back: i64,
+    pub debt: i64,
+    /// Where the attribution walk starts (the purchase's credit entry).
+    pub walk_from_seq: i64,
+    /// Where it ends (the buyer's last entry before the reversal).
+    pub walk_end_seq: i64,
+}
+
+/// Marks a COMPLETED purchase reversed, its debt coins left to attribute; `false` if it
+/// was not completed.
 pub async fn mark_reversed(
     conn: &mut Conn,
     purchase_id: &str,
     actor: &str,
     reason: &str,
-    clawed_back: i64,
-    debt: i64,
+    marks: ReversalMarks,
     now: UnixMillis,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE purchases SET state = 4, reversal_actor = $2, reversal_reason = $3, \
          reversal_clawed_back_coins = $4, reversal_debt_coins = $5, reversed_at_ms = $6, \
-         updated_at_ms = $6 WHERE purchase_id = $1 AND state = 2",
+         updated_at_ms = $6, attribution_pending = $7, attribution_cursor_seq = $8, \
+         attribution_end_seq = $9, attribution_left_coins = $5 \
+         WHERE purchase_id = $1 AND state = 2",
     )
     .bind(purchase_id)
     .bind(actor)
     .bind(reason)
-    .bind(clawed_back)
-    .bind(debt)
+    .bind(marks.clawed_back)
+    .bind(marks.debt)
     .bind(now.0)
+    .bind(i64::from(marks.debt > 0))
+    .bind(marks.walk_from_seq)
+    .bind(marks.walk_end_seq)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records where a purchase's credit entry is in its buyer's ledger.
+pub async fn set_credited_seq(
+    conn: &mut Conn,
+    purchase_id: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE purchases SET credited_seq = $2 WHERE purchase_id = $1")
+        .bind(purchase_id)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// ---- attribution and clawback orders --------------------------------------------------
+
+/// The buyer's reversed purchases whose attribution is not finished, in the order they
+/// were reversed (reversal time, then purchase id).
+pub async fn pending_attributions(
+    conn: &mut Conn,
+    user: &str,
+) -> Result<Vec<PurchaseRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE attribution_pending = 1 AND user_id = $1 \
+         ORDER BY reversed_at_ms, purchase_id"
+    )))
+    .bind(user)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(purchase_from_row).collect()
+}
+
+/// Up to `limit` buyers with an unfinished attribution, those reversed longest ago first.
+pub async fn buyers_with_pending_attribution(
+    conn: &mut Conn,
+    limit: i64,
+) -> Result<Vec<ResourceId>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT user_id FROM purchases WHERE attribution_pending = 1 \
+         GROUP BY user_id ORDER BY MIN(reversed_at_ms), user_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| id(r, "user_id")).collect()
+}
+
+/// Up to `limit` of the buyer's debits (direct or hold captures) whose entries lie in
+/// `(after_seq, end_seq]` of the buyer's ledger and that still have attributable coins
+/// (coins − refunded − attributed > 0), in ledger order.
+pub async fn attribution_walk(
+    conn: &mut Conn,
+    user: &str,
+    after_seq: i64,
+    end_seq: i64,
+    limit: i64,
+) -> Result<Vec<WalkedDebit>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.operation_id, j.user_seq, d.coins, d.refunded_coins, d.attributed_coins, \
+         d.saga_id FROM journal_entries j JOIN debits d ON d.operation_id = j.operation_id \
+         WHERE j.user_id = $1 AND j.user_seq > $2 AND j.user_seq <= $3 AND j.reason IN ($4, $5) \
+         AND d.user_id = $1 AND d.coins - d.refunded_coins - d.attributed_coins > 0 \
+         ORDER BY j.user_seq LIMIT $6",
+    )
+    .bind(user)
+    .bind(after_seq)
+    .bind(end_seq)
+    .bind(Reason::GiftDebit.code())
+    .bind(Reason::HoldCapture.code())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(WalkedDebit {
+                operation_id: id(r, "operation_id")?,
+                seq: r.try_get("user_seq")?,
+                coins: r.try_get("coins")?,
+                refunded_coins: r.try_get("refunded_coins")?,
+                attributed_coins: r.try_get("attributed_coins")?,
+                gift: optional_id(r, "saga_id")?.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Adds attributed coins to debits, in one statement, each only while its attributed
+/// coins stay within its coins; `false` if any would not (the caller rolls back).
+pub async fn add_attributed(conn: &mut Conn, taken: &[Attributed]) -> Result<bool, StoreError> {
+    if taken.is_empty() {
+        return Ok(true);
+    }
+    let rows = batch::KeyedRows {
+        key_column: "operation_id",
+        first: 1,
+        rows: taken.len(),
+        per_row: 2,
+    };
+    let sql = format!(
+        "UPDATE debits SET attributed_coins = attributed_coins + {} \
+         WHERE operation_id IN ({}) AND attributed_coins + {} <= coins",
+        rows.case(1),
+        rows.keys(),
+        rows.case(1),
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for t in taken {
+        query = query.bind(t.operation_id.as_str()).bind(t.coins);
+    }
+    let done = query.execute(&mut *conn).await?;
+    Ok(done.rows_affected() == taken.len() as u64)
+}
+
+/// A reversal's attribution moved on: the walk's new place, the coins still left, whether
+/// it is finished, and what this stretch attributed and ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttributionStep {
+    pub cursor_seq: i64,
+    pub left_coins: i64,
+    pub pending: bool,
+    pub attributed: i64,
+    pub orders: i64,
+}
+
+pub async fn advance_attribution(
+    conn: &mut Conn,
+    purchase_id: &str,
+    step: AttributionStep,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE purchases SET attribution_cursor_seq = $2, attribution_left_coins = $3, \
+         attribution_pending = $4, attributed_coins = attributed_coins + $5, \
+         clawback_order_count = clawback_order_count + $6 WHERE purchase_id = $1",
+    )
+    .bind(purchase_id)
+    .bind(step.cursor_seq)
+    .bind(step.left_coins)
+    .bind(i64::from(step.pending))
+    .bind(step.attributed)
+    .bind(step.orders)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A clawback order as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClawbackOrderRow {
+    pub clawback_id: String,
+    pub purchase_id: ResourceId,
+    pub operation_id: ResourceId,
+    pub user_id: ResourceId,
+    pub coins: i64,
+    /// The reversal's reason, sent to payout with the order.
+    pub reason: String,
+    pub state: ClawbackOrderState,
+    pub diamonds: i64,
+    pub applied_coins: i64,
+    pub attempts: i64,
+    pub last_error: String,
+    pub next_attempt_at: UnixMillis,
+    pub created_at: UnixMillis,
+    pub done_at: Option<UnixMillis>,
+}
+
+const CLAWBACK_ORDER_COLUMNS: &str = "clawback_id, purchase_id, operation_id, user_id, coins, \
+     reason, state, diamonds, applied_coins, attempts, last_error, next_attempt_at_ms, \
+     created_at_ms, done_at_ms";
+
+fn clawback_order_from_row(r: &AnyRow) -> Result<ClawbackOrderRow, StoreError> {
+    Ok(ClawbackOrderRow {
+        clawback_id: r.try_get("clawback_id")?,
+        purchase_id: id(r, "purchase_id")?,
+        operation_id: id(r, "operation_id")?,
+        user_id: id(r, "user_id")?,
+        coins: r.try_get("coins")?,
+        reason: r.try_get("reason")?,
+        state: ClawbackOrderState::from_code(r.try_get("state")?)
+            .ok_or_else(|| corrupt("clawback order state"))?,
+        diamonds: r.try_get("diamonds")?,
+        applied_coins: r.try_get("applied_coins")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        next_attempt_at: UnixMillis(r.try_get("next_attempt_at_ms")?),
+        created_at: UnixMillis(r.try_get("created_at_ms")?),
+        done_at: r.try_get::<Option<i64>, _>("done_at_ms")?.map(UnixMillis),
+    })
+}
+
+/// Records clawback orders, in one statement.
+pub async fn insert_clawback_orders(
+    conn: &mut Conn,
+    orders: &[ClawbackOrderRow],
+) -> Result<(), StoreError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO clawback_orders ({CLAWBACK_ORDER_COLUMNS}) VALUES {}",
+        batch::rows(1, orders.len(), 14)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for o in orders {
+        query = query
+            .bind(o.clawback_id.as_str())
+            .bind(o.purchase_id.as_str())
+            .bind(o.operation_id.as_str())
+            .bind(o.user_id.as_str())
+            .bind(o.coins)
+            .bind(o.reason.as_str())
+            .bind(o.state.code())
+            .bind(o.diamonds)
+            .bind(o.applied_coins)
+            .bind(o.attempts)
+            .bind(o.last_error.as_str())
+            .bind(o.next_attempt_at.0)
+            .bind(o.created_at.0)
+            .bind(o.done_at.map(|t| t.0));
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// PENDING orders due for a delivery attempt, longest due first.
+pub async fn due_clawback_orders(
+    conn: &mut Conn,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<Vec<ClawbackOrderRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLAWBACK_ORDER_COLUMNS} FROM clawback_orders \
+         WHERE state = 1 AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $2"
+    )))
+    .bind(now.0)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(clawback_order_from_row).collect()
+}
+
+/// Claims a PENDING order's next delivery attempt until `lease_until`: `false` if it is
+/// not pending any more or another worker claimed it first.
+pub async fn claim_clawback_order(
+    conn: &mut Conn,
+    clawback_id: &str,
+    seen_attempts: i64,
+    lease_until: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE clawback_orders SET attempts = attempts + 1, next_attempt_at_ms = $3 \
+         WHERE clawback_id = $1 AND state = 1 AND attempts = $2",
+    )
+    .bind(clawback_id)
+    .bind(seen_attempts)
+    .bind(lease_until.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves the order, PENDING under the claim of attempt `attempts`, to APPLIED or
+/// NO_CREDIT and counts it done on its purchase; `false` if it was not (another worker's
+/// claim took it over).
+pub async fn finish_clawback_order(
+    conn: &mut Conn,
+    order: &ClawbackOrderRow,
+    attempts: i64,
+    state: ClawbackOrderState,
+    diamonds: i64,
+    applied_coins: i64,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE clawback_orders SET state = $3, diamonds = $4, applied_coins = $5, \
+         done_at_ms = $6, last_error = '' WHERE clawback_id = $1 AND state = 1 AND attempts = $2",
+    )
+    .bind(order.clawback_id.as_str())
+    .bind(attempts)
+    .bind(state.code())
+    .bind(diamonds)
+    .bind(applied_coins)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE purchases SET clawback_orders_done_count = clawback_orders_done_count + 1 \
+         WHERE purchase_id = $1",
+    )
+    .bind(order.purchase_id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Schedules the order's next attempt (after attempt `attempts` failed with `error`).
+pub async fn retry_clawback_order(
+    conn: &mut Conn,
+    clawback_id: &str,
+    attempts: i64,
+    at: UnixMillis,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE clawback_orders SET next_attempt_at_ms = $3, last_error = $4 \
+         WHERE clawback_id = $1 AND state = 1 AND attempts = $2",
+    )
+    .bind(clawback_id)
+    .bind(attempts)
+    .bind(at.0)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Orders after (created_at, clawback id) `after`, oldest first, of one purchase or all,
+/// in one state or all.
+pub async fn list_clawback_orders(
+    conn: &mut Conn,
+    purchase_id: Option<&str>,
+    state: Option<ClawbackOrderState>,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<ClawbackOrderRow>, StoreError> {
+    let (at, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLAWBACK_ORDER_COLUMNS} FROM clawback_orders \
+         WHERE ($1 = '' OR purchase_id = $1) AND ($2 = 0 OR state = $2) \
+         AND (created_at_ms > $3 OR (created_at_ms = $3 AND clawback_id > $4)) \
+         ORDER BY created_at_ms, clawback_id LIMIT $5"
+    )))
+    .bind(purchase_id.unwrap_or(""))
+    .bind(state.map_or(0, ClawbackOrderState::code))
+    .bind(at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(clawback_order_from_row).collect()
+}
+
+/// The buyer's purchases recorded after `since`: how many (every state), and the money of
+/// those in `currency` that were not declined.
+pub async fn recent_purchases(
+    conn: &mut Conn,
+    user: &str,
+    currency: &str,
+    since: UnixMillis,
+) -> Result<RecentPurchases, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN currency_code = $2 AND state <> 3 \
+         THEN amount_minor ELSE 0 END), 0) AS BIGINT) FROM purchases \
+         WHERE user_id = $1 AND created_at_ms > $3",
+    )
+    .bind(user)
+    .bind(currency)
+    .bind(since.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(RecentPurchases {
+        count: row.try_get(0)?,
+        amount_minor: row.try_get(1)?,
+    })
 }
 
 // ---- audit ----------------------------------------------------------------------------

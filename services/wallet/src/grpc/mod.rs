@@ -30,9 +30,10 @@ use crate::{accounts, audit};
 use self::parse::{
     DebitsQuery, parse_capture_hold, parse_create_account, parse_debit_coins, parse_debit_item,
     parse_get_account, parse_get_balance, parse_get_hold, parse_get_purchase,
-    parse_get_spending_limits, parse_list_debits, parse_list_purchases, parse_list_transactions,
-    parse_purchase_coins, parse_refund_coins, parse_release_hold, parse_reserve_coins,
-    parse_reverse_purchase, parse_set_account_minor, parse_set_spending_limits,
+    parse_get_spending_limits, parse_list_clawback_orders, parse_list_debits, parse_list_purchases,
+    parse_list_transactions, parse_purchase_coins, parse_refund_coins, parse_release_hold,
+    parse_reserve_coins, parse_reverse_purchase, parse_set_account_minor,
+    parse_set_spending_limits,
 };
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -91,6 +92,10 @@ impl From<WalletError> for ApiError {
                     },
                     Refusal::PurchaseCap { .. } => ApiError::ResourceExhausted {
                         reason: reasons::wallet::PURCHASE_CAP_EXCEEDED,
+                        message,
+                    },
+                    Refusal::Velocity { .. } => ApiError::ResourceExhausted {
+                        reason: reasons::common::VELOCITY_LIMIT,
                         message,
                     },
                 }
@@ -488,9 +493,27 @@ impl WalletService for WalletApi {
 
     async fn list_clawback_orders(
         &self,
-        _request: Request<pb::ListClawbackOrdersRequest>,
+        request: Request<pb::ListClawbackOrdersRequest>,
     ) -> Reply<pb::ListClawbackOrdersResponse> {
-        Err(Status::unimplemented("contract step: not built yet"))
+        access::require(&request, ADMINS)?;
+        let page = parse_list_clawback_orders(request.get_ref()).map_err(ApiError::from)?;
+        let mut conn = self.db.conn().await.map_err(ApiError::from)?;
+        let mut rows = audit::clawback_orders(
+            &mut conn,
+            page.purchase_id.as_ref(),
+            page.state,
+            page.after,
+            page.size.fetch_limit(),
+        )
+        .await
+        .map_err(status)?;
+        let next_page_token = page.size.cut(&mut rows, |o| {
+            PageToken::keyset_cursor(o.created_at.0, &o.clawback_id)
+        });
+        Ok(Response::new(pb::ListClawbackOrdersResponse {
+            orders: rows.iter().map(to_proto::clawback_order).collect(),
+            next_page_token,
+        }))
     }
 
     async fn list_debits(

@@ -18,8 +18,8 @@ use ovation_types::{
 
 use crate::accounts::{OpenAccountCmd, SetLimitsCmd, SetMinorCmd};
 use crate::domain::{
-    Caps, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN, PurchaseState,
-    VerifiedAge,
+    Caps, ClawbackOrderState, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
+    PurchaseState, VerifiedAge,
 };
 use crate::ledger::{CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd};
 use crate::purchases::PurchaseCmd;
@@ -400,6 +400,50 @@ pub fn parse_list_debits(req: &pb::ListDebitsRequest) -> Parsed<DebitsQuery> {
             after: after?,
             window: window?,
         })
+    })
+}
+
+/// A page of clawback orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClawbackOrdersPage {
+    /// `None`: every purchase's.
+    pub purchase_id: Option<ResourceId>,
+    /// `None`: every state.
+    pub state: Option<ClawbackOrderState>,
+    pub size: PageSize,
+    /// The (created_at, clawback id) to continue after.
+    pub after: Option<(i64, String)>,
+}
+
+pub fn parse_list_clawback_orders(
+    req: &pb::ListClawbackOrdersRequest,
+) -> Parsed<ClawbackOrdersPage> {
+    let mut v = Violations::default();
+    let purchase_id = v.check("purchase_id", optional_id(&req.purchase_id));
+    let state = v.check("state", clawback_order_state_filter(req.state));
+    let size = v.check("page_size", PageSize::parse(req.page_size));
+    let after = v.check(
+        "page_token",
+        PageToken::parse(&req.page_token).and_then(|t| t.keyset()),
+    );
+    v.finish(|| {
+        Some(ClawbackOrdersPage {
+            purchase_id: purchase_id?,
+            state: state?,
+            size: size?,
+            after: after?,
+        })
+    })
+}
+
+fn clawback_order_state_filter(raw: i32) -> Result<Option<ClawbackOrderState>, String> {
+    let state = pb::ClawbackOrderState::try_from(raw)
+        .map_err(|_| "is not a clawback order state".to_string())?;
+    Ok(match state {
+        pb::ClawbackOrderState::Unspecified => None,
+        pb::ClawbackOrderState::Pending => Some(ClawbackOrderState::Pending),
+        pb::ClawbackOrderState::Applied => Some(ClawbackOrderState::Applied),
+        pb::ClawbackOrderState::NoCredit => Some(ClawbackOrderState::NoCredit),
     })
 }
 

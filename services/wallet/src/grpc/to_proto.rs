@@ -5,9 +5,12 @@ use ovation_proto::wallet as pb;
 use ovation_server::edge::to_timestamp;
 use ovation_types::{ResourceId, UnixMillis};
 
-use crate::domain::{self, AccountKind, Caps, HoldState, LimitsStatus, PurchaseState, Reason};
+use crate::domain::{
+    self, AccountKind, Caps, ClawbackOrderState, HoldState, LimitsStatus, PurchaseState, Reason,
+};
 use crate::store::{
-    AccountRow, DebitRow, EntryRow, HoldRow, LedgerSummary, PurchaseRow, RefundRow,
+    AccountRow, ClawbackOrderRow, DebitRow, EntryRow, HoldRow, LedgerSummary, PurchaseRow,
+    RefundRow,
 };
 
 pub fn balance(a: &AccountRow) -> pb::Balance {
@@ -55,10 +58,34 @@ pub fn purchase(p: &PurchaseRow) -> pb::Purchase {
             clawed_back_coins: p.reversal_clawed_back,
             debt_coins: p.reversal_debt,
             reverse_time: Some(to_timestamp(at)),
-            ..Default::default()
+            attributed_coins: p.attribution.attributed_coins,
+            clawback_order_count: count(p.attribution.order_count),
+            clawback_orders_done_count: count(p.attribution.orders_done_count),
         }),
         create_time: Some(to_timestamp(p.created_at)),
         update_time: Some(to_timestamp(p.updated_at)),
+    }
+}
+
+/// A stored count as the contract's int32 (saturating: counts are bounded far below).
+fn count(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+pub fn clawback_order(o: &ClawbackOrderRow) -> pb::ClawbackOrder {
+    pb::ClawbackOrder {
+        clawback_id: o.clawback_id.clone(),
+        purchase_id: o.purchase_id.as_str().to_owned(),
+        operation_id: o.operation_id.as_str().to_owned(),
+        user_id: o.user_id.as_str().to_owned(),
+        coins: o.coins,
+        state: pb::ClawbackOrderState::from(o.state).into(),
+        diamonds: o.diamonds,
+        applied_coins: o.applied_coins,
+        attempts: count(o.attempts),
+        last_error: o.last_error.clone(),
+        create_time: Some(to_timestamp(o.created_at)),
+        done_time: o.done_at.map(to_timestamp),
     }
 }
 
@@ -155,6 +182,16 @@ impl From<PurchaseState> for pb::PurchaseState {
             PurchaseState::Completed => pb::PurchaseState::Completed,
             PurchaseState::Declined => pb::PurchaseState::Declined,
             PurchaseState::Reversed => pb::PurchaseState::Reversed,
+        }
+    }
+}
+
+impl From<ClawbackOrderState> for pb::ClawbackOrderState {
+    fn from(state: ClawbackOrderState) -> Self {
+        match state {
+            ClawbackOrderState::Pending => pb::ClawbackOrderState::Pending,
+            ClawbackOrderState::Applied => pb::ClawbackOrderState::Applied,
+            ClawbackOrderState::NoCredit => pb::ClawbackOrderState::NoCredit,
         }
     }
 }

@@ -179,6 +179,17 @@ async fn each_role_reaches_exactly_its_rows() {
         Code::Ok
     );
     assert_eq!(code(admin.reverse_purchase(reverse("r2")).await), Code::Ok);
+    // The clawback orders of reversed purchases: admins only.
+    let orders = pb::ListClawbackOrdersRequest::default;
+    assert_eq!(
+        code(alice.list_clawback_orders(orders()).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(gifting.list_clawback_orders(orders()).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(admin.list_clawback_orders(orders()).await), Code::Ok);
 
     // No token at all.
     let mut anonymous = suite.client(Bearer::none()).await;

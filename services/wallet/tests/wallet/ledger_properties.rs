@@ -261,6 +261,8 @@ fn purchase_row(i: usize, user: usize, coins: i64, bonus: i64, now: UnixMillis) 
         reversed_at: None,
         created_at: now,
         updated_at: now,
+        credited_seq: None,
+        attribution: Default::default(),
     }
 }
 

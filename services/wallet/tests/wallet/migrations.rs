@@ -6,7 +6,51 @@ use ovation_testkit::databases;
 use ovation_types::ResourceId;
 use ovation_wallet::domain::AgeStatus;
 use ovation_wallet::store;
+use sqlx::Row;
 use sqlx::migrate::Migrator;
+
+/// Columns version 100 wrote: id, key, buyer, state, amount, coins, token, debt,
+/// reversal time, update time.
+type Recorded = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+/// What version 100 recorded of each purchase, by id.
+async fn recorded(conn: &mut ovation_store::db::Conn) -> Vec<Recorded> {
+    let rows = sqlx::query(
+        "SELECT purchase_id, idempotency_key, user_id, state, amount_minor, package_coins, \
+         payment_token, reversal_debt_coins, reversed_at_ms, updated_at_ms FROM purchases \
+         ORDER BY purchase_id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                r.get(8),
+                r.get(9),
+            )
+        })
+        .collect()
+}
 
 /// The wallet's migrations up to and including `version`.
 fn migrations_up_to(version: i64) -> Migrator {
@@ -22,7 +66,8 @@ fn migrations_up_to(version: i64) -> Migrator {
 /// 101 rebuilds `purchases` with keys unique per buyer: purchases recorded under the
 /// global uniqueness are all still there, unchanged, and afterwards another buyer may use
 /// a taken key while the same buyer may not. 102 adds the accounts' verified adulthood:
-/// existing accounts keep their minor flag and start unverified.
+/// existing accounts keep their minor flag and start unverified. 103 finds each credited
+/// purchase's credit entry, and reversals made before it attribute nothing.
 #[tokio::test]
 async fn purchase_rows_survive_the_per_buyer_key_migration() {
     for test_db in databases().await {
@@ -63,14 +108,19 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             .await
             .unwrap();
         }
+        // ann's purchase was credited: its entry in her ledger (103 finds it).
+        sqlx::query(
+            "INSERT INTO journal_entries (entry_id, user_id, user_seq, reason, \
+             user_delta_coins, balance_after_coins, purchase_id, operation_id, saga_id, actor, \
+             note, created_at_ms) VALUES ('e1', 'ann', 1, 1, 100, 100, 'p1', '', '', 'ann', '', 2)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
         drop(conn);
-        let before: Vec<_> = {
+        let before = {
             let mut conn = db.conn().await.unwrap();
-            let mut rows = Vec::new();
-            for id in ["p1", "p2"] {
-                rows.push(store::get_purchase(&mut conn, id).await.unwrap().unwrap());
-            }
-            rows
+            recorded(&mut conn).await
         };
         db.migrate(&ovation_wallet::migrations()).await.unwrap();
         let mut conn = db.conn().await.unwrap();
@@ -85,12 +135,23 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
                 "[{backend}] {user}"
             );
         }
-        for row in &before {
-            let after = store::get_purchase(&mut conn, row.purchase_id.as_str())
-                .await
-                .unwrap();
-            assert_eq!(after.as_ref(), Some(row), "[{backend}] kept as it was");
-        }
+        assert_eq!(
+            recorded(&mut conn).await,
+            before,
+            "[{backend}] kept as they were"
+        );
+        let p1 = store::get_purchase(&mut conn, "p1").await.unwrap().unwrap();
+        let p2 = store::get_purchase(&mut conn, "p2").await.unwrap().unwrap();
+        assert_eq!(
+            (p1.credited_seq, p2.credited_seq),
+            (Some(1), None),
+            "[{backend}] 103: a credited purchase knows its credit entry"
+        );
+        assert_eq!(
+            p2.attribution,
+            Default::default(),
+            "[{backend}] 103: a reversal made before it attributes nothing"
+        );
         assert_eq!(
             store::list_purchases(&mut conn, "ann", None, None, 10)
                 .await
@@ -99,7 +160,7 @@ async fn purchase_rows_survive_the_per_buyer_key_migration() {
             1,
             "[{backend}] the buyer index answers"
         );
-        let mut again = before[0].clone();
+        let mut again = p1.clone();
         again.purchase_id = ResourceId::parse("p3").unwrap();
         assert!(
             !store::insert_purchase(&mut conn, &again).await.unwrap(),

@@ -1,13 +1,20 @@
-//! A catalog and a wallet on loopback, each on a test database, clients for the roles the
-//! tests play, and the wallet's requests and reads the tests share.
+//! A catalog and a wallet on loopback, each on a test database (and, for the clawback
+//! tests, a payout service the wallet delivers to), clients for the roles the tests play,
+//! and the wallet's requests and reads the tests share.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ovation_auth::Role;
+use ovation_proto::payout::payout_service_client::PayoutServiceClient;
 use ovation_proto::wallet as pb;
 use ovation_proto::wallet::wallet_service_client::WalletServiceClient;
-use ovation_testkit::services::{catalog_config, start_catalog, start_wallet, wallet_config};
-use ovation_testkit::{Bearer, Running, TestDatabase, WalletClient};
+use ovation_server::peer::PayoutPeerArgs;
+use ovation_testkit::services::{
+    catalog_config, payout_config, start_catalog, start_payout, start_wallet, wallet_config,
+};
+use ovation_testkit::{Bearer, PayoutClient, Running, TestDatabase, WalletClient, free_addr};
+use ovation_types::Clock;
 use ovation_wallet::WalletSettings;
 use ovation_wallet::payment::SandboxProvider;
 
@@ -19,6 +26,28 @@ pub struct Suite {
     _catalog_db: TestDatabase,
     pub wallet_db_url: String,
     pub backend: &'static str,
+    /// The wallet's clock (the system's unless the test moves time).
+    pub clock: Clock,
+    /// The payout service the wallet delivers clawback orders to, when the test has one.
+    payout: Option<PayoutSlot>,
+}
+
+/// A payout service on a fixed address and database, so it can be stopped and started
+/// again where the wallet expects it.
+struct PayoutSlot {
+    addr: SocketAddr,
+    db: TestDatabase,
+    running: Option<Running>,
+}
+
+/// What a suite starts besides the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct SuiteOptions {
+    pub settings: WalletSettings,
+    /// `None`: the system clock.
+    pub clock: Option<Clock>,
+    /// Start a real payout service and deliver clawback orders to it.
+    pub payout: bool,
 }
 
 impl Suite {
@@ -27,9 +56,35 @@ impl Suite {
     }
 
     pub async fn start_with(wallet_db: &TestDatabase, settings: WalletSettings) -> Suite {
+        Self::start_custom(
+            wallet_db,
+            SuiteOptions {
+                settings,
+                ..SuiteOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_custom(wallet_db: &TestDatabase, options: SuiteOptions) -> Suite {
         let catalog_db = TestDatabase::sqlite();
         let catalog = start_catalog(catalog_config(catalog_db.url(), true)).await;
         let sandbox = Arc::new(SandboxProvider::new());
+        let payout = if options.payout {
+            let db = match wallet_db.backend() {
+                "postgres" => TestDatabase::postgres()
+                    .await
+                    .expect("PostgreSQL is configured: the wallet's database is on it"),
+                _ => TestDatabase::sqlite(),
+            };
+            Some(PayoutSlot {
+                addr: free_addr(),
+                db,
+                running: None,
+            })
+        } else {
+            None
+        };
         let mut suite = Suite {
             catalog,
             wallet: None,
@@ -37,19 +92,62 @@ impl Suite {
             _catalog_db: catalog_db,
             wallet_db_url: wallet_db.url().to_owned(),
             backend: wallet_db.backend(),
+            clock: options.clock.unwrap_or_default(),
+            payout,
         };
-        suite.start_wallet(settings).await;
+        if suite.payout.is_some() {
+            suite.start_payout().await;
+        }
+        suite.start_wallet(options.settings).await;
         suite
     }
 
     async fn start_wallet(&mut self, settings: WalletSettings) {
-        let config = wallet_config(
+        let mut config = wallet_config(
             &self.wallet_db_url,
             &self.catalog.endpoint(),
             settings,
             self.sandbox.clone(),
         );
+        config.clock = self.clock.clone();
+        if let Some(payout) = &self.payout {
+            config.payout = PayoutPeerArgs::plaintext(format!("http://{}", payout.addr));
+        }
         self.wallet = Some(start_wallet(config).await);
+    }
+
+    /// Starts payout (again) on its address and database.
+    pub async fn start_payout(&mut self) {
+        let catalog = self.catalog.endpoint();
+        let slot = self
+            .payout
+            .as_mut()
+            .expect("the suite has a payout service");
+        assert!(slot.running.is_none(), "payout is already running");
+        let provider = Arc::new(ovation_payout::provider::SandboxProvider::in_memory());
+        let mut config = payout_config(slot.db.url(), &catalog, provider);
+        config.server.listen_addr = slot.addr;
+        slot.running = Some(start_payout(config).await);
+    }
+
+    /// Stops payout; its address and database stay for [`Suite::start_payout`].
+    pub async fn stop_payout(&mut self) {
+        let slot = self
+            .payout
+            .as_mut()
+            .expect("the suite has a payout service");
+        let running = slot.running.take().expect("payout is running");
+        running.stop().await.expect("payout stops");
+    }
+
+    /// A client of payout, presenting `bearer`.
+    pub async fn payout(&self, bearer: Bearer) -> PayoutClient {
+        let slot = self
+            .payout
+            .as_ref()
+            .expect("the suite has a payout service");
+        let running = slot.running.as_ref().expect("payout is running");
+        PayoutServiceClient::with_interceptor(running.channel().await, bearer)
     }
 
     /// Stops the wallet and starts another on its database with `settings` and the same
@@ -83,6 +181,9 @@ impl Suite {
     pub async fn stop(self) {
         if let Some(wallet) = self.wallet {
             wallet.stop().await.expect("wallet stops");
+        }
+        if let Some(running) = self.payout.and_then(|p| p.running) {
+            running.stop().await.expect("payout stops");
         }
         self.catalog.stop().await.expect("catalog stops");
     }
