@@ -10,6 +10,8 @@ use ovation_wallet::WalletSettings;
 use tonic::transport::Channel;
 
 use crate::clients::SuiteClients;
+use ovation_server::peer::PayoutPeerArgs;
+
 use crate::services::{
     GiftingPeers, catalog_config, gifting_config, payout_config, start_catalog, start_gifting,
     start_payout, start_wallet, wallet_config,
@@ -154,6 +156,8 @@ impl InProcessSuite {
                 let settings = WalletSettings::default();
                 let mut config = wallet_config(&db_url, &catalog, settings, provider);
                 config.server.listen_addr = addr;
+                // Reversed purchases' clawback orders go to this suite's payout.
+                config.payout = PayoutPeerArgs::plaintext(self.clients.payout.clone());
                 start_wallet(config).await
             }
             Service::Payout => {

@@ -86,7 +86,13 @@ async fn request_payout(
     Ok(answer.into_inner().payout.expect("a payout"))
 }
 
-async fn send(suite: &InProcessSuite, key: &str, sender: &str, gift: &str, quantity: i32) -> gifting_pb::GiftReceipt {
+async fn send(
+    suite: &InProcessSuite,
+    key: &str,
+    sender: &str,
+    gift: &str,
+    quantity: i32,
+) -> gifting_pb::GiftReceipt {
     suite
         .clients
         .gifting_as(sender)
@@ -217,22 +223,38 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     let purchase = stolen_card_purchase(&suite).await;
     assert!(purchase.coins_credited >= 2_000, "[{b}] {purchase:?}");
     let gift = send(&suite, "tom-1", "tom", "galaxy", 2).await;
-    assert_eq!(gift.status, gifting_pb::SagaStatus::Completed as i32, "[{b}] {gift:?}");
+    assert_eq!(
+        gift.status,
+        gifting_pb::SagaStatus::Completed as i32,
+        "[{b}] {gift:?}"
+    );
     assert_eq!(gift.diamonds_credited, 1_000, "[{b}]");
     let before = balance(&suite, "bella").await;
-    assert_eq!((before.pending_diamonds, before.available_diamonds), (1_000, 0), "[{b}] {before:?}");
+    assert_eq!(
+        (before.pending_diamonds, before.available_diamonds),
+        (1_000, 0),
+        "[{b}] {before:?}"
+    );
     assert_audit_clean(&suite, "after tom's gifts").await;
 
     // 2. Bella cannot cash out pending diamonds.
-    let refused = request_payout(&suite, "cash-early", 1_000).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "[{b}] {refused:?}");
+    let refused = request_payout(&suite, "cash-early", 1_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::FailedPrecondition,
+        "[{b}] {refused:?}"
+    );
     assert_eq!(reason(&refused), "DIAMONDS_NOT_MATURE", "[{b}] {refused:?}");
     assert_audit_clean(&suite, "after the early cash-out").await;
 
     // 3. Three days later they have matured, and she cashes them out before the chargeback
     //    lands (as a thief would): the payout is paid.
     clock.advance(72 * HOUR_MS);
-    let payout = request_payout(&suite, "cash-1", 1_000).await.expect("the cash-out");
+    let payout = request_payout(&suite, "cash-1", 1_000)
+        .await
+        .expect("the cash-out");
     eventually(
         "the payout being paid",
         || async {
@@ -253,7 +275,11 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     )
     .await;
     // Hana, an honest viewer, then gifts bella 300 coins: 150 diamonds pending.
-    assert_eq!(suite.funded_viewer("hana", "coins_1000").await, 1_100, "[{b}]");
+    assert_eq!(
+        suite.funded_viewer("hana", "coins_1000").await,
+        1_100,
+        "[{b}]"
+    );
     let honest = send(&suite, "hana-1", "hana", "doughnut", 10).await;
     assert_eq!(honest.diamonds_credited, 150, "[{b}] {honest:?}");
     assert_audit_clean(&suite, "after the payout").await;
@@ -284,8 +310,16 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
         .collect();
     assert_eq!(reversed.len(), 1, "[{b}] one reversal: {answers:?}");
     for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
-        assert_eq!(refused.code(), Code::FailedPrecondition, "[{b}] {refused:?}");
-        assert_eq!(reason(refused), "PURCHASE_NOT_COMPLETED", "[{b}] {refused:?}");
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "[{b}] {refused:?}"
+        );
+        assert_eq!(
+            reason(refused),
+            "PURCHASE_NOT_COMPLETED",
+            "[{b}] {refused:?}"
+        );
     }
     let reversal = reversed[0].reversal.clone().expect("the reversal");
     // Tom had spent 2,000 of the coins on the gift: they are his debt, attributed to it.
@@ -321,7 +355,11 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     .await;
     assert_eq!(orders.len(), 1, "[{b}] {orders:?}");
     assert_eq!(orders[0].operation_id, gift.saga_id, "[{b}] {orders:?}");
-    assert_eq!((orders[0].coins, orders[0].diamonds), (2_000, 1_000), "[{b}] {orders:?}");
+    assert_eq!(
+        (orders[0].coins, orders[0].diamonds),
+        (2_000, 1_000),
+        "[{b}] {orders:?}"
+    );
     let clawbacks = suite
         .clients
         .payout_admin()
@@ -337,30 +375,50 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     assert_eq!(clawbacks.len(), 1, "[{b}] {clawbacks:?}");
     let c = &clawbacks[0];
     assert_eq!(
-        (c.diamonds, c.from_pending_diamonds, c.from_available_diamonds, c.to_debt_diamonds),
+        (
+            c.diamonds,
+            c.from_pending_diamonds,
+            c.from_available_diamonds,
+            c.to_debt_diamonds
+        ),
         (1_000, 150, 0, 850),
         "[{b}] {c:?}"
     );
     let after = balance(&suite, "bella").await;
     assert_eq!(
-        (after.pending_diamonds, after.available_diamonds, after.debt_diamonds),
+        (
+            after.pending_diamonds,
+            after.available_diamonds,
+            after.debt_diamonds
+        ),
         (0, 0, 850),
         "[{b}] {after:?}"
     );
     assert_eq!(after.clawed_back_diamonds, 1_000, "[{b}] {after:?}");
     assert_eq!(
         after.lifetime_earned_diamonds,
-        after.pending_diamonds + after.available_diamonds + after.held_diamonds + after.paid_out_diamonds,
+        after.pending_diamonds
+            + after.available_diamonds
+            + after.held_diamonds
+            + after.paid_out_diamonds,
         "[{b}] {after:?}"
     );
     assert_audit_clean(&suite, "after the chargeback").await;
 
     // 6. While the debt remains, no cash-out; tom, in debt himself, cannot gift.
     let refused = request_payout(&suite, "cash-2", 1_000).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "[{b}] {refused:?}");
+    assert_eq!(
+        refused.code(),
+        Code::FailedPrecondition,
+        "[{b}] {refused:?}"
+    );
     assert_eq!(reason(&refused), "CREATOR_IN_DEBT", "[{b}] {refused:?}");
     let blocked = send(&suite, "tom-2", "tom", "rose", 1).await;
-    assert_eq!(blocked.status, gifting_pb::SagaStatus::Rejected as i32, "[{b}] {blocked:?}");
+    assert_eq!(
+        blocked.status,
+        gifting_pb::SagaStatus::Rejected as i32,
+        "[{b}] {blocked:?}"
+    );
 
     // 7. Later gifts settle the debt first: hana's 2 galaxies mint 1,000 diamonds, 850 of
     //    which pay the debt; 150 are pending.
@@ -382,7 +440,11 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     assert_eq!(settling.diamonds_credited, 1_000, "[{b}] {settling:?}");
     let settled = balance(&suite, "bella").await;
     assert_eq!(
-        (settled.debt_diamonds, settled.pending_diamonds, settled.available_diamonds),
+        (
+            settled.debt_diamonds,
+            settled.pending_diamonds,
+            settled.available_diamonds
+        ),
         (0, 150, 0),
         "[{b}] {settled:?}"
     );
@@ -412,7 +474,11 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
     let accepted = answers.iter().filter(|a| a.is_ok()).count();
     assert_eq!(accepted, 1, "[{b}] one reversal: {answers:?}");
     for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
-        assert_eq!(reason(refused), "GIFT_ALREADY_REVERSED", "[{b}] {refused:?}");
+        assert_eq!(
+            reason(refused),
+            "GIFT_ALREADY_REVERSED",
+            "[{b}] {refused:?}"
+        );
     }
     let done = eventually(
         "the gift reversal being done",
@@ -430,14 +496,25 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
                 .receipt
                 .and_then(|r| r.reversal)
         },
-        |r| r.as_ref().is_some_and(|r| r.state == gifting_pb::GiftReversalState::Done as i32),
+        |r| {
+            r.as_ref()
+                .is_some_and(|r| r.state == gifting_pb::GiftReversalState::Done as i32)
+        },
     )
     .await
     .expect("a reversal");
-    assert_eq!((done.clawed_back_diamonds, done.returned_coins), (150, 300), "[{b}] {done:?}");
+    assert_eq!(
+        (done.clawed_back_diamonds, done.returned_coins),
+        (150, 300),
+        "[{b}] {done:?}"
+    );
     assert_eq!(suite.coins("hana").await, hana_before + 300, "[{b}]");
     let reviewed = balance(&suite, "bella").await;
-    assert_eq!((reviewed.pending_diamonds, reviewed.debt_diamonds), (0, 0), "[{b}] {reviewed:?}");
+    assert_eq!(
+        (reviewed.pending_diamonds, reviewed.debt_diamonds),
+        (0, 0),
+        "[{b}] {reviewed:?}"
+    );
     assert_audit_clean(&suite, "after the gift reversal").await;
     suite.stop().await;
 }
