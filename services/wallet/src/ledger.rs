@@ -468,7 +468,7 @@ pub async fn refund(
             ),
         });
     }
-    store::lock_account(conn, debit.user_id.as_str(), now).await?;
+    let account = lock_account(conn, debit.user_id.as_str(), now).await?;
     if !store::mark_refunded(
         conn,
         debit.operation_id.as_str(),
@@ -511,13 +511,25 @@ pub async fn refund(
         reason: reasons::wallet::BALANCE_LIMIT,
         message: "the refund would take the balance beyond its limit".into(),
     })?;
+    // Coins coming back to a user in debt pay the debt first, as a purchase's do: a gift
+    // reversal returning coins that a chargeback already counted as debt gives nothing back.
+    let settled = settle_debt_from(
+        conn,
+        debit.user_id.as_str(),
+        account.balance.debt,
+        coins.get(),
+        &refs,
+        now,
+    )
+    .await?;
+    let available_after = settled.map_or(posted.available_after, |s| s.available_after);
     let row = RefundRow {
         operation_id: cmd.operation_id.clone(),
         debit_operation_id: debit.operation_id,
         user_id: debit.user_id,
         coins,
         note: cmd.note.clone(),
-        available_after: posted.available_after,
+        available_after,
         created_at: now,
     };
     store::insert_refund(conn, &row).await?;
@@ -859,25 +871,38 @@ pub async fn complete_purchase(
         .ok_or_else(limit)?;
     }
     let credited = purchase.package_coins.get() + purchase.bonus_coins;
-    let (settled, _) = crate::domain::settle_debt(account.balance.debt, credited);
-    if settled > 0 {
-        let note = format!(
-            "settles debt from a reversed purchase ({settled} of {} coins)",
-            account.balance.debt
-        );
-        let settle = EntryRefs {
-            note: &note,
-            ..refs.clone()
-        };
-        store::post(conn, user, Reason::DebtSettlement, settled, 0, &settle, now)
-            .await?
-            .ok_or_else(|| WalletError::WrongState {
-                reason: reasons::wallet::DEBT_SETTLEMENT,
-                message: "debt settlement found too few coins".into(),
-            })?;
-        store::adjust_debt(conn, user, -settled).await?;
-    }
+    settle_debt_from(conn, user, account.balance.debt, credited, &refs, now).await?;
     Ok(true)
+}
+
+/// Settles the user's coin debt (from reversed purchases) out of coins just credited to
+/// them (a purchase, or a refund): min(debt, credited) in one DEBT_SETTLEMENT entry. The
+/// user's row is locked by the caller. Returns the entry if anything was settled.
+async fn settle_debt_from(
+    conn: &mut Conn,
+    user: &str,
+    debt: i64,
+    credited: i64,
+    refs: &EntryRefs<'_>,
+    now: UnixMillis,
+) -> Result<Option<store::Posted>, WalletError> {
+    let (settled, _) = crate::domain::settle_debt(debt, credited);
+    if settled == 0 {
+        return Ok(None);
+    }
+    let note = format!("settles debt from a reversed purchase ({settled} of {debt} coins)");
+    let settle = EntryRefs {
+        note: &note,
+        ..refs.clone()
+    };
+    let posted = store::post(conn, user, Reason::DebtSettlement, settled, 0, &settle, now)
+        .await?
+        .ok_or_else(|| WalletError::WrongState {
+            reason: reasons::wallet::DEBT_SETTLEMENT,
+            message: "debt settlement found too few coins".into(),
+        })?;
+    store::adjust_debt(conn, user, -settled).await?;
+    Ok(Some(posted))
 }
 
 /// A purchase, in whatever state it is.

@@ -770,3 +770,79 @@ async fn orders_outlast_a_payout_outage() {
         suite.stop().await;
     }
 }
+
+/// Coins a refund gives back to a user in debt pay the debt first, as a purchase's do: a
+/// gift reversal returning coins a chargeback already counted as debt gives the buyer
+/// nothing to spend (issue 14).
+#[tokio::test]
+async fn a_refund_to_a_user_in_debt_settles_the_debt_first() {
+    for db in databases().await {
+        let suite = Suite::start(&db).await;
+        let backend = suite.backend;
+        let mut rex = suite.user("rex").await;
+        let mut gifting = suite.gifting().await;
+        let mut admin = suite.admin().await;
+        open_account(&mut rex, "rex").await;
+        let bought = buy(&mut rex, "rex", "p0", "coins_1000", TOKEN_OK).await;
+        let (big, small) = (600, 200);
+        gifting
+            .debit_coins(gift("s-big", "rex", big))
+            .await
+            .unwrap();
+        gifting
+            .debit_coins(gift("s-small", "rex", small))
+            .await
+            .unwrap();
+        let reversed = reverse(&mut admin, reversal(&bought.purchase_id, "r1")).await;
+        let debt = reversed.reversal.expect("reversal").debt_coins;
+        assert_eq!(debt, big + small, "[{backend}] the spent coins became debt");
+
+        // The smaller gift's coins come back: all of them pay the debt.
+        let refund = |op: &str, debit: &str| pb::RefundCoinsRequest {
+            idempotency_key: format!("k-{op}"),
+            operation_id: op.into(),
+            debit_operation_id: debit.into(),
+            coins: None,
+            note: "gift reversed".into(),
+        };
+        let answer = gifting
+            .refund_coins(refund("s-small.reversal", "s-small"))
+            .await
+            .unwrap()
+            .into_inner()
+            .refund
+            .expect("refund");
+        assert_eq!(answer.available_coins_after, 0, "[{backend}] {answer:?}");
+        let b = balance(&mut rex, "rex").await;
+        assert_eq!(
+            (b.posted_coins, b.debt_coins),
+            (0, debt - small),
+            "[{backend}] the refund went to the debt"
+        );
+        // A refund larger than what is left of the debt pays it off; the rest is spendable.
+        let top_up = buy(&mut rex, "rex", "p1", "coins_1000", TOKEN_OK).await;
+        let after_top_up = balance(&mut rex, "rex").await;
+        assert_eq!(
+            after_top_up.debt_coins, 0,
+            "[{backend}] the purchase settled the rest"
+        );
+        gifting
+            .debit_coins(gift("s-more", "rex", 100))
+            .await
+            .unwrap();
+        let before = balance(&mut rex, "rex").await;
+        gifting
+            .refund_coins(refund("s-more.refund", "s-more"))
+            .await
+            .unwrap();
+        let after = balance(&mut rex, "rex").await;
+        assert_eq!(
+            (after.posted_coins, after.debt_coins),
+            (before.posted_coins + 100, 0),
+            "[{backend}] without debt a refund is spendable ({} credited by the top-up)",
+            top_up.coins_credited
+        );
+        assert_ledger_sound(&mut admin, backend).await;
+        suite.stop().await;
+    }
+}
