@@ -126,20 +126,37 @@ fn walkthrough_steps(readme: &str) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
-/// How a walkthrough step that mints a token starts.
+/// How a walkthrough step that sets a variable starts.
 const TOKEN_PREFIX: &str = "export ";
 
-/// `NAME=$(cargo run -q -p ovation -- token ARGS)` → (NAME, "token ARGS").
-fn parse_token_step(rest: &str) -> Result<(String, String), String> {
+/// What an `export NAME=$(…)` step runs to set NAME.
+#[derive(Debug, PartialEq)]
+enum Export {
+    /// `$(cargo run -q -p ovation -- token ARGS)`: "token ARGS", run with the real binary.
+    Token(String),
+    /// `$(grpcurl … | sed …)`: a grpcurl command whose output is cut down to one value (an
+    /// id the server chose), run like any step.
+    Capture(String),
+}
+
+/// `NAME=$(…)` → (NAME, what to run).
+fn parse_export_step(rest: &str) -> Result<(String, Export), String> {
     let (name, value) = rest.split_once('=').ok_or("expected export NAME=$(…)")?;
     let inner = value
-        .strip_prefix("$(cargo run -q -p ovation -- ")
+        .strip_prefix("$(")
         .and_then(|v| v.strip_suffix(')'))
-        .ok_or("expected $(cargo run -q -p ovation -- token …)")?;
-    if !inner.starts_with("token ") {
-        return Err("only `ovation token` may be run by an export step".into());
-    }
-    Ok((name.trim().to_owned(), inner.to_owned()))
+        .ok_or("expected export NAME=$(…)")?;
+    let export = if let Some(args) = inner.strip_prefix("cargo run -q -p ovation -- ") {
+        if !args.starts_with("token ") {
+            return Err("only `ovation token` may be run by an export step".into());
+        }
+        Export::Token(args.to_owned())
+    } else if inner.starts_with("grpcurl ") {
+        Export::Capture(inner.to_owned())
+    } else {
+        return Err("an export step runs `ovation token` or `grpcurl`".into());
+    };
+    Ok((name.trim().to_owned(), export))
 }
 
 fn readme_path() -> PathBuf {
@@ -214,8 +231,35 @@ async fn readme_grpcurl_walkthrough_runs_as_written() {
     let mut failures = Vec::new();
     for step in &steps {
         if let Some(rest) = step.command.strip_prefix(TOKEN_PREFIX) {
-            let (name, args) = parse_token_step(rest)
+            let (name, export) = parse_export_step(rest)
                 .unwrap_or_else(|e| panic!("README:{}: {e}: {}", step.line, step.command));
+            let args = match export {
+                Export::Token(args) => args,
+                Export::Capture(command) => {
+                    let command = addrs
+                        .iter()
+                        .fold(command, |c, (from, to)| c.replace(from, to));
+                    let run = tokio::process::Command::new("sh")
+                        .args(["-c", &command])
+                        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .kill_on_drop(true)
+                        .output();
+                    let out = tokio::time::timeout(COMMAND_BOUND, run)
+                        .await
+                        .unwrap_or_else(|_| panic!("README:{}: still running", step.line))
+                        .unwrap_or_else(|e| panic!("README:{}: cannot run sh: {e}", step.line));
+                    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                    assert!(
+                        out.status.success() && !value.is_empty() && !value.contains('\n'),
+                        "README:{}: {command} set {name} to {value:?} ({}): {}",
+                        step.line,
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    env.push((name, value));
+                    continue;
+                }
+            };
             let output = std::process::Command::new(&ovation)
                 .args(args.split_whitespace())
                 .arg("--keys-file")
@@ -384,4 +428,25 @@ grpcurl -plaintext 127.0.0.1:50052 describe
     assert!(walkthrough_steps(two_commands).is_err());
 
     assert!(walkthrough_steps("# No walkthrough\n").is_err());
+}
+
+#[test]
+fn export_steps_mint_tokens_or_capture_one_value_of_a_grpcurl_answer() {
+    assert_eq!(
+        parse_export_step("ADMIN=$(cargo run -q -p ovation -- token --sub ops --role admin)"),
+        Ok((
+            "ADMIN".into(),
+            Export::Token("token --sub ops --role admin".into())
+        ))
+    );
+    assert_eq!(
+        parse_export_step("ID=$(grpcurl -plaintext 127.0.0.1:50051 x.Y/Z | sed -n 1p)"),
+        Ok((
+            "ID".into(),
+            Export::Capture("grpcurl -plaintext 127.0.0.1:50051 x.Y/Z | sed -n 1p".into())
+        ))
+    );
+    assert!(parse_export_step("X=$(rm -rf /tmp/x)").is_err());
+    assert!(parse_export_step("X=$(cargo run -q -p ovation -- up)").is_err());
+    assert!(parse_export_step("X=plain").is_err());
 }
