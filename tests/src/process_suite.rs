@@ -525,7 +525,8 @@ impl Suite {
             .unwrap_or_else(|e| self.fail(format!("GetBalance {user}: {e}")))
     }
 
-    /// A creator's available diamonds; 0 for one payout does not know.
+    /// A creator's diamonds not cashed out (pending and available); 0 for one payout does
+    /// not know.
     pub async fn diamonds(&self, creator: &str) -> i64 {
         match self.clients.diamonds(creator).await {
             Ok(diamonds) => diamonds,

@@ -149,7 +149,8 @@ impl SuiteClients {
         Ok(balance.posted_coins)
     }
 
-    /// Creator `id`'s available diamonds, as they read them.
+    /// Creator `id`'s diamonds not cashed out, as they read them: pending (credited, not
+    /// yet matured) and available.
     pub async fn diamonds(&self, id: &str) -> Result<i64, tonic::Status> {
         let balance = self
             .payout_as(id)
@@ -161,7 +162,7 @@ impl SuiteClients {
             .into_inner()
             .balance
             .ok_or_else(|| missing("GetDiamondBalance", "balance"))?;
-        Ok(balance.available_diamonds)
+        Ok(balance.pending_diamonds + balance.available_diamonds)
     }
 }
 

@@ -273,7 +273,8 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
             .map_or("", |(_, body)| body)
             .to_owned();
         let settled = coins(&text, "gift_sink") == Some(spent)
-            && diamonds(&text, "creator").is_some_and(|d| d > 0.0)
+            // Credits are pending until they mature (72 h in the demo economy).
+            && diamonds(&text, "creator_pending").is_some_and(|d| d > 0.0)
             && sample(&text, "ovation_sagas_in_flight") == Some(0.0);
         if settled {
             break text;
@@ -295,7 +296,14 @@ async fn metrics_of_ovation_up_show_rpcs_and_sagas_after_a_few_gifts() {
         Some(purchased_coins as f64 - spent),
         "users hold what they bought minus the gifts:\n{text}"
     );
-    let diamond_accounts = ["creator", "creator_held", "gift_issuance", "paid_out"];
+    let diamond_accounts = [
+        "creator",
+        "creator_pending",
+        "creator_held",
+        "gift_issuance",
+        "paid_out",
+        "clawback",
+    ];
     let diamond_total: f64 = diamond_accounts
         .iter()
         .map(|a| diamonds(text, a).unwrap_or(f64::NAN))
