@@ -1486,12 +1486,14 @@ impl Payout {
     /// every rule against `balance` (the database re-checks the available diamonds with a
     /// conditional update, which is what stops two concurrent requests).
     ///
-    /// The checks, in order: suspended, in clawback debt, payout account, its cooling-off,
-    /// minimum, the daily cap (what `standing` says was requested today plus this), then
-    /// the available (matured) diamonds; when they fall short but pending ones would
-    /// cover it, [`PayoutRule::DiamondsNotMature`] (saying when the next mature, from
-    /// `balance`'s view), otherwise [`PayoutRule::InsufficientDiamonds`]. A payout of at
-    /// least the review threshold is recorded in REVIEW, any other HELD; both hold.
+    /// The checks, in order: suspended, in clawback debt, payout account verified,
+    /// minimum, the daily cap (what `standing` says was requested today plus this), the
+    /// available (matured) diamonds (when they fall short but pending ones would cover
+    /// it, [`PayoutRule::DiamondsNotMature`], saying when the next mature, from
+    /// `balance`'s view; otherwise [`PayoutRule::InsufficientDiamonds`]), then the
+    /// account's cooling-off: what waiting cannot fix is said first, and of the two
+    /// waits, the diamonds' before the account's. A payout of at least the review
+    /// threshold is recorded in REVIEW, any other HELD; both hold.
     pub fn request(
         id: String,
         standing: CreatorStanding<'_>,
@@ -1510,13 +1512,6 @@ impl Payout {
             return Err(PayoutRule::CreatorInDebt { debt: balance.debt });
         }
         let account = creator.payout_destination()?;
-        let cooled = controls.cooling_off.ends_at(account.set_at);
-        if now < cooled {
-            return Err(PayoutRule::AccountCoolingOff {
-                hours: controls.cooling_off.get_hours(),
-                ends: utc(cooled.0),
-            });
-        }
         let amount = rate.amount_for(diamonds)?;
         if let Some(cap) = controls.daily_cap {
             let total = i128::from(standing.requested_today) + i128::from(diamonds.get());
@@ -1545,6 +1540,13 @@ impl Payout {
             }
             _ => PayoutRule::Overflow,
         })?;
+        let cooled = controls.cooling_off.ends_at(account.set_at);
+        if now < cooled {
+            return Err(PayoutRule::AccountCoolingOff {
+                hours: controls.cooling_off.get_hours(),
+                ends: utc(cooled.0),
+            });
+        }
         let reviewed = controls
             .review_threshold
             .is_some_and(|threshold| diamonds >= threshold);
@@ -2457,7 +2459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_payout_waits_out_the_cooling_off_then_the_cap_then_review() {
+    fn a_payout_passes_the_cap_the_balance_then_the_cooling_off_and_may_wait_for_review() {
         let creator = verified("ann"); // account set at 2 ms
         let r = rate(500, 1_000, 1_000);
         let rules = controls(5_000, 2_000, 48);
@@ -2489,6 +2491,16 @@ mod tests {
             early.to_string().contains("1970-01-03T00:00:00Z"),
             "{early}"
         );
+        // What waiting for the account cannot fix is said first.
+        assert_eq!(
+            ask(0, 999, 2 + 47 * H).unwrap_err(),
+            PayoutRule::BelowMinimum { minimum: 1_000 }
+        );
+        assert!(matches!(
+            ask(4_500, 1_000, 2 + 47 * H),
+            Err(PayoutRule::DailyCapExceeded { .. })
+        ));
+
         let now = 2 + 48 * H;
         assert!(ask(0, 1_000, now).is_ok(), "cooled off at 48 h");
         assert!(ask(4_000, 1_000, now).is_ok(), "up to the cap");
