@@ -119,6 +119,18 @@ pub mod payout {
     pub const CREDIT_NOT_FOUND: &str = "CREDIT_NOT_FOUND";
     /// ALREADY_EXISTS: the clawback id was used before with other parameters.
     pub const CLAWBACK_ID_REUSED: &str = "CLAWBACK_ID_REUSED";
+    /// RESOURCE_EXHAUSTED: the creator's payouts requested this UTC day would pass the
+    /// catalog's daily payout cap; it resets at 00:00 UTC.
+    pub const DAILY_PAYOUT_CAP_EXCEEDED: &str = "DAILY_PAYOUT_CAP_EXCEEDED";
+    /// FAILED_PRECONDITION: the payout account was set too recently (cooling-off); the
+    /// message says when a payout may go to it.
+    pub const PAYOUT_ACCOUNT_COOLING_OFF: &str = "PAYOUT_ACCOUNT_COOLING_OFF";
+    /// FAILED_PRECONDITION: ReviewPayout on a payout that is not in REVIEW.
+    pub const PAYOUT_NOT_IN_REVIEW: &str = "PAYOUT_NOT_IN_REVIEW";
+    /// FAILED_PRECONDITION: CancelPayout on a payout already sent to the provider.
+    pub const PAYOUT_ALREADY_SENT: &str = "PAYOUT_ALREADY_SENT";
+    /// FAILED_PRECONDITION: CancelPayout on a payout already PAID or RELEASED.
+    pub const PAYOUT_ALREADY_SETTLED: &str = "PAYOUT_ALREADY_SETTLED";
 }
 
 /// `ovation.gifting.v1`.

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use ovation_types::limits::AMOUNT_MAX;
 use ovation_types::{
     Bps, Coins, Diamonds, Money, Name, Quantity, ResourceId, Text, UnixMillis, Violation,
     Violations,
@@ -516,24 +517,50 @@ pub struct EconomyParameters {
     pub payout_minimum: Diamonds,
     /// Hours a credited diamond stays pending before it can be cashed out (payout applies
     /// the current version's value to every pending credit).
-    pub diamond_maturity: MaturityHours,
+    pub diamond_maturity: RuleHours,
+    /// Most diamonds one creator may cash out per UTC day (payout enforces it).
+    pub payout_daily_cap: DiamondLimit,
+    /// Payouts of at least this many diamonds wait for an admin's review.
+    pub payout_review_threshold: DiamondLimit,
+    /// Hours after a payout account is set before a payout may go to it.
+    pub payout_account_cooling_off: RuleHours,
     pub created_at: UnixMillis,
 }
 
-/// Most hours diamonds may be kept pending: a year.
-pub const DIAMOND_MATURITY_HOURS_MAX: i64 = 8_760;
+/// Most hours an economy rule may wait (maturity, cooling-off): a year.
+pub const RULE_HOURS_MAX: i64 = 8_760;
 
-/// Hours credited diamonds stay pending: 0 (cashable at once) ..= a year.
+/// Hours an economy rule waits (diamond maturity, payout-account cooling-off):
+/// 0 (not at all) ..= a year.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MaturityHours(i64);
+pub struct RuleHours(i64);
 
-impl MaturityHours {
+impl RuleHours {
     pub fn parse(raw: i64) -> Result<Self, String> {
-        if (0..=DIAMOND_MATURITY_HOURS_MAX).contains(&raw) {
-            Ok(MaturityHours(raw))
+        if (0..=RULE_HOURS_MAX).contains(&raw) {
+            Ok(RuleHours(raw))
+        } else {
+            Err(format!("must be between 0 and {RULE_HOURS_MAX} hours"))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A diamond amount that limits something, 0..=10^12, where 0 means no limit
+/// (the daily payout cap, the review threshold).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiamondLimit(i64);
+
+impl DiamondLimit {
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        if (0..=AMOUNT_MAX).contains(&raw) {
+            Ok(DiamondLimit(raw))
         } else {
             Err(format!(
-                "must be between 0 and {DIAMOND_MATURITY_HOURS_MAX} hours"
+                "must be between 0 (no limit) and {AMOUNT_MAX} diamonds"
             ))
         }
     }
@@ -549,7 +576,10 @@ pub struct EconomyChange {
     pub payout_per_unit: Option<Money>,
     pub diamonds_per_payout_unit: Option<Diamonds>,
     pub payout_minimum: Option<Diamonds>,
-    pub diamond_maturity: Option<MaturityHours>,
+    pub diamond_maturity: Option<RuleHours>,
+    pub payout_daily_cap: Option<DiamondLimit>,
+    pub payout_review_threshold: Option<DiamondLimit>,
+    pub payout_account_cooling_off: Option<RuleHours>,
 }
 
 impl Versioned for EconomyParameters {
@@ -579,6 +609,13 @@ impl Versioned for EconomyParameters {
                 .unwrap_or(self.diamonds_per_payout_unit),
             payout_minimum: change.payout_minimum.unwrap_or(self.payout_minimum),
             diamond_maturity: change.diamond_maturity.unwrap_or(self.diamond_maturity),
+            payout_daily_cap: change.payout_daily_cap.unwrap_or(self.payout_daily_cap),
+            payout_review_threshold: change
+                .payout_review_threshold
+                .unwrap_or(self.payout_review_threshold),
+            payout_account_cooling_off: change
+                .payout_account_cooling_off
+                .unwrap_or(self.payout_account_cooling_off),
             created_at: now,
         })
     }
@@ -612,6 +649,10 @@ impl Versioned for EconomyParameters {
                 payout_minimum: change.payout_minimum?,
                 // Optional even in the first update: 0, cashable at once, unless set.
                 diamond_maturity: change.diamond_maturity.unwrap_or_default(),
+                // The payout controls too: 0 is no cap, no review, no cooling-off.
+                payout_daily_cap: change.payout_daily_cap.unwrap_or_default(),
+                payout_review_threshold: change.payout_review_threshold.unwrap_or_default(),
+                payout_account_cooling_off: change.payout_account_cooling_off.unwrap_or_default(),
                 created_at: now,
             })
         });
@@ -711,17 +752,20 @@ mod tests {
             payout_per_unit: Money::parse("USD", 500).unwrap(),
             diamonds_per_payout_unit: Diamonds::parse(1000).unwrap(),
             payout_minimum: Diamonds::parse(1000).unwrap(),
-            diamond_maturity: MaturityHours::parse(72).unwrap(),
+            diamond_maturity: RuleHours::parse(72).unwrap(),
+            payout_daily_cap: DiamondLimit::parse(100_000).unwrap(),
+            payout_review_threshold: DiamondLimit::parse(20_000).unwrap(),
+            payout_account_cooling_off: RuleHours::parse(48).unwrap(),
             created_at: UnixMillis(0),
         }
     }
 
     #[test]
     fn diamond_maturity_is_zero_to_a_year_and_kept_when_unset() {
-        assert!(MaturityHours::parse(0).is_ok());
-        assert!(MaturityHours::parse(8_760).is_ok());
-        assert!(MaturityHours::parse(-1).is_err());
-        assert!(MaturityHours::parse(8_761).is_err());
+        assert!(RuleHours::parse(0).is_ok());
+        assert!(RuleHours::parse(8_760).is_ok());
+        assert!(RuleHours::parse(-1).is_err());
+        assert!(RuleHours::parse(8_761).is_err());
         let v1 = economy(5_000);
         let v2 = v1
             .next_version(EconomyChange::default(), UnixMillis(1))
@@ -730,13 +774,39 @@ mod tests {
         let v3 = v2
             .next_version(
                 EconomyChange {
-                    diamond_maturity: Some(MaturityHours::parse(0).unwrap()),
+                    diamond_maturity: Some(RuleHours::parse(0).unwrap()),
                     ..EconomyChange::default()
                 },
                 UnixMillis(2),
             )
             .unwrap();
         assert_eq!(v3.diamond_maturity.get(), 0);
+    }
+
+    #[test]
+    fn payout_controls_are_bounded_and_kept_when_unset() {
+        assert!(DiamondLimit::parse(0).is_ok());
+        assert!(DiamondLimit::parse(1_000_000_000_000).is_ok());
+        assert!(DiamondLimit::parse(-1).is_err());
+        assert!(DiamondLimit::parse(1_000_000_000_001).is_err());
+        let v1 = economy(5_000);
+        let v2 = v1
+            .next_version(
+                EconomyChange {
+                    payout_review_threshold: Some(DiamondLimit::parse(0).unwrap()),
+                    ..EconomyChange::default()
+                },
+                UnixMillis(1),
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                v2.payout_daily_cap.get(),
+                v2.payout_review_threshold.get(),
+                v2.payout_account_cooling_off.get()
+            ),
+            (100_000, 0, 48)
+        );
     }
 
     #[test]

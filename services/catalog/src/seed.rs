@@ -6,8 +6,8 @@ use ovation_store::{Db, StoreError};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, NewCoinPackage, NewGift,
-    NewPromotion, Prices, Promotion, Window,
+    CoinPackage, DiamondLimit, EconomyParameters, Gift, GiftPrice, NewCoinPackage, NewGift,
+    NewPromotion, Prices, Promotion, RuleHours, Window,
 };
 use crate::operations::{self, CatalogError};
 use crate::store::{self, VersionRows};
@@ -109,7 +109,12 @@ async fn seed(conn: &mut Conn, now: UnixMillis) -> Result<(), StoreError> {
             diamonds_per_payout_unit: valid(Diamonds::parse(1_000))?,
             payout_minimum: valid(Diamonds::parse(1_000))?,
             // Three days pending before a cash-out, so a chargeback can claw them back.
-            diamond_maturity: valid(MaturityHours::parse(72))?,
+            diamond_maturity: valid(RuleHours::parse(72))?,
+            // Payout controls: at most 500 USD a creator a day, a review from 100 USD,
+            // and two days before a payout may go to a newly set account.
+            payout_daily_cap: valid(DiamondLimit::parse(100_000))?,
+            payout_review_threshold: valid(DiamondLimit::parse(20_000))?,
+            payout_account_cooling_off: valid(RuleHours::parse(48))?,
             created_at: now,
         },
     )

@@ -12,8 +12,8 @@ use ovation_store::sqlx::{self, Row, any::AnyRow};
 use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, UnixMillis};
 
 use crate::domain::{
-    CoinPackage, EconomyParameters, Gift, GiftPrice, MaturityHours, Prices, Promotion, TheEconomy,
-    Versioned, Window,
+    CoinPackage, DiamondLimit, EconomyParameters, Gift, GiftPrice, Prices, Promotion, RuleHours,
+    TheEconomy, Versioned, Window,
 };
 
 /// A kind's head table: one row per item naming its latest version. The economy parameters
@@ -527,7 +527,8 @@ async fn promotion_from_row(conn: &mut Conn, row: &AnyRow) -> Result<Promotion, 
 
 const ECONOMY_COLUMNS: &str = "version, creator_share_bps, payout_currency, payout_amount_minor, \
                                diamonds_per_payout_unit, payout_minimum_diamonds, diamond_maturity_hours, \
-                               created_at_ms";
+                               payout_daily_cap_diamonds, payout_review_threshold_diamonds, \
+                               payout_account_cooling_off_hours, created_at_ms";
 
 impl VersionRows for EconomyParameters {
     async fn get(
@@ -554,8 +555,9 @@ impl VersionRows for EconomyParameters {
         let done = sqlx::query(
             "INSERT INTO economy_versions (version, creator_share_bps, payout_currency, \
              payout_amount_minor, diamonds_per_payout_unit, payout_minimum_diamonds, created_at_ms, \
-             diamond_maturity_hours) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (version) DO NOTHING",
+             diamond_maturity_hours, payout_daily_cap_diamonds, payout_review_threshold_diamonds, \
+             payout_account_cooling_off_hours) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (version) DO NOTHING",
         )
         .bind(self.version)
         .bind(i64::from(self.creator_share.get()))
@@ -565,6 +567,9 @@ impl VersionRows for EconomyParameters {
         .bind(self.payout_minimum.get())
         .bind(self.created_at.0)
         .bind(self.diamond_maturity.get())
+        .bind(self.payout_daily_cap.get())
+        .bind(self.payout_review_threshold.get())
+        .bind(self.payout_account_cooling_off.get())
         .execute(&mut *conn)
         .await?;
         Ok(if done.rows_affected() == 1 {
@@ -602,7 +607,16 @@ fn economy_from_row(row: &AnyRow) -> Result<EconomyParameters, StoreError> {
             row.try_get("diamonds_per_payout_unit")?,
         ))?,
         payout_minimum: stored(Diamonds::parse(row.try_get("payout_minimum_diamonds")?))?,
-        diamond_maturity: stored(MaturityHours::parse(row.try_get("diamond_maturity_hours")?))?,
+        diamond_maturity: stored(RuleHours::parse(row.try_get("diamond_maturity_hours")?))?,
+        payout_daily_cap: stored(DiamondLimit::parse(
+            row.try_get("payout_daily_cap_diamonds")?,
+        ))?,
+        payout_review_threshold: stored(DiamondLimit::parse(
+            row.try_get("payout_review_threshold_diamonds")?,
+        ))?,
+        payout_account_cooling_off: stored(RuleHours::parse(
+            row.try_get("payout_account_cooling_off_hours")?,
+        ))?,
         created_at: UnixMillis(row.try_get("created_at_ms")?),
     })
 }

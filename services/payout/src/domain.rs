@@ -1281,6 +1281,8 @@ impl PayoutRate {
 /// a provider's refusal releases the hold in the transaction that records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayoutState {
+    /// At or above the review threshold: held, waiting for an admin; never sent.
+    Review,
     Held,
     Paid,
     Released,
@@ -1289,6 +1291,7 @@ pub enum PayoutState {
 impl PayoutState {
     pub fn as_str(self) -> &'static str {
         match self {
+            PayoutState::Review => "REVIEW",
             PayoutState::Held => "HELD",
             PayoutState::Paid => "PAID",
             PayoutState::Released => "RELEASED",
@@ -1297,6 +1300,7 @@ impl PayoutState {
 
     pub fn parse(raw: &str) -> Option<PayoutState> {
         match raw {
+            "REVIEW" => Some(PayoutState::Review),
             "HELD" => Some(PayoutState::Held),
             "PAID" => Some(PayoutState::Paid),
             "RELEASED" => Some(PayoutState::Released),
@@ -1316,8 +1320,18 @@ pub struct Payout {
     pub amount: Money,
     pub rate: PayoutRate,
     pub state: PayoutState,
-    /// The account recorded at request time.
+    /// The account recorded at request time: where the money goes, whatever the creator's
+    /// account is later.
     pub account_reference: AccountReference,
+    /// That account's version, who set it and who verified it, recorded with it (0 and
+    /// empty for payouts recorded before they were): what a review's four eyes judge.
+    pub account_version: i64,
+    pub account_set_by: String,
+    pub account_verified_by: String,
+    /// An admin's decision, once a payout in REVIEW was approved or rejected.
+    pub review: Option<PayoutReview>,
+    /// An admin's cancellation, once CancelPayout released it.
+    pub cancellation: Option<Review>,
     pub provider_reference: String,
     pub failure_reason: String,
     pub created_at: UnixMillis,
@@ -1326,6 +1340,119 @@ pub struct Payout {
     /// When the worker first handed it to the provider. Before that, a suspension
     /// releases it; after, only the provider can say whether it was paid.
     pub sent_at: Option<UnixMillis>,
+}
+
+/// Milliseconds in a day. Unix time has no leap seconds, so a UTC day is exactly this.
+const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day `at` falls in, as [start, end) Unix milliseconds.
+pub fn utc_day(at: UnixMillis) -> (UnixMillis, UnixMillis) {
+    let start = at.0.div_euclid(DAY_MS).saturating_mul(DAY_MS);
+    (UnixMillis(start), UnixMillis(start.saturating_add(DAY_MS)))
+}
+
+/// How long after a payout account is set before a payout may go to it: the current
+/// economy version's `payout_account_cooling_off_hours` (0..=a year), applied to the
+/// account's `set_at`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoolingOff {
+    hours: i64,
+}
+
+impl CoolingOff {
+    pub fn hours(hours: i64) -> Result<CoolingOff, String> {
+        if (0..=DIAMOND_MATURITY_HOURS_MAX).contains(&hours) {
+            Ok(CoolingOff { hours })
+        } else {
+            Err(format!(
+                "payout account cooling-off must be 0..={DIAMOND_MATURITY_HOURS_MAX} hours, not \
+                 {hours}"
+            ))
+        }
+    }
+
+    pub fn get_hours(self) -> i64 {
+        self.hours
+    }
+
+    /// When a payout may first go to an account set at `set_at`.
+    pub fn ends_at(self, set_at: UnixMillis) -> UnixMillis {
+        // ≤ 8760 × 3.6e6: no overflow in the product.
+        UnixMillis(set_at.0.saturating_add(self.hours * HOUR_MS))
+    }
+}
+
+/// The payout controls of the current economy version (the catalog's): a per-creator cap
+/// on the diamonds requested per UTC day, the size from which a payout waits for an
+/// admin's review, and the cooling-off after a payout account is set. `None` (the
+/// catalog's 0) is no cap, no review.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayoutControls {
+    pub daily_cap: Option<Diamonds>,
+    pub review_threshold: Option<Diamonds>,
+    pub cooling_off: CoolingOff,
+}
+
+impl PayoutControls {
+    /// From the catalog's figures (0 = none; diamonds ≤ 10^12, hours ≤ a year).
+    pub fn parse(
+        daily_cap: i64,
+        review_threshold: i64,
+        cooling_off_hours: i64,
+    ) -> Result<PayoutControls, String> {
+        let limit = |raw: i64, what: &str| match raw {
+            0 => Ok(None),
+            n => Diamonds::parse(n)
+                .map(Some)
+                .map_err(|e| format!("{what}: {e}")),
+        };
+        Ok(PayoutControls {
+            daily_cap: limit(daily_cap, "payout_daily_cap_diamonds")?,
+            review_threshold: limit(review_threshold, "payout_review_threshold_diamonds")?,
+            cooling_off: CoolingOff::hours(cooling_off_hours)?,
+        })
+    }
+}
+
+/// What a payout request is judged against, read under the creator's lock.
+#[derive(Clone, Copy, Debug)]
+pub struct CreatorStanding<'a> {
+    pub creator: &'a Creator,
+    pub balance: &'a BalanceView,
+    /// Diamonds of the creator's payouts requested in the current UTC day, but those
+    /// RELEASED (rejected, cancelled, failed or stopped): what counts towards the cap.
+    pub requested_today: i64,
+}
+
+/// An admin's decision on a payout in REVIEW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayoutDecision {
+    Approve,
+    Reject,
+}
+
+impl PayoutDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutDecision::Approve => "APPROVE",
+            PayoutDecision::Reject => "REJECT",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PayoutDecision> {
+        match raw {
+            "APPROVE" => Some(PayoutDecision::Approve),
+            "REJECT" => Some(PayoutDecision::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// An admin's review of a payout: the decision, and who, why, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutReview {
+    pub decision: PayoutDecision,
+    pub review: Review,
 }
 
 /// What the payout worker does with a HELD payout it claimed, given its creator now.
@@ -1359,28 +1486,43 @@ impl Payout {
     /// every rule against `balance` (the database re-checks the available diamonds with a
     /// conditional update, which is what stops two concurrent requests).
     ///
-    /// The checks, in order: suspended, in clawback debt, payout account, minimum, then
-    /// the available (matured) diamonds; when they fall short but pending ones would
-    /// cover it, [`PayoutRule::DiamondsNotMature`] (saying when the next mature, from
-    /// `balance`'s view), otherwise [`PayoutRule::InsufficientDiamonds`].
+    /// The checks, in order: suspended, in clawback debt, payout account verified,
+    /// minimum, the daily cap (what `standing` says was requested today plus this), the
+    /// available (matured) diamonds (when they fall short but pending ones would cover
+    /// it, [`PayoutRule::DiamondsNotMature`], saying when the next mature, from
+    /// `balance`'s view; otherwise [`PayoutRule::InsufficientDiamonds`]), then the
+    /// account's cooling-off: what waiting cannot fix is said first, and of the two
+    /// waits, the diamonds' before the account's. A payout of at least the review
+    /// threshold is recorded in REVIEW, any other HELD; both hold.
     pub fn request(
         id: String,
-        creator: &Creator,
-        balance: &BalanceView,
+        standing: CreatorStanding<'_>,
         diamonds: Diamonds,
         rate: &PayoutRate,
+        controls: &PayoutControls,
         now: UnixMillis,
     ) -> Result<(Payout, JournalEntry), PayoutRule> {
+        let creator = standing.creator;
         if creator.is_suspended() {
             return Err(PayoutRule::CreatorSuspended);
         }
-        let view = balance;
+        let view = standing.balance;
         let balance = &view.balance;
         if balance.debt > 0 {
             return Err(PayoutRule::CreatorInDebt { debt: balance.debt });
         }
         let account = creator.payout_destination()?;
         let amount = rate.amount_for(diamonds)?;
+        if let Some(cap) = controls.daily_cap {
+            let total = i128::from(standing.requested_today) + i128::from(diamonds.get());
+            if total > i128::from(cap.get()) {
+                return Err(PayoutRule::DailyCapExceeded {
+                    cap: cap.get(),
+                    requested_today: standing.requested_today,
+                    resets_at: utc(utc_day(now).1.0),
+                });
+            }
+        }
         let entry = JournalEntry::hold(&creator.id, &id, diamonds);
         balance.apply(&entry).map_err(|e| match e {
             LedgerRule::InsufficientAvailable { available } => {
@@ -1398,14 +1540,37 @@ impl Payout {
             }
             _ => PayoutRule::Overflow,
         })?;
+        let cooled = controls.cooling_off.ends_at(account.set_at);
+        if now < cooled {
+            return Err(PayoutRule::AccountCoolingOff {
+                hours: controls.cooling_off.get_hours(),
+                ends: utc(cooled.0),
+            });
+        }
+        let reviewed = controls
+            .review_threshold
+            .is_some_and(|threshold| diamonds >= threshold);
         let payout = Payout {
             id,
             creator_id: creator.id.clone(),
             diamonds,
             amount,
             rate: rate.clone(),
-            state: PayoutState::Held,
+            state: if reviewed {
+                PayoutState::Review
+            } else {
+                PayoutState::Held
+            },
             account_reference: account.reference.clone(),
+            account_version: account.version,
+            account_set_by: account.set_by.clone(),
+            account_verified_by: account
+                .verification
+                .review()
+                .map(|r| r.actor.as_str().to_owned())
+                .unwrap_or_default(),
+            review: None,
+            cancellation: None,
             provider_reference: String::new(),
             failure_reason: String::new(),
             created_at: now,
@@ -1444,22 +1609,119 @@ impl Payout {
         self.stopped(RELEASED_BY_SUSPENSION, now)
     }
 
-    /// The payout released before it was sent, for `reason` (a suspension, clawback
-    /// debt), and the entry that releases the hold. Refused once it was sent.
+    /// The payout released before it was sent (HELD unsent, or in REVIEW), for `reason`
+    /// (a suspension, clawback debt, a rejection, a cancellation), and the entry that
+    /// releases the hold. Refused once it was sent, or settled.
     pub fn stopped(
         &self,
         reason: &str,
         now: UnixMillis,
     ) -> Result<(Payout, JournalEntry), PayoutRule> {
+        if matches!(self.state, PayoutState::Paid | PayoutState::Released) {
+            return Err(PayoutRule::AlreadySettled);
+        }
         if self.sent_at.is_some() {
             return Err(PayoutRule::AlreadySent);
         }
-        self.settle(
+        let held = Payout {
+            state: PayoutState::Held,
+            ..self.clone()
+        };
+        held.settle(
             Settlement::Failed {
                 reason: reason.into(),
             },
             now,
         )
+    }
+
+    /// The payout after an admin's review at `review.at`: APPROVE makes a payout in
+    /// REVIEW HELD (nothing moves: its diamonds are held already); REJECT releases it
+    /// (with the entry that releases the hold). `creator` is its creator now. With
+    /// `four_eyes` (always, unless authentication is off), the admin who set or verified
+    /// the account version the payout goes to may not approve it. An account changed
+    /// since the request does not matter (the payout goes to the version it recorded),
+    /// unless that version is still the creator's and no longer verified.
+    pub fn reviewed(
+        &self,
+        decision: PayoutDecision,
+        review: Review,
+        creator: &Creator,
+        four_eyes: bool,
+    ) -> Result<(Payout, Option<JournalEntry>), PayoutRule> {
+        if self.state != PayoutState::Review {
+            return Err(PayoutRule::NotInReview {
+                state: self.state.as_str(),
+            });
+        }
+        let at = review.at;
+        match decision {
+            PayoutDecision::Approve => {
+                let actor = review.actor.as_str();
+                if four_eyes {
+                    let setter = self.account_set_by.split(' ').next().unwrap_or_default();
+                    if setter == actor {
+                        return Err(PayoutRule::OwnAccount { role: "set" });
+                    }
+                    if self.account_verified_by == actor {
+                        return Err(PayoutRule::OwnAccount { role: "verified" });
+                    }
+                }
+                if let Some(current) = &creator.account
+                    && current.version == self.account_version
+                    && !matches!(current.verification, Verification::Verified(_))
+                {
+                    return Err(PayoutRule::AccountNotVerified(format!(
+                        "the payout account version {} this payout goes to is no longer                          verified ({})",
+                        current.version,
+                        current.verification.as_str()
+                    )));
+                }
+                Ok((
+                    Payout {
+                        state: PayoutState::Held,
+                        review: Some(PayoutReview { decision, review }),
+                        updated_at: at,
+                        ..self.clone()
+                    },
+                    None,
+                ))
+            }
+            PayoutDecision::Reject => {
+                let reason = format!(
+                    "rejected in review by {}: {}",
+                    review.actor.as_str(),
+                    review.reason.as_str()
+                );
+                let (released, entry) = self.stopped(&reason, at)?;
+                Ok((
+                    Payout {
+                        review: Some(PayoutReview { decision, review }),
+                        ..released
+                    },
+                    Some(entry),
+                ))
+            }
+        }
+    }
+
+    /// The payout cancelled by an admin (`cancel`: who, why, when) before it was sent,
+    /// and the entry that releases its hold. Refused once sent (the provider may have
+    /// it) or settled.
+    pub fn cancelled(&self, cancel: Review) -> Result<(Payout, JournalEntry), PayoutRule> {
+        let reason = format!(
+            "cancelled by {}: {}",
+            cancel.actor.as_str(),
+            cancel.reason.as_str()
+        );
+        let (released, entry) = self.stopped(&reason, cancel.at)?;
+        Ok((
+            Payout {
+                cancellation: Some(cancel),
+                ..released
+            },
+            entry,
+        ))
     }
 
     /// The payout settled by the provider's answer, and the entry that captures or
@@ -1570,9 +1832,39 @@ pub enum PayoutRule {
         "the creator's lifetime earnings limit ({CREATOR_LIFETIME_DIAMONDS_MAX} diamonds) is reached"
     )]
     LifetimeLimit,
-    #[error("the payout is already settled")]
+    #[error(
+        "the payout account was set less than {hours} hours ago (cooling-off): no payout \
+         goes to it before {ends}"
+    )]
+    AccountCoolingOff {
+        hours: i64,
+        /// RFC 3339, UTC.
+        ends: String,
+    },
+    #[error(
+        "this payout would pass the daily payout cap of {cap} diamonds: {requested_today} \
+         were requested today (UTC, released payouts not counted); the cap resets at \
+         {resets_at}"
+    )]
+    DailyCapExceeded {
+        cap: i64,
+        requested_today: i64,
+        /// RFC 3339, UTC: the next midnight.
+        resets_at: String,
+    },
+    #[error("the payout is {state}, not in review")]
+    NotInReview { state: &'static str },
+    #[error(
+        "you {role} the payout account version this payout goes to: another admin must \
+         approve it (four eyes)"
+    )]
+    OwnAccount { role: &'static str },
+    #[error("the payout is already settled (PAID or RELEASED)")]
     AlreadySettled,
-    #[error("the payout was already sent to the provider; only the provider can stop it")]
+    #[error(
+        "the payout was already sent to the provider, which may have paid it: it cannot be \
+         cancelled; the worker settles it by the provider's answer"
+    )]
     AlreadySent,
     #[error("arithmetic overflow")]
     Overflow,
@@ -1593,6 +1885,15 @@ mod tests {
             actor: Name::parse("ops").unwrap(),
             reason: Text::parse("checked").unwrap(),
             at: UnixMillis(at),
+        }
+    }
+
+    /// A creator's standing with nothing requested today.
+    fn standing<'a>(creator: &'a Creator, balance: &'a BalanceView) -> CreatorStanding<'a> {
+        CreatorStanding {
+            creator,
+            balance,
+            requested_today: 0,
         }
     }
 
@@ -1769,10 +2070,10 @@ mod tests {
         };
         let (payout, hold) = Payout::request(
             "p1".into(),
-            &creator,
-            &view(balance),
+            standing(&creator, &view(balance)),
             Diamonds::parse(1_000).unwrap(),
             &rate(500, 1_000, 1_000),
+            &PayoutControls::default(),
             UnixMillis(5),
         )
         .unwrap();
@@ -2024,10 +2325,10 @@ mod tests {
         let r = rate(500, 1_000, 1_000);
         let over = Payout::request(
             "p0".into(),
-            &creator,
-            &view(balance),
+            standing(&creator, &view(balance)),
             Diamonds::parse(1_501).unwrap(),
             &r,
+            &PayoutControls::default(),
             UnixMillis(5),
         );
         assert_eq!(
@@ -2036,10 +2337,10 @@ mod tests {
         );
         let (payout, hold) = Payout::request(
             "p1".into(),
-            &creator,
-            &view(balance),
+            standing(&creator, &view(balance)),
             Diamonds::parse(1_000).unwrap(),
             &r,
+            &PayoutControls::default(),
             UnixMillis(5),
         )
         .unwrap();
@@ -2126,6 +2427,239 @@ mod tests {
         assert_eq!(utc(1_796_250_601_000), "2026-12-02T22:30:01Z");
     }
 
+    const H: i64 = 3_600_000;
+
+    fn controls(cap: i64, threshold: i64, cooling_off_hours: i64) -> PayoutControls {
+        PayoutControls::parse(cap, threshold, cooling_off_hours).unwrap()
+    }
+
+    fn funded() -> BalanceView {
+        view(Balance {
+            available: 100_000,
+            lifetime_earned: 100_000,
+            ..Balance::default()
+        })
+    }
+
+    #[test]
+    fn payout_controls_are_bounded_and_zero_means_none() {
+        assert_eq!(controls(0, 0, 0), PayoutControls::default());
+        assert!(PayoutControls::parse(-1, 0, 0).is_err());
+        assert!(PayoutControls::parse(0, 1_000_000_000_001, 0).is_err());
+        assert!(PayoutControls::parse(0, 0, 8_761).is_err());
+        assert_eq!(
+            utc_day(UnixMillis(3 * 86_400_000 + 5)),
+            (UnixMillis(3 * 86_400_000), UnixMillis(4 * 86_400_000))
+        );
+        assert_eq!(
+            utc_day(UnixMillis(4 * 86_400_000)).0,
+            UnixMillis(4 * 86_400_000),
+            "midnight starts the next day"
+        );
+    }
+
+    #[test]
+    fn a_payout_passes_the_cap_the_balance_then_the_cooling_off_and_may_wait_for_review() {
+        let creator = verified("ann"); // account set at 2 ms
+        let r = rate(500, 1_000, 1_000);
+        let rules = controls(5_000, 2_000, 48);
+        let balance = funded();
+        let ask = |today: i64, d: i64, now: i64| {
+            let standing = CreatorStanding {
+                creator: &creator,
+                balance: &balance,
+                requested_today: today,
+            };
+            Payout::request(
+                "p".into(),
+                standing,
+                Diamonds::parse(d).unwrap(),
+                &r,
+                &rules,
+                UnixMillis(now),
+            )
+        };
+        let early = ask(0, 1_000, 2 + 47 * H).unwrap_err();
+        assert_eq!(
+            early,
+            PayoutRule::AccountCoolingOff {
+                hours: 48,
+                ends: utc(2 + 48 * H)
+            }
+        );
+        assert!(
+            early.to_string().contains("1970-01-03T00:00:00Z"),
+            "{early}"
+        );
+        // What waiting for the account cannot fix is said first.
+        assert_eq!(
+            ask(0, 999, 2 + 47 * H).unwrap_err(),
+            PayoutRule::BelowMinimum { minimum: 1_000 }
+        );
+        assert!(matches!(
+            ask(4_500, 1_000, 2 + 47 * H),
+            Err(PayoutRule::DailyCapExceeded { .. })
+        ));
+
+        let now = 2 + 48 * H;
+        assert!(ask(0, 1_000, now).is_ok(), "cooled off at 48 h");
+        assert!(ask(4_000, 1_000, now).is_ok(), "up to the cap");
+        let over = ask(4_000, 1_001, now).unwrap_err();
+        assert_eq!(
+            over,
+            PayoutRule::DailyCapExceeded {
+                cap: 5_000,
+                requested_today: 4_000,
+                // 48 h after 2 ms is 2 ms into 3 January: the cap resets on the 4th.
+                resets_at: "1970-01-04T00:00:00Z".into()
+            }
+        );
+        assert_eq!(
+            ask(4_000, 999, now).unwrap_err(),
+            PayoutRule::BelowMinimum { minimum: 1_000 },
+            "the minimum is judged before the cap"
+        );
+        let (held, _) = ask(0, 1_999, now).unwrap();
+        assert_eq!(held.state, PayoutState::Held, "below the threshold");
+        let (reviewed, hold) = ask(0, 2_000, now).unwrap();
+        assert_eq!(reviewed.state, PayoutState::Review, "at the threshold");
+        assert_eq!(hold.kind, EntryKind::Hold, "held like a HELD payout");
+        assert_eq!(
+            (
+                reviewed.account_version,
+                reviewed.account_set_by.as_str(),
+                reviewed.account_verified_by.as_str()
+            ),
+            (1, "ann", "ops")
+        );
+    }
+
+    fn in_review(creator: &Creator) -> (Payout, JournalEntry) {
+        let balance = funded();
+        let standing = CreatorStanding {
+            creator,
+            balance: &balance,
+            requested_today: 0,
+        };
+        Payout::request(
+            "p1".into(),
+            standing,
+            Diamonds::parse(3_000).unwrap(),
+            &rate(500, 1_000, 1_000),
+            &controls(0, 2_000, 0),
+            UnixMillis(10),
+        )
+        .unwrap()
+    }
+
+    fn by(actor: &str, at: i64) -> Review {
+        Review {
+            actor: Name::parse(actor).unwrap(),
+            ..review(at)
+        }
+    }
+
+    #[test]
+    fn a_payout_in_review_is_approved_by_other_eyes_or_rejected_exactly() {
+        let creator = verified("ann");
+        let (payout, hold) = in_review(&creator);
+        assert_eq!(
+            payout.reviewed(PayoutDecision::Approve, by("ops", 11), &creator, true),
+            Err(PayoutRule::OwnAccount { role: "verified" })
+        );
+        assert_eq!(
+            payout.reviewed(PayoutDecision::Approve, by("ann", 11), &creator, true),
+            Err(PayoutRule::OwnAccount { role: "set" })
+        );
+        assert!(
+            payout
+                .reviewed(PayoutDecision::Approve, by("ops", 11), &creator, false)
+                .is_ok(),
+            "no identities, no four eyes"
+        );
+        let (approved, entry) = payout
+            .reviewed(PayoutDecision::Approve, by("ops-2", 11), &creator, true)
+            .unwrap();
+        assert_eq!((approved.state, entry), (PayoutState::Held, None));
+        assert_eq!(
+            approved
+                .review
+                .as_ref()
+                .map(|r| (r.decision, r.review.actor.as_str())),
+            Some((PayoutDecision::Approve, "ops-2"))
+        );
+        assert_eq!(
+            approved.reviewed(PayoutDecision::Reject, by("ops-2", 12), &creator, true),
+            Err(PayoutRule::NotInReview { state: "HELD" })
+        );
+
+        // The one who verified the account may still reject; the hold goes back exactly.
+        let (rejected, release) = payout
+            .reviewed(PayoutDecision::Reject, by("ops", 11), &creator, true)
+            .unwrap();
+        assert_eq!(rejected.state, PayoutState::Released);
+        assert!(
+            rejected
+                .failure_reason
+                .starts_with("rejected in review by ops")
+        );
+        let before = funded().balance;
+        let held = before.apply(&hold).unwrap();
+        assert_eq!(held.apply(&release.unwrap()).unwrap(), before);
+    }
+
+    #[test]
+    fn an_account_change_does_not_redirect_or_block_a_payout_in_review() {
+        let creator = verified("ann");
+        let (payout, _) = in_review(&creator);
+        // A new account (version 2, pending): the payout keeps version 1 and is approvable.
+        let changed = account(&creator, "sandbox-new", 20);
+        let (approved, _) = payout
+            .reviewed(PayoutDecision::Approve, by("ops-2", 21), &changed, true)
+            .unwrap();
+        assert_eq!(approved.account_reference.as_str(), "sandbox-ok");
+        // The very account it goes to, rejected since: not approvable.
+        let rejected = creator
+            .reviewed(Decision::Reject, &current(&creator), by("ops-3", 20), true)
+            .unwrap();
+        assert!(matches!(
+            payout.reviewed(PayoutDecision::Approve, by("ops-2", 21), &rejected, true),
+            Err(PayoutRule::AccountNotVerified(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_payout_not_yet_sent_is_cancelled() {
+        let creator = verified("ann");
+        let (payout, _) = in_review(&creator);
+        let (cancelled, release) = payout.cancelled(by("ops", 11)).unwrap();
+        assert_eq!(cancelled.state, PayoutState::Released);
+        assert_eq!(release.kind, EntryKind::Release);
+        assert_eq!(
+            cancelled.cancellation.as_ref().map(|c| c.actor.as_str()),
+            Some("ops")
+        );
+        assert!(cancelled.failure_reason.starts_with("cancelled by ops"));
+        assert_eq!(
+            cancelled.cancelled(by("ops", 12)).unwrap_err(),
+            PayoutRule::AlreadySettled
+        );
+        let (held, _) = payout
+            .reviewed(PayoutDecision::Approve, by("ops-2", 11), &creator, true)
+            .unwrap();
+        assert_eq!(
+            held.cancelled(by("ops", 12)).map(|(p, _)| p.state),
+            Ok(PayoutState::Released),
+            "HELD, not yet sent"
+        );
+        assert_eq!(
+            held.sent(UnixMillis(12))
+                .cancelled(by("ops", 13))
+                .unwrap_err(),
+            PayoutRule::AlreadySent
+        );
+    }
+
     #[test]
     fn a_payout_checks_debt_then_maturity() {
         let creator = verified("ann");
@@ -2133,10 +2667,10 @@ mod tests {
         let ask = |b: Balance, d: i64| {
             Payout::request(
                 "p".into(),
-                &creator,
-                &view(b),
+                standing(&creator, &view(b)),
                 Diamonds::parse(d).unwrap(),
                 &r,
+                &PayoutControls::default(),
                 UnixMillis(5),
             )
             .map(|_| ())
@@ -2426,10 +2960,7 @@ mod tests {
                     Step::Request { creator, diamonds } => {
                         let before = ledger.clone();
                         let b = balances[creator];
-                        let result = Payout::request(
-                            format!("p-{n}"), &creators[creator], &view(b),
-                            Diamonds::parse(diamonds).unwrap(), &r, now,
-                        );
+                        let result = Payout::request(format!("p-{n}"), standing(&creators[creator], &view(b)), Diamonds::parse(diamonds).unwrap(), &r, &PayoutControls::default(), now);
                         match result {
                             Ok((payout, entry)) => {
                                 prop_assert!(entry.is_balanced());

@@ -1,4 +1,5 @@
-//! The payout rate and minimum and the diamond maturity, read from the catalog
+//! The payout rate and minimum, the diamond maturity and the payout controls (daily cap,
+//! review threshold, account cooling-off), read from the catalog
 //! (`GetEconomyParameters`) as `service:payout`, with this service's identity, the trace
 //! context and a deadline on every call (`ovation_server::peer::Outbound`). Read at every
 //! payout request, clawback and balance read, not cached: the rate is fixed at request
@@ -21,14 +22,15 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::domain::{Maturity, PayoutRate};
+use crate::domain::{Maturity, PayoutControls, PayoutRate};
 
-/// The economy as payout uses it: the rate a payout is priced at, and how long credited
-/// diamonds stay pending.
+/// The economy as payout uses it: the rate a payout is priced at, how long credited
+/// diamonds stay pending, and the controls a payout request passes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EconomyTerms {
     pub rate: PayoutRate,
     pub maturity: Maturity,
+    pub controls: PayoutControls,
 }
 
 /// Longest one catalog read may take (the request's own deadline may be shorter).
@@ -108,6 +110,12 @@ fn terms_from(e: &catalog_pb::EconomyParameters) -> Result<EconomyTerms, String>
     Ok(EconomyTerms {
         rate: rate_from(e)?,
         maturity: Maturity::hours(i64::from(e.diamond_maturity_hours))?,
+        // A catalog older than the controls sends 0s: no cap, no review, no cooling-off.
+        controls: PayoutControls::parse(
+            e.payout_daily_cap_diamonds,
+            e.payout_review_threshold_diamonds,
+            i64::from(e.payout_account_cooling_off_hours),
+        )?,
     })
 }
 
@@ -173,11 +181,23 @@ mod tests {
             payout_minimum_diamonds: 1_000,
             diamond_maturity_hours: 72,
             create_time: None,
+            payout_daily_cap_diamonds: 100_000,
+            payout_review_threshold_diamonds: 0,
+            payout_account_cooling_off_hours: 48,
         };
         let terms = terms_from(&e).unwrap();
         assert_eq!(terms.rate.economy_version, 2);
         assert_eq!(terms.rate.per_unit.amount_minor(), 500);
         assert_eq!(terms.maturity.get_hours(), 72);
+        assert_eq!(terms.controls.daily_cap.map(|d| d.get()), Some(100_000));
+        assert_eq!(terms.controls.review_threshold, None, "0: never reviewed");
+        assert_eq!(terms.controls.cooling_off.get_hours(), 48);
+        e.payout_account_cooling_off_hours = 8_761;
+        assert!(terms_from(&e).is_err());
+        e.payout_account_cooling_off_hours = 0;
+        e.payout_daily_cap_diamonds = -1;
+        assert!(terms_from(&e).is_err());
+        e.payout_daily_cap_diamonds = 0;
         e.diamond_maturity_hours = 8_761;
         assert!(terms_from(&e).is_err());
         e.diamond_maturity_hours = 0;

@@ -23,8 +23,8 @@ use ovation_types::{Bps, Coins, Diamonds, Money, Name, ResourceId, Text, TimeWin
 use crate::domain::{
     AccountKind, AccountReference, Balance, BalanceMove, BalanceView,
     CREATOR_LIFETIME_DIAMONDS_MAX, Clawback, ClawbackCause, ClawbackId, ClawbackRequest, Creator,
-    Credit, CreditRequest, CreditSums, JournalEntry, Maturity, Payout, PayoutAccount, PayoutRate,
-    PayoutState, PendingCredit, Review, Verification,
+    Credit, CreditRequest, CreditSums, JournalEntry, Maturity, Payout, PayoutAccount,
+    PayoutDecision, PayoutRate, PayoutReview, PayoutState, PendingCredit, Review, Verification,
 };
 
 // ---- creators ----------------------------------------------------------------------
@@ -1117,16 +1117,21 @@ fn optional_id(id: &Option<ResourceId>) -> &str {
 const PAYOUT_COLUMNS: &str = "payout_id, creator_id, diamonds, currency_code, amount_minor, \
      economy_version, rate_amount_minor, diamonds_per_payout_unit, minimum_diamonds, state, \
      account_reference, provider_reference, failure_reason, attempts, created_at_ms, \
-     updated_at_ms, settled_at_ms, sent_at_ms";
+     updated_at_ms, settled_at_ms, sent_at_ms, account_version, account_set_by, \
+     account_verified_by, review_decision, reviewed_by, review_reason, reviewed_at_ms, \
+     cancelled_by, cancel_reason, cancelled_at_ms";
 
-/// Records a new (HELD) payout, due for its first provider call at once.
+/// Records a new payout (HELD: due for its first provider call at once; or in REVIEW,
+/// which the worker does not claim), with the account version it goes to.
 pub async fn insert_payout(conn: &mut Conn, payout: &Payout) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO payouts (payout_id, creator_id, diamonds, currency_code, amount_minor, \
          economy_version, rate_amount_minor, diamonds_per_payout_unit, minimum_diamonds, state, \
          account_reference, provider_reference, failure_reason, attempts, next_attempt_at_ms, \
-         attention, last_error, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', 0, $12, 0, '', $12, $12)",
+         attention, last_error, created_at_ms, updated_at_ms, account_version, account_set_by, \
+         account_verified_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', 0, $12, 0, '', $12, $12, \
+         $13, $14, $15)",
     )
     .bind(payout.id.as_str())
     .bind(payout.creator_id.as_str())
@@ -1140,9 +1145,53 @@ pub async fn insert_payout(conn: &mut Conn, payout: &Payout) -> Result<(), Store
     .bind(payout.state.as_str())
     .bind(payout.account_reference.as_str())
     .bind(payout.created_at.0)
+    .bind(payout.account_version)
+    .bind(payout.account_set_by.as_str())
+    .bind(payout.account_verified_by.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Diamonds of `creator_id`'s payouts created in [`from`, `until`) and not RELEASED: what
+/// counts towards the daily cap (by the index on (creator_id, created_at_ms)).
+pub async fn requested_between(
+    conn: &mut Conn,
+    creator_id: &ResourceId,
+    from: UnixMillis,
+    until: UnixMillis,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(diamonds), 0) AS BIGINT) FROM payouts \
+         WHERE creator_id = $1 AND created_at_ms >= $2 AND created_at_ms < $3 \
+         AND state <> 'RELEASED'",
+    )
+    .bind(creator_id.as_str())
+    .bind(from.0)
+    .bind(until.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Approves a payout in REVIEW: HELD, due at once (at its `updated_at`), the review
+/// recorded; compare-and-set on REVIEW. `false` if it was not in REVIEW.
+pub async fn approve_payout(conn: &mut Conn, approved: &Payout) -> Result<bool, StoreError> {
+    let review = approved.review.as_ref();
+    let done = sqlx::query(
+        "UPDATE payouts SET state = 'HELD', review_decision = $2, reviewed_by = $3, \
+         review_reason = $4, reviewed_at_ms = $5, updated_at_ms = $6, next_attempt_at_ms = $6 \
+         WHERE payout_id = $1 AND state = 'REVIEW'",
+    )
+    .bind(approved.id.as_str())
+    .bind(review.map(|r| r.decision.as_str()))
+    .bind(review.map(|r| r.review.actor.as_str().to_owned()))
+    .bind(review.map(|r| r.review.reason.as_str().to_owned()))
+    .bind(review.map(|r| r.review.at.0))
+    .bind(approved.updated_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn get_payout(conn: &mut Conn, id: &str) -> Result<Option<Payout>, StoreError> {
@@ -1224,20 +1273,25 @@ pub enum Settled {
     HeldShort,
 }
 
-/// Settles a HELD payout: its new state (compare-and-set on HELD, and on not yet sent
-/// when `unsent_only`), its lease dropped, and `entry` (the capture or release, whose id
+/// Settles a payout that holds diamonds: its new state (compare-and-set on `from`, HELD or
+/// REVIEW, and on not yet sent when `unsent_only`), its review or cancellation if it has
+/// one, its lease dropped, and `entry` (the capture or release, whose id
 /// `settle:<payout>` refuses a second settlement) posted.
 pub async fn settle_payout(
     conn: &mut Conn,
     settled: &Payout,
     entry: &JournalEntry,
+    from: PayoutState,
     unsent_only: bool,
 ) -> Result<Settled, StoreError> {
+    let review = settled.review.as_ref();
+    let cancel = settled.cancellation.as_ref();
     let done = sqlx::query(
         "UPDATE payouts SET state = $2, provider_reference = $3, failure_reason = $4, \
          updated_at_ms = $5, settled_at_ms = $6, lease_owner = NULL, lease_until_ms = NULL, \
-         last_error = '' WHERE payout_id = $1 AND state = 'HELD' \
-         AND ($7 = 0 OR sent_at_ms IS NULL)",
+         last_error = '', review_decision = $9, reviewed_by = $10, review_reason = $11, \
+         reviewed_at_ms = $12, cancelled_by = $13, cancel_reason = $14, cancelled_at_ms = $15 \
+         WHERE payout_id = $1 AND state = $8 AND ($7 = 0 OR sent_at_ms IS NULL)",
     )
     .bind(settled.id.as_str())
     .bind(settled.state.as_str())
@@ -1246,6 +1300,14 @@ pub async fn settle_payout(
     .bind(settled.updated_at.0)
     .bind(settled.settled_at.map(|t| t.0))
     .bind(i64::from(unsent_only))
+    .bind(from.as_str())
+    .bind(review.map(|r| r.decision.as_str()))
+    .bind(review.map(|r| r.review.actor.as_str().to_owned()))
+    .bind(review.map(|r| r.review.reason.as_str().to_owned()))
+    .bind(review.map(|r| r.review.at.0))
+    .bind(cancel.map(|c| c.actor.as_str().to_owned()))
+    .bind(cancel.map(|c| c.reason.as_str().to_owned()))
+    .bind(cancel.map(|c| c.at.0))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() != 1 {
@@ -1257,14 +1319,15 @@ pub async fn settle_payout(
     })
 }
 
-/// A creator's HELD payouts not yet handed to the provider (what a suspension releases).
+/// A creator's payouts not yet handed to the provider, HELD or in REVIEW (what a
+/// suspension, or clawback debt, releases).
 pub async fn unsent_payouts(
     conn: &mut Conn,
     creator_id: &ResourceId,
 ) -> Result<Vec<Payout>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {PAYOUT_COLUMNS} FROM payouts \
-         WHERE creator_id = $1 AND state = 'HELD' AND sent_at_ms IS NULL \
+         WHERE creator_id = $1 AND state IN ('HELD', 'REVIEW') AND sent_at_ms IS NULL \
          ORDER BY created_at_ms, payout_id"
     )))
     .bind(creator_id.as_str())
@@ -1371,6 +1434,25 @@ fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
     let state: String = row.try_get("state")?;
     let settled_at: Option<i64> = row.try_get("settled_at_ms")?;
     let sent_at: Option<i64> = row.try_get("sent_at_ms")?;
+    let review = match row.try_get::<Option<String>, _>("review_decision")? {
+        None => None,
+        Some(decision) => Some(PayoutReview {
+            decision: stored(
+                PayoutDecision::parse(&decision)
+                    .ok_or_else(|| format!("unknown review decision {decision}")),
+            )?,
+            review: operator_action(row, "reviewed_by", "review_reason", "reviewed_at_ms")?,
+        }),
+    };
+    let cancellation = match row.try_get::<Option<String>, _>("cancelled_by")? {
+        None => None,
+        Some(_) => Some(operator_action(
+            row,
+            "cancelled_by",
+            "cancel_reason",
+            "cancelled_at_ms",
+        )?),
+    };
     Ok((
         Payout {
             id: row.try_get("payout_id")?,
@@ -1391,6 +1473,11 @@ fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
             account_reference: stored(AccountReference::parse(
                 &row.try_get::<String, _>("account_reference")?,
             ))?,
+            account_version: row.try_get("account_version")?,
+            account_set_by: row.try_get("account_set_by")?,
+            account_verified_by: row.try_get("account_verified_by")?,
+            review,
+            cancellation,
             provider_reference: row.try_get("provider_reference")?,
             failure_reason: row.try_get("failure_reason")?,
             created_at: UnixMillis(row.try_get("created_at_ms")?),
@@ -1400,6 +1487,21 @@ fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
         },
         row.try_get("attempts")?,
     ))
+}
+
+/// An operator's action recorded on a payout row (a review, a cancellation): who, why,
+/// when, from the three named columns (set together, by CHECK).
+fn operator_action(
+    row: &AnyRow,
+    actor: &str,
+    reason: &str,
+    at: &str,
+) -> Result<Review, StoreError> {
+    Ok(Review {
+        actor: stored(Name::parse(&row.try_get::<String, _>(actor)?))?,
+        reason: stored(Text::parse(&row.try_get::<String, _>(reason)?))?,
+        at: UnixMillis(row.try_get(at)?),
+    })
 }
 
 /// A stored value that no longer parses: the CHECK constraints should make this

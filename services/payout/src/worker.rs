@@ -277,7 +277,7 @@ async fn hand_over(db: &Db, payout: &Payout, owner: &str) -> Result<Handover, St
             let (released, entry) = current
                 .stopped(reason, now)
                 .map_err(|e| broken(format!("payout {}: {e}", current.id)))?;
-            match store::settle_payout(&mut tx, &released, &entry, true).await? {
+            match store::settle_payout(&mut tx, &released, &entry, PayoutState::Held, true).await? {
                 Settled::Yes => {
                     settle_debt(&mut tx, &current).await?;
                     tracing::info!(payout_id = %current.id, creator_id = %creator.id,
@@ -415,7 +415,7 @@ async fn settle(db: &Db, payout: &Payout, settlement: Settlement) -> Result<(), 
     };
     let mut tx = db.begin_write().await?;
     store::lock_creator(&mut tx, &payout.creator_id).await?;
-    match store::settle_payout(&mut tx, &settled, &entry, false).await? {
+    match store::settle_payout(&mut tx, &settled, &entry, PayoutState::Held, false).await? {
         Settled::Yes if settled.state == PayoutState::Released => {
             settle_debt(&mut tx, &settled).await?;
         }

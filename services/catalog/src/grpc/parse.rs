@@ -10,9 +10,9 @@ use ovation_types::{
 };
 
 use crate::domain::{
-    CoinPackage, CoinPackageChange, EconomyChange, EconomyParameters, Edit, Gift, GiftChange,
-    GiftPrice, MaturityHours, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
-    PromotionChange, TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids,
+    CoinPackage, CoinPackageChange, DiamondLimit, EconomyChange, EconomyParameters, Edit, Gift,
+    GiftChange, GiftPrice, NewCoinPackage, NewGift, NewPromotion, Prices, Promotion,
+    PromotionChange, RuleHours, TheEconomy, Update, Window, parse_bonus_bps, parse_package_ids,
     parse_per_user_cap,
 };
 
@@ -449,7 +449,25 @@ pub fn parse_update_economy_parameters(
         &mut v,
         "diamond_maturity_hours",
         req.diamond_maturity_hours,
-        |h| MaturityHours::parse(i64::from(h)),
+        |h| RuleHours::parse(i64::from(h)),
+    );
+    let daily_cap = optional(
+        &mut v,
+        "payout_daily_cap_diamonds",
+        req.payout_daily_cap_diamonds,
+        DiamondLimit::parse,
+    );
+    let review_threshold = optional(
+        &mut v,
+        "payout_review_threshold_diamonds",
+        req.payout_review_threshold_diamonds,
+        DiamondLimit::parse,
+    );
+    let cooling_off = optional(
+        &mut v,
+        "payout_account_cooling_off_hours",
+        req.payout_account_cooling_off_hours,
+        |h| RuleHours::parse(i64::from(h)),
     );
     v.finish(|| {
         let change = EconomyChange {
@@ -458,6 +476,9 @@ pub fn parse_update_economy_parameters(
             diamonds_per_payout_unit: kept(per)?,
             payout_minimum: kept(minimum)?,
             diamond_maturity: kept(maturity)?,
+            payout_daily_cap: kept(daily_cap)?,
+            payout_review_threshold: kept(review_threshold)?,
+            payout_account_cooling_off: kept(cooling_off)?,
         };
         Some((key?, update(TheEconomy, expected?, change)))
     })
@@ -731,12 +752,30 @@ mod tests {
         );
         let req = pb::UpdateEconomyParametersRequest {
             idempotency_key: "k1".into(),
+            payout_daily_cap_diamonds: Some(-1),
+            payout_review_threshold_diamonds: Some(1_000_000_000_001),
+            payout_account_cooling_off_hours: Some(8_761),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(parse_update_economy_parameters(&req).unwrap_err()),
+            [
+                "payout_daily_cap_diamonds",
+                "payout_review_threshold_diamonds",
+                "payout_account_cooling_off_hours"
+            ]
+        );
+        let req = pb::UpdateEconomyParametersRequest {
+            idempotency_key: "k1".into(),
             payout_per_unit: Some(usd(500)),
             ..Default::default()
         };
         let (_, update) = parse_update_economy_parameters(&req).unwrap();
         assert_eq!(update.change.creator_share, None);
         assert_eq!(update.change.diamond_maturity, None);
+        assert_eq!(update.change.payout_daily_cap, None);
+        assert_eq!(update.change.payout_review_threshold, None);
+        assert_eq!(update.change.payout_account_cooling_off, None);
         assert_eq!(
             update.change.payout_per_unit.map(|m| m.amount_minor()),
             Some(500)

@@ -65,8 +65,13 @@ impl From<&EconomyParameters> for pb::EconomyParameters {
             payout_per_unit: Some(to_money(&e.payout_per_unit)),
             diamonds_per_payout_unit: e.diamonds_per_payout_unit.get(),
             payout_minimum_diamonds: e.payout_minimum.get(),
-            // 0..=8760 (MaturityHours): always fits.
+            // 0..=8760 (RuleHours): always fits.
             diamond_maturity_hours: i32::try_from(e.diamond_maturity.get()).unwrap_or(i32::MAX),
+            payout_daily_cap_diamonds: e.payout_daily_cap.get(),
+            payout_review_threshold_diamonds: e.payout_review_threshold.get(),
+            // 0..=8760 (RuleHours): always fits.
+            payout_account_cooling_off_hours: i32::try_from(e.payout_account_cooling_off.get())
+                .unwrap_or(i32::MAX),
             create_time: Some(to_timestamp(e.created_at)),
         }
     }

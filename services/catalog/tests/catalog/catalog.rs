@@ -540,6 +540,66 @@ async fn packages_promotions_and_economy_are_validated_and_versioned() {
             "on {}",
             db.backend()
         );
+
+        // Payout controls: the demo's daily cap 100000 diamonds, review from 20000 and
+        // 48 h of cooling-off, kept by updates that leave them unset, bounded, and 0
+        // (none) allowed.
+        for version in [&v1, &v2, &v3] {
+            assert_eq!(
+                (
+                    version.payout_daily_cap_diamonds,
+                    version.payout_review_threshold_diamonds,
+                    version.payout_account_cooling_off_hours
+                ),
+                (100_000, 20_000, 48),
+                "version {} on {}",
+                version.version,
+                db.backend()
+            );
+        }
+        let refused = client
+            .update_economy_parameters(pb::UpdateEconomyParametersRequest {
+                idempotency_key: "e-bad-controls".into(),
+                payout_daily_cap_diamonds: Some(-1),
+                payout_review_threshold_diamonds: Some(1_000_000_000_001),
+                payout_account_cooling_off_hours: Some(8_761),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            violated_fields(&refused),
+            [
+                "payout_daily_cap_diamonds",
+                "payout_review_threshold_diamonds",
+                "payout_account_cooling_off_hours"
+            ]
+        );
+        let v4 = client
+            .update_economy_parameters(pb::UpdateEconomyParametersRequest {
+                idempotency_key: "e4".into(),
+                payout_daily_cap_diamonds: Some(0),
+                payout_review_threshold_diamonds: Some(50_000),
+                payout_account_cooling_off_hours: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .economy_parameters
+            .unwrap();
+        assert_eq!(
+            (
+                v4.version,
+                v4.payout_daily_cap_diamonds,
+                v4.payout_review_threshold_diamonds,
+                v4.payout_account_cooling_off_hours,
+                v4.diamond_maturity_hours
+            ),
+            (4, 0, 50_000, 0, 0),
+            "on {}",
+            db.backend()
+        );
         running.stop().await.unwrap();
     }
 }

@@ -9,17 +9,17 @@
 //!   `creator` token for them, or the `gateway` acting for them) or an `admin`;
 //! - where a creator is paid (SetPayoutAccount): that creator only (or the gateway for
 //!   them), never an admin: the one who verifies an account must not be able to set it;
-//! - operations on creators and audit reads (VerifyPayoutAccount, SuspendCreator,
-//!   ReinstateCreator, GetLedgerSummary, ListCredits, ListPayouts of every creator):
-//!   `admin`;
+//! - operations on creators and payouts, and audit reads (VerifyPayoutAccount,
+//!   SuspendCreator, ReinstateCreator, ReviewPayout, CancelPayout, GetLedgerSummary,
+//!   ListCredits, ListPayouts of every creator): `admin`;
 //! - CreditDiamonds, CreditDiamondsBatch: `service:gifting` only; diamonds are minted by
 //!   gifts, not by people.
 //! - ClawbackDiamonds: `service:wallet` (reversed purchases), `service:gifting` (reversed
 //!   gifts) and `admin`; ListClawbacks: `admin`.
 //!
 //! Idempotency keys are scoped to the caller and the RPC ([`IdempotentCall`]) and to the
-//! creator a request is about (`<creator>/<key>`), so two creators choosing the same key
-//! never collide.
+//! creator a request is about (`<creator>/<key>`; for ReviewPayout and CancelPayout, the
+//! payout: `<payout>/<key>`), so two creators choosing the same key never collide.
 //!
 //! Who did something is the authenticated caller ([`Who`]), never a request field: the
 //! `actor` fields of the contract are recorded as a note in the reason.
@@ -42,14 +42,14 @@ use tonic::{Request, Response, Status};
 
 pub use self::parse::LIST_CREDITS_IDS_MAX;
 use self::parse::{
-    parse_clawback_diamonds, parse_credit_diamonds, parse_credit_item, parse_get_creator,
-    parse_get_diamond_balance, parse_get_payout, parse_list_clawbacks, parse_list_credits,
-    parse_list_earnings, parse_list_payouts, parse_register_creator, parse_reinstate_creator,
-    parse_request_payout, parse_set_payout_account, parse_suspend_creator,
-    parse_verify_payout_account,
+    parse_cancel_payout, parse_clawback_diamonds, parse_credit_diamonds, parse_credit_item,
+    parse_get_creator, parse_get_diamond_balance, parse_get_payout, parse_list_clawbacks,
+    parse_list_credits, parse_list_earnings, parse_list_payouts, parse_register_creator,
+    parse_reinstate_creator, parse_request_payout, parse_review_payout, parse_set_payout_account,
+    parse_suspend_creator, parse_verify_payout_account,
 };
 use self::to_proto::CreatorReply;
-use crate::domain::Creator;
+use crate::domain::{Creator, Payout};
 use crate::economy::Economy;
 use crate::operations::creators::{self, Reviewer};
 use crate::operations::{PayoutError, Who, clawbacks, ledger, payouts};
@@ -97,6 +97,30 @@ impl PayoutApi {
         let response = call
             .run(&self.db, key, |conn: &mut Conn| {
                 async move { Ok::<_, ApiError>(R::of(to_proto::creator(&change(conn).await?))) }
+                    .boxed()
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    /// Runs `change` of one payout once per idempotency key; answers with the payout as
+    /// it left it, in the RPC's response `R` (ReviewPayout, CancelPayout).
+    async fn change_payout<R, F>(
+        &self,
+        call: &IdempotentCall,
+        key: &IdempotencyKey,
+        answer: fn(pb::Payout) -> R,
+        change: F,
+    ) -> Reply<R>
+    where
+        R: prost::Message + Default + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<Payout, PayoutError>>
+            + Send
+            + 'static,
+    {
+        let response = call
+            .run(&self.db, key, |conn: &mut Conn| {
+                async move { Ok::<_, ApiError>(answer(to_proto::payout(&change(conn).await?))) }
                     .boxed()
             })
             .await?;
@@ -412,7 +436,8 @@ impl PayoutService for PayoutApi {
             })
             .await?;
         if replayed == Replayed::No {
-            // Fresh: the payout as recorded, HELD; the worker takes it from here.
+            // Fresh: the payout as recorded, HELD (the worker takes it from here) or in
+            // REVIEW (the worker leaves it to an admin).
             self.wakeup.wake();
             return Ok(Response::new(response));
         }
@@ -450,6 +475,53 @@ impl PayoutService for PayoutApi {
             payouts: page.rows.iter().map(to_proto::payout).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn review_payout(
+        &self,
+        request: Request<pb::ReviewPayoutRequest>,
+    ) -> Reply<pb::ReviewPayoutResponse> {
+        let caller = access::require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "ReviewPayout", &req);
+        let (key, verdict) = parse_review_payout(&req, caller.subject()).map_err(ApiError::from)?;
+        let reviewer = reviewer(&caller)?;
+        // With authentication off every caller is the same nobody: four eyes cannot apply.
+        let four_eyes = caller != Caller::unchecked();
+        let key = scoped_key(&verdict.payout_id, &key)?;
+        let clock = self.clock.clone();
+        let answer = |payout| pb::ReviewPayoutResponse {
+            payout: Some(payout),
+        };
+        let reply = self
+            .change_payout(&call, &key, answer, move |conn| {
+                async move { payouts::review(conn, verdict, reviewer, four_eyes, &clock).await }
+                    .boxed()
+            })
+            .await?;
+        // Approved: HELD and due now; the worker need not wait for its next poll.
+        self.wakeup.wake();
+        Ok(reply)
+    }
+
+    async fn cancel_payout(
+        &self,
+        request: Request<pb::CancelPayoutRequest>,
+    ) -> Reply<pb::CancelPayoutResponse> {
+        let caller = access::require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let call = IdempotentCall::new(&caller, "CancelPayout", &req);
+        let (key, cancel) = parse_cancel_payout(&req, caller.subject()).map_err(ApiError::from)?;
+        let reviewer = reviewer(&caller)?;
+        let key = scoped_key(&cancel.payout_id, &key)?;
+        let clock = self.clock.clone();
+        let answer = |payout| pb::CancelPayoutResponse {
+            payout: Some(payout),
+        };
+        self.change_payout(&call, &key, answer, move |conn| {
+            async move { payouts::cancel(conn, cancel, reviewer, &clock).await }.boxed()
+        })
+        .await
     }
 
     async fn get_ledger_summary(

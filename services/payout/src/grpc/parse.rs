@@ -14,13 +14,13 @@ use ovation_types::{
 
 use crate::domain::{
     AccountReference, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest, Decision,
-    PayoutState, ReviewedAccount,
+    PayoutDecision, PayoutState, ReviewedAccount,
 };
 use crate::operations::PageRequest;
 use crate::operations::clawbacks::ClawbacksQuery;
 use crate::operations::creators::{AccountChange, AccountReview, Registration, StatusChange};
 use crate::operations::ledger::{CreditsQuery, EarningsQuery};
-use crate::operations::payouts::{PayoutOrder, PayoutsQuery};
+use crate::operations::payouts::{PayoutCancel, PayoutOrder, PayoutVerdict, PayoutsQuery};
 
 /// Most operation ids one ListCredits may name.
 pub const LIST_CREDITS_IDS_MAX: usize = 500;
@@ -339,6 +339,40 @@ pub fn parse_list_credits(req: &pb::ListCreditsRequest) -> Parsed<CreditsQuery> 
     })
 }
 
+pub fn parse_review_payout(
+    req: &pb::ReviewPayoutRequest,
+    subject: &str,
+) -> Parsed<(IdempotencyKey, PayoutVerdict)> {
+    let mut v = Violations::default();
+    let key = idempotency_key(&mut v, &req.idempotency_key);
+    let id = v.check("payout_id", ResourceId::parse(&req.payout_id));
+    let decision = v.check("decision", payout_decision(req.decision));
+    let reason = v.noted_reason(Text::parse_required(&req.reason), &req.actor, subject);
+    keyed(v, key, || {
+        Some(PayoutVerdict {
+            payout_id: id?,
+            decision: decision?,
+            reason: reason?,
+        })
+    })
+}
+
+pub fn parse_cancel_payout(
+    req: &pb::CancelPayoutRequest,
+    subject: &str,
+) -> Parsed<(IdempotencyKey, PayoutCancel)> {
+    let mut v = Violations::default();
+    let key = idempotency_key(&mut v, &req.idempotency_key);
+    let id = v.check("payout_id", ResourceId::parse(&req.payout_id));
+    let reason = v.noted_reason(Text::parse_required(&req.reason), &req.actor, subject);
+    keyed(v, key, || {
+        Some(PayoutCancel {
+            payout_id: id?,
+            reason: reason?,
+        })
+    })
+}
+
 // ---- fields ------------------------------------------------------------------------
 
 fn creator_id(raw: &str) -> Parsed<ResourceId> {
@@ -407,15 +441,26 @@ fn decision(raw: i32) -> Result<Decision, String> {
     }
 }
 
+fn payout_decision(raw: i32) -> Result<PayoutDecision, String> {
+    match pb::PayoutReviewDecision::try_from(raw) {
+        Ok(pb::PayoutReviewDecision::Approve) => Ok(PayoutDecision::Approve),
+        Ok(pb::PayoutReviewDecision::Reject) => Ok(PayoutDecision::Reject),
+        _ => Err("must be PAYOUT_REVIEW_DECISION_APPROVE or PAYOUT_REVIEW_DECISION_REJECT".into()),
+    }
+}
+
 fn state_filter(raw: i32) -> Result<Option<PayoutState>, String> {
     match pb::PayoutState::try_from(raw) {
         Ok(pb::PayoutState::Unspecified) => Ok(None),
+        Ok(pb::PayoutState::Review) => Ok(Some(PayoutState::Review)),
         Ok(pb::PayoutState::Held) => Ok(Some(PayoutState::Held)),
         Ok(pb::PayoutState::Paid) => Ok(Some(PayoutState::Paid)),
         Ok(pb::PayoutState::Released) => Ok(Some(PayoutState::Released)),
         // Never stored (see PayoutState): a filter on them matches nothing, honestly.
         Ok(pb::PayoutState::Requested | pb::PayoutState::Failed) => Err(
-            "REQUESTED and FAILED are never at rest (a payout is HELD, PAID or RELEASED)".into(),
+            "REQUESTED and FAILED are never at rest (a payout is REVIEW, HELD, PAID or \
+             RELEASED)"
+                .into(),
         ),
         Err(_) => Err(format!("{raw} is not a payout state")),
     }
@@ -652,6 +697,10 @@ mod tests {
             query(pb::PayoutState::Released).unwrap().state,
             Some(PayoutState::Released)
         );
+        assert_eq!(
+            query(pb::PayoutState::Review).unwrap().state,
+            Some(PayoutState::Review)
+        );
         assert_eq!(fields(query(pb::PayoutState::Requested)), ["state"]);
         assert_eq!(fields(query(pb::PayoutState::Failed)), ["state"]);
         let unknown = pb::ListPayoutsRequest {
@@ -789,5 +838,58 @@ mod tests {
             payout_id: String::new(),
         };
         assert_eq!(fields(parse_get_payout(&req)), ["payout_id"]);
+    }
+
+    #[test]
+    fn a_payout_review_names_the_payout_a_decision_and_why() {
+        let req = pb::ReviewPayoutRequest {
+            idempotency_key: "k1".into(),
+            payout_id: "po_1".into(),
+            decision: pb::PayoutReviewDecision::Reject.into(),
+            reason: "looks like fraud".into(),
+            actor: "risk-team".into(),
+        };
+        let (key, verdict) = parse_review_payout(&req, "ops").unwrap();
+        assert_eq!(key.as_str(), "k1");
+        assert_eq!(verdict.payout_id, id("po_1"));
+        assert_eq!(verdict.decision, PayoutDecision::Reject);
+        assert_eq!(
+            verdict.reason.as_str(),
+            "looks like fraud (reported by: risk-team)"
+        );
+        let bad = pb::ReviewPayoutRequest {
+            payout_id: "a b".into(),
+            decision: pb::PayoutReviewDecision::Unspecified.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(parse_review_payout(&bad, "ops")),
+            ["idempotency_key", "payout_id", "decision", "reason"]
+        );
+        let unknown = pb::ReviewPayoutRequest { decision: 7, ..req };
+        assert_eq!(fields(parse_review_payout(&unknown, "ops")), ["decision"]);
+    }
+
+    #[test]
+    fn a_cancellation_names_the_payout_and_why() {
+        let req = pb::CancelPayoutRequest {
+            idempotency_key: "k1".into(),
+            payout_id: "po_1".into(),
+            reason: "creator asked".into(),
+            actor: String::new(),
+        };
+        let (_, cancel) = parse_cancel_payout(&req, "ops").unwrap();
+        assert_eq!(
+            (cancel.payout_id, cancel.reason.as_str()),
+            (id("po_1"), "creator asked")
+        );
+        let bad = pb::CancelPayoutRequest {
+            reason: "r".repeat(501),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(parse_cancel_payout(&bad, "ops")),
+            ["idempotency_key", "payout_id", "reason"]
+        );
     }
 }

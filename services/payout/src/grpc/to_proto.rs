@@ -9,7 +9,7 @@ use ovation_types::{ResourceId, UnixMillis};
 
 use crate::domain::{
     AccountKind, BalanceView, Clawback, ClawbackCause, Creator, Credit, Payout, PayoutAccount,
-    PayoutRule, PayoutState, Verification,
+    PayoutDecision, PayoutRule, PayoutState, Verification,
 };
 use crate::operations::PayoutError;
 use crate::store::LedgerSummary;
@@ -99,11 +99,33 @@ pub fn payout(p: &Payout) -> pb::Payout {
         update_time: Some(to_timestamp(p.updated_at)),
         settle_time: p.settled_at.map(to_timestamp),
         send_time: p.sent_at.map(to_timestamp),
+        account_version: p.account_version,
+        account_set_by: p.account_set_by.clone(),
+        account_verified_by: p.account_verified_by.clone(),
+        review: p.review.as_ref().map(|r| pb::PayoutReview {
+            decision: payout_decision(r.decision).into(),
+            reviewer: r.review.actor.as_str().to_owned(),
+            reason: r.review.reason.as_str().to_owned(),
+            review_time: Some(to_timestamp(r.review.at)),
+        }),
+        cancellation: p.cancellation.as_ref().map(|c| pb::PayoutCancellation {
+            actor: c.actor.as_str().to_owned(),
+            reason: c.reason.as_str().to_owned(),
+            cancel_time: Some(to_timestamp(c.at)),
+        }),
+    }
+}
+
+fn payout_decision(decision: PayoutDecision) -> pb::PayoutReviewDecision {
+    match decision {
+        PayoutDecision::Approve => pb::PayoutReviewDecision::Approve,
+        PayoutDecision::Reject => pb::PayoutReviewDecision::Reject,
     }
 }
 
 fn payout_state(state: PayoutState) -> pb::PayoutState {
     match state {
+        PayoutState::Review => pb::PayoutState::Review,
         PayoutState::Held => pb::PayoutState::Held,
         PayoutState::Paid => pb::PayoutState::Paid,
         PayoutState::Released => pb::PayoutState::Released,
@@ -273,7 +295,20 @@ fn rule_error(rule: PayoutRule) -> ApiError {
         PayoutRule::AccountNotVerified(_) => reasons::payout::PAYOUT_ACCOUNT_NOT_VERIFIED,
         PayoutRule::NoPayoutAccount => reasons::payout::NO_PAYOUT_ACCOUNT,
         PayoutRule::AccountChanged { .. } => reasons::payout::PAYOUT_ACCOUNT_CHANGED,
-        PayoutRule::OwnChange { .. } => return ApiError::PermissionDenied(message),
+        PayoutRule::OwnChange { .. } | PayoutRule::OwnAccount { .. } => {
+            return ApiError::PermissionDenied(message);
+        }
+        PayoutRule::AccountCoolingOff { .. } => reasons::payout::PAYOUT_ACCOUNT_COOLING_OFF,
+        // A quota that resets at 00:00 UTC, like the wallet's spend caps.
+        PayoutRule::DailyCapExceeded { .. } => {
+            return ApiError::ResourceExhausted {
+                reason: reasons::payout::DAILY_PAYOUT_CAP_EXCEEDED,
+                message,
+            };
+        }
+        PayoutRule::NotInReview { .. } => reasons::payout::PAYOUT_NOT_IN_REVIEW,
+        PayoutRule::AlreadySent => reasons::payout::PAYOUT_ALREADY_SENT,
+        PayoutRule::AlreadySettled => reasons::payout::PAYOUT_ALREADY_SETTLED,
         PayoutRule::BelowMinimum { .. } => reasons::payout::BELOW_PAYOUT_MINIMUM,
         PayoutRule::InsufficientDiamonds { .. } => reasons::payout::INSUFFICIENT_DIAMONDS,
         PayoutRule::CreatorInDebt { .. } => reasons::payout::CREATOR_IN_DEBT,
@@ -281,9 +316,7 @@ fn rule_error(rule: PayoutRule) -> ApiError {
         PayoutRule::AmountTooSmall => reasons::payout::AMOUNT_TOO_SMALL,
         PayoutRule::AmountTooLarge => reasons::payout::AMOUNT_TOO_LARGE,
         PayoutRule::LifetimeLimit => reasons::payout::LIFETIME_LIMIT_REACHED,
-        PayoutRule::AlreadySettled | PayoutRule::AlreadySent | PayoutRule::Overflow => {
-            return ApiError::Internal(message);
-        }
+        PayoutRule::Overflow => return ApiError::Internal(message),
     };
     ApiError::failed_precondition(reason, message)
 }

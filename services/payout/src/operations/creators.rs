@@ -53,7 +53,7 @@ pub struct Reviewer {
 }
 
 impl Reviewer {
-    fn review(&self, reason: &Text, at: UnixMillis) -> Review {
+    pub(crate) fn review(&self, reason: &Text, at: UnixMillis) -> Review {
         Review {
             actor: self.actor.clone(),
             reason: reason.clone(),
@@ -244,7 +244,7 @@ pub(crate) async fn release_unsent_payouts(
     let mut released = Vec::new();
     for payout in store::unsent_payouts(conn, creator).await? {
         let (settled, entry) = payout.stopped(reason, now)?;
-        match store::settle_payout(conn, &settled, &entry, true).await? {
+        match store::settle_payout(conn, &settled, &entry, payout.state, true).await? {
             Settled::Yes => released.push(settled.id),
             Settled::NotHeld => {}
             Settled::HeldShort => {

@@ -1,20 +1,49 @@
-//! Payouts: a creator's request to cash diamonds out (the hold), and reading payouts.
-//! The worker (`crate::worker`) drives them on to PAID or RELEASED.
+//! Payouts: a creator's request to cash diamonds out (the hold, under the payout
+//! controls: cooling-off, daily cap, review threshold), an admin's review or cancellation
+//! of one, and reading payouts. The worker (`crate::worker`) drives HELD ones on to PAID
+//! or RELEASED.
+//!
+//! Every change locks the payout's creator first (as the worker's hand-over and
+//! settlement do), re-reads the payout under the lock, and moves its state by
+//! compare-and-set, so a review, a cancellation, a suspension and the worker's hand-over
+//! of one payout are ordered: a cancel either sees the payout sent (and refuses) or
+//! releases it before the worker can send it.
 
 use ovation_store::Db;
 use ovation_store::db::Conn;
-use ovation_types::{Clock, Diamonds, ResourceId};
+use ovation_types::{Clock, Diamonds, ResourceId, Text, UnixMillis};
 
+use super::creators::Reviewer;
 use super::{Page, PageRequest, PayoutError, ledger, locked_creator, require_registered};
-use crate::domain::{Payout, PayoutRule, PayoutState};
+use crate::domain::{
+    Creator, CreatorStanding, JournalEntry, Payout, PayoutDecision, PayoutRule, PayoutState,
+    utc_day,
+};
 use crate::economy::EconomyTerms;
-use crate::store::{self, Posted};
+use crate::store::{self, Posted, Settled};
 
 /// RequestPayout: cash `diamonds` of a creator's available diamonds out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayoutOrder {
     pub creator_id: ResourceId,
     pub diamonds: Diamonds,
+}
+
+/// ReviewPayout: an admin's decision on a payout in REVIEW.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutVerdict {
+    pub payout_id: ResourceId,
+    pub decision: PayoutDecision,
+    /// Why, with any actor the request reported as a note.
+    pub reason: Text,
+}
+
+/// CancelPayout: an admin stops a payout not yet sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutCancel {
+    pub payout_id: ResourceId,
+    /// Why, with any actor the request reported as a note.
+    pub reason: Text,
 }
 
 /// ListPayouts: newest first, one creator's (or everyone's), optionally in one state.
@@ -25,9 +54,11 @@ pub struct PayoutsQuery {
     pub page: PageRequest,
 }
 
-/// Records a payout, HELD, at the economy's rate (`terms`, read before the transaction:
-/// no network call holds a lock), and holds its diamonds. The creator's due credits
-/// mature first, in this transaction (rolled back with it on a refusal).
+/// Records a payout, HELD (or in REVIEW from the review threshold up), at the economy's
+/// rate and under its controls (`terms`, read before the transaction: no network call
+/// holds a lock), and holds its diamonds. The creator's due credits mature first, in
+/// this transaction (rolled back with it on a refusal). The daily cap is judged under the
+/// creator's lock, so concurrent requests of one creator are counted one after another.
 pub async fn request(
     conn: &mut Conn,
     order: PayoutOrder,
@@ -42,13 +73,20 @@ pub async fn request(
     let balance = store::balance_view(conn, id, terms.maturity, now)
         .await?
         .ok_or_else(|| PayoutError::Broken(format!("creator {id} has no balance row")))?;
+    let (day_start, day_end) = utc_day(now);
+    let requested_today = store::requested_between(conn, id, day_start, day_end).await?;
     let payout_id = format!("po_{}", uuid::Uuid::now_v7().simple());
+    let standing = CreatorStanding {
+        creator: &creator,
+        balance: &balance,
+        requested_today,
+    };
     let (payout, hold) = Payout::request(
         payout_id,
-        &creator,
-        &balance,
+        standing,
         order.diamonds,
         &terms.rate,
+        &terms.controls,
         now,
     )?;
     // The conditional update in post_entry is what stops concurrent requests from
@@ -62,6 +100,99 @@ pub async fn request(
     }
     store::insert_payout(conn, &payout).await?;
     Ok(payout)
+}
+
+/// An admin's review of a payout in REVIEW (see [`Payout::reviewed`]): approved, it is
+/// HELD and due at once (the caller wakes the worker); rejected, RELEASED and its
+/// diamonds available again (settling any clawback debt first, as every release does).
+/// With `four_eyes` the admin who set or verified the payout's account may not approve.
+pub async fn review(
+    conn: &mut Conn,
+    verdict: PayoutVerdict,
+    reviewer: Reviewer,
+    four_eyes: bool,
+    clock: &Clock,
+) -> Result<Payout, PayoutError> {
+    let (payout, creator, now) = locked_payout(conn, &verdict.payout_id, clock).await?;
+    let review = reviewer.review(&verdict.reason, now);
+    let (next, release) = payout.reviewed(verdict.decision, review, &creator, four_eyes)?;
+    match release {
+        None => {
+            if !store::approve_payout(conn, &next).await? {
+                return Err(moved_under_lock(&payout));
+            }
+        }
+        Some(entry) => {
+            released(conn, &payout, &next, &entry).await?;
+        }
+    }
+    Ok(next)
+}
+
+/// An admin's cancellation of a payout not yet sent (in REVIEW, or HELD without a send
+/// time): RELEASED, its diamonds available again. One already sent is refused
+/// ([`PayoutRule::AlreadySent`]): the worker settles it by the provider's answer.
+pub async fn cancel(
+    conn: &mut Conn,
+    cancel: PayoutCancel,
+    reviewer: Reviewer,
+    clock: &Clock,
+) -> Result<Payout, PayoutError> {
+    let (payout, _, now) = locked_payout(conn, &cancel.payout_id, clock).await?;
+    let (next, entry) = payout.cancelled(reviewer.review(&cancel.reason, now))?;
+    released(conn, &payout, &next, &entry).await?;
+    Ok(next)
+}
+
+/// Payout `id` read under its creator's lock (taken first, as every change of a payout
+/// does), its creator, and the instant of the change.
+async fn locked_payout(
+    conn: &mut Conn,
+    id: &ResourceId,
+    clock: &Clock,
+) -> Result<(Payout, Creator, UnixMillis), PayoutError> {
+    let not_found = || PayoutError::PayoutNotFound(id.clone());
+    let creator_id = store::get_payout(conn, id.as_str())
+        .await?
+        .ok_or_else(not_found)?
+        .creator_id;
+    let (creator, now) = locked_creator(conn, &creator_id, clock).await?;
+    // Again under the lock: what the worker or another admin did before it counts.
+    let payout = store::get_payout(conn, id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((payout, creator, now))
+}
+
+/// Records `before` (read under its creator's lock) as `after`, RELEASED by `entry`,
+/// and lets the returned diamonds settle any clawback debt of the creator.
+async fn released(
+    conn: &mut Conn,
+    before: &Payout,
+    after: &Payout,
+    entry: &JournalEntry,
+) -> Result<(), PayoutError> {
+    match store::settle_payout(conn, after, entry, before.state, true).await? {
+        Settled::Yes => {}
+        Settled::NotHeld => return Err(moved_under_lock(before)),
+        Settled::HeldShort => {
+            return Err(PayoutError::Broken(format!(
+                "payout {} holds diamonds but its creator's held balance is short of them",
+                before.id
+            )));
+        }
+    }
+    ledger::settle_debt(conn, &before.creator_id, &format!("payout:{}", before.id)).await?;
+    Ok(())
+}
+
+/// A payout whose state changed although its creator's lock was held: every change of a
+/// payout takes that lock first, so this is our bug.
+fn moved_under_lock(payout: &Payout) -> PayoutError {
+    PayoutError::Broken(format!(
+        "payout {} changed under its creator's lock",
+        payout.id
+    ))
 }
 
 /// A payout.

@@ -376,6 +376,97 @@ async fn verification_suspension_and_audit_reads_are_for_admins_only() {
     }
 }
 
+/// A review (APPROVE) or a cancellation of `payout_id` by `client`; its code.
+async fn payout_control(
+    client: &mut PayoutClient,
+    cancel: bool,
+    payout_id: &str,
+    tag: &str,
+) -> Code {
+    if cancel {
+        code(
+            client
+                .cancel_payout(pb::CancelPayoutRequest {
+                    idempotency_key: format!("c-{tag}"),
+                    payout_id: payout_id.into(),
+                    reason: "testing".into(),
+                    actor: String::new(),
+                })
+                .await,
+        )
+    } else {
+        code(
+            client
+                .review_payout(pb::ReviewPayoutRequest {
+                    idempotency_key: format!("r-{tag}"),
+                    payout_id: payout_id.into(),
+                    decision: pb::PayoutReviewDecision::Approve.into(),
+                    reason: "testing".into(),
+                    actor: String::new(),
+                })
+                .await,
+        )
+    }
+}
+
+#[tokio::test]
+async fn payout_reviews_and_cancellations_are_for_admins_only() {
+    for db in databases().await {
+        let f = fixture(&db).await;
+        earn(&f.clients, "review-credit", "ann", 40_000).await;
+        let mut admin = f.clients.admin.clone();
+        // At the demo's review threshold: both wait in REVIEW.
+        let mut in_review = Vec::new();
+        for key in ["big-1", "big-2"] {
+            in_review.push(
+                requested_payout(&mut admin, key, "ann", 20_000)
+                    .await
+                    .payout_id,
+            );
+        }
+        for cancel in [false, true] {
+            for (i, (who, bearer)) in ann_or_admin()
+                .into_iter()
+                .filter(|(who, _)| *who != "an admin")
+                .chain(strangers_to_ann())
+                .enumerate()
+            {
+                let mut client = f.clients.with(bearer);
+                assert_eq!(
+                    payout_control(&mut client, cancel, &in_review[0], &format!("denied-{i}"))
+                        .await,
+                    Code::PermissionDenied,
+                    "{who} (cancel: {cancel}) on {}",
+                    db.backend()
+                );
+            }
+        }
+        for id in &in_review {
+            let payout = get_payout(&mut admin, id).await;
+            assert_eq!(
+                payout.state,
+                pb::PayoutState::Review as i32,
+                "denied calls wrote nothing"
+            );
+        }
+        // An admin other than the account's verifier approves; any admin cancels.
+        let mut admin_2 = f.clients.with(Bearer::role("admin-2", Role::Admin));
+        assert_eq!(
+            payout_control(&mut admin_2, false, &in_review[0], "allowed").await,
+            Code::Ok,
+            "on {}",
+            db.backend()
+        );
+        assert_eq!(
+            payout_control(&mut admin, true, &in_review[1], "allowed").await,
+            Code::Ok,
+            "on {}",
+            db.backend()
+        );
+        f.running.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn only_the_gifting_service_credits_diamonds() {
     for db in databases().await {
@@ -571,6 +662,8 @@ async fn bad_credentials_are_unauthenticated_on_every_rpc() {
             admin_rpc(AdminRpc::Reinstate, &mut client, "x").await,
             admin_rpc(AdminRpc::GetLedgerSummary, &mut client, "x").await,
             admin_rpc(AdminRpc::ListCredits, &mut client, "x").await,
+            payout_control(&mut client, false, &f.ann_payout, "x").await,
+            payout_control(&mut client, true, &f.ann_payout, "x").await,
             code(client.credit_diamonds(credit_request("x", "ann", 10)).await),
             code(
                 client

@@ -6,6 +6,7 @@ mod accounts;
 mod authorization;
 mod batch;
 mod clawback;
+mod controls;
 mod maturity;
 mod migrations;
 mod payout;

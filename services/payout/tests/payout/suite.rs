@@ -30,39 +30,62 @@ pub struct Catalog {
     _db: TestDatabase,
 }
 
-/// The demo catalog with diamonds cashable at once (maturity 0 h, set by an admin's
-/// UpdateEconomyParameters), for the tests that are not about maturity.
+/// The demo catalog with diamonds cashable at once and payouts allowed to a newly set
+/// account at once (maturity and cooling-off 0 h, set by one admin UpdateEconomyParameters),
+/// for the tests that are not about them. The demo's daily cap (100000 diamonds) and
+/// review threshold (20000) stay.
 pub async fn start_catalog() -> Catalog {
     start_catalog_with_maturity(0).await
 }
 
-/// The demo catalog with diamonds maturing after `hours` (the demo's own is 72).
+/// The demo catalog with diamonds maturing after `hours` (the demo's own is 72), and no
+/// cooling-off after a payout account change.
 pub async fn start_catalog_with_maturity(hours: i32) -> Catalog {
     let db = TestDatabase::sqlite();
     let config = catalog_config(db.url(), true);
     let running = ovation_testkit::services::start_catalog(config).await;
     let catalog = Catalog { running, _db: db };
-    catalog.set_maturity(hours).await;
+    let economy = catalog
+        .update_economy(catalog_pb::UpdateEconomyParametersRequest {
+            diamond_maturity_hours: Some(hours),
+            payout_account_cooling_off_hours: Some(0),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(economy.diamond_maturity_hours, hours);
     catalog
 }
 
 impl Catalog {
     /// An admin sets the economy's diamond maturity (a new economy version).
     pub async fn set_maturity(&self, hours: i32) {
-        let mut admin =
-            CatalogServiceClient::with_interceptor(self.running.channel().await, Bearer::admin());
-        let economy = admin
-            .update_economy_parameters(catalog_pb::UpdateEconomyParametersRequest {
-                idempotency_key: format!("maturity-{hours}-{}", uuid()),
+        let economy = self
+            .update_economy(catalog_pb::UpdateEconomyParametersRequest {
                 diamond_maturity_hours: Some(hours),
                 ..Default::default()
+            })
+            .await;
+        assert_eq!(economy.diamond_maturity_hours, hours);
+    }
+
+    /// An admin updates the economy (`change`, under a fresh idempotency key); the new
+    /// version.
+    pub async fn update_economy(
+        &self,
+        change: catalog_pb::UpdateEconomyParametersRequest,
+    ) -> catalog_pb::EconomyParameters {
+        let mut admin =
+            CatalogServiceClient::with_interceptor(self.running.channel().await, Bearer::admin());
+        admin
+            .update_economy_parameters(catalog_pb::UpdateEconomyParametersRequest {
+                idempotency_key: format!("economy-{}", uuid()),
+                ..change
             })
             .await
             .unwrap()
             .into_inner()
             .economy_parameters
-            .unwrap();
-        assert_eq!(economy.diamond_maturity_hours, hours);
+            .unwrap()
     }
 }
 
@@ -370,6 +393,46 @@ pub async fn get_payout(client: &mut PayoutClient, id: &str) -> pb::Payout {
         .unwrap()
 }
 
+/// A one-slot worker kept busy: creator `blocker` (paid by a `sandbox-slow-<ms>` account)
+/// requests a payout and the worker waits `ms` for the provider's answer, so payouts
+/// requested meanwhile stay HELD and unsent. Returns the blocking payout's id.
+pub async fn occupy_worker(
+    c: &Clients,
+    sandbox: &ovation_payout::provider::SandboxProvider,
+    ms: u64,
+) -> String {
+    verified_creator(c, "blocker", &format!("sandbox-slow-{ms}")).await;
+    earn(c, "blocker-credit", "blocker", 1_000).await;
+    let id = requested_payout(
+        &mut c.creator("blocker"),
+        "blocker-payout",
+        "blocker",
+        1_000,
+    )
+    .await
+    .payout_id;
+    provider_called(sandbox, &id).await;
+    id
+}
+
+/// Waits until the worker has called the provider for payout `id`.
+pub async fn provider_called(sandbox: &ovation_payout::provider::SandboxProvider, id: &str) {
+    eventually(&format!("the worker calls the provider for {id}"), || {
+        let called = sandbox.calls(id) >= 1;
+        async move { called.then_some(()) }
+    })
+    .await;
+}
+
+/// A worker that calls the provider for one payout at a time.
+pub fn one_slot(provider_timeout: Duration) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 1,
+        provider_timeout,
+        ..WorkerConfig::FAST_TESTS
+    }
+}
+
 /// Polls `check` until it yields a value, for at most [`EVENTUALLY`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -389,14 +452,16 @@ where
     }
 }
 
-/// Waits for payout `id` to leave HELD; returns it settled.
+/// Waits for payout `id` to be PAID or RELEASED (it must not wait in REVIEW for nobody);
+/// returns it settled.
 pub async fn settled(client: &PayoutClient, id: &str) -> pb::Payout {
     eventually(&format!("payout {id} settles"), || {
         let mut client = client.clone();
         let id = id.to_owned();
         async move {
             let payout = get_payout(&mut client, &id).await;
-            (payout.state != pb::PayoutState::Held as i32).then_some(payout)
+            let open = [pb::PayoutState::Held as i32, pb::PayoutState::Review as i32];
+            (!open.contains(&payout.state)).then_some(payout)
         }
     })
     .await

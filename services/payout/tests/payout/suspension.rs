@@ -22,37 +22,6 @@ fn millis(t: &Option<prost_types::Timestamp>) -> i64 {
     t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000
 }
 
-/// A one-slot worker kept busy: creator `blocker` (paid by a `sandbox-slow-<ms>` account)
-/// requests a payout and the worker waits `ms` for the provider's answer, so payouts
-/// requested meanwhile stay HELD and unsent. Returns the blocking payout's id.
-async fn occupy_worker(
-    c: &Clients,
-    sandbox: &ovation_payout::provider::SandboxProvider,
-    ms: u64,
-) -> String {
-    verified_creator(c, "blocker", &format!("sandbox-slow-{ms}")).await;
-    earn(c, "blocker-credit", "blocker", 1_000).await;
-    let id = requested_payout(
-        &mut c.creator("blocker"),
-        "blocker-payout",
-        "blocker",
-        1_000,
-    )
-    .await
-    .payout_id;
-    provider_called(sandbox, &id).await;
-    id
-}
-
-/// Waits until the worker has called the provider for payout `id`.
-async fn provider_called(sandbox: &ovation_payout::provider::SandboxProvider, id: &str) {
-    eventually(&format!("the worker calls the provider for {id}"), || {
-        let called = sandbox.calls(id) >= 1;
-        async move { called.then_some(()) }
-    })
-    .await;
-}
-
 /// `requests` payout requests of 1,000 diamonds by creator `id`, all at once.
 fn concurrent_payout_requests(
     c: &Clients,
@@ -92,14 +61,6 @@ async fn suspended_at(suspended: JoinHandle<Answer<pb::SuspendCreatorResponse>>)
         .creator
         .unwrap();
     millis(&creator.suspension.unwrap().suspend_time)
-}
-
-fn one_slot(provider_timeout: Duration) -> WorkerConfig {
-    WorkerConfig {
-        concurrency: 1,
-        provider_timeout,
-        ..WorkerConfig::FAST_TESTS
-    }
 }
 
 /// Every diamond is accounted for: nothing paid out, nothing held, lifetime = available.
