@@ -308,7 +308,10 @@ fn gifting_pace(options: &SuiteOptions) -> Vec<(String, String)> {
         kv("OVATION_GIFTING_SEND_WAIT_MS", "1000"),
         // The loads send one viewer's gifts to one creator far faster than a person would;
         // the velocity limit has tests of its own (services/gifting/tests/gifting/velocity.rs).
-        kv("OVATION_GIFTING_GIFTS_PER_SENDER_CREATOR_PER_MINUTE_MAX", "0"),
+        kv(
+            "OVATION_GIFTING_GIFTS_PER_SENDER_CREATOR_PER_MINUTE_MAX",
+            "0",
+        ),
     ]);
     env
 }
