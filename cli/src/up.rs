@@ -174,6 +174,8 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
             provider: Arc::new(ovation_payout::provider::SandboxProvider::in_dir(
                 args.data_dir.join("payout-sandbox"),
             )),
+            account_references: Default::default(),
+            webhook: None,
             worker: args.payout_worker.clone().into(),
             clock: ovation_types::Clock::system(),
         },

@@ -75,6 +75,8 @@ pub fn payout_config(
         catalog: CatalogPeerArgs::plaintext(catalog_url),
         identity: identity(),
         provider,
+        account_references: Default::default(),
+        webhook: None,
         worker: WorkerConfig::FAST_TESTS,
         clock: Default::default(),
     }

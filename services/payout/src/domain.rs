@@ -62,6 +62,40 @@ impl AccountReference {
     }
 }
 
+/// Which payout account references the configured provider can pay to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccountReferences {
+    /// Any reference (the sandbox picks its behaviour from it).
+    #[default]
+    Any,
+    /// Stripe connected account ids (`acct_…`): the Stripe Connect provider.
+    ConnectedAccounts,
+}
+
+impl AccountReferences {
+    /// `raw` as a reference the provider can pay to.
+    pub fn parse(self, raw: &str) -> Result<AccountReference, String> {
+        let reference = AccountReference::parse(raw)?;
+        match self {
+            AccountReferences::Any => Ok(reference),
+            AccountReferences::ConnectedAccounts if is_connected_account(raw) => Ok(reference),
+            AccountReferences::ConnectedAccounts => Err(
+                "must be a Stripe connected account id (acct_ followed by letters and digits): \
+                 payouts are Stripe Connect transfers"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Whether `reference` looks like a Stripe connected account id: `acct_` then 1..=64
+/// letters and digits.
+pub fn is_connected_account(reference: &str) -> bool {
+    reference.strip_prefix("acct_").is_some_and(|id| {
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 /// An operator's action on a creator: who, why, when (journaled).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Review {

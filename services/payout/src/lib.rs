@@ -41,6 +41,8 @@ use ovation_types::Clock;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+use crate::domain::AccountReferences;
+use crate::provider::stripe_connect::{self, StripeConnect, StripeConnectSettings};
 use crate::provider::{PayoutProvider, SandboxProvider};
 use crate::worker::{Wakeup, WorkerConfig};
 
@@ -76,6 +78,8 @@ pub struct PayoutArgs {
     /// external system, so they outlive the service).
     #[arg(long, env = "OVATION_PAYOUT_SANDBOX_DIR", default_value = DEFAULT_SANDBOX_DIR)]
     pub sandbox_dir: PathBuf,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
@@ -143,6 +147,81 @@ impl From<CatalogArgs> for CatalogPeerArgs {
     }
 }
 
+/// Which payout provider pays, and how to reach it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The sandbox (development and tests; runs only with `OVATION_ALLOW_SANDBOX=true`).
+    #[default]
+    Sandbox,
+    /// Stripe Connect transfers to the creators' connected accounts.
+    #[value(name = "stripe_connect")]
+    StripeConnect,
+}
+
+/// The payout provider's settings (README, "Payout provider").
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProviderArgs {
+    /// Who pays creators: `sandbox` or `stripe_connect`.
+    #[arg(
+        long,
+        env = "OVATION_PAYOUT_PROVIDER",
+        value_enum,
+        default_value = "sandbox"
+    )]
+    pub payout_provider: ProviderKind,
+    /// Stripe's API base URL.
+    #[arg(long, env = "OVATION_STRIPE_API_BASE", default_value = stripe_connect::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+    /// File holding the platform's Stripe secret key (`sk_…`); required by `stripe_connect`.
+    #[arg(long, env = "OVATION_STRIPE_SECRET_KEY_FILE")]
+    pub stripe_secret_key_file: Option<PathBuf>,
+    /// File holding the Stripe webhook signing secrets (`whsec_…`), one a line (two while
+    /// rotating); required with a webhook address.
+    #[arg(long, env = "OVATION_STRIPE_WEBHOOK_SECRETS_FILE")]
+    pub stripe_webhook_secrets_file: Option<PathBuf>,
+    /// Where payout receives Stripe's webhooks (`/webhooks/stripe`); unset = nowhere.
+    #[arg(long, env = "OVATION_PAYOUT_WEBHOOK_ADDR")]
+    pub payout_webhook_addr: Option<SocketAddr>,
+}
+
+/// Payout's webhook endpoint: where it listens and the secrets it verifies signatures with.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub listen_addr: SocketAddr,
+    /// Stripe's endpoint signing secrets; a signature by any one of them is accepted.
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("listen_addr", &self.listen_addr)
+            .field("secrets", &format!("<{} redacted>", self.secrets.len()))
+            .finish()
+    }
+}
+
+/// A setting that keeps payout from starting; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The non-empty lines of the secret file `path` (named by `setting` in errors).
+fn read_secret_lines(setting: &str, path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{setting}: cannot read {}: {e}", path.display())))?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if lines.is_empty() {
+        return Err(ConfigError(format!("{setting}: {} is empty", path.display())));
+    }
+    Ok(lines)
+}
+
 /// How the payout worker paces itself.
 #[derive(clap::Args, Clone, Debug)]
 pub struct WorkerArgs {
@@ -203,22 +282,74 @@ pub struct PayoutConfig {
     /// Who pays: the sandbox unless a real provider is plugged in. Shared, so a test can
     /// keep one provider (an external system) across a restart of the service.
     pub provider: Arc<dyn PayoutProvider>,
+    /// Which payout account references `provider` can pay to (SetPayoutAccount refuses
+    /// others).
+    pub account_references: AccountReferences,
+    /// Payout's webhook endpoint for the provider's events; `None` = none.
+    pub webhook: Option<WebhookConfig>,
     pub worker: WorkerConfig,
     /// Where "now" comes from for the time rules (credit times, diamond maturity): the
     /// system clock, or a manual one tests move.
     pub clock: Clock,
 }
 
-impl From<PayoutArgs> for PayoutConfig {
-    fn from(args: PayoutArgs) -> Self {
-        PayoutConfig {
+impl PayoutConfig {
+    /// The configuration `args` describe: the provider they name (its key read from its
+    /// file), the webhook endpoint if an address is set. An incomplete setting is an error
+    /// naming it.
+    pub fn from_args(args: PayoutArgs) -> Result<PayoutConfig, ConfigError> {
+        let worker: WorkerConfig = args.worker.into();
+        let p = args.provider;
+        let (provider, account_references): (Arc<dyn PayoutProvider>, _) = match p.payout_provider
+        {
+            ProviderKind::Sandbox => (
+                Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
+                AccountReferences::Any,
+            ),
+            ProviderKind::StripeConnect => {
+                let Some(file) = &p.stripe_secret_key_file else {
+                    return Err(ConfigError(
+                        "OVATION_PAYOUT_PROVIDER=stripe_connect needs \
+                         OVATION_STRIPE_SECRET_KEY_FILE (a file holding the platform's secret \
+                         key)"
+                            .into(),
+                    ));
+                };
+                let secret_key = read_secret_lines("OVATION_STRIPE_SECRET_KEY_FILE", file)?
+                    .swap_remove(0);
+                let stripe = StripeConnect::new(StripeConnectSettings {
+                    api_base: p.stripe_api_base.clone(),
+                    secret_key,
+                    request_timeout: worker.provider_timeout,
+                })
+                .map_err(ConfigError)?;
+                (Arc::new(stripe), AccountReferences::ConnectedAccounts)
+            }
+        };
+        let webhook = match (p.payout_webhook_addr, &p.stripe_webhook_secrets_file) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "OVATION_PAYOUT_WEBHOOK_ADDR needs OVATION_STRIPE_WEBHOOK_SECRETS_FILE (the \
+                     endpoint's signing secrets, one a line)"
+                        .into(),
+                ));
+            }
+            (Some(listen_addr), Some(file)) => Some(WebhookConfig {
+                listen_addr,
+                secrets: read_secret_lines("OVATION_STRIPE_WEBHOOK_SECRETS_FILE", file)?,
+            }),
+        };
+        Ok(PayoutConfig {
             server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             catalog: args.catalog.into(),
             identity: args.identity,
-            provider: Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
-            worker: args.worker.into(),
+            provider,
+            account_references,
+            webhook,
+            worker,
             clock: Clock::system(),
-        }
+        })
     }
 }
 
@@ -263,6 +394,7 @@ pub async fn run(
         economy,
         wakeup,
         config.clock.clone(),
+        config.account_references,
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
     // Serving ended (shutdown, or an error): the worker drains and stops too.
@@ -304,7 +436,7 @@ mod tests {
             "7",
         ])
         .unwrap();
-        let config = PayoutConfig::from(args.clone());
+        let config = PayoutConfig::from_args(args.clone()).unwrap();
         assert_eq!(config.catalog.url, "http://catalog:50052");
         assert_eq!(
             config.catalog.tls_cert_file,

@@ -5,7 +5,13 @@ use ovation_payout::{PayoutArgs, PayoutConfig, SPEC, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = PayoutConfig::from(PayoutArgs::parse());
+    let config = match PayoutConfig::from_args(PayoutArgs::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ovation-payout: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let listen_addr = config.server.listen_addr;
     ovation_server::service_main(SPEC, listen_addr, |listener, shutdown| {
         run(config, listener, shutdown)

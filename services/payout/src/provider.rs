@@ -1,6 +1,8 @@
 //! The payout provider: whoever turns a payout into real money (a bank, a payments
-//! company). Real providers plug in behind [`PayoutProvider`]; [`SandboxProvider`] ships
-//! for development and tests.
+//! company). Real providers plug in behind [`PayoutProvider`]: [`stripe_connect`]
+//! (transfers to the creators' Stripe connected accounts) for production;
+//! [`SandboxProvider`] for development and tests only (it runs only where
+//! `OVATION_ALLOW_SANDBOX=true`).
 //!
 //! The contract a provider must keep: [`PayoutProvider::pay`] is **idempotent by payout
 //! id**. The worker calls it again after a timeout, an error or a restart, with the same
@@ -39,6 +41,8 @@
 //! and a crash never leaves half a record); [`SandboxProvider::in_memory`] keeps them in
 //! memory, for tests, which share one `Arc` across a simulated restart. The count of
 //! transient failures served so far is kept in memory only (a restart starts it again).
+
+pub mod stripe_connect;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

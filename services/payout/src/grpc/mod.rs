@@ -49,7 +49,7 @@ use self::parse::{
     parse_suspend_creator, parse_verify_payout_account,
 };
 use self::to_proto::CreatorReply;
-use crate::domain::{Creator, Payout};
+use crate::domain::{AccountReferences, Creator, Payout};
 use crate::economy::Economy;
 use crate::operations::creators::{self, Reviewer};
 use crate::operations::{PayoutError, Who, clawbacks, ledger, payouts};
@@ -64,6 +64,8 @@ pub struct PayoutApi {
     economy: Economy,
     wakeup: Wakeup,
     clock: Clock,
+    /// Which payout account references the configured provider can pay to.
+    references: AccountReferences,
 }
 
 /// Runs of a clawback when a concurrent twin (same id, another creator's credit) commits
@@ -71,12 +73,19 @@ pub struct PayoutApi {
 const CLAWBACK_RUNS_MAX: usize = 2;
 
 impl PayoutApi {
-    pub fn new(db: Db, economy: Economy, wakeup: Wakeup, clock: Clock) -> Self {
+    pub fn new(
+        db: Db,
+        economy: Economy,
+        wakeup: Wakeup,
+        clock: Clock,
+        references: AccountReferences,
+    ) -> Self {
         PayoutApi {
             db,
             economy,
             wakeup,
             clock,
+            references,
         }
     }
 
@@ -255,7 +264,7 @@ impl PayoutService for PayoutApi {
         let caller = require_account_owner(&request, &request.get_ref().creator_id)?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "SetPayoutAccount", &req);
-        let (key, change) = parse_set_payout_account(&req).map_err(ApiError::from)?;
+        let (key, change) = parse_set_payout_account(&req, self.references).map_err(ApiError::from)?;
         let key = scoped_key(&change.creator_id, &key)?;
         let who = who(&caller);
         let clock = self.clock.clone();

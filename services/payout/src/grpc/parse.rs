@@ -13,7 +13,7 @@ use ovation_types::{
 };
 
 use crate::domain::{
-    AccountReference, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest, Decision,
+    AccountReference, AccountReferences, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest, Decision,
     PayoutDecision, PayoutState, ReviewedAccount,
 };
 use crate::operations::PageRequest;
@@ -44,15 +44,17 @@ pub fn parse_get_creator(req: &pb::GetCreatorRequest) -> Parsed<ResourceId> {
     creator_id(&req.creator_id)
 }
 
+/// `references`: which account references the configured payout provider can pay to.
 pub fn parse_set_payout_account(
     req: &pb::SetPayoutAccountRequest,
+    references: AccountReferences,
 ) -> Parsed<(IdempotencyKey, AccountChange)> {
     let mut v = Violations::default();
     let key = idempotency_key(&mut v, &req.idempotency_key);
     let id = v.check("creator_id", ResourceId::parse(&req.creator_id));
     let reference = v.check(
         "account_reference",
-        AccountReference::parse(&req.account_reference),
+        references.parse(&req.account_reference),
     );
     let holder = v.check("holder_name", Name::parse(&req.holder_name));
     keyed(v, key, || {
@@ -512,9 +514,39 @@ mod tests {
             holder_name: "Ann A".into(),
         };
         assert_eq!(
-            fields(parse_set_payout_account(&req)),
+            fields(parse_set_payout_account(&req, AccountReferences::Any)),
             ["account_reference"]
         );
+        // With Stripe Connect, only connected account ids.
+        let sandbox = pb::SetPayoutAccountRequest {
+            account_reference: "sandbox-ok".into(),
+            ..req.clone()
+        };
+        assert!(parse_set_payout_account(&sandbox, AccountReferences::Any).is_ok());
+        assert_eq!(
+            fields(parse_set_payout_account(
+                &sandbox,
+                AccountReferences::ConnectedAccounts
+            )),
+            ["account_reference"]
+        );
+        let connected = pb::SetPayoutAccountRequest {
+            account_reference: "acct_1MTfjCQ9PRzxEwkZ".into(),
+            ..req
+        };
+        assert!(
+            parse_set_payout_account(&connected, AccountReferences::ConnectedAccounts).is_ok()
+        );
+    }
+
+    #[test]
+    fn connected_account_ids_are_recognised() {
+        use crate::domain::is_connected_account;
+        assert!(is_connected_account("acct_1MTfjCQ9PRzxEwkZ"));
+        for bad in ["acct_", "sandbox-ok", "acct_12 3", "acct-123", "ACCT_1", "acct_a/b"] {
+            assert!(!is_connected_account(bad), "{bad}");
+        }
+        assert!(!is_connected_account(&format!("acct_{}", "a".repeat(65))));
     }
 
     fn verify_request() -> pb::VerifyPayoutAccountRequest {
