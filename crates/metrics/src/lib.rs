@@ -76,6 +76,10 @@ pub mod names {
     pub const LEDGER_DIAMONDS: &str = "ovation_ledger_diamonds";
     /// Gauge: HELD payouts that exhausted their retry budget and await an operator.
     pub const PAYOUTS_NEEDING_ATTENTION: &str = "ovation_payouts_needing_attention";
+    /// Gauge `{kind}`: what the payout provider reported that an operator follows up:
+    /// `transfer_reversed` (PAID payouts whose transfer came back), `bank_payout_failed`
+    /// (creators' failed bank payouts). Both only grow: alert on `increase(...) > 0`.
+    pub const PAYOUT_PROVIDER_ALERTS: &str = "ovation_payout_provider_alerts";
     /// Histogram `{hop}`: items per batch the gift saga sent to a peer (`debit`, `credit`):
     /// how many gifts shared one RPC and one transaction.
     pub const SAGA_HOP_BATCH_ITEMS: &str = "ovation_saga_hop_batch_items";
@@ -154,6 +158,11 @@ pub struct AccountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub service: &'static str,
     pub state: &'static str,
@@ -182,6 +191,7 @@ pub struct Metrics {
     pub ledger_coins: Family<AccountLabels, Gauge<i64, AtomicI64>>,
     pub ledger_diamonds: Family<AccountLabels, Gauge<i64, AtomicI64>>,
     pub payouts_needing_attention: Gauge<i64, AtomicI64>,
+    pub payout_provider_alerts: Family<KindLabels, Gauge<i64, AtomicI64>>,
     pub saga_hop_batch_items: HistogramFamily<HopLabels>,
     pub velocity_limit_refusals: Family<LimitLabels, Counter>,
 }
@@ -276,6 +286,12 @@ impl Metrics {
             "HELD payouts past their retry budget, awaiting an operator",
             payouts_needing_attention.clone(),
         );
+        let payout_provider_alerts = Family::<KindLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            names::PAYOUT_PROVIDER_ALERTS,
+            "Payout provider reports for an operator: reversed transfers of PAID payouts, failed bank payouts",
+            payout_provider_alerts.clone(),
+        );
         let saga_hop_batch_items: HistogramFamily<HopLabels> =
             Family::new_with_constructor(batch_items_histogram);
         registry.register(
@@ -304,6 +320,7 @@ impl Metrics {
             ledger_coins,
             ledger_diamonds,
             payouts_needing_attention,
+            payout_provider_alerts,
             saga_hop_batch_items,
             velocity_limit_refusals,
         }
@@ -395,6 +412,18 @@ impl Metrics {
 
     pub fn set_payouts_needing_attention(&self, count: i64) {
         self.payouts_needing_attention.set(count);
+    }
+
+    /// The payout provider's alerts: PAID payouts reversed, failed bank payouts.
+    pub fn set_payout_provider_alerts(&self, transfers_reversed: i64, bank_payouts_failed: i64) {
+        for (kind, count) in [
+            ("transfer_reversed", transfers_reversed),
+            ("bank_payout_failed", bank_payouts_failed),
+        ] {
+            self.payout_provider_alerts
+                .get_or_create(&KindLabels { kind })
+                .set(count);
+        }
     }
 }
 

@@ -1904,6 +1904,101 @@ pub enum PayoutRule {
     Overflow,
 }
 
+// ---- the payout provider's events (webhooks) ----------------------------------------
+
+/// Longest event id accepted (Stripe's are ~30 characters).
+pub const PROVIDER_EVENT_ID_CHARS_MAX: usize = 255;
+
+/// A Stripe event, as payout reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderEvent {
+    /// `evt_…`: what makes a delivery a duplicate.
+    pub id: String,
+    /// `transfer.reversed`, `payout.failed`, …
+    pub event_type: String,
+    pub effect: EventEffect,
+}
+
+/// What an event asks of payout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventEffect {
+    /// A payout's transfer was reversed (in full or in part): money came back to the
+    /// platform. `amount_reversed_minor` is the transfer's cumulative figure.
+    TransferReversed {
+        payout_id: Option<String>,
+        transfer_id: String,
+        currency: String,
+        amount_reversed_minor: i64,
+    },
+    /// A connected account's bank payout failed.
+    BankPayoutFailed {
+        /// The connected account (`acct_…`); `None` for the platform's own payouts.
+        account: Option<String>,
+        bank_payout_id: String,
+        currency: String,
+        amount_minor: i64,
+        failure_code: String,
+        failure_message: String,
+    },
+    /// A type payout does not act on.
+    Other,
+}
+
+/// A provider event's text (a failure message) cut to [`PROVIDER_TEXT_CHARS_MAX`]
+/// characters like every provider text: the event is the provider's to word, and refusing
+/// it would only make the provider send it again.
+fn provider_text(text: &str) -> String {
+    clip(text)
+}
+
+impl ProviderEvent {
+    /// Reads a Stripe event (its JSON, already verified as Stripe's). An event payout acts
+    /// on that lacks what it needs is an error (answered 400: Stripe shows it to an
+    /// operator); other types are [`EventEffect::Other`].
+    pub fn from_json(event: &serde_json::Value) -> Result<ProviderEvent, String> {
+        let id = event["id"]
+            .as_str()
+            .filter(|id| !id.is_empty() && id.chars().count() <= PROVIDER_EVENT_ID_CHARS_MAX)
+            .ok_or("the event has no id (1..=255 characters)")?;
+        let event_type = event["type"].as_str().ok_or("the event has no type")?;
+        let object = &event["data"]["object"];
+        let text = |field: &str| object[field].as_str().map(provider_text);
+        let required = |field: &str| text(field).ok_or(format!("{event_type}: no {field}"));
+        let amount = |field: &str| {
+            object[field]
+                .as_i64()
+                .filter(|a| *a >= 0)
+                .ok_or(format!("{event_type}: no {field}"))
+        };
+        let effect = match event_type {
+            "transfer.reversed" => EventEffect::TransferReversed {
+                payout_id: object["metadata"]["payout_id"]
+                    .as_str()
+                    .or(object["transfer_group"].as_str())
+                    .filter(|id| !id.is_empty())
+                    .map(provider_text),
+                transfer_id: required("id")?,
+                currency: required("currency")?.to_ascii_uppercase(),
+                amount_reversed_minor: amount("amount_reversed")?,
+            },
+            "payout.failed" => EventEffect::BankPayoutFailed {
+                account: event["account"].as_str().map(provider_text),
+                bank_payout_id: required("id")?,
+                currency: required("currency")?.to_ascii_uppercase(),
+                amount_minor: amount("amount")?,
+                failure_code: text("failure_code").unwrap_or_default(),
+                failure_message: text("failure_message").unwrap_or_default(),
+            },
+            _ => EventEffect::Other,
+        };
+        Ok(ProviderEvent {
+            id: id.to_owned(),
+            event_type: provider_text(event_type),
+            effect,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3123,6 +3218,54 @@ mod tests {
                 prop_assert_eq!(i128::from(ledger.balance(&Account::GiftIssuance)), -credited);
                 prop_assert_eq!(i128::from(ledger.balance(&Account::Clawback)), clawed_diamonds - debt);
             }
+        }
+    }
+
+    #[test]
+    fn provider_events_are_read_from_stripe_json() {
+        use serde_json::json;
+        let reversed = ProviderEvent::from_json(&json!({
+            "id": "evt_1", "type": "transfer.reversed",
+            "data": {"object": {"id": "tr_1", "object": "transfer", "amount": 500,
+                "amount_reversed": 200, "currency": "usd", "transfer_group": "po_x",
+                "metadata": {"payout_id": "po_1"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            reversed.effect,
+            EventEffect::TransferReversed {
+                payout_id: Some("po_1".into()),
+                transfer_id: "tr_1".into(),
+                currency: "USD".into(),
+                amount_reversed_minor: 200,
+            }
+        );
+        let failed = ProviderEvent::from_json(&json!({
+            "id": "evt_2", "type": "payout.failed", "account": "acct_9",
+            "data": {"object": {"id": "po_9", "object": "payout", "amount": 700,
+                "currency": "eur", "failure_code": "account_closed",
+                "failure_message": "x".repeat(900)}}
+        }))
+        .unwrap();
+        let EventEffect::BankPayoutFailed {
+            account,
+            failure_message,
+            ..
+        } = failed.effect
+        else {
+            panic!("{failed:?}");
+        };
+        assert_eq!(account.as_deref(), Some("acct_9"));
+        assert_eq!(failure_message.chars().count(), PROVIDER_TEXT_CHARS_MAX);
+        let other =
+            ProviderEvent::from_json(&json!({"id": "evt_3", "type": "balance.available"})).unwrap();
+        assert_eq!(other.effect, EventEffect::Other);
+        for bad in [
+            json!({"type": "payout.failed"}),
+            json!({"id": "evt_4", "type": "transfer.reversed", "data": {"object": {}}}),
+            json!({"id": "", "type": "x"}),
+        ] {
+            assert!(ProviderEvent::from_json(&bad).is_err(), "{bad}");
         }
     }
 }

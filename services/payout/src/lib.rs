@@ -406,6 +406,7 @@ async fn refresh_gauges(db: Db) -> Result<(), ovation_store::StoreError> {
     let mut conn = db.conn().await?;
     let totals = store::ledger_totals(&mut conn).await?;
     let attention = store::count_attention(&mut conn).await?;
+    let (reversed, bank_failed) = store::count_provider_alerts(&mut conn).await?;
     let labelled: Vec<_> = totals
         .iter()
         .map(|&(kind, diamonds)| (kind.name(), diamonds))
@@ -413,6 +414,7 @@ async fn refresh_gauges(db: Db) -> Result<(), ovation_store::StoreError> {
     let metrics = ovation_metrics::global();
     metrics.set_ledger_diamonds(&labelled);
     metrics.set_payouts_needing_attention(attention);
+    metrics.set_payout_provider_alerts(reversed, bank_failed);
     Ok(())
 }
 

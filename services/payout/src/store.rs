@@ -1428,6 +1428,169 @@ pub async fn count_attention(conn: &mut Conn) -> Result<i64, StoreError> {
     Ok(row.try_get(0)?)
 }
 
+// ---- the provider's events ------------------------------------------------------------
+
+/// Records event `event_id` as received; `false` if it was already (a duplicate
+/// delivery). Inside the transaction that applies it, so its effect happens once: a
+/// concurrent duplicate waits on the row (PostgreSQL) or the write lock (SQLite), then
+/// finds it.
+pub async fn insert_provider_event(
+    conn: &mut Conn,
+    event_id: &str,
+    event_type: &str,
+    at: UnixMillis,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO provider_events (event_id, event_type, outcome, detail, received_at_ms) \
+         VALUES ($1, $2, 'IGNORED', '', $3) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// What applying event `event_id` did (in the transaction that inserted it).
+pub async fn set_provider_event_outcome(
+    conn: &mut Conn,
+    event_id: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE provider_events SET outcome = $2, detail = $3 WHERE event_id = $1")
+        .bind(event_id)
+        .bind(outcome)
+        .bind(detail)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The outcome recorded for event `event_id`, if it was received.
+pub async fn provider_event_outcome(
+    conn: &mut Conn,
+    event_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    let row = sqlx::query("SELECT outcome, detail FROM provider_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
+
+/// Records that `amount_reversed_minor` (the transfer's cumulative figure) of payout
+/// `payout_id`'s transfer came back; a figure lower than the one recorded changes nothing
+/// (events out of order).
+pub async fn record_payout_reversal(
+    conn: &mut Conn,
+    payout_id: &str,
+    transfer_id: &str,
+    currency: &str,
+    amount_reversed_minor: i64,
+    event_id: &str,
+    at: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO payout_reversals (payout_id, transfer_id, currency_code, \
+         amount_reversed_minor, first_event_id, reported_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (payout_id) DO UPDATE SET amount_reversed_minor = CASE \
+         WHEN excluded.amount_reversed_minor > payout_reversals.amount_reversed_minor \
+         THEN excluded.amount_reversed_minor ELSE payout_reversals.amount_reversed_minor END",
+    )
+    .bind(payout_id)
+    .bind(transfer_id)
+    .bind(currency)
+    .bind(amount_reversed_minor)
+    .bind(event_id)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The money recorded as reversed on payout `payout_id`'s transfer (minor units), if any.
+pub async fn payout_reversed_minor(
+    conn: &mut Conn,
+    payout_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query(
+        "SELECT amount_reversed_minor FROM payout_reversals WHERE payout_id = $1",
+    )
+    .bind(payout_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// A connected account's failed bank payout (`payout.failed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BankPayoutFailure {
+    pub event_id: String,
+    pub account_reference: String,
+    /// The creator whose current payout account it is ('' if none).
+    pub creator_id: String,
+    pub bank_payout_id: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub failure_code: String,
+    pub failure_message: String,
+    pub at: UnixMillis,
+}
+
+pub async fn insert_bank_payout_failure(
+    conn: &mut Conn,
+    f: &BankPayoutFailure,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO bank_payout_failures (event_id, account_reference, creator_id, \
+         bank_payout_id, currency_code, amount_minor, failure_code, failure_message, \
+         reported_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&f.event_id)
+    .bind(&f.account_reference)
+    .bind(&f.creator_id)
+    .bind(&f.bank_payout_id)
+    .bind(&f.currency)
+    .bind(f.amount_minor)
+    .bind(&f.failure_code)
+    .bind(&f.failure_message)
+    .bind(f.at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The creator whose current payout account is `reference`, if any (the first by id).
+pub async fn creator_with_account(
+    conn: &mut Conn,
+    reference: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(
+        "SELECT creator_id FROM creators WHERE account_reference = $1 \
+         ORDER BY creator_id LIMIT 1",
+    )
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// (PAID payouts whose transfer Stripe reported reversed, failed bank payouts of
+/// connected accounts): the provider's alerts an operator follows up.
+pub async fn count_provider_alerts(conn: &mut Conn) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM payout_reversals r JOIN payouts p \
+         ON p.payout_id = r.payout_id WHERE p.state = 'PAID'), \
+         (SELECT COUNT(*) FROM bank_payout_failures)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
 fn payout_from_row(row: &AnyRow) -> Result<(Payout, i64), StoreError> {
     let currency: String = row.try_get("currency_code")?;
     let money = |amount: i64| stored(Money::parse(&currency, amount).map_err(|(_, e)| e));

@@ -10,6 +10,7 @@
 //! - [`ledger`]: crediting diamonds (at most once per operation id; one gift or a batch
 //!   of them, on one path), balances, earnings, credits and the ledger's summary.
 //! - [`payouts`]: requesting a payout (the hold), reading payouts.
+//! - [`webhooks`]: the payout provider's events, each applied once by its id.
 //! - [`clawbacks`]: taking back a gift's diamonds (pending first, then available, then
 //!   debt), at most once per clawback id; reading clawbacks.
 //!
@@ -25,6 +26,7 @@ pub mod clawbacks;
 pub mod creators;
 pub mod ledger;
 pub mod payouts;
+pub mod webhooks;
 
 use ovation_store::StoreError;
 use ovation_store::db::Conn;
