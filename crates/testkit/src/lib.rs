@@ -12,7 +12,8 @@
 //! - Answers: [`code`], [`reason`] and [`violated_fields`] read what a call answered.
 //! - With the `services` feature: [`services`] starts each service in this process,
 //!   [`SuiteClients`] calls them as the roles tests play (a funded viewer, a creator, an
-//!   admin), and [`InProcessSuite`] runs all four together.
+//!   admin), [`InProcessSuite`] runs all four together, and [`stripe_connect`] stands
+//!   in for Stripe's Connect transfers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub use refusal::{code, reason, violated_fields};
 mod clients;
 #[cfg(feature = "services")]
 pub mod services;
+#[cfg(feature = "services")]
+pub mod stripe_connect;
 #[cfg(feature = "services")]
 mod suite;
 #[cfg(feature = "services")]

@@ -217,7 +217,10 @@ fn read_secret_lines(setting: &str, path: &std::path::Path) -> Result<Vec<String
         .map(str::to_owned)
         .collect();
     if lines.is_empty() {
-        return Err(ConfigError(format!("{setting}: {} is empty", path.display())));
+        return Err(ConfigError(format!(
+            "{setting}: {} is empty",
+            path.display()
+        )));
     }
     Ok(lines)
 }
@@ -300,8 +303,7 @@ impl PayoutConfig {
     pub fn from_args(args: PayoutArgs) -> Result<PayoutConfig, ConfigError> {
         let worker: WorkerConfig = args.worker.into();
         let p = args.provider;
-        let (provider, account_references): (Arc<dyn PayoutProvider>, _) = match p.payout_provider
-        {
+        let (provider, account_references): (Arc<dyn PayoutProvider>, _) = match p.payout_provider {
             ProviderKind::Sandbox => (
                 Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
                 AccountReferences::Any,
@@ -315,8 +317,8 @@ impl PayoutConfig {
                             .into(),
                     ));
                 };
-                let secret_key = read_secret_lines("OVATION_STRIPE_SECRET_KEY_FILE", file)?
-                    .swap_remove(0);
+                let secret_key =
+                    read_secret_lines("OVATION_STRIPE_SECRET_KEY_FILE", file)?.swap_remove(0);
                 let stripe = StripeConnect::new(StripeConnectSettings {
                     api_base: p.stripe_api_base.clone(),
                     secret_key,

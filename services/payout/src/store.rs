@@ -1516,12 +1516,11 @@ pub async fn payout_reversed_minor(
     conn: &mut Conn,
     payout_id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query(
-        "SELECT amount_reversed_minor FROM payout_reversals WHERE payout_id = $1",
-    )
-    .bind(payout_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT amount_reversed_minor FROM payout_reversals WHERE payout_id = $1")
+            .bind(payout_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.map(|r| Ok(r.try_get(0)?)).transpose()
 }
 

@@ -264,7 +264,8 @@ impl PayoutService for PayoutApi {
         let caller = require_account_owner(&request, &request.get_ref().creator_id)?;
         let req = request.into_inner();
         let call = IdempotentCall::new(&caller, "SetPayoutAccount", &req);
-        let (key, change) = parse_set_payout_account(&req, self.references).map_err(ApiError::from)?;
+        let (key, change) =
+            parse_set_payout_account(&req, self.references).map_err(ApiError::from)?;
         let key = scoped_key(&change.creator_id, &key)?;
         let who = who(&caller);
         let clock = self.clock.clone();

@@ -13,8 +13,8 @@ use ovation_types::{
 };
 
 use crate::domain::{
-    AccountReference, AccountReferences, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest, Decision,
-    PayoutDecision, PayoutState, ReviewedAccount,
+    AccountReference, AccountReferences, ClawbackCause, ClawbackId, ClawbackRequest, CreditRequest,
+    Decision, PayoutDecision, PayoutState, ReviewedAccount,
 };
 use crate::operations::PageRequest;
 use crate::operations::clawbacks::ClawbacksQuery;
@@ -534,16 +534,21 @@ mod tests {
             account_reference: "acct_1MTfjCQ9PRzxEwkZ".into(),
             ..req
         };
-        assert!(
-            parse_set_payout_account(&connected, AccountReferences::ConnectedAccounts).is_ok()
-        );
+        assert!(parse_set_payout_account(&connected, AccountReferences::ConnectedAccounts).is_ok());
     }
 
     #[test]
     fn connected_account_ids_are_recognised() {
         use crate::domain::is_connected_account;
         assert!(is_connected_account("acct_1MTfjCQ9PRzxEwkZ"));
-        for bad in ["acct_", "sandbox-ok", "acct_12 3", "acct-123", "ACCT_1", "acct_a/b"] {
+        for bad in [
+            "acct_",
+            "sandbox-ok",
+            "acct_12 3",
+            "acct-123",
+            "ACCT_1",
+            "acct_a/b",
+        ] {
             assert!(!is_connected_account(bad), "{bad}");
         }
         assert!(!is_connected_account(&format!("acct_{}", "a".repeat(65))));

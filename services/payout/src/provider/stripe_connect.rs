@@ -181,7 +181,9 @@ impl StripeConnect {
         let status = response.status();
         let body = read_bounded(response).await?;
         let json: Value = serde_json::from_slice(&body).map_err(|_| {
-            ProviderError(format!("stripe answered {status} with a body that is not JSON"))
+            ProviderError(format!(
+                "stripe answered {status} with a body that is not JSON"
+            ))
         })?;
         if status.is_success() {
             return Ok(Answer::Ok(json));
@@ -251,9 +253,9 @@ impl StripeConnect {
             .form(&form);
         match self.send(request, DEFINITE_REFUSALS).await? {
             Answer::Ok(json) => Ok(Ok(Transfer::from_json(&json)?)),
-            Answer::Refused { code, message } => {
-                Ok(Err(format!("stripe refused the transfer ({code}): {message}")))
-            }
+            Answer::Refused { code, message } => Ok(Err(format!(
+                "stripe refused the transfer ({code}): {message}"
+            ))),
         }
     }
 
@@ -293,12 +295,12 @@ impl StripeConnect {
                 tracing::info!(payout_id = %order.payout_id, transfer_id = %transfer.id,
                     reversal_id = reversal["id"].as_str().unwrap_or(""),
                     "stripe transfer reversed: the payout is cancelled");
-                Ok(ProviderOutcome::Declined {
-                    reason: format!(
-                        "stripe: transfer {} reversed (cancelled before the creator kept it)",
-                        transfer.id
-                    ),
-                })
+                // The same answer a later look at the reversed transfer gives.
+                Ok(Transfer {
+                    amount_reversed: transfer.amount,
+                    ..transfer
+                }
+                .outcome())
             }
             Answer::Refused { code, message } => {
                 tracing::warn!(payout_id = %order.payout_id, transfer_id = %transfer.id, %code,

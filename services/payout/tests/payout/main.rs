@@ -10,5 +10,6 @@ mod controls;
 mod maturity;
 mod migrations;
 mod payout;
+mod stripe;
 mod suite;
 mod suspension;
