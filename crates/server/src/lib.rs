@@ -13,6 +13,8 @@
 //!   the settings say (at start, as a Job with `--migrate-only`, or required).
 //! - [`peer`]: calls to other services: lazy channels, identity tokens, trace context
 //!   and a deadline on every call.
+//! - [`sandbox`]: `OVATION_ALLOW_SANDBOX`, without which a sandbox provider refuses to
+//!   start.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into one cancellation every task watches.
 //! - [`error`]: [`ApiError`], the one error type that becomes a `tonic::Status` with rich
 //!   details (`ErrorInfo`, `BadRequest`).
@@ -37,6 +39,7 @@ pub mod gauges;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod peer;
+pub mod sandbox;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;

@@ -295,6 +295,10 @@ pub enum StartError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Peer(#[from] crate::peer::PeerError),
+    /// Settings that cannot run (a provider not built, a sandbox not allowed, a secret
+    /// file missing): the message says which and what to change.
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,
