@@ -17,6 +17,10 @@ pub struct Event {
     pub created: i64,
     #[serde(default)]
     pub livemode: bool,
+    /// The connected account an event of a Connect webhook endpoint is about (`acct_…`);
+    /// `None` for the platform's own events.
+    #[serde(default)]
+    pub account: Option<String>,
     pub data: EventData,
 }
 

@@ -1952,16 +1952,17 @@ fn provider_text(text: &str) -> String {
 }
 
 impl ProviderEvent {
-    /// Reads a Stripe event (its JSON, already verified as Stripe's). An event payout acts
-    /// on that lacks what it needs is an error (answered 400: Stripe shows it to an
-    /// operator); other types are [`EventEffect::Other`].
-    pub fn from_json(event: &serde_json::Value) -> Result<ProviderEvent, String> {
-        let id = event["id"]
-            .as_str()
+    /// Reads a Stripe event (already verified as Stripe's). An event payout acts on that
+    /// lacks what it needs is an error (answered 400: Stripe shows it to an operator);
+    /// other types are [`EventEffect::Other`].
+    pub fn from_stripe(
+        event: &ovation_webhooks::stripe_event::Event,
+    ) -> Result<ProviderEvent, String> {
+        let id = Some(event.id.as_str())
             .filter(|id| !id.is_empty() && id.chars().count() <= PROVIDER_EVENT_ID_CHARS_MAX)
             .ok_or("the event has no id (1..=255 characters)")?;
-        let event_type = event["type"].as_str().ok_or("the event has no type")?;
-        let object = &event["data"]["object"];
+        let event_type = event.event_type.as_str();
+        let object = &event.data.object;
         let text = |field: &str| object[field].as_str().map(provider_text);
         let required = |field: &str| text(field).ok_or(format!("{event_type}: no {field}"));
         let amount = |field: &str| {
@@ -1982,7 +1983,7 @@ impl ProviderEvent {
                 amount_reversed_minor: amount("amount_reversed")?,
             },
             "payout.failed" => EventEffect::BankPayoutFailed {
-                account: event["account"].as_str().map(provider_text),
+                account: event.account.as_deref().map(provider_text),
                 bank_payout_id: required("id")?,
                 currency: required("currency")?.to_ascii_uppercase(),
                 amount_minor: amount("amount")?,
@@ -3224,7 +3225,12 @@ mod tests {
     #[test]
     fn provider_events_are_read_from_stripe_json() {
         use serde_json::json;
-        let reversed = ProviderEvent::from_json(&json!({
+        let parse = |v: serde_json::Value| {
+            ovation_webhooks::stripe_event::Event::parse(v.to_string().as_bytes())
+                .map_err(|e| e.to_string())
+                .and_then(|e| ProviderEvent::from_stripe(&e))
+        };
+        let reversed = parse(json!({
             "id": "evt_1", "type": "transfer.reversed",
             "data": {"object": {"id": "tr_1", "object": "transfer", "amount": 500,
                 "amount_reversed": 200, "currency": "usd", "transfer_group": "po_x",
@@ -3240,7 +3246,7 @@ mod tests {
                 amount_reversed_minor: 200,
             }
         );
-        let failed = ProviderEvent::from_json(&json!({
+        let failed = parse(json!({
             "id": "evt_2", "type": "payout.failed", "account": "acct_9",
             "data": {"object": {"id": "po_9", "object": "payout", "amount": 700,
                 "currency": "eur", "failure_code": "account_closed",
@@ -3257,15 +3263,16 @@ mod tests {
         };
         assert_eq!(account.as_deref(), Some("acct_9"));
         assert_eq!(failure_message.chars().count(), PROVIDER_TEXT_CHARS_MAX);
-        let other =
-            ProviderEvent::from_json(&json!({"id": "evt_3", "type": "balance.available"})).unwrap();
+        let other = parse(json!({"id": "evt_3", "type": "balance.available",
+            "data": {"object": {}}}))
+        .unwrap();
         assert_eq!(other.effect, EventEffect::Other);
         for bad in [
             json!({"type": "payout.failed"}),
             json!({"id": "evt_4", "type": "transfer.reversed", "data": {"object": {}}}),
-            json!({"id": "", "type": "x"}),
+            json!({"id": "", "type": "x", "data": {"object": {}}}),
         ] {
-            assert!(ProviderEvent::from_json(&bad).is_err(), "{bad}");
+            assert!(parse(bad.clone()).is_err(), "{bad}");
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   and errors).
 //! - [`economy`]: the payout rate and minimum, read from the catalog.
 //! - [`provider`]: the payout-provider trait and the sandbox provider.
+//! - [`webhook`]: the HTTP endpoint for the provider's webhooks (`/webhooks/stripe`).
 //! - [`worker`]: the background task that drives payouts to PAID or RELEASED.
 //! - [`run`]: start-up: database, migrations, worker, then the shared server.
 //!
@@ -24,6 +25,7 @@ pub mod grpc;
 pub mod operations;
 pub mod provider;
 pub mod store;
+pub mod webhook;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -35,9 +37,11 @@ use ovation_auth::Role;
 use ovation_proto::payout::payout_service_server::PayoutServiceServer;
 use ovation_server::config::ServerArgs;
 use ovation_server::peer::{CatalogPeerArgs, IdentityArgs, ServiceIdentity};
+use ovation_server::sandbox::{self, SandboxArgs};
 use ovation_server::{ServerConfig, ServiceSpec, ServiceStart, Shutdown, StartError};
 use ovation_store::Db;
 use ovation_types::Clock;
+use ovation_webhooks::stripe_signature::{Secrets, Verifier};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -80,6 +84,8 @@ pub struct PayoutArgs {
     pub sandbox_dir: PathBuf,
     #[command(flatten)]
     pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
@@ -185,44 +191,25 @@ pub struct ProviderArgs {
 }
 
 /// Payout's webhook endpoint: where it listens and the secrets it verifies signatures with.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct WebhookConfig {
     pub listen_addr: SocketAddr,
-    /// Stripe's endpoint signing secrets; a signature by any one of them is accepted.
-    pub secrets: Vec<String>,
+    /// Stripe's endpoint signing secrets; a signature by any one of them is accepted
+    /// (two while rolling). Never printed.
+    pub secrets: Secrets,
 }
 
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("listen_addr", &self.listen_addr)
-            .field("secrets", &format!("<{} redacted>", self.secrets.len()))
-            .finish()
-    }
-}
-
-/// A setting that keeps payout from starting; the message names it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-/// The non-empty lines of the secret file `path` (named by `setting` in errors).
-fn read_secret_lines(setting: &str, path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{setting}: cannot read {}: {e}", path.display())))?;
-    let lines: Vec<String> = text
-        .lines()
+/// The secret key in the file `path` (its first non-blank line), named by `setting` in
+/// errors.
+fn read_secret_key(setting: &str, path: &std::path::Path) -> Result<String, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StartError::Config(format!("{setting}: cannot read {}: {e}", path.display()))
+    })?;
+    text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .find(|l| !l.is_empty())
         .map(str::to_owned)
-        .collect();
-    if lines.is_empty() {
-        return Err(ConfigError(format!(
-            "{setting}: {} is empty",
-            path.display()
-        )));
-    }
-    Ok(lines)
+        .ok_or_else(|| StartError::Config(format!("{setting}: {} holds no key", path.display())))
 }
 
 /// How the payout worker paces itself.
@@ -300,38 +287,43 @@ impl PayoutConfig {
     /// The configuration `args` describe: the provider they name (its key read from its
     /// file), the webhook endpoint if an address is set. An incomplete setting is an error
     /// naming it.
-    pub fn from_args(args: PayoutArgs) -> Result<PayoutConfig, ConfigError> {
+    pub fn from_args(args: PayoutArgs) -> Result<PayoutConfig, StartError> {
         let worker: WorkerConfig = args.worker.into();
         let p = args.provider;
         let (provider, account_references): (Arc<dyn PayoutProvider>, _) = match p.payout_provider {
-            ProviderKind::Sandbox => (
-                Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
-                AccountReferences::Any,
-            ),
+            ProviderKind::Sandbox => {
+                sandbox::refuse_unless_allowed(
+                    "the payout provider `sandbox` (OVATION_PAYOUT_PROVIDER)",
+                    args.sandbox.allow_sandbox,
+                )?;
+                (
+                    Arc::new(SandboxProvider::in_dir(args.sandbox_dir)),
+                    AccountReferences::Any,
+                )
+            }
             ProviderKind::StripeConnect => {
                 let Some(file) = &p.stripe_secret_key_file else {
-                    return Err(ConfigError(
+                    return Err(StartError::Config(
                         "OVATION_PAYOUT_PROVIDER=stripe_connect needs \
                          OVATION_STRIPE_SECRET_KEY_FILE (a file holding the platform's secret \
                          key)"
                             .into(),
                     ));
                 };
-                let secret_key =
-                    read_secret_lines("OVATION_STRIPE_SECRET_KEY_FILE", file)?.swap_remove(0);
+                let secret_key = read_secret_key("OVATION_STRIPE_SECRET_KEY_FILE", file)?;
                 let stripe = StripeConnect::new(StripeConnectSettings {
                     api_base: p.stripe_api_base.clone(),
                     secret_key,
                     request_timeout: worker.provider_timeout,
                 })
-                .map_err(ConfigError)?;
+                .map_err(StartError::Config)?;
                 (Arc::new(stripe), AccountReferences::ConnectedAccounts)
             }
         };
         let webhook = match (p.payout_webhook_addr, &p.stripe_webhook_secrets_file) {
             (None, _) => None,
             (Some(_), None) => {
-                return Err(ConfigError(
+                return Err(StartError::Config(
                     "OVATION_PAYOUT_WEBHOOK_ADDR needs OVATION_STRIPE_WEBHOOK_SECRETS_FILE (the \
                      endpoint's signing secrets, one a line)"
                         .into(),
@@ -339,7 +331,9 @@ impl PayoutConfig {
             }
             (Some(listen_addr), Some(file)) => Some(WebhookConfig {
                 listen_addr,
-                secrets: read_secret_lines("OVATION_STRIPE_WEBHOOK_SECRETS_FILE", file)?,
+                secrets: Secrets::from_file(file).map_err(|e| {
+                    StartError::Config(format!("OVATION_STRIPE_WEBHOOK_SECRETS_FILE: {e}"))
+                })?,
             }),
         };
         Ok(PayoutConfig {
@@ -375,6 +369,22 @@ pub async fn run(
         return Ok(());
     };
 
+    let mut tasks = Vec::new();
+    if let Some(webhook) = &config.webhook {
+        let listener = TcpListener::bind(webhook.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: webhook.listen_addr,
+                source,
+            })?;
+        let routes = webhook::routes(db.clone(), Verifier::new(webhook.secrets.clone()));
+        let shutdown = start.shutdown().clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ovation_webhooks::serve(listener, routes, shutdown).await {
+                tracing::error!(error = %e, "payout's webhook listener stopped");
+            }
+        }));
+    }
     let wakeup = Wakeup::default();
     let worker = worker::spawn(
         db.clone(),
@@ -399,8 +409,10 @@ pub async fn run(
         config.account_references,
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    // Serving ended (shutdown, or an error): the worker drains and stops too.
-    start.serve(Routes::new(service), db, vec![worker]).await
+    tasks.push(worker);
+    // Serving ended (shutdown, or an error): the worker and the webhook listener drain
+    // and stop too.
+    start.serve(Routes::new(service), db, tasks).await
 }
 
 /// The diamond ledger's totals per account kind and the payouts awaiting an operator.
@@ -438,6 +450,7 @@ mod tests {
             "server.pem",
             "--payout-retry-budget",
             "7",
+            "--allow-sandbox",
         ])
         .unwrap();
         let config = PayoutConfig::from_args(args.clone()).unwrap();
@@ -453,5 +466,76 @@ mod tests {
         assert_eq!(config.worker.retry_budget, 7);
         assert_eq!(config.server.listen_addr.port(), 50054);
         assert_eq!(config.server.database_url, "sqlite://data/payout.db");
+    }
+
+    #[test]
+    fn the_provider_is_chosen_by_settings_and_the_sandbox_needs_permission() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["ovation-payout"];
+            argv.extend_from_slice(extra);
+            PayoutConfig::from_args(PayoutArgs::try_parse_from(argv).unwrap())
+        };
+        let refused = parse(&[]).unwrap_err().to_string();
+        assert!(refused.contains("OVATION_ALLOW_SANDBOX"), "{refused}");
+        assert!(refused.contains("OVATION_PAYOUT_PROVIDER"), "{refused}");
+        let sandbox = parse(&["--allow-sandbox"]).unwrap();
+        assert_eq!(sandbox.account_references, AccountReferences::Any);
+        assert!(sandbox.webhook.is_none());
+
+        let refused = parse(&["--payout-provider", "stripe_connect"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("OVATION_STRIPE_SECRET_KEY_FILE"),
+            "{refused}"
+        );
+        let dir = std::env::temp_dir().join(format!("ovation-payout-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        let secrets = dir.join("whsec");
+        std::fs::write(&key, "sk_test_123\n").unwrap();
+        std::fs::write(&secrets, "whsec_a\nwhsec_b\n").unwrap();
+        let key_arg = key.to_str().unwrap();
+        let stripe = parse(&[
+            "--payout-provider",
+            "stripe_connect",
+            "--stripe-secret-key-file",
+            key_arg,
+        ])
+        .unwrap();
+        assert_eq!(
+            stripe.account_references,
+            AccountReferences::ConnectedAccounts
+        );
+        assert!(!format!("{:?}", stripe.provider).contains("sk_test_123"));
+        let refused = parse(&[
+            "--payout-provider",
+            "stripe_connect",
+            "--stripe-secret-key-file",
+            key_arg,
+            "--payout-webhook-addr",
+            "127.0.0.1:8090",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("OVATION_STRIPE_WEBHOOK_SECRETS_FILE"),
+            "{refused}"
+        );
+        let with_webhook = parse(&[
+            "--payout-provider",
+            "stripe_connect",
+            "--stripe-secret-key-file",
+            key_arg,
+            "--payout-webhook-addr",
+            "127.0.0.1:8090",
+            "--stripe-webhook-secrets-file",
+            secrets.to_str().unwrap(),
+        ])
+        .unwrap();
+        let webhook = with_webhook.webhook.unwrap();
+        assert_eq!(webhook.secrets.len(), 2);
+        assert!(!format!("{webhook:?}").contains("whsec_a"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

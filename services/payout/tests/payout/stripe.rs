@@ -9,6 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use ovation_payout::WebhookConfig;
 use ovation_payout::domain::{AccountReferences, EventEffect, ProviderEvent};
 use ovation_payout::operations::webhooks::{self, Applied};
 use ovation_payout::provider::stripe_connect::{StripeConnect, StripeConnectSettings};
@@ -21,6 +24,8 @@ use ovation_testkit::services::{payout_config, start_payout};
 use ovation_testkit::stripe_connect::{FakeStripe, TEST_SECRET_KEY};
 use ovation_testkit::{Running, TestDatabase, databases, violated_fields};
 use ovation_types::{Money, UnixMillis};
+use ovation_webhooks::stripe_signature::{Secrets, sign};
+use serde_json::json;
 use tonic::Code;
 
 use crate::suite::*;
@@ -42,11 +47,35 @@ async fn start_stripe(
     fake: &FakeStripe,
     worker: WorkerConfig,
 ) -> Running {
+    start_stripe_with_webhook(db, catalog, fake, worker, None).await
+}
+
+/// The endpoint's signing secrets: the current one and the one being rolled out.
+const WEBHOOK_SECRETS: [&str; 2] = ["whsec_test_current", "whsec_test_next"];
+
+/// [`start_stripe`], receiving Stripe's webhooks on `webhook` if set.
+async fn start_stripe_with_webhook(
+    db: &TestDatabase,
+    catalog: &Catalog,
+    fake: &FakeStripe,
+    worker: WorkerConfig,
+    webhook: Option<SocketAddr>,
+) -> Running {
     let provider = Arc::new(client_of(fake, worker.provider_timeout));
     let mut config = payout_config(db.url(), &catalog.running.endpoint(), provider);
     config.account_references = AccountReferences::ConnectedAccounts;
     config.worker = worker;
+    config.webhook = webhook.map(|listen_addr| WebhookConfig {
+        listen_addr,
+        secrets: Secrets::new(WEBHOOK_SECRETS.map(String::from)).unwrap(),
+    });
     start_payout(config).await
+}
+
+/// A loopback address nothing listens on yet.
+async fn free_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
 }
 
 fn order(id: &str, destination: &str) -> PayoutOrder {
@@ -487,6 +516,154 @@ async fn provider_events_are_applied_once_in_any_order() {
         assert_eq!(balance(&mut ivy, "ivy").await, before);
         drop(conn);
         store_db.close().await;
+        assert_ledger_sound(&c, &db).await;
+        running.stop().await.unwrap();
+    }
+}
+
+/// Posts `body` to payout's Stripe endpoint with `signature` (none if `None`); the status.
+async fn deliver(addr: SocketAddr, body: &str, signature: Option<String>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Stripe's signature of `body` now, by `secret`.
+fn signed(secret: &str, body: &str) -> Option<String> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    Some(sign(secret, now, body.as_bytes()))
+}
+
+/// Received events and alerts, straight from the database.
+async fn recorded(db: &TestDatabase) -> (i64, (i64, i64)) {
+    let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+    let mut conn = store_db.pool().acquire().await.unwrap();
+    let events: i64 = ovation_store::sqlx::query_scalar("SELECT COUNT(*) FROM provider_events")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let alerts = store::count_provider_alerts(&mut conn).await.unwrap();
+    drop(conn);
+    store_db.close().await;
+    (events, alerts)
+}
+
+/// The webhook endpoint: signatures checked first (bad, missing, stale or of another
+/// secret → 400, nothing written), then each event applied once whatever the delivery
+/// order; either of the rolling secrets is accepted.
+#[tokio::test]
+async fn the_webhook_endpoint_verifies_then_applies_each_event_once() {
+    for db in databases().await {
+        let catalog = start_catalog().await;
+        let fake = FakeStripe::start().await;
+        let addr = free_addr().await;
+        let running =
+            start_stripe_with_webhook(&db, &catalog, &fake, WorkerConfig::FAST_TESTS, Some(addr))
+                .await;
+        let c = Clients::new(&running).await;
+        funded_creator(&c, "jon", "acct_jon", 1_000).await;
+        let mut jon = c.creator("jon");
+        let payout = requested_payout(&mut jon, "jon-p", "jon", 1_000).await;
+        let paid = settled(&jon, &payout.payout_id).await;
+        assert_eq!(paid.state, pb::PayoutState::Paid as i32);
+        let before = balance(&mut jon, "jon").await;
+
+        let event = |id: &str, reversed: i64| {
+            json!({"id": id, "object": "event", "type": "transfer.reversed", "livemode": false,
+                "created": 1_700_000_000,
+                "data": {"object": {"id": paid.provider_reference, "object": "transfer",
+                    "amount": 500, "amount_reversed": reversed, "currency": "usd",
+                    "transfer_group": payout.payout_id,
+                    "metadata": {"payout_id": payout.payout_id}}}})
+            .to_string()
+        };
+        let full = event("evt_full", 500);
+        // Refused before anything is read: a forged signature, none, another secret, a
+        // signature of other bytes, a stale one.
+        assert_eq!(
+            deliver(addr, &full, signed("whsec_forged", &full)).await,
+            400
+        );
+        assert_eq!(deliver(addr, &full, None).await, 400);
+        assert_eq!(
+            deliver(
+                addr,
+                &full,
+                signed(WEBHOOK_SECRETS[0], &event("evt_full", 1))
+            )
+            .await,
+            400
+        );
+        let stale = Some(sign(WEBHOOK_SECRETS[0], 1_000_000_000, full.as_bytes()));
+        assert_eq!(deliver(addr, &full, stale).await, 400);
+        assert_eq!(
+            recorded(&db).await,
+            (0, (0, 0)),
+            "nothing written on {}",
+            db.backend()
+        );
+
+        // The full reversal twice (once per secret), then an older partial one.
+        assert_eq!(
+            deliver(addr, &full, signed(WEBHOOK_SECRETS[0], &full)).await,
+            200
+        );
+        assert_eq!(
+            deliver(addr, &full, signed(WEBHOOK_SECRETS[1], &full)).await,
+            200
+        );
+        let partial = event("evt_partial", 100);
+        assert_eq!(
+            deliver(addr, &partial, signed(WEBHOOK_SECRETS[0], &partial)).await,
+            200
+        );
+        assert_eq!(recorded(&db).await, (2, (1, 0)), "on {}", db.backend());
+        let store_db = Db::connect(db.url(), &DbOptions::default()).await.unwrap();
+        let mut conn = store_db.pool().acquire().await.unwrap();
+        assert_eq!(
+            store::payout_reversed_minor(&mut conn, &payout.payout_id)
+                .await
+                .unwrap(),
+            Some(500)
+        );
+        drop(conn);
+        store_db.close().await;
+
+        // A connected account's failed bank payout.
+        let failed = json!({"id": "evt_bank", "object": "event", "type": "payout.failed",
+            "account": "acct_jon", "created": 1_700_000_001,
+            "data": {"object": {"id": "po_bank", "object": "payout", "amount": 500,
+                "currency": "usd", "status": "failed", "failure_code": "account_closed",
+                "failure_message": "The bank account has been closed."}}})
+        .to_string();
+        assert_eq!(
+            deliver(addr, &failed, signed(WEBHOOK_SECRETS[1], &failed)).await,
+            200
+        );
+        assert_eq!(
+            deliver(addr, &failed, signed(WEBHOOK_SECRETS[1], &failed)).await,
+            200
+        );
+        // Signed but not an event payout can read.
+        let unreadable = json!({"type": "payout.failed"}).to_string();
+        assert_eq!(
+            deliver(addr, &unreadable, signed(WEBHOOK_SECRETS[0], &unreadable)).await,
+            400
+        );
+        assert_eq!(recorded(&db).await, (3, (1, 1)), "on {}", db.backend());
+        // Nothing moved in the ledger.
+        assert_eq!(balance(&mut jon, "jon").await, before);
         assert_ledger_sound(&c, &db).await;
         running.stop().await.unwrap();
     }
