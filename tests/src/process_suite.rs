@@ -362,6 +362,8 @@ impl Suite {
         let mut payout_env = common(&payout_db);
         payout_env.extend([
             kv("OVATION_CATALOG_URL", &catalog_url),
+            // The sandbox payout provider: the suite tests our side, not a payout rail.
+            kv("OVATION_ALLOW_SANDBOX", "true"),
             kv(
                 "OVATION_PAYOUT_SANDBOX_DIR",
                 sandbox.0.display().to_string(),

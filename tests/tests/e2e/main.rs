@@ -10,6 +10,7 @@ mod gifts;
 mod k8s_manifests;
 mod metrics;
 mod money_risk;
+mod payout_replicas;
 mod readme;
 mod saga_outages;
 mod traces;
