@@ -1115,3 +1115,44 @@ fn alert_rules_use_only_metrics_that_exist() {
         );
     }
 }
+
+/// The ConfigMap `name`'s data in the overlay `docs`.
+fn config_map<'a>(docs: &'a [Value], config: &str) -> &'a serde_json::Map<String, Value> {
+    of_kind(docs, "ConfigMap")
+        .find(|c| name(c).starts_with(config))
+        .and_then(|c| c["data"].as_object())
+        .unwrap_or_else(|| panic!("no ConfigMap {config}"))
+}
+
+/// Payout's provider (issue 15): prod pays by Stripe Connect and never allows a sandbox;
+/// dev runs the sandbox, allowed; both receive Stripe's webhooks on the Service's
+/// `webhooks` port.
+#[test]
+fn prod_pays_creators_by_stripe_connect_and_never_allows_a_sandbox() {
+    let prod = config_map(rendered("prod"), "ovation-payout-config");
+    assert_eq!(prod["OVATION_PAYOUT_PROVIDER"], "stripe_connect");
+    assert!(!prod.contains_key("OVATION_ALLOW_SANDBOX"), "{prod:?}");
+    for c in of_kind(rendered("prod"), "ConfigMap") {
+        let data = c["data"].as_object();
+        assert!(
+            data.is_none_or(|d| !d.contains_key("OVATION_ALLOW_SANDBOX")),
+            "{} allows a sandbox in prod",
+            name(c)
+        );
+    }
+    let dev = config_map(rendered("dev"), "ovation-payout-config");
+    assert_eq!(dev["OVATION_ALLOW_SANDBOX"], "true");
+    for overlay in ["dev", "prod"] {
+        let service = of_kind(rendered(overlay), "Service")
+            .find(|s| name(s) == "ovation-payout")
+            .expect("payout's Service");
+        assert!(
+            service["spec"]["ports"]
+                .as_array()
+                .is_some_and(|ports| ports
+                    .iter()
+                    .any(|p| p["name"] == "webhooks" && p["port"] == 8090)),
+            "{overlay}: {service}"
+        );
+    }
+}
