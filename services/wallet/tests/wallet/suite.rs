@@ -214,6 +214,7 @@ pub fn purchase_request(
         currency_code: "USD".into(),
         payment_token: token.into(),
         expected_price: None,
+        payment_method: None,
     }
 }
 
