@@ -252,7 +252,12 @@ impl WalletConfig {
     /// The configuration the settings describe. Refuses what cannot run: a sandbox provider
     /// without OVATION_ALLOW_SANDBOX, a provider not built yet, Stripe without its secrets.
     pub fn from_args(args: WalletArgs) -> Result<WalletConfig, StartError> {
-        let providers = payment::build(&args.payments)?;
+        // A migration run charges nothing: it needs no provider (nor its secrets).
+        let providers = if args.server.migrate_only {
+            Providers::none()
+        } else {
+            payment::build(&args.payments)?
+        };
         Ok(WalletConfig {
             server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             wallet: args.wallet,
