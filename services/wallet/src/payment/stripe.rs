@@ -12,6 +12,7 @@
 //!   decline code, else the error code): definitely not charged;
 //! - 200 `processing`, 401/403/409/429/5xx, a transport error or timeout → Unknown: the
 //!   wallet retries with the same key.
+//!
 //! A purchase whose intent is known (it waited for the customer) is looked up with
 //! `GET /v1/payment_intents/{id}` instead.
 
