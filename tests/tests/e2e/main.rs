@@ -14,3 +14,4 @@ mod readme;
 mod saga_outages;
 mod traces;
 mod unauthenticated;
+mod wallet_process;
