@@ -157,7 +157,11 @@ pub async fn run(mut args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
             // Clawback orders of reversed purchases go to this suite's payout.
             payout: PayoutPeerArgs::plaintext(format!("http://{payout_addr}")),
             identity: args.identity.clone(),
-            provider: Arc::new(ovation_wallet::payment::SandboxProvider::new()),
+            // `ovation up` is development: the sandbox, allowed (OVATION_ALLOW_SANDBOX).
+            providers: ovation_wallet::payment::build(
+                &ovation_wallet::payment::PaymentArgs::development_sandbox(),
+            )?,
+            webhook_addr: None,
             clock: ovation_types::Clock::system(),
         },
         wallet_listener,

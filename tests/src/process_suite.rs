@@ -375,6 +375,9 @@ impl Suite {
             kv("OVATION_CATALOG_URL", &catalog_url),
             // Clawback orders of reversed purchases are delivered there.
             kv("OVATION_PAYOUT_URL", payout.url()),
+            // The suite pays through the sandbox, which runs only where allowed.
+            kv("OVATION_PAYMENT_PROVIDERS", "sandbox"),
+            kv("OVATION_ALLOW_SANDBOX", "true"),
         ]);
         let mut wallet = Node::new("wallet", "ovation-wallet", wallet_env);
         let mut gifting_env = common(&gifting_db);

@@ -382,6 +382,7 @@ async fn buy_coins(
             currency_code: args.currency.clone(),
             payment_token: args.payment_token.clone(),
             expected_price: None,
+            payment_method: None,
         };
         let req = request(message, token, args.timeout());
         async move { wallet.purchase_coins(req).await }

@@ -77,6 +77,9 @@ pub mod wallet {
     pub const PURCHASE_NOT_COMPLETED: &str = "PURCHASE_NOT_COMPLETED";
     /// FAILED_PRECONDITION: the balance changed during the reversal; retry.
     pub const REVERSAL_RACE: &str = "REVERSAL_RACE";
+    /// FAILED_PRECONDITION: the purchase's payment method belongs to a provider this
+    /// wallet is not configured with (OVATION_PAYMENT_PROVIDERS); nothing recorded.
+    pub const PAYMENT_PROVIDER_NOT_CONFIGURED: &str = "PAYMENT_PROVIDER_NOT_CONFIGURED";
 }
 
 /// `ovation.payout.v1`.

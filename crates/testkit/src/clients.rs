@@ -113,6 +113,7 @@ impl SuiteClients {
                 currency_code: "USD".into(),
                 payment_token: ovation_wallet::payment::TOKEN_OK.into(),
                 expected_price: None,
+                payment_method: None,
             })
             .await?
             .into_inner()

@@ -57,7 +57,9 @@ pub fn wallet_config(
         catalog: CatalogPeerArgs::plaintext(catalog_url),
         payout: PayoutPeerArgs::plaintext(NO_PAYOUT_URL),
         identity: identity(),
-        provider,
+        // The test kits run the sandbox (and whatever else a test adds).
+        providers: ovation_wallet::payment::Providers::sandbox(provider),
+        webhook_addr: None,
         // The system clock (Clock's default); a test that moves time sets its own.
         clock: Default::default(),
     }

@@ -9,10 +9,14 @@
 //!   for rotation), and [`stripe_signature::sign`] for tests and in-test provider servers.
 //! - [`stripe_event`]: the envelope every Stripe event shares (`id`, `type`,
 //!   `data.object`).
+//! - [`app_store_jws`]: Apple's signed App Store data (StoreKit 2 transactions, App Store
+//!   Server Notifications v2): the `x5c` chain to a configured Apple root, Apple's marker
+//!   extensions, the ES256 signature; `testing` (feature) signs with a test chain.
 //!
 //! Exactly-once application of an event (a table of received event ids written in the
 //! same transaction as the effect) is the service's, in its own store.
 
+pub mod app_store_jws;
 pub mod server;
 pub mod stripe_event;
 pub mod stripe_signature;

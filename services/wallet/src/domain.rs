@@ -734,6 +734,93 @@ impl PurchaseState {
     }
 }
 
+/// Who takes the money for a purchase (the contract's `PaymentProvider`; the names are
+/// `OVATION_PAYMENT_PROVIDERS`' and the stored values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PaymentProviderKind {
+    Sandbox,
+    Stripe,
+    AppStore,
+    GooglePlay,
+}
+
+impl PaymentProviderKind {
+    pub const ALL: [PaymentProviderKind; 4] = [
+        PaymentProviderKind::Sandbox,
+        PaymentProviderKind::Stripe,
+        PaymentProviderKind::AppStore,
+        PaymentProviderKind::GooglePlay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PaymentProviderKind::Sandbox => "sandbox",
+            PaymentProviderKind::Stripe => "stripe",
+            PaymentProviderKind::AppStore => "app_store",
+            PaymentProviderKind::GooglePlay => "google_play",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// How a viewer pays for one purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentMethod {
+    /// A sandbox test token.
+    Sandbox { token: String },
+    /// A Stripe PaymentMethod id (`pm_…`).
+    StripeCard { payment_method_id: String },
+    /// An App Store JWS signed transaction.
+    AppStore { signed_transaction: String },
+    /// A Google Play purchase.
+    GooglePlay {
+        product_id: String,
+        purchase_token: String,
+    },
+}
+
+impl PaymentMethod {
+    pub fn provider(&self) -> PaymentProviderKind {
+        match self {
+            PaymentMethod::Sandbox { .. } => PaymentProviderKind::Sandbox,
+            PaymentMethod::StripeCard { .. } => PaymentProviderKind::Stripe,
+            PaymentMethod::AppStore { .. } => PaymentProviderKind::AppStore,
+            PaymentMethod::GooglePlay { .. } => PaymentProviderKind::GooglePlay,
+        }
+    }
+
+    /// What the purchase keeps to (re)try its charge: the sandbox token or the card's
+    /// payment method id. App Store and Google Play purchases are verified, not charged,
+    /// and are not built yet (refused before anything is recorded).
+    pub fn charge_credential(&self) -> Option<&str> {
+        match self {
+            PaymentMethod::Sandbox { token } => Some(token),
+            PaymentMethod::StripeCard { payment_method_id } => Some(payment_method_id),
+            PaymentMethod::AppStore { .. } | PaymentMethod::GooglePlay { .. } => None,
+        }
+    }
+}
+
+/// What the customer must do before a pending charge can go on (3-D Secure).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NextAction {
+    /// The provider's action type (Stripe: `use_stripe_sdk`, `redirect_to_url`).
+    pub action_type: String,
+    /// Stripe: the PaymentIntent's client secret.
+    pub client_secret: String,
+    /// For redirect actions; empty otherwise.
+    pub redirect_url: String,
+}
+
+impl NextAction {
+    pub fn is_empty(&self) -> bool {
+        self.action_type.is_empty()
+    }
+}
+
 /// Lifecycle of a hold (the contract's `HoldState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldState {

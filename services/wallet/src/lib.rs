@@ -12,7 +12,10 @@
 //! - [`purchases`]: buying coins crash-safely (velocity limits), and the recovery worker.
 //! - [`clawbacks`]: the worker that finishes reversals' attribution and delivers their
 //!   clawback orders to payout.
-//! - [`payment`]: the payment-provider trait and the sandbox provider.
+//! - [`payment`]: the payment-provider trait, the registry the settings build
+//!   (`OVATION_PAYMENT_PROVIDERS`), the sandbox and Stripe.
+//! - [`provider_events`]: providers' webhook events (Stripe), each applied once.
+//! - [`webhooks`]: the thin HTTP edge for those events (`OVATION_WALLET_WEBHOOK_ADDR`).
 //! - [`catalog`]: reading packages and promotions from the catalog, cached.
 //! - [`grpc`]: the thin gRPC edge: `parse` (requests into commands), the handlers,
 //!   `to_proto` (domain values into messages).
@@ -30,8 +33,10 @@ pub mod domain;
 pub mod grpc;
 pub mod ledger;
 pub mod payment;
+pub mod provider_events;
 pub mod purchases;
 pub mod store;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +57,7 @@ use tonic::service::Routes;
 
 use crate::clawbacks::{ClawbackSettings, Clawbacks};
 use crate::domain::PurchaseVelocity;
-use crate::payment::PaymentProvider;
+use crate::payment::{PaymentArgs, Providers};
 use crate::purchases::{PurchaseSettings, Purchases};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -82,6 +87,9 @@ pub struct WalletArgs {
     pub database_url: Option<String>,
     #[command(flatten)]
     pub wallet: WalletSettings,
+    /// How viewers pay: providers, the sandbox's permission, Stripe, the webhook endpoint.
+    #[command(flatten)]
+    pub payments: PaymentArgs,
     #[command(flatten)]
     pub catalog: CatalogPeerArgs,
     /// Where payout is: clawback orders of reversed purchases are delivered there.
@@ -232,23 +240,34 @@ pub struct WalletConfig {
     /// Where clawback orders are delivered.
     pub payout: PayoutPeerArgs,
     pub identity: IdentityArgs,
-    /// The payment provider: the sandbox unless a real one is plugged in.
-    pub provider: Arc<dyn PaymentProvider>,
+    /// The payment providers (built from OVATION_PAYMENT_PROVIDERS by [`WalletConfig::from_args`]).
+    pub providers: Providers,
+    /// Where provider webhooks are received (`POST /webhooks/stripe`); `None`: nowhere.
+    pub webhook_addr: Option<SocketAddr>,
     /// Where purchases read the time (velocity windows, caps): the system's, or a test's.
     pub clock: Clock,
 }
 
-impl From<WalletArgs> for WalletConfig {
-    fn from(args: WalletArgs) -> Self {
-        WalletConfig {
+impl WalletConfig {
+    /// The configuration the settings describe. Refuses what cannot run: a sandbox provider
+    /// without OVATION_ALLOW_SANDBOX, a provider not built yet, Stripe without its secrets.
+    pub fn from_args(args: WalletArgs) -> Result<WalletConfig, StartError> {
+        // A migration run charges nothing: it needs no provider (nor its secrets).
+        let providers = if args.server.migrate_only {
+            Providers::none()
+        } else {
+            payment::build(&args.payments)?
+        };
+        Ok(WalletConfig {
             server: ServerConfig::from_args(SPEC.name, args.listen, args.database_url, args.server),
             wallet: args.wallet,
             catalog: args.catalog,
             payout: args.payout,
             identity: args.identity,
-            provider: Arc::new(payment::SandboxProvider::new()),
+            providers,
+            webhook_addr: args.payments.webhook_addr,
             clock: Clock::system(),
-        }
+        })
     }
 }
 
@@ -268,10 +287,44 @@ pub async fn run(
     )?;
     let channel = peer::channel(&config.catalog.address())?;
     let payout_channel = peer::channel(&config.payout.address())?;
+    let webhook_listener = match config.webhook_addr {
+        Some(address) => Some(ovation_server::bind(address).await?),
+        None => None,
+    };
     let start = ServiceStart::new(SPEC, &config.server, listener, shutdown);
     let Some(db) = start.open_database(&MIGRATIONS, async |_| Ok(())).await? else {
         return Ok(());
     };
+    tracing::info!(providers = ?config.providers.names(), "payment providers");
+    let mut workers = Vec::new();
+    match webhook_listener {
+        Some(listener) => {
+            if config.providers.stripe_webhook().is_none() {
+                tracing::warn!(
+                    "OVATION_WALLET_WEBHOOK_ADDR is set but no provider with webhooks is configured"
+                );
+            }
+            let routes = webhooks::routes(
+                db.clone(),
+                config.providers.stripe_webhook().cloned(),
+                config.clock.clone(),
+            );
+            let shutdown = start.shutdown().clone();
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = ovation_webhooks::serve(listener, routes, shutdown.clone()).await {
+                    tracing::error!(error = %e, "the webhook endpoint failed; stopping the wallet");
+                    shutdown.trigger();
+                }
+            }));
+        }
+        None if config.providers.stripe_webhook().is_some() => {
+            tracing::warn!(
+                "stripe is configured without OVATION_WALLET_WEBHOOK_ADDR: disputes and refunds \
+                 are not received, and purchases awaiting 3-D Secure settle only by re-check"
+            );
+        }
+        None => {}
+    }
     let outbound = Outbound::new(Arc::new(identity));
     let catalog = catalog::CatalogReader::new(
         channel,
@@ -281,7 +334,7 @@ pub async fn run(
     let purchases = Purchases::new(
         db.clone(),
         catalog,
-        config.provider.clone(),
+        Arc::new(config.providers.clone()),
         PurchaseSettings {
             charge_timeout_ms: config.wallet.charge_timeout_ms,
             retry_base_ms: config.wallet.charge_retry_base_ms,
@@ -313,9 +366,9 @@ pub async fn run(
         config.wallet.age_rule(),
     ))
     .max_decoding_message_size(config.server.args.request_bytes_max);
-    start
-        .serve(Routes::new(service), db, vec![recovery, clawback_worker])
-        .await
+    workers.push(recovery);
+    workers.push(clawback_worker);
+    start.serve(Routes::new(service), db, workers).await
 }
 
 /// The coin ledger's totals per account kind into `ovation_ledger_coins`.

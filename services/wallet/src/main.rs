@@ -5,10 +5,12 @@ use ovation_wallet::{SPEC, WalletArgs, WalletConfig, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = WalletConfig::from(WalletArgs::parse());
-    let listen_addr = config.server.listen_addr;
-    ovation_server::service_main(SPEC, listen_addr, |listener, shutdown| {
-        run(config, listener, shutdown)
+    let args = WalletArgs::parse();
+    let listen_addr = args.listen;
+    // The settings are judged inside: a refusal (a sandbox not allowed, a provider not
+    // built) exits non-zero with the message, as any start failure does.
+    ovation_server::service_main(SPEC, listen_addr, |listener, shutdown| async move {
+        run(WalletConfig::from_args(args)?, listener, shutdown).await
     })
     .await
 }

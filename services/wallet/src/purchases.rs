@@ -20,11 +20,11 @@ use ovation_types::{Clock, Coins, CurrencyCode, IdempotencyKey, Money, ResourceI
 
 use crate::catalog::{CatalogError, CatalogReader};
 use crate::domain::{
-    AgeRule, PromotionOffer, PurchaseState, PurchaseVelocity, Refusal, VELOCITY_WINDOW_MS,
-    VerifiedAge, check_caps, choose_promotion,
+    AgeRule, PaymentMethod, PromotionOffer, PurchaseState, PurchaseVelocity, Refusal,
+    VELOCITY_WINDOW_MS, VerifiedAge, check_caps, choose_promotion,
 };
 use crate::ledger::{self, WalletError};
-use crate::payment::{ChargeOutcome, ChargeRequest, PaymentProvider};
+use crate::payment::{ChargeOutcome, ChargeRequest, Providers};
 use crate::store::{self, PurchaseRow};
 
 /// Timing and budgets of purchases.
@@ -44,6 +44,9 @@ pub struct PurchaseSettings {
     pub age_rule: AgeRule,
     /// Per-buyer purchase velocity limits (last hour).
     pub velocity: PurchaseVelocity,
+    /// While a charge waits for its customer (3-D Secure), how long until the wallet looks
+    /// at it again (the provider's webhook usually settles it first).
+    pub action_recheck_ms: u64,
     /// Where purchases read the time (recording, caps, velocity windows).
     pub clock: Clock,
 }
@@ -58,6 +61,7 @@ impl Default for PurchaseSettings {
             recovery_interval_ms: 500,
             age_rule: AgeRule::default(),
             velocity: PurchaseVelocity::default(),
+            action_recheck_ms: 60_000,
             clock: Clock::system(),
         }
     }
@@ -81,8 +85,8 @@ pub struct PurchaseCmd {
     pub user_id: ResourceId,
     pub package_id: ResourceId,
     pub currency: CurrencyCode,
-    /// The provider's opaque token: 1..=255 bytes.
-    pub payment_token: String,
+    /// How the viewer pays.
+    pub payment: PaymentMethod,
     pub expected_price: Option<Money>,
     /// The buyer's age as their token vouches for it (identity provider or gateway).
     pub verified_age: Option<VerifiedAge>,
@@ -93,7 +97,7 @@ pub struct PurchaseCmd {
 pub struct Purchases {
     db: Db,
     catalog: CatalogReader,
-    provider: Arc<dyn PaymentProvider>,
+    providers: Arc<Providers>,
     settings: PurchaseSettings,
 }
 
@@ -101,13 +105,13 @@ impl Purchases {
     pub fn new(
         db: Db,
         catalog: CatalogReader,
-        provider: Arc<dyn PaymentProvider>,
+        providers: Arc<Providers>,
         settings: PurchaseSettings,
     ) -> Self {
         Purchases {
             db,
             catalog,
-            provider,
+            providers,
             settings,
         }
     }
@@ -117,6 +121,22 @@ impl Purchases {
         if let Some(existing) = self.by_key(&cmd).await? {
             return Ok(existing);
         }
+        let provider = cmd.payment.provider();
+        let credential = match (
+            self.providers.get(provider),
+            cmd.payment.charge_credential(),
+        ) {
+            (Some(_), Some(credential)) => credential.to_owned(),
+            _ => {
+                return Err(WalletError::WrongState {
+                    reason: reasons::wallet::PAYMENT_PROVIDER_NOT_CONFIGURED,
+                    message: format!(
+                        "this wallet takes no payments through {} (OVATION_PAYMENT_PROVIDERS)",
+                        provider.name()
+                    ),
+                });
+            }
+        };
         if let Some(age) = cmd.verified_age {
             // Recorded first and on its own: a verified minor stays recorded though this
             // purchase is refused, and the gift saga's debits are judged by it.
@@ -251,7 +271,7 @@ impl Purchases {
             bonus_coins: chosen.as_ref().map_or(0, |(_, bonus)| *bonus),
             promotion_id: chosen.as_ref().map_or(String::new(), |(o, _)| o.id.clone()),
             promotion_version: chosen.as_ref().map_or(0, |(o, _)| o.version),
-            payment_token: cmd.payment_token.clone(),
+            payment_token: credential,
             state: PurchaseState::Pending,
             decline_reason: String::new(),
             provider_reference: String::new(),
@@ -267,6 +287,8 @@ impl Purchases {
             updated_at: now,
             credited_seq: None,
             attribution: store::AttributionRow::default(),
+            payment_provider: provider,
+            next_action: Default::default(),
         };
         if !store::insert_purchase(&mut tx, &row).await? {
             // A concurrent request with the same key recorded it first: answer as it does.
@@ -339,16 +361,26 @@ impl Purchases {
             currency_code: purchase.currency_code.as_str().to_owned(),
             amount_minor: purchase.amount_minor,
             payment_token: purchase.payment_token.clone(),
+            provider_reference: Some(purchase.provider_reference.clone()).filter(|r| !r.is_empty()),
         };
-        let outcome = match tokio::time::timeout(
-            Duration::from_millis(self.settings.charge_timeout_ms),
-            self.provider.charge(&request),
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => ChargeOutcome::Unknown {
-                detail: format!("no answer within {} ms", self.settings.charge_timeout_ms),
+        let outcome = match self.providers.get(purchase.payment_provider) {
+            // Configured away since it was recorded: kept PENDING until it is back.
+            None => ChargeOutcome::Unknown {
+                detail: format!(
+                    "the payment provider {} is not configured",
+                    purchase.payment_provider.name()
+                ),
+            },
+            Some(provider) => match tokio::time::timeout(
+                Duration::from_millis(self.settings.charge_timeout_ms),
+                provider.charge(&request),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => ChargeOutcome::Unknown {
+                    detail: format!("no answer within {} ms", self.settings.charge_timeout_ms),
+                },
             },
         };
         let now = UnixMillis::now();
@@ -366,6 +398,27 @@ impl Purchases {
                     PurchaseState::Declined,
                     "",
                     reason,
+                    now,
+                )
+                .await?;
+            }
+            ChargeOutcome::NeedsAction { reference, action } => {
+                let wait_ms = i64::try_from(self.settings.action_recheck_ms)
+                    .unwrap_or(i64::MAX)
+                    .max(self.backoff_ms(attempts));
+                let recheck_at = if attempts >= self.settings.charge_attempts_max {
+                    tracing::error!(purchase_id = %purchase.purchase_id, attempts,
+                        "the customer has not acted within the retry budget; left PENDING for an operator");
+                    UnixMillis(i64::MAX)
+                } else {
+                    UnixMillis(now.0.saturating_add(wait_ms))
+                };
+                store::await_customer(
+                    &mut tx,
+                    purchase.purchase_id.as_str(),
+                    reference,
+                    action,
+                    recheck_at,
                     now,
                 )
                 .await?;

@@ -17,7 +17,7 @@ use ovation_types::{
 
 use crate::domain::{
     AccountKind, AgeStatus, Attributed, Balance, Caps, ClawbackOrderState, HoldState, Limits,
-    PurchaseState, Reason, RecentPurchases, Usage, WalkedDebit,
+    NextAction, PaymentProviderKind, PurchaseState, Reason, RecentPurchases, Usage, WalkedDebit,
 };
 
 /// Largest balance an account may reach: far above any real balance, far below overflow.
@@ -964,6 +964,10 @@ pub struct PurchaseRow {
     pub credited_seq: Option<i64>,
     /// A reversal's attribution of its debt coins (see `ledger::attribute_reversals`).
     pub attribution: AttributionRow,
+    /// Who charges it (migration 104).
+    pub payment_provider: PaymentProviderKind,
+    /// What the customer must do while the charge waits for them; empty otherwise.
+    pub next_action: NextAction,
 }
 
 /// Where a reversed purchase's attribution is; all zero until reversed.
@@ -1004,7 +1008,8 @@ const PURCHASE_RECORD_COLUMNS: &str = purchase_record_columns!();
 const PURCHASE_COLUMNS: &str = concat!(
     purchase_record_columns!(),
     ", credited_seq, attribution_pending, attribution_end_seq, attribution_cursor_seq, \
-     attribution_left_coins, attributed_coins, clawback_order_count, clawback_orders_done_count"
+     attribution_left_coins, attributed_coins, clawback_order_count, clawback_orders_done_count, \
+     payment_provider, next_action_type, next_action_client_secret, next_action_redirect_url"
 );
 
 fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
@@ -1051,6 +1056,13 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
             order_count: r.try_get("clawback_order_count")?,
             orders_done_count: r.try_get("clawback_orders_done_count")?,
         },
+        payment_provider: PaymentProviderKind::parse(&r.try_get::<String, _>("payment_provider")?)
+            .ok_or_else(|| corrupt("purchase payment provider"))?,
+        next_action: NextAction {
+            action_type: r.try_get("next_action_type")?,
+            client_secret: r.try_get("next_action_client_secret")?,
+            redirect_url: r.try_get("next_action_redirect_url")?,
+        },
     })
 }
 
@@ -1058,8 +1070,9 @@ fn purchase_from_row(r: &AnyRow) -> Result<PurchaseRow, StoreError> {
 /// concurrent duplicate). Keys are per buyer: another user's key never collides.
 pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, StoreError> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO purchases ({PURCHASE_RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, $19) \
+        "INSERT INTO purchases ({PURCHASE_RECORD_COLUMNS}, payment_provider) VALUES ($1, $2, $3, $4, \
+         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, '', '', 0, 0, NULL, $19, \
+         $19, $20) \
          ON CONFLICT (user_id, idempotency_key) DO NOTHING"
     )))
     .bind(p.purchase_id.as_str())
@@ -1081,6 +1094,7 @@ pub async fn insert_purchase(conn: &mut Conn, p: &PurchaseRow) -> Result<bool, S
     .bind(p.charge_attempts)
     .bind(p.next_attempt_at.0)
     .bind(p.created_at.0)
+    .bind(p.payment_provider.name())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -1219,7 +1233,8 @@ pub async fn settle_purchase(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE purchases SET state = $2, provider_reference = $3, decline_reason = $4, \
-         updated_at_ms = $5 WHERE purchase_id = $1 AND state = 1",
+         updated_at_ms = $5, next_action_type = '', next_action_client_secret = '', \
+         next_action_redirect_url = '' WHERE purchase_id = $1 AND state = 1",
     )
     .bind(purchase_id)
     .bind(state.code())
@@ -1229,6 +1244,108 @@ pub async fn settle_purchase(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A PENDING purchase waits for its customer: the provider's id for the charge, what the
+/// customer must do, and when to look at the charge again. `false` if it is not pending.
+pub async fn await_customer(
+    conn: &mut Conn,
+    purchase_id: &str,
+    provider_reference: &str,
+    action: &NextAction,
+    recheck_at: UnixMillis,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE purchases SET provider_reference = $2, next_action_type = $3, \
+         next_action_client_secret = $4, next_action_redirect_url = $5, next_attempt_at_ms = $6, \
+         updated_at_ms = $7 WHERE purchase_id = $1 AND state = 1",
+    )
+    .bind(purchase_id)
+    .bind(provider_reference)
+    .bind(action.action_type.as_str())
+    .bind(action.client_secret.as_str())
+    .bind(action.redirect_url.as_str())
+    .bind(recheck_at.0)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The purchase `provider` charged (or is charging) under `reference`, if any.
+pub async fn get_purchase_by_provider_reference(
+    conn: &mut Conn,
+    provider: PaymentProviderKind,
+    reference: &str,
+) -> Result<Option<PurchaseRow>, StoreError> {
+    if reference.is_empty() {
+        return Ok(None);
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE payment_provider = $1 \
+         AND provider_reference = $2"
+    )))
+    .bind(provider.name())
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(purchase_from_row).transpose()
+}
+
+// ---- provider events ---------------------------------------------------------------------
+
+/// Records that `provider`'s event `event_id` is being applied: `false` if it was already
+/// (a redelivery). On PostgreSQL a concurrent duplicate waits here for the first to commit
+/// and then finds its row; SQLite's write transactions are serialized.
+pub async fn record_provider_event(
+    conn: &mut Conn,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO provider_events (provider, event_id, event_type, purchase_id, outcome, \
+         received_at_ms) VALUES ($1, $2, $3, '', '', $4) ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(provider)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What applying the event did.
+pub async fn set_provider_event_outcome(
+    conn: &mut Conn,
+    provider: &str,
+    event_id: &str,
+    purchase_id: &str,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE provider_events SET purchase_id = $3, outcome = $4 \
+         WHERE provider = $1 AND event_id = $2",
+    )
+    .bind(provider)
+    .bind(event_id)
+    .bind(purchase_id)
+    .bind(outcome)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How many events of `provider` were applied (tests and operators).
+pub async fn count_provider_events(conn: &mut Conn, provider: &str) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) FROM provider_events WHERE provider = $1")
+        .bind(provider)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get::<i64, _>(0)?)
 }
 
 /// What a reversal records besides who and why.

@@ -840,6 +840,63 @@ fn dev_runs_one_replica_and_its_own_postgres() {
     );
 }
 
+/// Production never runs the sandbox: the wallet's rendered settings name no sandbox
+/// provider and carry no OVATION_ALLOW_SANDBOX (a wallet configured with the sandbox without
+/// it refuses to start); the dev overlay is where the sandbox is allowed.
+#[test]
+fn prod_runs_no_sandbox_and_dev_allows_it() {
+    for (overlay, sandbox) in [("prod", false), ("components", false), ("dev", true)] {
+        let docs = rendered(overlay);
+        for doc in of_kind(docs, "Deployment").chain(of_kind(docs, "Job")) {
+            for container in doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let env = container_env(docs, namespace(doc), container);
+                let allowed = env_get(&env, "OVATION_ALLOW_SANDBOX");
+                let providers = env_get(&env, "OVATION_PAYMENT_PROVIDERS");
+                if !sandbox {
+                    assert_eq!(
+                        allowed,
+                        None,
+                        "{overlay}: {} sets OVATION_ALLOW_SANDBOX",
+                        name(doc)
+                    );
+                    assert!(
+                        !providers.is_some_and(|p| p.split(',').any(|p| p.trim() == "sandbox")),
+                        "{overlay}: {} pays through the sandbox: {providers:?}",
+                        name(doc)
+                    );
+                } else if name(doc) == "ovation-wallet" {
+                    assert_eq!(
+                        allowed,
+                        Some("true"),
+                        "{overlay}: the dev wallet allows the sandbox"
+                    );
+                    assert_eq!(providers, Some("sandbox"));
+                }
+            }
+        }
+        if overlay == "prod" {
+            let wallet = of_kind(docs, "Deployment")
+                .find(|d| name(d) == "ovation-wallet")
+                .expect("prod has ovation-wallet");
+            let env = container_env(
+                docs,
+                namespace(wallet),
+                &wallet["spec"]["template"]["spec"]["containers"][0],
+            );
+            assert_eq!(env_get(&env, "OVATION_PAYMENT_PROVIDERS"), Some("stripe"));
+            assert!(env_get(&env, "OVATION_WALLET_WEBHOOK_ADDR").is_some());
+            let webhooks = of_kind(docs, "Service")
+                .find(|s| name(s) == "ovation-wallet-webhooks")
+                .expect("the wallet's webhook Service");
+            assert_eq!(webhooks["spec"]["ports"][0]["targetPort"], "webhooks");
+        }
+    }
+}
+
 /// The checker itself: a Deployment stripped of what the rules demand is reported on each
 /// count, so a green run means the rules looked.
 #[test]
@@ -1042,7 +1099,7 @@ fn the_manifests_run_only_what_the_image_holds() {
 #[test]
 fn the_base_sets_every_setting_a_service_takes() {
     /// Settings deliberately absent from the base, and why.
-    const NOT_IN_BASE: [(&str, &str); 5] = [
+    const NOT_IN_BASE: [(&str, &str); 6] = [
         (
             "OVATION_MIGRATE_ONLY",
             "the migration Job passes --migrate-only",
@@ -1057,6 +1114,10 @@ fn the_base_sets_every_setting_a_service_takes() {
             "the alternative to OVATION_SERVICE_KEYS_FILE, which the base uses",
         ),
         ("OVATION_TLS_CLIENT_CA_FILE", "set by the mtls component"),
+        (
+            "OVATION_STRIPE_RETURN_URL",
+            "optional: only for redirect-based 3-D Secure, the platform's own page",
+        ),
     ];
     let docs = rendered("dev");
     let mut missing = Vec::new();
@@ -1125,8 +1186,8 @@ fn config_map<'a>(docs: &'a [Value], config: &str) -> &'a serde_json::Map<String
 }
 
 /// Payout's provider (issue 15): prod pays by Stripe Connect and never allows a sandbox;
-/// dev runs the sandbox, allowed; both receive Stripe's webhooks on the Service's
-/// `webhooks` port.
+/// dev runs the sandbox, allowed; both receive Stripe's webhooks through the Service
+/// `ovation-payout-webhooks`.
 #[test]
 fn prod_pays_creators_by_stripe_connect_and_never_allows_a_sandbox() {
     let prod = config_map(rendered("prod"), "ovation-payout-config");
@@ -1144,8 +1205,8 @@ fn prod_pays_creators_by_stripe_connect_and_never_allows_a_sandbox() {
     assert_eq!(dev["OVATION_ALLOW_SANDBOX"], "true");
     for overlay in ["dev", "prod"] {
         let service = of_kind(rendered(overlay), "Service")
-            .find(|s| name(s) == "ovation-payout")
-            .expect("payout's Service");
+            .find(|s| name(s) == "ovation-payout-webhooks")
+            .expect("payout's webhooks Service");
         assert!(
             service["spec"]["ports"]
                 .as_array()

@@ -15,3 +15,4 @@ mod readme;
 mod saga_outages;
 mod traces;
 mod unauthenticated;
+mod wallet_process;

@@ -200,6 +200,7 @@ async fn stolen_card_purchase(suite: &InProcessSuite) -> wallet_pb::Purchase {
             currency_code: "USD".into(),
             payment_token: ovation_wallet::payment::TOKEN_OK.into(),
             expected_price: None,
+            payment_method: None,
         })
         .await
         .expect("PurchaseCoins")
@@ -433,6 +434,7 @@ async fn the_stolen_card_loop_is_closed(db: TestDatabase) {
             currency_code: "USD".into(),
             payment_token: ovation_wallet::payment::TOKEN_OK.into(),
             expected_price: None,
+            payment_method: None,
         })
         .await;
     assert!(hana_tops_up.is_ok(), "[{b}] {hana_tops_up:?}");

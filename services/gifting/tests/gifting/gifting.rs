@@ -8,7 +8,7 @@ use ovation_testkit::{GiftingClient, InProcessSuite, Service, TestDatabase, data
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::suite::{credited, fast_retries, receipt_of, send, settled, start};
+use crate::suite::{fast_retries, receipt_of, send, settled, start};
 
 const COMPLETED: i32 = pb::SagaStatus::Completed as i32;
 const REJECTED: i32 = pb::SagaStatus::Rejected as i32;
@@ -42,7 +42,7 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
         );
         assert_eq!(receipt.sender_balance_after_coins, Some(1_010));
         assert_eq!(suite.coins("alice").await, 1_010);
-        assert_eq!(credited(&suite, "bob").await, 45);
+        assert_eq!(suite.diamonds("bob").await, 45);
 
         // The same key again: the same saga, nothing moves twice.
         let again = receipt_of(&mut alice, send("g1", "alice", "bob", "doughnut", 3)).await;
@@ -53,7 +53,7 @@ async fn a_gift_moves_coins_and_diamonds_by_the_share_once_per_key() {
             "[{}] debited once",
             suite.backend
         );
-        assert_eq!(credited(&suite, "bob").await, 45);
+        assert_eq!(suite.diamonds("bob").await, 45);
         // The same key, other parameters: refused.
         let other = alice
             .send_gift(send("g1", "alice", "bob", "doughnut", 4))
@@ -110,7 +110,7 @@ async fn refusals_move_nothing_and_a_refused_credit_is_compensated() {
             pb::RejectionReason::CreatorSuspended as i32
         );
         assert_eq!(suite.coins("carol").await, 110);
-        assert_eq!(credited(&suite, "dan").await, 0);
+        assert_eq!(suite.diamonds("dan").await, 0);
 
         let missing_gift = receipt_of(&mut carol, send("p4", "carol", "dan", "unicorn", 1)).await;
         assert_eq!(
@@ -191,7 +191,7 @@ async fn two_hundred_concurrent_sends_from_a_viewer_funded_for_fifty_complete_ex
         assert_eq!(completed, 50, "[{}] exactly fifty fit", suite.backend);
         assert_eq!(suite.coins("erin").await, 0);
         // 60 + 50 coins at 50 %: 30 + 50 × floor(1 × 0.5) = 30 diamonds.
-        assert_eq!(credited(&suite, "fay").await, 30);
+        assert_eq!(suite.diamonds("fay").await, 30);
         suite.stop().await;
     }
 }
@@ -607,7 +607,7 @@ async fn sagas_outlast_a_wallet_or_payout_outage_longer_than_the_old_retry_budge
 
         // Both gifts moved coins and diamonds exactly once.
         assert_eq!(suite.coins("ann").await, funded - 200, "[{backend}]");
-        assert_eq!(credited(&suite, "ben").await, 100, "[{backend}]");
+        assert_eq!(suite.diamonds("ben").await, 100, "[{backend}]");
         suite.stop().await;
     }
 }
@@ -651,7 +651,7 @@ async fn two_senders_may_use_the_same_idempotency_key() {
         );
         assert_eq!(suite.coins("amy").await, amy_funded - 30, "[{backend}]");
         assert_eq!(suite.coins("bo").await, bo_funded - 60, "[{backend}]");
-        assert_eq!(credited(&suite, "cy").await, 15 + 30, "[{backend}]");
+        assert_eq!(suite.diamonds("cy").await, 15 + 30, "[{backend}]");
         // The same sender, the same key, another gift: refused, as before.
         let other = amy.send_gift(send_as("amy", 3)).await.unwrap_err();
         assert_eq!(other.code(), Code::AlreadyExists, "[{backend}]");

@@ -69,21 +69,3 @@ pub async fn settled(client: &mut GiftingClient, saga_id: &str) -> pb::GiftRecei
     }
     panic!("saga {saga_id} did not settle within 10 s");
 }
-
-/// The diamonds credited to `creator` and still theirs: pending (not yet matured, which
-/// fresh credits are under the demo economy's 72 h) plus available.
-pub async fn credited(suite: &ovation_testkit::InProcessSuite, creator: &str) -> i64 {
-    let balance = suite
-        .clients
-        .payout_admin()
-        .await
-        .get_diamond_balance(ovation_proto::payout::GetDiamondBalanceRequest {
-            creator_id: creator.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("[{}] {creator}'s diamonds: {e}", suite.backend))
-        .into_inner()
-        .balance
-        .unwrap();
-    balance.pending_diamonds + balance.available_diamonds
-}

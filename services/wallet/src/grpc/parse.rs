@@ -19,13 +19,18 @@ use ovation_types::{
 use crate::accounts::{OpenAccountCmd, SetLimitsCmd, SetMinorCmd};
 use crate::domain::{
     Caps, ClawbackOrderState, DEBIT_IDS_MAX, HOLD_TTL_MS_DEFAULT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
-    PurchaseState, VerifiedAge,
+    PaymentMethod, PurchaseState, VerifiedAge,
 };
 use crate::ledger::{CaptureCmd, DebitCmd, RefundCmd, ReserveCmd, ReverseCmd};
 use crate::purchases::PurchaseCmd;
 
-/// Longest payment token a provider may hand out, in bytes.
+/// Longest payment token a provider may hand out, in bytes (a sandbox token, a Stripe
+/// payment method id, a Google Play product id).
 const PAYMENT_TOKEN_BYTES_MAX: usize = 255;
+/// Longest App Store signed transaction (a JWS with its x5c chain: a few KiB), in bytes.
+const SIGNED_TRANSACTION_BYTES_MAX: usize = 16 * 1024;
+/// Longest Google Play purchase token, in bytes.
+const PURCHASE_TOKEN_BYTES_MAX: usize = 4 * 1024;
 
 /// A page of a user's purchases.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +126,7 @@ pub fn parse_purchase_coins(
     let user = v.check("user_id", ResourceId::parse(&req.user_id));
     let package = v.check("package_id", ResourceId::parse(&req.package_id));
     let currency = v.check("currency_code", CurrencyCode::parse(&req.currency_code));
-    let token = v.check("payment_token", payment_token(&req.payment_token));
+    let payment = payment_method(&mut v, req);
     let expected = match &req.expected_price {
         Some(m) => money(&mut v, "expected_price", Some(m)).map(Some),
         None => Some(None),
@@ -135,7 +140,7 @@ pub fn parse_purchase_coins(
             user_id: user,
             package_id: package?,
             currency: currency?,
-            payment_token: token?,
+            payment: payment?,
             expected_price: expected?,
             verified_age,
         })
@@ -471,10 +476,78 @@ fn optional_coins(raw: Option<i64>) -> Result<Option<Coins>, String> {
     raw.map(Coins::parse).transpose()
 }
 
-fn payment_token(raw: &str) -> Result<String, String> {
-    if raw.is_empty() || raw.len() > PAYMENT_TOKEN_BYTES_MAX {
+/// `payment_method`, or the deprecated `payment_token` (a sandbox token) in its place.
+fn payment_method(v: &mut Violations, req: &pb::PurchaseCoinsRequest) -> Option<PaymentMethod> {
+    use pb::payment_method::Method;
+    let Some(method) = &req.payment_method else {
+        let token = v.check(
+            "payment_token",
+            bounded_text(&req.payment_token, PAYMENT_TOKEN_BYTES_MAX),
+        );
+        return token.map(|token| PaymentMethod::Sandbox { token });
+    };
+    if !req.payment_token.is_empty() {
+        v.check::<()>(
+            "payment_token",
+            Err("must be empty when payment_method is set".into()),
+        );
+        return None;
+    }
+    match &method.method {
+        None => v.check("payment_method", Err("names no method".into())),
+        Some(Method::Sandbox(s)) => v
+            .check(
+                "payment_method.sandbox.token",
+                bounded_text(&s.token, PAYMENT_TOKEN_BYTES_MAX),
+            )
+            .map(|token| PaymentMethod::Sandbox { token }),
+        Some(Method::StripeCard(c)) => v
+            .check(
+                "payment_method.stripe_card.payment_method_id",
+                stripe_id(&c.payment_method_id, "pm_"),
+            )
+            .map(|payment_method_id| PaymentMethod::StripeCard { payment_method_id }),
+        Some(Method::AppStore(a)) => v
+            .check(
+                "payment_method.app_store.signed_transaction",
+                bounded_text(&a.signed_transaction, SIGNED_TRANSACTION_BYTES_MAX),
+            )
+            .map(|signed_transaction| PaymentMethod::AppStore { signed_transaction }),
+        Some(Method::GooglePlay(g)) => {
+            let product = v.check(
+                "payment_method.google_play.product_id",
+                bounded_text(&g.product_id, PAYMENT_TOKEN_BYTES_MAX),
+            );
+            let token = v.check(
+                "payment_method.google_play.purchase_token",
+                bounded_text(&g.purchase_token, PURCHASE_TOKEN_BYTES_MAX),
+            );
+            Some(PaymentMethod::GooglePlay {
+                product_id: product?,
+                purchase_token: token?,
+            })
+        }
+    }
+}
+
+/// A required opaque text of at most `bytes_max` bytes.
+fn bounded_text(raw: &str, bytes_max: usize) -> Result<String, String> {
+    if raw.is_empty() || raw.len() > bytes_max {
+        return Err(format!("is required, at most {bytes_max} characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A Stripe object id with its `prefix` (letters, digits and `_`), ≤ 255 bytes.
+fn stripe_id(raw: &str, prefix: &str) -> Result<String, String> {
+    let well_formed = raw.len() > prefix.len()
+        && raw.len() <= PAYMENT_TOKEN_BYTES_MAX
+        && raw.starts_with(prefix)
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !well_formed {
         return Err(format!(
-            "is required, at most {PAYMENT_TOKEN_BYTES_MAX} characters"
+            "must be a Stripe id \"{prefix}…\" (letters, digits, _), at most \
+             {PAYMENT_TOKEN_BYTES_MAX} characters"
         ));
     }
     Ok(raw.to_owned())
@@ -748,6 +821,7 @@ mod tests {
             currency_code: "USD".into(),
             payment_token: "tok".into(),
             expected_price: None,
+            payment_method: None,
         };
         let fingerprint = Fingerprint::of("PurchaseCoins", &req);
         let ann = Caller::new("ann", vec![Role::Viewer], None);

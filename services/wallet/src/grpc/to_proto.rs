@@ -6,7 +6,8 @@ use ovation_server::edge::to_timestamp;
 use ovation_types::{ResourceId, UnixMillis};
 
 use crate::domain::{
-    self, AccountKind, Caps, ClawbackOrderState, HoldState, LimitsStatus, PurchaseState, Reason,
+    self, AccountKind, Caps, ClawbackOrderState, HoldState, LimitsStatus, PaymentProviderKind,
+    PurchaseState, Reason,
 };
 use crate::store::{
     AccountRow, ClawbackOrderRow, DebitRow, EntryRow, HoldRow, LedgerSummary, PurchaseRow,
@@ -64,6 +65,21 @@ pub fn purchase(p: &PurchaseRow) -> pb::Purchase {
         }),
         create_time: Some(to_timestamp(p.created_at)),
         update_time: Some(to_timestamp(p.updated_at)),
+        payment_provider: payment_provider(p.payment_provider).into(),
+        next_action: (!p.next_action.is_empty()).then(|| pb::PaymentNextAction {
+            r#type: p.next_action.action_type.clone(),
+            client_secret: p.next_action.client_secret.clone(),
+            redirect_url: p.next_action.redirect_url.clone(),
+        }),
+    }
+}
+
+fn payment_provider(kind: PaymentProviderKind) -> pb::PaymentProvider {
+    match kind {
+        PaymentProviderKind::Sandbox => pb::PaymentProvider::Sandbox,
+        PaymentProviderKind::Stripe => pb::PaymentProvider::Stripe,
+        PaymentProviderKind::AppStore => pb::PaymentProvider::AppStore,
+        PaymentProviderKind::GooglePlay => pb::PaymentProvider::GooglePlay,
     }
 }
 

@@ -66,6 +66,7 @@ async fn each_role_reaches_exactly_its_rows() {
         currency_code: "USD".into(),
         payment_token: TOKEN_OK.into(),
         expected_price: None,
+        payment_method: None,
     };
     assert_eq!(
         code(gateway.purchase_coins(purchase_for("g1")).await),

@@ -263,6 +263,8 @@ fn purchase_row(i: usize, user: usize, coins: i64, bonus: i64, now: UnixMillis) 
         updated_at: now,
         credited_seq: None,
         attribution: Default::default(),
+        payment_provider: ovation_wallet::domain::PaymentProviderKind::Sandbox,
+        next_action: Default::default(),
     }
 }
 

@@ -16,7 +16,10 @@ use ovation_testkit::services::{
 use ovation_testkit::{Bearer, PayoutClient, Running, TestDatabase, WalletClient, free_addr};
 use ovation_types::Clock;
 use ovation_wallet::WalletSettings;
+use ovation_wallet::domain::PaymentProviderKind;
 use ovation_wallet::payment::SandboxProvider;
+use ovation_wallet::payment::stripe::StripeProvider;
+use ovation_webhooks::stripe_signature::{Secrets, Verifier};
 
 pub struct Suite {
     catalog: Running,
@@ -30,6 +33,9 @@ pub struct Suite {
     pub clock: Clock,
     /// The payout service the wallet delivers clawback orders to, when the test has one.
     payout: Option<PayoutSlot>,
+    stripe: Option<StripeOptions>,
+    /// Where the wallet receives provider webhooks (when Stripe is configured).
+    webhook_addr: SocketAddr,
 }
 
 /// A payout service on a fixed address and database, so it can be stopped and started
@@ -48,6 +54,18 @@ pub struct SuiteOptions {
     pub clock: Option<Clock>,
     /// Start a real payout service and deliver clawback orders to it.
     pub payout: bool,
+    /// Take card payments through Stripe (an in-test server standing for it) and receive
+    /// its webhooks on [`Suite::webhook_url`].
+    pub stripe: Option<StripeOptions>,
+}
+
+/// Where the suite's wallet finds "Stripe" and how it verifies Stripe's webhooks.
+#[derive(Clone, Debug)]
+pub struct StripeOptions {
+    pub api_base: String,
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub request_timeout_ms: u64,
 }
 
 impl Suite {
@@ -94,6 +112,8 @@ impl Suite {
             backend: wallet_db.backend(),
             clock: options.clock.unwrap_or_default(),
             payout,
+            stripe: options.stripe,
+            webhook_addr: free_addr(),
         };
         if suite.payout.is_some() {
             suite.start_payout().await;
@@ -110,6 +130,21 @@ impl Suite {
             self.sandbox.clone(),
         );
         config.clock = self.clock.clone();
+        if let Some(stripe) = &self.stripe {
+            let client = StripeProvider::new(
+                &stripe.api_base,
+                stripe.secret_key.clone(),
+                std::time::Duration::from_millis(stripe.request_timeout_ms),
+                None,
+            )
+            .expect("the Stripe client builds");
+            let secrets = Secrets::new([stripe.webhook_secret.clone()]).expect("a secret");
+            config.providers = config
+                .providers
+                .with(PaymentProviderKind::Stripe, Arc::new(client))
+                .with_stripe_webhook(Verifier::new(secrets));
+            config.webhook_addr = Some(self.webhook_addr);
+        }
         if let Some(payout) = &self.payout {
             config.payout = PayoutPeerArgs::plaintext(format!("http://{}", payout.addr));
         }
@@ -157,6 +192,15 @@ impl Suite {
             wallet.stop().await.expect("wallet stops");
         }
         self.start_wallet(settings).await;
+    }
+
+    /// The wallet's Stripe webhook URL.
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.webhook_addr,
+            ovation_wallet::webhooks::STRIPE_PATH
+        )
     }
 
     /// A client of the wallet, presenting `bearer`.
@@ -214,6 +258,7 @@ pub fn purchase_request(
         currency_code: "USD".into(),
         payment_token: token.into(),
         expected_price: None,
+        payment_method: None,
     }
 }
 

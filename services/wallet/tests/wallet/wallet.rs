@@ -610,6 +610,7 @@ async fn bad_inputs_are_refused_and_write_nothing() {
                 currency_code: "usd".into(),
                 payment_token: String::new(),
                 expected_price: None,
+                payment_method: None,
             })
             .await
             .unwrap_err();

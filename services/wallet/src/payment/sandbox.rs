@@ -1,41 +1,12 @@
-//! Payment providers: the trait real providers plug in behind, and the sandbox that
-//! ships for development and tests.
-//!
-//! A provider must be idempotent by purchase id: charging the same purchase id twice
-//! charges once and answers the same. The wallet relies on it to retry a charge whose
-//! answer was lost without charging twice.
+//! The sandbox provider: test tokens choose the outcome, no real money moves. It runs only
+//! with `OVATION_ALLOW_SANDBOX=true` (development, tests, demos).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 
-/// One charge to make.
-#[derive(Clone, Debug)]
-pub struct ChargeRequest {
-    /// The idempotency reference: one purchase, at most one charge.
-    pub purchase_id: String,
-    pub currency_code: String,
-    pub amount_minor: i64,
-    /// The opaque token the client got from the provider's tokenization.
-    pub payment_token: String,
-}
-
-/// What a provider answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChargeOutcome {
-    /// Money taken; `reference` is the provider's id for the charge.
-    Charged { reference: String },
-    /// Definitely not charged.
-    Declined { reason: String },
-    /// Not known (timeout, lost answer, provider error): retry with the same purchase id.
-    Unknown { detail: String },
-}
-
-/// A payment provider.
-pub trait PaymentProvider: Send + Sync + std::fmt::Debug + 'static {
-    fn charge<'a>(&'a self, request: &'a ChargeRequest) -> BoxFuture<'a, ChargeOutcome>;
-}
+use super::{ChargeOutcome, ChargeRequest, PaymentProvider};
 
 /// Sandbox tokens (documented in the README):
 pub const TOKEN_OK: &str = "tok_sandbox_ok";
@@ -151,6 +122,7 @@ mod tests {
             currency_code: "USD".into(),
             amount_minor: 139,
             payment_token: token.into(),
+            provider_reference: None,
         }
     }
 
