@@ -288,9 +288,9 @@ fn configs(
             if name == "payout" {
                 let sandbox = dir.join("payout-sandbox").display().to_string();
                 env.push(("OVATION_PAYOUT_SANDBOX_DIR".into(), sandbox));
-                // A startup measurement, not a payout rail: the sandbox is allowed.
-                env.push(("OVATION_ALLOW_SANDBOX".into(), "true".into()));
             }
+            // A startup measurement, not a money rail: the sandbox providers are allowed.
+            env.push(("OVATION_ALLOW_SANDBOX".into(), "true".into()));
             if name == "gifting" {
                 env.push(("OVATION_WALLET_URL".into(), url_of("wallet")));
                 env.push(("OVATION_PAYOUT_URL".into(), url_of("payout")));
