@@ -39,6 +39,13 @@ pub enum WalletError {
     /// An operation id (or account) reused with other parameters.
     #[error("{0}")]
     Conflict(String),
+    /// A request field's value is refused on what it says (an App Store transaction not
+    /// signed by Apple, or not this app's): INVALID_ARGUMENT naming the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// A dependency (the catalog) cannot answer now: retry.
     #[error("{0}")]
     Unavailable(String),

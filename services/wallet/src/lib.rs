@@ -242,7 +242,8 @@ pub struct WalletConfig {
     pub identity: IdentityArgs,
     /// The payment providers (built from OVATION_PAYMENT_PROVIDERS by [`WalletConfig::from_args`]).
     pub providers: Providers,
-    /// Where provider webhooks are received (`POST /webhooks/stripe`); `None`: nowhere.
+    /// Where provider webhooks are received (`POST /webhooks/stripe`,
+    /// `/webhooks/app_store`); `None`: nowhere.
     pub webhook_addr: Option<SocketAddr>,
     /// Where purchases read the time (velocity windows, caps): the system's, or a test's.
     pub clock: Clock,
@@ -299,7 +300,8 @@ pub async fn run(
     let mut workers = Vec::new();
     match webhook_listener {
         Some(listener) => {
-            if config.providers.stripe_webhook().is_none() {
+            if config.providers.stripe_webhook().is_none() && config.providers.app_store().is_none()
+            {
                 tracing::warn!(
                     "OVATION_WALLET_WEBHOOK_ADDR is set but no provider with webhooks is configured"
                 );
@@ -307,6 +309,7 @@ pub async fn run(
             let routes = webhooks::routes(
                 db.clone(),
                 config.providers.stripe_webhook().cloned(),
+                config.providers.app_store().cloned(),
                 config.clock.clone(),
             );
             let shutdown = start.shutdown().clone();
@@ -321,6 +324,12 @@ pub async fn run(
             tracing::warn!(
                 "stripe is configured without OVATION_WALLET_WEBHOOK_ADDR: disputes and refunds \
                  are not received, and purchases awaiting 3-D Secure settle only by re-check"
+            );
+        }
+        None if config.providers.app_store().is_some() => {
+            tracing::warn!(
+                "app_store is configured without OVATION_WALLET_WEBHOOK_ADDR: App Store refunds \
+                 and revocations are not received"
             );
         }
         None => {}

@@ -13,6 +13,9 @@
 //!   webhook answers 409 and Stripe delivers it again later, by when the purchase has
 //!   completed. A partial refund is recorded and ignored (coins are reversed whole only;
 //!   an operator decides), as is an event about a purchase this wallet does not have.
+//! - App Store Server Notifications v2 (keyed by `notificationUUID`): `REFUND` and `REVOKE`
+//!   reverse the purchase of their transaction the same way, actor `app_store`; other
+//!   types, and transactions this wallet never redeemed, are recorded and ignored.
 
 use ovation_store::Db;
 use ovation_types::limits::TEXT_CHARS_MAX;
@@ -21,10 +24,13 @@ use ovation_webhooks::stripe_event::Event;
 
 use crate::domain::{PaymentProviderKind, PurchaseState};
 use crate::ledger::{self, ReverseCmd, WalletError};
+use crate::payment::app_store::AppStoreNotification;
 use crate::store::{self, PurchaseRow};
 
 /// The actor of record of a reversal a Stripe event made.
 pub const STRIPE_ACTOR: &str = "stripe";
+/// The actor of record of a reversal an App Store notification made.
+pub const APP_STORE_ACTOR: &str = "app_store";
 
 /// The longest event id accepted (Stripe's are ~30 characters).
 pub const EVENT_ID_BYTES_MAX: usize = 255;
@@ -203,22 +209,105 @@ async fn reverse_for(
                 event.object_str("object").unwrap_or("object"),
                 event.object_str("id").unwrap_or("")
             );
-            let cmd = ReverseCmd {
-                purchase_id: purchase.purchase_id.clone(),
-                actor: STRIPE_ACTOR.to_owned(),
-                reason: Text::parse(&truncate(&reason, TEXT_CHARS_MAX))
-                    .map_err(|e| WalletError::Inconsistent(format!("reversal reason: {e}")))?,
-            };
-            let reversed = ledger::reverse_purchase(conn, &cmd, now).await?;
-            Ok(Step::Done {
-                purchase_id: purchase.purchase_id.as_str().to_owned(),
-                outcome: format!(
-                    "reversed: {} coins clawed back, {} debt",
-                    reversed.reversal_clawed_back, reversed.reversal_debt
-                ),
-            })
+            reverse_completed(conn, &purchase, STRIPE_ACTOR, &reason, now).await
         }
     }
+}
+
+/// Reverses a COMPLETED purchase through the operators' reversal path, as `actor`.
+async fn reverse_completed(
+    conn: &mut ovation_store::db::Conn,
+    purchase: &PurchaseRow,
+    actor: &str,
+    reason: &str,
+    now: UnixMillis,
+) -> Result<Step, WalletError> {
+    let cmd = ReverseCmd {
+        purchase_id: purchase.purchase_id.clone(),
+        actor: actor.to_owned(),
+        reason: Text::parse(&truncate(reason, TEXT_CHARS_MAX))
+            .map_err(|e| WalletError::Inconsistent(format!("reversal reason: {e}")))?,
+    };
+    let reversed = ledger::reverse_purchase(conn, &cmd, now).await?;
+    Ok(Step::Done {
+        purchase_id: purchase.purchase_id.as_str().to_owned(),
+        outcome: format!(
+            "reversed: {} coins clawed back, {} debt",
+            reversed.reversal_clawed_back, reversed.reversal_debt
+        ),
+    })
+}
+
+/// Applies a verified App Store notification once (by `notificationUUID`): `REFUND` and
+/// `REVOKE` reverse the purchase of the transaction, actor `app_store`; anything else, or
+/// a transaction this wallet never redeemed, is recorded and ignored.
+pub async fn apply_app_store_notification(
+    db: &Db,
+    notification: &AppStoreNotification,
+    now: UnixMillis,
+) -> Result<Applied, WalletError> {
+    let provider = PaymentProviderKind::AppStore.name();
+    let mut tx = db.begin_write().await?;
+    if !store::record_provider_event(
+        &mut tx,
+        provider,
+        &notification.notification_uuid,
+        &notification.notification_type,
+        now,
+    )
+    .await?
+    {
+        return Ok(Applied::Duplicate);
+    }
+    let step = match notification.notification_type.as_str() {
+        "REFUND" | "REVOKE" => {
+            match store::get_purchase_by_provider_reference(
+                &mut tx,
+                PaymentProviderKind::AppStore,
+                &notification.transaction_id,
+            )
+            .await?
+            {
+                None => ignored("", "no purchase of this wallet has this transaction"),
+                Some(purchase) if purchase.state == PurchaseState::Completed => {
+                    let reason = format!(
+                        "app_store {} {} (transaction {})",
+                        notification.notification_type,
+                        notification.notification_uuid,
+                        notification.transaction_id
+                    );
+                    reverse_completed(&mut tx, &purchase, APP_STORE_ACTOR, &reason, now).await?
+                }
+                Some(purchase) => ignored(
+                    purchase.purchase_id.as_str(),
+                    &format!("the purchase is {:?}", purchase.state),
+                ),
+            }
+        }
+        other => ignored("", &format!("{other} is not handled")),
+    };
+    let Step::Done {
+        purchase_id,
+        outcome,
+    } = step
+    else {
+        return Err(WalletError::Inconsistent(
+            "an App Store purchase is never PENDING".into(),
+        ));
+    };
+    store::set_provider_event_outcome(
+        &mut tx,
+        provider,
+        &notification.notification_uuid,
+        &purchase_id,
+        &outcome,
+    )
+    .await?;
+    tx.commit().await.map_err(ovation_store::StoreError::from)?;
+    tracing::info!(notification_uuid = %notification.notification_uuid,
+        notification_type = %notification.notification_type,
+        purchase_id = %purchase_id, %outcome, "app store notification applied");
+    Ok(Applied::Done { outcome })
 }
 
 fn ignored(purchase_id: &str, why: &str) -> Step {

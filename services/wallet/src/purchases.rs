@@ -20,11 +20,11 @@ use ovation_types::{Clock, Coins, CurrencyCode, IdempotencyKey, Money, ResourceI
 
 use crate::catalog::{CatalogError, CatalogReader};
 use crate::domain::{
-    AgeRule, PaymentMethod, PromotionOffer, PurchaseState, PurchaseVelocity, Refusal,
-    VELOCITY_WINDOW_MS, VerifiedAge, check_caps, choose_promotion,
+    AgeRule, PaymentMethod, PaymentProviderKind, PromotionOffer, PurchaseState, PurchaseVelocity,
+    Refusal, VELOCITY_WINDOW_MS, VerifiedAge, check_caps, choose_promotion,
 };
 use crate::ledger::{self, WalletError};
-use crate::payment::{ChargeOutcome, ChargeRequest, Providers};
+use crate::payment::{ChargeOutcome, ChargeRequest, Providers, app_store};
 use crate::store::{self, PurchaseRow};
 
 /// Timing and budgets of purchases.
@@ -120,6 +120,9 @@ impl Purchases {
     pub async fn purchase(&self, cmd: PurchaseCmd) -> Result<PurchaseRow, WalletError> {
         if let Some(existing) = self.by_key(&cmd).await? {
             return Ok(existing);
+        }
+        if let PaymentMethod::AppStore { signed_transaction } = &cmd.payment {
+            return self.redeem_app_store(&cmd, signed_transaction).await;
         }
         let provider = cmd.payment.provider();
         let credential = match (
@@ -299,6 +302,213 @@ impl Purchases {
         }
         tx.commit().await.map_err(ovation_store::StoreError::from)?;
         self.attempt(row).await
+    }
+
+    /// An App Store purchase: Apple took the money already, so there is no charge. The
+    /// signed transaction is verified and checked, then recorded COMPLETED and credited in
+    /// one transaction, once per `transactionId` across all users (a unique index on the
+    /// provider reference). No promotion bonus, velocity limit or purchase cap applies (the
+    /// buyer has paid; refusing would keep their money without coins); the age rule does.
+    async fn redeem_app_store(
+        &self,
+        cmd: &PurchaseCmd,
+        signed_transaction: &str,
+    ) -> Result<PurchaseRow, WalletError> {
+        const FIELD: &str = "payment_method.app_store.signed_transaction";
+        let Some(app_store) = self.providers.app_store() else {
+            return Err(WalletError::WrongState {
+                reason: reasons::wallet::PAYMENT_PROVIDER_NOT_CONFIGURED,
+                message: "this wallet takes no payments through app_store \
+                          (OVATION_PAYMENT_PROVIDERS)"
+                    .into(),
+            });
+        };
+        let now = self.settings.clock.now();
+        let transaction = app_store
+            .transaction(signed_transaction, now.0.div_euclid(1000))
+            .map_err(|message| WalletError::Invalid {
+                field: FIELD,
+                message,
+            })?;
+        if transaction.package_id != cmd.package_id {
+            return Err(WalletError::Invalid {
+                field: "package_id",
+                message: format!(
+                    "the App Store product {} buys coin package {}, not {}",
+                    transaction.product_id, transaction.package_id, cmd.package_id
+                ),
+            });
+        }
+        if let Some(age) = cmd.verified_age {
+            let mut tx = self.db.begin_write().await?;
+            ledger::record_verified_age(&mut tx, &cmd.user_id, age, now).await?;
+            tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        }
+        let offer = self
+            .catalog
+            .offer(cmd.package_id.as_str())
+            .await
+            .map_err(|e| match e {
+                CatalogError::PackageNotFound(id) => WalletError::NotFound {
+                    kind: "coin package",
+                    id,
+                },
+                CatalogError::Unavailable(detail) => {
+                    WalletError::Unavailable(format!("catalog: {detail}"))
+                }
+            })?;
+        // What the buyer paid, as Apple reports it; else the package's price.
+        let (currency, amount_minor) = match &transaction.price_milli {
+            Some((price, currency)) => {
+                let code = CurrencyCode::parse(currency).map_err(|e| WalletError::Invalid {
+                    field: FIELD,
+                    message: format!("the transaction's currency: {e}"),
+                })?;
+                let amount = app_store::milli_to_minor(*price, code.as_str()).ok_or_else(|| {
+                    WalletError::Invalid {
+                        field: FIELD,
+                        message: "the transaction's price does not fit".into(),
+                    }
+                })?;
+                (code, amount)
+            }
+            None => {
+                let amount = offer
+                    .prices
+                    .iter()
+                    .find(|(c, _)| c.as_str() == cmd.currency.as_str())
+                    .map(|(_, amount)| *amount)
+                    .ok_or_else(|| WalletError::WrongState {
+                        reason: reasons::wallet::PACKAGE_UNAVAILABLE,
+                        message: format!(
+                            "the transaction carries no price and coin package {} is not sold \
+                             in {}",
+                            cmd.package_id, cmd.currency
+                        ),
+                    })?;
+                (cmd.currency.clone(), amount)
+            }
+        };
+        let package_coins = Coins::parse(offer.coins).map_err(|e| WalletError::WrongState {
+            reason: reasons::wallet::PACKAGE_UNAVAILABLE,
+            message: format!(
+                "coin package {} has an invalid coin amount: {e}",
+                cmd.package_id
+            ),
+        })?;
+        let row = PurchaseRow {
+            purchase_id: new_purchase_id(),
+            idempotency_key: cmd.idempotency_key.clone(),
+            fingerprint: cmd.fingerprint.clone(),
+            user_id: cmd.user_id.clone(),
+            package_id: cmd.package_id.clone(),
+            package_version: offer.version,
+            currency_code: currency,
+            amount_minor,
+            package_coins,
+            bonus_coins: 0,
+            promotion_id: String::new(),
+            promotion_version: 0,
+            // The app's token for the buyer (appAccountToken), kept as the credential.
+            payment_token: transaction.app_account_token.clone(),
+            state: PurchaseState::Pending,
+            decline_reason: String::new(),
+            // Unique per provider: the transaction is redeemed once, by whoever is first.
+            provider_reference: transaction.transaction_id.clone(),
+            charge_attempts: 0,
+            next_attempt_at: UnixMillis(i64::MAX),
+            reversal_actor: String::new(),
+            reversal_reason: String::new(),
+            reversal_clawed_back: 0,
+            reversal_debt: 0,
+            reversed_at: None,
+            created_at: now,
+            updated_at: now,
+            credited_seq: None,
+            attribution: store::AttributionRow::default(),
+            payment_provider: PaymentProviderKind::AppStore,
+            next_action: Default::default(),
+        };
+        match self.record_redeemed(&row, now).await {
+            Ok(true) => self.reload(&row.purchase_id).await,
+            // Lost to a twin under the same key, or to anyone under the same transaction.
+            Ok(false) => self.answer_redeemed(cmd, &transaction.transaction_id).await,
+            Err(e) if e.lost_to_a_twin() => {
+                self.answer_redeemed(cmd, &transaction.transaction_id).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records and credits a redeemed App Store purchase; false if its key or its
+    /// transaction was recorded first.
+    async fn record_redeemed(
+        &self,
+        row: &PurchaseRow,
+        now: UnixMillis,
+    ) -> Result<bool, WalletError> {
+        let mut tx = self.db.begin_write().await?;
+        let user = row.user_id.as_str();
+        let account = ledger::lock_account(&mut tx, user, now).await?;
+        if store::get_purchase_by_key(&mut tx, user, row.idempotency_key.as_str())
+            .await?
+            .is_some()
+            || store::get_purchase_by_provider_reference(
+                &mut tx,
+                PaymentProviderKind::AppStore,
+                &row.provider_reference,
+            )
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.settings.age_rule.check(user, account.age)?;
+        if !store::insert_purchase(&mut tx, row).await? {
+            return Ok(false);
+        }
+        if !ledger::complete_purchase(&mut tx, row, &row.provider_reference, now).await? {
+            return Err(WalletError::Inconsistent(format!(
+                "purchase {} vanished before its credit",
+                row.purchase_id
+            )));
+        }
+        tx.commit().await.map_err(ovation_store::StoreError::from)?;
+        tracing::info!(purchase_id = %row.purchase_id, "app store purchase redeemed");
+        Ok(true)
+    }
+
+    /// The answer to a redemption that found its key or its transaction recorded: the
+    /// original purchase to the same buyer under the same key; ALREADY_EXISTS otherwise.
+    async fn answer_redeemed(
+        &self,
+        cmd: &PurchaseCmd,
+        transaction_id: &str,
+    ) -> Result<PurchaseRow, WalletError> {
+        if let Some(existing) = self.by_key(cmd).await? {
+            return Ok(existing);
+        }
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ovation_store::StoreError::from)?;
+        match store::get_purchase_by_provider_reference(
+            &mut conn,
+            PaymentProviderKind::AppStore,
+            transaction_id,
+        )
+        .await?
+        {
+            Some(_) => Err(WalletError::Conflict(format!(
+                "App Store transaction {transaction_id} was already redeemed (by this or \
+                 another account, under another idempotency key)"
+            ))),
+            None => Err(WalletError::Conflict(
+                "a concurrent purchase vanished; retry".into(),
+            )),
+        }
     }
 
     /// The purchase this buyer already recorded under this idempotency key, if any (keys

@@ -109,6 +109,12 @@ impl From<WalletError> for ApiError {
                 reason: reasons::wallet::OPERATION_ID_REUSED,
                 message,
             },
+            WalletError::Invalid { field, message } => {
+                ApiError::InvalidArgument(vec![ovation_types::Violation {
+                    field: field.to_owned(),
+                    description: message,
+                }])
+            }
             WalletError::Unavailable(message) => ApiError::Unavailable { message },
             WalletError::WrongState { reason, message } => {
                 ApiError::failed_precondition(reason, message)

@@ -1,11 +1,12 @@
 //! Payment providers: the trait each one plugs in behind, the registry built from the
 //! settings (`OVATION_PAYMENT_PROVIDERS`), and the providers themselves
-//! ([`sandbox`], [`stripe`]).
+//! ([`sandbox`], [`stripe`], [`app_store`]).
 //!
 //! A provider must be idempotent by purchase id: charging the same purchase id twice
 //! charges once and answers the same. The wallet relies on it to retry a charge whose
 //! answer was lost without charging twice.
 
+pub mod app_store;
 pub mod sandbox;
 pub mod stripe;
 
@@ -64,6 +65,8 @@ pub struct Providers {
     by_kind: HashMap<PaymentProviderKind, Arc<dyn PaymentProvider>>,
     /// Stripe's webhook signing secrets, when Stripe is configured.
     stripe_webhook: Option<Verifier>,
+    /// The App Store, when configured: its purchases are redeemed, not charged.
+    app_store: Option<Arc<app_store::AppStore>>,
 }
 
 impl Providers {
@@ -88,6 +91,16 @@ impl Providers {
         self
     }
 
+    /// App Store purchases are redeemed (and its notifications verified) with `app_store`.
+    pub fn with_app_store(mut self, app_store: app_store::AppStore) -> Self {
+        self.app_store = Some(Arc::new(app_store));
+        self
+    }
+
+    pub fn app_store(&self) -> Option<&Arc<app_store::AppStore>> {
+        self.app_store.as_ref()
+    }
+
     pub fn get(&self, kind: PaymentProviderKind) -> Option<&Arc<dyn PaymentProvider>> {
         self.by_kind.get(&kind)
     }
@@ -100,7 +113,10 @@ impl Providers {
     pub fn names(&self) -> Vec<&'static str> {
         PaymentProviderKind::ALL
             .into_iter()
-            .filter(|kind| self.by_kind.contains_key(kind))
+            .filter(|kind| {
+                self.by_kind.contains_key(kind)
+                    || (*kind == PaymentProviderKind::AppStore && self.app_store.is_some())
+            })
             .map(PaymentProviderKind::name)
             .collect()
     }
@@ -109,8 +125,8 @@ impl Providers {
 /// The payment settings.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PaymentArgs {
-    /// Comma-separated providers to take payments with: sandbox, stripe (app_store and
-    /// google_play are named by the contract but not built yet: naming them refuses to
+    /// Comma-separated providers to take payments with: sandbox, stripe, app_store
+    /// (google_play is named by the contract but not built yet: naming it refuses to
     /// start). The sandbox needs OVATION_ALLOW_SANDBOX=true.
     #[arg(
         long,
@@ -123,7 +139,10 @@ pub struct PaymentArgs {
     pub sandbox: SandboxArgs,
     #[command(flatten)]
     pub stripe: stripe::StripeArgs,
-    /// Where the provider webhook endpoint listens (POST /webhooks/stripe); unset: none.
+    #[command(flatten)]
+    pub app_store: app_store::AppStoreArgs,
+    /// Where the provider webhook endpoint listens (POST /webhooks/stripe,
+    /// /webhooks/app_store); unset: none.
     #[arg(long, env = "OVATION_WALLET_WEBHOOK_ADDR")]
     pub webhook_addr: Option<std::net::SocketAddr>,
 }
@@ -137,6 +156,7 @@ impl PaymentArgs {
                 allow_sandbox: true,
             },
             stripe: stripe::StripeArgs::default(),
+            app_store: app_store::AppStoreArgs::default(),
             webhook_addr: None,
         }
     }
@@ -155,7 +175,8 @@ pub fn build(args: &PaymentArgs) -> Result<Providers, StartError> {
         .collect();
     if names.is_empty() {
         return Err(StartError::Config(
-            "OVATION_PAYMENT_PROVIDERS names no provider (any of sandbox, stripe)".into(),
+            "OVATION_PAYMENT_PROVIDERS names no provider (any of sandbox, stripe, app_store)"
+                .into(),
         ));
     }
     for name in names {
@@ -183,10 +204,14 @@ pub fn build(args: &PaymentArgs) -> Result<Providers, StartError> {
                     Verifier::new(secrets).with_tolerance_secs(args.stripe.webhook_tolerance_secs),
                 );
             }
-            PaymentProviderKind::AppStore | PaymentProviderKind::GooglePlay => {
+            PaymentProviderKind::AppStore => {
+                providers =
+                    providers.with_app_store(app_store::AppStore::from_args(&args.app_store)?);
+            }
+            PaymentProviderKind::GooglePlay => {
                 return Err(StartError::Config(format!(
                     "OVATION_PAYMENT_PROVIDERS: the provider `{name}` is not built yet; \
-                     configure sandbox or stripe"
+                     configure sandbox, stripe or app_store"
                 )));
             }
         }
@@ -213,6 +238,7 @@ mod tests {
             payment_providers: providers.iter().map(|s| s.to_string()).collect(),
             sandbox: SandboxArgs { allow_sandbox },
             stripe: stripe::StripeArgs::default(),
+            app_store: app_store::AppStoreArgs::default(),
             webhook_addr: None,
         }
     }
@@ -227,13 +253,22 @@ mod tests {
 
     #[test]
     fn providers_not_built_or_unknown_refuse_to_start() {
-        for name in ["app_store", "google_play"] {
-            let refused = build(&args(&[name], true)).unwrap_err().to_string();
-            assert!(refused.contains("not built yet"), "{refused}");
-        }
+        let refused = build(&args(&["google_play"], true))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("not built yet"), "{refused}");
         let unknown = build(&args(&["paypal"], true)).unwrap_err().to_string();
         assert!(unknown.contains("unknown provider"), "{unknown}");
         assert!(build(&args(&[" "], true)).is_err());
+    }
+
+    #[test]
+    fn the_app_store_needs_its_roots_bundle_environment_and_products() {
+        let refused = build(&args(&["app_store"], false)).unwrap_err().to_string();
+        assert!(
+            refused.contains("OVATION_APP_STORE_ROOT_CERTS_FILE"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod actors;
 mod age;
+mod app_store;
 mod authorization;
 mod batch;
 mod clawbacks;

@@ -18,6 +18,7 @@ use ovation_types::Clock;
 use ovation_wallet::WalletSettings;
 use ovation_wallet::domain::PaymentProviderKind;
 use ovation_wallet::payment::SandboxProvider;
+use ovation_wallet::payment::app_store::AppStore;
 use ovation_wallet::payment::stripe::StripeProvider;
 use ovation_webhooks::stripe_signature::{Secrets, Verifier};
 
@@ -34,6 +35,7 @@ pub struct Suite {
     /// The payout service the wallet delivers clawback orders to, when the test has one.
     payout: Option<PayoutSlot>,
     stripe: Option<StripeOptions>,
+    app_store: Option<AppStore>,
     /// Where the wallet receives provider webhooks (when Stripe is configured).
     webhook_addr: SocketAddr,
 }
@@ -57,6 +59,8 @@ pub struct SuiteOptions {
     /// Take card payments through Stripe (an in-test server standing for it) and receive
     /// its webhooks on [`Suite::webhook_url`].
     pub stripe: Option<StripeOptions>,
+    /// Redeem App Store purchases (and receive its notifications on the webhook port).
+    pub app_store: Option<AppStore>,
 }
 
 /// Where the suite's wallet finds "Stripe" and how it verifies Stripe's webhooks.
@@ -113,6 +117,7 @@ impl Suite {
             clock: options.clock.unwrap_or_default(),
             payout,
             stripe: options.stripe,
+            app_store: options.app_store,
             webhook_addr: free_addr(),
         };
         if suite.payout.is_some() {
@@ -143,6 +148,10 @@ impl Suite {
                 .providers
                 .with(PaymentProviderKind::Stripe, Arc::new(client))
                 .with_stripe_webhook(Verifier::new(secrets));
+            config.webhook_addr = Some(self.webhook_addr);
+        }
+        if let Some(app_store) = &self.app_store {
+            config.providers = config.providers.with_app_store(app_store.clone());
             config.webhook_addr = Some(self.webhook_addr);
         }
         if let Some(payout) = &self.payout {
@@ -200,6 +209,15 @@ impl Suite {
             "http://{}{}",
             self.webhook_addr,
             ovation_wallet::webhooks::STRIPE_PATH
+        )
+    }
+
+    /// Where the wallet receives App Store Server Notifications.
+    pub fn app_store_webhook_url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.webhook_addr,
+            ovation_wallet::webhooks::APP_STORE_PATH
         )
     }
 

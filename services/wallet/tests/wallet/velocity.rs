@@ -24,6 +24,7 @@ async fn suite_with(db: &TestDatabase, per_hour: i64, money_per_hour: i64) -> Su
             clock: Some(Clock::manual(UnixMillis::now())),
             payout: false,
             stripe: None,
+            app_store: None,
         },
     )
     .await
