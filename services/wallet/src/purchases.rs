@@ -386,7 +386,7 @@ impl Purchases {
                             cmd.package_id, cmd.currency
                         ),
                     })?;
-                (cmd.currency.clone(), amount)
+                (cmd.currency, amount)
             }
         };
         let package_coins = Coins::parse(offer.coins).map_err(|e| WalletError::WrongState {
