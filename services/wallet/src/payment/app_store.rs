@@ -359,6 +359,56 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_required_and_the_environment_has_no_default() {
+        let chain = ovation_webhooks::app_store_jws::testing::TestChain::new(true);
+        let roots = std::env::temp_dir().join(format!("apple-root-{}.cer", std::process::id()));
+        std::fs::write(&roots, &chain.root_der).unwrap();
+        let complete = AppStoreArgs {
+            root_certs_file: Some(roots.clone()),
+            bundle_id: Some("dev.ovation.app".into()),
+            environment: Some("Sandbox".into()),
+            products: vec!["p=coins_100".into()],
+        };
+        let built = AppStore::from_args(&complete).expect("builds");
+        assert_eq!(built.environment(), Environment::Sandbox);
+        let refusal = |args: AppStoreArgs| AppStore::from_args(&args).unwrap_err().to_string();
+        for (setting, args) in [
+            (
+                "OVATION_APP_STORE_BUNDLE_ID",
+                AppStoreArgs {
+                    bundle_id: None,
+                    ..complete.clone()
+                },
+            ),
+            (
+                "OVATION_APP_STORE_ENVIRONMENT",
+                AppStoreArgs {
+                    environment: None,
+                    ..complete.clone()
+                },
+            ),
+            (
+                "OVATION_APP_STORE_ENVIRONMENT",
+                AppStoreArgs {
+                    environment: Some("production".into()),
+                    ..complete.clone()
+                },
+            ),
+            (
+                "OVATION_APP_STORE_PRODUCTS",
+                AppStoreArgs {
+                    products: vec![],
+                    ..complete.clone()
+                },
+            ),
+        ] {
+            let refused = refusal(args);
+            assert!(refused.contains(setting), "{refused}");
+        }
+        std::fs::remove_file(roots).ok();
+    }
+
+    #[test]
     fn products_parse_and_refuse_what_is_wrong() {
         let products =
             parse_products(&["com.x.coins100=coins_100".into(), " b = coins_500 ".into()]).unwrap();
