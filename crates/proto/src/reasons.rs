@@ -77,6 +77,9 @@ pub mod wallet {
     pub const PURCHASE_NOT_COMPLETED: &str = "PURCHASE_NOT_COMPLETED";
     /// FAILED_PRECONDITION: the balance changed during the reversal; retry.
     pub const REVERSAL_RACE: &str = "REVERSAL_RACE";
+    /// ALREADY_EXISTS: this App Store transaction was already redeemed (by this account
+    /// under another idempotency key, or by another account); it credits once.
+    pub const APP_STORE_TRANSACTION_REDEEMED: &str = "APP_STORE_TRANSACTION_REDEEMED";
     /// FAILED_PRECONDITION: the purchase's payment method belongs to a provider this
     /// wallet is not configured with (OVATION_PAYMENT_PROVIDERS); nothing recorded.
     pub const PAYMENT_PROVIDER_NOT_CONFIGURED: &str = "PAYMENT_PROVIDER_NOT_CONFIGURED";

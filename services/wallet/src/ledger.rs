@@ -39,6 +39,9 @@ pub enum WalletError {
     /// An operation id (or account) reused with other parameters.
     #[error("{0}")]
     Conflict(String),
+    /// A provider's purchase (an App Store transaction) was credited already.
+    #[error("{0}")]
+    AlreadyRedeemed(String),
     /// A request field's value is refused on what it says (an App Store transaction not
     /// signed by Apple, or not this app's): INVALID_ARGUMENT naming the field.
     #[error("{field}: {message}")]

@@ -501,7 +501,7 @@ impl Purchases {
         )
         .await?
         {
-            Some(_) => Err(WalletError::Conflict(format!(
+            Some(_) => Err(WalletError::AlreadyRedeemed(format!(
                 "App Store transaction {transaction_id} was already redeemed (by this or \
                  another account, under another idempotency key)"
             ))),

@@ -109,6 +109,10 @@ impl From<WalletError> for ApiError {
                 reason: reasons::wallet::OPERATION_ID_REUSED,
                 message,
             },
+            WalletError::AlreadyRedeemed(message) => ApiError::AlreadyExists {
+                reason: reasons::wallet::APP_STORE_TRANSACTION_REDEEMED,
+                message,
+            },
             WalletError::Invalid { field, message } => {
                 ApiError::InvalidArgument(vec![ovation_types::Violation {
                     field: field.to_owned(),

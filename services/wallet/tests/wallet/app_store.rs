@@ -196,7 +196,7 @@ async fn a_transaction_redeemed_again_credits_once() {
         );
         let other_user = redeem(&mut bob, "bob", "k1", &signed).await.unwrap_err();
         assert_eq!(other_user.code(), Code::AlreadyExists);
-        assert_eq!(reason(&other_user), "OPERATION_ID_REUSED");
+        assert_eq!(reason(&other_user), "APP_STORE_TRANSACTION_REDEEMED");
 
         assert_eq!(balance(&mut alice, "alice").await.posted_coins, 100);
         assert_eq!(balance(&mut bob, "bob").await.posted_coins, 0);
