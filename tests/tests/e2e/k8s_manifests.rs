@@ -1099,7 +1099,7 @@ fn the_manifests_run_only_what_the_image_holds() {
 #[test]
 fn the_base_sets_every_setting_a_service_takes() {
     /// Settings deliberately absent from the base, and why.
-    const NOT_IN_BASE: [(&str, &str); 6] = [
+    const NOT_IN_BASE: [(&str, &str); 10] = [
         (
             "OVATION_MIGRATE_ONLY",
             "the migration Job passes --migrate-only",
@@ -1117,6 +1117,24 @@ fn the_base_sets_every_setting_a_service_takes() {
         (
             "OVATION_STRIPE_RETURN_URL",
             "optional: only for redirect-based 3-D Secure, the platform's own page",
+        ),
+        // The base sells coins by card (stripe); a platform selling in its iOS app adds
+        // app_store to OVATION_PAYMENT_PROVIDERS with these (README, "Payment providers").
+        (
+            "OVATION_APP_STORE_ROOT_CERTS_FILE",
+            "only with the app_store provider, which the base does not run",
+        ),
+        (
+            "OVATION_APP_STORE_BUNDLE_ID",
+            "only with the app_store provider, which the base does not run",
+        ),
+        (
+            "OVATION_APP_STORE_ENVIRONMENT",
+            "only with the app_store provider, which the base does not run",
+        ),
+        (
+            "OVATION_APP_STORE_PRODUCTS",
+            "only with the app_store provider, which the base does not run",
         ),
     ];
     let docs = rendered("dev");

@@ -72,7 +72,7 @@ async fn providers_not_built_or_missing_secrets_refuse_to_start() {
     for (env, expected) in [
         (
             &[("OVATION_PAYMENT_PROVIDERS", "app_store")][..],
-            "not built yet",
+            "OVATION_APP_STORE_ROOT_CERTS_FILE",
         ),
         (
             &[("OVATION_PAYMENT_PROVIDERS", "google_play")][..],
